@@ -1,0 +1,221 @@
+"""The one exception tree of amihub, and the published table of error codes.
+
+::
+
+    AmihubError                      root: every error amihub raises on purpose
+    +-- RecoverableError             try again later (retry policy looks at this)
+    |   +-- StoreUnavailable         database not reachable / serialisation failure
+    |   +-- TransportUnavailable     broker, SFTP peer or HTTP peer not reachable
+    |   +-- MeterUnreachable         DLMS meter does not answer in time
+    +-- PermanentError               the same input will fail the same way: dead-letter it
+        +-- MessageRejected          the message as a whole is refused (carries ErrorDetail*)
+        |   +-- NotWellFormed        not XML, or XML the hardened parser refuses
+        |   +-- InputTooLarge        over the configured size limit
+        |   +-- SchemaInvalid        XSD validation failed
+        |   +-- NotAnEnvelope        XML but not an IEC 61968-100 message
+        |   +-- UnsupportedOperation no route for (verb, noun)
+        |   +-- ReplayConflict       MessageID replayed with different content
+        +-- NotAuthorised            authentication / permission refused
+        +-- ConfigurationError       settings or mapping specs are wrong
+        +-- SecurityViolation        bad tag, rewound invocation counter, ...
+
+Driver exceptions (SQLAlchemy, psycopg, kombu, paramiko, gurux) are mapped to
+these at the adapter edge; nothing above the adapters sees a driver exception.
+
+Error codes are published in docs/error-codes.md; :data:`ERROR_CODES` is the
+source of that table and a test keeps the two in step.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class ErrorLevel(StrEnum):
+    """IEC 61968-100 Reply/Error/level."""
+
+    INFORM = "INFORM"
+    WARNING = "WARNING"
+    FATAL = "FATAL"
+    CATASTROPHIC = "CATASTROPHIC"
+
+
+@dataclass(frozen=True)
+class ErrorCode:
+    code: str
+    level: ErrorLevel
+    title: str
+    meaning: str
+
+
+def _c(code: str, level: ErrorLevel, title: str, meaning: str) -> ErrorCode:
+    return ErrorCode(code, level, title, meaning)
+
+
+_F = ErrorLevel.FATAL
+_W = ErrorLevel.WARNING
+_C = ErrorLevel.CATASTROPHIC
+
+#: The published table: code -> meaning. Codes are stable; never reuse one.
+ERROR_CODES: dict[str, ErrorCode] = {
+    e.code: e
+    for e in (
+        # 1xxx: the message as a whole
+        _c("1001", _F, "not well-formed", "The input is not well-formed XML."),
+        _c("1002", _F, "forbidden XML construct",
+           "DTD, entity declaration or external reference: refused by the hardened parser."),
+        _c("1003", _F, "input too large", "The input exceeds the configured size limit."),
+        _c("1004", _F, "not an envelope",
+           "The XML root is not an IEC 61968-100 message or a 61968-9 message wrapper."),
+        _c("1005", _F, "schema invalid",
+           "The message does not validate against the envelope or profile XSD; xpath names "
+           "the offending element."),
+        _c("1006", _F, "unsupported verb/noun", "No handler is routed for this verb and noun."),
+        _c("1007", _F, "replay conflict",
+           "This MessageID was already received from this source with different content."),
+        _c("1008", _F, "header invalid",
+           "A Header field has a value amihub cannot use (e.g. a Timestamp without zone)."),
+        _c("1009", _F, "payload missing", "The verb and noun need a Payload and there is none."),
+        _c("1010", _F, "not authorised",
+           "The sender is not authenticated, or may not use this verb and noun."),
+        _c("1011", _F, "not implemented yet",
+           "The noun is recognised but its domain is not built in this release."),
+        # 2xxx: items inside the payload
+        _c("2001", _F, "unknown meter",
+           "No end device with this mRID or name exists for the utility."),
+        _c("2002", _F, "unknown usage point",
+           "No usage point with this mRID or name exists for the utility."),
+        _c("2003", _F, "bad ReadingType", "The ReadingType is not 18 dot-separated integers."),
+        _c("2004", _F, "duplicate reading",
+           "The same meter, ReadingType and timestamp occur more than once in the message."),
+        _c("2005", _F, "bad value", "A reading value is not a decimal number."),
+        _c("2006", _F, "bad timestamp", "A timestamp is missing, not ISO 8601, or has no zone."),
+        _c("2007", _F, "already exists", "An object with this mRID already exists."),
+        _c("2008", _F, "not found", "The object to change, close or delete does not exist."),
+        _c("2009", _F, "invalid state change",
+           "The object's state does not allow the requested change "
+           "(e.g. installing a meter that is installed elsewhere)."),
+        _c("2010", _F, "bad reading quality", "A ReadingQualityType is not system.category.index."),
+        _c("2011", _F, "missing identifier", "An item has neither mRID nor Names/name."),
+        _c("2012", _W, "no data", "The request matched nothing in the given period."),
+        _c("2013", _F, "bad field", "A field has a value outside its allowed set."),
+        # 3xxx: the system
+        _c("3001", _C, "store unavailable", "The meter data store could not be reached; retry."),
+        _c("3002", _C, "internal error",
+           "An unexpected error; the input is kept in the dead-letter store."),
+    )
+}
+
+
+@dataclass(frozen=True)
+class ErrorDetail:
+    """One Reply/Error of IEC 61968-100."""
+
+    code: str
+    reason: str
+    xpath: str | None = None
+    details: str | None = None
+    level: ErrorLevel | None = None
+    object_id: str | None = None
+
+    @property
+    def effective_level(self) -> ErrorLevel:
+        if self.level is not None:
+            return self.level
+        known = ERROR_CODES.get(self.code)
+        return known.level if known else ErrorLevel.FATAL
+
+    def __post_init__(self) -> None:
+        if self.code not in ERROR_CODES:
+            raise ValueError(f"unpublished error code {self.code!r}")
+
+
+class AmihubError(Exception):
+    """Root of every error amihub raises on purpose."""
+
+
+class RecoverableError(AmihubError):
+    """The same action may succeed later: retry with backoff."""
+
+
+class StoreUnavailable(RecoverableError):
+    pass
+
+
+class TransportUnavailable(RecoverableError):
+    pass
+
+
+class MeterUnreachable(RecoverableError):
+    pass
+
+
+class PermanentError(AmihubError):
+    """The same input fails the same way every time: refuse it and keep it."""
+
+
+class MessageRejected(PermanentError):
+    """The message as a whole is refused; ``errors`` go into the FAILED reply."""
+
+    default_code = "1005"
+
+    def __init__(self, reason: str, *, errors: list[ErrorDetail] | None = None,
+                 code: str | None = None, xpath: str | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.errors = errors or [ErrorDetail(code or self.default_code, reason, xpath=xpath)]
+
+    @property
+    def code(self) -> str:
+        return self.errors[0].code
+
+
+class NotWellFormed(MessageRejected):
+    default_code = "1001"
+
+
+class ForbiddenXml(MessageRejected):
+    default_code = "1002"
+
+
+class InputTooLarge(MessageRejected):
+    default_code = "1003"
+
+
+class NotAnEnvelope(MessageRejected):
+    default_code = "1004"
+
+
+class SchemaInvalid(MessageRejected):
+    default_code = "1005"
+
+
+class UnsupportedOperation(MessageRejected):
+    default_code = "1006"
+
+
+class ReplayConflict(MessageRejected):
+    default_code = "1007"
+
+
+class HeaderInvalid(MessageRejected):
+    default_code = "1008"
+
+
+class PayloadInvalid(MessageRejected):
+    """Item-level content errors that make the whole message unusable."""
+
+    default_code = "2013"
+
+
+class NotAuthorised(PermanentError):
+    pass
+
+
+class ConfigurationError(PermanentError):
+    pass
+
+
+class SecurityViolation(PermanentError):
+    pass

@@ -1,0 +1,228 @@
+"""The ports of the meter data domain: what handlers need from storage.
+
+Handlers only see these protocols. ``adapters.sql`` implements them on
+SQLAlchemy Core for SQLite (embedded default) and PostgreSQL (COPY for bulk).
+Every method runs inside the unit of work's one transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from types import TracebackType
+from typing import NamedTuple, Protocol, Self
+
+from mdm.model import (
+    DeviceRef,
+    DeviceState,
+    EndDevice,
+    EndDeviceEvent,
+    IngestStats,
+    Installation,
+    StoredReading,
+    UsagePoint,
+    Utility,
+)
+
+
+class StagedReading(NamedTuple):
+    """A reading as a message carries it, before its meter is resolved.
+
+    ``item`` is the 1-based position of the MeterReading in the message: it ties
+    the reading to the meter reference given with :meth:`ReadingStaging.add_meter`
+    and to the xpath reported when that meter is unknown.
+    """
+
+    item: int
+    reading_type: str  # the 18-field code, already checked
+    ts: datetime  # aware, UTC
+    value: Decimal
+    quality: str  # comma-separated ReadingQualityType codes, "" = valid
+
+
+@dataclass(frozen=True)
+class DuplicateReading:
+    item: int
+    reading_type: str
+    ts: datetime
+    count: int
+
+
+@dataclass(frozen=True)
+class StagingResult:
+    stats: IngestStats
+    unknown_items: list[int] = field(default_factory=list)  # items whose meter is unknown
+    duplicates: list[DuplicateReading] = field(default_factory=list)  # nothing written if any
+
+
+class ReadingStaging(Protocol):
+    """Collects one message's readings (any number, bounded memory) and applies them in bulk.
+
+    Rows are flushed to a staging area in the database as they come (COPY on
+    PostgreSQL), meters are resolved and duplicates found in set-based SQL, and
+    :meth:`apply` writes the readings of known meters: new rows are stored, rows
+    whose value or quality changed supersede the stored version (kept in the
+    history), identical rows are counted unchanged.
+    """
+
+    def add_readings(self, rows: Sequence[StagedReading]) -> None: ...
+
+    def add_meter(self, item: int, ref: DeviceRef) -> None: ...
+
+    def apply(self, utility_id: int) -> StagingResult:
+        """Resolve and write. If any duplicate exists, write nothing and report them."""
+        ...
+
+
+class UtilityRepository(Protocol):
+    def get(self, code: str) -> Utility | None: ...
+    def add(self, utility: Utility) -> Utility: ...
+    def list(self) -> list[Utility]: ...
+
+
+class UsagePointRepository(Protocol):
+    def find(self, utility_id: int, ref: DeviceRef) -> UsagePoint | None: ...
+    def add(self, utility_id: int, usage_point: UsagePoint) -> UsagePoint: ...
+    def update(self, utility_id: int, usage_point: UsagePoint) -> UsagePoint: ...
+    def delete(self, utility_id: int, usage_point_id: int) -> None: ...
+    def list(self, utility_id: int) -> list[UsagePoint]: ...
+
+
+class EndDeviceRepository(Protocol):
+    def find(self, utility_id: int, ref: DeviceRef) -> EndDevice | None: ...
+    def find_many(self, utility_id: int, refs: Sequence[DeviceRef]) -> dict[DeviceRef, EndDevice]: ...
+    def add(self, utility_id: int, device: EndDevice) -> EndDevice: ...
+    def update(self, utility_id: int, device: EndDevice) -> EndDevice: ...
+    def set_state(self, device_id: int, state: DeviceState) -> None: ...
+    def delete(self, utility_id: int, device_id: int) -> None: ...
+    def list(self, utility_id: int) -> list[EndDevice]: ...
+
+
+class InstallationRepository(Protocol):
+    def current(self, device_id: int) -> Installation | None:
+        """The open installation of a device, if it is installed."""
+        ...
+
+    def current_at_usage_point(self, usage_point_id: int) -> list[Installation]: ...
+
+    def install(self, device_id: int, usage_point_id: int, start: datetime) -> Installation: ...
+
+    def remove(self, device_id: int, end: datetime) -> Installation:
+        """Close the open installation of the device at ``end``."""
+        ...
+
+    def history(self, device_id: int) -> list[Installation]: ...
+
+    def devices_at(self, usage_point_id: int, start: datetime | None,
+                   end: datetime | None) -> list[tuple[int, datetime, datetime | None]]:
+        """(device_id, installed from, installed until) overlapping the period."""
+        ...
+
+
+class ReadingRepository(Protocol):
+    def staging(self) -> ReadingStaging: ...
+
+    def reading_type_id(self, code: str) -> int:
+        """Id of a ReadingType code, registering it on first use."""
+        ...
+
+    def query(self, device_ids: Sequence[int], reading_types: Sequence[str] | None,
+              start: datetime | None, end: datetime | None) -> Iterator[StoredReading]:
+        """Current versions, ordered by device, reading type and time; streamed."""
+        ...
+
+    def versions(self, device_id: int, reading_type: str, ts: datetime) -> list[StoredReading]:
+        """Every version of one reading, newest first."""
+        ...
+
+    def count(self) -> int: ...
+
+
+class EventRepository(Protocol):
+    def add_many(self, utility_id: int, events: Sequence[EndDeviceEvent]) -> int: ...
+    def query(self, utility_id: int, device_ids: Sequence[int] | None,
+              start: datetime | None, end: datetime | None) -> list[EndDeviceEvent]: ...
+
+
+class MessageState(NamedTuple):
+    id: int
+    source: str
+    message_id: str | None
+    verb: str | None
+    noun: str | None
+    content_hash: str
+    state: str
+    result: str | None
+    reply: bytes | None
+    received_at: datetime
+
+
+class MessageLogRepository(Protocol):
+    """One row a message (source, MessageID unique) and one row a lifecycle step."""
+
+    def find(self, source: str, message_id: str) -> MessageState | None: ...
+    def get(self, log_id: int) -> MessageState | None: ...
+    def start(self, source: str, endpoint: str, content_hash: str, size: int,
+              received_at: datetime) -> int: ...
+    def identify(self, log_id: int, message_id: str | None, verb: str, noun: str,
+                 correlation_id: str | None) -> None: ...
+    def transition(self, log_id: int, state: str, detail: str | None = None) -> None: ...
+    def finish(self, log_id: int, state: str, result: str | None, reply: bytes | None) -> None: ...
+    def lifecycle(self, log_id: int) -> list[tuple[str, datetime, str | None]]: ...
+
+
+class DeadLetter(NamedTuple):
+    id: int
+    source: str
+    endpoint: str
+    received_at: datetime
+    error_code: str
+    reason: str
+    body: bytes
+    truncated: bool
+    metadata: dict[str, str]
+    message_log_id: int | None
+    replay_count: int
+    resolved_at: datetime | None
+
+
+class DeadLetterRepository(Protocol):
+    def add(self, *, source: str, endpoint: str, received_at: datetime, error_code: str,
+            reason: str, body: bytes, truncated: bool, metadata: dict[str, str],
+            message_log_id: int | None) -> int: ...
+    def get(self, dead_letter_id: int) -> DeadLetter | None: ...
+    def list(self, *, include_resolved: bool = False, limit: int = 100) -> list[DeadLetter]: ...
+    def mark_replayed(self, dead_letter_id: int, resolved: bool) -> None: ...
+
+
+class AuditRepository(Protocol):
+    def record(self, actor: str, action: str, object_type: str, object_id: str | None,
+               details: str | None = None) -> None: ...
+    def list(self, limit: int = 100) -> list[tuple[datetime, str, str, str, str | None, str | None]]:
+        ...
+
+
+class UnitOfWork(Protocol):
+    """One database transaction. ``with uow:`` rolls back unless :meth:`commit` was called."""
+
+    utilities: UtilityRepository
+    usage_points: UsagePointRepository
+    devices: EndDeviceRepository
+    installations: InstallationRepository
+    readings: ReadingRepository
+    events: EventRepository
+    messages: MessageLogRepository
+    dead_letters: DeadLetterRepository
+    audit: AuditRepository
+
+    def __enter__(self) -> Self: ...
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None: ...
+    def commit(self) -> None: ...
+    def rollback(self) -> None: ...
+
+
+class UnitOfWorkFactory(Protocol):
+    def __call__(self) -> UnitOfWork: ...
