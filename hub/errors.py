@@ -219,3 +219,13 @@ class ConfigurationError(PermanentError):
 
 class SecurityViolation(PermanentError):
     pass
+
+
+class ItemRejected(PermanentError):
+    """One item of a message cannot be applied; the other items may be."""
+
+    def __init__(self, code: str, reason: str, *, object_id: str | None = None) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
+        self.object_id = object_id

@@ -1,0 +1,46 @@
+"""The lifecycle of one inbound message, as an explicit transition table.
+
+received -> validated -> dispatched -> replied
+    any state before replied -> dead_lettered (permanent failure, input kept)
+    received -> duplicate (same MessageID and content: the stored reply is returned)
+    received|validated|dispatched -> retry (recoverable failure: the adapter redelivers)
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class MessageLifecycle(StrEnum):
+    RECEIVED = "received"
+    VALIDATED = "validated"
+    DISPATCHED = "dispatched"
+    REPLIED = "replied"
+    DEAD_LETTERED = "dead_lettered"
+    DUPLICATE = "duplicate"
+    RETRY = "retry"
+
+
+_S = MessageLifecycle
+
+TRANSITIONS: dict[MessageLifecycle, frozenset[MessageLifecycle]] = {
+    _S.RECEIVED: frozenset({_S.VALIDATED, _S.DEAD_LETTERED, _S.DUPLICATE, _S.RETRY}),
+    _S.VALIDATED: frozenset({_S.DISPATCHED, _S.DEAD_LETTERED, _S.RETRY}),
+    _S.DISPATCHED: frozenset({_S.REPLIED, _S.DEAD_LETTERED, _S.RETRY}),
+    _S.REPLIED: frozenset(),
+    _S.DEAD_LETTERED: frozenset(),
+    _S.DUPLICATE: frozenset(),
+    _S.RETRY: frozenset(),
+}
+
+TERMINAL = frozenset(s for s, nxt in TRANSITIONS.items() if not nxt)
+
+
+class IllegalTransition(RuntimeError):
+    pass
+
+
+def check_transition(current: MessageLifecycle, new: MessageLifecycle) -> MessageLifecycle:
+    if new not in TRANSITIONS[current]:
+        raise IllegalTransition(f"message cannot go from {current} to {new}")
+    return new

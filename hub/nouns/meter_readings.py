@@ -1,0 +1,274 @@
+"""MeterReadings: create/created store readings, streamed; get answers from the store.
+
+The reading extractor consumes lxml ``end`` events, so the same code serves a
+message parsed as a tree (``etree.iterwalk``) and a file streamed with
+``iterparse`` (elements freed as they pass: memory stays bounded). Readings are
+checked here (timestamp with zone, decimal value, ReadingType and quality codes)
+with the xpath of every offending element; meters are resolved by the store in
+bulk, so an unknown meter is reported per MeterReading and the rest is stored.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal, InvalidOperation
+from typing import Final
+
+from lxml import etree
+
+from cim_schemas.codes.quality import ReadingQualityType
+from cim_schemas.codes.reading_type import ReadingType
+from cim_schemas.namespaces import profile_ns
+from hub.errors import ErrorDetail, PayloadInvalid
+from hub.routing import MessageFrame, RouteContext, RouteResult, XmlEvents
+from mdm.commands import MeterItem, ReadingFeedChunk, StoreMeterReadings
+from mdm.model import DeviceRef
+from mdm.ports import StagedReading, StagingResult, UnitOfWork
+
+NS: Final = "{" + profile_ns("MeterReadings") + "}"
+T_METER_READING: Final = NS + "MeterReading"
+T_BLOCK: Final = NS + "IntervalBlocks"
+T_INTERVAL: Final = NS + "IntervalReadings"
+T_READING: Final = NS + "Readings"
+T_READING_TYPE: Final = NS + "ReadingType"
+T_TS: Final = NS + "timeStamp"
+T_VALUE: Final = NS + "value"
+T_QUALITIES: Final = NS + "ReadingQualities"
+T_QUALITY_TYPE: Final = NS + "ReadingQualityType"
+T_METER: Final = NS + "Meter"
+T_MRID: Final = NS + "mRID"
+T_NAMES: Final = NS + "Names"
+T_NAME: Final = NS + "name"
+T_NAME_TYPE: Final = NS + "NameType"
+
+STREAM_TAGS: Final = (T_METER_READING, T_BLOCK, T_INTERVAL, T_READING)
+CHUNK_ROWS: Final = 20_000
+MAX_ERRORS: Final = 100
+
+
+class _Invalid(Exception):
+    def __init__(self, code: str, reason: str, xpath: str) -> None:
+        self.detail = ErrorDetail(code, reason, xpath=xpath)
+
+
+def parse_timestamp(text: str | None, xpath: str) -> datetime:
+    if not text:
+        raise _Invalid("2006", "timestamp missing", xpath)
+    try:
+        ts = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise _Invalid("2006", f"timestamp {text!r} is not ISO 8601", xpath) from None
+    if ts.tzinfo is None:
+        raise _Invalid("2006", f"timestamp {text!r} has no zone offset", xpath)
+    return ts.astimezone(UTC)
+
+
+def parse_value(text: str | None, xpath: str) -> Decimal:
+    if text is None:
+        raise _Invalid("2005", "value missing", xpath)
+    try:
+        value = Decimal(text.strip())
+    except InvalidOperation:
+        raise _Invalid("2005", f"value {text!r} is not a decimal number", xpath) from None
+    if not value.is_finite():
+        raise _Invalid("2005", f"value {text!r} is not a finite number", xpath)
+    return value
+
+
+def meter_ref(element: etree._Element | None) -> DeviceRef | None:
+    """A Meter/EndDevice/UsagePoint element to a reference: mRID, else first Names/name."""
+    if element is None:
+        return None
+    mrid = element.findtext(T_MRID)
+    if mrid and mrid.strip():
+        return DeviceRef(mrid=mrid.strip())
+    names = element.find(T_NAMES)
+    if names is not None:
+        name = names.findtext(T_NAME)
+        if name and name.strip():
+            name_type = names.find(T_NAME_TYPE)
+            kind = name_type.findtext(T_NAME) if name_type is not None else None
+            return DeviceRef(name=name.strip(), name_type=kind)
+    return None
+
+
+@dataclass
+class ReadingExtractor:
+    """Turns MeterReadings events into feed chunks; collects content errors."""
+
+    base_xpath: str
+    free_elements: bool
+    max_block_readings: int
+    errors: list[ErrorDetail] = field(default_factory=list)
+    meters: dict[int, DeviceRef] = field(default_factory=dict)
+    readings_seen: int = 0
+    _rt_cache: dict[str, str] = field(default_factory=dict)
+
+    def _error(self, exc: _Invalid) -> None:
+        if len(self.errors) < MAX_ERRORS:
+            self.errors.append(exc.detail)
+
+    def _reading_type(self, element: etree._Element | None, xpath: str) -> str:
+        code = element.get("ref") if element is not None else None
+        if not code:
+            raise _Invalid("2003", "ReadingType ref missing", xpath)
+        known = self._rt_cache.get(code)
+        if known is None:
+            try:
+                known = str(ReadingType.parse(code))
+            except ValueError as exc:
+                raise _Invalid("2003", f"ReadingType {code!r}: {exc}", xpath) from None
+            self._rt_cache[code] = known
+        return known
+
+    def _quality(self, element: etree._Element, xpath: str) -> str:
+        codes: list[str] = []
+        for n, rq in enumerate(element.iterchildren(T_QUALITIES), 1):
+            qt = rq.find(T_QUALITY_TYPE)
+            code = qt.get("ref") if qt is not None else None
+            try:
+                codes.append(str(ReadingQualityType.parse(code or "")))
+            except ValueError as exc:
+                raise _Invalid("2010", f"ReadingQualityType {code!r}: {exc}",
+                               f"{xpath}/ReadingQualities[{n}]/ReadingQualityType") from None
+        return ",".join(codes)
+
+    def _free(self, element: etree._Element) -> None:
+        if self.free_elements:
+            element.clear()
+            parent = element.getparent()
+            if parent is not None:
+                while element.getprevious() is not None:
+                    del parent[0]
+
+    def chunks(self, events: XmlEvents) -> Iterator[ReadingFeedChunk]:
+        item = 1  # position of the MeterReading being read
+        block = 1  # position of the IntervalBlock inside it
+        interval = 1  # position of the IntervalReading inside the block
+        register = 1
+        pending: list[tuple[datetime, Decimal, str]] = []  # the open block's readings
+        rows: list[StagedReading] = []
+        meters: list[MeterItem] = []
+        mr_xpath = f"{self.base_xpath}/MeterReading[1]"
+        for event, el in events:
+            if event != "end":
+                continue
+            tag = el.tag
+            if tag == T_INTERVAL:
+                xp = f"{mr_xpath}/IntervalBlocks[{block}]/IntervalReadings[{interval}]"
+                interval += 1
+                ts_text = value_text = None
+                for child in el:
+                    ctag = child.tag
+                    if ctag == T_TS:
+                        ts_text = child.text
+                    elif ctag == T_VALUE:
+                        value_text = child.text
+                try:
+                    ts = parse_timestamp(ts_text, f"{xp}/timeStamp")
+                    value = parse_value(value_text, f"{xp}/value")
+                    quality = self._quality(el, xp) if el.find(T_QUALITIES) is not None else ""
+                except _Invalid as exc:
+                    self._error(exc)
+                else:
+                    pending.append((ts, value, quality))
+                    if len(pending) > self.max_block_readings:
+                        raise PayloadInvalid(
+                            f"IntervalBlock has more than {self.max_block_readings} readings",
+                            code="2013", xpath=f"{mr_xpath}/IntervalBlocks[{block}]")
+                self._free(el)
+            elif tag == T_BLOCK:
+                xp = f"{mr_xpath}/IntervalBlocks[{block}]"
+                try:
+                    rt = self._reading_type(el.find(T_READING_TYPE), f"{xp}/ReadingType")
+                except _Invalid as exc:
+                    self._error(exc)
+                else:
+                    rows.extend(StagedReading(item, rt, ts, value, q) for ts, value, q in pending)
+                    self.readings_seen += len(pending)
+                pending = []
+                block += 1
+                interval = 1
+                self._free(el)
+                if len(rows) >= CHUNK_ROWS:
+                    yield ReadingFeedChunk(rows, meters)
+                    rows, meters = [], []
+            elif tag == T_READING:
+                xp = f"{mr_xpath}/Readings[{register}]"
+                register += 1
+                try:
+                    rt = self._reading_type(el.find(T_READING_TYPE), f"{xp}/ReadingType")
+                    ts = parse_timestamp(el.findtext(T_TS), f"{xp}/timeStamp")
+                    value = parse_value(el.findtext(T_VALUE), f"{xp}/value")
+                    quality = self._quality(el, xp)
+                except _Invalid as exc:
+                    self._error(exc)
+                else:
+                    rows.append(StagedReading(item, rt, ts, value, quality))
+                    self.readings_seen += 1
+                self._free(el)
+            elif tag == T_METER_READING:
+                ref = meter_ref(el.find(T_METER))
+                if ref is None:
+                    self._error(_Invalid("2011", "MeterReading names no Meter (mRID or "
+                                         "Names/name)", f"{mr_xpath}/Meter"))
+                else:
+                    self.meters[item] = ref
+                    meters.append(MeterItem(item, ref))
+                item += 1
+                block = interval = register = 1
+                mr_xpath = f"{self.base_xpath}/MeterReading[{item}]"
+                self._free(el)
+        if self.errors:
+            raise PayloadInvalid(f"{len(self.errors)} invalid reading(s): "
+                                 f"{self.errors[0].reason}", errors=list(self.errors))
+        yield ReadingFeedChunk(rows, meters)
+
+
+@dataclass
+class StoreMeterReadingsRoute:
+    """create / created MeterReadings: store readings (bulk, any size)."""
+
+    max_block_readings: int = 200_000
+    noun: str = "MeterReadings"
+    verbs: frozenset[str] = frozenset({"create", "created", "change", "changed"})
+    streaming: bool = True
+
+    def handle(self, frame: MessageFrame, ctx: RouteContext, uow: UnitOfWork) -> RouteResult:
+        if frame.events is not None:
+            events: XmlEvents = frame.events
+            free = True
+        elif frame.payload is not None:
+            events = etree.iterwalk(frame.payload, events=("end",), tag=STREAM_TAGS)
+            free = False
+        else:
+            raise PayloadInvalid("MeterReadings needs a Payload", code="1009",
+                                 xpath=f"/{frame.root_name}/Payload")
+        extractor = ReadingExtractor(frame.payload_xpath, free, self.max_block_readings)
+        staged: StagingResult = ctx.bus.handle(
+            StoreMeterReadings(ctx.utility_id, extractor.chunks(events)), uow, ctx.handler)
+        if staged.duplicates:
+            errors = [
+                ErrorDetail("2004", f"reading for {extractor.meters.get(d.item, '?')} "
+                            f"{d.reading_type} at {d.ts.isoformat()} occurs {d.count} times",
+                            xpath=f"{frame.payload_xpath}/MeterReading[{d.item}]")
+                for d in staged.duplicates[:MAX_ERRORS]
+            ]
+            raise PayloadInvalid(f"{len(staged.duplicates)} duplicate reading(s) in the "
+                                 "message; nothing stored", errors=errors)
+        result = RouteResult(applied=staged.stats.total, counts={
+            "readings": extractor.readings_seen,
+            "stored": staged.stats.stored,
+            "superseded": staged.stats.superseded,
+            "unchanged": staged.stats.unchanged,
+            "unknown_meters": len(staged.unknown_items),
+        })
+        for item in staged.unknown_items[:MAX_ERRORS]:
+            ref = extractor.meters.get(item)
+            result.errors.append(ErrorDetail(
+                "2001", f"unknown meter {ref}; its readings were not stored",
+                xpath=f"{frame.payload_xpath}/MeterReading[{item}]/Meter",
+                object_id=str(ref) if ref else None))
+        return result

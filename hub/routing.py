@@ -1,0 +1,90 @@
+"""Routes: which translator handles a (verb, noun), and the frame it receives."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from lxml import etree
+
+from cim_schemas.envelope import Header, RequestInfo
+from hub.bus import MessageBus
+from hub.errors import ErrorDetail, UnsupportedOperation
+from mdm.handlers import HandlerContext
+from mdm.ports import UnitOfWork
+
+XmlEvents = Iterator[tuple[str, etree._Element]]
+
+
+@dataclass(frozen=True)
+class MessageFrame:
+    """A parsed message, up to where its route takes over.
+
+    Tree mode: ``payload`` is the profile element (or None) and ``events`` is None.
+    Stream mode: ``events`` yields the rest of the document (payload included)
+    and ``payload`` is None; only streaming routes accept stream mode.
+    """
+
+    header: Header
+    style: str  # "envelope" | "wrapper"
+    root_name: str  # local name of the root, for xpaths: RequestMessage, CreatedMeterReadings...
+    request: RequestInfo | None = None
+    payload: etree._Element | None = None
+    events: XmlEvents | None = None
+
+    @property
+    def payload_xpath(self) -> str:
+        return f"/{self.root_name}/Payload/{self.header.noun}"
+
+
+@dataclass(frozen=True)
+class RouteContext:
+    utility_id: int
+    utility_code: str
+    handler: HandlerContext
+    bus: MessageBus
+
+
+@dataclass
+class RouteResult:
+    errors: list[ErrorDetail] = field(default_factory=list)
+    applied: int = 0  # items applied (readings stored, objects created...)
+    payload: etree._Element | None = None  # profile element for the reply
+    counts: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def result(self) -> str:
+        if not self.errors:
+            return "OK"
+        return "PARTIAL" if self.applied else "FAILED"
+
+
+class Route(Protocol):
+    noun: str
+    verbs: frozenset[str]
+    #: accepts stream mode (files larger than the tree limit)
+    streaming: bool
+
+    def handle(self, frame: MessageFrame, ctx: RouteContext, uow: UnitOfWork) -> RouteResult: ...
+
+
+class RouteTable:
+    def __init__(self, routes: list[Route]) -> None:
+        self._routes: dict[tuple[str, str], Route] = {}
+        for route in routes:
+            for verb in route.verbs:
+                self._routes[(verb, route.noun)] = route
+
+    def get(self, verb: str, noun: str) -> Route:
+        try:
+            return self._routes[(verb, noun)]
+        except KeyError:
+            known = ", ".join(sorted(f"{v} {n}" for v, n in self._routes))
+            raise UnsupportedOperation(
+                f"no handler for verb {verb!r} and noun {noun!r}; supported: {known}",
+                xpath="/*/Header",
+            ) from None
+
+    def operations(self) -> list[tuple[str, str]]:
+        return sorted(self._routes)

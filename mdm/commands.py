@@ -1,0 +1,134 @@
+"""Commands the meter data domain accepts: frozen dataclasses, one intent each.
+
+Adapters and the hub's noun translators build these; :mod:`mdm.handlers`
+executes them inside a unit of work. Nothing here knows about XML or transports.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from mdm.model import DeviceRef, EndDevice, UsagePoint
+from mdm.ports import StagedReading
+
+
+@dataclass(frozen=True)
+class MeterItem:
+    """The meter named by the ``item``-th MeterReading of a message."""
+
+    item: int
+    ref: DeviceRef
+
+
+@dataclass(frozen=True)
+class ReadingFeedChunk:
+    """A slice of a reading stream: some readings and the meters named so far."""
+
+    readings: list[StagedReading] = field(default_factory=list)
+    meters: list[MeterItem] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class StoreMeterReadings:
+    """Store a stream of readings (any size: the feed is consumed once, in chunks)."""
+
+    utility_id: int
+    feed: Iterable[ReadingFeedChunk]
+
+
+@dataclass(frozen=True)
+class QueryMeterReadings:
+    utility_id: int
+    meters: tuple[DeviceRef, ...] = ()
+    usage_points: tuple[DeviceRef, ...] = ()
+    reading_types: tuple[str, ...] = ()
+    start: datetime | None = None
+    end: datetime | None = None
+
+
+@dataclass(frozen=True)
+class CreateUsagePoint:
+    utility_id: int
+    usage_point: UsagePoint
+
+
+@dataclass(frozen=True)
+class ChangeUsagePoint:
+    utility_id: int
+    usage_point: UsagePoint
+
+
+@dataclass(frozen=True)
+class CloseUsagePoint:
+    utility_id: int
+    ref: DeviceRef
+    at: datetime
+
+
+@dataclass(frozen=True)
+class DeleteUsagePoint:
+    utility_id: int
+    ref: DeviceRef
+
+
+@dataclass(frozen=True)
+class CreateMeter:
+    utility_id: int
+    device: EndDevice
+
+
+@dataclass(frozen=True)
+class ChangeMeter:
+    utility_id: int
+    device: EndDevice
+
+
+@dataclass(frozen=True)
+class CloseMeter:
+    """Retire a meter: it must not be installed; its state becomes removed."""
+
+    utility_id: int
+    ref: DeviceRef
+    at: datetime
+
+
+@dataclass(frozen=True)
+class DeleteMeter:
+    utility_id: int
+    ref: DeviceRef
+
+
+@dataclass(frozen=True)
+class InstallMeter:
+    """MasterDataLinkageConfig create: the meter serves the usage point from ``start``."""
+
+    utility_id: int
+    meter: DeviceRef
+    usage_point: DeviceRef
+    start: datetime
+
+
+@dataclass(frozen=True)
+class RemoveMeter:
+    """MasterDataLinkageConfig close: the meter leaves the usage point at ``end``."""
+
+    utility_id: int
+    meter: DeviceRef
+    usage_point: DeviceRef | None
+    end: datetime
+
+
+MasterDataCommand = (
+    CreateUsagePoint
+    | ChangeUsagePoint
+    | CloseUsagePoint
+    | DeleteUsagePoint
+    | CreateMeter
+    | ChangeMeter
+    | CloseMeter
+    | DeleteMeter
+    | InstallMeter
+    | RemoveMeter
+)

@@ -1,0 +1,262 @@
+"""Command handlers: plain functions ``(command, uow, ctx) -> result``.
+
+Handlers never commit: the caller owns the transaction (the hub commits the
+effect together with the reply, so a replayed message cannot apply twice).
+Item-level problems raise :class:`hub.errors.ItemRejected` *before* anything
+is written for that item.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from hub.errors import ItemRejected
+from mdm.commands import (
+    ChangeMeter,
+    ChangeUsagePoint,
+    CloseMeter,
+    CloseUsagePoint,
+    CreateMeter,
+    CreateUsagePoint,
+    DeleteMeter,
+    DeleteUsagePoint,
+    InstallMeter,
+    QueryMeterReadings,
+    RemoveMeter,
+    StoreMeterReadings,
+)
+from mdm.model import (
+    DeviceRef,
+    DeviceState,
+    EndDevice,
+    Installation,
+    StoredReading,
+    UsagePoint,
+    UsagePointStatus,
+)
+from mdm.ports import StagingResult, UnitOfWork
+
+
+@dataclass(frozen=True)
+class HandlerContext:
+    actor: str
+    now: datetime
+
+
+def store_meter_readings(cmd: StoreMeterReadings, uow: UnitOfWork,
+                         ctx: HandlerContext) -> StagingResult:
+    staging = uow.readings.staging()
+    for chunk in cmd.feed:
+        for meter in chunk.meters:
+            staging.add_meter(meter.item, meter.ref)
+        if chunk.readings:
+            staging.add_readings(chunk.readings)
+    return staging.apply(cmd.utility_id)
+
+
+@dataclass
+class ReadingQueryResult:
+    readings: Iterator[StoredReading]
+    unknown_meters: list[DeviceRef] = field(default_factory=list)
+    unknown_usage_points: list[DeviceRef] = field(default_factory=list)
+
+
+def query_meter_readings(cmd: QueryMeterReadings, uow: UnitOfWork,
+                         ctx: HandlerContext) -> ReadingQueryResult:
+    device_ids: list[int] = []
+    result = ReadingQueryResult(readings=iter(()))
+    if cmd.meters:
+        found = uow.devices.find_many(cmd.utility_id, list(cmd.meters))
+        for ref in cmd.meters:
+            device = found.get(ref)
+            if device is None or device.id is None:
+                result.unknown_meters.append(ref)
+            else:
+                device_ids.append(device.id)
+    for ref in cmd.usage_points:
+        up = uow.usage_points.find(cmd.utility_id, ref)
+        if up is None or up.id is None:
+            result.unknown_usage_points.append(ref)
+            continue
+        for device_id, _start, _end in uow.installations.devices_at(up.id, cmd.start, cmd.end):
+            if device_id not in device_ids:
+                device_ids.append(device_id)
+    if device_ids:
+        result.readings = uow.readings.query(device_ids, list(cmd.reading_types) or None,
+                                             cmd.start, cmd.end)
+    return result
+
+
+def _usage_point(uow: UnitOfWork, utility_id: int, ref: DeviceRef) -> UsagePoint:
+    up = uow.usage_points.find(utility_id, ref)
+    if up is None or up.id is None:
+        raise ItemRejected("2002", f"unknown usage point {ref}", object_id=str(ref))
+    return up
+
+
+def _device(uow: UnitOfWork, utility_id: int, ref: DeviceRef) -> EndDevice:
+    device = uow.devices.find(utility_id, ref)
+    if device is None or device.id is None:
+        raise ItemRejected("2001", f"unknown meter {ref}", object_id=str(ref))
+    return device
+
+
+def create_usage_point(cmd: CreateUsagePoint, uow: UnitOfWork, ctx: HandlerContext) -> UsagePoint:
+    up = cmd.usage_point
+    if uow.usage_points.find(cmd.utility_id, DeviceRef(mrid=up.mrid)) is not None:
+        raise ItemRejected("2007", f"usage point {up.mrid} already exists", object_id=up.mrid)
+    created = uow.usage_points.add(cmd.utility_id, up)
+    uow.audit.record(ctx.actor, "create", "UsagePoint", up.mrid)
+    return created
+
+
+def change_usage_point(cmd: ChangeUsagePoint, uow: UnitOfWork, ctx: HandlerContext) -> UsagePoint:
+    current = _usage_point(uow, cmd.utility_id, DeviceRef(mrid=cmd.usage_point.mrid))
+    changed = uow.usage_points.update(cmd.utility_id,
+                                      dataclasses.replace(cmd.usage_point, id=current.id))
+    uow.audit.record(ctx.actor, "change", "UsagePoint", current.mrid)
+    return changed
+
+
+def close_usage_point(cmd: CloseUsagePoint, uow: UnitOfWork, ctx: HandlerContext) -> UsagePoint:
+    up = _usage_point(uow, cmd.utility_id, cmd.ref)
+    assert up.id is not None
+    if up.status is UsagePointStatus.CLOSED:
+        raise ItemRejected("2009", f"usage point {up.mrid} is already closed", object_id=up.mrid)
+    if uow.installations.current_at_usage_point(up.id):
+        raise ItemRejected("2009", f"usage point {up.mrid} still has an installed meter: "
+                           "remove it first (MasterDataLinkageConfig close)", object_id=up.mrid)
+    closed = uow.usage_points.update(cmd.utility_id,
+                                     dataclasses.replace(up, status=UsagePointStatus.CLOSED))
+    uow.audit.record(ctx.actor, "close", "UsagePoint", up.mrid, f"at {cmd.at.isoformat()}")
+    return closed
+
+
+def delete_usage_point(cmd: DeleteUsagePoint, uow: UnitOfWork, ctx: HandlerContext) -> None:
+    up = _usage_point(uow, cmd.utility_id, cmd.ref)
+    assert up.id is not None
+    if uow.installations.devices_at(up.id, None, None):
+        raise ItemRejected("2009", f"usage point {up.mrid} has an installation history: "
+                           "close it instead of deleting it", object_id=up.mrid)
+    uow.usage_points.delete(cmd.utility_id, up.id)
+    uow.audit.record(ctx.actor, "delete", "UsagePoint", up.mrid)
+
+
+def create_meter(cmd: CreateMeter, uow: UnitOfWork, ctx: HandlerContext) -> EndDevice:
+    device = cmd.device
+    if uow.devices.find(cmd.utility_id, DeviceRef(mrid=device.mrid)) is not None:
+        raise ItemRejected("2007", f"meter {device.mrid} already exists", object_id=device.mrid)
+    created = uow.devices.add(cmd.utility_id, device)
+    uow.audit.record(ctx.actor, "create", "Meter", device.mrid)
+    return created
+
+
+def change_meter(cmd: ChangeMeter, uow: UnitOfWork, ctx: HandlerContext) -> EndDevice:
+    current = _device(uow, cmd.utility_id, DeviceRef(mrid=cmd.device.mrid))
+    # the life-cycle state is the domain's to set (installation, removal), not a config field
+    changed = uow.devices.update(cmd.utility_id,
+                                 dataclasses.replace(cmd.device, id=current.id,
+                                                     state=current.state))
+    uow.audit.record(ctx.actor, "change", "Meter", current.mrid)
+    return changed
+
+
+def close_meter(cmd: CloseMeter, uow: UnitOfWork, ctx: HandlerContext) -> EndDevice:
+    device = _device(uow, cmd.utility_id, cmd.ref)
+    assert device.id is not None
+    if uow.installations.current(device.id) is not None:
+        raise ItemRejected("2009", f"meter {device.mrid} is installed: remove it first "
+                           "(MasterDataLinkageConfig close)", object_id=device.mrid)
+    uow.devices.set_state(device.id, DeviceState.REMOVED)
+    uow.audit.record(ctx.actor, "close", "Meter", device.mrid, f"at {cmd.at.isoformat()}")
+    return dataclasses.replace(device, state=DeviceState.REMOVED)
+
+
+def delete_meter(cmd: DeleteMeter, uow: UnitOfWork, ctx: HandlerContext) -> None:
+    device = _device(uow, cmd.utility_id, cmd.ref)
+    assert device.id is not None
+    if uow.installations.history(device.id):
+        raise ItemRejected("2009", f"meter {device.mrid} has an installation history: "
+                           "close it instead of deleting it", object_id=device.mrid)
+    uow.devices.delete(cmd.utility_id, device.id)
+    uow.audit.record(ctx.actor, "delete", "Meter", device.mrid)
+
+
+def install_meter(cmd: InstallMeter, uow: UnitOfWork, ctx: HandlerContext) -> Installation:
+    device = _device(uow, cmd.utility_id, cmd.meter)
+    up = _usage_point(uow, cmd.utility_id, cmd.usage_point)
+    assert device.id is not None and up.id is not None
+    if up.status is UsagePointStatus.CLOSED:
+        raise ItemRejected("2009", f"usage point {up.mrid} is closed", object_id=up.mrid)
+    if device.state is DeviceState.ERROR:
+        raise ItemRejected("2009", f"meter {device.mrid} is in error state",
+                           object_id=device.mrid)
+    current = uow.installations.current(device.id)
+    if current is not None:
+        raise ItemRejected(
+            "2009",
+            f"meter {device.mrid} is already installed at usage point "
+            f"{current.usage_point_mrid} since {current.start.isoformat()}",
+            object_id=device.mrid,
+        )
+    for previous in uow.installations.history(device.id):
+        if previous.end is not None and previous.end > cmd.start:
+            raise ItemRejected(
+                "2009",
+                f"meter {device.mrid} was installed at {previous.usage_point_mrid} until "
+                f"{previous.end.isoformat()}, after the requested start {cmd.start.isoformat()}",
+                object_id=device.mrid,
+            )
+    installation = uow.installations.install(device.id, up.id, cmd.start)
+    uow.devices.set_state(device.id, DeviceState.INSTALLED)
+    uow.audit.record(ctx.actor, "install", "Meter", device.mrid,
+                     f"at usage point {up.mrid} from {cmd.start.isoformat()}")
+    return installation
+
+
+def remove_meter(cmd: RemoveMeter, uow: UnitOfWork, ctx: HandlerContext) -> Installation:
+    device = _device(uow, cmd.utility_id, cmd.meter)
+    assert device.id is not None
+    current = uow.installations.current(device.id)
+    if current is None:
+        raise ItemRejected("2009", f"meter {device.mrid} is not installed",
+                           object_id=device.mrid)
+    if cmd.usage_point is not None:
+        up = _usage_point(uow, cmd.utility_id, cmd.usage_point)
+        if up.mrid != current.usage_point_mrid:
+            raise ItemRejected(
+                "2009",
+                f"meter {device.mrid} is installed at {current.usage_point_mrid}, not {up.mrid}",
+                object_id=device.mrid,
+            )
+    if cmd.end < current.start:
+        raise ItemRejected("2009", f"removal at {cmd.end.isoformat()} is before the "
+                           f"installation start {current.start.isoformat()}",
+                           object_id=device.mrid)
+    closed = uow.installations.remove(device.id, cmd.end)
+    uow.devices.set_state(device.id, DeviceState.REMOVED)
+    uow.audit.record(ctx.actor, "remove", "Meter", device.mrid,
+                     f"from usage point {current.usage_point_mrid} at {cmd.end.isoformat()}")
+    return closed
+
+
+Handler = Callable[[Any, UnitOfWork, HandlerContext], Any]
+
+HANDLERS: dict[type[Any], Handler] = {
+    StoreMeterReadings: store_meter_readings,
+    QueryMeterReadings: query_meter_readings,
+    CreateUsagePoint: create_usage_point,
+    ChangeUsagePoint: change_usage_point,
+    CloseUsagePoint: close_usage_point,
+    DeleteUsagePoint: delete_usage_point,
+    CreateMeter: create_meter,
+    ChangeMeter: change_meter,
+    CloseMeter: close_meter,
+    DeleteMeter: delete_meter,
+    InstallMeter: install_meter,
+    RemoveMeter: remove_meter,
+}
