@@ -1,0 +1,277 @@
+"""The ``amihub`` command line: operators' entry to the hub, store and demo."""
+
+from __future__ import annotations
+
+import csv
+import logging
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from hub.errors import AmihubError, ConfigurationError
+from hub.settings import Settings, load_settings
+
+console = Console(stderr=True)
+out = Console()
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        stream=sys.stderr)
+
+
+@contextmanager
+def _app(ctx: click.Context, *, migrate: bool = False) -> Iterator[Any]:
+    from hub.bootstrap import bootstrap
+
+    settings: Settings = ctx.obj["settings"]
+    app = bootstrap(settings, migrate=migrate)
+    try:
+        yield app
+    finally:
+        app.close()
+
+
+def _parse_when(value: str | None, option: str) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        when = datetime.fromisoformat(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not an ISO 8601 date or time",
+                                 param_hint=option) from None
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
+
+
+class AmihubGroup(click.Group):
+    """Turns amihub errors into one clear line and exit code 2, never a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except AmihubError as exc:
+            console.print(f"[red]error:[/red] {exc}")
+            sys.exit(2)
+
+
+@click.group(cls=AmihubGroup)
+@click.option("--config", type=click.Path(dir_okay=False, path_type=Path),
+              help="TOML settings file (default: amihub.toml, or $AMIHUB_CONFIG).")
+@click.option("--database-url", envvar="AMIHUB_DATABASE_URL",
+              help="SQLAlchemy URL of the store (default sqlite:///amihub.db).")
+@click.pass_context
+def cli(ctx: click.Context, config: Path | None, database_url: str | None) -> None:
+    """amihub: smart-metering head-end, meter data management and IEC 61968-9 hub."""
+    import os
+
+    if config is not None:
+        if not config.exists():
+            raise ConfigurationError(f"settings file {config} does not exist")
+        os.environ["AMIHUB_CONFIG"] = str(config)
+    overrides: dict[str, Any] = {}
+    if database_url:
+        overrides["database_url"] = database_url
+    settings = load_settings(**overrides)
+    _setup_logging(settings.log_level)
+    ctx.obj = {"settings": settings}
+
+
+@cli.group()
+def db() -> None:
+    """The meter data store."""
+
+
+@db.command("upgrade")
+@click.pass_context
+def db_upgrade(ctx: click.Context) -> None:
+    """Create or migrate the store's tables to the newest revision."""
+    from adapters.sql.migrate import current_revision
+
+    with _app(ctx, migrate=True) as app:
+        console.print(f"store at revision {current_revision(app.settings.database_url)}")
+
+
+@cli.command("import")
+@click.argument("files", nargs=-1, required=True,
+                type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--source", default="cli", show_default=True,
+              help="Sender name recorded in the message log (idempotency is per source).")
+@click.option("--utility", help="Utility code (default: the configured default utility).")
+@click.pass_context
+def import_(ctx: click.Context, files: tuple[Path, ...], source: str,
+            utility: str | None) -> None:
+    """Import CIM XML request or event messages (MeterReadings, master data)."""
+    from hub.messages import InboundMessage
+
+    failed = 0
+    table = Table("file", "verb noun", "result", "readings", "stored", "superseded",
+                  "unchanged", "errors")
+    with _app(ctx, migrate=True) as app, Progress(
+        TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(), console=console, transient=True,
+    ) as progress:
+        task = progress.add_task("importing", total=len(files))
+        for path in files:
+            progress.update(task, description=f"importing {path.name}")
+            outcome = app.pipeline.process(InboundMessage(
+                source=source, endpoint="cli:import", path=path.resolve(), utility=utility))
+            c = outcome.counts
+            table.add_row(path.name, f"{outcome.verb or '?'} {outcome.noun or '?'}",
+                          outcome.result, str(c.get("readings", "")), str(c.get("stored", "")),
+                          str(c.get("superseded", "")), str(c.get("unchanged", "")),
+                          "\n".join(f"{e.code} {e.xpath or ''} {e.reason}"
+                                    for e in outcome.errors[:5]))
+            failed += outcome.result != "OK"
+            progress.advance(task)
+    out.print(table)
+    if failed:
+        console.print(f"[yellow]{failed} of {len(files)} file(s) not fully applied; "
+                      "see `amihub dead-letters list`[/yellow]")
+        sys.exit(1)
+
+
+@cli.command()
+@click.option("--meter", "meters", multiple=True, required=True, help="Meter mRID (repeatable).")
+@click.option("--from", "start", help="Start (ISO 8601; UTC if no offset).")
+@click.option("--to", "end", help="End (ISO 8601; UTC if no offset).")
+@click.option("--reading-type", "reading_types", multiple=True, help="ReadingType code filter.")
+@click.option("--utility", help="Utility code (default: the configured default utility).")
+@click.option("--format", "fmt", type=click.Choice(["table", "csv"]), default="table",
+              show_default=True)
+@click.pass_context
+def readings(ctx: click.Context, meters: tuple[str, ...], start: str | None, end: str | None,
+             reading_types: tuple[str, ...], utility: str | None, fmt: str) -> None:
+    """Show stored readings of meters (current versions)."""
+    from mdm.commands import QueryMeterReadings
+    from mdm.handlers import HandlerContext, ReadingQueryResult
+    from mdm.model import DeviceRef
+
+    with _app(ctx) as app, app.uow_factory() as uow:
+        code = utility or app.settings.default_utility
+        util = uow.utilities.get(code)
+        if util is None or util.id is None:
+            raise ConfigurationError(f"unknown utility {code!r}")
+        result: ReadingQueryResult = app.bus.handle(
+            QueryMeterReadings(util.id, meters=tuple(DeviceRef(mrid=m) for m in meters),
+                               reading_types=reading_types,
+                               start=_parse_when(start, "--from"), end=_parse_when(end, "--to")),
+            uow, HandlerContext(actor="cli", now=datetime.now(UTC)))
+        for ref in result.unknown_meters:
+            console.print(f"[yellow]unknown meter {ref}[/yellow]")
+        if fmt == "csv":
+            writer = csv.writer(sys.stdout)
+            writer.writerow(["meter", "reading_type", "timestamp", "value", "quality", "version"])
+            for r in result.readings:
+                writer.writerow([r.device_mrid, r.reading_type, r.ts.isoformat(), r.value,
+                                 r.quality, r.version])
+            return
+        table = Table("meter", "reading type", "timestamp (UTC)", "value", "quality", "v")
+        shown = 0
+        for r in result.readings:
+            table.add_row(r.device_mrid, r.reading_type, r.ts.isoformat(), str(r.value),
+                          r.quality, str(r.version))
+            shown += 1
+        out.print(table)
+        console.print(f"{shown} reading(s)")
+
+
+@cli.group("dead-letters")
+def dead_letters() -> None:
+    """Inputs that failed permanently, kept whole for an operator."""
+
+
+@dead_letters.command("list")
+@click.option("--all", "include_resolved", is_flag=True, help="Include resolved ones.")
+@click.option("--limit", default=100, show_default=True)
+@click.pass_context
+def dead_letters_list(ctx: click.Context, include_resolved: bool, limit: int) -> None:
+    """List dead letters, newest first."""
+    with _app(ctx) as app, app.uow_factory() as uow:
+        rows = uow.dead_letters.list(include_resolved=include_resolved, limit=limit)
+    table = Table("id", "received (UTC)", "source", "endpoint", "code", "reason", "replays",
+                  "resolved")
+    for d in rows:
+        table.add_row(str(d.id), d.received_at.isoformat(timespec="seconds"), d.source,
+                      d.endpoint, d.error_code, d.reason[:100], str(d.replay_count),
+                      d.resolved_at.isoformat(timespec="seconds") if d.resolved_at else "")
+    out.print(table)
+
+
+@dead_letters.command("show")
+@click.argument("dead_letter_id", type=int)
+@click.option("--body/--no-body", default=True, help="Print the kept input.")
+@click.pass_context
+def dead_letters_show(ctx: click.Context, dead_letter_id: int, body: bool) -> None:
+    """Show one dead letter and its kept input."""
+    with _app(ctx) as app, app.uow_factory() as uow:
+        d = uow.dead_letters.get(dead_letter_id)
+        lifecycle = uow.messages.lifecycle(d.message_log_id) if d and d.message_log_id else []
+    if d is None:
+        raise ConfigurationError(f"no dead letter {dead_letter_id}")
+    out.print(f"dead letter {d.id}: {d.error_code} {d.reason}")
+    out.print(f"source {d.source}  endpoint {d.endpoint}  received {d.received_at.isoformat()}")
+    out.print(f"metadata {d.metadata}  replays {d.replay_count}  resolved {d.resolved_at}")
+    for state, at, detail in lifecycle:
+        out.print(f"  {at.isoformat()}  {state}  {detail or ''}")
+    if body:
+        note = " (truncated: the original was larger)" if d.truncated else ""
+        out.print(f"--- input, {len(d.body)} bytes{note} ---")
+        sys.stdout.flush()
+        sys.stdout.buffer.write(d.body + b"\n")
+
+
+@dead_letters.command("replay")
+@click.argument("dead_letter_id", type=int)
+@click.pass_context
+def dead_letters_replay(ctx: click.Context, dead_letter_id: int) -> None:
+    """Run a dead letter through the pipeline again (after fixing its cause)."""
+    from hub.replay import replay
+
+    with _app(ctx) as app:
+        outcome = replay(app, dead_letter_id)
+    out.print(f"replay of dead letter {dead_letter_id}: {outcome.result}")
+    for e in outcome.errors:
+        out.print(f"  {e.code} {e.xpath or ''} {e.reason}")
+    if outcome.result != "OK":
+        sys.exit(1)
+
+
+@cli.command()
+@click.pass_context
+def serve(ctx: click.Context) -> None:
+    """Run the adapters enabled in the settings until stopped (SIGINT/SIGTERM)."""
+    from hub.serve import run_services
+
+    with _app(ctx, migrate=True) as app:
+        run_services(app)
+
+
+@cli.command()
+@click.option("--meters", default=6, show_default=True, help="How many meters.")
+@click.option("--days", default=30, show_default=True, help="Days of 15-minute data.")
+@click.option("--database-url", "demo_url", default=None,
+              help="Store for the demo (default: a fresh SQLite file amihub-demo.db).")
+@click.pass_context
+def demo(ctx: click.Context, meters: int, days: int, demo_url: str | None) -> None:
+    """The embedded default end to end: utility, usage points, meters, a month of data."""
+    from hub.demo import run_demo
+
+    run_demo(ctx.obj["settings"], meters=meters, days=days, database_url=demo_url,
+             console=out, progress_console=console)
+
+
+def main() -> None:
+    cli(prog_name="amihub")
+
+
+if __name__ == "__main__":
+    main()

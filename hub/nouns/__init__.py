@@ -1,0 +1,14 @@
+"""Translators between IEC 61968-9 profiles and domain commands, one module a noun."""
+
+from __future__ import annotations
+
+from hub.nouns.meter_readings import StoreMeterReadingsRoute
+from hub.routing import Route, RouteTable
+from hub.settings import Settings
+
+
+def build_routes(settings: Settings) -> RouteTable:
+    routes: list[Route] = [
+        StoreMeterReadingsRoute(max_block_readings=settings.limits.max_block_readings),
+    ]
+    return RouteTable(routes)

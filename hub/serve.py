@@ -1,0 +1,76 @@
+"""``amihub serve``: start the adapters enabled in the settings and wait for a signal.
+
+Each adapter is a :class:`Service`. :data:`SERVICE_ALIASES` maps a settings
+section (``[soap]``, ``[amqp]``, ``[sftp]``) to the import path of the factory
+that builds it from the bootstrapped app, as kombu maps transport aliases: an
+adapter is imported only when it is enabled.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import signal
+import threading
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Protocol, cast
+
+from hub.errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from hub.bootstrap import App
+
+log = logging.getLogger("amihub.serve")
+
+
+class Service(Protocol):
+    name: str
+
+    def start(self) -> None: ...
+    def stop(self) -> None: ...
+
+
+#: settings section -> "module:factory"; the factory takes the App and returns a Service
+SERVICE_ALIASES: dict[str, str] = {}
+
+
+def _load(path: str) -> Callable[[App], Service]:
+    module, _, attr = path.partition(":")
+    return cast("Callable[[App], Service]", getattr(importlib.import_module(module), attr))
+
+
+def enabled_services(app: App) -> list[Service]:
+    services: list[Service] = []
+    for section in ("soap", "amqp", "sftp"):
+        settings = getattr(app.settings, section, None)
+        if settings is None or not getattr(settings, "enabled", False):
+            continue
+        path = SERVICE_ALIASES.get(section)
+        if path is None:
+            raise ConfigurationError(f"[{section}] is enabled but this release has no "
+                                     f"{section} adapter")
+        services.append(_load(path)(app))
+    return services
+
+
+def run_services(app: App, stop_event: threading.Event | None = None) -> None:
+    stop = stop_event or threading.Event()
+    services = enabled_services(app)
+    if not services:
+        log.warning("no adapter is enabled: set e.g. [amqp] enabled = true in amihub.toml "
+                    "(or AMIHUB_AMQP__ENABLED=true); nothing to serve")
+        return
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: stop.set())
+    started: list[Service] = []
+    try:
+        for service in services:
+            service.start()
+            started.append(service)
+            log.info("started %s", service.name)
+        stop.wait()
+    finally:
+        for service in reversed(started):
+            service.stop()
+            log.info("stopped %s", service.name)
