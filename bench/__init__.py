@@ -1,0 +1,1 @@
+"""Benchmarks: each compares amihub with a raw baseline in the same run."""

@@ -1,0 +1,24 @@
+"""``make bench`` / ``python -m bench [NAME ...]``: run the benchmarks and print the figures."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+BENCHMARKS = {
+    "ingest": "bench.ingest_cim",
+}
+
+
+def main(argv: list[str]) -> int:
+    names = argv or list(BENCHMARKS)
+    for name in names:
+        if name not in BENCHMARKS:
+            print(f"unknown benchmark {name!r}; known: {', '.join(BENCHMARKS)}")
+            return 2
+        importlib.import_module(BENCHMARKS[name]).main([])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,31 @@
+"""Render the published error-code table (docs/error-codes.md) from hub.errors."""
+
+from __future__ import annotations
+
+from hub.errors import ERROR_CODES
+
+HEADER = """# amihub error codes
+
+IEC 61968-100 leaves Reply/Error/code to implementations. These are amihub's.
+A FAILED or PARTIAL reply carries one `Error` per failed item, with `code`,
+`level`, `reason`, the `xpath` of the offending element where there is one, and
+`details` / `ID` (the object) where they help. Codes are stable: a code is never
+reused for another meaning. 1xxx concern the message as a whole (nothing is
+applied), 2xxx an item inside the payload (the other items may be applied:
+Result PARTIAL), 3xxx the system (retry later or ask the operator).
+
+This file is generated from `hub/errors.py` (`python -m hub.error_table`); a
+test keeps them in step.
+
+| code | level | title | meaning |
+|---|---|---|---|
+"""
+
+
+def render() -> str:
+    rows = [f"| {e.code} | {e.level} | {e.title} | {e.meaning} |" for e in ERROR_CODES.values()]
+    return HEADER + "\n".join(rows) + "\n"
+
+
+if __name__ == "__main__":
+    print(render(), end="")
