@@ -82,7 +82,7 @@ def child_amihub(url: str, path: str) -> None:
 
 def child_copy(url: str, readings: str) -> None:
     """Raw baseline: COPY (text) of the same rows into a keyed table of the same shape."""
-    from hub.samples import RT_15MIN_A_PLUS, consumption
+    from hub.samples import consumption
 
     n = int(readings)
     with psycopg_conn(url) as conn, conn.cursor() as cur:
@@ -90,7 +90,6 @@ def child_copy(url: str, readings: str) -> None:
                     "ts timestamptz, value numeric, quality text, "
                     "PRIMARY KEY (device_id, reading_type_id, ts))")
         conn.commit()
-        del RT_15MIN_A_PLUS
         t0 = time.perf_counter()
         with cur.copy("COPY raw_reading FROM STDIN") as copy:
             for device_id, meter in enumerate(_meters(n), 1):
