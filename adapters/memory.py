@@ -30,23 +30,35 @@ class MemoryAdapter:
     _replies: queue.Queue[Outcome] = field(default_factory=queue.Queue)
     _worker: threading.Thread | None = None
 
-    def request(self, body: bytes, *, source: str = "memory", utility: str | None = None,
-                endpoint: str | None = None) -> Outcome:
-        return self.pipeline.process(InboundMessage(
-            source=source, endpoint=endpoint or f"{self.name}:request", body=body,
-            utility=utility))
+    def request(
+        self,
+        body: bytes,
+        *,
+        source: str = "memory",
+        utility: str | None = None,
+        endpoint: str | None = None,
+    ) -> Outcome:
+        return self.pipeline.process(
+            InboundMessage(
+                source=source,
+                endpoint=endpoint or f"{self.name}:request",
+                body=body,
+                utility=utility,
+            )
+        )
 
-    def request_file(self, path: Path, *, source: str = "memory",
-                     utility: str | None = None) -> Outcome:
-        return self.pipeline.process(InboundMessage(
-            source=source, endpoint=f"{self.name}:file", path=path, utility=utility))
+    def request_file(
+        self, path: Path, *, source: str = "memory", utility: str | None = None
+    ) -> Outcome:
+        return self.pipeline.process(
+            InboundMessage(source=source, endpoint=f"{self.name}:file", path=path, utility=utility)
+        )
 
     # -- queued mode ---------------------------------------------------------------------
 
     def start(self) -> None:
         if self._worker is None:
-            self._worker = threading.Thread(target=self._run, name="memory-adapter",
-                                            daemon=True)
+            self._worker = threading.Thread(target=self._run, name="memory-adapter", daemon=True)
             self._worker.start()
 
     def stop(self, timeout: float = 10.0) -> None:
@@ -56,8 +68,9 @@ class MemoryAdapter:
             self._worker = None
 
     def post(self, body: bytes, *, source: str = "memory", utility: str | None = None) -> None:
-        self._inbox.put(InboundMessage(source=source, endpoint=f"{self.name}:queue", body=body,
-                                       utility=utility))
+        self._inbox.put(
+            InboundMessage(source=source, endpoint=f"{self.name}:queue", body=body, utility=utility)
+        )
 
     def replies(self, timeout: float = 10.0) -> Outcome:
         return self._replies.get(timeout=timeout)
@@ -69,8 +82,12 @@ class MemoryAdapter:
                     self._replies.put(self.pipeline.process(msg))
                     break
                 except RecoverableError as exc:
-                    log.warning("attempt %d of %d failed, retrying: %s", attempt,
-                                self.max_attempts, exc)
+                    log.warning(
+                        "attempt %d of %d failed, retrying: %s", attempt, self.max_attempts, exc
+                    )
             else:
-                log.error("giving up on a message from %s after %d attempts", msg.source,
-                          self.max_attempts)
+                log.error(
+                    "giving up on a message from %s after %d attempts",
+                    msg.source,
+                    self.max_attempts,
+                )

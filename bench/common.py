@@ -41,8 +41,9 @@ def run_child(module: str, *args: str) -> dict[str, float]:
 
     Each measured step runs in its own process so its peak RSS is its own.
     """
-    proc = subprocess.run([sys.executable, "-m", module, *args], capture_output=True,
-                          text=True, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-m", module, *args], capture_output=True, text=True, check=False
+    )
     if proc.returncode != 0:
         raise SystemExit(f"{module} failed:\n{proc.stdout}\n{proc.stderr}")
     return dict(json.loads(proc.stdout.strip().splitlines()[-1]))

@@ -36,8 +36,9 @@ def write_file(path: Path, readings: int) -> int:
     from hub.samples import write_meter_readings
 
     with path.open("w", encoding="utf-8") as f:
-        return write_meter_readings(f, _meters(readings), START, PER_METER, registers=False,
-                                    verb="created")
+        return write_meter_readings(
+            f, _meters(readings), START, PER_METER, registers=False, verb="created"
+        )
 
 
 def prepare(url: str, readings: int) -> None:
@@ -48,11 +49,13 @@ def prepare(url: str, readings: int) -> None:
     app = bootstrap(load_settings(database_url=url), migrate=True)
     meters = _meters(readings)
     with psycopg_conn(url) as conn, conn.cursor() as cur:
-        uid = cur.execute("SELECT id FROM utility WHERE code = %s",
-                          (app.settings.default_utility,)).fetchone()
+        uid = cur.execute(
+            "SELECT id FROM utility WHERE code = %s", (app.settings.default_utility,)
+        ).fetchone()
         assert uid is not None
-        with cur.copy("COPY end_device (utility_id, mrid, serial_number, name, kind, state) "
-                      "FROM STDIN") as copy:
+        with cur.copy(
+            "COPY end_device (utility_id, mrid, serial_number, name, kind, state) FROM STDIN"
+        ) as copy:
             for m in meters:
                 copy.write_row((uid[0], m, m, m, "meter", "installed"))
         conn.commit()
@@ -72,12 +75,20 @@ def child_amihub(url: str, path: str) -> None:
 
     app = bootstrap(load_settings(database_url=url))
     t0 = time.perf_counter()
-    outcome = app.pipeline.process(InboundMessage(source="bench", endpoint="bench:file",
-                                                  path=Path(path)))
+    outcome = app.pipeline.process(
+        InboundMessage(source="bench", endpoint="bench:file", path=Path(path))
+    )
     elapsed = time.perf_counter() - t0
     assert outcome.result == "OK", (outcome.result, outcome.errors[:3])
-    print(json.dumps({"seconds": elapsed, "stored": outcome.counts.get("stored", 0),
-                      "peak_rss_mb": peak_rss_mb()}))
+    print(
+        json.dumps(
+            {
+                "seconds": elapsed,
+                "stored": outcome.counts.get("stored", 0),
+                "peak_rss_mb": peak_rss_mb(),
+            }
+        )
+    )
 
 
 def child_copy(url: str, readings: str) -> None:
@@ -86,9 +97,11 @@ def child_copy(url: str, readings: str) -> None:
 
     n = int(readings)
     with psycopg_conn(url) as conn, conn.cursor() as cur:
-        cur.execute("CREATE TABLE raw_reading (device_id integer, reading_type_id integer, "
-                    "ts timestamptz, value numeric, quality text, "
-                    "PRIMARY KEY (device_id, reading_type_id, ts))")
+        cur.execute(
+            "CREATE TABLE raw_reading (device_id integer, reading_type_id integer, "
+            "ts timestamptz, value numeric, quality text, "
+            "PRIMARY KEY (device_id, reading_type_id, ts))"
+        )
         conn.commit()
         t0 = time.perf_counter()
         with cur.copy("COPY raw_reading FROM STDIN") as copy:
@@ -98,8 +111,11 @@ def child_copy(url: str, readings: str) -> None:
         conn.commit()
         elapsed = time.perf_counter() - t0
         count = cur.execute("SELECT count(*) FROM raw_reading").fetchone()
-    print(json.dumps({"seconds": elapsed, "stored": count[0] if count else 0,
-                      "peak_rss_mb": peak_rss_mb()}))
+    print(
+        json.dumps(
+            {"seconds": elapsed, "stored": count[0] if count else 0, "peak_rss_mb": peak_rss_mb()}
+        )
+    )
 
 
 def main(argv: list[str]) -> None:
@@ -112,8 +128,10 @@ def main(argv: list[str]) -> None:
         t0 = time.perf_counter()
         written = write_file(path, args.readings)
         size_mb = path.stat().st_size / 1e6
-        print(f"CIM MeterReadings file: {written:,} readings, {size_mb:,.0f} MB "
-              f"(written in {time.perf_counter() - t0:.1f} s)")
+        print(
+            f"CIM MeterReadings file: {written:,} readings, {size_mb:,.0f} MB "
+            f"(written in {time.perf_counter() - t0:.1f} s)"
+        )
         with scratch_database() as url:
             prepare(url, args.readings)
             ours = run_child("bench.ingest_cim", "--child-amihub", url, str(path))
@@ -122,14 +140,20 @@ def main(argv: list[str]) -> None:
             raw = run_child("bench.ingest_cim", "--child-copy", url, str(written))
     ours_rate = ours["stored"] / ours["seconds"]
     raw_rate = raw["stored"] / raw["seconds"]
-    print(f"amihub import (parse, validate, map, store): {ours_rate:>10,.0f} readings/s "
-          f"({ours['stored']:,.0f} in {ours['seconds']:.2f} s, peak RSS "
-          f"{ours['peak_rss_mb']:.0f} MB)")
-    print(f"raw psycopg COPY text, same rows:           {raw_rate:>10,.0f} readings/s "
-          f"({raw['stored']:,.0f} in {raw['seconds']:.2f} s, peak RSS "
-          f"{raw['peak_rss_mb']:.0f} MB)")
-    print(f"ratio amihub / raw COPY: {ours_rate / raw_rate:.2f}  "
-          f"(target: >= 250,000 readings/s, peak < 300 MB)")
+    print(
+        f"amihub import (parse, validate, map, store): {ours_rate:>10,.0f} readings/s "
+        f"({ours['stored']:,.0f} in {ours['seconds']:.2f} s, peak RSS "
+        f"{ours['peak_rss_mb']:.0f} MB)"
+    )
+    print(
+        f"raw psycopg COPY text, same rows:           {raw_rate:>10,.0f} readings/s "
+        f"({raw['stored']:,.0f} in {raw['seconds']:.2f} s, peak RSS "
+        f"{raw['peak_rss_mb']:.0f} MB)"
+    )
+    print(
+        f"ratio amihub / raw COPY: {ours_rate / raw_rate:.2f}  "
+        f"(target: >= 250,000 readings/s, peak < 300 MB)"
+    )
 
 
 if __name__ == "__main__":

@@ -24,9 +24,11 @@ out = Console()
 
 
 def _setup_logging(level: str) -> None:
-    logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        stream=sys.stderr)
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
 
 
 @contextmanager
@@ -47,8 +49,9 @@ def _parse_when(value: str | None, option: str) -> datetime | None:
     try:
         when = datetime.fromisoformat(value)
     except ValueError:
-        raise click.BadParameter(f"{value!r} is not an ISO 8601 date or time",
-                                 param_hint=option) from None
+        raise click.BadParameter(
+            f"{value!r} is not an ISO 8601 date or time", param_hint=option
+        ) from None
     return when if when.tzinfo else when.replace(tzinfo=UTC)
 
 
@@ -64,10 +67,16 @@ class AmihubGroup(click.Group):
 
 
 @click.group(cls=AmihubGroup)
-@click.option("--config", type=click.Path(dir_okay=False, path_type=Path),
-              help="TOML settings file (default: amihub.toml, or $AMIHUB_CONFIG).")
-@click.option("--database-url", envvar="AMIHUB_DATABASE_URL",
-              help="SQLAlchemy URL of the store (default sqlite:///amihub.db).")
+@click.option(
+    "--config",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="TOML settings file (default: amihub.toml, or $AMIHUB_CONFIG).",
+)
+@click.option(
+    "--database-url",
+    envvar="AMIHUB_DATABASE_URL",
+    help="SQLAlchemy URL of the store (default sqlite:///amihub.db).",
+)
 @click.pass_context
 def cli(ctx: click.Context, config: Path | None, database_url: str | None) -> None:
     """amihub: smart-metering head-end, meter data management and IEC 61968-9 hub."""
@@ -101,41 +110,63 @@ def db_upgrade(ctx: click.Context) -> None:
 
 
 @cli.command("import")
-@click.argument("files", nargs=-1, required=True,
-                type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--source", default="cli", show_default=True,
-              help="Sender name recorded in the message log (idempotency is per source).")
+@click.argument(
+    "files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path)
+)
+@click.option(
+    "--source",
+    default="cli",
+    show_default=True,
+    help="Sender name recorded in the message log (idempotency is per source).",
+)
 @click.option("--utility", help="Utility code (default: the configured default utility).")
 @click.pass_context
-def import_(ctx: click.Context, files: tuple[Path, ...], source: str,
-            utility: str | None) -> None:
+def import_(ctx: click.Context, files: tuple[Path, ...], source: str, utility: str | None) -> None:
     """Import CIM XML request or event messages (MeterReadings, master data)."""
     from hub.messages import InboundMessage
 
     failed = 0
-    table = Table("file", "verb noun", "result", "readings", "stored", "superseded",
-                  "unchanged", "errors")
-    with _app(ctx, migrate=True) as app, Progress(
-        TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-        TimeElapsedColumn(), console=console, transient=True,
-    ) as progress:
+    table = Table(
+        "file", "verb noun", "result", "readings", "stored", "superseded", "unchanged", "errors"
+    )
+    with (
+        _app(ctx, migrate=True) as app,
+        Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            TextColumn("{task.completed}/{task.total}"),
+            TimeElapsedColumn(),
+            console=console,
+            transient=True,
+        ) as progress,
+    ):
         task = progress.add_task("importing", total=len(files))
         for path in files:
             progress.update(task, description=f"importing {path.name}")
-            outcome = app.pipeline.process(InboundMessage(
-                source=source, endpoint="cli:import", path=path.resolve(), utility=utility))
+            outcome = app.pipeline.process(
+                InboundMessage(
+                    source=source, endpoint="cli:import", path=path.resolve(), utility=utility
+                )
+            )
             c = outcome.counts
-            table.add_row(path.name, f"{outcome.verb or '?'} {outcome.noun or '?'}",
-                          outcome.result, str(c.get("readings", "")), str(c.get("stored", "")),
-                          str(c.get("superseded", "")), str(c.get("unchanged", "")),
-                          "\n".join(f"{e.code} {e.xpath or ''} {e.reason}"
-                                    for e in outcome.errors[:5]))
+            table.add_row(
+                path.name,
+                f"{outcome.verb or '?'} {outcome.noun or '?'}",
+                outcome.result,
+                str(c.get("readings", "")),
+                str(c.get("stored", "")),
+                str(c.get("superseded", "")),
+                str(c.get("unchanged", "")),
+                "\n".join(f"{e.code} {e.xpath or ''} {e.reason}" for e in outcome.errors[:5]),
+            )
             failed += outcome.result != "OK"
             progress.advance(task)
     out.print(table)
     if failed:
-        console.print(f"[yellow]{failed} of {len(files)} file(s) not fully applied; "
-                      "see `amihub dead-letters list`[/yellow]")
+        console.print(
+            f"[yellow]{failed} of {len(files)} file(s) not fully applied; "
+            "see `amihub dead-letters list`[/yellow]"
+        )
         sys.exit(1)
 
 
@@ -145,11 +176,19 @@ def import_(ctx: click.Context, files: tuple[Path, ...], source: str,
 @click.option("--to", "end", help="End (ISO 8601; UTC if no offset).")
 @click.option("--reading-type", "reading_types", multiple=True, help="ReadingType code filter.")
 @click.option("--utility", help="Utility code (default: the configured default utility).")
-@click.option("--format", "fmt", type=click.Choice(["table", "csv"]), default="table",
-              show_default=True)
+@click.option(
+    "--format", "fmt", type=click.Choice(["table", "csv"]), default="table", show_default=True
+)
 @click.pass_context
-def readings(ctx: click.Context, meters: tuple[str, ...], start: str | None, end: str | None,
-             reading_types: tuple[str, ...], utility: str | None, fmt: str) -> None:
+def readings(
+    ctx: click.Context,
+    meters: tuple[str, ...],
+    start: str | None,
+    end: str | None,
+    reading_types: tuple[str, ...],
+    utility: str | None,
+    fmt: str,
+) -> None:
     """Show stored readings of meters (current versions)."""
     from mdm.commands import QueryMeterReadings
     from mdm.handlers import HandlerContext, ReadingQueryResult
@@ -161,24 +200,37 @@ def readings(ctx: click.Context, meters: tuple[str, ...], start: str | None, end
         if util is None or util.id is None:
             raise ConfigurationError(f"unknown utility {code!r}")
         result: ReadingQueryResult = app.bus.handle(
-            QueryMeterReadings(util.id, meters=tuple(DeviceRef(mrid=m) for m in meters),
-                               reading_types=reading_types,
-                               start=_parse_when(start, "--from"), end=_parse_when(end, "--to")),
-            uow, HandlerContext(actor="cli", now=datetime.now(UTC)))
+            QueryMeterReadings(
+                util.id,
+                meters=tuple(DeviceRef(mrid=m) for m in meters),
+                reading_types=reading_types,
+                start=_parse_when(start, "--from"),
+                end=_parse_when(end, "--to"),
+            ),
+            uow,
+            HandlerContext(actor="cli", now=datetime.now(UTC)),
+        )
         for ref in result.unknown_meters:
             console.print(f"[yellow]unknown meter {ref}[/yellow]")
         if fmt == "csv":
             writer = csv.writer(sys.stdout)
             writer.writerow(["meter", "reading_type", "timestamp", "value", "quality", "version"])
             for r in result.readings:
-                writer.writerow([r.device_mrid, r.reading_type, r.ts.isoformat(), r.value,
-                                 r.quality, r.version])
+                writer.writerow(
+                    [r.device_mrid, r.reading_type, r.ts.isoformat(), r.value, r.quality, r.version]
+                )
             return
         table = Table("meter", "reading type", "timestamp (UTC)", "value", "quality", "v")
         shown = 0
         for r in result.readings:
-            table.add_row(r.device_mrid, r.reading_type, r.ts.isoformat(), str(r.value),
-                          r.quality, str(r.version))
+            table.add_row(
+                r.device_mrid,
+                r.reading_type,
+                r.ts.isoformat(),
+                str(r.value),
+                r.quality,
+                str(r.version),
+            )
             shown += 1
         out.print(table)
         console.print(f"{shown} reading(s)")
@@ -197,12 +249,20 @@ def dead_letters_list(ctx: click.Context, include_resolved: bool, limit: int) ->
     """List dead letters, newest first."""
     with _app(ctx) as app, app.uow_factory() as uow:
         rows = uow.dead_letters.list(include_resolved=include_resolved, limit=limit)
-    table = Table("id", "received (UTC)", "source", "endpoint", "code", "reason", "replays",
-                  "resolved")
+    table = Table(
+        "id", "received (UTC)", "source", "endpoint", "code", "reason", "replays", "resolved"
+    )
     for d in rows:
-        table.add_row(str(d.id), d.received_at.isoformat(timespec="seconds"), d.source,
-                      d.endpoint, d.error_code, d.reason[:100], str(d.replay_count),
-                      d.resolved_at.isoformat(timespec="seconds") if d.resolved_at else "")
+        table.add_row(
+            str(d.id),
+            d.received_at.isoformat(timespec="seconds"),
+            d.source,
+            d.endpoint,
+            d.error_code,
+            d.reason[:100],
+            str(d.replay_count),
+            d.resolved_at.isoformat(timespec="seconds") if d.resolved_at else "",
+        )
     out.print(table)
 
 
@@ -258,15 +318,25 @@ def serve(ctx: click.Context) -> None:
 @cli.command()
 @click.option("--meters", default=6, show_default=True, help="How many meters.")
 @click.option("--days", default=30, show_default=True, help="Days of 15-minute data.")
-@click.option("--database-url", "demo_url", default=None,
-              help="Store for the demo (default: a fresh SQLite file amihub-demo.db).")
+@click.option(
+    "--database-url",
+    "demo_url",
+    default=None,
+    help="Store for the demo (default: a fresh SQLite file amihub-demo.db).",
+)
 @click.pass_context
 def demo(ctx: click.Context, meters: int, days: int, demo_url: str | None) -> None:
     """The embedded default end to end: utility, usage points, meters, a month of data."""
     from hub.demo import run_demo
 
-    run_demo(ctx.obj["settings"], meters=meters, days=days, database_url=demo_url,
-             console=out, progress_console=console)
+    run_demo(
+        ctx.obj["settings"],
+        meters=meters,
+        days=days,
+        database_url=demo_url,
+        console=out,
+        progress_console=console,
+    )
 
 
 def main() -> None:

@@ -36,29 +36,60 @@ def _master_data(app: App, meters: int, start: datetime) -> list[str]:
     mrids = []
     with app.uow_factory() as uow:
         utility = uow.utilities.get(code)
-        assert utility is not None and utility.id is not None
+        assert utility is not None
+        assert utility.id is not None
         uid = utility.id
         for n in range(1, meters + 1):
             up = f"UP-{n:04d}"
             meter = f"MTR-{n:04d}"
-            app.bus.handle(CreateUsagePoint(uid, UsagePoint(
-                mrid=up, utility_code=code, name=f"Demo street {n}",
-                service_category=ServiceCategory.ELECTRICITY,
-                location=f"Demo street {n}, Springfield", transformer_area=f"TA-{(n - 1) // 3 + 1}",
-            )), uow, ctx)
-            app.bus.handle(CreateMeter(uid, EndDevice(
-                mrid=meter, utility_code=code, serial_number=f"SN{n:08d}", name=meter,
-                manufacturer="amihub", model="SIM-3P", firmware_version="1.0.0",
-            )), uow, ctx)
-            app.bus.handle(InstallMeter(uid, DeviceRef(mrid=meter), DeviceRef(mrid=up), start),
-                           uow, ctx)
+            app.bus.handle(
+                CreateUsagePoint(
+                    uid,
+                    UsagePoint(
+                        mrid=up,
+                        utility_code=code,
+                        name=f"Demo street {n}",
+                        service_category=ServiceCategory.ELECTRICITY,
+                        location=f"Demo street {n}, Springfield",
+                        transformer_area=f"TA-{(n - 1) // 3 + 1}",
+                    ),
+                ),
+                uow,
+                ctx,
+            )
+            app.bus.handle(
+                CreateMeter(
+                    uid,
+                    EndDevice(
+                        mrid=meter,
+                        utility_code=code,
+                        serial_number=f"SN{n:08d}",
+                        name=meter,
+                        manufacturer="amihub",
+                        model="SIM-3P",
+                        firmware_version="1.0.0",
+                    ),
+                ),
+                uow,
+                ctx,
+            )
+            app.bus.handle(
+                InstallMeter(uid, DeviceRef(mrid=meter), DeviceRef(mrid=up), start), uow, ctx
+            )
             mrids.append(meter)
         uow.commit()
     return mrids
 
 
-def run_demo(settings: Settings, *, meters: int, days: int, database_url: str | None,
-             console: Console, progress_console: Console) -> None:
+def run_demo(
+    settings: Settings,
+    *,
+    meters: int,
+    days: int,
+    database_url: str | None,
+    console: Console,
+    progress_console: Console,
+) -> None:
     url = database_url or f"sqlite:///{DEMO_DB}"
     if database_url is None:
         Path(DEMO_DB).unlink(missing_ok=True)
@@ -72,12 +103,14 @@ def run_demo(settings: Settings, *, meters: int, days: int, database_url: str | 
 
 def _run(app: App, meters: int, days: int, console: Console, progress_console: Console) -> None:
     start = (datetime.now(UTC) - timedelta(days=days)).replace(
-        hour=0, minute=0, second=0, microsecond=0)
+        hour=0, minute=0, second=0, microsecond=0
+    )
     console.rule("amihub demo: embedded default (SQLite, in-process)")
     console.print(f"store: {app.settings.database_url}")
     mrids = _master_data(app, meters, start)
-    console.print(f"created {meters} usage points and {meters} meters, installed from "
-                  f"{start.date()}")
+    console.print(
+        f"created {meters} usage points and {meters} meters, installed from {start.date()}"
+    )
 
     intervals = days * 96
     with tempfile.TemporaryDirectory() as tmp:
@@ -88,24 +121,29 @@ def _run(app: App, meters: int, days: int, console: Console, progress_console: C
                 written = write_meter_readings(f, mrids, start, intervals, seed=7)
             progress.update(task, description="importing through the hub pipeline")
             t0 = time.perf_counter()
-            outcome = app.pipeline.process(InboundMessage(
-                source="demo-headend", endpoint="cli:demo", path=path))
+            outcome = app.pipeline.process(
+                InboundMessage(source="demo-headend", endpoint="cli:demo", path=path)
+            )
             elapsed = time.perf_counter() - t0
-    console.print(f"import of {written:,} readings ({path.name}): {outcome.result} in "
-                  f"{elapsed:.2f} s ({written / elapsed:,.0f} readings/s) {outcome.counts}")
+    console.print(
+        f"import of {written:,} readings ({path.name}): {outcome.result} in "
+        f"{elapsed:.2f} s ({written / elapsed:,.0f} readings/s) {outcome.counts}"
+    )
 
     # a correction: the first interval of meter 1 is re-sent with another value
-    correction = meter_readings_bytes(mrids[:1], start, 1, registers=False, seed=99,
-                                      verb="changed")
-    fix = app.pipeline.process(InboundMessage(source="demo-headend", endpoint="cli:demo",
-                                              body=correction))
+    correction = meter_readings_bytes(mrids[:1], start, 1, registers=False, seed=99, verb="changed")
+    fix = app.pipeline.process(
+        InboundMessage(source="demo-headend", endpoint="cli:demo", body=correction)
+    )
     console.print(f"correction for {mrids[0]}: {fix.result} {fix.counts}")
 
     # a message naming an unknown meter next to a known one: PARTIAL + dead letter
-    mixed = meter_readings_bytes([mrids[1], "MTR-UNKNOWN"], start + timedelta(days=days),
-                                 4, registers=False)
-    partial = app.pipeline.process(InboundMessage(source="demo-headend", endpoint="cli:demo",
-                                                  body=mixed))
+    mixed = meter_readings_bytes(
+        [mrids[1], "MTR-UNKNOWN"], start + timedelta(days=days), 4, registers=False
+    )
+    partial = app.pipeline.process(
+        InboundMessage(source="demo-headend", endpoint="cli:demo", body=mixed)
+    )
     for e in partial.errors:
         console.print(f"{partial.result}: error {e.code} at {e.xpath}: {e.reason}")
     console.print(f"(kept as dead letter {partial.dead_letter_id}: `amihub dead-letters list`)")
@@ -117,29 +155,63 @@ def _show(app: App, mrids: list[str], start: datetime, days: int, console: Conso
     ctx = HandlerContext(actor="demo", now=datetime.now(UTC))
     with app.uow_factory() as uow:
         utility = uow.utilities.get(app.settings.default_utility)
-        assert utility is not None and utility.id is not None
-        table = Table("meter", "readings", "kWh in period", "peak 15-min kWh", "first",
-                      "last", title=f"15-minute +A energy, {days} days")
+        assert utility is not None
+        assert utility.id is not None
+        table = Table(
+            "meter",
+            "readings",
+            "kWh in period",
+            "peak 15-min kWh",
+            "first",
+            "last",
+            title=f"15-minute +A energy, {days} days",
+        )
         for mrid in mrids:
-            result: ReadingQueryResult = app.bus.handle(QueryMeterReadings(
-                utility.id, meters=(DeviceRef(mrid=mrid),), reading_types=(RT_15MIN_A_PLUS,),
-                start=start, end=start + timedelta(days=days + 1)), uow, ctx)
+            result: ReadingQueryResult = app.bus.handle(
+                QueryMeterReadings(
+                    utility.id,
+                    meters=(DeviceRef(mrid=mrid),),
+                    reading_types=(RT_15MIN_A_PLUS,),
+                    start=start,
+                    end=start + timedelta(days=days + 1),
+                ),
+                uow,
+                ctx,
+            )
             values = [(r.ts, r.value) for r in result.readings]
             total = sum((v for _, v in values), Decimal(0))
             peak = max((v for _, v in values), default=Decimal(0))
-            table.add_row(mrid, f"{len(values):,}", f"{total:.2f}", f"{peak:.4f}",
-                          values[0][0].isoformat() if values else "",
-                          values[-1][0].isoformat() if values else "")
+            table.add_row(
+                mrid,
+                f"{len(values):,}",
+                f"{total:.2f}",
+                f"{peak:.4f}",
+                values[0][0].isoformat() if values else "",
+                values[-1][0].isoformat() if values else "",
+            )
         console.print(table)
         meter_id = uow.devices.find(utility.id, DeviceRef(mrid=mrids[0]))
-        assert meter_id is not None and meter_id.id is not None
-        versions = uow.readings.versions(meter_id.id, RT_15MIN_A_PLUS, start + timedelta(minutes=15))
-        console.print(f"versions of {mrids[0]} at {(start + timedelta(minutes=15)).isoformat()}: "
-                      + ", ".join(f"v{v.version}={v.value}" for v in versions))
+        assert meter_id is not None
+        assert meter_id.id is not None
+        versions = uow.readings.versions(
+            meter_id.id, RT_15MIN_A_PLUS, start + timedelta(minutes=15)
+        )
+        console.print(
+            f"versions of {mrids[0]} at {(start + timedelta(minutes=15)).isoformat()}: "
+            + ", ".join(f"v{v.version}={v.value}" for v in versions)
+        )
         day = Table("interval end (UTC)", "kWh", title=f"{mrids[0]}, first 8 hours")
-        first = app.bus.handle(QueryMeterReadings(
-            utility.id, meters=(DeviceRef(mrid=mrids[0]),), reading_types=(RT_15MIN_A_PLUS,),
-            start=start, end=start + timedelta(hours=8)), uow, ctx)
+        first = app.bus.handle(
+            QueryMeterReadings(
+                utility.id,
+                meters=(DeviceRef(mrid=mrids[0]),),
+                reading_types=(RT_15MIN_A_PLUS,),
+                start=start,
+                end=start + timedelta(hours=8),
+            ),
+            uow,
+            ctx,
+        )
         for r in first.readings:
             day.add_row(r.ts.strftime("%Y-%m-%d %H:%M"), f"{r.value} " + "#" * int(r.value * 40))
         console.print(day)

@@ -63,47 +63,95 @@ ERROR_CODES: dict[str, ErrorCode] = {
     for e in (
         # 1xxx: the message as a whole
         _c("1001", _F, "not well-formed", "The input is not well-formed XML."),
-        _c("1002", _F, "forbidden XML construct",
-           "DTD, entity declaration or external reference: refused by the hardened parser."),
+        _c(
+            "1002",
+            _F,
+            "forbidden XML construct",
+            "DTD, entity declaration or external reference: refused by the hardened parser.",
+        ),
         _c("1003", _F, "input too large", "The input exceeds the configured size limit."),
-        _c("1004", _F, "not an envelope",
-           "The XML root is not an IEC 61968-100 message or a 61968-9 message wrapper."),
-        _c("1005", _F, "schema invalid",
-           "The message does not validate against the envelope or profile XSD; xpath names "
-           "the offending element."),
+        _c(
+            "1004",
+            _F,
+            "not an envelope",
+            "The XML root is not an IEC 61968-100 message or a 61968-9 message wrapper.",
+        ),
+        _c(
+            "1005",
+            _F,
+            "schema invalid",
+            "The message does not validate against the envelope or profile XSD; xpath names "
+            "the offending element.",
+        ),
         _c("1006", _F, "unsupported verb/noun", "No handler is routed for this verb and noun."),
-        _c("1007", _F, "replay conflict",
-           "This MessageID was already received from this source with different content."),
-        _c("1008", _F, "header invalid",
-           "A Header field has a value amihub cannot use (e.g. a Timestamp without zone)."),
+        _c(
+            "1007",
+            _F,
+            "replay conflict",
+            "This MessageID was already received from this source with different content.",
+        ),
+        _c(
+            "1008",
+            _F,
+            "header invalid",
+            "A Header field has a value amihub cannot use (e.g. a Timestamp without zone).",
+        ),
         _c("1009", _F, "payload missing", "The verb and noun need a Payload and there is none."),
-        _c("1010", _F, "not authorised",
-           "The sender is not authenticated, or may not use this verb and noun."),
-        _c("1011", _F, "not implemented yet",
-           "The noun is recognised but its domain is not built in this release."),
+        _c(
+            "1010",
+            _F,
+            "not authorised",
+            "The sender is not authenticated, or may not use this verb and noun.",
+        ),
+        _c(
+            "1011",
+            _F,
+            "not implemented yet",
+            "The noun is recognised but its domain is not built in this release.",
+        ),
         # 2xxx: items inside the payload
-        _c("2001", _F, "unknown meter",
-           "No end device with this mRID or name exists for the utility."),
-        _c("2002", _F, "unknown usage point",
-           "No usage point with this mRID or name exists for the utility."),
+        _c(
+            "2001",
+            _F,
+            "unknown meter",
+            "No end device with this mRID or name exists for the utility.",
+        ),
+        _c(
+            "2002",
+            _F,
+            "unknown usage point",
+            "No usage point with this mRID or name exists for the utility.",
+        ),
         _c("2003", _F, "bad ReadingType", "The ReadingType is not 18 dot-separated integers."),
-        _c("2004", _F, "duplicate reading",
-           "The same meter, ReadingType and timestamp occur more than once in the message."),
+        _c(
+            "2004",
+            _F,
+            "duplicate reading",
+            "The same meter, ReadingType and timestamp occur more than once in the message.",
+        ),
         _c("2005", _F, "bad value", "A reading value is not a decimal number."),
         _c("2006", _F, "bad timestamp", "A timestamp is missing, not ISO 8601, or has no zone."),
         _c("2007", _F, "already exists", "An object with this mRID already exists."),
         _c("2008", _F, "not found", "The object to change, close or delete does not exist."),
-        _c("2009", _F, "invalid state change",
-           "The object's state does not allow the requested change "
-           "(e.g. installing a meter that is installed elsewhere)."),
+        _c(
+            "2009",
+            _F,
+            "invalid state change",
+            "The object's state does not allow the requested change "
+            "(e.g. installing a meter that is installed elsewhere).",
+        ),
         _c("2010", _F, "bad reading quality", "A ReadingQualityType is not system.category.index."),
         _c("2011", _F, "missing identifier", "An item has neither mRID nor Names/name."),
         _c("2012", _W, "no data", "The request matched nothing in the given period."),
         _c("2013", _F, "bad field", "A field has a value outside its allowed set."),
         # 3xxx: the system
         _c("3001", _C, "store unavailable", "The meter data store could not be reached; retry."),
-        _c("3002", _C, "internal error",
-           "An unexpected error; the input is kept in the dead-letter store."),
+        _c(
+            "3002",
+            _C,
+            "internal error",
+            "An unexpected error; the input is kept in the dead-letter store.",
+        ),
     )
 }
 
@@ -160,8 +208,14 @@ class MessageRejected(PermanentError):
 
     default_code = "1005"
 
-    def __init__(self, reason: str, *, errors: list[ErrorDetail] | None = None,
-                 code: str | None = None, xpath: str | None = None) -> None:
+    def __init__(
+        self,
+        reason: str,
+        *,
+        errors: list[ErrorDetail] | None = None,
+        code: str | None = None,
+        xpath: str | None = None,
+    ) -> None:
         super().__init__(reason)
         self.reason = reason
         self.errors = errors or [ErrorDetail(code or self.default_code, reason, xpath=xpath)]

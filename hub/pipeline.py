@@ -21,11 +21,13 @@ import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
 
+from cim_schemas.envelope import Header, Reply
 from lxml import etree
 
 from cim_schemas import envelope, schemas
-from cim_schemas.envelope import Header, Reply
+from cim_schemas.namespaces import DRAFT_MESSAGE_NS, MESSAGE_NS
 from cim_schemas.xml import LimitedReader, iterparse, parse_bytes
+from cim_schemas.xml import content_hash as content_hash_of
 from hub.bus import MessageBus
 from hub.errors import (
     AmihubError,
@@ -47,8 +49,24 @@ from mdm.ports import UnitOfWork, UnitOfWorkFactory
 
 log = logging.getLogger("amihub.pipeline")
 
+IEC_2011 = "http://iec.ch/TC57/2011/"
+
 #: dead letters keep inputs up to this size whole; larger ones keep their head and a flag
 DEAD_LETTER_BODY_LIMIT = 64 * 1024 * 1024
+
+
+ENVELOPE_ROOTS = frozenset({"RequestMessage", "ResponseMessage", "EventMessage", "FaultMessage"})
+
+
+def message_style(root: etree._Element) -> str | None:
+    """ "envelope" for a 61968-100 message root, "wrapper" for a 61968-9 wrapper, else None."""
+    qname = etree.QName(root)
+    if qname.namespace in (MESSAGE_NS, DRAFT_MESSAGE_NS):
+        return "envelope" if qname.localname in ENVELOPE_ROOTS else None
+    ns = qname.namespace or ""
+    if ns.startswith(IEC_2011) and ns.endswith("Message"):
+        return "wrapper"
+    return None
 
 
 class Pipeline:
@@ -72,12 +90,17 @@ class Pipeline:
 
     def process(self, msg: InboundMessage) -> Outcome:
         size = msg.size
-        content_hash = msg.content_hash()
+        limit = self.limits.max_file_bytes if msg.path else self.limits.max_message_bytes
+        # an oversize input is refused unread: its hash covers the head it is kept by
+        content_hash = (
+            msg.content_hash()
+            if size <= limit
+            else content_hash_of(msg.head(DEAD_LETTER_BODY_LIMIT)[0])
+        )
         log_id = self._start(msg, content_hash, size)
         header: Header | None = None
         style = "envelope"
         try:
-            limit = self.limits.max_file_bytes if msg.path else self.limits.max_message_bytes
             if size > limit:
                 raise InputTooLarge(f"input of {size} bytes exceeds the limit of {limit} bytes")
             with msg.open() as raw:
@@ -98,28 +121,47 @@ class Pipeline:
             return self._reject(msg, log_id, [detail], header, style, exc)
         except Exception as exc:
             log.exception("internal error on message log %s from %s", log_id, msg.source)
-            detail = ErrorDetail("3002", f"internal error ({type(exc).__name__}); "
-                                 "the input is kept in the dead-letter store")
+            detail = ErrorDetail(
+                "3002",
+                f"internal error ({type(exc).__name__}); "
+                "the input is kept in the dead-letter store",
+            )
             return self._reject(msg, log_id, [detail], header, style, exc)
 
     # -- parsing -------------------------------------------------------------------------
 
     def _parse_tree(self, data: bytes) -> MessageFrame:
         tree = parse_bytes(data, max_bytes=self.limits.max_message_bytes)
+        root_name = etree.QName(tree.getroot()).localname
+        if message_style(tree.getroot()) is None:
+            raise NotAnEnvelope(
+                f"root element {root_name} is not an IEC 61968-100 message "
+                "or a 61968-9 message wrapper",
+                xpath=f"/{root_name}",
+            )
         schemas.normalise_namespaces(tree)
         problems = schemas.validate(tree)
         if problems:
-            errors = [ErrorDetail("1005", p.message, xpath=p.xpath,
-                                  details=f"line {p.line}" if p.line else None)
-                      for p in problems[:50]]
+            errors = [
+                ErrorDetail(
+                    "1005", p.message, xpath=p.xpath, details=f"line {p.line}" if p.line else None
+                )
+                for p in problems[:50]
+            ]
             raise SchemaInvalid(f"schema invalid: {problems[0].message}", errors=errors)
         parsed = envelope.parse_message(tree.getroot())
         if parsed.kind not in ("request", "event"):
-            raise NotAnEnvelope(f"a {parsed.kind} message is not accepted as input",
-                                xpath=f"/{etree.QName(tree.getroot()).localname}")
-        return MessageFrame(header=parsed.header, style=parsed.style,
-                            root_name=etree.QName(tree.getroot()).localname,
-                            request=parsed.request, payload=parsed.payload)
+            raise NotAnEnvelope(
+                f"a {parsed.kind} message is not accepted as input",
+                xpath=f"/{etree.QName(tree.getroot()).localname}",
+            )
+        return MessageFrame(
+            header=parsed.header,
+            style=parsed.style,
+            root_name=etree.QName(tree.getroot()).localname,
+            request=parsed.request,
+            payload=parsed.payload,
+        )
 
     def _parse_stream(self, reader: LimitedReader) -> MessageFrame:
         events = iterparse(reader, schema=schemas.message_schema())
@@ -127,14 +169,15 @@ class Pipeline:
         for event, element in events:
             if root_name is None:
                 root_name = etree.QName(element).localname
-                if not envelope.is_message_root(element):
-                    raise NotAnEnvelope(f"root element {root_name} is not an IEC 61968-100 "
-                                        "message", xpath=f"/{root_name}")
+                if message_style(element) is None:
+                    raise NotAnEnvelope(
+                        f"root element {root_name} is not an IEC 61968-100 message",
+                        xpath=f"/{root_name}",
+                    )
             if event == "end" and etree.QName(element).localname == "Header":
                 header = envelope.parse_header(element)
-                style = "envelope" if root_name in envelope.ENVELOPE_ROOTS else "wrapper"
-                return MessageFrame(header=header, style=style, root_name=root_name,
-                                    events=events)
+                style = message_style(element.getroottree().getroot()) or "envelope"
+                return MessageFrame(header=header, style=style, root_name=root_name, events=events)
             if event == "start" and etree.QName(element).localname == "Payload":
                 break
         raise HeaderInvalid("the message has no Header before its Payload", xpath="/*/Header")
@@ -144,14 +187,17 @@ class Pipeline:
     def _utility(self, msg: InboundMessage) -> str:
         return msg.utility or self.default_utility
 
-    def _dispatch(self, msg: InboundMessage, frame: MessageFrame, log_id: int,
-                  content_hash: str) -> Outcome:
+    def _dispatch(
+        self, msg: InboundMessage, frame: MessageFrame, log_id: int, content_hash: str
+    ) -> Outcome:
         header = frame.header
         route = self.routes.get(header.verb, header.noun)
         if frame.events is not None and not route.streaming:
             raise InputTooLarge(
                 f"{header.verb} {header.noun} messages are limited to "
-                f"{self.limits.tree_limit_bytes} bytes", xpath="/*/Payload")
+                f"{self.limits.tree_limit_bytes} bytes",
+                xpath="/*/Payload",
+            )
         utility_code = self._utility(msg)
         with self.uow_factory() as uow:
             if header.message_id and msg.replay_of is None:
@@ -161,32 +207,46 @@ class Pipeline:
                         raise ReplayConflict(
                             f"MessageID {header.message_id} was received from {msg.source} "
                             f"at {earlier.received_at.isoformat()} with different content",
-                            xpath="/*/Header/MessageID")
+                            xpath="/*/Header/MessageID",
+                        )
                     if earlier.reply is not None:
-                        uow.messages.transition(log_id, S.DUPLICATE,
-                                                f"same as message log {earlier.id}")
+                        uow.messages.transition(
+                            log_id, S.DUPLICATE, f"same as message log {earlier.id}"
+                        )
                         uow.messages.finish(log_id, S.DUPLICATE, earlier.result, earlier.reply)
                         uow.commit()
-                        log.info("duplicate %s %s %s from %s: stored reply returned",
-                                 header.verb, header.noun, header.message_id, msg.source)
-                        return Outcome(result=earlier.result or "OK", reply=earlier.reply,
-                                       message_log_id=log_id, duplicate=True,
-                                       verb=header.verb, noun=header.noun,
-                                       message_id=header.message_id,
-                                       correlation_id=header.message_id,
-                                       reply_address=header.reply_address,
-                                       async_reply=bool(header.async_reply_flag))
+                        log.info(
+                            "duplicate %s %s %s from %s: stored reply returned",
+                            header.verb,
+                            header.noun,
+                            header.message_id,
+                            msg.source,
+                        )
+                        return Outcome(
+                            result=earlier.result or "OK",
+                            reply=earlier.reply,
+                            message_log_id=log_id,
+                            duplicate=True,
+                            verb=header.verb,
+                            noun=header.noun,
+                            message_id=header.message_id,
+                            correlation_id=header.message_id,
+                            reply_address=header.reply_address,
+                            async_reply=bool(header.async_reply_flag),
+                        )
             utility = uow.utilities.get(utility_code)
             if utility is None or utility.id is None:
                 raise MessageRejected(f"unknown utility {utility_code!r}", code="1010")
             uow.messages.transition(log_id, S.VALIDATED)
             uow.messages.transition(log_id, S.DISPATCHED, f"{header.verb} {header.noun}")
-            ctx = RouteContext(utility_id=utility.id, utility_code=utility_code,
-                               handler=HandlerContext(actor=msg.source, now=self.clock()),
-                               bus=self.bus)
+            ctx = RouteContext(
+                utility_id=utility.id,
+                utility_code=utility_code,
+                handler=HandlerContext(actor=msg.source, now=self.clock()),
+                bus=self.bus,
+            )
             result = route.handle(frame, ctx, uow)
-            reply = self._render(header, frame.style, result.result, result.errors,
-                                 result.payload)
+            reply = self._render(header, frame.style, result.result, result.errors, result.payload)
             claim = header.message_id if msg.replay_of is None else None
             uow.messages.identify(log_id, claim, header.verb, header.noun, header.correlation_id)
             dead_letter_id = None
@@ -195,42 +255,82 @@ class Pipeline:
             uow.messages.finish(log_id, S.REPLIED, result.result, reply)
             uow.commit()
         self._after_replay(msg, result.result)
-        log.info("%s %s %s from %s: %s %s", header.verb, header.noun, header.message_id,
-                 msg.source, result.result, _counts(result))
-        return Outcome(result=result.result, reply=reply, errors=result.errors,
-                       message_log_id=log_id, dead_letter_id=dead_letter_id,
-                       verb=header.verb, noun=header.noun, message_id=header.message_id,
-                       correlation_id=header.message_id, reply_address=header.reply_address,
-                       async_reply=bool(header.async_reply_flag), counts=result.counts)
+        log.info(
+            "%s %s %s from %s: %s %s",
+            header.verb,
+            header.noun,
+            header.message_id,
+            msg.source,
+            result.result,
+            _counts(result),
+        )
+        return Outcome(
+            result=result.result,
+            reply=reply,
+            errors=result.errors,
+            message_log_id=log_id,
+            dead_letter_id=dead_letter_id,
+            verb=header.verb,
+            noun=header.noun,
+            message_id=header.message_id,
+            correlation_id=header.message_id,
+            reply_address=header.reply_address,
+            async_reply=bool(header.async_reply_flag),
+            counts=result.counts,
+        )
 
     # -- failure paths -------------------------------------------------------------------
 
-    def _reject(self, msg: InboundMessage, log_id: int, errors: list[ErrorDetail],
-                header: Header | None, style: str, exc: BaseException) -> Outcome:
+    def _reject(
+        self,
+        msg: InboundMessage,
+        log_id: int,
+        errors: list[ErrorDetail],
+        header: Header | None,
+        style: str,
+        exc: BaseException,
+    ) -> Outcome:
         reply = self._render(header, style, "FAILED", errors, None)
         with self.uow_factory() as uow:
-            if header is not None and header.message_id and msg.replay_of is None \
-                    and not isinstance(exc, ReplayConflict) \
-                    and uow.messages.find(msg.source, header.message_id) is None:
-                uow.messages.identify(log_id, header.message_id, header.verb, header.noun,
-                                      header.correlation_id)
+            if (
+                header is not None
+                and header.message_id
+                and msg.replay_of is None
+                and not isinstance(exc, ReplayConflict)
+                and uow.messages.find(msg.source, header.message_id) is None
+            ):
+                uow.messages.identify(
+                    log_id, header.message_id, header.verb, header.noun, header.correlation_id
+                )
             dead_letter_id = self._dead_letter(uow, msg, log_id, errors)
             uow.messages.finish(log_id, S.DEAD_LETTERED, "FAILED", reply)
             uow.commit()
-        log.warning("refused input from %s at %s (message log %s, dead letter %s): %s %s",
-                    msg.source, msg.endpoint, log_id, dead_letter_id, errors[0].code,
-                    errors[0].reason)
-        return Outcome(result="FAILED", reply=reply, errors=errors, message_log_id=log_id,
-                       dead_letter_id=dead_letter_id,
-                       verb=header.verb if header else None,
-                       noun=header.noun if header else None,
-                       message_id=header.message_id if header else None,
-                       correlation_id=header.message_id if header else None,
-                       reply_address=header.reply_address if header else None,
-                       async_reply=bool(header.async_reply_flag) if header else False)
+        log.warning(
+            "refused input from %s at %s (message log %s, dead letter %s): %s %s",
+            msg.source,
+            msg.endpoint,
+            log_id,
+            dead_letter_id,
+            errors[0].code,
+            errors[0].reason,
+        )
+        return Outcome(
+            result="FAILED",
+            reply=reply,
+            errors=errors,
+            message_log_id=log_id,
+            dead_letter_id=dead_letter_id,
+            verb=header.verb if header else None,
+            noun=header.noun if header else None,
+            message_id=header.message_id if header else None,
+            correlation_id=header.message_id if header else None,
+            reply_address=header.reply_address if header else None,
+            async_reply=bool(header.async_reply_flag) if header else False,
+        )
 
-    def _dead_letter(self, uow: UnitOfWork, msg: InboundMessage, log_id: int,
-                     errors: list[ErrorDetail]) -> int:
+    def _dead_letter(
+        self, uow: UnitOfWork, msg: InboundMessage, log_id: int, errors: list[ErrorDetail]
+    ) -> int:
         body, whole = msg.head(DEAD_LETTER_BODY_LIMIT)
         metadata = dict(msg.metadata)
         if msg.path is not None:
@@ -241,9 +341,16 @@ class Pipeline:
         if len(errors) > 5:
             reason += f"; and {len(errors) - 5} more"
         return uow.dead_letters.add(
-            source=msg.source, endpoint=msg.endpoint, received_at=msg.received_at,
-            error_code=errors[0].code, reason=reason, body=body, truncated=not whole,
-            metadata=metadata, message_log_id=log_id)
+            source=msg.source,
+            endpoint=msg.endpoint,
+            received_at=msg.received_at,
+            error_code=errors[0].code,
+            reason=reason,
+            body=body,
+            truncated=not whole,
+            metadata=metadata,
+            message_log_id=log_id,
+        )
 
     def _after_replay(self, msg: InboundMessage, result: str) -> None:
         if msg.replay_of is None:
@@ -256,11 +363,14 @@ class Pipeline:
 
     def _start(self, msg: InboundMessage, content_hash: str, size: int) -> int:
         with self.uow_factory() as uow:
-            log_id = uow.messages.start(msg.source, msg.endpoint, content_hash, size,
-                                        msg.received_at)
-            uow.messages.transition(log_id, S.RECEIVED,
-                                    f"replay of dead letter {msg.replay_of}"
-                                    if msg.replay_of else None)
+            log_id = uow.messages.start(
+                msg.source, msg.endpoint, content_hash, size, msg.received_at
+            )
+            uow.messages.transition(
+                log_id,
+                S.RECEIVED,
+                f"replay of dead letter {msg.replay_of}" if msg.replay_of else None,
+            )
             uow.commit()
         return log_id
 
@@ -272,8 +382,14 @@ class Pipeline:
         except RecoverableError:
             log.warning("could not record %s for message log %s", state, log_id)
 
-    def _render(self, header: Header | None, style: str, result: str,
-                errors: list[ErrorDetail], payload: etree._Element | None) -> bytes:
+    def _render(
+        self,
+        header: Header | None,
+        style: str,
+        result: str,
+        errors: list[ErrorDetail],
+        payload: etree._Element | None,
+    ) -> bytes:
         noun = header.noun if header else "Message"
         request_header = header or Header(verb="reply", noun=noun)
         reply = Reply(result=result, errors=tuple(errors))

@@ -25,8 +25,15 @@ def replay(app: App, dead_letter_id: int) -> Outcome:
         where = dead_letter.metadata.get("path", "the sender")
         raise ConfigurationError(
             f"dead letter {dead_letter_id} kept only the head of a larger input; "
-            f"replay the original from {where}")
-    return app.pipeline.process(InboundMessage(
-        source=dead_letter.source, endpoint=dead_letter.endpoint, body=dead_letter.body,
-        utility=dead_letter.metadata.get("utility"), metadata=dict(dead_letter.metadata),
-        replay_of=dead_letter_id))
+            f"replay the original from {where}"
+        )
+    return app.pipeline.process(
+        InboundMessage(
+            source=dead_letter.source,
+            endpoint=dead_letter.endpoint,
+            body=dead_letter.body,
+            utility=dead_letter.metadata.get("utility"),
+            metadata=dict(dead_letter.metadata),
+            replay_of=dead_letter_id,
+        )
+    )

@@ -40,8 +40,11 @@ def consumption(meter: str, start: datetime, count: int, seed: int = 1) -> Itera
     for _ in range(count):
         ts += STEP
         hour = ts.hour + ts.minute / 60
-        curve = 0.25 + 0.5 * math.exp(-((hour - 7.5) ** 2) / 2) \
+        curve = (
+            0.25
+            + 0.5 * math.exp(-((hour - 7.5) ** 2) / 2)
             + 0.9 * math.exp(-((hour - 19.0) ** 2) / 4)
+        )
         value = max(0.0, scale * curve / 4 * (0.8 + 0.4 * rng.random()))
         yield Interval(ts, Decimal(f"{value:.4f}"))
 
@@ -76,8 +79,10 @@ def write_meter_readings(
         parts = []
         for iv in consumption(meter, start, intervals, seed):
             total += iv.value
-            parts.append(f"<m:IntervalReadings><m:timeStamp>{iv.ts.isoformat()}</m:timeStamp>"
-                         f"<m:value>{iv.value}</m:value></m:IntervalReadings>")
+            parts.append(
+                f"<m:IntervalReadings><m:timeStamp>{iv.ts.isoformat()}</m:timeStamp>"
+                f"<m:value>{iv.value}</m:value></m:IntervalReadings>"
+            )
             if len(parts) >= 4096:
                 out.write("".join(parts))
                 parts.clear()
@@ -87,17 +92,20 @@ def write_meter_readings(
         out.write(f"<m:Meter><m:mRID>{escape(meter)}</m:mRID></m:Meter>")
         if registers:
             end = start + STEP * intervals
-            out.write(f'<m:Readings><m:timeStamp>{end.isoformat()}</m:timeStamp>'
-                      f'<m:value>{total}</m:value><m:ReadingType ref="{RT_A_PLUS_TOTAL}"/>'
-                      "</m:Readings>")
+            out.write(
+                f"<m:Readings><m:timeStamp>{end.isoformat()}</m:timeStamp>"
+                f'<m:value>{total}</m:value><m:ReadingType ref="{RT_A_PLUS_TOTAL}"/>'
+                "</m:Readings>"
+            )
             written += 1
         out.write("</m:MeterReading>")
     out.write(f"</m:MeterReadings></Payload></{root}>\n")
     return written
 
 
-def meter_readings_bytes(meters: Sequence[str], start: datetime, intervals: int,
-                         **kwargs: object) -> bytes:
+def meter_readings_bytes(
+    meters: Sequence[str], start: datetime, intervals: int, **kwargs: object
+) -> bytes:
     import io
 
     buf = io.StringIO()

@@ -47,8 +47,9 @@ def enabled_services(app: App) -> list[Service]:
             continue
         path = SERVICE_ALIASES.get(section)
         if path is None:
-            raise ConfigurationError(f"[{section}] is enabled but this release has no "
-                                     f"{section} adapter")
+            raise ConfigurationError(
+                f"[{section}] is enabled but this release has no {section} adapter"
+            )
         services.append(_load(path)(app))
     return services
 
@@ -57,8 +58,10 @@ def run_services(app: App, stop_event: threading.Event | None = None) -> None:
     stop = stop_event or threading.Event()
     services = enabled_services(app)
     if not services:
-        log.warning("no adapter is enabled: set e.g. [amqp] enabled = true in amihub.toml "
-                    "(or AMIHUB_AMQP__ENABLED=true); nothing to serve")
+        log.warning(
+            "no adapter is enabled: set e.g. [amqp] enabled = true in amihub.toml "
+            "(or AMIHUB_AMQP__ENABLED=true); nothing to serve"
+        )
         return
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGINT, signal.SIGTERM):

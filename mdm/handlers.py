@@ -47,8 +47,9 @@ class HandlerContext:
     now: datetime
 
 
-def store_meter_readings(cmd: StoreMeterReadings, uow: UnitOfWork,
-                         ctx: HandlerContext) -> StagingResult:
+def store_meter_readings(
+    cmd: StoreMeterReadings, uow: UnitOfWork, ctx: HandlerContext
+) -> StagingResult:
     staging = uow.readings.staging()
     for chunk in cmd.feed:
         for meter in chunk.meters:
@@ -65,8 +66,9 @@ class ReadingQueryResult:
     unknown_usage_points: list[DeviceRef] = field(default_factory=list)
 
 
-def query_meter_readings(cmd: QueryMeterReadings, uow: UnitOfWork,
-                         ctx: HandlerContext) -> ReadingQueryResult:
+def query_meter_readings(
+    cmd: QueryMeterReadings, uow: UnitOfWork, ctx: HandlerContext
+) -> ReadingQueryResult:
     device_ids: list[int] = []
     result = ReadingQueryResult(readings=iter(()))
     if cmd.meters:
@@ -86,8 +88,9 @@ def query_meter_readings(cmd: QueryMeterReadings, uow: UnitOfWork,
             if device_id not in device_ids:
                 device_ids.append(device_id)
     if device_ids:
-        result.readings = uow.readings.query(device_ids, list(cmd.reading_types) or None,
-                                             cmd.start, cmd.end)
+        result.readings = uow.readings.query(
+            device_ids, list(cmd.reading_types) or None, cmd.start, cmd.end
+        )
     return result
 
 
@@ -116,8 +119,9 @@ def create_usage_point(cmd: CreateUsagePoint, uow: UnitOfWork, ctx: HandlerConte
 
 def change_usage_point(cmd: ChangeUsagePoint, uow: UnitOfWork, ctx: HandlerContext) -> UsagePoint:
     current = _usage_point(uow, cmd.utility_id, DeviceRef(mrid=cmd.usage_point.mrid))
-    changed = uow.usage_points.update(cmd.utility_id,
-                                      dataclasses.replace(cmd.usage_point, id=current.id))
+    changed = uow.usage_points.update(
+        cmd.utility_id, dataclasses.replace(cmd.usage_point, id=current.id)
+    )
     uow.audit.record(ctx.actor, "change", "UsagePoint", current.mrid)
     return changed
 
@@ -128,10 +132,15 @@ def close_usage_point(cmd: CloseUsagePoint, uow: UnitOfWork, ctx: HandlerContext
     if up.status is UsagePointStatus.CLOSED:
         raise ItemRejected("2009", f"usage point {up.mrid} is already closed", object_id=up.mrid)
     if uow.installations.current_at_usage_point(up.id):
-        raise ItemRejected("2009", f"usage point {up.mrid} still has an installed meter: "
-                           "remove it first (MasterDataLinkageConfig close)", object_id=up.mrid)
-    closed = uow.usage_points.update(cmd.utility_id,
-                                     dataclasses.replace(up, status=UsagePointStatus.CLOSED))
+        raise ItemRejected(
+            "2009",
+            f"usage point {up.mrid} still has an installed meter: "
+            "remove it first (MasterDataLinkageConfig close)",
+            object_id=up.mrid,
+        )
+    closed = uow.usage_points.update(
+        cmd.utility_id, dataclasses.replace(up, status=UsagePointStatus.CLOSED)
+    )
     uow.audit.record(ctx.actor, "close", "UsagePoint", up.mrid, f"at {cmd.at.isoformat()}")
     return closed
 
@@ -140,8 +149,11 @@ def delete_usage_point(cmd: DeleteUsagePoint, uow: UnitOfWork, ctx: HandlerConte
     up = _usage_point(uow, cmd.utility_id, cmd.ref)
     assert up.id is not None
     if uow.installations.devices_at(up.id, None, None):
-        raise ItemRejected("2009", f"usage point {up.mrid} has an installation history: "
-                           "close it instead of deleting it", object_id=up.mrid)
+        raise ItemRejected(
+            "2009",
+            f"usage point {up.mrid} has an installation history: close it instead of deleting it",
+            object_id=up.mrid,
+        )
     uow.usage_points.delete(cmd.utility_id, up.id)
     uow.audit.record(ctx.actor, "delete", "UsagePoint", up.mrid)
 
@@ -158,9 +170,9 @@ def create_meter(cmd: CreateMeter, uow: UnitOfWork, ctx: HandlerContext) -> EndD
 def change_meter(cmd: ChangeMeter, uow: UnitOfWork, ctx: HandlerContext) -> EndDevice:
     current = _device(uow, cmd.utility_id, DeviceRef(mrid=cmd.device.mrid))
     # the life-cycle state is the domain's to set (installation, removal), not a config field
-    changed = uow.devices.update(cmd.utility_id,
-                                 dataclasses.replace(cmd.device, id=current.id,
-                                                     state=current.state))
+    changed = uow.devices.update(
+        cmd.utility_id, dataclasses.replace(cmd.device, id=current.id, state=current.state)
+    )
     uow.audit.record(ctx.actor, "change", "Meter", current.mrid)
     return changed
 
@@ -169,8 +181,11 @@ def close_meter(cmd: CloseMeter, uow: UnitOfWork, ctx: HandlerContext) -> EndDev
     device = _device(uow, cmd.utility_id, cmd.ref)
     assert device.id is not None
     if uow.installations.current(device.id) is not None:
-        raise ItemRejected("2009", f"meter {device.mrid} is installed: remove it first "
-                           "(MasterDataLinkageConfig close)", object_id=device.mrid)
+        raise ItemRejected(
+            "2009",
+            f"meter {device.mrid} is installed: remove it first (MasterDataLinkageConfig close)",
+            object_id=device.mrid,
+        )
     uow.devices.set_state(device.id, DeviceState.REMOVED)
     uow.audit.record(ctx.actor, "close", "Meter", device.mrid, f"at {cmd.at.isoformat()}")
     return dataclasses.replace(device, state=DeviceState.REMOVED)
@@ -180,8 +195,11 @@ def delete_meter(cmd: DeleteMeter, uow: UnitOfWork, ctx: HandlerContext) -> None
     device = _device(uow, cmd.utility_id, cmd.ref)
     assert device.id is not None
     if uow.installations.history(device.id):
-        raise ItemRejected("2009", f"meter {device.mrid} has an installation history: "
-                           "close it instead of deleting it", object_id=device.mrid)
+        raise ItemRejected(
+            "2009",
+            f"meter {device.mrid} has an installation history: close it instead of deleting it",
+            object_id=device.mrid,
+        )
     uow.devices.delete(cmd.utility_id, device.id)
     uow.audit.record(ctx.actor, "delete", "Meter", device.mrid)
 
@@ -189,12 +207,12 @@ def delete_meter(cmd: DeleteMeter, uow: UnitOfWork, ctx: HandlerContext) -> None
 def install_meter(cmd: InstallMeter, uow: UnitOfWork, ctx: HandlerContext) -> Installation:
     device = _device(uow, cmd.utility_id, cmd.meter)
     up = _usage_point(uow, cmd.utility_id, cmd.usage_point)
-    assert device.id is not None and up.id is not None
+    assert device.id is not None
+    assert up.id is not None
     if up.status is UsagePointStatus.CLOSED:
         raise ItemRejected("2009", f"usage point {up.mrid} is closed", object_id=up.mrid)
     if device.state is DeviceState.ERROR:
-        raise ItemRejected("2009", f"meter {device.mrid} is in error state",
-                           object_id=device.mrid)
+        raise ItemRejected("2009", f"meter {device.mrid} is in error state", object_id=device.mrid)
     current = uow.installations.current(device.id)
     if current is not None:
         raise ItemRejected(
@@ -213,8 +231,13 @@ def install_meter(cmd: InstallMeter, uow: UnitOfWork, ctx: HandlerContext) -> In
             )
     installation = uow.installations.install(device.id, up.id, cmd.start)
     uow.devices.set_state(device.id, DeviceState.INSTALLED)
-    uow.audit.record(ctx.actor, "install", "Meter", device.mrid,
-                     f"at usage point {up.mrid} from {cmd.start.isoformat()}")
+    uow.audit.record(
+        ctx.actor,
+        "install",
+        "Meter",
+        device.mrid,
+        f"at usage point {up.mrid} from {cmd.start.isoformat()}",
+    )
     return installation
 
 
@@ -223,8 +246,7 @@ def remove_meter(cmd: RemoveMeter, uow: UnitOfWork, ctx: HandlerContext) -> Inst
     assert device.id is not None
     current = uow.installations.current(device.id)
     if current is None:
-        raise ItemRejected("2009", f"meter {device.mrid} is not installed",
-                           object_id=device.mrid)
+        raise ItemRejected("2009", f"meter {device.mrid} is not installed", object_id=device.mrid)
     if cmd.usage_point is not None:
         up = _usage_point(uow, cmd.utility_id, cmd.usage_point)
         if up.mrid != current.usage_point_mrid:
@@ -234,13 +256,21 @@ def remove_meter(cmd: RemoveMeter, uow: UnitOfWork, ctx: HandlerContext) -> Inst
                 object_id=device.mrid,
             )
     if cmd.end < current.start:
-        raise ItemRejected("2009", f"removal at {cmd.end.isoformat()} is before the "
-                           f"installation start {current.start.isoformat()}",
-                           object_id=device.mrid)
+        raise ItemRejected(
+            "2009",
+            f"removal at {cmd.end.isoformat()} is before the "
+            f"installation start {current.start.isoformat()}",
+            object_id=device.mrid,
+        )
     closed = uow.installations.remove(device.id, cmd.end)
     uow.devices.set_state(device.id, DeviceState.REMOVED)
-    uow.audit.record(ctx.actor, "remove", "Meter", device.mrid,
-                     f"from usage point {current.usage_point_mrid} at {cmd.end.isoformat()}")
+    uow.audit.record(
+        ctx.actor,
+        "remove",
+        "Meter",
+        device.mrid,
+        f"from usage point {current.usage_point_mrid} at {cmd.end.isoformat()}",
+    )
     return closed
 
 

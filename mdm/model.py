@@ -142,8 +142,11 @@ class IngestStats:
     unchanged: int = 0  # identical to what was stored (replay-safe)
 
     def __add__(self, other: IngestStats) -> IngestStats:
-        return IngestStats(self.stored + other.stored, self.superseded + other.superseded,
-                           self.unchanged + other.unchanged)
+        return IngestStats(
+            self.stored + other.stored,
+            self.superseded + other.superseded,
+            self.unchanged + other.unchanged,
+        )
 
     @property
     def total(self) -> int:

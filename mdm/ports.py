@@ -92,7 +92,9 @@ class UsagePointRepository(Protocol):
 
 class EndDeviceRepository(Protocol):
     def find(self, utility_id: int, ref: DeviceRef) -> EndDevice | None: ...
-    def find_many(self, utility_id: int, refs: Sequence[DeviceRef]) -> dict[DeviceRef, EndDevice]: ...
+    def find_many(
+        self, utility_id: int, refs: Sequence[DeviceRef]
+    ) -> dict[DeviceRef, EndDevice]: ...
     def add(self, utility_id: int, device: EndDevice) -> EndDevice: ...
     def update(self, utility_id: int, device: EndDevice) -> EndDevice: ...
     def set_state(self, device_id: int, state: DeviceState) -> None: ...
@@ -115,8 +117,9 @@ class InstallationRepository(Protocol):
 
     def history(self, device_id: int) -> list[Installation]: ...
 
-    def devices_at(self, usage_point_id: int, start: datetime | None,
-                   end: datetime | None) -> list[tuple[int, datetime, datetime | None]]:
+    def devices_at(
+        self, usage_point_id: int, start: datetime | None, end: datetime | None
+    ) -> list[tuple[int, datetime, datetime | None]]:
         """(device_id, installed from, installed until) overlapping the period."""
         ...
 
@@ -128,8 +131,13 @@ class ReadingRepository(Protocol):
         """Id of a ReadingType code, registering it on first use."""
         ...
 
-    def query(self, device_ids: Sequence[int], reading_types: Sequence[str] | None,
-              start: datetime | None, end: datetime | None) -> Iterator[StoredReading]:
+    def query(
+        self,
+        device_ids: Sequence[int],
+        reading_types: Sequence[str] | None,
+        start: datetime | None,
+        end: datetime | None,
+    ) -> Iterator[StoredReading]:
         """Current versions, ordered by device, reading type and time; streamed."""
         ...
 
@@ -142,8 +150,13 @@ class ReadingRepository(Protocol):
 
 class EventRepository(Protocol):
     def add_many(self, utility_id: int, events: Sequence[EndDeviceEvent]) -> int: ...
-    def query(self, utility_id: int, device_ids: Sequence[int] | None,
-              start: datetime | None, end: datetime | None) -> list[EndDeviceEvent]: ...
+    def query(
+        self,
+        utility_id: int,
+        device_ids: Sequence[int] | None,
+        start: datetime | None,
+        end: datetime | None,
+    ) -> list[EndDeviceEvent]: ...
 
 
 class MessageState(NamedTuple):
@@ -164,10 +177,12 @@ class MessageLogRepository(Protocol):
 
     def find(self, source: str, message_id: str) -> MessageState | None: ...
     def get(self, log_id: int) -> MessageState | None: ...
-    def start(self, source: str, endpoint: str, content_hash: str, size: int,
-              received_at: datetime) -> int: ...
-    def identify(self, log_id: int, message_id: str | None, verb: str, noun: str,
-                 correlation_id: str | None) -> None: ...
+    def start(
+        self, source: str, endpoint: str, content_hash: str, size: int, received_at: datetime
+    ) -> int: ...
+    def identify(
+        self, log_id: int, message_id: str | None, verb: str, noun: str, correlation_id: str | None
+    ) -> None: ...
     def transition(self, log_id: int, state: str, detail: str | None = None) -> None: ...
     def finish(self, log_id: int, state: str, result: str | None, reply: bytes | None) -> None: ...
     def lifecycle(self, log_id: int) -> list[tuple[str, datetime, str | None]]: ...
@@ -189,19 +204,39 @@ class DeadLetter(NamedTuple):
 
 
 class DeadLetterRepository(Protocol):
-    def add(self, *, source: str, endpoint: str, received_at: datetime, error_code: str,
-            reason: str, body: bytes, truncated: bool, metadata: dict[str, str],
-            message_log_id: int | None) -> int: ...
+    def add(
+        self,
+        *,
+        source: str,
+        endpoint: str,
+        received_at: datetime,
+        error_code: str,
+        reason: str,
+        body: bytes,
+        truncated: bool,
+        metadata: dict[str, str],
+        message_log_id: int | None,
+    ) -> int: ...
     def get(self, dead_letter_id: int) -> DeadLetter | None: ...
     def list(self, *, include_resolved: bool = False, limit: int = 100) -> list[DeadLetter]: ...
     def mark_replayed(self, dead_letter_id: int, resolved: bool) -> None: ...
 
 
+AuditEntry = tuple[datetime, str, str, str, str | None, str | None]
+
+
 class AuditRepository(Protocol):
-    def record(self, actor: str, action: str, object_type: str, object_id: str | None,
-               details: str | None = None) -> None: ...
-    def list(self, limit: int = 100) -> list[tuple[datetime, str, str, str, str | None, str | None]]:
-        ...
+    def record(
+        self,
+        actor: str,
+        action: str,
+        object_type: str,
+        object_id: str | None,
+        details: str | None = None,
+    ) -> None: ...
+    def list(
+        self, limit: int = 100
+    ) -> list[tuple[datetime, str, str, str, str | None, str | None]]: ...
 
 
 class UnitOfWork(Protocol):
@@ -218,8 +253,12 @@ class UnitOfWork(Protocol):
     audit: AuditRepository
 
     def __enter__(self) -> Self: ...
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None: ...
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...
     def commit(self) -> None: ...
     def rollback(self) -> None: ...
 

@@ -16,10 +16,10 @@ from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Final
 
-from lxml import etree
-
 from cim_schemas.codes.quality import ReadingQualityType
 from cim_schemas.codes.reading_type import ReadingType
+from lxml import etree
+
 from cim_schemas.namespaces import profile_ns
 from hub.errors import ErrorDetail, PayloadInvalid
 from hub.routing import MessageFrame, RouteContext, RouteResult, XmlEvents
@@ -131,8 +131,11 @@ class ReadingExtractor:
             try:
                 codes.append(str(ReadingQualityType.parse(code or "")))
             except ValueError as exc:
-                raise _Invalid("2010", f"ReadingQualityType {code!r}: {exc}",
-                               f"{xpath}/ReadingQualities[{n}]/ReadingQualityType") from None
+                raise _Invalid(
+                    "2010",
+                    f"ReadingQualityType {code!r}: {exc}",
+                    f"{xpath}/ReadingQualities[{n}]/ReadingQualityType",
+                ) from None
         return ",".join(codes)
 
     def _free(self, element: etree._Element) -> None:
@@ -177,7 +180,9 @@ class ReadingExtractor:
                     if len(pending) > self.max_block_readings:
                         raise PayloadInvalid(
                             f"IntervalBlock has more than {self.max_block_readings} readings",
-                            code="2013", xpath=f"{mr_xpath}/IntervalBlocks[{block}]")
+                            code="2013",
+                            xpath=f"{mr_xpath}/IntervalBlocks[{block}]",
+                        )
                 self._free(el)
             elif tag == T_BLOCK:
                 xp = f"{mr_xpath}/IntervalBlocks[{block}]"
@@ -212,8 +217,13 @@ class ReadingExtractor:
             elif tag == T_METER_READING:
                 ref = meter_ref(el.find(T_METER))
                 if ref is None:
-                    self._error(_Invalid("2011", "MeterReading names no Meter (mRID or "
-                                         "Names/name)", f"{mr_xpath}/Meter"))
+                    self._error(
+                        _Invalid(
+                            "2011",
+                            "MeterReading names no Meter (mRID or Names/name)",
+                            f"{mr_xpath}/Meter",
+                        )
+                    )
                 else:
                     self.meters[item] = ref
                     meters.append(MeterItem(item, ref))
@@ -222,8 +232,10 @@ class ReadingExtractor:
                 mr_xpath = f"{self.base_xpath}/MeterReading[{item}]"
                 self._free(el)
         if self.errors:
-            raise PayloadInvalid(f"{len(self.errors)} invalid reading(s): "
-                                 f"{self.errors[0].reason}", errors=list(self.errors))
+            raise PayloadInvalid(
+                f"{len(self.errors)} invalid reading(s): {self.errors[0].reason}",
+                errors=list(self.errors),
+            )
         yield ReadingFeedChunk(rows, meters)
 
 
@@ -244,31 +256,45 @@ class StoreMeterReadingsRoute:
             events = etree.iterwalk(frame.payload, events=("end",), tag=STREAM_TAGS)
             free = False
         else:
-            raise PayloadInvalid("MeterReadings needs a Payload", code="1009",
-                                 xpath=f"/{frame.root_name}/Payload")
+            raise PayloadInvalid(
+                "MeterReadings needs a Payload", code="1009", xpath=f"/{frame.root_name}/Payload"
+            )
         extractor = ReadingExtractor(frame.payload_xpath, free, self.max_block_readings)
         staged: StagingResult = ctx.bus.handle(
-            StoreMeterReadings(ctx.utility_id, extractor.chunks(events)), uow, ctx.handler)
+            StoreMeterReadings(ctx.utility_id, extractor.chunks(events)), uow, ctx.handler
+        )
         if staged.duplicates:
             errors = [
-                ErrorDetail("2004", f"reading for {extractor.meters.get(d.item, '?')} "
-                            f"{d.reading_type} at {d.ts.isoformat()} occurs {d.count} times",
-                            xpath=f"{frame.payload_xpath}/MeterReading[{d.item}]")
+                ErrorDetail(
+                    "2004",
+                    f"reading for {extractor.meters.get(d.item, '?')} "
+                    f"{d.reading_type} at {d.ts.isoformat()} occurs {d.count} times",
+                    xpath=f"{frame.payload_xpath}/MeterReading[{d.item}]",
+                )
                 for d in staged.duplicates[:MAX_ERRORS]
             ]
-            raise PayloadInvalid(f"{len(staged.duplicates)} duplicate reading(s) in the "
-                                 "message; nothing stored", errors=errors)
-        result = RouteResult(applied=staged.stats.total, counts={
-            "readings": extractor.readings_seen,
-            "stored": staged.stats.stored,
-            "superseded": staged.stats.superseded,
-            "unchanged": staged.stats.unchanged,
-            "unknown_meters": len(staged.unknown_items),
-        })
+            raise PayloadInvalid(
+                f"{len(staged.duplicates)} duplicate reading(s) in the message; nothing stored",
+                errors=errors,
+            )
+        result = RouteResult(
+            applied=staged.stats.total,
+            counts={
+                "readings": extractor.readings_seen,
+                "stored": staged.stats.stored,
+                "superseded": staged.stats.superseded,
+                "unchanged": staged.stats.unchanged,
+                "unknown_meters": len(staged.unknown_items),
+            },
+        )
         for item in staged.unknown_items[:MAX_ERRORS]:
             ref = extractor.meters.get(item)
-            result.errors.append(ErrorDetail(
-                "2001", f"unknown meter {ref}; its readings were not stored",
-                xpath=f"{frame.payload_xpath}/MeterReading[{item}]/Meter",
-                object_id=str(ref) if ref else None))
+            result.errors.append(
+                ErrorDetail(
+                    "2001",
+                    f"unknown meter {ref}; its readings were not stored",
+                    xpath=f"{frame.payload_xpath}/MeterReading[{item}]/Meter",
+                    object_id=str(ref) if ref else None,
+                )
+            )
         return result
