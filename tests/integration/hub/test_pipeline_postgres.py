@@ -1,0 +1,87 @@
+"""The pipeline on a real PostgreSQL server: COPY staging, versions, idempotency, streaming."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from adapters.memory import MemoryAdapter
+from hub.bootstrap import App
+from hub.messages import InboundMessage
+from hub.samples import RT_15MIN_A_PLUS, meter_readings_bytes, write_meter_readings
+from mdm.commands import QueryMeterReadings
+from mdm.handlers import HandlerContext
+from mdm.model import DeviceRef
+from tests.unit.hub.conftest import START, add_meters, make_app, reading_count
+
+pytestmark = pytest.mark.postgres
+
+
+@pytest.fixture
+def pg_app(postgres_url: str) -> Iterator[App]:
+    app = make_app(postgres_url, tree_limit_bytes=64 * 1024)
+    add_meters(app, "PG-1", "PG-2")
+    yield app
+    app.close()
+
+
+def test_stream_partial_version_and_duplicate_on_postgres(pg_app: App, tmp_path: Path) -> None:
+    meters = [f"PGS{n:03d}" for n in range(40)]
+    add_meters(pg_app, *meters, install=False)
+    path = tmp_path / "month.xml"
+    with path.open("w") as f:
+        written = write_meter_readings(f, [*meters, "NOT-THERE"], START, 96 * 2)
+    outcome = pg_app.pipeline.process(InboundMessage(source="hes", endpoint="t", path=path))
+    assert outcome.result == "PARTIAL"
+    assert outcome.errors[0].code == "2001"
+    per_meter = 96 * 2 + 1
+    assert outcome.counts["stored"] == written - per_meter
+    assert reading_count(pg_app) == written - per_meter
+
+    again = pg_app.pipeline.process(InboundMessage(source="hes", endpoint="t", path=path))
+    assert again.duplicate
+    assert reading_count(pg_app) == written - per_meter
+
+    adapter = MemoryAdapter(pg_app.pipeline)
+    fix = adapter.request(meter_readings_bytes(["PGS000"], START, 2, registers=False, seed=5,
+                                               verb="changed"))
+    assert fix.counts == {"readings": 2, "stored": 0, "superseded": 2, "unchanged": 0,
+                          "unknown_meters": 0}
+    with pg_app.uow_factory() as uow:
+        device = uow.devices.find(1, DeviceRef(mrid="PGS000"))
+        assert device is not None
+        assert device.id is not None
+        versions = uow.readings.versions(device.id, RT_15MIN_A_PLUS, START + timedelta(minutes=15))
+    assert [v.version for v in versions] == [2, 1]
+
+
+def test_query_by_meter_and_usage_point_on_postgres(pg_app: App) -> None:
+    MemoryAdapter(pg_app.pipeline).request(meter_readings_bytes(["PG-1", "PG-2"], START, 96))
+    ctx = HandlerContext(actor="t", now=START)
+    with pg_app.uow_factory() as uow:
+        by_meter = list(pg_app.bus.handle(QueryMeterReadings(
+            1, meters=(DeviceRef(mrid="PG-1"),), reading_types=(RT_15MIN_A_PLUS,),
+            start=START, end=START + timedelta(hours=6)), uow, ctx).readings)
+        by_up = pg_app.bus.handle(QueryMeterReadings(
+            1, usage_points=(DeviceRef(mrid="UP-PG-2"), DeviceRef(mrid="UP-NONE")),
+            start=START, end=START + timedelta(days=1)), uow, ctx)
+        up_rows = list(by_up.readings)
+    assert len(by_meter) == 24
+    assert [r.ts for r in by_meter] == sorted(r.ts for r in by_meter)
+    assert len(up_rows) == 97
+    assert {r.device_mrid for r in up_rows} == {"PG-2"}
+    assert by_up.unknown_usage_points == [DeviceRef(mrid="UP-NONE")]
+
+
+def test_bad_input_leaves_postgres_unchanged(pg_app: App) -> None:
+    adapter = MemoryAdapter(pg_app.pipeline)
+    bad = meter_readings_bytes(["PG-1"], START, 4).replace(b"<m:value>", b"<m:value>x", 1)
+    outcome = adapter.request(bad)
+    assert outcome.result == "FAILED"
+    assert outcome.errors[0].code == "2005"
+    assert reading_count(pg_app) == 0
+    with pg_app.uow_factory() as uow:
+        assert uow.dead_letters.get(outcome.dead_letter_id or 0) is not None
