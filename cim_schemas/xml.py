@@ -99,9 +99,7 @@ def content_hash(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-_PROLOG_ITEM = re.compile(
-    rb"\s+|<\?.*?\?>|<!--.*?-->", re.DOTALL
-)
+_PROLOG_ITEM = re.compile(rb"\s+|<\?.*?\?>|<!--.*?-->", re.DOTALL)
 
 
 def check_prolog(prefix: bytes) -> None:
@@ -193,8 +191,9 @@ def iterparse(
     except etree.XMLSyntaxError as exc:
         from hub.errors import SchemaInvalid
 
-        if exc.error_log and any(e.domain_name == "SCHEMASV" for e in exc.error_log):
-            first = next(e for e in exc.error_log if e.domain_name == "SCHEMASV")
+        log: Any = exc.error_log  # lxml-stubs: _ErrorLog is not declared iterable
+        if log and any(e.domain_name == "SCHEMASV" for e in log):
+            first = next(e for e in log if e.domain_name == "SCHEMASV")
             raise SchemaInvalid(f"schema invalid: {first.message}", xpath=first.path) from exc
         if "entity" in (exc.msg or "").lower():
             raise ForbiddenXml(f"entity reference refused: {exc.msg}") from exc
