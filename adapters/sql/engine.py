@@ -1,0 +1,89 @@
+"""Engines for the meter data store: SQLite (embedded default) and PostgreSQL.
+
+``make_engine`` connects nothing: the first connection opens lazily.
+
+SQLite: WAL journal, ``foreign_keys=ON``, a busy timeout, and ``BEGIN IMMEDIATE``
+transactions (pysqlite's own transaction handling is switched off so that
+SAVEPOINTs work and so that two writers queue on the busy timeout instead of
+failing on a lock upgrade).
+
+PostgreSQL: psycopg 3 (``postgresql+psycopg://``); ``postgresql://`` and
+``postgres://`` URLs are accepted and normalised; the session time zone is UTC.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import URL, Connection, make_url
+from sqlalchemy.pool import ConnectionPoolEntry
+
+from hub.errors import ConfigurationError
+
+DEFAULT_SQLITE_BUSY_TIMEOUT_S = 30.0
+
+
+def normalise_url(url: str | URL) -> URL:
+    """``postgresql://`` / ``postgres://`` -> ``postgresql+psycopg://``; other drivers refused."""
+    u = make_url(url) if isinstance(url, str) else url
+    backend, _, driver = u.drivername.partition("+")
+    if backend in {"postgresql", "postgres"}:
+        if driver not in {"", "psycopg"}:
+            raise ConfigurationError(
+                f"PostgreSQL driver {driver!r} is not supported: use postgresql+psycopg://"
+            )
+        return u.set(drivername="postgresql+psycopg")
+    if backend == "sqlite":
+        if driver not in {"", "pysqlite"}:
+            raise ConfigurationError(f"SQLite driver {driver!r} is not supported")
+        return u
+    raise ConfigurationError(f"unsupported database URL scheme {u.drivername!r}")
+
+
+def make_engine(
+    url: str | URL,
+    *,
+    echo: bool = False,
+    sqlite_busy_timeout: float = DEFAULT_SQLITE_BUSY_TIMEOUT_S,
+    **kwargs: Any,
+) -> Engine:
+    """An engine for ``url``; extra keyword arguments go to :func:`sqlalchemy.create_engine`."""
+    u = normalise_url(url)
+    if u.get_backend_name() == "sqlite":
+        return _sqlite_engine(u, echo=echo, busy_timeout=sqlite_busy_timeout, **kwargs)
+    kwargs.setdefault("pool_pre_ping", True)
+    connect_args: dict[str, Any] = dict(kwargs.pop("connect_args", {}))
+    connect_args.setdefault("options", "-c timezone=UTC")
+    connect_args.setdefault("connect_timeout", 10)
+    return create_engine(u, echo=echo, connect_args=connect_args, **kwargs)
+
+
+def _sqlite_engine(u: URL, *, echo: bool, busy_timeout: float, **kwargs: Any) -> Engine:
+    connect_args: dict[str, Any] = dict(kwargs.pop("connect_args", {}))
+    connect_args.setdefault("timeout", busy_timeout)
+    connect_args.setdefault("check_same_thread", False)
+    engine = create_engine(u, echo=echo, connect_args=connect_args, **kwargs)
+    in_memory = u.database in {None, "", ":memory:"} or "mode=memory" in str(u)
+    busy_ms = int(busy_timeout * 1000)
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
+        # Take transaction control away from pysqlite: we emit BEGIN ourselves.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        try:
+            if not in_memory:
+                cursor.execute("PRAGMA journal_mode=WAL")
+                cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.execute(f"PRAGMA busy_timeout={busy_ms}")
+            cursor.execute("PRAGMA temp_store=FILE")
+        finally:
+            cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+    return engine

@@ -1,0 +1,508 @@
+"""Readings: versioned storage and bulk staging.
+
+``reading`` holds the current version of each (device, reading type, instant);
+an edit moves the stored version to ``reading_history`` and replaces it with
+``version + 1`` (it never overwrites silently).
+
+Bulk ingestion (:class:`SqlReadingStaging`): rows are flushed in batches to a
+TEMP staging table while they arrive (psycopg 3 COPY text on PostgreSQL,
+sqlite3 ``executemany`` on SQLite), so memory stays bounded. :meth:`apply`
+then works set-based: meters resolved by one join, reading types registered in
+bulk, and either a fast path (none of the keys can exist yet: one
+``INSERT ... SELECT`` guarded by the primary key, which also catches
+duplicates) or a merge path (history ``INSERT ... SELECT``, ``UPDATE ... FROM``,
+``INSERT ... SELECT ... WHERE NOT EXISTS``). See docs/store.md.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator, Sequence
+from datetime import datetime
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import Connection, bindparam, func, insert, select, text
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.dialects import postgresql, sqlite
+
+from adapters.sql import tables as t
+from adapters.sql.errors import guard, guarded, is_unique_violation, translate
+from adapters.sql.types import UTCDateTime, canonical_decimal, sqlite_ts
+from hub.errors import StoreUnavailable
+from mdm.model import DeviceRef, IngestStats, StoredReading
+from mdm.ports import DuplicateReading, StagedReading, StagingResult
+
+if TYPE_CHECKING:
+    from adapters.sql.uow import SqlUnitOfWork
+
+DEFAULT_BATCH_SIZE = 50_000
+MAX_REPORTED_DUPLICATES = 10_000
+_TS_CACHE_LIMIT = 100_000
+_COPY_SPECIALS = ("\\", "\t", "\n", "\r")
+_names = itertools.count(1)
+
+
+def _copy_escape(value: str) -> str:
+    return (
+        value.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
+    )
+
+
+def _pg_ts(ts: datetime) -> str:
+    if ts.tzinfo is None or ts.utcoffset() is None:
+        raise ValueError(f"naive datetime {ts!r}: readings need timezone-aware UTC instants")
+    return ts.isoformat()
+
+
+class SqlReadingStaging:
+    """One message's readings on their way in. Use once: add, add, ..., apply."""
+
+    def __init__(self, uow: SqlUnitOfWork, repo: SqlReadingRepository, batch_size: int) -> None:
+        self._uow = uow
+        self._repo = repo
+        self._batch_size = batch_size
+        n = next(_names)
+        self._r = f"amihub_stg_reading_{n}"
+        self._m = f"amihub_stg_meter_{n}"
+        self._t = f"amihub_stg_type_{n}"
+        self._x = f"amihub_stg_resolved_{n}"
+        self._pg = uow.connection.dialect.name == "postgresql"
+        self._created = False
+        self._applied = False
+        self._pending: list[StagedReading] = []
+        self._meters: dict[int, DeviceRef] = {}
+        self._types: dict[str, int] = {}  # code -> local index in the staging rows
+        self._items: set[int] = set()
+        self._ts_cache: dict[datetime, str] = {}
+        self._rows = 0
+        self._min_ts: datetime | None = None
+        self._max_ts: datetime | None = None
+
+    @property
+    def _conn(self) -> Connection:
+        return self._uow.connection
+
+    # ------------------------------------------------------------------ collecting
+
+    def add_readings(self, rows: Sequence[StagedReading]) -> None:
+        if self._applied:
+            raise RuntimeError("this staging was applied already")
+        if not rows:
+            return
+        if len(rows) >= self._batch_size:
+            self._flush_pending()
+            for start in range(0, len(rows), self._batch_size):
+                self._write(rows[start : start + self._batch_size])
+            return
+        self._pending.extend(rows)
+        if len(self._pending) >= self._batch_size:
+            self._flush_pending()
+
+    def add_meter(self, item: int, ref: DeviceRef) -> None:
+        if self._applied:
+            raise RuntimeError("this staging was applied already")
+        self._meters[item] = ref
+
+    def _flush_pending(self) -> None:
+        if self._pending:
+            pending, self._pending = self._pending, []
+            self._write(pending)
+
+    def _create(self) -> None:
+        if self._created:
+            return
+        with guard():
+            if self._pg:
+                # Temp tables are not WAL-logged; ON COMMIT DROP cleans up if apply never runs.
+                self._conn.exec_driver_sql(
+                    f"CREATE TEMP TABLE {self._r} (item integer NOT NULL, rt integer NOT NULL, "
+                    "ts timestamptz NOT NULL, value numeric NOT NULL, quality text NOT NULL) "
+                    "ON COMMIT DROP"
+                )
+            else:
+                self._conn.exec_driver_sql(
+                    f"CREATE TEMP TABLE {self._r} (item INTEGER NOT NULL, rt INTEGER NOT NULL, "
+                    "ts TEXT NOT NULL, value TEXT NOT NULL, quality TEXT NOT NULL)"
+                )
+        self._created = True
+
+    def _write(self, rows: Sequence[StagedReading]) -> None:
+        self._create()
+        types = self._types
+        for code in {r[1] for r in rows}:
+            if code not in types:
+                types[code] = len(types) + 1
+        lo = min(r[2] for r in rows)
+        hi = max(r[2] for r in rows)
+        if self._min_ts is None or lo < self._min_ts:
+            self._min_ts = lo
+        if self._max_ts is None or hi > self._max_ts:
+            self._max_ts = hi
+        if len(self._ts_cache) > _TS_CACHE_LIMIT:
+            self._ts_cache.clear()
+        self._items.update({r[0] for r in rows})
+        with guard():
+            if self._pg:
+                self._write_pg(rows)
+            else:
+                self._write_sqlite(rows)
+        self._rows += len(rows)
+
+    def _write_pg(self, rows: Sequence[StagedReading]) -> None:
+        types = self._types
+        cache = self._ts_cache
+        cached = cache.get
+        if any(c in q for q in {r[4] for r in rows} for c in _COPY_SPECIALS):
+            rows = [r._replace(quality=_copy_escape(r[4])) for r in rows]
+        lines: list[str] = []
+        append = lines.append
+        for item, code, ts, value, quality in rows:
+            s = cached(ts)
+            if s is None:
+                s = cache[ts] = _pg_ts(ts)
+            append(f"{item}\t{types[code]}\t{s}\t{value!s}\t{quality}\n")
+        raw: Any = self._conn.connection.driver_connection
+        with (
+            raw.cursor() as cur,
+            cur.copy(f"COPY {self._r} (item, rt, ts, value, quality) FROM STDIN") as copy,
+        ):
+            copy.write("".join(lines))
+
+    def _write_sqlite(self, rows: Sequence[StagedReading]) -> None:
+        types = self._types
+        cache = self._ts_cache
+        cached = cache.get
+        out: list[tuple[int, int, str, str, str]] = []
+        append = out.append
+        for item, code, ts, value, quality in rows:
+            s = cached(ts)
+            if s is None:
+                s = cache[ts] = sqlite_ts(ts)
+            append((item, types[code], s, canonical_decimal(value), quality))
+        raw: Any = self._conn.connection.driver_connection
+        raw.executemany(f"INSERT INTO {self._r} VALUES (?, ?, ?, ?, ?)", out)
+
+    # ------------------------------------------------------------------ applying
+
+    def apply(self, utility_id: int) -> StagingResult:
+        if self._applied:
+            raise RuntimeError("this staging was applied already")
+        self._applied = True
+        try:
+            with guard():
+                self._flush_pending()
+                self._create()
+                return self._apply(utility_id)
+        finally:
+            self._ts_cache.clear()
+            self._drop()
+
+    def _drop(self) -> None:
+        if not self._created:
+            return
+        try:
+            with guard():
+                for name in (self._r, self._m, self._t, self._x):
+                    self._conn.exec_driver_sql(f"DROP TABLE IF EXISTS {name}")
+        except StoreUnavailable:
+            pass  # the transaction is gone with the connection; so are the temp tables
+
+    def _exec(self, sql: str, **params: Any) -> Any:
+        stmt = text(sql)
+        binds = [
+            bindparam(k, v, type_=UTCDateTime()) if isinstance(v, datetime) else bindparam(k, v)
+            for k, v in params.items()
+        ]
+        if binds:
+            stmt = stmt.bindparams(*binds)
+        return self._conn.execute(stmt)
+
+    def _apply(self, utility_id: int) -> StagingResult:
+        conn = self._conn
+        now = _now()
+        # (b) meters: a small staging table, resolved by one set-based UPDATE.
+        id_type = "bigint" if self._pg else "INTEGER"
+        conn.exec_driver_sql(
+            f"CREATE TEMP TABLE {self._m} (item integer PRIMARY KEY, mrid text, name text, "
+            f"device_id {id_type})" + (" ON COMMIT DROP" if self._pg else "")
+        )
+        if self._meters:
+            conn.execute(
+                text(f"INSERT INTO {self._m} (item, mrid, name) VALUES (:item, :mrid, :name)"),
+                [
+                    {"item": item, "mrid": ref.mrid or None, "name": ref.name or None}
+                    for item, ref in self._meters.items()
+                ],
+            )
+        unique_match = (
+            "(SELECT CASE WHEN count(*) = 1 THEN min(d.id) END FROM end_device d "
+            "WHERE d.utility_id = :u AND d.{col} = m.name)"
+        )
+        self._exec(
+            f"UPDATE {self._m} AS m SET device_id = CASE "
+            "WHEN m.mrid IS NOT NULL THEN (SELECT d.id FROM end_device d "
+            "WHERE d.utility_id = :u AND d.mrid = m.mrid) "
+            "WHEN m.name IS NOT NULL THEN COALESCE("
+            + unique_match.format(col="name")
+            + ", "
+            + unique_match.format(col="serial_number")
+            + ") END",
+            u=utility_id,
+        )
+        resolved = {
+            int(r[0])
+            for r in conn.exec_driver_sql(f"SELECT item FROM {self._m} WHERE device_id IS NOT NULL")
+        }
+        unknown = sorted(self._items - resolved)
+        if self._rows == 0 or not resolved & self._items:
+            return StagingResult(IngestStats(), unknown_items=unknown)
+
+        # (c) reading types: registered in bulk, mapped through a small table.
+        type_ids = self._repo.register_types(list(self._types))
+        conn.exec_driver_sql(
+            f"CREATE TEMP TABLE {self._t} (rt integer PRIMARY KEY, reading_type_id integer "
+            "NOT NULL, code text NOT NULL)" + (" ON COMMIT DROP" if self._pg else "")
+        )
+        conn.execute(
+            text(f"INSERT INTO {self._t} VALUES (:rt, :rid, :code)"),
+            [{"rt": i, "rid": type_ids[c], "code": c} for c, i in self._types.items()],
+        )
+        if self._pg:
+            conn.exec_driver_sql(f"ANALYZE {self._m}")
+            conn.exec_driver_sql(f"ANALYZE {self._t}")
+
+        source = (
+            f"FROM {self._r} r JOIN {self._m} m ON m.item = r.item "
+            f"JOIN {self._t} tt ON tt.rt = r.rt WHERE m.device_id IS NOT NULL"
+        )
+        # (d) fast path: none of the keys can exist -> one INSERT guarded by the PK.
+        if not self._keys_may_exist():
+            try:
+                with conn.begin_nested():
+                    stored = self._exec(
+                        "INSERT INTO reading (device_id, reading_type_id, ts, value, quality, "
+                        "version, recorded_at) SELECT m.device_id, tt.reading_type_id, r.ts, "
+                        f"r.value, r.quality, 1, :now {source}",
+                        now=now,
+                    ).rowcount
+                return StagingResult(IngestStats(stored=stored), unknown_items=unknown)
+            except sa_exc.IntegrityError as error:
+                if not is_unique_violation(error):
+                    raise
+            duplicates = self._duplicates()
+            if duplicates:
+                return StagingResult(IngestStats(), unknown_items=unknown, duplicates=duplicates)
+            # a concurrent writer stored some of the keys meanwhile: merge instead.
+
+        # (d) merge path.
+        conn.exec_driver_sql(
+            f"CREATE TEMP TABLE {self._x} AS SELECT m.device_id, tt.reading_type_id, r.ts, "
+            f"r.value, r.quality {source}"
+        )
+        try:
+            with conn.begin_nested():
+                conn.exec_driver_sql(
+                    f"CREATE UNIQUE INDEX {self._x}_key ON {self._x} "
+                    "(device_id, reading_type_id, ts)"
+                )
+        except sa_exc.IntegrityError as error:
+            if not is_unique_violation(error):
+                raise
+            return StagingResult(
+                IngestStats(), unknown_items=unknown, duplicates=self._duplicates()
+            )
+        if self._pg:
+            conn.exec_driver_sql(f"ANALYZE {self._x}")
+        total = int(conn.exec_driver_sql(f"SELECT count(*) FROM {self._x}").scalar_one())
+        keys = "r.device_id = x.device_id AND r.reading_type_id = x.reading_type_id AND r.ts = x.ts"
+        differs = "(r.value <> x.value OR r.quality <> x.quality)"
+        lock = " FOR UPDATE OF r" if self._pg else ""
+        self._exec(
+            "INSERT INTO reading_history (device_id, reading_type_id, ts, version, value, "
+            "quality, recorded_at, superseded_at) SELECT r.device_id, r.reading_type_id, r.ts, "
+            f"r.version, r.value, r.quality, r.recorded_at, :now FROM reading r JOIN {self._x} x "
+            f"ON {keys} WHERE {differs}{lock}",
+            now=now,
+        )
+        superseded = self._exec(
+            "UPDATE reading AS r SET value = x.value, quality = x.quality, "
+            f"version = r.version + 1, recorded_at = :now FROM {self._x} AS x "
+            f"WHERE {keys} AND {differs}",
+            now=now,
+        ).rowcount
+        try:
+            with conn.begin_nested():
+                stored = self._exec(
+                    "INSERT INTO reading (device_id, reading_type_id, ts, value, quality, "
+                    "version, recorded_at) SELECT x.device_id, x.reading_type_id, x.ts, x.value, "
+                    f"x.quality, 1, :now FROM {self._x} x WHERE NOT EXISTS "
+                    f"(SELECT 1 FROM reading r WHERE {keys})",
+                    now=now,
+                ).rowcount
+        except sa_exc.IntegrityError as error:
+            if not is_unique_violation(error):
+                raise
+            raise StoreUnavailable(
+                "readings of the same meters were stored concurrently; retry"
+            ) from error
+        stats = IngestStats(
+            stored=stored, superseded=superseded, unchanged=total - stored - superseded
+        )
+        return StagingResult(stats, unknown_items=unknown)
+
+    def _keys_may_exist(self) -> bool:
+        """True unless no stored reading of these meters and types lies in the time range."""
+        row = self._exec(
+            f"SELECT 1 FROM {self._m} m CROSS JOIN {self._t} tt JOIN reading r "
+            "ON r.device_id = m.device_id AND r.reading_type_id = tt.reading_type_id "
+            "AND r.ts >= :lo AND r.ts <= :hi WHERE m.device_id IS NOT NULL LIMIT 1",
+            lo=self._min_ts,
+            hi=self._max_ts,
+        ).first()
+        return row is not None
+
+    def _duplicates(self) -> list[DuplicateReading]:
+        rows = self._exec(
+            "SELECT r.item, tt.code, r.ts, g.n FROM ("
+            "SELECT m.device_id, r.rt, r.ts, count(*) AS n "
+            f"FROM {self._r} r JOIN {self._m} m ON m.item = r.item "
+            "WHERE m.device_id IS NOT NULL GROUP BY m.device_id, r.rt, r.ts "
+            "HAVING count(*) > 1) g "
+            f"JOIN {self._m} m ON m.device_id = g.device_id "
+            f"JOIN {self._r} r ON r.item = m.item AND r.rt = g.rt AND r.ts = g.ts "
+            f"JOIN {self._t} tt ON tt.rt = r.rt "
+            "GROUP BY r.item, tt.code, r.ts, g.n ORDER BY r.item, tt.code, r.ts "
+            f"LIMIT {MAX_REPORTED_DUPLICATES}"
+        )
+        ts_type = UTCDateTime()
+        dialect = self._conn.dialect
+        out: list[DuplicateReading] = []
+        for item, code, ts, n in rows:
+            when = ts_type.process_result_value(ts, dialect)
+            assert when is not None
+            out.append(DuplicateReading(int(item), str(code), when, int(n)))
+        return out
+
+
+def _now() -> datetime:
+    from adapters.sql.registry import utcnow
+
+    return utcnow()
+
+
+class SqlReadingRepository:
+    def __init__(self, uow: SqlUnitOfWork, batch_size: int = DEFAULT_BATCH_SIZE) -> None:
+        self._uow = uow
+        self.batch_size = batch_size
+        self._type_ids: dict[str, int] = {}
+
+    @property
+    def _conn(self) -> Connection:
+        return self._uow.connection
+
+    def forget(self) -> None:
+        """Drop caches that may hold ids of a rolled-back transaction."""
+        self._type_ids.clear()
+
+    def staging(self) -> SqlReadingStaging:
+        return SqlReadingStaging(self._uow, self, self.batch_size)
+
+    @guarded
+    def reading_type_id(self, code: str) -> int:
+        return self.register_types([code])[code]
+
+    @guarded
+    def register_types(self, codes: Sequence[str]) -> dict[str, int]:
+        """Ids of ReadingType codes, registering the new ones in one statement."""
+        out = {c: self._type_ids[c] for c in codes if c in self._type_ids}
+        missing = sorted({c for c in codes if c not in out})
+        if not missing:
+            return out
+        rt = t.reading_type
+        stmt: Any
+        if self._conn.dialect.name == "postgresql":
+            stmt = postgresql.insert(rt).on_conflict_do_nothing(index_elements=["code"])
+        else:
+            stmt = sqlite.insert(rt).on_conflict_do_nothing(index_elements=["code"])
+        self._conn.execute(stmt, [{"code": c} for c in missing])
+        for row in self._conn.execute(select(rt.c.id, rt.c.code).where(rt.c.code.in_(missing))):
+            self._type_ids[row.code] = int(row.id)
+            out[row.code] = int(row.id)
+        return out
+
+    def query(
+        self,
+        device_ids: Sequence[int],
+        reading_types: Sequence[str] | None,
+        start: datetime | None,
+        end: datetime | None,
+    ) -> Iterator[StoredReading]:
+        """Current versions with ``start <= ts < end``, streamed in PK order."""
+        r, d, rt = t.reading, t.end_device, t.reading_type
+        stmt = (
+            select(
+                d.c.mrid, rt.c.code, r.c.ts, r.c.value, r.c.quality, r.c.version, r.c.recorded_at
+            )
+            .join(d, d.c.id == r.c.device_id)
+            .join(rt, rt.c.id == r.c.reading_type_id)
+            .where(r.c.device_id.in_(list(device_ids)))
+            .order_by(r.c.device_id, r.c.reading_type_id, r.c.ts)
+            .execution_options(yield_per=10_000)
+        )
+        if reading_types is not None:
+            stmt = stmt.where(rt.c.code.in_(list(reading_types)))
+        if start is not None:
+            stmt = stmt.where(r.c.ts >= start)
+        if end is not None:
+            stmt = stmt.where(r.c.ts < end)
+        return self._stream(stmt)
+
+    def _stream(self, stmt: Any) -> Iterator[StoredReading]:
+        try:
+            result = self._conn.execute(stmt)
+            try:
+                for row in result:
+                    yield StoredReading(*row)
+            finally:
+                result.close()
+        except sa_exc.SQLAlchemyError as error:
+            raise translate(error) from error
+
+    @guarded
+    def versions(self, device_id: int, reading_type: str, ts: datetime) -> list[StoredReading]:
+        r, h, rt, d = t.reading, t.reading_history, t.reading_type, t.end_device
+        mrid = self._conn.execute(select(d.c.mrid).where(d.c.id == device_id)).scalar()
+        type_id = self._conn.execute(select(rt.c.id).where(rt.c.code == reading_type)).scalar()
+        if mrid is None or type_id is None:
+            return []
+        out: list[StoredReading] = []
+        for table in (r, h):
+            rows = self._conn.execute(
+                select(table.c.value, table.c.quality, table.c.version, table.c.recorded_at).where(
+                    table.c.device_id == device_id,
+                    table.c.reading_type_id == type_id,
+                    table.c.ts == ts,
+                )
+            )
+            out.extend(
+                StoredReading(
+                    mrid,
+                    reading_type,
+                    ts,
+                    Decimal(row.value),
+                    row.quality,
+                    int(row.version),
+                    row.recorded_at,
+                )
+                for row in rows
+            )
+        out.sort(key=lambda s: s.version, reverse=True)
+        return out
+
+    @guarded
+    def count(self) -> int:
+        return int(self._conn.execute(select(func.count()).select_from(t.reading)).scalar_one())
+
+
+__all__ = ["DEFAULT_BATCH_SIZE", "SqlReadingRepository", "SqlReadingStaging", "insert"]

@@ -1,0 +1,876 @@
+"""Repositories for the registry (utilities, usage points, devices, installations),
+events, the message log, dead letters and the audit log."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from sqlalchemy import Connection, and_, delete, func, insert, or_, select, update
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.sql.elements import ColumnElement
+
+from adapters.sql import tables as t
+from adapters.sql.errors import (
+    already_exists,
+    guarded,
+    invalid_state,
+    is_unique_violation,
+    not_found,
+)
+from hub.errors import PayloadInvalid, ReplayConflict
+from mdm.model import (
+    DeviceKind,
+    DeviceRef,
+    DeviceState,
+    EndDevice,
+    EndDeviceEvent,
+    Installation,
+    ServiceCategory,
+    UsagePoint,
+    UsagePointStatus,
+    Utility,
+)
+from mdm.ports import DeadLetter, MessageState
+
+if TYPE_CHECKING:
+    from adapters.sql.uow import SqlUnitOfWork
+
+
+_T = TypeVar("_T")
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class _Repo:
+    def __init__(self, uow: SqlUnitOfWork) -> None:
+        self._uow = uow
+
+    @property
+    def _conn(self) -> Connection:
+        return self._uow.connection
+
+
+# --------------------------------------------------------------------------- utilities
+
+
+class SqlUtilityRepository(_Repo):
+    @guarded
+    def get(self, code: str) -> Utility | None:
+        row = self._conn.execute(
+            select(t.utility.c.id, t.utility.c.code, t.utility.c.name).where(
+                t.utility.c.code == code
+            )
+        ).first()
+        return Utility(row.code, row.name, row.id) if row else None
+
+    @guarded
+    def add(self, utility: Utility) -> Utility:
+        try:
+            with self._conn.begin_nested():
+                new_id = self._conn.execute(
+                    insert(t.utility)
+                    .values(code=utility.code, name=utility.name, created_at=utcnow())
+                    .returning(t.utility.c.id)
+                ).scalar_one()
+        except sa_exc.IntegrityError as error:
+            if is_unique_violation(error):
+                raise already_exists(f"utility {utility.code!r} already exists") from error
+            raise
+        return Utility(utility.code, utility.name, int(new_id))
+
+    @guarded
+    def list(self) -> list[Utility]:
+        rows = self._conn.execute(
+            select(t.utility.c.id, t.utility.c.code, t.utility.c.name).order_by(t.utility.c.code)
+        )
+        return [Utility(r.code, r.name, r.id) for r in rows]
+
+
+def _utility_code(conn: Connection, utility_id: int) -> str:
+    code = conn.execute(
+        select(t.utility.c.code).where(t.utility.c.id == utility_id)
+    ).scalar_one_or_none()
+    if code is None:
+        raise not_found(f"utility id {utility_id} does not exist")
+    return str(code)
+
+
+def _ref_filter(table: Any, ref: DeviceRef, *, serial: bool) -> ColumnElement[bool]:
+    if ref.mrid:
+        return table.c.mrid == ref.mrid  # type: ignore[no-any-return]
+    if ref.name:
+        if serial:
+            return or_(table.c.name == ref.name, table.c.serial_number == ref.name)
+        return table.c.name == ref.name  # type: ignore[no-any-return]
+    raise PayloadInvalid(f"reference {ref!r} has neither mRID nor name", code="2011")
+
+
+# --------------------------------------------------------------------------- usage points
+
+_UP_COLS = (
+    t.usage_point.c.id,
+    t.usage_point.c.mrid,
+    t.usage_point.c.name,
+    t.usage_point.c.service_category,
+    t.usage_point.c.location,
+    t.usage_point.c.transformer_area,
+    t.usage_point.c.status,
+    t.utility.c.code.label("utility_code"),
+)
+
+
+def _usage_point(row: Any) -> UsagePoint:
+    return UsagePoint(
+        mrid=row.mrid,
+        utility_code=row.utility_code,
+        service_category=ServiceCategory(row.service_category),
+        name=row.name,
+        location=row.location,
+        transformer_area=row.transformer_area,
+        status=UsagePointStatus(row.status),
+        id=row.id,
+    )
+
+
+def _up_values(up: UsagePoint) -> dict[str, Any]:
+    return {
+        "mrid": up.mrid,
+        "name": up.name,
+        "service_category": ServiceCategory(up.service_category).value,
+        "location": up.location,
+        "transformer_area": up.transformer_area,
+        "status": UsagePointStatus(up.status).value,
+    }
+
+
+class SqlUsagePointRepository(_Repo):
+    def _select(self, utility_id: int) -> Any:
+        return (
+            select(*_UP_COLS)
+            .join(t.utility, t.utility.c.id == t.usage_point.c.utility_id)
+            .where(t.usage_point.c.utility_id == utility_id)
+        )
+
+    @guarded
+    def find(self, utility_id: int, ref: DeviceRef) -> UsagePoint | None:
+        rows = self._conn.execute(
+            self._select(utility_id)
+            .where(_ref_filter(t.usage_point, ref, serial=False))
+            .order_by(t.usage_point.c.id)
+            .limit(2)
+        ).all()
+        if len(rows) != 1:  # none, or a name that is not unique
+            return None
+        return _usage_point(rows[0])
+
+    @guarded
+    def add(self, utility_id: int, usage_point: UsagePoint) -> UsagePoint:
+        now = utcnow()
+        code = _utility_code(self._conn, utility_id)
+        try:
+            with self._conn.begin_nested():
+                new_id = self._conn.execute(
+                    insert(t.usage_point)
+                    .values(
+                        utility_id=utility_id,
+                        created_at=now,
+                        updated_at=now,
+                        **_up_values(usage_point),
+                    )
+                    .returning(t.usage_point.c.id)
+                ).scalar_one()
+        except sa_exc.IntegrityError as error:
+            if is_unique_violation(error):
+                raise already_exists(f"usage point {usage_point.mrid!r} already exists") from error
+            raise
+        return _with(usage_point, id=int(new_id), utility_code=code)
+
+    @guarded
+    def update(self, utility_id: int, usage_point: UsagePoint) -> UsagePoint:
+        up = t.usage_point
+        where = (
+            up.c.id == usage_point.id
+            if usage_point.id is not None
+            else (up.c.mrid == usage_point.mrid)
+        )
+        try:
+            with self._conn.begin_nested():
+                new_id = self._conn.execute(
+                    update(up)
+                    .where(up.c.utility_id == utility_id, where)
+                    .values(updated_at=utcnow(), **_up_values(usage_point))
+                    .returning(up.c.id)
+                ).scalar_one_or_none()
+        except sa_exc.IntegrityError as error:
+            if is_unique_violation(error):
+                raise already_exists(f"usage point {usage_point.mrid!r} already exists") from error
+            raise
+        if new_id is None:
+            raise not_found(f"usage point {usage_point.mrid!r} does not exist")
+        return _with(
+            usage_point, id=int(new_id), utility_code=_utility_code(self._conn, utility_id)
+        )
+
+    @guarded
+    def delete(self, utility_id: int, usage_point_id: int) -> None:
+        used = self._conn.execute(
+            select(func.count())
+            .select_from(t.installation)
+            .where(t.installation.c.usage_point_id == usage_point_id)
+        ).scalar_one()
+        if used:
+            raise invalid_state(
+                f"usage point {usage_point_id} has installations and cannot be deleted"
+            )
+        result = self._conn.execute(
+            delete(t.usage_point).where(
+                t.usage_point.c.utility_id == utility_id, t.usage_point.c.id == usage_point_id
+            )
+        )
+        if result.rowcount == 0:
+            raise not_found(f"usage point {usage_point_id} does not exist")
+
+    @guarded
+    def list(self, utility_id: int) -> list[UsagePoint]:
+        rows = self._conn.execute(self._select(utility_id).order_by(t.usage_point.c.mrid))
+        return [_usage_point(r) for r in rows]
+
+
+def _with(obj: _T, **changes: Any) -> _T:
+    return dataclasses.replace(obj, **changes)  # type: ignore[type-var]
+
+
+# --------------------------------------------------------------------------- end devices
+
+_DEV_COLS = (
+    t.end_device.c.id,
+    t.end_device.c.mrid,
+    t.end_device.c.serial_number,
+    t.end_device.c.kind,
+    t.end_device.c.name,
+    t.end_device.c.manufacturer,
+    t.end_device.c.model,
+    t.end_device.c.firmware_version,
+    t.end_device.c.state,
+    t.utility.c.code.label("utility_code"),
+)
+
+
+def _device(row: Any) -> EndDevice:
+    return EndDevice(
+        mrid=row.mrid,
+        utility_code=row.utility_code,
+        serial_number=row.serial_number,
+        kind=DeviceKind(row.kind),
+        name=row.name,
+        manufacturer=row.manufacturer,
+        model=row.model,
+        firmware_version=row.firmware_version,
+        state=DeviceState(row.state),
+        id=row.id,
+    )
+
+
+def _dev_values(d: EndDevice) -> dict[str, Any]:
+    return {
+        "mrid": d.mrid,
+        "serial_number": d.serial_number,
+        "kind": DeviceKind(d.kind).value,
+        "name": d.name,
+        "manufacturer": d.manufacturer,
+        "model": d.model,
+        "firmware_version": d.firmware_version,
+        "state": DeviceState(d.state).value,
+    }
+
+
+class SqlEndDeviceRepository(_Repo):
+    """Devices. A name reference matches ``name`` first, then ``serial_number``;
+    a name that matches more than one device resolves to nothing."""
+
+    def _select(self, utility_id: int) -> Any:
+        return (
+            select(*_DEV_COLS)
+            .join(t.utility, t.utility.c.id == t.end_device.c.utility_id)
+            .where(t.end_device.c.utility_id == utility_id)
+        )
+
+    @guarded
+    def find(self, utility_id: int, ref: DeviceRef) -> EndDevice | None:
+        return self.find_many(utility_id, [ref]).get(ref)
+
+    @guarded
+    def find_many(self, utility_id: int, refs: Sequence[DeviceRef]) -> dict[DeviceRef, EndDevice]:
+        found: dict[DeviceRef, EndDevice] = {}
+        d = t.end_device
+        mrids = sorted({r.mrid for r in refs if r.mrid})
+        for start in range(0, len(mrids), 500):
+            chunk = mrids[start : start + 500]
+            by_mrid = {
+                row.mrid: _device(row)
+                for row in self._conn.execute(self._select(utility_id).where(d.c.mrid.in_(chunk)))
+            }
+            for ref in refs:
+                if ref.mrid in by_mrid:
+                    found[ref] = by_mrid[ref.mrid]
+        names = sorted({r.name for r in refs if not r.mrid and r.name})
+        for start in range(0, len(names), 500):
+            chunk = names[start : start + 500]
+            by_name: dict[str, list[EndDevice]] = {}
+            by_serial: dict[str, list[EndDevice]] = {}
+            rows = self._conn.execute(
+                self._select(utility_id).where(
+                    or_(d.c.name.in_(chunk), d.c.serial_number.in_(chunk))
+                )
+            )
+            for row in rows:
+                dev = _device(row)
+                if dev.name in chunk:
+                    by_name.setdefault(dev.name, []).append(dev)
+                if dev.serial_number in chunk:
+                    by_serial.setdefault(dev.serial_number, []).append(dev)
+            for ref in refs:
+                if ref.mrid or not ref.name or ref.name not in chunk:
+                    continue
+                for candidates in (by_name.get(ref.name, []), by_serial.get(ref.name, [])):
+                    if len(candidates) == 1:
+                        found[ref] = candidates[0]
+                        break
+        return found
+
+    @guarded
+    def add(self, utility_id: int, device: EndDevice) -> EndDevice:
+        now = utcnow()
+        code = _utility_code(self._conn, utility_id)
+        try:
+            with self._conn.begin_nested():
+                new_id = self._conn.execute(
+                    insert(t.end_device)
+                    .values(
+                        utility_id=utility_id, created_at=now, updated_at=now, **_dev_values(device)
+                    )
+                    .returning(t.end_device.c.id)
+                ).scalar_one()
+        except sa_exc.IntegrityError as error:
+            if is_unique_violation(error):
+                raise already_exists(f"end device {device.mrid!r} already exists") from error
+            raise
+        return _with(device, id=int(new_id), utility_code=code)
+
+    @guarded
+    def update(self, utility_id: int, device: EndDevice) -> EndDevice:
+        d = t.end_device
+        where = d.c.id == device.id if device.id is not None else d.c.mrid == device.mrid
+        try:
+            with self._conn.begin_nested():
+                new_id = self._conn.execute(
+                    update(d)
+                    .where(d.c.utility_id == utility_id, where)
+                    .values(updated_at=utcnow(), **_dev_values(device))
+                    .returning(d.c.id)
+                ).scalar_one_or_none()
+        except sa_exc.IntegrityError as error:
+            if is_unique_violation(error):
+                raise already_exists(f"end device {device.mrid!r} already exists") from error
+            raise
+        if new_id is None:
+            raise not_found(f"end device {device.mrid!r} does not exist")
+        return _with(device, id=int(new_id), utility_code=_utility_code(self._conn, utility_id))
+
+    @guarded
+    def set_state(self, device_id: int, state: DeviceState) -> None:
+        result = self._conn.execute(
+            update(t.end_device)
+            .where(t.end_device.c.id == device_id)
+            .values(state=DeviceState(state).value, updated_at=utcnow())
+        )
+        if result.rowcount == 0:
+            raise not_found(f"end device {device_id} does not exist")
+
+    @guarded
+    def delete(self, utility_id: int, device_id: int) -> None:
+        conn = self._conn
+        for table in (t.installation, t.reading):
+            used = conn.execute(
+                select(table.c.device_id).where(table.c.device_id == device_id).limit(1)
+            ).first()
+            if used is not None:
+                raise invalid_state(
+                    f"end device {device_id} has {table.name} rows and cannot be deleted"
+                )
+        conn.execute(
+            update(t.end_device_event)
+            .where(t.end_device_event.c.device_id == device_id)
+            .values(device_id=None)
+        )
+        result = conn.execute(
+            delete(t.end_device).where(
+                t.end_device.c.utility_id == utility_id, t.end_device.c.id == device_id
+            )
+        )
+        if result.rowcount == 0:
+            raise not_found(f"end device {device_id} does not exist")
+
+    @guarded
+    def list(self, utility_id: int) -> list[EndDevice]:
+        rows = self._conn.execute(self._select(utility_id).order_by(t.end_device.c.mrid))
+        return [_device(r) for r in rows]
+
+
+# --------------------------------------------------------------------------- installations
+
+
+class SqlInstallationRepository(_Repo):
+    """Installation history. At most one open installation per device (checked here
+    and by the partial unique index ``uq_installation_open_device``); periods of one
+    device never overlap."""
+
+    def _select(self) -> Any:
+        i = t.installation
+        return (
+            select(
+                i.c.id,
+                i.c.device_id,
+                i.c.start_at,
+                i.c.end_at,
+                t.end_device.c.mrid.label("device_mrid"),
+                t.usage_point.c.mrid.label("usage_point_mrid"),
+            )
+            .join(t.end_device, t.end_device.c.id == i.c.device_id)
+            .join(t.usage_point, t.usage_point.c.id == i.c.usage_point_id)
+        )
+
+    @staticmethod
+    def _installation(row: Any) -> Installation:
+        return Installation(row.device_mrid, row.usage_point_mrid, row.start_at, row.end_at)
+
+    @guarded
+    def current(self, device_id: int) -> Installation | None:
+        i = t.installation
+        row = self._conn.execute(
+            self._select().where(i.c.device_id == device_id, i.c.end_at.is_(None))
+        ).first()
+        return self._installation(row) if row else None
+
+    @guarded
+    def current_at_usage_point(self, usage_point_id: int) -> list[Installation]:
+        i = t.installation
+        rows = self._conn.execute(
+            self._select()
+            .where(i.c.usage_point_id == usage_point_id, i.c.end_at.is_(None))
+            .order_by(i.c.start_at, i.c.id)
+        )
+        return [self._installation(r) for r in rows]
+
+    @guarded
+    def install(self, device_id: int, usage_point_id: int, start: datetime) -> Installation:
+        i = t.installation
+        conn = self._conn
+        if conn.dialect.name == "postgresql":  # serialise installs of one device
+            conn.execute(
+                select(t.end_device.c.id).where(t.end_device.c.id == device_id).with_for_update()
+            )
+        open_row = self.current(device_id)
+        if open_row is not None:
+            raise invalid_state(
+                f"end device {open_row.device_mrid!r} is installed at usage point "
+                f"{open_row.usage_point_mrid!r} since {open_row.start.isoformat()}"
+            )
+        overlap = conn.execute(
+            select(i.c.id).where(i.c.device_id == device_id, i.c.end_at > start).limit(1)
+        ).first()
+        if overlap is not None:
+            raise invalid_state(
+                f"end device {device_id} was installed elsewhere after {start.isoformat()}"
+            )
+        try:
+            with conn.begin_nested():
+                new_id = conn.execute(
+                    insert(i)
+                    .values(device_id=device_id, usage_point_id=usage_point_id, start_at=start)
+                    .returning(i.c.id)
+                ).scalar_one()
+        except sa_exc.IntegrityError as error:
+            if is_unique_violation(error):
+                raise invalid_state(f"end device {device_id} is already installed") from error
+            raise not_found(
+                f"end device {device_id} or usage point {usage_point_id} does not exist"
+            ) from error
+        row = conn.execute(self._select().where(i.c.id == new_id)).one()
+        return self._installation(row)
+
+    @guarded
+    def remove(self, device_id: int, end: datetime) -> Installation:
+        i = t.installation
+        row = self._conn.execute(
+            self._select().where(i.c.device_id == device_id, i.c.end_at.is_(None))
+        ).first()
+        if row is None:
+            raise not_found(f"end device {device_id} is not installed")
+        if end < row.start_at:
+            raise invalid_state(
+                f"removal at {end.isoformat()} is before the installation "
+                f"at {row.start_at.isoformat()}"
+            )
+        self._conn.execute(update(i).where(i.c.id == row.id).values(end_at=end))
+        return Installation(row.device_mrid, row.usage_point_mrid, row.start_at, end)
+
+    @guarded
+    def history(self, device_id: int) -> list[Installation]:
+        i = t.installation
+        rows = self._conn.execute(
+            self._select().where(i.c.device_id == device_id).order_by(i.c.start_at, i.c.id)
+        )
+        return [self._installation(r) for r in rows]
+
+    @guarded
+    def devices_at(
+        self, usage_point_id: int, start: datetime | None, end: datetime | None
+    ) -> list[tuple[int, datetime, datetime | None]]:
+        i = t.installation
+        conds: list[ColumnElement[bool]] = [i.c.usage_point_id == usage_point_id]
+        if end is not None:
+            conds.append(i.c.start_at < end)
+        if start is not None:
+            conds.append(or_(i.c.end_at.is_(None), i.c.end_at > start))
+        rows = self._conn.execute(
+            select(i.c.device_id, i.c.start_at, i.c.end_at)
+            .where(and_(*conds))
+            .order_by(i.c.start_at, i.c.id)
+        )
+        return [(int(r.device_id), r.start_at, r.end_at) for r in rows]
+
+
+# --------------------------------------------------------------------------- events
+
+
+class SqlEventRepository(_Repo):
+    """End device events. An event of a device the utility does not know is kept
+    with ``device_id`` NULL (its mRID is stored) rather than lost."""
+
+    @guarded
+    def add_many(self, utility_id: int, events: Sequence[EndDeviceEvent]) -> int:
+        if not events:
+            return 0
+        d = t.end_device
+        mrids = sorted({e.device_mrid for e in events})
+        ids: dict[str, int] = {}
+        for start in range(0, len(mrids), 500):
+            chunk = mrids[start : start + 500]
+            for row in self._conn.execute(
+                select(d.c.id, d.c.mrid).where(d.c.utility_id == utility_id, d.c.mrid.in_(chunk))
+            ):
+                ids[row.mrid] = int(row.id)
+        now = utcnow()
+        self._conn.execute(
+            insert(t.end_device_event),
+            [
+                {
+                    "utility_id": utility_id,
+                    "device_id": ids.get(e.device_mrid),
+                    "device_mrid": e.device_mrid,
+                    "mrid": e.mrid,
+                    "event_type": e.event_type,
+                    "created_at": e.created_at,
+                    "reason": e.reason,
+                    "severity": e.severity,
+                    "details": dict(e.details),
+                    "recorded_at": now,
+                }
+                for e in events
+            ],
+        )
+        return len(events)
+
+    @guarded
+    def query(
+        self,
+        utility_id: int,
+        device_ids: Sequence[int] | None,
+        start: datetime | None,
+        end: datetime | None,
+    ) -> list[EndDeviceEvent]:
+        e = t.end_device_event
+        stmt = select(e).where(e.c.utility_id == utility_id)
+        if device_ids is not None:
+            stmt = stmt.where(e.c.device_id.in_(list(device_ids)))
+        if start is not None:
+            stmt = stmt.where(e.c.created_at >= start)
+        if end is not None:
+            stmt = stmt.where(e.c.created_at < end)
+        rows = self._conn.execute(stmt.order_by(e.c.created_at, e.c.id))
+        return [
+            EndDeviceEvent(
+                device_mrid=r.device_mrid,
+                event_type=r.event_type,
+                created_at=r.created_at,
+                reason=r.reason,
+                severity=r.severity,
+                mrid=r.mrid,
+                details={str(k): str(v) for k, v in (r.details or {}).items()},
+            )
+            for r in rows
+        ]
+
+
+# --------------------------------------------------------------------------- message log
+
+_ML = t.message_log
+
+
+def _message_state(row: Any) -> MessageState:
+    return MessageState(
+        id=int(row.id),
+        source=row.source,
+        message_id=row.message_id,
+        verb=row.verb,
+        noun=row.noun,
+        content_hash=row.content_hash,
+        state=row.state,
+        result=row.result,
+        reply=bytes(row.reply) if row.reply is not None else None,
+        received_at=row.received_at,
+    )
+
+
+class SqlMessageLogRepository(_Repo):
+    """One row a message; (source, message_id) unique when message_id is set."""
+
+    _cols = (
+        _ML.c.id,
+        _ML.c.source,
+        _ML.c.message_id,
+        _ML.c.verb,
+        _ML.c.noun,
+        _ML.c.content_hash,
+        _ML.c.state,
+        _ML.c.result,
+        _ML.c.reply,
+        _ML.c.received_at,
+    )
+
+    @guarded
+    def find(self, source: str, message_id: str) -> MessageState | None:
+        row = self._conn.execute(
+            select(*self._cols).where(_ML.c.source == source, _ML.c.message_id == message_id)
+        ).first()
+        return _message_state(row) if row else None
+
+    @guarded
+    def get(self, log_id: int) -> MessageState | None:
+        row = self._conn.execute(select(*self._cols).where(_ML.c.id == log_id)).first()
+        return _message_state(row) if row else None
+
+    @guarded
+    def start(
+        self, source: str, endpoint: str, content_hash: str, size: int, received_at: datetime
+    ) -> int:
+        log_id = self._conn.execute(
+            insert(_ML)
+            .values(
+                source=source,
+                endpoint=endpoint,
+                content_hash=content_hash,
+                size=size,
+                state="received",
+                received_at=received_at,
+                updated_at=received_at,
+            )
+            .returning(_ML.c.id)
+        ).scalar_one()
+        self._conn.execute(
+            insert(t.message_lifecycle).values(
+                message_log_id=log_id, state="received", at=received_at, detail=None
+            )
+        )
+        return int(log_id)
+
+    @guarded
+    def identify(
+        self,
+        log_id: int,
+        message_id: str | None,
+        verb: str,
+        noun: str,
+        correlation_id: str | None,
+    ) -> None:
+        """Raises ReplayConflict (1007) if (source, message_id) is already logged."""
+        try:
+            with self._conn.begin_nested():
+                result = self._conn.execute(
+                    update(_ML)
+                    .where(_ML.c.id == log_id)
+                    .values(
+                        message_id=message_id,
+                        verb=verb,
+                        noun=noun,
+                        correlation_id=correlation_id,
+                        updated_at=utcnow(),
+                    )
+                )
+        except sa_exc.IntegrityError as error:
+            if is_unique_violation(error):
+                raise ReplayConflict(
+                    f"MessageID {message_id!r} was already received from this source",
+                    code="1007",
+                ) from error
+            raise
+        if result.rowcount == 0:
+            raise not_found(f"message log {log_id} does not exist")
+
+    @guarded
+    def transition(self, log_id: int, state: str, detail: str | None = None) -> None:
+        now = utcnow()
+        result = self._conn.execute(
+            update(_ML).where(_ML.c.id == log_id).values(state=state, updated_at=now)
+        )
+        if result.rowcount == 0:
+            raise not_found(f"message log {log_id} does not exist")
+        self._conn.execute(
+            insert(t.message_lifecycle).values(
+                message_log_id=log_id, state=state, at=now, detail=detail
+            )
+        )
+
+    @guarded
+    def finish(self, log_id: int, state: str, result: str | None, reply: bytes | None) -> None:
+        now = utcnow()
+        updated = self._conn.execute(
+            update(_ML)
+            .where(_ML.c.id == log_id)
+            .values(state=state, result=result, reply=reply, updated_at=now)
+        )
+        if updated.rowcount == 0:
+            raise not_found(f"message log {log_id} does not exist")
+        self._conn.execute(
+            insert(t.message_lifecycle).values(
+                message_log_id=log_id, state=state, at=now, detail=result
+            )
+        )
+
+    @guarded
+    def lifecycle(self, log_id: int) -> list[tuple[str, datetime, str | None]]:
+        lc = t.message_lifecycle
+        rows = self._conn.execute(
+            select(lc.c.state, lc.c.at, lc.c.detail)
+            .where(lc.c.message_log_id == log_id)
+            .order_by(lc.c.id)
+        )
+        return [(r.state, r.at, r.detail) for r in rows]
+
+
+# --------------------------------------------------------------------------- dead letters
+
+_DL = t.dead_letter
+
+
+def _dead_letter(row: Any) -> DeadLetter:
+    meta = row._mapping[_DL.c["metadata"]]
+    return DeadLetter(
+        id=int(row.id),
+        source=row.source,
+        endpoint=row.endpoint,
+        received_at=row.received_at,
+        error_code=row.error_code,
+        reason=row.reason,
+        body=bytes(row.body),
+        truncated=bool(row.truncated),
+        metadata={str(k): str(v) for k, v in (meta or {}).items()},
+        message_log_id=int(row.message_log_id) if row.message_log_id is not None else None,
+        replay_count=int(row.replay_count),
+        resolved_at=row.resolved_at,
+    )
+
+
+class SqlDeadLetterRepository(_Repo):
+    @guarded
+    def add(
+        self,
+        *,
+        source: str,
+        endpoint: str,
+        received_at: datetime,
+        error_code: str,
+        reason: str,
+        body: bytes,
+        truncated: bool,
+        metadata: dict[str, str],
+        message_log_id: int | None,
+    ) -> int:
+        values: dict[str, Any] = {
+            "source": source,
+            "endpoint": endpoint,
+            "received_at": received_at,
+            "error_code": error_code,
+            "reason": reason,
+            "body": bytes(body),
+            "truncated": truncated,
+            "metadata": dict(metadata),
+            "message_log_id": message_log_id,
+            "replay_count": 0,
+            "resolved_at": None,
+        }
+        new_id = self._conn.execute(insert(_DL).values(values).returning(_DL.c.id)).scalar_one()
+        return int(new_id)
+
+    @guarded
+    def get(self, dead_letter_id: int) -> DeadLetter | None:
+        row = self._conn.execute(select(_DL).where(_DL.c.id == dead_letter_id)).first()
+        return _dead_letter(row) if row else None
+
+    @guarded
+    def list(self, *, include_resolved: bool = False, limit: int = 100) -> list[DeadLetter]:
+        stmt = select(_DL)
+        if not include_resolved:
+            stmt = stmt.where(_DL.c.resolved_at.is_(None))
+        rows = self._conn.execute(
+            stmt.order_by(_DL.c.received_at.desc(), _DL.c.id.desc()).limit(limit)
+        )
+        return [_dead_letter(r) for r in rows]
+
+    @guarded
+    def mark_replayed(self, dead_letter_id: int, resolved: bool) -> None:
+        values: dict[str, Any] = {"replay_count": _DL.c.replay_count + 1}
+        if resolved:
+            values["resolved_at"] = utcnow()
+        result = self._conn.execute(update(_DL).where(_DL.c.id == dead_letter_id).values(values))
+        if result.rowcount == 0:
+            raise not_found(f"dead letter {dead_letter_id} does not exist")
+
+
+# --------------------------------------------------------------------------- audit
+
+
+class SqlAuditRepository(_Repo):
+    @guarded
+    def record(
+        self,
+        actor: str,
+        action: str,
+        object_type: str,
+        object_id: str | None,
+        details: str | None = None,
+    ) -> None:
+        self._conn.execute(
+            insert(t.audit_log).values(
+                at=utcnow(),
+                actor=actor,
+                action=action,
+                object_type=object_type,
+                object_id=object_id,
+                details=details,
+            )
+        )
+
+    @guarded
+    def list(
+        self, limit: int = 100
+    ) -> list[tuple[datetime, str, str, str, str | None, str | None]]:
+        a = t.audit_log
+        rows = self._conn.execute(select(a).order_by(a.c.id.desc()).limit(limit))
+        return [(r.at, r.actor, r.action, r.object_type, r.object_id, r.details) for r in rows]

@@ -1,0 +1,228 @@
+"""The meter data store schema (SQLAlchemy Core).
+
+The Alembic revisions in ``adapters/sql/migrations`` create exactly this schema;
+``tests/unit/sql/test_migrations.py`` compares the two on SQLite and PostgreSQL.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Column,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+from adapters.sql.types import ExactDecimal, UTCDateTime
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+# BigInteger ids on PostgreSQL, INTEGER PRIMARY KEY (rowid) on SQLite.
+Id = BigInteger().with_variant(Integer(), "sqlite")
+
+utility = Table(
+    "utility",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("code", String(64), nullable=False, unique=True),
+    Column("name", String(200), nullable=False),
+    Column("created_at", UTCDateTime(), nullable=False),
+)
+
+usage_point = Table(
+    "usage_point",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("utility_id", Id, ForeignKey("utility.id"), nullable=False),
+    Column("mrid", String(100), nullable=False),
+    Column("name", String(200)),
+    Column("service_category", String(20), nullable=False),
+    Column("location", Text),
+    Column("transformer_area", String(100)),
+    Column("status", String(20), nullable=False),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("updated_at", UTCDateTime(), nullable=False),
+    UniqueConstraint("utility_id", "mrid"),
+    Index(None, "utility_id", "name"),
+)
+
+end_device = Table(
+    "end_device",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("utility_id", Id, ForeignKey("utility.id"), nullable=False),
+    Column("mrid", String(100), nullable=False),
+    Column("serial_number", String(100)),
+    Column("name", String(200)),
+    Column("kind", String(20), nullable=False),
+    Column("manufacturer", String(100)),
+    Column("model", String(100)),
+    Column("firmware_version", String(100)),
+    Column("state", String(20), nullable=False),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("updated_at", UTCDateTime(), nullable=False),
+    UniqueConstraint("utility_id", "mrid"),
+    Index(None, "utility_id", "name"),
+    Index(None, "utility_id", "serial_number"),
+)
+
+installation = Table(
+    "installation",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("device_id", Id, ForeignKey("end_device.id"), nullable=False),
+    Column("usage_point_id", Id, ForeignKey("usage_point.id"), nullable=False),
+    Column("start_at", UTCDateTime(), nullable=False),
+    Column("end_at", UTCDateTime()),
+    Index(None, "device_id", "start_at"),
+    Index(None, "usage_point_id", "start_at"),
+)
+# At most one open installation per device (the repository checks it too).
+Index(
+    "uq_installation_open_device",
+    installation.c.device_id,
+    unique=True,
+    postgresql_where=installation.c.end_at.is_(None),
+    sqlite_where=installation.c.end_at.is_(None),
+)
+
+reading_type = Table(
+    "reading_type",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("code", String(120), nullable=False, unique=True),
+)
+
+reading = Table(
+    "reading",
+    metadata,
+    Column("device_id", Id, ForeignKey("end_device.id"), primary_key=True),
+    Column("reading_type_id", Integer, ForeignKey("reading_type.id"), primary_key=True),
+    Column("ts", UTCDateTime(), primary_key=True),
+    Column("value", ExactDecimal(), nullable=False),
+    Column("quality", String(200), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("recorded_at", UTCDateTime(), nullable=False),
+    sqlite_with_rowid=False,
+)
+
+reading_history = Table(
+    "reading_history",
+    metadata,
+    Column("device_id", Id, ForeignKey("end_device.id"), primary_key=True),
+    Column("reading_type_id", Integer, ForeignKey("reading_type.id"), primary_key=True),
+    Column("ts", UTCDateTime(), primary_key=True),
+    Column("version", Integer, primary_key=True),
+    Column("value", ExactDecimal(), nullable=False),
+    Column("quality", String(200), nullable=False),
+    Column("recorded_at", UTCDateTime(), nullable=False),
+    Column("superseded_at", UTCDateTime(), nullable=False),
+    sqlite_with_rowid=False,
+)
+
+end_device_event = Table(
+    "end_device_event",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("utility_id", Id, ForeignKey("utility.id"), nullable=False),
+    Column("device_id", Id, ForeignKey("end_device.id")),  # null: device not (yet) known
+    Column("device_mrid", String(100), nullable=False),
+    Column("mrid", String(100)),
+    Column("event_type", String(64), nullable=False),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("reason", Text),
+    Column("severity", String(32)),
+    Column("details", JSON, nullable=False),
+    Column("recorded_at", UTCDateTime(), nullable=False),
+    Index(None, "device_id", "created_at"),
+    Index(None, "utility_id", "created_at"),
+)
+
+message_log = Table(
+    "message_log",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("source", String(200), nullable=False),
+    Column("message_id", String(200)),
+    Column("endpoint", String(200), nullable=False),
+    Column("verb", String(32)),
+    Column("noun", String(100)),
+    Column("correlation_id", String(200)),
+    Column("content_hash", String(128), nullable=False),
+    Column("size", BigInteger, nullable=False),
+    Column("state", String(32), nullable=False),
+    Column("result", String(32)),
+    Column("reply", LargeBinary),
+    Column("received_at", UTCDateTime(), nullable=False),
+    Column("updated_at", UTCDateTime(), nullable=False),
+    Index(None, "received_at"),
+    Index(None, "correlation_id"),
+)
+Index(
+    "uq_message_log_source_message_id",
+    message_log.c.source,
+    message_log.c.message_id,
+    unique=True,
+    postgresql_where=message_log.c.message_id.is_not(None),
+    sqlite_where=message_log.c.message_id.is_not(None),
+)
+
+message_lifecycle = Table(
+    "message_lifecycle",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("message_log_id", Id, ForeignKey("message_log.id"), nullable=False),
+    Column("state", String(32), nullable=False),
+    Column("at", UTCDateTime(), nullable=False),
+    Column("detail", Text),
+    Index(None, "message_log_id", "id"),
+)
+
+dead_letter = Table(
+    "dead_letter",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("source", String(200), nullable=False),
+    Column("endpoint", String(200), nullable=False),
+    Column("received_at", UTCDateTime(), nullable=False),
+    Column("error_code", String(16), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("body", LargeBinary, nullable=False),
+    Column("truncated", Boolean, nullable=False),
+    Column("metadata", JSON, nullable=False),
+    Column("message_log_id", Id, ForeignKey("message_log.id")),
+    Column("replay_count", Integer, nullable=False),
+    Column("resolved_at", UTCDateTime()),
+    Index(None, "resolved_at", "received_at"),
+    Index(None, "message_log_id"),
+)
+
+audit_log = Table(
+    "audit_log",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("at", UTCDateTime(), nullable=False),
+    Column("actor", String(200), nullable=False),
+    Column("action", String(100), nullable=False),
+    Column("object_type", String(100), nullable=False),
+    Column("object_id", String(200)),
+    Column("details", Text),
+    Index(None, "at"),
+)

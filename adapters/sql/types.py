@@ -1,0 +1,97 @@
+"""Column types that behave the same on SQLite and PostgreSQL.
+
+* :class:`UTCDateTime` -- timezone-aware UTC in, timezone-aware UTC out. PostgreSQL
+  stores ``timestamptz``; SQLite stores the UTC instant as ISO text
+  ``YYYY-MM-DD HH:MM:SS.ffffff`` (sortable, comparable as text).
+* :class:`ExactDecimal` -- ``NUMERIC`` on PostgreSQL; on SQLite a canonical decimal
+  text (``1.50`` is stored as ``1.5``) so that no precision is lost and equal
+  numbers compare equal as text.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import DateTime, Dialect, Numeric, String
+from sqlalchemy.types import TypeDecorator, TypeEngine
+
+#: The text form of a UTC instant on SQLite (SQLAlchemy's own SQLite storage format).
+SQLITE_TS_FORMAT = "%Y-%m-%d %H:%M:%S.%f"
+
+
+def sqlite_ts(ts: datetime) -> str:
+    """The SQLite storage text of an aware instant."""
+    if ts.tzinfo is None or ts.utcoffset() is None:
+        raise ValueError(f"naive datetime {ts!r}: amihub stores timezone-aware UTC instants")
+    return ts.astimezone(UTC).isoformat(sep=" ", timespec="microseconds")[:26]
+
+
+def canonical_decimal(value: Decimal) -> str:
+    """Exact decimal text without trailing zeros or exponent (``1.500`` -> ``1.5``)."""
+    text = str(value)
+    if "E" in text or "e" in text or ("." in text and text.endswith("0")) or text == "-0":
+        if not value.is_finite():
+            raise ValueError(f"not a finite decimal: {value!r}")
+        text = format(value.normalize(), "f")
+        if text == "-0":
+            text = "0"
+    elif not value.is_finite():
+        raise ValueError(f"not a finite decimal: {value!r}")
+    return text
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Aware UTC datetimes on every dialect; naive datetimes are refused."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> Any:
+        if value is None:
+            return None
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise ValueError(f"naive datetime {value!r}: amihub stores timezone-aware UTC instants")
+        utc = value.astimezone(UTC)
+        if dialect.name == "sqlite":
+            return utc.replace(tzinfo=None)
+        return utc
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if isinstance(value, str):  # raw text from a SQLite expression
+            value = datetime.fromisoformat(value)
+        assert isinstance(value, datetime)
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+class ExactDecimal(TypeDecorator[Decimal]):
+    """NUMERIC on PostgreSQL, canonical decimal text on SQLite."""
+
+    impl = Numeric(asdecimal=True)
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
+        if dialect.name == "sqlite":
+            return dialect.type_descriptor(String())
+        return dialect.type_descriptor(Numeric(asdecimal=True))
+
+    def process_bind_param(self, value: Decimal | None, dialect: Dialect) -> Any:
+        if value is None:
+            return None
+        if not isinstance(value, Decimal):
+            value = Decimal(str(value))
+        if dialect.name == "sqlite":
+            return canonical_decimal(value)
+        return value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> Decimal | None:
+        if value is None:
+            return None
+        if isinstance(value, Decimal):
+            return value
+        return Decimal(str(value))

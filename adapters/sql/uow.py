@@ -1,0 +1,118 @@
+"""The unit of work: one connection, one transaction, every repository on it."""
+
+from __future__ import annotations
+
+from types import TracebackType
+from typing import Self
+
+from sqlalchemy import Connection, Engine
+
+from adapters.sql.errors import guard
+from adapters.sql.readings import DEFAULT_BATCH_SIZE, SqlReadingRepository
+from adapters.sql.registry import (
+    SqlAuditRepository,
+    SqlDeadLetterRepository,
+    SqlEndDeviceRepository,
+    SqlEventRepository,
+    SqlInstallationRepository,
+    SqlMessageLogRepository,
+    SqlUsagePointRepository,
+    SqlUtilityRepository,
+)
+from mdm.ports import (
+    AuditRepository,
+    DeadLetterRepository,
+    EndDeviceRepository,
+    EventRepository,
+    InstallationRepository,
+    MessageLogRepository,
+    ReadingRepository,
+    UnitOfWork,
+    UnitOfWorkFactory,
+    UsagePointRepository,
+    UtilityRepository,
+)
+
+
+class SqlUnitOfWork:
+    """``with uow:`` opens a connection and a transaction; leaving the block rolls
+    back whatever was not committed. :meth:`commit` may be called more than once:
+    the next statement starts a new transaction on the same connection."""
+
+    def __init__(self, engine: Engine, *, staging_batch_size: int = DEFAULT_BATCH_SIZE) -> None:
+        self.engine = engine
+        self._conn: Connection | None = None
+        self._readings = SqlReadingRepository(self, staging_batch_size)
+        self.utilities: UtilityRepository = SqlUtilityRepository(self)
+        self.usage_points: UsagePointRepository = SqlUsagePointRepository(self)
+        self.devices: EndDeviceRepository = SqlEndDeviceRepository(self)
+        self.installations: InstallationRepository = SqlInstallationRepository(self)
+        self.readings: ReadingRepository = self._readings
+        self.events: EventRepository = SqlEventRepository(self)
+        self.messages: MessageLogRepository = SqlMessageLogRepository(self)
+        self.dead_letters: DeadLetterRepository = SqlDeadLetterRepository(self)
+        self.audit: AuditRepository = SqlAuditRepository(self)
+
+    @property
+    def connection(self) -> Connection:
+        if self._conn is None:
+            raise RuntimeError("the unit of work is used outside its `with` block")
+        return self._conn
+
+    def __enter__(self) -> Self:
+        if self._conn is not None:
+            raise RuntimeError("the unit of work is already open")
+        with guard():
+            conn = self.engine.connect()
+            try:
+                conn.begin()
+            except BaseException:
+                conn.close()
+                raise
+        self._conn = conn
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        conn, self._conn = self._conn, None
+        if conn is None:
+            return
+        self._readings.forget()
+        try:
+            if conn.in_transaction():
+                conn.rollback()
+        except Exception:
+            if exc is None:
+                with guard():
+                    raise
+        finally:
+            conn.close()
+
+    def commit(self) -> None:
+        with guard():
+            self.connection.commit()
+
+    def rollback(self) -> None:
+        self._readings.forget()
+        with guard():
+            self.connection.rollback()
+
+
+class SqlUnitOfWorkFactory:
+    """``factory()`` -> a new :class:`SqlUnitOfWork` on the shared engine."""
+
+    def __init__(self, engine: Engine, *, staging_batch_size: int = DEFAULT_BATCH_SIZE) -> None:
+        self.engine = engine
+        self.staging_batch_size = staging_batch_size
+
+    def __call__(self) -> SqlUnitOfWork:
+        return SqlUnitOfWork(self.engine, staging_batch_size=self.staging_batch_size)
+
+
+def _conforms(engine: Engine) -> tuple[UnitOfWork, UnitOfWorkFactory]:
+    """Never called: mypy checks here that the classes satisfy the ports."""
+    return SqlUnitOfWork(engine), SqlUnitOfWorkFactory(engine)
