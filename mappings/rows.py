@@ -1,0 +1,296 @@
+"""What the streaming readers yield, and the field rules they share.
+
+A reader turns a file into :class:`Batch` es of :class:`SourceRow` (a reading
+with its line and the meter as the file names it) and :class:`LineError` (a
+line that could not be read, naming line and column or field). A problem with
+the file as a whole (not decodable, not well-formed, empty) raises
+:class:`FileRejected` or :class:`hub.errors.NotWellFormed`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from typing import Literal, NamedTuple
+from zoneinfo import ZoneInfo
+
+from hub.errors import PayloadInvalid
+from mappings.spec import (
+    READING_TYPE_RE,
+    CodeTable,
+    MeterRules,
+    QualityRules,
+    ReadingTypeRules,
+    TimestampRules,
+    UnitRules,
+)
+from mdm.model import DeviceRef
+
+#: NameType sent for a meter identified by serial number when the spec names none.
+SERIAL_NAME_TYPE = "SerialNumber"
+
+# error codes of hub.errors.ERROR_CODES used per line
+BAD_VALUE = "2005"
+BAD_TIMESTAMP = "2006"
+BAD_READING_TYPE = "2003"
+BAD_QUALITY = "2010"
+MISSING_ID = "2011"
+BAD_FIELD = "2013"
+UNKNOWN_METER = "2001"
+UNKNOWN_USAGE_POINT = "2002"
+
+
+class FileRejected(PayloadInvalid):
+    """The file as a whole cannot be read (encoding, empty, missing header column)."""
+
+
+class MeterKey(NamedTuple):
+    """The meter as the file names it: a device, or a usage point to resolve at the time."""
+
+    kind: Literal["device", "usage_point"]
+    ref: DeviceRef
+
+    def __str__(self) -> str:
+        return f"usage point {self.ref}" if self.kind == "usage_point" else f"meter {self.ref}"
+
+
+class SourceRow(NamedTuple):
+    """One reading read from a file, before its meter is resolved."""
+
+    line: int  # CSV: line the row starts on; XML: record number
+    meter: MeterKey
+    reading_type: str
+    ts: datetime  # aware, UTC
+    value: Decimal
+    quality: str
+
+
+@dataclass(frozen=True)
+class LineError:
+    line: int  # CSV: line; XML: record number
+    field: str | None  # column header / "column N" (CSV) or field name (XML)
+    code: str  # hub.errors.ERROR_CODES
+    message: str
+    source_line: int | None = None  # XML: line of the record element
+
+    def __str__(self) -> str:
+        if self.source_line is not None:
+            where = f"record {self.line} (line {self.source_line})"
+        else:
+            where = f"line {self.line}"
+        if self.field:
+            where += f", {self.field}"
+        return f"{where}: {self.message}"
+
+
+@dataclass
+class Batch:
+    rows: list[SourceRow] = field(default_factory=list)
+    errors: list[LineError] = field(default_factory=list)
+    lines: int = 0  # lines or records consumed for this batch
+
+
+class FieldError(ValueError):
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def meter_key(rules: MeterRules, text: str | None) -> MeterKey:
+    value = (text or "").strip()
+    if not value:
+        raise FieldError(MISSING_ID, "no meter identifier")
+    if rules.by == "mrid":
+        return MeterKey("device", DeviceRef(mrid=value))
+    if rules.by == "serial":
+        return MeterKey(
+            "device", DeviceRef(name=value, name_type=rules.name_type or SERIAL_NAME_TYPE)
+        )
+    if rules.by == "name":
+        return MeterKey("device", DeviceRef(name=value, name_type=rules.name_type))
+    if rules.name_type:
+        return MeterKey("usage_point", DeviceRef(name=value, name_type=rules.name_type))
+    return MeterKey("usage_point", DeviceRef(mrid=value))
+
+
+class ReadingTypeResolver:
+    def __init__(self, rules: ReadingTypeRules, tables: Mapping[str, CodeTable]) -> None:
+        self.fixed = rules.fixed
+        self.table = tables[rules.table] if rules.table else None
+        self.default_ab = rules.obis_default_ab
+
+    def __call__(self, text: str | None) -> str:
+        if self.fixed is not None:
+            return self.fixed
+        code = (text or "").strip()
+        if not code:
+            raise FieldError(BAD_READING_TYPE, "no reading type code")
+        if self.table is not None:
+            found = self.table.lookup(code, self.default_ab)
+            if found is None:
+                raise FieldError(
+                    BAD_READING_TYPE, f"{code!r} is not in code table {self.table.name!r}"
+                )
+            return found
+        if not READING_TYPE_RE.match(code):
+            raise FieldError(BAD_READING_TYPE, f"{code!r} is not 18 dot-separated integers")
+        return code
+
+
+class QualityResolver:
+    def __init__(self, rules: QualityRules | None) -> None:
+        self.codes = {k.strip(): v for k, v in rules.codes.items()} if rules else {}
+        self.unknown_valid = rules is None or rules.unknown == "valid"
+
+    def __call__(self, text: str | None) -> str:
+        flag = (text or "").strip()
+        found = self.codes.get(flag)
+        if found is not None:
+            return ",".join(c.strip() for c in found.split(",") if c.strip())
+        if self.unknown_valid or (not flag and not self.codes):
+            return ""
+        raise FieldError(BAD_QUALITY, f"quality flag {flag!r} is not in the quality codes")
+
+
+class UnitResolver:
+    def __init__(self, rules: UnitRules | None) -> None:
+        self.factors = {k.strip(): v for k, v in rules.factors.items()} if rules else None
+
+    def __call__(self, text: str | None) -> Decimal:
+        if self.factors is None:
+            return Decimal(1)
+        unit = (text or "").strip()
+        if unit not in self.factors:
+            raise FieldError(BAD_FIELD, f"unit {unit!r} is not one of {sorted(self.factors)}")
+        return self.factors[unit]
+
+
+def parse_local(text: str, fmt: str) -> datetime:
+    """Parse with ``fmt`` (or ISO 8601); ``24:00`` means 00:00 of the next day."""
+    t = text.strip()
+    if not t:
+        raise FieldError(BAD_TIMESTAMP, "no timestamp")
+    try:
+        return _parse(t, fmt)
+    except ValueError:
+        if "24:00" in t:
+            try:
+                return _parse(t.replace("24:00", "00:00", 1), fmt) + timedelta(days=1)
+            except ValueError:
+                pass
+        raise FieldError(
+            BAD_TIMESTAMP,
+            f"{t!r} does not match the format {'ISO 8601' if fmt == 'iso8601' else fmt!r}",
+        ) from None
+
+
+def _parse(text: str, fmt: str) -> datetime:
+    if fmt == "iso8601":
+        return datetime.fromisoformat(text)
+    return datetime.strptime(text, fmt)
+
+
+def parse_date(text: str, fmt: str) -> date:
+    t = text.strip()
+    try:
+        return datetime.strptime(t, fmt).date()
+    except ValueError:
+        raise FieldError(BAD_TIMESTAMP, f"{t!r} is not a date in the format {fmt!r}") from None
+
+
+class TimeResolver:
+    """Local wall-clock time -> UTC instant, with the DST rules of the spec.
+
+    ``order``: the first time a repeated (autumn) local time is seen for a meter
+    and reading type it is the earlier, summer-time instant; the second time the
+    later one; a third time is an error. Only repeated local times are
+    remembered, so memory stays small whatever the file size.
+    """
+
+    def __init__(self, rules: TimestampRules) -> None:
+        self.rules = rules
+        self.zone = ZoneInfo(rules.timezone)
+        self.flags = {k.strip().lower(): v for k, v in rules.dst_flags.items()}
+        self._seen: dict[tuple[MeterKey, str, datetime], int] = {}
+
+    def instant(
+        self, text: str, *, meter: MeterKey, reading_type: str, flag: str | None = None
+    ) -> datetime:
+        parsed = parse_local(text, self.rules.format)
+        if parsed.tzinfo is not None:
+            return parsed.astimezone(UTC)
+        return self.local_to_utc(parsed, meter=meter, reading_type=reading_type, flag=flag)
+
+    def local_to_utc(
+        self, naive: datetime, *, meter: MeterKey, reading_type: str, flag: str | None = None
+    ) -> datetime:
+        zone = self.zone
+        early = naive.replace(tzinfo=zone, fold=0)
+        late = naive.replace(tzinfo=zone, fold=1)
+        early_utc = early.astimezone(UTC)
+        if early_utc.astimezone(zone).replace(tzinfo=None) != naive:
+            raise FieldError(
+                BAD_TIMESTAMP,
+                f"{naive:%Y-%m-%d %H:%M} does not exist in "
+                f"{self.rules.timezone} (skipped by the DST change)",
+            )
+        ambiguous = early.utcoffset() != late.utcoffset()
+        mode = self.rules.repeated_hour
+        if mode == "flag":
+            season = self._season(flag)
+            if ambiguous:
+                return early_utc if season == "summer" else late.astimezone(UTC)
+            actual = "summer" if early.dst() else "winter"
+            if season != actual:
+                raise FieldError(
+                    BAD_TIMESTAMP,
+                    f"DST flag says {season} time but "
+                    f"{naive:%Y-%m-%d %H:%M} is {actual} time in "
+                    f"{self.rules.timezone}",
+                )
+            return early_utc
+        if not ambiguous:
+            return early_utc
+        if mode == "refuse":
+            raise FieldError(
+                BAD_TIMESTAMP,
+                f"{naive:%Y-%m-%d %H:%M} occurs twice in "
+                f"{self.rules.timezone} (DST change) and the "
+                "mapping refuses repeated hours",
+            )
+        key = (meter, reading_type, naive)
+        count = self._seen.get(key, 0) + 1
+        self._seen[key] = count
+        if count == 1:
+            return early_utc
+        if count == 2:
+            return late.astimezone(UTC)
+        raise FieldError(
+            BAD_TIMESTAMP,
+            f"{naive:%Y-%m-%d %H:%M} occurs a third time for {meter} and this reading type",
+        )
+
+    def _season(self, flag: str | None) -> str:
+        text = (flag or "").strip()
+        season = self.flags.get(text.lower())
+        if season is None:
+            raise FieldError(
+                BAD_TIMESTAMP, f"DST flag {text!r} is not one of {sorted(self.rules.dst_flags)}"
+            )
+        return season
+
+
+def day_bounds(day: date, zone: ZoneInfo) -> tuple[datetime, datetime]:
+    """UTC instants of local midnight of ``day`` and of the next day."""
+    out: list[datetime] = []
+    for d in (day, day + timedelta(days=1)):
+        naive = datetime(d.year, d.month, d.day)
+        aware = naive.replace(tzinfo=zone)
+        utc = aware.astimezone(UTC)
+        if utc.astimezone(zone).replace(tzinfo=None) != naive:
+            raise FieldError(BAD_TIMESTAMP, f"local midnight of {d} does not exist in {zone.key}")
+        out.append(utc)
+    return out[0], out[1]
