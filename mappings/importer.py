@@ -1,0 +1,350 @@
+"""Apply a file with an inbound mapping to the meter data store, all or nothing.
+
+::
+
+    result = import_file(uow_factory, ImportFile(path, mapping="wide-15min-de",
+                                                 utility="DEMO"), catalog)
+    if not result.applied:
+        print(result.report())
+
+The whole file goes into one unit of work (one transaction). It is committed
+only if every line was read, no reading occurs twice, and every meter is known
+(or the mapping's ``policy.unknown_meters = "skip"`` lets the readings of
+known meters through, the rest reported line by line). A problem with the file
+as a whole (encoding, empty, not well-formed XML) raises a
+:class:`hub.errors.MessageRejected`; nothing is written then either.
+
+Meters are staged by distinct meter, not by line: item ``n`` is the n-th
+distinct meter of the file, so memory grows with the number of meters, never
+with the number of lines. A meter named by usage point is resolved to the
+device installed there at the reading's time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import IO
+
+from hub.errors import ConfigurationError
+from mappings.csv_reader import read_csv
+from mappings.load import Catalog
+from mappings.rows import (
+    UNKNOWN_METER,
+    UNKNOWN_USAGE_POINT,
+    Batch,
+    LineError,
+    MeterKey,
+    SourceRow,
+)
+from mappings.spec import CodeTable, CsvSpec, XmlSpec
+from mappings.xml_reader import read_xml
+from mdm.model import DeviceRef, IngestStats
+from mdm.ports import StagedReading, UnitOfWork, UnitOfWorkFactory
+
+DEFAULT_MAX_ERRORS = 1000
+DUPLICATE = "2004"
+
+
+@dataclass(frozen=True)
+class ImportFile:
+    """Command: apply one file with a named inbound mapping for a utility."""
+
+    path: Path
+    mapping: str
+    utility: str
+    source: str = "cli"
+
+
+@dataclass(frozen=True)
+class UnknownMeter:
+    meter: MeterKey
+    first_line: int
+    last_line: int
+    readings: int
+    code: str = UNKNOWN_METER
+    reason: str = ""
+
+    def as_error(self) -> LineError:
+        what = self.reason or f"unknown {self.meter}"
+        more = (
+            f" ({self.readings} readings on lines {self.first_line}-{self.last_line})"
+            if self.readings > 1
+            else ""
+        )
+        return LineError(self.first_line, None, self.code, f"{what}{more}")
+
+
+@dataclass(frozen=True)
+class DuplicateInFile:
+    meter: MeterKey
+    reading_type: str
+    ts: datetime
+    count: int
+
+    def as_error(self) -> LineError:
+        return LineError(
+            0,
+            None,
+            DUPLICATE,
+            f"{self.meter}: reading type {self.reading_type} at "
+            f"{self.ts.isoformat()} occurs {self.count} times in the file",
+        )
+
+
+@dataclass(frozen=True)
+class ImportResult:
+    name: str
+    mapping: str
+    applied: bool
+    lines: int  # data lines (CSV) or records (XML) read
+    readings: int  # readings read from the file
+    stats: IngestStats = field(default_factory=IngestStats)
+    errors: tuple[LineError, ...] = ()  # the first ``max_errors`` line errors
+    error_count: int = 0  # all line errors, also those not kept
+    unknown_meters: tuple[UnknownMeter, ...] = ()
+    skipped_readings: int = 0  # readings of unknown meters left out (policy skip)
+    duplicates: tuple[DuplicateInFile, ...] = ()
+
+    @property
+    def status(self) -> str:
+        if self.applied:
+            return "applied with skipped meters" if self.skipped_readings else "applied"
+        return "rejected"
+
+    def all_errors(self) -> list[LineError]:
+        """Line errors, then unknown meters (by first line), then duplicates."""
+        out = list(self.errors)
+        out += [u.as_error() for u in self.unknown_meters]
+        out += [d.as_error() for d in self.duplicates]
+        return out
+
+    def report(self) -> str:
+        """A plain-text report (the SFTP result and error files)."""
+        lines = [
+            f"file: {self.name}",
+            f"mapping: {self.mapping}",
+            f"status: {self.status}",
+            f"lines: {self.lines}",
+            f"readings: {self.readings}",
+            f"stored: {self.stats.stored}",
+            f"superseded: {self.stats.superseded}",
+            f"unchanged: {self.stats.unchanged}",
+            f"skipped: {self.skipped_readings}",
+            f"errors: {self.error_count + len(self.unknown_meters) + len(self.duplicates)}",
+        ]
+        lines += [f"  [{e.code}] {e}" for e in self.all_errors()]
+        if self.error_count > len(self.errors):
+            lines.append(f"  ... {self.error_count - len(self.errors)} more line errors")
+        return "\n".join(lines) + "\n"
+
+
+@dataclass
+class _MeterSeen:
+    item: int
+    meter: MeterKey
+    first: int
+    last: int
+    count: int = 0
+
+
+@dataclass
+class _Resolver:
+    """MeterKey -> staging item; usage points -> the device installed at the time."""
+
+    uow: UnitOfWork
+    utility_id: int
+    items: dict[DeviceRef, _MeterSeen] = field(default_factory=dict)
+    unresolved: dict[tuple[MeterKey, str], _MeterSeen] = field(default_factory=dict)
+    _up_devices: dict[DeviceRef, list[tuple[int, datetime, datetime | None]] | None] = field(
+        default_factory=dict
+    )
+    _mrids: dict[int, str] = field(default_factory=dict)
+
+    def item_for(self, row: SourceRow, staging_meters: list[tuple[int, DeviceRef]]) -> int | None:
+        ref: DeviceRef | None
+        if row.meter.kind == "device":
+            ref = row.meter.ref
+        else:
+            ref = self._device_at(row.meter.ref, row.ts)
+            if ref is None:
+                self._unresolved(
+                    row,
+                    "usage point"
+                    if row.meter.ref not in self._up_devices
+                    or self._up_devices[row.meter.ref] is None
+                    else "installation",
+                )
+                return None
+        seen = self.items.get(ref)
+        if seen is None:
+            seen = _MeterSeen(len(self.items) + 1, MeterKey("device", ref), row.line, row.line)
+            self.items[ref] = seen
+            staging_meters.append((seen.item, ref))
+        seen.last = row.line
+        seen.count += 1
+        return seen.item
+
+    def _unresolved(self, row: SourceRow, why: str) -> None:
+        key = (row.meter, why)
+        seen = self.unresolved.get(key)
+        if seen is None:
+            seen = _MeterSeen(0, row.meter, row.line, row.line)
+            self.unresolved[key] = seen
+        seen.last = row.line
+        seen.count += 1
+
+    def _device_at(self, up: DeviceRef, ts: datetime) -> DeviceRef | None:
+        if up not in self._up_devices:
+            found = self.uow.usage_points.find(self.utility_id, up)
+            if found is None or found.id is None:
+                self._up_devices[up] = None
+            else:
+                self._up_devices[up] = self.uow.installations.devices_at(found.id, None, None)
+        spans = self._up_devices[up]
+        if spans is None:
+            return None
+        for device_id, start, end in spans:
+            if start <= ts and (end is None or ts < end):
+                mrid = self._mrids.get(device_id)
+                if mrid is None:
+                    history = self.uow.installations.history(device_id)
+                    if not history:
+                        return None
+                    mrid = self._mrids[device_id] = history[0].device_mrid
+                return DeviceRef(mrid=mrid)
+        return None
+
+    def unresolved_meters(self) -> list[UnknownMeter]:
+        out = []
+        for (meter, why), seen in self.unresolved.items():
+            if why == "usage point":
+                out.append(
+                    UnknownMeter(meter, seen.first, seen.last, seen.count, UNKNOWN_USAGE_POINT)
+                )
+            else:
+                out.append(
+                    UnknownMeter(
+                        meter,
+                        seen.first,
+                        seen.last,
+                        seen.count,
+                        UNKNOWN_METER,
+                        f"no meter installed at {meter} at the reading's time",
+                    )
+                )
+        return out
+
+
+def read_file(
+    spec: CsvSpec | XmlSpec,
+    source: IO[bytes],
+    tables: Mapping[str, CodeTable],
+    batch_size: int = 5000,
+) -> Iterator[Batch]:
+    """The streaming reader for the spec's kind."""
+    if isinstance(spec, CsvSpec):
+        return read_csv(spec, source, tables=tables, batch_size=batch_size)
+    return read_xml(spec, source, tables=tables, batch_size=batch_size)
+
+
+def import_stream(
+    uow: UnitOfWork,
+    spec: CsvSpec | XmlSpec,
+    source: IO[bytes],
+    *,
+    utility: str,
+    tables: Mapping[str, CodeTable],
+    name: str = "<stream>",
+    max_errors: int = DEFAULT_MAX_ERRORS,
+    batch_size: int = 5000,
+) -> ImportResult:
+    """Stage and apply one file inside ``uow``; the caller commits if ``result.applied``."""
+    found = uow.utilities.get(utility)
+    if found is None or found.id is None:
+        raise ConfigurationError(f"unknown utility {utility!r}")
+    resolver = _Resolver(uow, found.id)
+    staging = uow.readings.staging()
+    errors: list[LineError] = []
+    error_count = 0
+    lines = readings = 0
+    for batch in read_file(spec, source, tables, batch_size):
+        lines += batch.lines
+        readings += len(batch.rows)
+        if batch.errors:
+            error_count += len(batch.errors)
+            errors.extend(batch.errors[: max(0, max_errors - len(errors))])
+        if error_count:
+            continue  # the file will be refused: keep reading only to report every line
+        new_meters: list[tuple[int, DeviceRef]] = []
+        staged: list[StagedReading] = []
+        for row in batch.rows:
+            item = resolver.item_for(row, new_meters)
+            if item is not None:
+                staged.append(StagedReading(item, row.reading_type, row.ts, row.value, row.quality))
+        for item, ref in new_meters:
+            staging.add_meter(item, ref)
+        staging.add_readings(staged)
+    if error_count:
+        return ImportResult(
+            name,
+            spec.name,
+            applied=False,
+            lines=lines,
+            readings=readings,
+            errors=tuple(errors),
+            error_count=error_count,
+        )
+    outcome = staging.apply(found.id)
+    by_item = {seen.item: seen for seen in resolver.items.values()}
+    unknown = [
+        UnknownMeter(by_item[i].meter, by_item[i].first, by_item[i].last, by_item[i].count)
+        for i in sorted(outcome.unknown_items)
+    ]
+    unknown += resolver.unresolved_meters()
+    unknown.sort(key=lambda u: u.first_line)
+    skipped = sum(u.readings for u in unknown)
+    applied = not outcome.duplicates and (not unknown or spec.policy.unknown_meters == "skip")
+    duplicates = tuple(
+        DuplicateInFile(by_item[d.item].meter, d.reading_type, d.ts, d.count)
+        for d in outcome.duplicates
+    )
+    return ImportResult(
+        name,
+        spec.name,
+        applied=applied,
+        lines=lines,
+        readings=readings,
+        stats=outcome.stats if applied else IngestStats(),
+        unknown_meters=tuple(unknown),
+        skipped_readings=skipped if applied else 0,
+        duplicates=duplicates,
+    )
+
+
+def import_file(
+    uow_factory: UnitOfWorkFactory,
+    command: ImportFile,
+    catalog: Catalog,
+    *,
+    max_errors: int = DEFAULT_MAX_ERRORS,
+) -> ImportResult:
+    """Apply ``command.path`` in one transaction; commit only if the result is applied."""
+    spec = catalog.inbound(command.mapping)
+    with command.path.open("rb") as source, uow_factory() as uow:
+        result = import_stream(
+            uow,
+            spec,
+            source,
+            utility=command.utility,
+            tables=catalog.tables,
+            name=command.path.name,
+            max_errors=max_errors,
+        )
+        if result.applied:
+            uow.commit()
+        else:
+            uow.rollback()
+    return result
