@@ -1,0 +1,454 @@
+"""The reading client: gurux's GXDLMSClient behind our own small interface.
+
+gurux builds the plain xDLMS requests and parses the plain responses (GET,
+GET-next-block, selective access). Everything security-related is ours:
+ACSE (:mod:`hes.dlms.acse`), HLS-GMAC and every AES-GCM operation
+(:mod:`hes.security.gcm`); gurux's client never holds a key.
+
+Secured association (the default), as field meters expect it:
+
+1. public client (SAP 16), no authentication: read the invocation counter
+   0.0.43.1.0.255 (the last counter the meter accepted from the management client);
+2. management client (SAP 1): AARQ with HLS-GMAC, a CtoS challenge and a
+   glo-ciphered InitiateRequest using counter + 1;
+3. AARE: the meter's system title must be the expected one; its glo-ciphered
+   InitiateResponse is verified; pass 3/4: f(StoC) sent, f(CtoS) verified;
+4. every request glo-ciphered (authenticated and encrypted), every response
+   verified (tag) and its counter checked to go forward (shared tracker: a
+   replayed or rewound meter counter is refused even across associations).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
+from enum import StrEnum
+from typing import Any, Protocol
+
+from gurux_dlms import GXReplyData
+from gurux_dlms.objects import (
+    GXDLMSClock,
+    GXDLMSData,
+    GXDLMSDisconnectControl,
+    GXDLMSProfileGeneric,
+    GXDLMSRegister,
+)
+
+from hes.client.transport import TcpTransport, Transport
+from hes.dlms import acse, compat
+from hes.dlms.acse import (
+    Aare,
+    Aarq,
+    AcseDiagnostic,
+    AcseError,
+    ApplicationContext,
+    AssociationResult,
+    InitiateRequest,
+    InitiateResponse,
+    Mechanism,
+)
+from hes.dlms.wrapper import MANAGEMENT_CLIENT, PUBLIC_CLIENT
+from hes.security import gcm
+from hub.errors import MeterUnreachable, NotAuthorised, PermanentError, SecurityViolation
+
+INVOCATION_COUNTER = "0.0.43.1.0.255"
+CLOCK = "0.0.1.0.0.255"
+LOAD_PROFILE = "1.0.99.1.0.255"
+EVENT_LOG = "0.0.99.98.0.255"
+DISCONNECT_CONTROL = "0.0.96.3.10.255"
+ASSOCIATION_LN = bytes.fromhex("0000280000ff")
+CLIENT_MAX_PDU = 0xFFFF
+PROPOSED_CONFORMANCE = (
+    acse.Conformance.BLOCK_TRANSFER_WITH_GET
+    | acse.Conformance.BLOCK_TRANSFER_WITH_ACTION
+    | acse.Conformance.GET
+    | acse.Conformance.SET
+    | acse.Conformance.SELECTIVE_ACCESS
+    | acse.Conformance.ACTION
+    | acse.Conformance.MULTIPLE_REFERENCES
+)
+
+
+class AssociationRefused(NotAuthorised):
+    """The meter refused the association (wrong password, wrong keys, stale counter)."""
+
+    def __init__(self, message: str, diagnostic: AcseDiagnostic | None = None) -> None:
+        super().__init__(message)
+        self.diagnostic = diagnostic
+
+
+class MeterProtocolError(PermanentError):
+    """The meter answered something we cannot use (malformed, data-access error)."""
+
+
+class Security(StrEnum):
+    PUBLIC = "public"  # SAP 16, no authentication (identity, clock, counter only)
+    LOW = "low"  # LLS password, plain APDUs
+    HLS = "hls"  # HLS-GMAC, authenticated and encrypted APDUs
+
+
+@dataclass(frozen=True, repr=False)
+class MeterCredentials:
+    security: Security = Security.HLS
+    password: bytes = b""
+    system_title: bytes = b""  # the meter's (expected in the AARE)
+    keys: gcm.SecurityKeys | None = None
+
+    def __repr__(self) -> str:
+        return f"MeterCredentials({self.security}, system_title={self.system_title.hex()})"
+
+
+@dataclass(frozen=True)
+class RegisterValue:
+    obis: str
+    raw: int
+    scaler: int
+    unit: int
+
+    @property
+    def value(self) -> Decimal:
+        return Decimal(self.raw) * Decimal(10) ** self.scaler
+
+
+@dataclass(frozen=True)
+class ProfileRow:
+    ts: datetime
+    status: int
+    values: tuple[Decimal, ...]  # scaled, in the columns' units
+
+
+@dataclass(frozen=True)
+class Profile:
+    columns: tuple[str, ...]  # OBIS of the value columns (after clock and status)
+    rows: tuple[ProfileRow, ...]
+
+
+@dataclass(frozen=True)
+class MeterEvent:
+    ts: datetime
+    code: int
+
+
+class MeterSession(Protocol):
+    """What the reading engine needs from a meter connection."""
+
+    def associate(self) -> None: ...
+    def read_clock(self) -> datetime: ...
+    def read_registers(self, obis: Sequence[str]) -> list[RegisterValue]: ...
+    def read_profile(self, start: datetime, end: datetime) -> Profile: ...
+    def read_event_log(self) -> list[MeterEvent]: ...
+    def read_control_state(self) -> int: ...
+    def disconnect(self) -> None: ...
+    def reconnect(self) -> None: ...
+    def release(self) -> None: ...
+    def close(self) -> None: ...
+
+
+@dataclass
+class ClientIdentity:
+    """The head-end's side: its system title, and the tracker of meter counters."""
+
+    system_title: bytes = b"AMIHUB01"
+    meter_counters: gcm.InvocationCounterTracker = field(
+        default_factory=gcm.InvocationCounterTracker
+    )
+
+
+def _as_int(value: Any) -> int:
+    return int(value)
+
+
+class DlmsMeterSession:
+    """One connection to one meter (one logical device)."""
+
+    def __init__(
+        self,
+        transport: Transport,
+        credentials: MeterCredentials,
+        identity: ClientIdentity | None = None,
+    ) -> None:
+        self.transport = transport
+        self.credentials = credentials
+        self.identity = identity or ClientIdentity()
+        self.client_address = (
+            PUBLIC_CLIENT if credentials.security is Security.PUBLIC else MANAGEMENT_CLIENT
+        )
+        self._gurux = compat.new_client(self.client_address, 1)
+        self._counter: gcm.InvocationCounter | None = None
+        self._ciphered = False
+        self._associated = False
+        self._scalers: dict[str, tuple[int, int]] = {}
+
+    @classmethod
+    def connect(
+        cls,
+        host: str,
+        port: int,
+        logical_device: int,
+        credentials: MeterCredentials,
+        identity: ClientIdentity | None = None,
+        timeout: float = 5.0,
+    ) -> DlmsMeterSession:
+        return cls(TcpTransport(host, port, logical_device, timeout=timeout), credentials, identity)
+
+    # --- exchange ---
+    def _exchange_raw(self, client: int, apdu: bytes) -> bytes:
+        self.transport.send(client, apdu)
+        return self.transport.receive(client)
+
+    def _check_exception(self, apdu: bytes) -> None:
+        if apdu[:1] == b"\xd8":
+            detail = apdu[2] if len(apdu) > 2 else 0
+            if detail in (5, 6):
+                raise SecurityViolation(
+                    "meter refused our frame: "
+                    + ("deciphering failed" if detail == 5 else "invocation counter not accepted")
+                )
+            raise MeterProtocolError(f"meter exception response {apdu.hex()}")
+
+    def _exchange(self, apdu: bytes) -> bytes:
+        """Send one plain request (ciphered on the way if the association is), return the
+        plain, verified response."""
+        if not self._ciphered:
+            out = self._exchange_raw(self.client_address, apdu)
+            self._check_exception(out)
+            if gcm.is_ciphered(out):
+                raise SecurityViolation("ciphered answer in a plain association")
+            return out
+        keys = self._keys()
+        assert self._counter is not None
+        request = gcm.glo_cipher(
+            apdu,
+            keys=keys,
+            system_title=self.identity.system_title,
+            invocation_counter=self._counter.next(),
+        )
+        out = self._exchange_raw(self.client_address, request)
+        self._check_exception(out)
+        return self._decipher(out).apdu
+
+    def _decipher(self, apdu: bytes) -> gcm.Deciphered:
+        clear = gcm.glo_decipher(
+            apdu, keys=self._keys(), system_title=self.credentials.system_title
+        )
+        self.identity.meter_counters.accept(self.credentials.system_title, clear.invocation_counter)
+        return clear
+
+    def _keys(self) -> gcm.SecurityKeys:
+        if self.credentials.keys is None:
+            raise SecurityViolation("no keys for a secured association")
+        return self.credentials.keys
+
+    def _request(self, frames: Any) -> Any:
+        """Run gurux-built request frames, following GET-next-block; return reply value."""
+        reply = GXReplyData()
+        for apdu in compat.client_frames_to_apdus(frames):
+            out = self._exchange(apdu)
+            while not compat.client_parse(self._gurux, reply, out, 1, self.client_address):
+                out = self._exchange(compat.client_next_block(self._gurux, reply))
+        if reply.error:
+            raise MeterProtocolError(f"data access error {reply.error}")
+        return reply.value
+
+    # --- association ---
+    def _read_counter_publicly(self) -> int:
+        public = DlmsMeterSession(self.transport, MeterCredentials(Security.PUBLIC), self.identity)
+        public.associate()
+        try:
+            return _as_int(public.read_data(INVOCATION_COUNTER))
+        finally:
+            public.release()
+
+    def associate(self) -> None:
+        security = self.credentials.security
+        initiate = InitiateRequest(PROPOSED_CONFORMANCE, CLIENT_MAX_PDU).encode()
+        if security is Security.PUBLIC:
+            aarq = Aarq(ApplicationContext.LOGICAL_NAME, user_information=initiate)
+        elif security is Security.LOW:
+            aarq = Aarq(
+                ApplicationContext.LOGICAL_NAME,
+                Mechanism.LOW,
+                authentication_value=self.credentials.password,
+                user_information=initiate,
+            )
+        else:
+            self._counter = gcm.InvocationCounter(self._read_counter_publicly())
+            self._ctos = os.urandom(16)
+            aarq = Aarq(
+                ApplicationContext.LOGICAL_NAME_WITH_CIPHERING,
+                Mechanism.HIGH_GMAC,
+                calling_ap_title=self.identity.system_title,
+                authentication_value=self._ctos,
+                user_information=gcm.glo_cipher(
+                    initiate,
+                    keys=self._keys(),
+                    system_title=self.identity.system_title,
+                    invocation_counter=self._counter.next(),
+                ),
+            )
+        raw = self._exchange_raw(self.client_address, aarq.encode())
+        try:
+            aare = Aare.decode(raw)
+        except AcseError as exc:
+            raise MeterProtocolError(f"bad AARE: {exc}") from exc
+        if aare.result != AssociationResult.ACCEPTED:
+            raise AssociationRefused(
+                f"association refused: {aare.diagnostic.name}", aare.diagnostic
+            )
+        if security is Security.HLS:
+            response = self._accept_hls(aare)
+        else:
+            try:
+                response = InitiateResponse.decode(aare.user_information)
+            except AcseError as exc:
+                raise MeterProtocolError(f"bad InitiateResponse: {exc}") from exc
+        compat.mark_client_associated(self._gurux, response.conformance, response.max_receive_pdu)
+        self._associated = True
+
+    def _accept_hls(self, aare: Aare) -> InitiateResponse:
+        if aare.responding_ap_title != self.credentials.system_title:
+            raise SecurityViolation("AARE from an unexpected system title")
+        if (
+            aare.diagnostic != AcseDiagnostic.AUTHENTICATION_REQUIRED
+            or aare.mechanism != Mechanism.HIGH_GMAC
+            or not aare.authentication_value
+        ):
+            raise SecurityViolation("meter did not ask for HLS-GMAC")
+        clear = self._decipher(aare.user_information)
+        try:
+            response = InitiateResponse.decode(clear.apdu)
+        except AcseError as exc:
+            raise MeterProtocolError(f"bad InitiateResponse: {exc}") from exc
+        self._ciphered = True
+        assert self._counter is not None
+        stoc = aare.authentication_value
+        f_stoc = gcm.gmac_response(
+            stoc,
+            keys=self._keys(),
+            system_title=self.identity.system_title,
+            invocation_counter=self._counter.next(),
+        )
+        action = (
+            b"\xc3\x01\xc1\x00\x0f"
+            + ASSOCIATION_LN
+            + b"\x01\x01\x09"
+            + bytes([len(f_stoc)])
+            + f_stoc
+        )
+        out = self._exchange(action)
+        # c7 01 invoke result(00) 01 00 09 len f(CtoS)
+        if len(out) < 8 or out[:2] != b"\xc7\x01" or out[3] != 0 or out[4:7] != b"\x01\x00\x09":
+            raise AssociationRefused(
+                "HLS-GMAC pass 3 refused by the meter", AcseDiagnostic.AUTHENTICATION_FAILURE
+            )
+        f_ctos = out[8 : 8 + out[7]]
+        gcm.verify_gmac_response(
+            f_ctos, self._ctos, keys=self._keys(), system_title=self.credentials.system_title
+        )
+        return response
+
+    def release(self) -> None:
+        if not self._associated:
+            return
+        self._associated = False
+        self._ciphered = False
+        out = self._exchange_raw(self.client_address, acse.release_request())
+        if not acse.is_release_response(out):
+            raise MeterProtocolError("bad release response")
+
+    def close(self) -> None:
+        self.transport.close()
+
+    # --- reads ---
+    def read_data(self, obis: str) -> Any:
+        obj = GXDLMSData(obis)
+        return self._request(self._gurux.read(obj, 2))
+
+    def read_clock(self) -> datetime:
+        value = self._request(self._gurux.read(GXDLMSClock(CLOCK), 2))
+        return compat.decode_datetime(bytes(value))
+
+    def _scaler_unit(self, obis: str) -> tuple[int, int]:
+        if obis not in self._scalers:
+            reg = GXDLMSRegister(obis)
+            self._gurux.updateValue(reg, 3, self._request(self._gurux.read(reg, 3)))
+            self._scalers[obis] = (compat.scaler_exponent(reg), int(reg.unit))
+        return self._scalers[obis]
+
+    def read_registers(self, obis: Sequence[str]) -> list[RegisterValue]:
+        out = []
+        for code in obis:
+            scaler, unit = self._scaler_unit(code)
+            raw = self._request(self._gurux.read(GXDLMSRegister(code), 2))
+            out.append(RegisterValue(code, _as_int(raw), scaler, unit))
+        return out
+
+    def _profile(self, obis: str) -> GXDLMSProfileGeneric:
+        pg = GXDLMSProfileGeneric(obis)
+        self._gurux.updateValue(pg, 3, self._request(self._gurux.read(pg, 3)))
+        return pg
+
+    def read_profile(self, start: datetime, end: datetime) -> Profile:
+        """Rows of the 15-minute load profile with start <= ts <= end (selective access)."""
+        pg = self._profile(LOAD_PROFILE)
+        columns = tuple(str(obj.logicalName) for obj, _ in pg.captureObjects)
+        if columns[:2] != (CLOCK, "0.0.96.10.1.255"):
+            raise MeterProtocolError(f"unexpected load profile layout {columns}")
+        value_columns = columns[2:]
+        scalers = [self._scaler_unit(c)[0] for c in value_columns]
+        raw = self._request(
+            self._gurux.readRowsByRange(pg, start.astimezone(UTC), end.astimezone(UTC))
+        )
+        rows = []
+        for row in raw or []:
+            rows.append(
+                ProfileRow(
+                    compat.decode_datetime(bytes(row[0])),
+                    _as_int(row[1]),
+                    tuple(
+                        Decimal(_as_int(v)) * Decimal(10) ** s
+                        for v, s in zip(row[2:], scalers, strict=True)
+                    ),
+                )
+            )
+        return Profile(value_columns, tuple(rows))
+
+    def read_event_log(self) -> list[MeterEvent]:
+        pg = GXDLMSProfileGeneric(EVENT_LOG)
+        raw = self._request(self._gurux.read(pg, 2))
+        return [MeterEvent(compat.decode_datetime(bytes(r[0])), _as_int(r[1])) for r in raw or []]
+
+    # --- control ---
+    def read_control_state(self) -> int:
+        return _as_int(
+            self._request(self._gurux.read(GXDLMSDisconnectControl(DISCONNECT_CONTROL), 3))
+        )
+
+    def _relay(self, method: int) -> None:
+        obj = GXDLMSDisconnectControl(DISCONNECT_CONTROL)
+        out = self._exchange(
+            compat.client_frames_to_apdus(
+                self._gurux.method(obj, method, 0, compat.data_type("INT8"))
+            )[0]
+        )
+        # c7 01 invoke action-result
+        if len(out) < 4 or out[:2] != b"\xc7\x01":
+            raise MeterProtocolError(f"bad action response {out.hex()}")
+        if out[3] != 0:
+            raise MeterProtocolError(f"meter refused the action (result {out[3]})")
+
+    def disconnect(self) -> None:
+        self._relay(1)
+
+    def reconnect(self) -> None:
+        self._relay(2)
+
+
+SessionFactory = Callable[[], MeterSession]
+
+
+def ensure_unreachable(exc: BaseException) -> bool:
+    return isinstance(exc, MeterUnreachable)

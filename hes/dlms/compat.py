@@ -1,0 +1,472 @@
+"""The ONE module of patches over gurux-dlms (1.0.203), and the only place `Any` lives.
+
+gurux's client side is solid; its server side is half-finished (see the shared
+DEPENDENCIES.md). The simulator uses gurux's server classes for the xDLMS data
+services (GET normal / next block, SET, ACTION dispatch and A-XDR encoding of
+the COSEM objects). Association (ACSE) and all ciphering are ours
+(:mod:`hes.dlms.acse`, :mod:`hes.security.gcm`), so no gurux security code runs.
+
+Every patch below has a docstring saying what it fixes, and a test in
+``tests/unit/hes/test_compat.py`` that shows the stock class failing and the
+patched one working. Patches are subclasses or explicit helper functions: no
+global monkeypatching, so importing this module changes nothing in gurux.
+
+Patches:
+
+1. :class:`CompatServerReply`: the server calls ``setReply``, ``getConnectionInfo``,
+   ``getCount``/``setCount`` that GXServerReply does not have.
+2. :class:`CompatServer`: the server (and its LN command handler) calls
+   ``notifyRead``, ``onPostRead()`` without arguments, ``getTransaction``,
+   ``setTransaction``, ``notifyConnected`` that do not exist.
+3. :class:`CompatServer` ``maxReceivePDUSize``: the stock property recurses forever.
+4. :func:`prepare_server`: ``initialize()`` needs the association's object list
+   filled first, and a GET-next-block reads the misspelled ``settings.gbtWndowSize``.
+5. :func:`mark_server_associated` / :func:`mark_client_associated`: gurux's own
+   AARQ/AARE path is bound to its unsafe ciphering; after our ACSE accepted an
+   association, these put gurux's settings into the associated state.
+6. :func:`set_scaler_unit`: gurux's Register ``scaler`` is the multiplier 10^x,
+   not the exponent the standard transmits; an exponent <= 0 crashes the server.
+7. :class:`CompatDisconnectControl`: the disconnect control has no server
+   handler (methods 1/2 fail); ours changes output/control state through a callback.
+8. :class:`CompatProfileGeneric`: profile reads by range / by entry crash inside
+   the library; ours encodes the buffer from a callback, selective access decoded here.
+9. :func:`server_handle_apdu`: gurux's handleRequest works on WRAPPER frames and
+   swallows its own exceptions (``receivedData.size(0)`` on an int); this turns
+   it into APDU in, APDU out, and raises :class:`GuruxFailure` instead.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from gurux_dlms import (
+    GXByteBuffer,
+    GXDLMSClient,
+    GXDLMSLongTransaction,
+    GXDLMSServer,
+    GXReplyData,
+    GXServerReply,
+)
+from gurux_dlms.enums import (
+    AccessMode,
+    Authentication,
+    DataType,
+    ErrorCode,
+    InterfaceType,
+    MethodAccessMode,
+    ObjectType,
+    SourceDiagnostic,
+)
+from gurux_dlms.objects import (
+    GXDLMSAssociationLogicalName,
+    GXDLMSDisconnectControl,
+    GXDLMSObject,
+    GXDLMSProfileGeneric,
+    GXDLMSRegister,
+)
+
+from hes.dlms.wrapper import WrapperFrame, decode
+
+GuruxObject = Any  # a gurux COSEM object: untyped library, kept inside hes.dlms
+
+
+class GuruxFailure(RuntimeError):
+    """gurux could not handle or produce an APDU."""
+
+
+# --- 1. server reply ------------------------------------------------------------------
+
+
+class CompatServerReply(GXServerReply):  # type: ignore[misc]
+    """Adds the accessors GXDLMSServer.handleRequest/handleCommand call but
+    GXServerReply 1.0.203 does not define (``setReply``, ``getConnectionInfo``,
+    ``getCount``, ``setCount``): without them every request dies in an
+    AttributeError that handleRequest then swallows."""
+
+    def setReply(self, value: Any) -> None:  # noqa: N802 (gurux's name)
+        self.reply = value
+
+    def getConnectionInfo(self) -> Any:  # noqa: N802
+        return self.connectionInfo
+
+    def getCount(self) -> int:  # noqa: N802
+        return int(self.count)
+
+    def setCount(self, value: int) -> None:  # noqa: N802
+        self.count = value
+
+
+class CompatLongTransaction(GXDLMSLongTransaction):  # type: ignore[misc]
+    """GET-next-block calls ``transaction.setData(bb)``, which GXDLMSLongTransaction
+    lacks: every second block of a long GET failed (and gurux then appended an error
+    PDU to the half-sent block)."""
+
+    def setData(self, value: Any) -> None:  # noqa: N802
+        self.data = value
+
+
+# --- 2./3. server ---------------------------------------------------------------------
+
+
+class CompatServer(GXDLMSServer):  # type: ignore[misc]
+    """GXDLMSServer with the callbacks its own code calls but never defined.
+
+    * ``notifyRead()``, ``onPostRead()`` (called with no arguments),
+      ``getTransaction``/``setTransaction`` (the LN handler's GET path and block
+      transfer), ``notifyConnected``: missing in 1.0.203;
+    * ``maxReceivePDUSize``: the stock property getter returns itself (RecursionError);
+      here it is the server's PDU size in the settings;
+    * access rights: everything readable, every method allowed (the simulator
+      decides access before gurux sees a request).
+    """
+
+    def __init__(self) -> None:
+        super().__init__(True, InterfaceType.WRAPPER)
+
+    # the missing callbacks
+    def notifyRead(self, *args: Any) -> None:  # noqa: N802
+        return None
+
+    def onPreRead(self, *args: Any) -> None:  # noqa: N802
+        return None
+
+    def onPostRead(self, *args: Any) -> None:  # noqa: N802
+        return None
+
+    def onPreWrite(self, *args: Any) -> None:  # noqa: N802
+        return None
+
+    def onPostWrite(self, *args: Any) -> None:  # noqa: N802
+        return None
+
+    def onPreAction(self, *args: Any) -> None:  # noqa: N802
+        return None
+
+    def onPostAction(self, *args: Any) -> None:  # noqa: N802
+        return None
+
+    def getTransaction(self) -> Any:  # noqa: N802
+        return self.transaction
+
+    def setTransaction(self, value: Any) -> None:  # noqa: N802
+        if value is not None and not isinstance(value, CompatLongTransaction):
+            value.__class__ = CompatLongTransaction
+        self.transaction = value
+
+    def reportError(self, command: Any, error: Any) -> Any:  # noqa: N802
+        """Stock: called from handleRequest's catch-all, appends an error PDU to the
+        half-built reply (two PDUs in one frame). Here: clear, and let it surface."""
+        self.replyData.clear()
+        self.transaction = None
+        raise GuruxFailure(f"gurux server failed handling command {command!r}")
+
+    def notifyConnected(self, *args: Any) -> None:  # noqa: N802
+        return None
+
+    def onConnected(self, *args: Any) -> None:  # noqa: N802
+        return None
+
+    def onDisconnected(self, *args: Any) -> None:  # noqa: N802
+        return None
+
+    def onInvalidConnection(self, *args: Any) -> None:  # noqa: N802
+        return None
+
+    def onFindObject(self, *args: Any) -> None:  # noqa: N802
+        return None
+
+    def isTarget(self, *args: Any) -> bool:  # noqa: N802
+        return True
+
+    def onValidateAuthentication(self, *args: Any) -> Any:  # noqa: N802
+        return SourceDiagnostic.NONE
+
+    def onGetAttributeAccess(self, *args: Any) -> Any:  # noqa: N802
+        return AccessMode.READ_WRITE
+
+    def onGetMethodAccess(self, *args: Any) -> Any:  # noqa: N802
+        return MethodAccessMode.ACCESS
+
+    # the recursing property
+    def getMaxReceivePDUSize(self) -> int:  # noqa: N802
+        return int(self.settings.maxServerPDUSize)
+
+    def setMaxReceivePDUSize(self, value: int) -> None:  # noqa: N802
+        self.settings.maxServerPDUSize = value
+
+    maxReceivePDUSize = property(getMaxReceivePDUSize, setMaxReceivePDUSize)  # noqa: N815
+
+
+# --- 4. initialisation ------------------------------------------------------------------
+
+
+def prepare_server(server: CompatServer, objects: list[GuruxObject], max_pdu: int) -> None:
+    """Add the objects and initialise the server.
+
+    Fixes: ``initialize()`` appends the whole collection as ONE item to an empty
+    association object list (TypeError), so the association LN's object list is
+    filled here first; and GET-next-block reads ``settings.gbtWndowSize``
+    (misspelled, AttributeError), so that attribute is set to the real window size.
+    """
+    association = GXDLMSAssociationLogicalName()
+    server.items.append(association)
+    for obj in objects:
+        server.items.append(obj)
+    for obj in list(server.items):
+        association.objectList.append(obj)
+    server.maxReceivePDUSize = max_pdu
+    server.initialize()
+    server.settings.gbtWndowSize = server.settings.gbtWindowSize
+
+
+# --- 5. association state ---------------------------------------------------------------
+
+
+def gurux_conformance(conformance: int) -> Any:
+    """The standard's 24-bit conformance block (bit 0 = MSB) -> gurux's Conformance flags,
+    which number the bits the other way round (bit 0 = 0x1)."""
+    from gurux_dlms.enums import Conformance
+
+    reversed_bits = int(f"{conformance & 0xFFFFFF:024b}"[::-1], 2)
+    return Conformance(reversed_bits)
+
+
+def mark_server_associated(server: CompatServer, conformance: int, max_pdu: int) -> None:
+    """Our ACSE accepted the association: tell gurux's server so (negotiated
+    conformance and PDU size, DLMS connected). gurux's own AARQ path would need
+    its cipher object, which never checks tags."""
+    from gurux_dlms.ConnectionState import ConnectionState
+
+    server.settings.negotiatedConformance = gurux_conformance(conformance)
+    server.settings.maxPduSize = max_pdu
+    server.settings.connected = server.settings.connected | ConnectionState.DLMS
+
+
+def mark_client_associated(client: GXDLMSClient, conformance: int, max_pdu: int) -> None:
+    """Our ACSE (and HLS pass 3/4) established the association: put gurux's
+    client into the associated state so ``read``/``readRowsBy*``/``method``
+    build requests with the negotiated conformance and PDU size."""
+    from gurux_dlms.ConnectionState import ConnectionState
+
+    client.settings.negotiatedConformance = gurux_conformance(conformance)
+    client.settings.maxPduSize = max_pdu
+    client.settings.connected = client.settings.connected | ConnectionState.DLMS
+
+
+def new_client(client_address: int, server_address: int) -> GXDLMSClient:
+    """A plain LN WRAPPER client: gurux never ciphers and never authenticates here."""
+    return GXDLMSClient(
+        True, client_address, server_address, Authentication.NONE, None, InterfaceType.WRAPPER
+    )
+
+
+# --- 6. scaler -------------------------------------------------------------------------
+
+
+def set_scaler_unit(register: GXDLMSRegister, exponent: int, unit: int) -> None:
+    """Set the scaler as the standard means it (10^exponent).
+
+    gurux stores ``scaler`` as the multiplier and sends ``floor(log10(scaler))``:
+    assigning the exponent itself sends the wrong scaler (and crashes for 0 or
+    a negative exponent: math domain error)."""
+    register.scaler = 10.0**exponent
+    register.unit = unit
+
+
+def scaler_exponent(register: GXDLMSRegister) -> int:
+    """The exponent of a register read with gurux's client (it stores 10^x)."""
+    return round(math.log10(register.scaler))
+
+
+# --- 7. disconnect control ---------------------------------------------------------------
+
+
+class CompatDisconnectControl(GXDLMSDisconnectControl):  # type: ignore[misc]
+    """GXDLMSDisconnectControl has no ``invoke``: remote_disconnect (1) and
+    remote_reconnect (2) fail in the server. ``on_action(method) -> ok`` does
+    the state change; the new output/control state are read back from it."""
+
+    def __init__(self, on_action: Callable[[int], bool], state: Callable[[], tuple[bool, int]]):
+        super().__init__("0.0.96.3.10.255")
+        self._on_action = on_action
+        self._state = state
+
+    def invoke(self, settings: Any, e: Any) -> None:
+        if e.index not in (1, 2) or not self._on_action(int(e.index)):
+            e.error = ErrorCode.READ_WRITE_DENIED
+
+    def getValue(self, settings: Any, e: Any) -> Any:  # noqa: N802
+        output, control = self._state()
+        self.outputState = output
+        self.controlState = control
+        return super().getValue(settings, e)
+
+
+# --- 8. profile generic -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RangeSelection:
+    start: datetime
+    end: datetime
+
+
+@dataclass(frozen=True)
+class EntrySelection:
+    from_entry: int  # 1-based
+    to_entry: int  # 0 = last
+
+
+ProfileSelection = RangeSelection | EntrySelection | None
+
+
+def encode_datetime(ts: datetime) -> bytes:
+    """COSEM date-time (12 bytes), UTC with deviation 0."""
+    ts = ts.astimezone(UTC)
+    return (
+        ts.year.to_bytes(2, "big")
+        + bytes(
+            [
+                ts.month,
+                ts.day,
+                ts.isoweekday(),
+                ts.hour,
+                ts.minute,
+                ts.second,
+                ts.microsecond // 10000,
+            ]
+        )
+        + b"\x00\x00\x00"
+    )
+
+
+def decode_datetime(raw: bytes) -> datetime:
+    """COSEM date-time (12 bytes) -> aware UTC datetime (deviation applied if given)."""
+    if len(raw) != 12:
+        raise ValueError("a COSEM date-time is 12 bytes")
+    year = int.from_bytes(raw[0:2], "big")
+    hundredths = raw[8] if raw[8] != 0xFF else 0
+    second = raw[7] if raw[7] != 0xFF else 0
+    ts = datetime(year, raw[2], raw[3], raw[5], raw[6], second, hundredths * 10000, tzinfo=UTC)
+    deviation = int.from_bytes(raw[9:11], "big", signed=True)
+    if deviation != -0x8000:  # 0x8000 = not specified: take as UTC
+        ts += timedelta(minutes=deviation)  # deviation = UTC - local, in minutes
+    return ts
+
+
+def _as_datetime(value: Any) -> datetime:
+    if isinstance(value, bytes | bytearray):
+        return decode_datetime(bytes(value))
+    if hasattr(value, "value") and isinstance(value.value, datetime):
+        dt: datetime = value.value
+        return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
+    raise ValueError(f"not a date-time: {value!r}")
+
+
+def parse_selection(selector: int, parameters: Any) -> ProfileSelection:
+    """gurux's decoded selective-access parameters -> our selection."""
+    if not selector:
+        return None
+    if selector == 1:
+        return RangeSelection(_as_datetime(parameters[1]), _as_datetime(parameters[2]))
+    if selector == 2:
+        return EntrySelection(int(parameters[0]), int(parameters[1]))
+    raise ValueError(f"unsupported selector {selector}")
+
+
+class CompatProfileGeneric(GXDLMSProfileGeneric):  # type: ignore[misc]
+    """Profile generic whose buffer (attribute 2) is ours.
+
+    gurux's server crashes on reads by range and by entry (and would need the
+    whole buffer as objects in memory). ``rows(selection) -> encoded array``
+    returns the A-XDR array of the selected rows; gurux's block transfer sends it.
+    """
+
+    def __init__(
+        self,
+        ln: str,
+        rows: Callable[[ProfileSelection], bytes],
+        entries: Callable[[], int],
+        capture_period: int,
+    ) -> None:
+        super().__init__(ln)
+        self._rows = rows
+        self._entries = entries
+        self.capturePeriod = capture_period
+
+    def getValue(self, settings: Any, e: Any) -> Any:  # noqa: N802
+        if e.index == 2:
+            try:
+                selection = parse_selection(int(e.selector or 0), e.parameters)
+            except (ValueError, TypeError, IndexError):
+                e.error = ErrorCode.OTHER_REASON
+                return None
+            e.byteArray = True
+            return self._rows(selection)
+        if e.index == 7:
+            self.entriesInUse = self._entries()
+            self.profileEntries = self.entriesInUse
+        return super().getValue(settings, e)
+
+
+def encode_capture_objects(objects: list[tuple[int, str, int]]) -> list[tuple[Any, Any]]:
+    """(class id, logical name, attribute) -> gurux capture object pairs."""
+    from gurux_dlms.objects import GXDLMSCaptureObject
+
+    out: list[tuple[Any, Any]] = []
+    for class_id, ln, attribute in objects:
+        obj = GXDLMSObject(ObjectType(class_id), ln)
+        out.append((obj, GXDLMSCaptureObject(attribute, 0)))
+    return out
+
+
+# --- 9. APDU in, APDU out ------------------------------------------------------------------
+
+
+def server_handle_apdu(
+    server: CompatServer, client: int, logical_device: int, apdu: bytes
+) -> bytes:
+    """Run one plain xDLMS request APDU through gurux's server, return the response APDU.
+
+    handleRequest works on frames, catches its own exceptions and then crashes in
+    its error path (``receivedData.size(0)`` on an int); any failure here becomes
+    :class:`GuruxFailure` so the session can answer or drop the association."""
+    sr = CompatServerReply(WrapperFrame(client, logical_device, apdu).encode())
+    try:
+        server.handleRequest(sr)
+    except Exception as exc:  # gurux raises bare Exception/TypeError/...
+        raise GuruxFailure(f"gurux server failed: {exc!r}") from exc
+    reply = sr.reply
+    if not reply:
+        raise GuruxFailure("gurux server gave no reply")
+    return decode(bytes(reply)).apdu
+
+
+def client_parse(
+    client: GXDLMSClient, reply: GXReplyData, apdu: bytes, source: int, destination: int
+) -> bool:
+    """Feed one response APDU to gurux's client; True when the reply is complete."""
+    frame = WrapperFrame(source, destination, apdu).encode()
+    try:
+        client.getData(GXByteBuffer(frame), reply)
+    except Exception as exc:
+        raise GuruxFailure(f"gurux client failed to parse: {exc!r}") from exc
+    return not reply.isMoreData()
+
+
+def client_frames_to_apdus(frames: Any) -> list[bytes]:
+    """gurux builds WRAPPER frames; we send APDUs (maybe ciphered) in our own frames."""
+    return [decode(bytes(f)).apdu for f in frames or []]
+
+
+def client_next_block(client: GXDLMSClient, reply: GXReplyData) -> bytes:
+    """The GET-next-block request APDU (gurux returns one frame here, not a list)."""
+    return decode(bytes(client.receiverReady(reply))).apdu
+
+
+def data_type(name: str) -> Any:
+    return getattr(DataType, name)

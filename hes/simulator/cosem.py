@@ -1,0 +1,230 @@
+"""The COSEM object model of a simulated meter, on gurux's object classes.
+
+Values are live: every read asks the :class:`MeterState` (closed-form energy,
+the meter's clock with its drift, the relay). The gurux server and its objects
+are built per association (cheap), so a fleet of 10,000 meters costs only their
+small MeterState objects when idle.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from gurux_dlms.enums import DataType, ObjectType, Unit
+from gurux_dlms.objects import GXDLMSClock, GXDLMSData, GXDLMSRegister
+
+from hes.dlms import compat
+from hes.dlms.compat import (
+    CompatDisconnectControl,
+    CompatProfileGeneric,
+    CompatServer,
+    EntrySelection,
+    ProfileSelection,
+    RangeSelection,
+    encode_datetime,
+)
+from hes.security.gcm import encode_length
+from hes.simulator.meter import (
+    INTERVAL,
+    INTERVALS_PER_DAY,
+    PROFILE_DEPTH_DAYS,
+    ControlState,
+    MeterState,
+    interval_end,
+    interval_index,
+)
+
+CLOCK = "0.0.1.0.0.255"
+LOGICAL_DEVICE_NAME = "0.0.42.0.0.255"
+SERIAL_NUMBER = "0.0.96.1.0.255"
+INVOCATION_COUNTER = "0.0.43.1.0.255"
+ACTIVE_IMPORT = "1.0.1.8.0.255"
+ACTIVE_EXPORT = "1.0.2.8.0.255"
+ACTIVE_IMPORT_T1 = "1.0.1.8.1.255"
+ACTIVE_IMPORT_T2 = "1.0.1.8.2.255"
+LOAD_PROFILE = "1.0.99.1.0.255"
+EVENT_LOG = "0.0.99.98.0.255"
+DISCONNECT_CONTROL = "0.0.96.3.10.255"
+PROFILE_STATUS = "0.0.96.10.1.255"
+EVENT_CODE = "0.0.96.11.0.255"
+
+#: scaler exponents: +A/-A count Wh (they are captured in the profile); the rate
+#: registers count 10 Wh, as some meters do, so readers must apply the scaler.
+REGISTER_SCALER = {
+    "1.0.1.8.0.255": 0,
+    "1.0.2.8.0.255": 0,
+    "1.0.1.8.1.255": 1,
+    "1.0.1.8.2.255": 1,
+}
+SERVER_MAX_PDU = 1024
+STATUS_POWER_DOWN = 0x80
+
+LOAD_PROFILE_COLUMNS = [
+    (ObjectType.CLOCK, CLOCK, 2),
+    (ObjectType.DATA, PROFILE_STATUS, 2),
+    (ObjectType.REGISTER, ACTIVE_IMPORT, 2),
+    (ObjectType.REGISTER, ACTIVE_EXPORT, 2),
+]
+EVENT_LOG_COLUMNS = [(ObjectType.CLOCK, CLOCK, 2), (ObjectType.DATA, EVENT_CODE, 2)]
+
+Now = Callable[[], datetime]
+
+
+class _LiveClock(GXDLMSClock):  # type: ignore[misc]
+    def __init__(self, meter: MeterState, now: Now) -> None:
+        super().__init__(CLOCK)
+        self._meter = meter
+        self._now = now
+
+    def getValue(self, settings: Any, e: Any) -> Any:  # noqa: N802
+        if e.index == 2:
+            e.byteArray = True
+            return b"\x09\x0c" + encode_datetime(self._meter.now(self._now()))
+        return super().getValue(settings, e)
+
+
+class _LiveRegister(GXDLMSRegister):  # type: ignore[misc]
+    def __init__(self, ln: str, value: Callable[[], int]) -> None:
+        super().__init__(ln)
+        compat.set_scaler_unit(self, REGISTER_SCALER[ln], Unit.ACTIVE_ENERGY)
+        self.setDataType(2, DataType.UINT32)
+        self._value = value
+
+    def getValue(self, settings: Any, e: Any) -> Any:  # noqa: N802
+        if e.index == 2:
+            return self._value()
+        return super().getValue(settings, e)
+
+
+class _LiveData(GXDLMSData):  # type: ignore[misc]
+    def __init__(self, ln: str, value: Callable[[], Any], data_type: Any) -> None:
+        super().__init__(ln)
+        self.setDataType(2, data_type)
+        self._value = value
+
+    def getValue(self, settings: Any, e: Any) -> Any:  # noqa: N802
+        if e.index == 2:
+            return self._value()
+        return super().getValue(settings, e)
+
+
+def _u32(v: int) -> bytes:
+    return b"\x06" + (v & 0xFFFFFFFF).to_bytes(4, "big")
+
+
+def _array(rows: list[bytes]) -> bytes:
+    return b"\x01" + encode_length(len(rows)) + b"".join(rows)
+
+
+class MeterObjects:
+    """Builds the gurux server of one association of one meter."""
+
+    def __init__(self, meter: MeterState, now: Now) -> None:
+        self.meter = meter
+        self.now = now
+
+    # --- values ---
+    def register_value(self, ln: str) -> int:
+        k = self.meter.current_interval(self.now())
+        if ln == ACTIVE_EXPORT:
+            wh = self.meter.export_wh(k)
+        else:
+            rate = {ACTIVE_IMPORT: None, ACTIVE_IMPORT_T1: 1, ACTIVE_IMPORT_T2: 2}[ln]
+            wh = self.meter.energy_wh(k, rate)
+        return int(wh // 10 ** REGISTER_SCALER[ln])
+
+    def _profile_window(self) -> tuple[int, int]:
+        last = self.meter.current_interval(self.now())
+        return last - PROFILE_DEPTH_DAYS * INTERVALS_PER_DAY + 1, last
+
+    def _in_outage(self, k: int) -> bool:
+        ts = interval_end(k)
+        return any(start < ts <= end for start, end in self.meter.faults.outages)
+
+    def profile_rows(self, selection: ProfileSelection) -> bytes:
+        first, last = self._profile_window()
+        if isinstance(selection, RangeSelection):
+            lo = max(first, math.ceil((selection.start - interval_end(0)) / INTERVAL))
+            hi = min(last, interval_index(selection.end))
+        elif isinstance(selection, EntrySelection):
+            lo = first + max(selection.from_entry, 1) - 1
+            hi = last if selection.to_entry == 0 else min(last, first + selection.to_entry - 1)
+        else:
+            lo, hi = max(first, last - INTERVALS_PER_DAY + 1), last  # unbounded: one day
+        rows = []
+        for k in range(lo, hi + 1):
+            if self._in_outage(k):
+                continue  # no capture while the meter had no power
+            rows.append(
+                b"\x02\x04\x09\x0c"
+                + encode_datetime(interval_end(k))
+                + b"\x11\x00"
+                + _u32(self.meter.energy_wh(k))
+                + _u32(self.meter.export_wh(k))
+            )
+        return _array(rows)
+
+    def profile_entries(self) -> int:
+        first, last = self._profile_window()
+        return last - first + 1
+
+    def event_rows(self, selection: ProfileSelection) -> bytes:
+        events = self.meter.event_log()
+        if isinstance(selection, RangeSelection):
+            events = [e for e in events if selection.start <= e[0] <= selection.end]
+        elif isinstance(selection, EntrySelection):
+            stop = None if selection.to_entry == 0 else selection.to_entry
+            events = events[selection.from_entry - 1 : stop]
+        return _array(
+            [
+                b"\x02\x02\x09\x0c" + encode_datetime(ts) + b"\x11" + bytes([code])
+                for ts, code in events
+            ]
+        )
+
+    def relay_action(self, method: int) -> bool:
+        at = self.meter.now(self.now())
+        if method == 1:
+            return self.meter.remote_disconnect(at)
+        return self.meter.remote_reconnect(at)
+
+    def relay_state(self) -> tuple[bool, int]:
+        state = self.meter.control_state
+        return state == ControlState.CONNECTED, int(state)
+
+    # --- servers ---
+    def _common(self) -> list[Any]:
+        ldn = self.meter.logical_device_name.encode()
+        return [
+            _LiveData(LOGICAL_DEVICE_NAME, lambda: ldn, DataType.OCTET_STRING),
+            _LiveData(SERIAL_NUMBER, lambda: self.meter.serial.encode(), DataType.OCTET_STRING),
+            _LiveData(INVOCATION_COUNTER, lambda: self.meter.client_counter(1), DataType.UINT32),
+            _LiveClock(self.meter, self.now),
+        ]
+
+    def public_server(self) -> CompatServer:
+        """What the public client (SAP 16) sees: identity, clock, invocation counter."""
+        server = CompatServer()
+        compat.prepare_server(server, self._common(), SERVER_MAX_PDU)
+        return server
+
+    def management_server(self) -> CompatServer:
+        objects = self._common()
+        for ln in (ACTIVE_IMPORT, ACTIVE_EXPORT, ACTIVE_IMPORT_T1, ACTIVE_IMPORT_T2):
+            objects.append(_LiveRegister(ln, functools.partial(self.register_value, ln)))
+        lp = CompatProfileGeneric(
+            LOAD_PROFILE, self.profile_rows, self.profile_entries, int(INTERVAL.total_seconds())
+        )
+        lp.captureObjects.extend(compat.encode_capture_objects(LOAD_PROFILE_COLUMNS))
+        ev = CompatProfileGeneric(
+            EVENT_LOG, self.event_rows, lambda: len(self.meter.event_log()), 0
+        )
+        ev.captureObjects.extend(compat.encode_capture_objects(EVENT_LOG_COLUMNS))
+        objects += [lp, ev, CompatDisconnectControl(self.relay_action, self.relay_state)]
+        server = CompatServer()
+        compat.prepare_server(server, objects, SERVER_MAX_PDU)
+        return server

@@ -1,0 +1,257 @@
+"""One simulated meter's state: identity, keys, energy model, events, relay, faults.
+
+Pure state and arithmetic (no IO, no gurux). Consumption is a closed-form,
+reproducible function of (seed, serial, interval): any range can be read at
+any time without replaying history, which is what lets one process hold
+10,000 meters.
+
+Energy model: a daily 96-interval load shape (night base, morning and evening
+peaks) times a per-meter scale and a weekday factor, plus a bounded noise term
+that telescopes (interval delta = shape + n(k) - n(k-1)), so the cumulative
+register is O(1) to compute and every interval is positive. Rate 1 (day,
+07:00-23:00) and rate 2 (night) registers are the noise-free split of the same
+shape; +A is their sum plus the bounded noise.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import threading
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from enum import IntEnum
+
+from hes.security.gcm import InvocationCounter, SecurityKeys
+
+INTERVAL = timedelta(minutes=15)
+INTERVALS_PER_DAY = 96
+EPOCH = datetime(2020, 1, 6, tzinfo=UTC)  # a Monday: interval 0 starts here
+PROFILE_DEPTH_DAYS = 40  # entries kept by the load profile
+
+
+def _shape() -> list[float]:
+    out = []
+    for k in range(INTERVALS_PER_DAY):
+        h = k / 4
+        base = 0.35
+        morning = 0.9 * math.exp(-((h - 7.5) ** 2) / 2.0)
+        evening = 1.4 * math.exp(-((h - 19.5) ** 2) / 4.0)
+        midday = 0.3 * math.exp(-((h - 13.0) ** 2) / 6.0)
+        out.append(base + morning + evening + midday)
+    total = sum(out)
+    return [x / total for x in out]  # fractions of a day's energy
+
+
+SHAPE = _shape()
+DAY_RATE = [1 if 28 <= k < 92 else 2 for k in range(INTERVALS_PER_DAY)]  # 07:00-23:00 = rate 1
+WEEK_FACTOR = [1.0, 0.97, 0.98, 1.0, 1.05, 1.2, 1.25]  # Monday..Sunday
+WEEK_SUM = sum(WEEK_FACTOR)
+
+
+def _prefix(rate: int | None) -> list[float]:
+    out = [0.0]
+    for k in range(INTERVALS_PER_DAY):
+        include = rate is None or DAY_RATE[k] == rate
+        out.append(out[-1] + (SHAPE[k] if include else 0.0))
+    return out
+
+
+PREFIX = {None: _prefix(None), 1: _prefix(1), 2: _prefix(2)}
+WEEK_PREFIX = [sum(WEEK_FACTOR[:d]) for d in range(8)]
+
+
+class ControlState(IntEnum):
+    DISCONNECTED = 0
+    CONNECTED = 1
+    READY_FOR_RECONNECTION = 2
+
+
+class EventCode(IntEnum):
+    """Standard event log codes (IDIS/DLMS standard event list)."""
+
+    POWER_DOWN = 1
+    POWER_UP = 2
+    CLOCK_ADJUSTED_OLD = 4
+    CLOCK_ADJUSTED_NEW = 5
+    TERMINAL_COVER_OPENED = 40
+    STRONG_DC_FIELD = 47
+    DISCONNECTED_REMOTE = 59
+    CONNECTED_REMOTE = 60
+
+
+@dataclass
+class Faults:
+    """Fault injection, changeable at run time (tests flip them)."""
+
+    no_answer: bool = False  # accept TCP, never answer
+    slow_answer_s: float = 0.0  # delay every answer
+    drop_mid_profile: bool = False  # close the connection during a profile block transfer
+    clock_drift_s: float = 0.0  # meter clock = true time + drift
+    rewind_counter: bool = False  # the meter reuses an old invocation counter
+    flip_bit: bool = False  # the meter flips one bit of its ciphered answers
+    outages: list[tuple[datetime, datetime]] = field(default_factory=list)  # no consumption
+    tamper_at: datetime | None = None  # cover opened
+
+
+class SecurityPolicy(IntEnum):
+    """What the management client must use to associate."""
+
+    LOW = 1  # LLS password, plain APDUs
+    HLS_GMAC = 5  # HLS-GMAC, authenticated and encrypted APDUs
+
+
+def _unit_hash(*parts: object) -> float:
+    digest = hashlib.blake2b(repr(parts).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2**64
+
+
+def interval_index(ts: datetime) -> int:
+    """Index of the interval ENDING at ``ts`` (rounded down to 15 minutes)."""
+    return int((ts - EPOCH) // INTERVAL)
+
+
+def interval_end(k: int) -> datetime:
+    return EPOCH + k * INTERVAL
+
+
+@dataclass
+class MeterState:
+    """A simulated meter. Thread-safe where the fleet shares it between connections."""
+
+    index: int
+    serial: str
+    seed: int
+    system_title: bytes
+    keys: SecurityKeys
+    password: bytes
+    policy: SecurityPolicy = SecurityPolicy.HLS_GMAC
+    annual_kwh: float = 3500.0
+    control_state: ControlState = ControlState.CONNECTED
+    faults: Faults = field(default_factory=Faults)
+    counter: InvocationCounter = field(default_factory=InvocationCounter)
+    client_counters: dict[int, int] = field(default_factory=dict)  # client SAP -> last IC
+    events: list[tuple[datetime, int]] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @property
+    def logical_device_name(self) -> str:
+        return f"AMI{self.serial}"  # 16 characters max in IDIS; ours are short
+
+    @property
+    def day_wh(self) -> float:
+        return self.annual_kwh * 1000.0 / 365.25 * 7 / WEEK_SUM
+
+    # --- clock ---
+    def now(self, true_now: datetime | None = None) -> datetime:
+        return (true_now or datetime.now(UTC)) + timedelta(seconds=self.faults.clock_drift_s)
+
+    # --- energy ---
+    def _noise(self, k: int) -> float:
+        # bounded in [-0.2, 0.2] of the smallest interval's energy: deltas stay positive
+        return (_unit_hash(self.seed, self.serial, k) - 0.5) * 0.4 * min(SHAPE) * self.day_wh
+
+    def _outage_loss(self, k: int) -> float:
+        """Energy not consumed because of outages before interval end k."""
+        lost = 0.0
+        for start, end in self.faults.outages:
+            a, b = interval_index(start), interval_index(end)
+            lost += self._pure(min(b, k), None) - self._pure(min(a, k), None)
+        return lost
+
+    def _pure(self, k: int, rate: int | None) -> float:
+        """Noise-free cumulative Wh from EPOCH to the end of interval k (k intervals)."""
+        days, within = divmod(k, INTERVALS_PER_DAY)
+        weeks, dow = divmod(days, 7)
+        full = weeks * WEEK_SUM + WEEK_PREFIX[dow]
+        prefix = PREFIX[rate]
+        return self.day_wh * (full * prefix[-1] + WEEK_FACTOR[dow] * prefix[within])
+
+    def base_wh(self) -> float:
+        return 1_000_000.0 * _unit_hash(self.seed, self.serial, "base")
+
+    def energy_wh(self, k: int, rate: int | None = None) -> int:
+        """Cumulative import (rate None = total, 1 = day, 2 = night) at the end of interval k."""
+        if rate is not None:
+            return int(self.base_wh() / 2 + self._pure(k, rate))
+        return int(self.base_wh() + self._pure(k, None) + self._noise(k) - self._outage_loss(k))
+
+    def export_wh(self, k: int) -> int:
+        """-A: a small PV export around midday for every fifth meter, else none."""
+        if self.index % 5:
+            return 0
+        return int(self._pure(k, 1) * 0.05)
+
+    def current_interval(self, true_now: datetime | None = None) -> int:
+        return interval_index(self.now(true_now))
+
+    def interval_wh(self, k: int) -> int:
+        """Energy used during interval k (ending at interval_end(k))."""
+        return self.energy_wh(k) - self.energy_wh(k - 1)
+
+    # --- relay ---
+    def remote_disconnect(self, at: datetime) -> bool:
+        with self.lock:
+            if self.control_state == ControlState.DISCONNECTED:
+                return True  # idempotent, as real meters answer
+            self.control_state = ControlState.DISCONNECTED
+            self.events.append((at, EventCode.DISCONNECTED_REMOTE))
+            return True
+
+    def remote_reconnect(self, at: datetime) -> bool:
+        with self.lock:
+            if self.control_state == ControlState.CONNECTED:
+                return True
+            self.control_state = ControlState.CONNECTED
+            self.events.append((at, EventCode.CONNECTED_REMOTE))
+            return True
+
+    # --- events ---
+    def event_log(self) -> list[tuple[datetime, int]]:
+        out = list(self.events)
+        for start, end in self.faults.outages:
+            out += [(start, EventCode.POWER_DOWN), (end, EventCode.POWER_UP)]
+        if self.faults.tamper_at is not None:
+            out.append((self.faults.tamper_at, EventCode.TERMINAL_COVER_OPENED))
+        return sorted(out)
+
+    # --- invocation counters ---
+    def accept_client_counter(self, client: int, ic: int) -> bool:
+        """The meter's side of replay protection: a client counter must go forward."""
+        with self.lock:
+            last = self.client_counters.get(client, 0)
+            if ic <= last:
+                return False
+            self.client_counters[client] = ic
+            return True
+
+    def client_counter(self, client: int) -> int:
+        with self.lock:
+            return self.client_counters.get(client, 0)
+
+    def next_counter(self) -> int:
+        """The meter's own sending counter (never repeats unless the fault says so)."""
+        if self.faults.rewind_counter:
+            return max(1, self.counter.value - 5)
+        return self.counter.next()
+
+
+def make_meter(
+    index: int, seed: int, policy: SecurityPolicy = SecurityPolicy.HLS_GMAC
+) -> MeterState:
+    """A reproducible meter: serial, system title, keys and password derived from the seed.
+
+    The derivation is for simulation only: real keys come from the key store.
+    """
+    serial = f"{seed % 100:02d}{index:08d}"
+    material = hashlib.blake2b(f"amihub-sim:{seed}:{index}".encode(), digest_size=48).digest()
+    return MeterState(
+        index=index,
+        serial=serial,
+        seed=seed,
+        system_title=b"AMH" + index.to_bytes(5, "big"),
+        keys=SecurityKeys(material[:16], material[16:32]),
+        password=material[32:40].hex()[:8].encode(),
+        policy=policy,
+        annual_kwh=1500.0 + 5000.0 * _unit_hash(seed, index, "size"),
+    )
