@@ -1,10 +1,12 @@
 """Load mapping specs and code tables from TOML, with errors that give file, line and key.
 
 ``load_spec(path)`` reads one file; ``load_dir(path)`` reads a folder into a
-:class:`Catalog` and resolves the code tables the specs name (the built-in
-tables shipped in ``mappings/specs`` are always there, a folder's own table of
-the same name replaces one). Every problem becomes a :class:`SpecProblem`; a
-:class:`SpecError` (a :class:`hub.errors.ConfigurationError`) carries them all.
+:class:`Catalog` and resolves the code tables the specs name. Built-in tables
+are always there: ``obis``, ``obis-15min`` and ``obis-60min`` generated from
+:mod:`cim_schemas.codes.reading_type`, and the tables shipped in
+``mappings/specs``; a folder's own table of the same name replaces one.
+Every problem becomes a :class:`SpecProblem`; a :class:`SpecError`
+(a :class:`hub.errors.ConfigurationError`) carries them all.
 """
 
 from __future__ import annotations
@@ -197,8 +199,36 @@ def _cross(
     ]
 
 
+def cim_tables() -> dict[str, CodeTable]:
+    """The OBIS tables of :mod:`cim_schemas.codes.reading_type` (the one source of truth).
+
+    ``obis``: registers and instantaneous values; ``obis-15min`` / ``obis-60min``: the
+    same OBIS codes read from a 15- or 60-minute load profile (interval deltas).
+    """
+    from cim_schemas.codes.reading_type import obis_table
+
+    names = {None: "obis", 15: "obis-15min", 60: "obis-60min"}
+    codes: dict[str, dict[str, str]] = {name: {} for name in names.values()}
+    for row in obis_table():
+        name = names.get(row.interval_minutes)
+        if name is not None:
+            codes[name].setdefault(row.obis, str(row.reading_type))
+    return {
+        name: CodeTable(
+            kind="code-table",
+            name=name,
+            description="built in: cim_schemas.codes.reading_type",
+            keys="obis",
+            values="reading-type",
+            codes=table,
+        )
+        for name, table in codes.items()
+    }
+
+
 def builtin_tables() -> dict[str, CodeTable]:
-    tables: dict[str, CodeTable] = {}
+    """The OBIS tables of cim_schemas, then the code tables shipped in ``mappings/specs``."""
+    tables = cim_tables()
     for path in sorted(BUILTIN_DIR.glob("*.toml")):
         spec, _ = parse_spec_text(path.read_text(encoding="utf-8"), str(path))
         if isinstance(spec, CodeTable):
@@ -248,11 +278,12 @@ def scan_dir(path: str | Path) -> tuple[Catalog, list[SpecProblem]]:
     """Load every ``*.toml`` of a folder; return what loaded and every problem found."""
     folder = Path(path)
     problems: list[SpecProblem] = []
-    catalog = Catalog(tables=builtin_tables() if folder.resolve() != BUILTIN_DIR.resolve() else {})
+    builtin = folder.resolve() == BUILTIN_DIR.resolve()
+    catalog = Catalog(tables=cim_tables() if builtin else builtin_tables())
     if not folder.is_dir():
         return catalog, [SpecProblem(str(folder), None, "", "not a folder")]
     parsed: list[tuple[Path, Spec | CodeTable, dict[Loc, int]]] = []
-    own_tables: dict[str, Path] = {}
+    own_tables: dict[str, Path] = {}  # a folder's table replaces a built-in one of its name
     for file in sorted(folder.glob("*.toml")):
         try:
             spec, lines = parse_spec_text(file.read_text(encoding="utf-8"), str(file))
