@@ -9,6 +9,12 @@ received -> validated -> dispatched -> replied
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import TYPE_CHECKING
+
+from hub.errors import AmihubError
+
+if TYPE_CHECKING:
+    from mdm.ports import MessageLogRepository
 
 
 class MessageLifecycle(StrEnum):
@@ -36,11 +42,41 @@ TRANSITIONS: dict[MessageLifecycle, frozenset[MessageLifecycle]] = {
 TERMINAL = frozenset(s for s, nxt in TRANSITIONS.items() if not nxt)
 
 
-class IllegalTransition(RuntimeError):
-    pass
+class IllegalTransition(AmihubError):
+    """A programming error: the pipeline tried a step the lifecycle does not allow."""
 
 
 def check_transition(current: MessageLifecycle, new: MessageLifecycle) -> MessageLifecycle:
     if new not in TRANSITIONS[current]:
         raise IllegalTransition(f"message cannot go from {current} to {new}")
     return new
+
+
+class LifecycleRecorder:
+    """Records one message's steps in the message log, refusing illegal transitions.
+
+    ``MessageLogRepository.start`` records *received*; ``finish`` records the
+    terminal state; :meth:`advance` records the steps between.
+    """
+
+    def __init__(self, log_id: int) -> None:
+        self.log_id = log_id
+        self.state = MessageLifecycle.RECEIVED
+
+    def advance(
+        self, log: MessageLogRepository, new: MessageLifecycle, detail: str | None = None
+    ) -> None:
+        check_transition(self.state, new)
+        log.transition(self.log_id, new, detail)
+        self.state = new
+
+    def finish(
+        self,
+        log: MessageLogRepository,
+        new: MessageLifecycle,
+        result: str | None,
+        reply: bytes | None,
+    ) -> None:
+        check_transition(self.state, new)
+        log.finish(self.log_id, new, result, reply)
+        self.state = new

@@ -40,6 +40,7 @@ from hub.errors import (
     ReplayConflict,
     SchemaInvalid,
 )
+from hub.lifecycle import LifecycleRecorder
 from hub.lifecycle import MessageLifecycle as S
 from hub.messages import InboundMessage, Outcome
 from hub.routing import MessageFrame, RouteContext, RouteResult, RouteTable
@@ -98,6 +99,7 @@ class Pipeline:
             else content_hash_of(msg.head(DEAD_LETTER_BODY_LIMIT)[0])
         )
         log_id = self._start(msg, content_hash, size)
+        steps = LifecycleRecorder(log_id)
         header: Header | None = None
         style = "envelope"
         try:
@@ -110,15 +112,15 @@ class Pipeline:
                 else:
                     frame = self._parse_stream(reader)
                 header, style = frame.header, frame.style
-                return self._dispatch(msg, frame, log_id, content_hash)
+                return self._dispatch(msg, frame, steps, content_hash)
         except MessageRejected as exc:
-            return self._reject(msg, log_id, exc.errors, header, style, exc)
+            return self._reject(msg, steps, exc.errors, header, style, exc)
         except RecoverableError:
-            self._transition(log_id, S.RETRY, "recoverable failure: the adapter retries")
+            self._retry(steps)
             raise
         except AmihubError as exc:
             detail = ErrorDetail("3002", f"{type(exc).__name__}: {exc}")
-            return self._reject(msg, log_id, [detail], header, style, exc)
+            return self._reject(msg, steps, [detail], header, style, exc)
         except Exception as exc:
             log.exception("internal error on message log %s from %s", log_id, msg.source)
             detail = ErrorDetail(
@@ -126,7 +128,7 @@ class Pipeline:
                 f"internal error ({type(exc).__name__}); "
                 "the input is kept in the dead-letter store",
             )
-            return self._reject(msg, log_id, [detail], header, style, exc)
+            return self._reject(msg, steps, [detail], header, style, exc)
 
     # -- parsing -------------------------------------------------------------------------
 
@@ -188,8 +190,9 @@ class Pipeline:
         return msg.utility or self.default_utility
 
     def _dispatch(
-        self, msg: InboundMessage, frame: MessageFrame, log_id: int, content_hash: str
+        self, msg: InboundMessage, frame: MessageFrame, steps: LifecycleRecorder, content_hash: str
     ) -> Outcome:
+        log_id = steps.log_id
         header = frame.header
         route = self.routes.get(header.verb, header.noun)
         if frame.events is not None and not route.streaming:
@@ -210,10 +213,7 @@ class Pipeline:
                             xpath="/*/Header/MessageID",
                         )
                     if earlier.reply is not None:
-                        uow.messages.transition(
-                            log_id, S.DUPLICATE, f"same as message log {earlier.id}"
-                        )
-                        uow.messages.finish(log_id, S.DUPLICATE, earlier.result, earlier.reply)
+                        steps.finish(uow.messages, S.DUPLICATE, earlier.result, earlier.reply)
                         uow.commit()
                         log.info(
                             "duplicate %s %s %s from %s: stored reply returned",
@@ -237,8 +237,8 @@ class Pipeline:
             utility = uow.utilities.get(utility_code)
             if utility is None or utility.id is None:
                 raise MessageRejected(f"unknown utility {utility_code!r}", code="1010")
-            uow.messages.transition(log_id, S.VALIDATED)
-            uow.messages.transition(log_id, S.DISPATCHED, f"{header.verb} {header.noun}")
+            steps.advance(uow.messages, S.VALIDATED)
+            steps.advance(uow.messages, S.DISPATCHED, f"{header.verb} {header.noun}")
             ctx = RouteContext(
                 utility_id=utility.id,
                 utility_code=utility_code,
@@ -252,7 +252,7 @@ class Pipeline:
             dead_letter_id = None
             if result.result != "OK":
                 dead_letter_id = self._dead_letter(uow, msg, log_id, result.errors)
-            uow.messages.finish(log_id, S.REPLIED, result.result, reply)
+            steps.finish(uow.messages, S.REPLIED, result.result, reply)
             uow.commit()
         self._after_replay(msg, result.result)
         log.info(
@@ -284,12 +284,13 @@ class Pipeline:
     def _reject(
         self,
         msg: InboundMessage,
-        log_id: int,
+        steps: LifecycleRecorder,
         errors: list[ErrorDetail],
         header: Header | None,
         style: str,
         exc: BaseException,
     ) -> Outcome:
+        log_id = steps.log_id
         reply = self._render(header, style, "FAILED", errors, None)
         with self.uow_factory() as uow:
             if (
@@ -303,7 +304,7 @@ class Pipeline:
                     log_id, header.message_id, header.verb, header.noun, header.correlation_id
                 )
             dead_letter_id = self._dead_letter(uow, msg, log_id, errors)
-            uow.messages.finish(log_id, S.DEAD_LETTERED, "FAILED", reply)
+            steps.finish(uow.messages, S.DEAD_LETTERED, "FAILED", reply)
             uow.commit()
         log.warning(
             "refused input from %s at %s (message log %s, dead letter %s): %s %s",
@@ -366,21 +367,20 @@ class Pipeline:
             log_id = uow.messages.start(
                 msg.source, msg.endpoint, content_hash, size, msg.received_at
             )
-            uow.messages.transition(
-                log_id,
-                S.RECEIVED,
-                f"replay of dead letter {msg.replay_of}" if msg.replay_of else None,
-            )
+            if msg.replay_of is not None:
+                uow.messages.transition(
+                    log_id, S.RECEIVED, f"replay of dead letter {msg.replay_of}"
+                )
             uow.commit()
         return log_id
 
-    def _transition(self, log_id: int, state: S, detail: str | None) -> None:
+    def _retry(self, steps: LifecycleRecorder) -> None:
         try:
             with self.uow_factory() as uow:
-                uow.messages.transition(log_id, state, detail)
+                steps.finish(uow.messages, S.RETRY, None, None)
                 uow.commit()
         except RecoverableError:
-            log.warning("could not record %s for message log %s", state, log_id)
+            log.warning("could not record the retry of message log %s", steps.log_id)
 
     def _render(
         self,

@@ -33,6 +33,8 @@ class LimitSettings(BaseModel):
     max_file_bytes: int = Field(default=16 * 1024 * 1024 * 1024, gt=0)
     #: Largest IntervalBlock (readings of one meter and ReadingType in one block).
     max_block_readings: int = Field(default=200_000, gt=0)
+    #: Readings held in memory between flushes to the store while ingesting.
+    ingest_batch_rows: int = Field(default=50_000, gt=0)
 
 
 class SoapSettings(BaseModel):

@@ -9,6 +9,9 @@ from hub.settings import Settings
 
 def build_routes(settings: Settings) -> RouteTable:
     routes: list[Route] = [
-        StoreMeterReadingsRoute(max_block_readings=settings.limits.max_block_readings),
+        StoreMeterReadingsRoute(
+            max_block_readings=settings.limits.max_block_readings,
+            chunk_rows=settings.limits.ingest_batch_rows,
+        ),
     ]
     return RouteTable(routes)

@@ -44,7 +44,6 @@ T_NAME: Final = NS + "name"
 T_NAME_TYPE: Final = NS + "NameType"
 
 STREAM_TAGS: Final = (T_METER_READING, T_BLOCK, T_INTERVAL, T_READING)
-CHUNK_ROWS: Final = 20_000
 MAX_ERRORS: Final = 100
 
 
@@ -101,6 +100,7 @@ class ReadingExtractor:
     base_xpath: str
     free_elements: bool
     max_block_readings: int
+    chunk_rows: int
     errors: list[ErrorDetail] = field(default_factory=list)
     meters: dict[int, DeviceRef] = field(default_factory=dict)
     readings_seen: int = 0
@@ -139,12 +139,19 @@ class ReadingExtractor:
         return ",".join(codes)
 
     def _free(self, element: etree._Element) -> None:
+        """Stream mode: drop what was read, so memory stays bounded.
+
+        Only earlier siblings of the same kind go: a MeterReading's Meter (which
+        follows its IntervalBlocks and precedes its Readings) must survive until
+        the MeterReading ends.
+        """
         if self.free_elements:
             element.clear()
-            parent = element.getparent()
-            if parent is not None:
-                while element.getprevious() is not None:
-                    del parent[0]
+            previous = element.getprevious()
+            while previous is not None and previous.tag == element.tag:
+                before = previous.getprevious()
+                element.getparent().remove(previous)  # type: ignore[union-attr]
+                previous = before
 
     def chunks(self, events: XmlEvents) -> Iterator[ReadingFeedChunk]:
         item = 1  # position of the MeterReading being read
@@ -197,7 +204,7 @@ class ReadingExtractor:
                 block += 1
                 interval = 1
                 self._free(el)
-                if len(rows) >= CHUNK_ROWS:
+                if len(rows) >= self.chunk_rows:
                     yield ReadingFeedChunk(rows, meters)
                     rows, meters = [], []
             elif tag == T_READING:
@@ -244,6 +251,7 @@ class StoreMeterReadingsRoute:
     """create / created MeterReadings: store readings (bulk, any size)."""
 
     max_block_readings: int = 200_000
+    chunk_rows: int = 50_000
     noun: str = "MeterReadings"
     verbs: frozenset[str] = frozenset({"create", "created", "change", "changed"})
     streaming: bool = True
@@ -259,7 +267,9 @@ class StoreMeterReadingsRoute:
             raise PayloadInvalid(
                 "MeterReadings needs a Payload", code="1009", xpath=f"/{frame.root_name}/Payload"
             )
-        extractor = ReadingExtractor(frame.payload_xpath, free, self.max_block_readings)
+        extractor = ReadingExtractor(
+            frame.payload_xpath, free, self.max_block_readings, self.chunk_rows
+        )
         staged: StagingResult = ctx.bus.handle(
             StoreMeterReadings(ctx.utility_id, extractor.chunks(events)), uow, ctx.handler
         )

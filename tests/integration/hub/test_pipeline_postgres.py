@@ -46,10 +46,16 @@ def test_stream_partial_version_and_duplicate_on_postgres(pg_app: App, tmp_path:
     assert reading_count(pg_app) == written - per_meter
 
     adapter = MemoryAdapter(pg_app.pipeline)
-    fix = adapter.request(meter_readings_bytes(["PGS000"], START, 2, registers=False, seed=5,
-                                               verb="changed"))
-    assert fix.counts == {"readings": 2, "stored": 0, "superseded": 2, "unchanged": 0,
-                          "unknown_meters": 0}
+    fix = adapter.request(
+        meter_readings_bytes(["PGS000"], START, 2, registers=False, seed=5, verb="changed")
+    )
+    assert fix.counts == {
+        "readings": 2,
+        "stored": 0,
+        "superseded": 2,
+        "unchanged": 0,
+        "unknown_meters": 0,
+    }
     with pg_app.uow_factory() as uow:
         device = uow.devices.find(1, DeviceRef(mrid="PGS000"))
         assert device is not None
@@ -62,12 +68,29 @@ def test_query_by_meter_and_usage_point_on_postgres(pg_app: App) -> None:
     MemoryAdapter(pg_app.pipeline).request(meter_readings_bytes(["PG-1", "PG-2"], START, 96))
     ctx = HandlerContext(actor="t", now=START)
     with pg_app.uow_factory() as uow:
-        by_meter = list(pg_app.bus.handle(QueryMeterReadings(
-            1, meters=(DeviceRef(mrid="PG-1"),), reading_types=(RT_15MIN_A_PLUS,),
-            start=START, end=START + timedelta(hours=6)), uow, ctx).readings)
-        by_up = pg_app.bus.handle(QueryMeterReadings(
-            1, usage_points=(DeviceRef(mrid="UP-PG-2"), DeviceRef(mrid="UP-NONE")),
-            start=START, end=START + timedelta(days=1)), uow, ctx)
+        by_meter = list(
+            pg_app.bus.handle(
+                QueryMeterReadings(
+                    1,
+                    meters=(DeviceRef(mrid="PG-1"),),
+                    reading_types=(RT_15MIN_A_PLUS,),
+                    start=START,
+                    end=START + timedelta(hours=6),
+                ),
+                uow,
+                ctx,
+            ).readings
+        )
+        by_up = pg_app.bus.handle(
+            QueryMeterReadings(
+                1,
+                usage_points=(DeviceRef(mrid="UP-PG-2"), DeviceRef(mrid="UP-NONE")),
+                start=START,
+                end=START + timedelta(days=1),
+            ),
+            uow,
+            ctx,
+        )
         up_rows = list(by_up.readings)
     assert len(by_meter) == 24
     assert [r.ts for r in by_meter] == sorted(r.ts for r in by_meter)

@@ -17,8 +17,7 @@ START = datetime(2026, 3, 1, tzinfo=UTC)
 def make_app(url: str, **limits: int) -> App:
     settings = load_settings(database_url=url)
     if limits:
-        settings = settings.model_copy(
-            update={"limits": settings.limits.model_copy(update=limits)})
+        settings = settings.model_copy(update={"limits": settings.limits.model_copy(update=limits)})
     return bootstrap(settings, migrate=True)
 
 
@@ -29,15 +28,31 @@ def add_meters(app: App, *mrids: str, install: bool = True) -> None:
         assert utility is not None
         assert utility.id is not None
         for mrid in mrids:
-            app.bus.handle(CreateMeter(utility.id, EndDevice(
-                mrid=mrid, utility_code=utility.code, serial_number=f"SN-{mrid}",
-                name=f"name-{mrid}")), uow, ctx)
+            app.bus.handle(
+                CreateMeter(
+                    utility.id,
+                    EndDevice(
+                        mrid=mrid,
+                        utility_code=utility.code,
+                        serial_number=f"SN-{mrid}",
+                        name=f"name-{mrid}",
+                    ),
+                ),
+                uow,
+                ctx,
+            )
             if install:
                 up = f"UP-{mrid}"
-                app.bus.handle(CreateUsagePoint(utility.id, UsagePoint(
-                    mrid=up, utility_code=utility.code)), uow, ctx)
-                app.bus.handle(InstallMeter(utility.id, DeviceRef(mrid=mrid),
-                                            DeviceRef(mrid=up), START), uow, ctx)
+                app.bus.handle(
+                    CreateUsagePoint(utility.id, UsagePoint(mrid=up, utility_code=utility.code)),
+                    uow,
+                    ctx,
+                )
+                app.bus.handle(
+                    InstallMeter(utility.id, DeviceRef(mrid=mrid), DeviceRef(mrid=up), START),
+                    uow,
+                    ctx,
+                )
         uow.commit()
 
 

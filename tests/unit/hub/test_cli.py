@@ -24,7 +24,7 @@ def store(sqlite_url: str) -> str:
 
 
 def run(*args: str) -> tuple[int, str]:
-    result = CliRunner().invoke(cli, list(args), catch_exceptions=False)
+    result = CliRunner(env={"COLUMNS": "200"}).invoke(cli, list(args), catch_exceptions=False)
     return result.exit_code, result.output
 
 
@@ -41,8 +41,19 @@ def test_import_readings_and_csv(store: str, tmp_path: Path) -> None:
     assert code == 0, output
     assert "good.xml" in output
     assert "OK" in output
-    code, output = run("--database-url", store, "readings", "--meter", "MTR-1",
-                       "--from", START.isoformat(), "--to", "2026-03-02", "--format", "csv")
+    code, output = run(
+        "--database-url",
+        store,
+        "readings",
+        "--meter",
+        "MTR-1",
+        "--from",
+        START.isoformat(),
+        "--to",
+        "2026-03-02",
+        "--format",
+        "csv",
+    )
     assert code == 0
     rows = list(csv.DictReader(io.StringIO(output)))
     assert len(rows) == 9
@@ -68,17 +79,20 @@ def test_import_of_a_bad_file_reports_and_keeps_it(store: str, tmp_path: Path) -
 
 def test_dead_letter_replay_from_the_cli(store: str, sqlite_url: str) -> None:
     app = make_app(sqlite_url)
-    outcome = app.pipeline.process(InboundMessage(
-        source="t", endpoint="t", body=meter_readings_bytes(["NEW-1"], START, 2)))
+    outcome = app.pipeline.process(
+        InboundMessage(source="t", endpoint="t", body=meter_readings_bytes(["NEW-1"], START, 2))
+    )
     assert outcome.result == "FAILED"
-    code, output = run("--database-url", store, "dead-letters", "replay",
-                       str(outcome.dead_letter_id))
+    code, output = run(
+        "--database-url", store, "dead-letters", "replay", str(outcome.dead_letter_id)
+    )
     assert code == 1
     assert "2001" in output
     add_meters(app, "NEW-1")
     app.close()
-    code, output = run("--database-url", store, "dead-letters", "replay",
-                       str(outcome.dead_letter_id))
+    code, output = run(
+        "--database-url", store, "dead-letters", "replay", str(outcome.dead_letter_id)
+    )
     assert code == 0, output
     assert "OK" in output
 
