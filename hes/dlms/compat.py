@@ -30,7 +30,10 @@ Patches:
    handler (methods 1/2 fail); ours changes output/control state through a callback.
 8. :class:`CompatProfileGeneric`: profile reads by range / by entry crash inside
    the library; ours encodes the buffer from a callback, selective access decoded here.
-9. :func:`server_handle_apdu`: gurux's handleRequest works on WRAPPER frames and
+9. :func:`install_value_event_args_iter` (the one global patch, idempotent): the
+   server's ACTION path calls ``list(e)`` on a single ValueEventArgs (meaning
+   ``[e]``) and every method call dies in a TypeError.
+10. :func:`server_handle_apdu`: gurux's handleRequest works on WRAPPER frames and
    swallows its own exceptions (``receivedData.size(0)`` on an int); this turns
    it into APDU in, APDU out, and raises :class:`GuruxFailure` instead.
 """
@@ -201,6 +204,25 @@ class CompatServer(GXDLMSServer):  # type: ignore[misc]
     maxReceivePDUSize = property(getMaxReceivePDUSize, setMaxReceivePDUSize)  # noqa: N815
 
 
+# --- 9. ACTION path -----------------------------------------------------------------------
+
+
+def _value_event_args_iter(self: Any) -> Any:
+    return iter([self])
+
+
+def install_value_event_args_iter() -> None:
+    """Make ``list(ValueEventArgs)`` the one-element list gurux's ACTION handler meant.
+
+    GXDLMSLNCommandHandler.handleMethodRequest calls ``server.onPreAction(list(e))``
+    on one ValueEventArgs: TypeError (not iterable), so no method can be invoked on
+    a gurux server. Installed once on the class (the only global patch here)."""
+    from gurux_dlms import ValueEventArgs
+
+    if getattr(ValueEventArgs, "__iter__", None) is not _value_event_args_iter:
+        ValueEventArgs.__iter__ = _value_event_args_iter
+
+
 # --- 4. initialisation ------------------------------------------------------------------
 
 
@@ -219,6 +241,7 @@ def prepare_server(server: CompatServer, objects: list[GuruxObject], max_pdu: in
     for obj in list(server.items):
         association.objectList.append(obj)
     server.maxReceivePDUSize = max_pdu
+    install_value_event_args_iter()
     server.initialize()
     server.settings.gbtWndowSize = server.settings.gbtWindowSize
 
@@ -272,8 +295,9 @@ def set_scaler_unit(register: GXDLMSRegister, exponent: int, unit: int) -> None:
 
     gurux stores ``scaler`` as the multiplier and sends ``floor(log10(scaler))``:
     assigning the exponent itself sends the wrong scaler (and crashes for 0 or
-    a negative exponent: math domain error)."""
-    register.scaler = 10.0**exponent
+    a negative exponent: math domain error). Even 10.0**3 is sent as 2, because
+    log10(1000.0) computes to 2.9999999999999996: the multiplier is nudged up."""
+    register.scaler = 10.0**exponent * (1 + 1e-9)
     register.unit = unit
 
 

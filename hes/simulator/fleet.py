@@ -54,6 +54,7 @@ class Fleet:
     addressing: Addressing = Addressing.SHARED
     now: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
     security_events: list[tuple[str, str]] = field(default_factory=list)  # (serial, reason)
+    _writers: set[asyncio.StreamWriter] = field(default_factory=set, repr=False)
 
     @classmethod
     def build(
@@ -91,6 +92,7 @@ class Fleet:
         self, port: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
         sessions: dict[int, ServerSession] = {}
+        self._writers.add(writer)
         try:
             while True:
                 header = await reader.readexactly(wrapper.HEADER_SIZE)
@@ -123,9 +125,14 @@ class Fleet:
         except (asyncio.IncompleteReadError, ConnectionError, wrapper.FrameError):
             pass
         finally:
+            self._writers.discard(writer)
             writer.close()
-            with contextlib.suppress(ConnectionError, OSError):
+            with contextlib.suppress(ConnectionError, OSError, asyncio.CancelledError):
                 await writer.wait_closed()
+
+    def close_connections(self) -> None:
+        for writer in list(self._writers):
+            writer.close()
 
     async def start(self) -> list[asyncio.Server]:
         ports = (
@@ -182,6 +189,8 @@ class SimulatorThread:
         self._loop.close()
 
     async def _shutdown(self) -> None:
+        self.fleet.close_connections()
+        await asyncio.sleep(0)
         for s in self._servers:
             await s.wait_closed()
         tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
