@@ -39,6 +39,7 @@ if TYPE_CHECKING:
 DEFAULT_BATCH_SIZE = 50_000
 MAX_REPORTED_DUPLICATES = 10_000
 _TS_CACHE_LIMIT = 100_000
+_COPY_SLICE = 5_000
 _COPY_SPECIALS = ("\\", "\t", "\n", "\r")
 _names = itertools.count(1)
 
@@ -65,14 +66,13 @@ class SqlReadingStaging:
         n = next(_names)
         self._r = f"amihub_stg_reading_{n}"
         self._m = f"amihub_stg_meter_{n}"
-        self._t = f"amihub_stg_type_{n}"
         self._x = f"amihub_stg_resolved_{n}"
         self._pg = uow.connection.dialect.name == "postgresql"
         self._created = False
         self._applied = False
         self._pending: list[StagedReading] = []
         self._meters: dict[int, DeviceRef] = {}
-        self._types: dict[str, int] = {}  # code -> local index in the staging rows
+        self._types: dict[str, int] = {}  # code -> reading_type.id (registered per batch)
         self._items: set[int] = set()
         self._ts_cache: dict[datetime, str] = {}
         self._rows = 0
@@ -130,11 +130,16 @@ class SqlReadingStaging:
     def _write(self, rows: Sequence[StagedReading]) -> None:
         self._create()
         types = self._types
-        for code in {r[1] for r in rows}:
-            if code not in types:
-                types[code] = len(types) + 1
-        lo = min(r[2] for r in rows)
-        hi = max(r[2] for r in rows)
+        new_codes = [code for code in {r[1] for r in rows} if code not in types]
+        if new_codes:  # (c) new reading types: registered in one statement per batch
+            types.update(self._repo.register_types(new_codes))
+        try:
+            lo = min(r[2] for r in rows)
+            hi = max(r[2] for r in rows)
+        except TypeError:  # naive and aware datetimes mixed
+            lo = hi = datetime(2000, 1, 1)
+        if lo.tzinfo is None or hi.tzinfo is None:
+            raise ValueError("naive datetime in readings: amihub needs timezone-aware instants")
         if self._min_ts is None or lo < self._min_ts:
             self._min_ts = lo
         if self._max_ts is None or hi > self._max_ts:
@@ -150,24 +155,26 @@ class SqlReadingStaging:
         self._rows += len(rows)
 
     def _write_pg(self, rows: Sequence[StagedReading]) -> None:
+        """COPY text, written in slices so the server parses while Python formats."""
         types = self._types
         cache = self._ts_cache
         cached = cache.get
         if any(c in q for q in {r[4] for r in rows} for c in _COPY_SPECIALS):
             rows = [r._replace(quality=_copy_escape(r[4])) for r in rows]
-        lines: list[str] = []
-        append = lines.append
-        for item, code, ts, value, quality in rows:
-            s = cached(ts)
-            if s is None:
-                s = cache[ts] = _pg_ts(ts)
-            append(f"{item}\t{types[code]}\t{s}\t{value!s}\t{quality}\n")
         raw: Any = self._conn.connection.driver_connection
         with (
             raw.cursor() as cur,
             cur.copy(f"COPY {self._r} (item, rt, ts, value, quality) FROM STDIN") as copy,
         ):
-            copy.write("".join(lines))
+            for start in range(0, len(rows), _COPY_SLICE):
+                lines: list[str] = []
+                append = lines.append
+                for item, code, ts, value, quality in rows[start : start + _COPY_SLICE]:
+                    s = cached(ts)
+                    if s is None:
+                        s = cache[ts] = _pg_ts(ts)
+                    append(f"{item}\t{types[code]}\t{s}\t{value!s}\t{quality}\n")
+                copy.write("".join(lines))
 
     def _write_sqlite(self, rows: Sequence[StagedReading]) -> None:
         types = self._types
@@ -202,11 +209,10 @@ class SqlReadingStaging:
         if not self._created:
             return
         try:
-            with guard():
-                for name in (self._r, self._m, self._t, self._x):
-                    self._conn.exec_driver_sql(f"DROP TABLE IF EXISTS {name}")
-        except StoreUnavailable:
-            pass  # the transaction is gone with the connection; so are the temp tables
+            for name in (self._r, self._m, self._x):
+                self._conn.exec_driver_sql(f"DROP TABLE IF EXISTS {name}")
+        except sa_exc.SQLAlchemyError:
+            pass  # the transaction failed: rolling it back drops the temp tables
 
     def _exec(self, sql: str, **params: Any) -> Any:
         stmt = text(sql)
@@ -257,24 +263,11 @@ class SqlReadingStaging:
         unknown = sorted(self._items - resolved)
         if self._rows == 0 or not resolved & self._items:
             return StagingResult(IngestStats(), unknown_items=unknown)
-
-        # (c) reading types: registered in bulk, mapped through a small table.
-        type_ids = self._repo.register_types(list(self._types))
-        conn.exec_driver_sql(
-            f"CREATE TEMP TABLE {self._t} (rt integer PRIMARY KEY, reading_type_id integer "
-            "NOT NULL, code text NOT NULL)" + (" ON COMMIT DROP" if self._pg else "")
-        )
-        conn.execute(
-            text(f"INSERT INTO {self._t} VALUES (:rt, :rid, :code)"),
-            [{"rt": i, "rid": type_ids[c], "code": c} for c, i in self._types.items()],
-        )
         if self._pg:
             conn.exec_driver_sql(f"ANALYZE {self._m}")
-            conn.exec_driver_sql(f"ANALYZE {self._t}")
 
         source = (
-            f"FROM {self._r} r JOIN {self._m} m ON m.item = r.item "
-            f"JOIN {self._t} tt ON tt.rt = r.rt WHERE m.device_id IS NOT NULL"
+            f"FROM {self._r} r JOIN {self._m} m ON m.item = r.item WHERE m.device_id IS NOT NULL"
         )
         # (d) fast path: none of the keys can exist -> one INSERT guarded by the PK.
         if not self._keys_may_exist():
@@ -282,7 +275,7 @@ class SqlReadingStaging:
                 with conn.begin_nested():
                     stored = self._exec(
                         "INSERT INTO reading (device_id, reading_type_id, ts, value, quality, "
-                        "version, recorded_at) SELECT m.device_id, tt.reading_type_id, r.ts, "
+                        "version, recorded_at) SELECT m.device_id, r.rt, r.ts, "
                         f"r.value, r.quality, 1, :now {source}",
                         now=now,
                     ).rowcount
@@ -297,7 +290,7 @@ class SqlReadingStaging:
 
         # (d) merge path.
         conn.exec_driver_sql(
-            f"CREATE TEMP TABLE {self._x} AS SELECT m.device_id, tt.reading_type_id, r.ts, "
+            f"CREATE TEMP TABLE {self._x} AS SELECT m.device_id, r.rt AS reading_type_id, r.ts, "
             f"r.value, r.quality {source}"
         )
         try:
@@ -352,11 +345,13 @@ class SqlReadingStaging:
         return StagingResult(stats, unknown_items=unknown)
 
     def _keys_may_exist(self) -> bool:
-        """True unless no stored reading of these meters and types lies in the time range."""
+        """False only if no stored reading of these meters and reading types lies in the
+        staged time range (then no staged key can exist)."""
+        type_ids = ", ".join(str(int(i)) for i in sorted(set(self._types.values())))
         row = self._exec(
-            f"SELECT 1 FROM {self._m} m CROSS JOIN {self._t} tt JOIN reading r "
-            "ON r.device_id = m.device_id AND r.reading_type_id = tt.reading_type_id "
-            "AND r.ts >= :lo AND r.ts <= :hi WHERE m.device_id IS NOT NULL LIMIT 1",
+            f"SELECT 1 FROM {self._m} m JOIN reading r ON r.device_id = m.device_id "
+            f"AND r.reading_type_id IN ({type_ids}) AND r.ts >= :lo AND r.ts <= :hi "
+            "WHERE m.device_id IS NOT NULL LIMIT 1",
             lo=self._min_ts,
             hi=self._max_ts,
         ).first()
@@ -364,15 +359,15 @@ class SqlReadingStaging:
 
     def _duplicates(self) -> list[DuplicateReading]:
         rows = self._exec(
-            "SELECT r.item, tt.code, r.ts, g.n FROM ("
+            "SELECT r.item, rt.code, r.ts, g.n FROM ("
             "SELECT m.device_id, r.rt, r.ts, count(*) AS n "
             f"FROM {self._r} r JOIN {self._m} m ON m.item = r.item "
             "WHERE m.device_id IS NOT NULL GROUP BY m.device_id, r.rt, r.ts "
             "HAVING count(*) > 1) g "
             f"JOIN {self._m} m ON m.device_id = g.device_id "
             f"JOIN {self._r} r ON r.item = m.item AND r.rt = g.rt AND r.ts = g.ts "
-            f"JOIN {self._t} tt ON tt.rt = r.rt "
-            "GROUP BY r.item, tt.code, r.ts, g.n ORDER BY r.item, tt.code, r.ts "
+            "JOIN reading_type rt ON rt.id = r.rt "
+            "GROUP BY r.item, rt.code, r.ts, g.n ORDER BY r.item, rt.code, r.ts "
             f"LIMIT {MAX_REPORTED_DUPLICATES}"
         )
         ts_type = UTCDateTime()

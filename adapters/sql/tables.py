@@ -110,11 +110,16 @@ reading_type = Table(
     Column("code", String(120), nullable=False, unique=True),
 )
 
+# reading and reading_history carry no FOREIGN KEY constraints on purpose: on
+# PostgreSQL the per-row RI triggers made a 1M-row bulk insert ~4x slower
+# (8.6 s instead of 2.3 s). Their ids come only from ReadingStaging.apply (which
+# joins end_device and registers reading_type first), and
+# EndDeviceRepository.delete refuses a device that has readings.
 reading = Table(
     "reading",
     metadata,
-    Column("device_id", Id, ForeignKey("end_device.id"), primary_key=True),
-    Column("reading_type_id", Integer, ForeignKey("reading_type.id"), primary_key=True),
+    Column("device_id", Id, primary_key=True),  # no FK: see the note above
+    Column("reading_type_id", Integer, primary_key=True),
     Column("ts", UTCDateTime(), primary_key=True),
     Column("value", ExactDecimal(), nullable=False),
     Column("quality", String(200), nullable=False),
@@ -126,8 +131,8 @@ reading = Table(
 reading_history = Table(
     "reading_history",
     metadata,
-    Column("device_id", Id, ForeignKey("end_device.id"), primary_key=True),
-    Column("reading_type_id", Integer, ForeignKey("reading_type.id"), primary_key=True),
+    Column("device_id", Id, primary_key=True),  # no FK: see the note above
+    Column("reading_type_id", Integer, primary_key=True),
     Column("ts", UTCDateTime(), primary_key=True),
     Column("version", Integer, primary_key=True),
     Column("value", ExactDecimal(), nullable=False),

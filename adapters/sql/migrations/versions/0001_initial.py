@@ -130,8 +130,6 @@ def upgrade() -> None:
         sa.Column("quality", sa.String(200), nullable=False),
         sa.Column("version", sa.Integer(), nullable=False),
         sa.Column("recorded_at", TS, nullable=False),
-        _fk("reading", "device_id", "end_device"),
-        _fk("reading", "reading_type_id", "reading_type"),
         _pk("reading", "device_id", "reading_type_id", "ts"),
         sqlite_with_rowid=False,
     )
@@ -145,8 +143,6 @@ def upgrade() -> None:
         sa.Column("quality", sa.String(200), nullable=False),
         sa.Column("recorded_at", TS, nullable=False),
         sa.Column("superseded_at", TS, nullable=False),
-        _fk("reading_history", "device_id", "end_device"),
-        _fk("reading_history", "reading_type_id", "reading_type"),
         _pk("reading_history", "device_id", "reading_type_id", "ts", "version"),
         sqlite_with_rowid=False,
     )
