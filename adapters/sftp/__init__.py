@@ -1,0 +1,47 @@
+"""SFTP file exchange with legacy systems: embedded server, inbox watcher, outbound push.
+
+Public API::
+
+    from adapters.sftp import (SftpServer, SftpServerConfig, PartnerAccount, AuthEvent,
+                               hash_password, UploadRegistry, InboxWatcher, import_handler,
+                               FileLedger, push_file, PushTarget, RetryPolicy)
+
+See docs/sftp.md.
+"""
+
+from adapters.sftp.client import PushReceipt, PushTarget, RetryPolicy, push_file
+from adapters.sftp.inbox import (
+    FileLedger,
+    InboxFile,
+    InboxWatcher,
+    Outcome,
+    Processed,
+    import_handler,
+)
+from adapters.sftp.server import (
+    AuthEvent,
+    PartnerAccount,
+    SftpServer,
+    SftpServerConfig,
+    UploadRegistry,
+    hash_password,
+)
+
+__all__ = [
+    "AuthEvent",
+    "FileLedger",
+    "InboxFile",
+    "InboxWatcher",
+    "Outcome",
+    "PartnerAccount",
+    "Processed",
+    "PushReceipt",
+    "PushTarget",
+    "RetryPolicy",
+    "SftpServer",
+    "SftpServerConfig",
+    "UploadRegistry",
+    "hash_password",
+    "import_handler",
+    "push_file",
+]

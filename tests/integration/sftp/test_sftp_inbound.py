@@ -1,0 +1,318 @@
+"""Inbound SFTP: the embedded server with OpenSSH's sftp client and paramiko, the inbox
+watcher, and files applied to the SQLite store all or nothing."""
+
+from __future__ import annotations
+
+import functools
+import os
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import paramiko
+import pytest
+from sftp_fixtures import PASSWORD, Sftp, make_key
+
+from adapters.sftp.inbox import (
+    FileLedger,
+    InboxFile,
+    InboxWatcher,
+    Outcome,
+    import_handler,
+)
+from adapters.sql import SqlUnitOfWorkFactory, make_engine, upgrade
+from hub.errors import StoreUnavailable
+from mappings.importer import import_file
+from mappings.load import BUILTIN_DIR, load_dir
+from mdm.model import EndDevice, Utility
+
+GOOD = (BUILTIN_DIR / "samples" / "register-obis.csv").read_bytes()
+HEAD = b"meter,obis,timestamp,dst,value,unit,status\n"
+
+
+@pytest.fixture
+def store(sqlite_url: str) -> Iterator[SqlUnitOfWorkFactory]:
+    engine = make_engine(sqlite_url)
+    upgrade(engine)
+    factory = SqlUnitOfWorkFactory(engine)
+    with factory() as uow:
+        utility = uow.utilities.add(Utility("DEMO", "Demo utility"))
+        assert utility.id is not None
+        for n in ("1001", "1002"):
+            uow.devices.add(utility.id, EndDevice(f"m-{n}", "DEMO", serial_number=f"SN{n}"))
+        uow.commit()
+    yield factory
+    engine.dispose()
+
+
+def readings(store: SqlUnitOfWorkFactory) -> int:
+    with store() as uow:
+        return uow.readings.count()
+
+
+def watcher_for(sftp: Sftp, store: SqlUnitOfWorkFactory, tmp_path: Path,
+                settle: float = 0.0) -> InboxWatcher:
+    run = functools.partial(import_file, store, catalog=load_dir(BUILTIN_DIR))
+    return InboxWatcher([sftp.account], import_handler(run), state_dir=tmp_path / "state",
+                        uploads=sftp.server.uploads, settle_seconds=settle)
+
+
+def folder(sftp: Sftp, name: str) -> list[str]:
+    return sorted(os.listdir(sftp.account.folder(name)))
+
+
+# --------------------------------------------------------------------------- OpenSSH client
+
+
+def test_openssh_upload_temp_name_then_rename_is_applied_and_result_picked_up(
+        sftp_server: Sftp, store: SqlUnitOfWorkFactory, tmp_path: Path) -> None:
+    local = tmp_path / "reads.csv"
+    local.write_bytes(GOOD)
+    watcher = watcher_for(sftp_server, store, tmp_path)
+    r = sftp_server.openssh(f"cd inbox\nput {local} reads.csv.part\n")
+    assert r.returncode == 0, r.stderr
+    assert watcher.poll_once() == []  # a temporary name is never taken
+    r = sftp_server.openssh("cd inbox\nrename reads.csv.part reads.csv\n")
+    assert r.returncode == 0, r.stderr
+    [done] = watcher.poll_once()
+    assert done.status == "applied"
+    assert readings(store) == 6
+    assert folder(sftp_server, "inbox") == []
+    [archived] = folder(sftp_server, "archive")
+    assert archived.endswith("_reads.csv")
+    assert folder(sftp_server, "outbox") == ["reads.csv.result.txt"]
+    pick = tmp_path / "pick"
+    pick.mkdir()
+    r = sftp_server.openssh("cd outbox\nget reads.csv.result.txt\nrm reads.csv.result.txt\n",
+                            cwd=pick)
+    assert r.returncode == 0, r.stderr
+    result = (pick / "reads.csv.result.txt").read_text()
+    assert "status: applied" in result
+    assert "stored: 6" in result
+    assert folder(sftp_server, "outbox") == []
+    assert [e.method for e in sftp_server.events] == ["session"] * 3
+
+
+def test_openssh_bad_line_goes_to_error_with_report_and_nothing_applied(
+        sftp_server: Sftp, store: SqlUnitOfWorkFactory, tmp_path: Path) -> None:
+    local = tmp_path / "bad.csv"
+    local.write_bytes(HEAD + b"SN1001,1-0:1.8.0*255,2026-11-24 00:00:00,W,1,kWh,OK\n"
+                      + b"SN1001,1-0:1.8.0*255,2026-11-31 00:00:00,W,2,kWh,OK\n")
+    r = sftp_server.openssh(f"cd inbox\nput {local}\n")
+    assert r.returncode == 0, r.stderr
+    [done] = watcher_for(sftp_server, store, tmp_path).poll_once()
+    assert done.status == "refused"
+    assert readings(store) == 0
+    stored, report = folder(sftp_server, "error")
+    assert report == stored + ".error.txt"
+    text = (sftp_server.account.folder("error") / report).read_text()
+    assert "status: rejected" in text
+    assert "line 3, column 'timestamp'" in text
+    assert (sftp_server.account.folder("outbox") / "bad.csv.result.txt").read_text() == text
+
+
+def test_openssh_wrong_key_refused_and_reported(sftp_server: Sftp, tmp_path: Path) -> None:
+    stranger = make_key(tmp_path / "stranger")
+    r = sftp_server.openssh("ls\n", key=stranger.private)
+    assert r.returncode != 0
+    assert "Permission denied" in r.stderr
+    refused = [e for e in sftp_server.events if not e.accepted]
+    assert refused
+    assert refused[0].username == "billing"
+    assert refused[0].method == "publickey"
+    assert "key not authorised" in refused[0].reason
+    assert refused[0].remote.startswith("127.0.0.1:")
+
+
+def test_openssh_cannot_leave_the_jail(sftp_server: Sftp, tmp_path: Path) -> None:
+    secret = tmp_path / "secret.txt"
+    secret.write_text("top secret")
+    os.symlink(tmp_path, sftp_server.account.folder("outbox") / "escape")
+    local = tmp_path / "x.csv"
+    local.write_bytes(GOOD)
+    r = sftp_server.openssh(
+        "cd ../../..\npwd\nls\n"
+        f"-get outbox/escape/secret.txt {tmp_path}/got.txt\n"
+        f"-put {local} ../../x.csv\n"
+        f"-put {local} /outbox/x.csv\n"
+        "-symlink /etc/passwd inbox/passwd\n"
+        "-mkdir inbox/sub\n")
+    assert r.returncode == 0, r.stderr
+    assert "Remote working directory: /" in r.stdout
+    assert not (tmp_path / "got.txt").exists()
+    assert not (tmp_path.parent / "x.csv").exists()
+    assert not (sftp_server.account.home / "x.csv").exists()
+    assert not (sftp_server.account.folder("outbox") / "x.csv").exists()
+    assert folder(sftp_server, "inbox") == []
+    assert r.stderr.count("denied") + r.stderr.count("Permission") >= 4, r.stderr
+
+
+# --------------------------------------------------------------------------- paramiko client
+
+
+def test_paramiko_password_login_and_traversal(sftp_server: Sftp) -> None:
+    client = sftp_server.paramiko_client(password=PASSWORD)
+    try:
+        sftp = client.open_sftp()
+        assert sorted(sftp.listdir("/../..")) == ["archive", "error", "inbox", "outbox"]
+        assert sftp.normalize("inbox/../../../etc") == "/etc"
+        with pytest.raises(OSError, match="No such file"):
+            sftp.stat("/etc/passwd")  # that is <jail>/etc/passwd
+        for bad in ("../../../../tmp/evil.csv", "/archive/evil.csv", "/evil.csv"):
+            with pytest.raises(PermissionError):
+                sftp.open(bad, "wb")
+        with sftp.open("/inbox/../inbox/ok.csv", "wb") as f:
+            f.write(GOOD)
+        with pytest.raises(PermissionError):
+            sftp.rename("/inbox/ok.csv", "/archive/ok.csv")
+        with pytest.raises(PermissionError):
+            sftp.symlink("/inbox/ok.csv", "/inbox/link.csv")
+        with pytest.raises(PermissionError):
+            sftp.remove("/archive")
+    finally:
+        client.close()
+    assert (sftp_server.account.folder("inbox") / "ok.csv").read_bytes() == GOOD
+
+
+def test_paramiko_wrong_password_and_unknown_user_are_audited(sftp_server: Sftp) -> None:
+    with pytest.raises(paramiko.AuthenticationException):
+        sftp_server.paramiko_client(password="wrong")
+    transport = paramiko.Transport(("127.0.0.1", sftp_server.port))
+    try:
+        transport.start_client(timeout=10)
+        with pytest.raises(paramiko.AuthenticationException):
+            transport.auth_password("mallory", "x")
+    finally:
+        transport.close()
+    refused = [(e.username, e.method, e.reason) for e in sftp_server.events if not e.accepted]
+    assert ("billing", "password", "wrong password") in refused
+    assert ("mallory", "password", "unknown user") in refused
+
+
+def test_paramiko_key_login(sftp_server: Sftp) -> None:
+    client = sftp_server.paramiko_client(key=sftp_server.client_key.key)
+    try:
+        assert "inbox" in client.open_sftp().listdir(".")
+    finally:
+        client.close()
+
+
+def test_half_uploaded_file_is_never_processed(sftp_server: Sftp, store: SqlUnitOfWorkFactory,
+                                               tmp_path: Path) -> None:
+    watcher = watcher_for(sftp_server, store, tmp_path)
+    client = sftp_server.paramiko_client(password=PASSWORD)
+    sftp = client.open_sftp()
+    f = sftp.open("/inbox/half.csv", "wb")
+    f.write(GOOD[: len(GOOD) // 2])
+    f.flush()
+    assert watcher.poll_once() == []  # open for writing: not taken
+    # the connection drops in the middle of the upload
+    transport = client.get_transport()
+    assert transport is not None
+    transport.sock.shutdown(socket.SHUT_RDWR)  # type: ignore[union-attr]
+    client.close()
+    deadline = time.monotonic() + 10
+    while folder(sftp_server, "inbox") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert watcher.poll_once() == []
+    assert folder(sftp_server, "inbox") == []
+    partial, report = folder(sftp_server, "error")
+    assert partial.endswith("_half.csv")
+    assert "incomplete upload" in (sftp_server.account.folder("error") / report).read_text()
+    assert readings(store) == 0
+
+
+# --------------------------------------------------------------------------- the watcher
+
+
+def test_same_checksum_twice_is_not_applied_twice(sftp_server: Sftp, store: SqlUnitOfWorkFactory,
+                                                  tmp_path: Path) -> None:
+    watcher = watcher_for(sftp_server, store, tmp_path)
+    inbox = sftp_server.account.folder("inbox")
+    (inbox / "a.csv").write_bytes(GOOD)
+    assert [p.status for p in watcher.poll_once()] == ["applied"]
+    (inbox / "b.csv").write_bytes(GOOD)
+    [dup] = watcher.poll_once()
+    assert dup.status == "duplicate"
+    result = (sftp_server.account.folder("outbox") / "b.csv.result.txt").read_text()
+    assert "status: duplicate" in result
+    assert "a.csv at" in result
+    # the ledger survives a restart
+    again = watcher_for(sftp_server, store, tmp_path)
+    (inbox / "c.csv").write_bytes(GOOD)
+    assert [p.status for p in again.poll_once()] == ["duplicate"]
+    assert readings(store) == 6
+
+
+def test_settling_time_for_files_written_without_the_server(tmp_path: Path,
+                                                           sftp_server: Sftp) -> None:
+    now = [100.0]
+    seen: list[str] = []
+
+    def handler(item: InboxFile) -> Outcome:
+        seen.append(item.name)
+        return Outcome(True, "ok\n")
+
+    watcher = InboxWatcher([sftp_server.account], handler, state_dir=tmp_path / "st",
+                           settle_seconds=5, clock=lambda: now[0])
+    path = sftp_server.account.folder("inbox") / "slow.csv"
+    path.write_bytes(b"part one")
+    assert watcher.poll_once() == []
+    now[0] += 3
+    with path.open("ab") as f:
+        f.write(b" and two")
+    os.utime(path, ns=(time.time_ns(), time.time_ns() + 1_000_000))
+    assert watcher.poll_once() == []  # changed: the clock starts again
+    now[0] += 4
+    assert watcher.poll_once() == []
+    now[0] += 2
+    assert [p.name for p in watcher.poll_once()] == ["slow.csv"]
+    assert seen == ["slow.csv"]
+
+
+def test_store_down_leaves_the_file_for_a_retry_and_crash_recovery(
+        tmp_path: Path, sftp_server: Sftp) -> None:
+    calls: list[str] = []
+
+    def flaky(item: InboxFile) -> Outcome:
+        calls.append(item.sha256)
+        if len(calls) == 1:
+            raise StoreUnavailable("database restarting")
+        return Outcome(True, "ok\n")
+
+    inbox = sftp_server.account.folder("inbox")
+    (inbox / "r.csv").write_bytes(GOOD)
+    watcher = InboxWatcher([sftp_server.account], flaky, state_dir=tmp_path / "st",
+                           settle_seconds=0, ledger=FileLedger(tmp_path / "ledger.jsonl"))
+    assert [p.status for p in watcher.poll_once()] == ["retry"]
+    assert folder(sftp_server, "inbox") == ["r.csv"]
+    assert folder(sftp_server, "outbox") == []
+    assert [p.status for p in watcher.poll_once()] == ["applied"]
+    # a file left in the work folder by a crash goes back to the inbox on start
+    work = tmp_path / "st" / "work" / "billing"
+    (work / "left.csv").write_bytes(b"x")
+    InboxWatcher([sftp_server.account], flaky, state_dir=tmp_path / "st")
+    assert "left.csv" in folder(sftp_server, "inbox")
+
+
+def test_handler_crash_and_empty_file_go_to_error(sftp_server: Sftp, store: SqlUnitOfWorkFactory,
+                                                  tmp_path: Path) -> None:
+    inbox = sftp_server.account.folder("inbox")
+    (inbox / "empty.csv").write_bytes(b"")
+    [done] = watcher_for(sftp_server, store, tmp_path).poll_once()
+    assert done.status == "refused"
+    report = (sftp_server.account.folder("outbox") / "empty.csv.result.txt").read_text()
+    assert "empty file" in report
+    assert "[2013]" in report
+
+    def broken(item: InboxFile) -> Outcome:
+        raise RuntimeError("bug")
+
+    (inbox / "x.csv").write_bytes(b"data")
+    watcher = InboxWatcher([sftp_server.account], broken, state_dir=tmp_path / "st2",
+                           settle_seconds=0)
+    [done] = watcher.poll_once()
+    assert done.status == "refused"
+    assert "internal error [3002]" in (
+        sftp_server.account.folder("outbox") / "x.csv.result.txt").read_text()
