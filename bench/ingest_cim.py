@@ -54,10 +54,12 @@ def prepare(url: str, readings: int) -> None:
         ).fetchone()
         assert uid is not None
         with cur.copy(
-            "COPY end_device (utility_id, mrid, serial_number, name, kind, state) FROM STDIN"
+            "COPY end_device (utility_id, mrid, serial_number, name, kind, state, created_at, "
+            "updated_at) FROM STDIN"
         ) as copy:
+            now = datetime.now(UTC)
             for m in meters:
-                copy.write_row((uid[0], m, m, m, "meter", "installed"))
+                copy.write_row((uid[0], m, m, m, "meter", "installed", now, now))
         conn.commit()
     app.close()
 

@@ -56,9 +56,7 @@ def bootstrap(settings: Settings | None = None, *, migrate: bool = False) -> App
     if migrate:
         upgrade(settings.database_url)
     engine = make_engine(settings.database_url)
-    uow_factory = SqlUnitOfWorkFactory(
-        engine, staging_batch_size=settings.limits.ingest_batch_rows
-    )
+    uow_factory = SqlUnitOfWorkFactory(engine, staging_batch_size=settings.limits.ingest_batch_rows)
     bus = MessageBus(HANDLERS)
     routes = build_routes(settings)
     pipeline = Pipeline(uow_factory, bus, routes, settings.limits, settings.default_utility)

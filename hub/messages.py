@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import IO
 
 from hub.errors import ErrorDetail
+from hub.security import Principal
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,8 @@ class InboundMessage:
     received_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     metadata: dict[str, str] = field(default_factory=dict)
     replay_of: int | None = None  # dead-letter id when an operator replays
+    #: the authenticated sender; None = trusted local input (CLI, in-process)
+    principal: Principal | None = None
 
     def __post_init__(self) -> None:
         if (self.body is None) == (self.path is None):

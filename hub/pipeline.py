@@ -187,13 +187,26 @@ class Pipeline:
     # -- dispatch ------------------------------------------------------------------------
 
     def _utility(self, msg: InboundMessage) -> str:
+        if msg.principal is not None and msg.principal.utility:
+            return msg.principal.utility
         return msg.utility or self.default_utility
+
+    @staticmethod
+    def _authorise(msg: InboundMessage, header: Header) -> None:
+        principal = msg.principal
+        if principal is not None and not principal.may(header.verb, header.noun):
+            raise MessageRejected(
+                f"{principal.name} may not {header.verb} {header.noun}",
+                code="1010",
+                xpath="/*/Header/Verb",
+            )
 
     def _dispatch(
         self, msg: InboundMessage, frame: MessageFrame, steps: LifecycleRecorder, content_hash: str
     ) -> Outcome:
         log_id = steps.log_id
         header = frame.header
+        self._authorise(msg, header)
         route = self.routes.get(header.verb, header.noun)
         if frame.events is not None and not route.streaming:
             raise InputTooLarge(
@@ -302,6 +315,14 @@ class Pipeline:
             ):
                 uow.messages.identify(
                     log_id, header.message_id, header.verb, header.noun, header.correlation_id
+                )
+            if errors[0].code == "1010":
+                uow.audit.record(
+                    msg.source,
+                    "refused",
+                    f"{header.verb if header else '?'} {header.noun if header else '?'}",
+                    header.message_id if header else None,
+                    f"{errors[0].reason} (at {msg.endpoint})",
                 )
             dead_letter_id = self._dead_letter(uow, msg, log_id, errors)
             steps.finish(uow.messages, S.DEAD_LETTERED, "FAILED", reply)

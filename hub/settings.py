@@ -20,6 +20,8 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from hub.security import UserSettings
+
 DEFAULT_CONFIG_FILE = "amihub.toml"
 
 
@@ -63,6 +65,8 @@ class Settings(BaseSettings):
     default_utility_name: str = "Default utility"
     log_level: str = "INFO"
     limits: LimitSettings = LimitSettings()
+    #: principals for every adapter (see hub/security.py)
+    users: list[UserSettings] = Field(default_factory=list)
     soap: SoapSettings = SoapSettings()
     amqp: AmqpSettings = AmqpSettings()
 

@@ -284,3 +284,24 @@ def test_queued_mode_replies(app: App) -> None:
     finally:
         adapter.stop()
     assert results == ["FAILED", "OK"]
+
+
+def test_a_principal_without_permission_is_refused_and_audited(app: App) -> None:
+    from hub.security import Permission, Principal
+
+    reader = Principal("billing", None, frozenset({Permission.parse("get:*")}))
+    body = meter_readings_bytes(["MTR-1"], START, 2)
+    outcome = app.pipeline.process(
+        InboundMessage(source="billing", endpoint="t", body=body, principal=reader)
+    )
+    assert outcome.result == "FAILED"
+    assert outcome.errors[0].code == "1010"
+    assert reading_count(app) == 0
+    with app.uow_factory() as uow:
+        audit = uow.audit.list()
+    assert any(a[1] == "billing" and a[2] == "refused" for a in audit), audit
+    writer = Principal("hes", None, frozenset({Permission.parse("created:MeterReadings")}))
+    ok = app.pipeline.process(
+        InboundMessage(source="hes", endpoint="t", body=body, principal=writer)
+    )
+    assert ok.result == "OK"
