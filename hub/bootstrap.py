@@ -10,10 +10,10 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from adapters.sql.migrate import upgrade
 from sqlalchemy import Engine
 
 from adapters.sql.engine import make_engine
+from adapters.sql.migrate import upgrade
 from adapters.sql.uow import SqlUnitOfWorkFactory
 from hub.bus import MessageBus
 from hub.nouns import build_routes

@@ -21,10 +21,10 @@ import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from cim_schemas.envelope import Header, Reply
 from lxml import etree
 
 from cim_schemas import envelope, schemas
+from cim_schemas.envelope import Header, Reply
 from cim_schemas.namespaces import DRAFT_MESSAGE_NS, MESSAGE_NS
 from cim_schemas.xml import LimitedReader, iterparse, parse_bytes
 from cim_schemas.xml import content_hash as content_hash_of

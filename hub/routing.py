@@ -6,9 +6,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from cim_schemas.envelope import Header, RequestInfo
 from lxml import etree
 
+from cim_schemas.envelope import Header, RequestInfo
 from hub.bus import MessageBus
 from hub.errors import ErrorDetail, UnsupportedOperation
 from mdm.handlers import HandlerContext

@@ -16,10 +16,10 @@ from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Final
 
-from cim_schemas.codes.quality import ReadingQualityType
-from cim_schemas.codes.reading_type import ReadingType
 from lxml import etree
 
+from cim_schemas.codes.quality import ReadingQualityType
+from cim_schemas.codes.reading_type import ReadingType
 from cim_schemas.namespaces import profile_ns
 from hub.errors import ErrorDetail, PayloadInvalid
 from hub.routing import MessageFrame, RouteContext, RouteResult, XmlEvents
