@@ -23,6 +23,7 @@ moved to ``error/`` with a report instead of being processed.
 from __future__ import annotations
 
 import base64
+import contextlib
 import errno
 import hashlib
 import hmac
@@ -586,6 +587,8 @@ class SftpServer:
     def stop(self) -> None:
         self._stopping.set()
         if self._sock is not None:
+            with contextlib.suppress(OSError):
+                self._sock.shutdown(socket.SHUT_RDWR)  # wakes the accept() at once
             self._sock.close()
         with self._lock:
             transports = list(self._transports)

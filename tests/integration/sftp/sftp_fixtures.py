@@ -21,8 +21,7 @@ from adapters.sftp.server import (
 )
 
 SFTP_BIN = shutil.which("sftp")
-SSHD_BIN = shutil.which("sshd") or ("/usr/sbin/sshd" if os.path.exists("/usr/sbin/sshd")
-                                    else None)
+SSHD_BIN = shutil.which("sshd") or ("/usr/sbin/sshd" if os.path.exists("/usr/sbin/sshd") else None)
 PASSWORD = "correct horse battery staple"
 
 
@@ -64,27 +63,59 @@ class Sftp:
     def port(self) -> int:
         return self.server.port
 
-    def paramiko_client(self, *, password: str | None = None,
-                        key: paramiko.PKey | None = None) -> paramiko.SSHClient:
+    def paramiko_client(
+        self, *, password: str | None = None, key: paramiko.PKey | None = None
+    ) -> paramiko.SSHClient:
         client = paramiko.SSHClient()
         client.load_host_keys(str(self.known_hosts))
         client.set_missing_host_key_policy(paramiko.RejectPolicy())
-        client.connect("127.0.0.1", self.port, username=self.account.username,
-                       password=password, pkey=key, look_for_keys=False, allow_agent=False,
-                       timeout=10)
+        client.connect(
+            "127.0.0.1",
+            self.port,
+            username=self.account.username,
+            password=password,
+            pkey=key,
+            look_for_keys=False,
+            allow_agent=False,
+            timeout=10,
+        )
         return client
 
-    def openssh(self, batch: str, *, key: Path | None = None,
-                cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    def openssh(
+        self, batch: str, *, key: Path | None = None, cwd: Path | None = None
+    ) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [need_openssh_client(), "-F", "/dev/null", "-b", "-", "-P", str(self.port),
-             "-i", str(key or self.client_key.private),
-             "-o", f"UserKnownHostsFile={self.known_hosts}",
-             "-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes",
-             "-o", "IdentitiesOnly=yes", "-o", "PasswordAuthentication=no",
-             "-o", "ConnectTimeout=10",
-             f"{self.account.username}@127.0.0.1"],
-            input=batch, capture_output=True, text=True, timeout=60, cwd=cwd, check=False)
+            [
+                need_openssh_client(),
+                "-F",
+                "/dev/null",
+                "-b",
+                "-",
+                "-P",
+                str(self.port),
+                "-i",
+                str(key or self.client_key.private),
+                "-o",
+                f"UserKnownHostsFile={self.known_hosts}",
+                "-o",
+                "StrictHostKeyChecking=yes",
+                "-o",
+                "BatchMode=yes",
+                "-o",
+                "IdentitiesOnly=yes",
+                "-o",
+                "PasswordAuthentication=no",
+                "-o",
+                "ConnectTimeout=10",
+                f"{self.account.username}@127.0.0.1",
+            ],
+            input=batch,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=cwd,
+            check=False,
+        )
 
 
 @pytest.fixture

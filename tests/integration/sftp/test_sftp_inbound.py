@@ -51,11 +51,17 @@ def readings(store: SqlUnitOfWorkFactory) -> int:
         return uow.readings.count()
 
 
-def watcher_for(sftp: Sftp, store: SqlUnitOfWorkFactory, tmp_path: Path,
-                settle: float = 0.0) -> InboxWatcher:
+def watcher_for(
+    sftp: Sftp, store: SqlUnitOfWorkFactory, tmp_path: Path, settle: float = 0.0
+) -> InboxWatcher:
     run = functools.partial(import_file, store, catalog=load_dir(BUILTIN_DIR))
-    return InboxWatcher([sftp.account], import_handler(run), state_dir=tmp_path / "state",
-                        uploads=sftp.server.uploads, settle_seconds=settle)
+    return InboxWatcher(
+        [sftp.account],
+        import_handler(run),
+        state_dir=tmp_path / "state",
+        uploads=sftp.server.uploads,
+        settle_seconds=settle,
+    )
 
 
 def folder(sftp: Sftp, name: str) -> list[str]:
@@ -66,7 +72,8 @@ def folder(sftp: Sftp, name: str) -> list[str]:
 
 
 def test_openssh_upload_temp_name_then_rename_is_applied_and_result_picked_up(
-        sftp_server: Sftp, store: SqlUnitOfWorkFactory, tmp_path: Path) -> None:
+    sftp_server: Sftp, store: SqlUnitOfWorkFactory, tmp_path: Path
+) -> None:
     local = tmp_path / "reads.csv"
     local.write_bytes(GOOD)
     watcher = watcher_for(sftp_server, store, tmp_path)
@@ -84,8 +91,9 @@ def test_openssh_upload_temp_name_then_rename_is_applied_and_result_picked_up(
     assert folder(sftp_server, "outbox") == ["reads.csv.result.txt"]
     pick = tmp_path / "pick"
     pick.mkdir()
-    r = sftp_server.openssh("cd outbox\nget reads.csv.result.txt\nrm reads.csv.result.txt\n",
-                            cwd=pick)
+    r = sftp_server.openssh(
+        "cd outbox\nget reads.csv.result.txt\nrm reads.csv.result.txt\n", cwd=pick
+    )
     assert r.returncode == 0, r.stderr
     result = (pick / "reads.csv.result.txt").read_text()
     assert "status: applied" in result
@@ -95,10 +103,14 @@ def test_openssh_upload_temp_name_then_rename_is_applied_and_result_picked_up(
 
 
 def test_openssh_bad_line_goes_to_error_with_report_and_nothing_applied(
-        sftp_server: Sftp, store: SqlUnitOfWorkFactory, tmp_path: Path) -> None:
+    sftp_server: Sftp, store: SqlUnitOfWorkFactory, tmp_path: Path
+) -> None:
     local = tmp_path / "bad.csv"
-    local.write_bytes(HEAD + b"SN1001,1-0:1.8.0*255,2026-11-24 00:00:00,W,1,kWh,OK\n"
-                      + b"SN1001,1-0:1.8.0*255,2026-11-31 00:00:00,W,2,kWh,OK\n")
+    local.write_bytes(
+        HEAD
+        + b"SN1001,1-0:1.8.0*255,2026-11-24 00:00:00,W,1,kWh,OK\n"
+        + b"SN1001,1-0:1.8.0*255,2026-11-31 00:00:00,W,2,kWh,OK\n"
+    )
     r = sftp_server.openssh(f"cd inbox\nput {local}\n")
     assert r.returncode == 0, r.stderr
     [done] = watcher_for(sftp_server, store, tmp_path).poll_once()
@@ -137,7 +149,8 @@ def test_openssh_cannot_leave_the_jail(sftp_server: Sftp, tmp_path: Path) -> Non
         f"-put {local} ../../x.csv\n"
         f"-put {local} /outbox/x.csv\n"
         "-symlink /etc/passwd inbox/passwd\n"
-        "-mkdir inbox/sub\n")
+        "-mkdir inbox/sub\n"
+    )
     assert r.returncode == 0, r.stderr
     assert "Remote working directory: /" in r.stdout
     assert not (tmp_path / "got.txt").exists()
@@ -198,8 +211,9 @@ def test_paramiko_key_login(sftp_server: Sftp) -> None:
         client.close()
 
 
-def test_half_uploaded_file_is_never_processed(sftp_server: Sftp, store: SqlUnitOfWorkFactory,
-                                               tmp_path: Path) -> None:
+def test_half_uploaded_file_is_never_processed(
+    sftp_server: Sftp, store: SqlUnitOfWorkFactory, tmp_path: Path
+) -> None:
     watcher = watcher_for(sftp_server, store, tmp_path)
     client = sftp_server.paramiko_client(password=PASSWORD)
     sftp = client.open_sftp()
@@ -226,8 +240,9 @@ def test_half_uploaded_file_is_never_processed(sftp_server: Sftp, store: SqlUnit
 # --------------------------------------------------------------------------- the watcher
 
 
-def test_same_checksum_twice_is_not_applied_twice(sftp_server: Sftp, store: SqlUnitOfWorkFactory,
-                                                  tmp_path: Path) -> None:
+def test_same_checksum_twice_is_not_applied_twice(
+    sftp_server: Sftp, store: SqlUnitOfWorkFactory, tmp_path: Path
+) -> None:
     watcher = watcher_for(sftp_server, store, tmp_path)
     inbox = sftp_server.account.folder("inbox")
     (inbox / "a.csv").write_bytes(GOOD)
@@ -245,8 +260,9 @@ def test_same_checksum_twice_is_not_applied_twice(sftp_server: Sftp, store: SqlU
     assert readings(store) == 6
 
 
-def test_settling_time_for_files_written_without_the_server(tmp_path: Path,
-                                                           sftp_server: Sftp) -> None:
+def test_settling_time_for_files_written_without_the_server(
+    tmp_path: Path, sftp_server: Sftp
+) -> None:
     now = [100.0]
     seen: list[str] = []
 
@@ -254,8 +270,13 @@ def test_settling_time_for_files_written_without_the_server(tmp_path: Path,
         seen.append(item.name)
         return Outcome(True, "ok\n")
 
-    watcher = InboxWatcher([sftp_server.account], handler, state_dir=tmp_path / "st",
-                           settle_seconds=5, clock=lambda: now[0])
+    watcher = InboxWatcher(
+        [sftp_server.account],
+        handler,
+        state_dir=tmp_path / "st",
+        settle_seconds=5,
+        clock=lambda: now[0],
+    )
     path = sftp_server.account.folder("inbox") / "slow.csv"
     path.write_bytes(b"part one")
     assert watcher.poll_once() == []
@@ -272,7 +293,8 @@ def test_settling_time_for_files_written_without_the_server(tmp_path: Path,
 
 
 def test_store_down_leaves_the_file_for_a_retry_and_crash_recovery(
-        tmp_path: Path, sftp_server: Sftp) -> None:
+    tmp_path: Path, sftp_server: Sftp
+) -> None:
     calls: list[str] = []
 
     def flaky(item: InboxFile) -> Outcome:
@@ -283,8 +305,13 @@ def test_store_down_leaves_the_file_for_a_retry_and_crash_recovery(
 
     inbox = sftp_server.account.folder("inbox")
     (inbox / "r.csv").write_bytes(GOOD)
-    watcher = InboxWatcher([sftp_server.account], flaky, state_dir=tmp_path / "st",
-                           settle_seconds=0, ledger=FileLedger(tmp_path / "ledger.jsonl"))
+    watcher = InboxWatcher(
+        [sftp_server.account],
+        flaky,
+        state_dir=tmp_path / "st",
+        settle_seconds=0,
+        ledger=FileLedger(tmp_path / "ledger.jsonl"),
+    )
     assert [p.status for p in watcher.poll_once()] == ["retry"]
     assert folder(sftp_server, "inbox") == ["r.csv"]
     assert folder(sftp_server, "outbox") == []
@@ -296,8 +323,9 @@ def test_store_down_leaves_the_file_for_a_retry_and_crash_recovery(
     assert "left.csv" in folder(sftp_server, "inbox")
 
 
-def test_handler_crash_and_empty_file_go_to_error(sftp_server: Sftp, store: SqlUnitOfWorkFactory,
-                                                  tmp_path: Path) -> None:
+def test_handler_crash_and_empty_file_go_to_error(
+    sftp_server: Sftp, store: SqlUnitOfWorkFactory, tmp_path: Path
+) -> None:
     inbox = sftp_server.account.folder("inbox")
     (inbox / "empty.csv").write_bytes(b"")
     [done] = watcher_for(sftp_server, store, tmp_path).poll_once()
@@ -310,9 +338,12 @@ def test_handler_crash_and_empty_file_go_to_error(sftp_server: Sftp, store: SqlU
         raise RuntimeError("bug")
 
     (inbox / "x.csv").write_bytes(b"data")
-    watcher = InboxWatcher([sftp_server.account], broken, state_dir=tmp_path / "st2",
-                           settle_seconds=0)
+    watcher = InboxWatcher(
+        [sftp_server.account], broken, state_dir=tmp_path / "st2", settle_seconds=0
+    )
     [done] = watcher.poll_once()
     assert done.status == "refused"
-    assert "internal error [3002]" in (
-        sftp_server.account.folder("outbox") / "x.csv.result.txt").read_text()
+    assert (
+        "internal error [3002]"
+        in (sftp_server.account.folder("outbox") / "x.csv.result.txt").read_text()
+    )
