@@ -181,6 +181,7 @@ class DlmsMeterSession:
         self._ciphered = False
         self._associated = False
         self._scalers: dict[str, tuple[int, int]] = {}
+        self._profiles: dict[str, GXDLMSProfileGeneric] = {}
 
     @classmethod
     def connect(
@@ -387,9 +388,11 @@ class DlmsMeterSession:
         return out
 
     def _profile(self, obis: str) -> GXDLMSProfileGeneric:
-        pg = GXDLMSProfileGeneric(obis)
-        self._gurux.updateValue(pg, 3, self._request(self._gurux.read(pg, 3)))
-        return pg
+        if obis not in self._profiles:  # capture objects: read once per association
+            pg = GXDLMSProfileGeneric(obis)
+            self._gurux.updateValue(pg, 3, self._request(self._gurux.read(pg, 3)))
+            self._profiles[obis] = pg
+        return self._profiles[obis]
 
     def read_profile(self, start: datetime, end: datetime) -> Profile:
         """Rows of the 15-minute load profile with start <= ts <= end (selective access)."""

@@ -126,6 +126,7 @@ class MeterObjects:
     def __init__(self, meter: MeterState, now: Now) -> None:
         self.meter = meter
         self.now = now
+        self.drop_requested = False  # the meter dies in the middle of this answer
 
     # --- values ---
     def register_value(self, ln: str) -> int:
@@ -155,6 +156,12 @@ class MeterObjects:
             hi = last if selection.to_entry == 0 else min(last, first + selection.to_entry - 1)
         else:
             lo, hi = max(first, last - INTERVALS_PER_DAY + 1), last  # unbounded: one day
+        faults = self.meter.faults
+        if faults.drop_profile_after is not None and interval_end(hi) > faults.drop_profile_after:
+            faults.drop_profile_after = None
+            self.drop_requested = True
+        else:
+            self.meter.profile_requests.append((interval_end(lo), interval_end(hi)))
         rows = []
         for k in range(lo, hi + 1):
             if self._in_outage(k):

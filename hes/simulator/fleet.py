@@ -116,6 +116,8 @@ class Fleet:
                 out = session.handle(source, apdu)
                 if faults.drop_mid_profile and session.block_number >= 2:
                     break  # the meter goes away in the middle of a block transfer
+                if session.objects.drop_requested:
+                    break
                 if out is None:
                     continue
                 if faults.slow_answer_s:

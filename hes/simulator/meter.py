@@ -87,6 +87,7 @@ class Faults:
     no_answer: bool = False  # accept TCP, never answer
     slow_answer_s: float = 0.0  # delay every answer
     drop_mid_profile: bool = False  # close the connection during a profile block transfer
+    drop_profile_after: datetime | None = None  # one shot: die when asked rows after this
     clock_drift_s: float = 0.0  # meter clock = true time + drift
     rewind_counter: bool = False  # the meter reuses an old invocation counter
     flip_bit: bool = False  # the meter flips one bit of its ciphered answers
@@ -132,6 +133,7 @@ class MeterState:
     counter: InvocationCounter = field(default_factory=InvocationCounter)
     client_counters: dict[int, int] = field(default_factory=dict)  # client SAP -> last IC
     events: list[tuple[datetime, int]] = field(default_factory=list)
+    profile_requests: list[tuple[datetime, datetime]] = field(default_factory=list)  # served
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
