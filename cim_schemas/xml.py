@@ -157,7 +157,7 @@ def parse_bytes(data: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) -> etree._El
 
 
 def iterparse(
-    source: IO[bytes],
+    source: IO[bytes] | io.RawIOBase,
     *,
     tags: tuple[str, ...] | None = None,
     schema: etree.XMLSchema | None = None,

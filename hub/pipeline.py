@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from lxml import etree
 
 from cim_schemas import envelope, schemas
-from cim_schemas.envelope import Header, Reply
+from cim_schemas.envelope import Header, Reply, Style
 from cim_schemas.namespaces import DRAFT_MESSAGE_NS, MESSAGE_NS
 from cim_schemas.xml import LimitedReader, iterparse, parse_bytes
 from cim_schemas.xml import content_hash as content_hash_of
@@ -59,7 +59,7 @@ DEAD_LETTER_BODY_LIMIT = 64 * 1024 * 1024
 ENVELOPE_ROOTS = frozenset({"RequestMessage", "ResponseMessage", "EventMessage", "FaultMessage"})
 
 
-def message_style(root: etree._Element) -> str | None:
+def message_style(root: etree._Element) -> Style | None:
     """ "envelope" for a 61968-100 message root, "wrapper" for a 61968-9 wrapper, else None."""
     qname = etree.QName(root)
     if qname.namespace in (MESSAGE_NS, DRAFT_MESSAGE_NS):
@@ -101,7 +101,7 @@ class Pipeline:
         log_id = self._start(msg, content_hash, size)
         steps = LifecycleRecorder(log_id)
         header: Header | None = None
-        style = "envelope"
+        style: Style = "envelope"
         try:
             if size > limit:
                 raise InputTooLarge(f"input of {size} bytes exceeds the limit of {limit} bytes")
@@ -152,7 +152,7 @@ class Pipeline:
             ]
             raise SchemaInvalid(f"schema invalid: {problems[0].message}", errors=errors)
         parsed = envelope.parse_message(tree.getroot())
-        if parsed.kind not in ("request", "event"):
+        if parsed.kind not in ("request", "event") or parsed.header is None:
             raise NotAnEnvelope(
                 f"a {parsed.kind} message is not accepted as input",
                 xpath=f"/{etree.QName(tree.getroot()).localname}",
@@ -300,7 +300,7 @@ class Pipeline:
         steps: LifecycleRecorder,
         errors: list[ErrorDetail],
         header: Header | None,
-        style: str,
+        style: Style,
         exc: BaseException,
     ) -> Outcome:
         log_id = steps.log_id
@@ -406,7 +406,7 @@ class Pipeline:
     def _render(
         self,
         header: Header | None,
-        style: str,
+        style: Style,
         result: str,
         errors: list[ErrorDetail],
         payload: etree._Element | None,

@@ -8,7 +8,7 @@ from typing import Protocol
 
 from lxml import etree
 
-from cim_schemas.envelope import Header, RequestInfo
+from cim_schemas.envelope import Header, RequestInfo, Style
 from hub.bus import MessageBus
 from hub.errors import ErrorDetail, UnsupportedOperation
 from mdm.handlers import HandlerContext
@@ -27,7 +27,7 @@ class MessageFrame:
     """
 
     header: Header
-    style: str  # "envelope" | "wrapper"
+    style: Style
     root_name: str  # local name of the root, for xpaths: RequestMessage, CreatedMeterReadings...
     request: RequestInfo | None = None
     payload: etree._Element | None = None

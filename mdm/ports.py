@@ -251,6 +251,7 @@ class UnitOfWork(Protocol):
     messages: MessageLogRepository
     dead_letters: DeadLetterRepository
     audit: AuditRepository
+    outbox: OutboxRepository
 
     def __enter__(self) -> Self: ...
     def __exit__(
@@ -265,3 +266,46 @@ class UnitOfWork(Protocol):
 
 class UnitOfWorkFactory(Protocol):
     def __call__(self) -> UnitOfWork: ...
+
+
+class OutboxItem(NamedTuple):
+    id: int
+    channel: str  # "soap" | "amqp" | "sftp": which dispatcher delivers it
+    destination: str  # URL, routing key, partner name...
+    verb: str
+    noun: str
+    body: bytes
+    headers: dict[str, str]
+    correlation_id: str | None
+    attempts: int
+    created_at: datetime
+
+
+class OutboxRepository(Protocol):
+    """The transactional outbox: what must leave amihub is written in the same
+    transaction as the change it reports, and delivered afterwards."""
+
+    def enqueue(
+        self,
+        *,
+        channel: str,
+        destination: str,
+        verb: str,
+        noun: str,
+        body: bytes,
+        headers: dict[str, str] | None = None,
+        correlation_id: str | None = None,
+    ) -> int: ...
+
+    def claim_due(self, channel: str, now: datetime, limit: int) -> list[OutboxItem]:
+        """Pending items whose time has come, oldest first; locked against other
+        dispatchers until this transaction ends (SKIP LOCKED on PostgreSQL)."""
+        ...
+
+    def mark_sent(self, item_id: int, at: datetime) -> None: ...
+
+    def mark_failed(self, item_id: int, error: str, retry_at: datetime | None) -> None:
+        """Count the attempt; ``retry_at`` None means give up (state ``dead``)."""
+        ...
+
+    def pending_count(self, channel: str | None = None) -> int: ...

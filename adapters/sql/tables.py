@@ -231,3 +231,23 @@ audit_log = Table(
     Column("details", Text),
     Index(None, "at"),
 )
+
+outbox = Table(
+    "outbox",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("channel", String(20), nullable=False),
+    Column("destination", String(500), nullable=False),
+    Column("verb", String(20), nullable=False),
+    Column("noun", String(100), nullable=False),
+    Column("body", LargeBinary, nullable=False),
+    Column("headers", JSON, nullable=False),
+    Column("correlation_id", String(200)),
+    Column("state", String(10), nullable=False),  # pending | sent | dead
+    Column("attempts", Integer, nullable=False),
+    Column("next_attempt_at", UTCDateTime(), nullable=False),
+    Column("last_error", Text),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("sent_at", UTCDateTime()),
+    Index(None, "channel", "state", "next_attempt_at"),
+)

@@ -8,6 +8,7 @@ from typing import Self
 from sqlalchemy import Connection, Engine
 
 from adapters.sql.errors import guard
+from adapters.sql.outbox import SqlOutboxRepository
 from adapters.sql.readings import DEFAULT_BATCH_SIZE, SqlReadingRepository
 from adapters.sql.registry import (
     SqlAuditRepository,
@@ -26,6 +27,7 @@ from mdm.ports import (
     EventRepository,
     InstallationRepository,
     MessageLogRepository,
+    OutboxRepository,
     ReadingRepository,
     UnitOfWork,
     UnitOfWorkFactory,
@@ -52,6 +54,7 @@ class SqlUnitOfWork:
         self.messages: MessageLogRepository = SqlMessageLogRepository(self)
         self.dead_letters: DeadLetterRepository = SqlDeadLetterRepository(self)
         self.audit: AuditRepository = SqlAuditRepository(self)
+        self.outbox: OutboxRepository = SqlOutboxRepository(self)
 
     @property
     def connection(self) -> Connection:
