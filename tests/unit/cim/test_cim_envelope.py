@@ -16,6 +16,7 @@ from cim_schemas import envelope as env
 from cim_schemas.namespaces import GET_METER_READINGS_MESSAGE_NS, MESSAGE_NS, message_ns
 from cim_schemas.profiles import get_meter_readings as gmr
 from cim_schemas.profiles import meter_readings as mr
+from cim_schemas.profiles._common import IdentifiedObject
 from cim_schemas.xml import parse_bytes
 from hub.errors import ErrorDetail, ErrorLevel, HeaderInvalid, NotAnEnvelope
 
@@ -255,7 +256,7 @@ def test_event_round_trip(verb: str, style: env.Style, assert_valid: Valid) -> N
 def test_get_request_wrapper_round_trip(assert_valid: Valid) -> None:
     header = env.Header(verb="get", noun="MeterReadings", message_id="g-1")
     get = gmr.render_get_meter_readings(
-        gmr.GetMeterReadings(end_devices=(gmr.IdentifiedObject("MTR-1"),))
+        gmr.GetMeterReadings(end_devices=(IdentifiedObject("MTR-1"),))
     )
     request = env.RequestInfo(start_time=datetime(2026, 1, 1, tzinfo=UTC), get=get)
     root = assert_valid(env.render_request(header, request, style="wrapper"))
@@ -377,9 +378,10 @@ def test_response_writer_streams_a_valid_message(assert_valid: Valid) -> None:
             ],
         )
     ]
-    for style in ("envelope", "wrapper"):
+    styles: tuple[env.Style, ...] = ("envelope", "wrapper")
+    for style in styles:
         out = io.BytesIO()
-        with env.response_writer(out, request, env.Reply("OK"), style=style) as xf:  # type: ignore[arg-type]
+        with env.response_writer(out, request, env.Reply("OK"), style=style) as xf:
             mr.write_meter_readings(xf, items if style == "envelope" else [])
         root = assert_valid(out.getvalue())
         msg = env.parse_message(root)

@@ -416,7 +416,7 @@ def test_meter_year_is_streamed_with_bounded_memory(assert_valid: Valid) -> None
     source = mr.MeterReadingSource(
         meter=mr.Meter(mrid="MTR-1"), interval_blocks=[mr.IntervalBlockSource(RT_15, year())]
     )
-    with env.response_writer(out, request, env.Reply("OK"), style="wrapper") as xf:  # type: ignore[arg-type]
+    with env.response_writer(out, request, env.Reply("OK"), style="wrapper") as xf:
         mr.write_meter_readings(xf, [source])
     root = assert_valid(out.getvalue())
     parsed = mr.parse_meter_readings(_payload("MeterReadings", root))
