@@ -64,8 +64,8 @@ class LimitedReader(io.RawIOBase):
         self._sha.update(chunk)
         return chunk
 
-    def read(self, n: int | None = -1) -> bytes:
-        want = 65536 if n is None or n < 0 else n
+    def peek(self) -> bytes:
+        """The first 64 KiB (prolog checked), without consuming them."""
         if self._pending is None:
             head = b""
             while len(head) < PROLOG_SCAN_BYTES:
@@ -75,6 +75,18 @@ class LimitedReader(io.RawIOBase):
                 head += more
             check_prolog(head)
             self._pending = head
+        return self._pending
+
+    def read_all(self) -> bytes:
+        chunks = [self.read()]
+        while chunk := self.read(1 << 20):
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    def read(self, n: int | None = -1) -> bytes:
+        want = 65536 if n is None or n < 0 else n
+        if self._pending is None:
+            self.peek()
         if self._pending:
             out, self._pending = self._pending[:want], self._pending[want:]
             return out
@@ -156,11 +168,32 @@ def parse_bytes(data: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) -> etree._El
     return tree
 
 
+def pull_events(head: bytes) -> Iterator[tuple[str, etree._Element]]:
+    """('start'|'end', element) events of the beginning of a document (e.g. to read its
+    Header before streaming the rest). Incomplete input is fine: events stop where it does."""
+    check_prolog(head[:PROLOG_SCAN_BYTES])
+    parser = etree.XMLPullParser(
+        events=("start", "end"),
+        resolve_entities=False,
+        no_network=True,
+        load_dtd=False,
+        huge_tree=False,
+        remove_comments=True,
+        remove_pis=True,
+    )
+    try:
+        parser.feed(head)
+        yield from parser.read_events()  # type: ignore[misc]
+    except etree.XMLSyntaxError as exc:
+        raise _syntax_error(exc) from exc
+
+
 def iterparse(
     source: IO[bytes] | io.RawIOBase,
     *,
     tags: tuple[str, ...] | None = None,
     schema: etree.XMLSchema | None = None,
+    events: tuple[str, ...] = ("start", "end"),
 ) -> Iterator[tuple[str, etree._Element]]:
     """Stream ('start'|'end', element) events of a document with the same hardening.
 
@@ -168,7 +201,7 @@ def iterparse(
     first start event checks for a DOCTYPE. Errors are amihub errors.
     """
     kwargs: dict[str, Any] = {
-        "events": ("start", "end"),
+        "events": events,
         "resolve_entities": False,
         "no_network": True,
         "load_dtd": False,

@@ -138,3 +138,19 @@ def test_local_xpath_indexes_only_repeated_names() -> None:
     d = root[2][0]
     assert schemas.local_xpath(d) == "/a/c[2]/d"
     assert schemas.local_xpath(root[0]) == "/a/b"
+
+
+def test_streaming_validation_with_the_cached_schema() -> None:
+    from pathlib import Path
+
+    from cim_schemas.xml import LimitedReader, iterparse
+    from hub.errors import SchemaInvalid
+
+    data = Path(__file__).parent / "data"
+    with (data / "created_meter_readings.xml").open("rb") as f:
+        reader = LimitedReader(f, 1 << 20)
+        ends = [el for ev, el in iterparse(reader, schema=schemas.message_schema()) if ev == "end"]
+    assert etree.QName(ends[-1]).localname == "CreatedMeterReadings"
+    with (data / "schema_invalid_event.xml").open("rb") as f, pytest.raises(SchemaInvalid):
+        for _ in iterparse(LimitedReader(f, 1 << 20), schema=schemas.message_schema()):
+            pass
