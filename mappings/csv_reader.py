@@ -24,13 +24,13 @@ from mappings.rows import (
     FileRejected,
     LineError,
     MeterKey,
+    MeterKeys,
     QualityResolver,
     ReadingTypeResolver,
     SourceRow,
     TimeResolver,
     UnitResolver,
     day_bounds,
-    meter_key,
     parse_date,
 )
 from mappings.spec import CodeTable, ColumnRef, CsvSpec
@@ -169,6 +169,7 @@ class _RowEngine:
         self.q_ix = (
             ix(spec.quality.column) if spec.quality and spec.quality.column is not None else None
         )
+        self.meter_key = MeterKeys(spec.meter)
         self.reading_type = ReadingTypeResolver(spec.reading_type, tables)
         self.quality = QualityResolver(spec.quality)
         self.unit = UnitResolver(spec.unit)
@@ -201,7 +202,7 @@ class _RowEngine:
         rt = ""
         factor = None
         try:
-            meter = meter_key(self.spec.meter, self._cell(row, self.meter_ix))
+            meter = self.meter_key(self._cell(row, self.meter_ix))
         except FieldError as e:
             errors.append(LineError(line, self.cols.name(self.meter_ix), e.code, e.message))
         try:

@@ -28,6 +28,9 @@ from mappings.spec import (
 )
 from mdm.model import DeviceRef
 
+#: Entries kept by the per-file caches of parsed fields (cleared when full).
+CACHE_SIZE = 65536
+
 #: NameType sent for a meter identified by serial number when the spec names none.
 SERIAL_NAME_TYPE = "SerialNumber"
 
@@ -99,6 +102,24 @@ class FieldError(ValueError):
         self.message = message
 
 
+class MeterKeys:
+    """:func:`meter_key` with a cache: a file names the same meters again and again."""
+
+    def __init__(self, rules: MeterRules) -> None:
+        self.rules = rules
+        self._cache: dict[str, MeterKey] = {}
+
+    def __call__(self, text: str | None) -> MeterKey:
+        raw = text or ""
+        found = self._cache.get(raw)
+        if found is None:
+            found = meter_key(self.rules, raw)
+            if len(self._cache) >= CACHE_SIZE:
+                self._cache.clear()
+            self._cache[raw] = found
+        return found
+
+
 def meter_key(rules: MeterRules, text: str | None) -> MeterKey:
     value = (text or "").strip()
     if not value:
@@ -121,11 +142,22 @@ class ReadingTypeResolver:
         self.fixed = rules.fixed
         self.table = tables[rules.table] if rules.table else None
         self.default_ab = rules.obis_default_ab
+        self._cache: dict[str, str] = {}
 
     def __call__(self, text: str | None) -> str:
         if self.fixed is not None:
             return self.fixed
-        code = (text or "").strip()
+        raw = text or ""
+        found = self._cache.get(raw)
+        if found is None:
+            found = self._resolve(raw)
+            if len(self._cache) >= CACHE_SIZE:
+                self._cache.clear()
+            self._cache[raw] = found
+        return found
+
+    def _resolve(self, text: str) -> str:
+        code = text.strip()
         if not code:
             raise FieldError(BAD_READING_TYPE, "no reading type code")
         if self.table is not None:
@@ -215,14 +247,31 @@ class TimeResolver:
         self.zone = ZoneInfo(rules.timezone)
         self.flags = {k.strip().lower(): v for k, v in rules.dst_flags.items()}
         self._seen: dict[tuple[MeterKey, str, datetime], int] = {}
+        # (text, flag) -> UTC instant, for times that do not depend on the meter
+        self._cache: dict[tuple[str, str | None], datetime] = {}
 
     def instant(
         self, text: str, *, meter: MeterKey, reading_type: str, flag: str | None = None
     ) -> datetime:
+        key = (text, flag)
+        found = self._cache.get(key)
+        if found is not None:
+            return found
         parsed = parse_local(text, self.rules.format)
         if parsed.tzinfo is not None:
-            return parsed.astimezone(UTC)
-        return self.local_to_utc(parsed, meter=meter, reading_type=reading_type, flag=flag)
+            result = parsed.astimezone(UTC)
+        else:
+            result = self.local_to_utc(parsed, meter=meter, reading_type=reading_type, flag=flag)
+            if self.rules.repeated_hour == "order" and self._ambiguous(parsed):
+                return result  # depends on how often it was seen: never cached
+        if len(self._cache) >= CACHE_SIZE:
+            self._cache.clear()
+        self._cache[key] = result
+        return result
+
+    def _ambiguous(self, naive: datetime) -> bool:
+        early = naive.replace(tzinfo=self.zone, fold=0)
+        return early.utcoffset() != naive.replace(tzinfo=self.zone, fold=1).utcoffset()
 
     def local_to_utc(
         self, naive: datetime, *, meter: MeterKey, reading_type: str, flag: str | None = None

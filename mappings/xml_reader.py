@@ -24,12 +24,12 @@ from mappings.rows import (
     FieldError,
     FileRejected,
     LineError,
+    MeterKeys,
     QualityResolver,
     ReadingTypeResolver,
     SourceRow,
     TimeResolver,
     UnitResolver,
-    meter_key,
 )
 from mappings.spec import CodeTable, XmlSpec
 
@@ -78,6 +78,7 @@ class _Fields:
         self.unit_xp = xp(spec.unit.xpath) if spec.unit else None
         self.rt_xp = xp(spec.reading_type.xpath)
         self.q_xp = xp(spec.quality.xpath) if spec.quality else None
+        self.meter_key = MeterKeys(spec.meter)
         self.reading_type = ReadingTypeResolver(spec.reading_type, tables)
         self.quality = QualityResolver(spec.quality)
         self.unit = UnitResolver(spec.unit)
@@ -106,7 +107,7 @@ class _Fields:
 
         meter = rt = None
         try:
-            meter = meter_key(self.spec.meter, get("meter", self.meter))
+            meter = self.meter_key(get("meter", self.meter))
         except FieldError as e:
             fail("meter", e)
         try:
