@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from hub.nouns.get_meter_readings import GetMeterReadingsRoute
 from hub.nouns.meter_readings import StoreMeterReadingsRoute
 from hub.routing import Route, RouteTable
 from hub.settings import Settings
@@ -13,5 +14,6 @@ def build_routes(settings: Settings) -> RouteTable:
             max_block_readings=settings.limits.max_block_readings,
             chunk_rows=settings.limits.ingest_batch_rows,
         ),
+        GetMeterReadingsRoute(),
     ]
     return RouteTable(routes)
