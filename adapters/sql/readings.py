@@ -17,12 +17,13 @@ duplicates) or a merge path (history ``INSERT ... SELECT``, ``UPDATE ... FROM``,
 from __future__ import annotations
 
 import itertools
+import weakref
 from collections.abc import Iterator, Sequence
 from datetime import datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection, bindparam, func, insert, select, text
+from sqlalchemy import Connection, Engine, bindparam, func, insert, select, text
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects import postgresql, sqlite
 
@@ -37,6 +38,8 @@ if TYPE_CHECKING:
     from adapters.sql.uow import SqlUnitOfWork
 
 DEFAULT_BATCH_SIZE = 50_000
+#: PostgreSQL: a message of at most this many readings goes in one statement (arrays).
+SMALL_MESSAGE_ROWS = 5_000
 MAX_REPORTED_DUPLICATES = 10_000
 _TS_CACHE_LIMIT = 100_000
 _COPY_SLICE = 5_000
@@ -133,19 +136,18 @@ class SqlReadingStaging:
         new_codes = [code for code in {r[1] for r in rows} if code not in types]
         if new_codes:  # (c) new reading types: registered in one statement per batch
             types.update(self._repo.register_types(new_codes))
-        try:
-            lo = min(r[2] for r in rows)
-            hi = max(r[2] for r in rows)
-        except TypeError:  # naive and aware datetimes mixed
-            lo = hi = datetime(2000, 1, 1)
-        if lo.tzinfo is None or hi.tzinfo is None:
-            raise ValueError("naive datetime in readings: amihub needs timezone-aware instants")
-        if self._min_ts is None or lo < self._min_ts:
-            self._min_ts = lo
-        if self._max_ts is None or hi > self._max_ts:
-            self._max_ts = hi
         if len(self._ts_cache) > _TS_CACHE_LIMIT:
             self._ts_cache.clear()
+        # Each distinct instant is formatted once (cache miss): check and range it there,
+        # before any COPY starts, so that a bad instant cannot abort the transaction.
+        cache = self._ts_cache
+        fmt = _pg_ts if self._pg else sqlite_ts
+        for ts in {r[2] for r in rows}.difference(cache):
+            cache[ts] = fmt(ts)  # raises ValueError on a naive datetime
+            if self._min_ts is None or ts < self._min_ts:
+                self._min_ts = ts
+            if self._max_ts is None or ts > self._max_ts:
+                self._max_ts = ts
         self._items.update({r[0] for r in rows})
         with guard():
             if self._pg:
@@ -158,7 +160,6 @@ class SqlReadingStaging:
         """COPY text, written in slices so the server parses while Python formats."""
         types = self._types
         cache = self._ts_cache
-        cached = cache.get
         if any(c in q for q in {r[4] for r in rows} for c in _COPY_SPECIALS):
             rows = [r._replace(quality=_copy_escape(r[4])) for r in rows]
         raw: Any = self._conn.connection.driver_connection
@@ -170,23 +171,16 @@ class SqlReadingStaging:
                 lines: list[str] = []
                 append = lines.append
                 for item, code, ts, value, quality in rows[start : start + _COPY_SLICE]:
-                    s = cached(ts)
-                    if s is None:
-                        s = cache[ts] = _pg_ts(ts)
-                    append(f"{item}\t{types[code]}\t{s}\t{value!s}\t{quality}\n")
+                    append(f"{item}\t{types[code]}\t{cache[ts]}\t{value!s}\t{quality}\n")
                 copy.write("".join(lines))
 
     def _write_sqlite(self, rows: Sequence[StagedReading]) -> None:
         types = self._types
         cache = self._ts_cache
-        cached = cache.get
         out: list[tuple[int, int, str, str, str]] = []
         append = out.append
         for item, code, ts, value, quality in rows:
-            s = cached(ts)
-            if s is None:
-                s = cache[ts] = sqlite_ts(ts)
-            append((item, types[code], s, canonical_decimal(value), quality))
+            append((item, types[code], cache[ts], canonical_decimal(value), quality))
         raw: Any = self._conn.connection.driver_connection
         raw.executemany(f"INSERT INTO {self._r} VALUES (?, ?, ?, ?, ?)", out)
 
@@ -198,6 +192,11 @@ class SqlReadingStaging:
         self._applied = True
         try:
             with guard():
+                if self._pg and not self._created and len(self._pending) <= SMALL_MESSAGE_ROWS:
+                    small = self._apply_small(utility_id)
+                    if small is not None:
+                        return small
+                    # duplicates: the staged path below finds and reports them
                 self._flush_pending()
                 self._create()
                 return self._apply(utility_id)
@@ -233,7 +232,15 @@ class SqlReadingStaging:
             f"CREATE TEMP TABLE {self._m} (item integer PRIMARY KEY, mrid text, name text, "
             f"device_id {id_type})" + (" ON COMMIT DROP" if self._pg else "")
         )
-        if self._meters:
+        if self._meters and self._pg:
+            raw: Any = conn.connection.driver_connection
+            with (
+                raw.cursor() as cur,
+                cur.copy(f"COPY {self._m} (item, mrid, name) FROM STDIN") as copy,
+            ):
+                for item, ref in self._meters.items():
+                    copy.write_row((item, ref.mrid or None, ref.name or None))
+        elif self._meters:
             conn.execute(
                 text(f"INSERT INTO {self._m} (item, mrid, name) VALUES (:item, :mrid, :name)"),
                 [
@@ -344,6 +351,95 @@ class SqlReadingStaging:
         )
         return StagingResult(stats, unknown_items=unknown)
 
+    def _apply_small(self, utility_id: int) -> StagingResult | None:
+        """PostgreSQL, a message that never needed a flush: one statement, no temp tables.
+
+        Readings and meter references travel as arrays (``unnest``); the same
+        resolution, duplicate check and supersede logic as the staged path run in
+        one statement of data-modifying CTEs. Returns None (nothing written) if the
+        message has duplicates: the staged path then reports them.
+        """
+        rows = self._pending
+        items = {r[0] for r in rows}
+        if not rows:
+            return StagingResult(IngestStats(), unknown_items=[])
+        for ts in {r[2] for r in rows}:
+            _pg_ts(ts)  # refuse naive datetimes
+        types = self._repo.register_types(sorted({r[1] for r in rows}))
+        meters = list(self._meters.items())
+        name_match = (
+            "(SELECT CASE WHEN count(*) = 1 THEN min(d.id) END FROM end_device d "
+            "WHERE d.utility_id = %(u)s AND d.{col} = u.name)"
+        )
+        keys = "{a}.device_id = {b}.device_id AND {a}.reading_type_id = {b}.reading_type_id "
+        keys += "AND {a}.ts = {b}.ts"
+        sql = (
+            "WITH m AS (SELECT u.item, CASE WHEN u.mrid IS NOT NULL THEN (SELECT d.id "
+            "FROM end_device d WHERE d.utility_id = %(u)s AND d.mrid = u.mrid) "
+            "WHEN u.name IS NOT NULL THEN COALESCE("
+            + name_match.format(col="name")
+            + ", "
+            + name_match.format(col="serial_number")
+            + ") END AS device_id FROM unnest(%(m_item)s::int[], %(m_mrid)s::text[], "
+            "%(m_name)s::text[]) AS u(item, mrid, name)), "
+            "n AS (SELECT m.device_id, s.rt AS reading_type_id, s.ts, s.value, s.quality "
+            "FROM unnest(%(r_item)s::int[], %(r_rt)s::int[], %(r_ts)s::timestamptz[], "
+            "%(r_value)s::numeric[], %(r_quality)s::text[]) AS s(item, rt, ts, value, quality) "
+            "JOIN m ON m.item = s.item WHERE m.device_id IS NOT NULL), "
+            "dup AS (SELECT 1 FROM n GROUP BY device_id, reading_type_id, ts "
+            "HAVING count(*) > 1 LIMIT 1), "
+            "old AS (SELECT r.device_id, r.reading_type_id, r.ts, r.value, r.quality, r.version, "
+            "r.recorded_at, n.value AS new_value, n.quality AS new_quality "
+            f"FROM reading r JOIN n ON {keys.format(a='r', b='n')} "
+            "WHERE NOT EXISTS (SELECT 1 FROM dup) FOR UPDATE OF r), "
+            "changed AS (SELECT * FROM old WHERE value <> new_value OR quality <> new_quality), "
+            "hist AS (INSERT INTO reading_history (device_id, reading_type_id, ts, version, "
+            "value, quality, recorded_at, superseded_at) SELECT device_id, reading_type_id, ts, "
+            "version, value, quality, recorded_at, %(now)s FROM changed RETURNING 1), "
+            "upd AS (UPDATE reading r SET value = c.new_value, quality = c.new_quality, "
+            "version = r.version + 1, recorded_at = %(now)s FROM changed c "
+            f"WHERE {keys.format(a='r', b='c')} RETURNING 1), "
+            "ins AS (INSERT INTO reading (device_id, reading_type_id, ts, value, quality, "
+            "version, recorded_at) SELECT n.device_id, n.reading_type_id, n.ts, n.value, "
+            "n.quality, 1, %(now)s FROM n WHERE NOT EXISTS (SELECT 1 FROM dup) AND NOT EXISTS "
+            f"(SELECT 1 FROM old o WHERE {keys.format(a='o', b='n')}) RETURNING 1) "
+            "SELECT EXISTS (SELECT 1 FROM dup), (SELECT count(*) FROM n), "
+            "(SELECT count(*) FROM hist), (SELECT count(*) FROM upd), (SELECT count(*) FROM ins), "
+            "(SELECT array_agg(item) FROM m WHERE device_id IS NOT NULL)"
+        )
+        params = {
+            "u": utility_id,
+            "now": _now(),
+            "m_item": [item for item, _ in meters],
+            "m_mrid": [ref.mrid or None for _, ref in meters],
+            "m_name": [ref.name or None for _, ref in meters],
+            "r_item": [r[0] for r in rows],
+            "r_rt": [types[r[1]] for r in rows],
+            "r_ts": [r[2] for r in rows],
+            "r_value": [r[3] for r in rows],
+            "r_quality": [r[4] for r in rows],
+        }
+        conn = self._conn
+        try:
+            with conn.begin_nested():
+                has_dup, total, hist, superseded, stored, resolved = conn.exec_driver_sql(
+                    sql, params
+                ).one()
+        except sa_exc.IntegrityError as error:
+            if not is_unique_violation(error):
+                raise
+            raise StoreUnavailable(
+                "readings of the same meters were stored concurrently; retry"
+            ) from error
+        if has_dup:
+            return None
+        assert hist == superseded
+        unknown = sorted(items - set(resolved or ()))
+        stats = IngestStats(
+            stored=stored, superseded=superseded, unchanged=total - stored - superseded
+        )
+        return StagingResult(stats, unknown_items=unknown)
+
     def _keys_may_exist(self) -> bool:
         """False only if no stored reading of these meters and reading types lies in the
         staged time range (then no staged key can exist)."""
@@ -380,6 +476,17 @@ class SqlReadingStaging:
         return out
 
 
+_TYPE_CACHE: weakref.WeakKeyDictionary[Engine, dict[str, int]] = weakref.WeakKeyDictionary()
+
+
+def _committed_types(engine: Engine) -> dict[str, int]:
+    """ReadingType ids known to be committed (they are never deleted), per engine."""
+    cache = _TYPE_CACHE.get(engine)
+    if cache is None:
+        cache = _TYPE_CACHE[engine] = {}
+    return cache
+
+
 def _now() -> datetime:
     from adapters.sql.registry import utcnow
 
@@ -410,21 +517,35 @@ class SqlReadingRepository:
     @guarded
     def register_types(self, codes: Sequence[str]) -> dict[str, int]:
         """Ids of ReadingType codes, registering the new ones in one statement."""
-        out = {c: self._type_ids[c] for c in codes if c in self._type_ids}
+        shared = _committed_types(self._uow.engine)
+        out: dict[str, int] = {}
+        for code in codes:
+            known = self._type_ids.get(code) or shared.get(code)
+            if known is not None:
+                out[code] = known
         missing = sorted({c for c in codes if c not in out})
         if not missing:
             return out
         rt = t.reading_type
-        stmt: Any
-        if self._conn.dialect.name == "postgresql":
-            stmt = postgresql.insert(rt).on_conflict_do_nothing(index_elements=["code"])
-        else:
-            stmt = sqlite.insert(rt).on_conflict_do_nothing(index_elements=["code"])
-        self._conn.execute(stmt, [{"code": c} for c in missing])
-        for row in self._conn.execute(select(rt.c.id, rt.c.code).where(rt.c.code.in_(missing))):
-            self._type_ids[row.code] = int(row.id)
-            out[row.code] = int(row.id)
+        query = select(rt.c.id, rt.c.code).where(rt.c.code.in_(missing))
+        found = {row.code: int(row.id) for row in self._conn.execute(query)}
+        if len(found) < len(missing):
+            stmt: Any
+            if self._conn.dialect.name == "postgresql":
+                stmt = postgresql.insert(rt).on_conflict_do_nothing(index_elements=["code"])
+            else:
+                stmt = sqlite.insert(rt).on_conflict_do_nothing(index_elements=["code"])
+            self._conn.execute(stmt, [{"code": c} for c in missing if c not in found])
+            found = {row.code: int(row.id) for row in self._conn.execute(query)}
+        self._type_ids.update(found)
+        out.update(found)
         return out
+
+    def committed(self) -> None:
+        """The transaction committed: its reading type ids are now safe to share."""
+        if self._type_ids:
+            _committed_types(self._uow.engine).update(self._type_ids)
+            self._type_ids.clear()
 
     def query(
         self,

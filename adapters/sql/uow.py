@@ -98,6 +98,7 @@ class SqlUnitOfWork:
     def commit(self) -> None:
         with guard():
             self.connection.commit()
+        self._readings.committed()
 
     def rollback(self) -> None:
         self._readings.forget()

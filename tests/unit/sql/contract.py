@@ -12,6 +12,7 @@ import psutil
 import pytest
 from sqlalchemy import Engine, text
 
+import adapters.sql.readings as readings_module
 from adapters.sql import (
     SqlUnitOfWork,
     SqlUnitOfWorkFactory,
@@ -53,6 +54,18 @@ class StoreContract:
 
     @pytest.fixture
     def uow_factory(self, engine: Engine) -> SqlUnitOfWorkFactory:
+        return SqlUnitOfWorkFactory(engine)
+
+    @pytest.fixture(params=["one-statement", "staged"])
+    def readings_factory(
+        self, request: pytest.FixtureRequest, engine: Engine, monkeypatch: pytest.MonkeyPatch
+    ) -> SqlUnitOfWorkFactory:
+        """Both bulk paths: PostgreSQL's one-statement path for small messages, and the
+        staged path (temp tables) with a tiny batch size so that every flush boundary
+        is crossed. (SQLite always stages.)"""
+        if request.param == "staged":
+            monkeypatch.setattr(readings_module, "SMALL_MESSAGE_ROWS", -1)
+            return SqlUnitOfWorkFactory(engine, staging_batch_size=3)
         return SqlUnitOfWorkFactory(engine)
 
     @pytest.fixture
@@ -261,14 +274,16 @@ class StoreContract:
         staging.add_readings(rows)
         return staging.apply(utility_id)
 
-    def test_bulk_store_and_query(self, uow_factory: SqlUnitOfWorkFactory, utility_id: int) -> None:
+    def test_bulk_store_and_query(
+        self, readings_factory: SqlUnitOfWorkFactory, utility_id: int
+    ) -> None:
         rows = [
             StagedReading(item, rt, q(15 * k), Decimal(f"{item}.{k}5"), "")
             for item in (1, 2)
             for rt in (RT, RT2)
             for k in range(96)
         ]
-        with uow_factory() as uow:
+        with readings_factory() as uow:
             result = self.stage(
                 uow, utility_id, {1: DeviceRef(mrid="M1"), 2: DeviceRef(mrid="M2")}, rows
             )
@@ -276,7 +291,7 @@ class StoreContract:
             assert result.unknown_items == []
             assert result.duplicates == []
             uow.commit()
-        with uow_factory() as uow:
+        with readings_factory() as uow:
             m1, m2 = (self.device_id(uow, utility_id, m) for m in ("M1", "M2"))
             assert uow.readings.count() == 384
             got = list(uow.readings.query([m2, m1], [RT], q(15), q(60)))
@@ -294,11 +309,11 @@ class StoreContract:
             ]
 
     def test_edit_supersedes_and_keeps_history(
-        self, uow_factory: SqlUnitOfWorkFactory, utility_id: int
+        self, readings_factory: SqlUnitOfWorkFactory, utility_id: int
     ) -> None:
         meters = {1: DeviceRef(mrid="M1")}
         first = [StagedReading(1, RT, q(15 * k), Decimal("1.50"), "") for k in range(4)]
-        with uow_factory() as uow:
+        with readings_factory() as uow:
             self.stage(uow, utility_id, meters, first)
             uow.commit()
         second = [
@@ -307,11 +322,11 @@ class StoreContract:
             StagedReading(1, RT, q(30), Decimal("1.50"), "1.4.9"),  # new quality
             StagedReading(1, RT, q(60), Decimal("7"), ""),  # new row
         ]
-        with uow_factory() as uow:
+        with readings_factory() as uow:
             result = self.stage(uow, utility_id, meters, second)
             assert result.stats == IngestStats(stored=1, superseded=2, unchanged=1)
             uow.commit()
-        with uow_factory() as uow:
+        with readings_factory() as uow:
             m1 = self.device_id(uow, utility_id, "M1")
             versions = uow.readings.versions(m1, RT, q(15))
             assert [(v.version, v.value) for v in versions] == [
@@ -332,7 +347,7 @@ class StoreContract:
             assert uow.readings.count() == 5
 
     def test_duplicates_write_nothing(
-        self, uow_factory: SqlUnitOfWorkFactory, utility_id: int
+        self, readings_factory: SqlUnitOfWorkFactory, utility_id: int
     ) -> None:
         rows = [
             StagedReading(1, RT, q(0), Decimal("1"), ""),
@@ -340,7 +355,7 @@ class StoreContract:
             StagedReading(1, RT, q(15), Decimal("2"), ""),
             StagedReading(2, RT, q(0), Decimal("1"), ""),
         ]
-        with uow_factory() as uow:
+        with readings_factory() as uow:
             result = self.stage(
                 uow, utility_id, {1: DeviceRef(mrid="M1"), 2: DeviceRef(mrid="M2")}, rows
             )
@@ -357,24 +372,24 @@ class StoreContract:
             assert [v.value for v in uow.readings.versions(m1, RT, q(15))] == [Decimal("1")]
 
     def test_two_items_naming_one_meter_are_duplicates(
-        self, uow_factory: SqlUnitOfWorkFactory, utility_id: int
+        self, readings_factory: SqlUnitOfWorkFactory, utility_id: int
     ) -> None:
         rows = [StagedReading(i, RT, q(0), Decimal("1"), "") for i in (1, 2)]
-        with uow_factory() as uow:
+        with readings_factory() as uow:
             result = self.stage(
                 uow, utility_id, {1: DeviceRef(mrid="M1"), 2: DeviceRef(name="S-1")}, rows
             )
             assert [(d.item, d.count) for d in result.duplicates] == [(1, 2), (2, 2)]
             assert uow.readings.count() == 0
 
-    def test_unknown_meters(self, uow_factory: SqlUnitOfWorkFactory, utility_id: int) -> None:
+    def test_unknown_meters(self, readings_factory: SqlUnitOfWorkFactory, utility_id: int) -> None:
         rows = [
             StagedReading(item, RT, q(15 * k), Decimal("1"), "")
             for item in (1, 2, 3, 4)
             for k in range(3)
         ]
         meters = {1: DeviceRef(mrid="M1"), 2: DeviceRef(mrid="NOPE"), 3: DeviceRef(name="nobody")}
-        with uow_factory() as uow:
+        with readings_factory() as uow:
             result = self.stage(uow, utility_id, meters, rows)  # item 4 has no meter at all
             assert result.unknown_items == [2, 3, 4]
             assert result.stats == IngestStats(stored=3)
@@ -382,8 +397,10 @@ class StoreContract:
             assert only_unknown.unknown_items == [1]
             assert only_unknown.stats == IngestStats()
 
-    def test_name_resolved_meters(self, uow_factory: SqlUnitOfWorkFactory, utility_id: int) -> None:
-        with uow_factory() as uow:
+    def test_name_resolved_meters(
+        self, readings_factory: SqlUnitOfWorkFactory, utility_id: int
+    ) -> None:
+        with readings_factory() as uow:
             uow.devices.add(utility_id, EndDevice("M4", "ACME", name="twin"))
             uow.devices.add(utility_id, EndDevice("M5", "ACME", name="twin"))
             meters = {
@@ -401,22 +418,24 @@ class StoreContract:
             ] == [("M1", Decimal(1)), ("M2", Decimal(2))]
 
     def test_reading_types_registered(
-        self, uow_factory: SqlUnitOfWorkFactory, utility_id: int
+        self, readings_factory: SqlUnitOfWorkFactory, utility_id: int
     ) -> None:
-        with uow_factory() as uow:
+        with readings_factory() as uow:
             first = uow.readings.reading_type_id(RT)
             assert uow.readings.reading_type_id(RT) == first
             assert uow.readings.reading_type_id(RT2) != first
             uow.rollback()
             again = uow.readings.reading_type_id(RT2)
             uow.commit()
-        with uow_factory() as uow:
+        with readings_factory() as uow:
             assert uow.readings.reading_type_id(RT2) == again
 
-    def test_timezones_round_trip(self, uow_factory: SqlUnitOfWorkFactory, utility_id: int) -> None:
+    def test_timezones_round_trip(
+        self, readings_factory: SqlUnitOfWorkFactory, utility_id: int
+    ) -> None:
         cet = timezone(timedelta(hours=1))
         local = datetime(2024, 3, 31, 1, 30, tzinfo=cet)  # 00:30 UTC
-        with uow_factory() as uow:
+        with readings_factory() as uow:
             self.stage(
                 uow,
                 utility_id,
@@ -429,7 +448,7 @@ class StoreContract:
             uow.installations.install(m1, up1.id, local)
             log_id = uow.messages.start("src", "/soap", "h", 1, local)
             uow.commit()
-        with uow_factory() as uow:
+        with readings_factory() as uow:
             (stored,) = uow.readings.query([m1], None, None, None)
             assert stored.ts == local
             assert stored.ts.utcoffset() == timedelta(0)
