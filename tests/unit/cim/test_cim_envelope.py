@@ -402,3 +402,52 @@ def test_is_message_root() -> None:
     ):
         assert env.is_message_root(etree.Element(tag)), tag
     assert "RequestMessage" in env.ENVELOPE_ROOTS
+
+
+def test_rendered_response_matches_the_golden_file(assert_valid: Valid) -> None:
+    from pathlib import Path
+
+    t0 = datetime(2026, 3, 1, tzinfo=PLUS8)
+    header = env.Header(
+        verb="reply",
+        noun="MeterReadings",
+        timestamp=datetime(2026, 3, 2, 2, 0, tzinfo=UTC),
+        source="amihub",
+        message_id="8f0d7a52-0000-4000-8000-000000000001",
+        correlation_id="get-42",
+    )
+    readings = (
+        mr.IntervalReading(t0 + timedelta(minutes=15), Decimal("0.1250")),
+        mr.IntervalReading(
+            t0 + timedelta(minutes=30),
+            Decimal("0.0975"),
+            reading_qualities=(mr.ReadingQuality("3.8.0"),),
+        ),
+    )
+    obj = mr.MeterReadings(
+        (
+            mr.MeterReading(
+                meter=mr.Meter(mrid="MTR-1"),
+                usage_point=IdentifiedObject("UP-000042"),
+                interval_blocks=(
+                    mr.IntervalBlock("0.0.2.4.1.1.12.0.0.0.0.0.0.0.0.3.72.0", readings),
+                ),
+            ),
+        )
+    )
+    rendered = env.render_response(
+        header,
+        env.Reply("PARTIAL"),
+        mr.render_meter_readings(obj),
+        style="wrapper",
+        namespace=GET_METER_READINGS_MESSAGE_NS,
+    )
+    assert_valid(rendered)
+    expected = (
+        Path(__file__).parent / "data" / "meter_readings_response.expected.xml"
+    ).read_bytes()
+
+    def canonical(data: bytes) -> str:
+        return etree.canonicalize(etree.tostring(parse_bytes(data)).decode(), strip_text=True)
+
+    assert canonical(rendered) == canonical(expected)
