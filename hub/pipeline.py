@@ -26,7 +26,7 @@ from lxml import etree
 from cim_schemas import envelope, schemas
 from cim_schemas.envelope import Header, Reply, Style
 from cim_schemas.namespaces import DRAFT_MESSAGE_NS, MESSAGE_NS
-from cim_schemas.xml import LimitedReader, iterparse, parse_bytes
+from cim_schemas.xml import LimitedReader, iterparse, parse_bytes, pull_events
 from cim_schemas.xml import content_hash as content_hash_of
 from hub.bus import MessageBus
 from hub.errors import (
@@ -108,7 +108,7 @@ class Pipeline:
             with msg.open() as raw:
                 reader = LimitedReader(raw, limit)
                 if size <= self.limits.tree_limit_bytes:
-                    frame = self._parse_tree(reader.read(size + 1) + reader.read())
+                    frame = self._parse_tree(reader.read_all())
                 else:
                     frame = self._parse_stream(reader)
                 header, style = frame.header, frame.style
@@ -166,23 +166,32 @@ class Pipeline:
         )
 
     def _parse_stream(self, reader: LimitedReader) -> MessageFrame:
-        events = iterparse(reader, schema=schemas.message_schema())
+        """Read the Header from the first 64 KiB, then stream the whole document with
+        the schema attached, delivering only the end events the streaming routes use."""
         root_name: str | None = None
-        for event, element in events:
+        style: Style | None = None
+        for event, element in pull_events(reader.peek()):
             if root_name is None:
                 root_name = etree.QName(element).localname
-                if message_style(element) is None:
+                style = message_style(element)
+                if style is None:
                     raise NotAnEnvelope(
                         f"root element {root_name} is not an IEC 61968-100 message",
                         xpath=f"/{root_name}",
                     )
             if event == "end" and etree.QName(element).localname == "Header":
-                header = envelope.parse_header(element)
-                style = message_style(element.getroottree().getroot()) or "envelope"
-                return MessageFrame(header=header, style=style, root_name=root_name, events=events)
-            if event == "start" and etree.QName(element).localname == "Payload":
                 break
-        raise HeaderInvalid("the message has no Header before its Payload", xpath="/*/Header")
+        else:
+            raise HeaderInvalid(
+                "no Header in the first 64 KiB of a message too large to parse whole",
+                xpath="/*/Header",
+            )
+        assert root_name is not None and style is not None
+        header = envelope.parse_header(element)
+        events = iterparse(
+            reader, schema=schemas.message_schema(), events=("end",), tags=self.routes.stream_tags
+        )
+        return MessageFrame(header=header, style=style, root_name=root_name, events=events)
 
     # -- dispatch ------------------------------------------------------------------------
 

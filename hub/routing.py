@@ -63,7 +63,8 @@ class RouteResult:
 class Route(Protocol):
     noun: str
     verbs: frozenset[str]
-    #: accepts stream mode (files larger than the tree limit)
+    #: accepts stream mode (files larger than the tree limit); a streaming route also
+    #: names the elements whose end events it consumes in ``stream_tags``
     streaming: bool
 
     def handle(self, frame: MessageFrame, ctx: RouteContext, uow: UnitOfWork) -> RouteResult: ...
@@ -75,6 +76,13 @@ class RouteTable:
         for route in routes:
             for verb in route.verbs:
                 self._routes[(verb, route.noun)] = route
+
+    @property
+    def stream_tags(self) -> tuple[str, ...]:
+        """The elements streaming routes consume, for a tag-filtered iterparse."""
+        routes = {id(r): r for r in self._routes.values()}.values()
+        tags = {t for r in routes if r.streaming for t in getattr(r, "stream_tags", ())}
+        return tuple(sorted(tags))
 
     def get(self, verb: str, noun: str) -> Route:
         try:

@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -45,9 +45,92 @@ class SoapSettings(BaseModel):
     port: int = 8080
 
 
+class AmqpTlsSettings(BaseModel):
+    """TLS for ``amqps://`` URLs (see docs/amqp.md)."""
+
+    model_config = {"extra": "forbid"}
+
+    #: CA bundle that signs the broker's certificate (None: the system store)
+    ca_certs: str | None = None
+    #: client certificate and key, for brokers that authenticate by certificate (EXTERNAL)
+    certfile: str | None = None
+    keyfile: str | None = None
+    #: check the broker's certificate and host name (never turn off in production)
+    verify: bool = True
+    #: name expected in the broker's certificate (default: the URL's host)
+    server_hostname: str | None = None
+
+
+class AmqpPartnerSettings(BaseModel):
+    """A partner's own queue: its replies (``reply_to``) and the events it subscribes to."""
+
+    model_config = {"extra": "forbid"}
+
+    #: the partner's user name (the ``[[users]]`` entry and its RabbitMQ user)
+    name: str = Field(min_length=1)
+    #: queue name; default ``amihub.partner.<name>``
+    queue: str | None = None
+    #: binding keys on the events exchange, e.g. ["created.MeterReadings", "*.EndDeviceEvents"]
+    events: list[str] = Field(default_factory=list)
+
+    @property
+    def queue_name(self) -> str:
+        return self.queue or f"amihub.partner.{self.name}"
+
+
 class AmqpSettings(BaseModel):
+    """The AMQP adapter (adapters/amqp, docs/amqp.md).
+
+    ``url`` is a kombu URL: ``memory://`` (in-process, the embedded default),
+    ``amqp://user:password@host:5672/vhost`` or ``amqps://...`` with ``tls``.
+    The password may instead come from ``password`` (e.g. ``AMIHUB_AMQP__PASSWORD``),
+    which overrides the one in the URL.
+    """
+
+    model_config = {"extra": "forbid"}
+
     enabled: bool = False
     url: str = "memory://"
+    password: SecretStr | None = None
+    tls: AmqpTlsSettings | None = None
+    heartbeat: int = Field(default=30, ge=0)
+    connect_timeout: float = Field(default=10.0, gt=0)
+    #: unacknowledged messages the broker hands one worker at a time
+    prefetch: int = Field(default=256, gt=0)
+    #: messages handed to the pipeline together (at most ``prefetch``)
+    batch_size: int = Field(default=256, gt=0)
+    #: seconds to wait for more messages before a partial batch is processed
+    batch_wait: float = Field(default=0.02, ge=0)
+    #: declare exchanges, queues and bindings at start (off when an operator owns them)
+    declare: bool = True
+    request_exchange: str = "amihub.requests"
+    request_queue: str = "amihub.requests"
+    events_exchange: str = "amihub.events"
+    dead_letter_exchange: str = "amihub.dead-letter"
+    dead_letter_queue: str = "amihub.dead-letter"
+    #: declare queues as quorum queues (replicated; counts redeliveries, so even a
+    #: message that crashes the worker is dead-lettered after ``max_attempts``)
+    quorum: bool = False
+    partners: list[AmqpPartnerSettings] = Field(default_factory=list)
+    #: deliveries of one message (recoverable failures, crashes on quorum queues)
+    #: before it goes to the dead-letter queue and store
+    max_attempts: int = Field(default=5, gt=0)
+    #: backoff before a recoverable failure is retried: first, doubling up to max (seconds)
+    retry_delay: float = Field(default=0.5, ge=0)
+    retry_max_delay: float = Field(default=30.0, ge=0)
+    #: backoff between reconnection attempts (seconds)
+    reconnect_delay: float = Field(default=0.5, gt=0)
+    reconnect_max_delay: float = Field(default=30.0, gt=0)
+    #: broker users (e.g. a shovel or gateway) allowed to name the partner in the
+    #: ``amihub-partner`` header; everyone else is the ``user_id`` RabbitMQ validated
+    relay_users: list[str] = Field(default_factory=list)
+    #: folder of mapping specs for the ``amihub-mapping`` header (default: the built-in ones)
+    mappings_dir: str | None = None
+    #: deliver the outbox's "amqp" channel (events, async replies) from this process
+    outbox: bool = True
+    outbox_batch: int = Field(default=200, gt=0)
+    #: seconds to wait for the broker's publisher confirms of one batch
+    confirm_timeout: float = Field(default=30.0, gt=0)
 
 
 class Settings(BaseSettings):

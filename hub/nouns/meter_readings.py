@@ -48,31 +48,35 @@ MAX_ERRORS: Final = 100
 
 
 class _Invalid(Exception):
-    def __init__(self, code: str, reason: str, xpath: str) -> None:
-        self.detail = ErrorDetail(code, reason, xpath=xpath)
+    """A content error; ``where`` is appended to the xpath of the element it concerns."""
+
+    def __init__(self, code: str, reason: str, where: str = "") -> None:
+        self.code = code
+        self.reason = reason
+        self.where = where
 
 
-def parse_timestamp(text: str | None, xpath: str) -> datetime:
+def parse_timestamp(text: str | None) -> datetime:
     if not text:
-        raise _Invalid("2006", "timestamp missing", xpath)
+        raise _Invalid("2006", "timestamp missing", "/timeStamp")
     try:
         ts = datetime.fromisoformat(text.strip())
     except ValueError:
-        raise _Invalid("2006", f"timestamp {text!r} is not ISO 8601", xpath) from None
+        raise _Invalid("2006", f"timestamp {text!r} is not ISO 8601", "/timeStamp") from None
     if ts.tzinfo is None:
-        raise _Invalid("2006", f"timestamp {text!r} has no zone offset", xpath)
+        raise _Invalid("2006", f"timestamp {text!r} has no zone offset", "/timeStamp")
     return ts.astimezone(UTC)
 
 
-def parse_value(text: str | None, xpath: str) -> Decimal:
+def parse_value(text: str | None) -> Decimal:
     if text is None:
-        raise _Invalid("2005", "value missing", xpath)
+        raise _Invalid("2005", "value missing", "/value")
     try:
         value = Decimal(text.strip())
     except InvalidOperation:
-        raise _Invalid("2005", f"value {text!r} is not a decimal number", xpath) from None
+        raise _Invalid("2005", f"value {text!r} is not a decimal number", "/value") from None
     if not value.is_finite():
-        raise _Invalid("2005", f"value {text!r} is not a finite number", xpath)
+        raise _Invalid("2005", f"value {text!r} is not a finite number", "/value")
     return value
 
 
@@ -95,7 +99,13 @@ def meter_ref(element: etree._Element | None) -> DeviceRef | None:
 
 @dataclass
 class ReadingExtractor:
-    """Turns MeterReadings events into feed chunks; collects content errors."""
+    """Turns MeterReadings end events into feed chunks; collects content errors.
+
+    Hot path: one event per IntervalReading, no string building unless there is
+    an error (xpaths are made from the positions then). Elements are freed per
+    IntervalBlock and MeterReading in stream mode, so memory holds at most one
+    block (``max_block_readings``) plus one chunk of rows.
+    """
 
     base_xpath: str
     free_elements: bool
@@ -106,24 +116,24 @@ class ReadingExtractor:
     readings_seen: int = 0
     _rt_cache: dict[str, str] = field(default_factory=dict)
 
-    def _error(self, exc: _Invalid) -> None:
+    def _error(self, exc: _Invalid, xpath: str) -> None:
         if len(self.errors) < MAX_ERRORS:
-            self.errors.append(exc.detail)
+            self.errors.append(ErrorDetail(exc.code, exc.reason, xpath=xpath + exc.where))
 
-    def _reading_type(self, element: etree._Element | None, xpath: str) -> str:
+    def _reading_type(self, element: etree._Element | None) -> str:
         code = element.get("ref") if element is not None else None
         if not code:
-            raise _Invalid("2003", "ReadingType ref missing", xpath)
+            raise _Invalid("2003", "ReadingType ref missing", "/ReadingType")
         known = self._rt_cache.get(code)
         if known is None:
             try:
                 known = str(ReadingType.parse(code))
             except ValueError as exc:
-                raise _Invalid("2003", f"ReadingType {code!r}: {exc}", xpath) from None
+                raise _Invalid("2003", f"ReadingType {code!r}: {exc}", "/ReadingType") from None
             self._rt_cache[code] = known
         return known
 
-    def _quality(self, element: etree._Element, xpath: str) -> str:
+    def _quality(self, element: etree._Element) -> str:
         codes: list[str] = []
         for n, rq in enumerate(element.iterchildren(T_QUALITIES), 1):
             qt = rq.find(T_QUALITY_TYPE)
@@ -134,7 +144,7 @@ class ReadingExtractor:
                 raise _Invalid(
                     "2010",
                     f"ReadingQualityType {code!r}: {exc}",
-                    f"{xpath}/ReadingQualities[{n}]/ReadingQualityType",
+                    f"/ReadingQualities[{n}]/ReadingQualityType",
                 ) from None
         return ",".join(codes)
 
@@ -153,6 +163,9 @@ class ReadingExtractor:
                 element.getparent().remove(previous)  # type: ignore[union-attr]
                 previous = before
 
+    def _mr_xpath(self, item: int) -> str:
+        return f"{self.base_xpath}/MeterReading[{item}]"
+
     def chunks(self, events: XmlEvents) -> Iterator[ReadingFeedChunk]:
         item = 1  # position of the MeterReading being read
         block = 1  # position of the IntervalBlock inside it
@@ -161,46 +174,46 @@ class ReadingExtractor:
         pending: list[tuple[datetime, Decimal, str]] = []  # the open block's readings
         rows: list[StagedReading] = []
         meters: list[MeterItem] = []
-        mr_xpath = f"{self.base_xpath}/MeterReading[1]"
-        for event, el in events:
-            if event != "end":
-                continue
+        append = pending.append
+        for _event, el in events:
             tag = el.tag
             if tag == T_INTERVAL:
-                xp = f"{mr_xpath}/IntervalBlocks[{block}]/IntervalReadings[{interval}]"
-                interval += 1
                 ts_text = value_text = None
+                quality = ""
                 for child in el:
                     ctag = child.tag
                     if ctag == T_TS:
                         ts_text = child.text
                     elif ctag == T_VALUE:
                         value_text = child.text
+                    elif ctag == T_QUALITIES and not quality:
+                        quality = "?"
                 try:
-                    ts = parse_timestamp(ts_text, f"{xp}/timeStamp")
-                    value = parse_value(value_text, f"{xp}/value")
-                    quality = self._quality(el, xp) if el.find(T_QUALITIES) is not None else ""
+                    if quality:
+                        quality = self._quality(el)
+                    append((parse_timestamp(ts_text), parse_value(value_text), quality))
                 except _Invalid as exc:
-                    self._error(exc)
-                else:
-                    pending.append((ts, value, quality))
-                    if len(pending) > self.max_block_readings:
-                        raise PayloadInvalid(
-                            f"IntervalBlock has more than {self.max_block_readings} readings",
-                            code="2013",
-                            xpath=f"{mr_xpath}/IntervalBlocks[{block}]",
-                        )
-                self._free(el)
+                    self._error(
+                        exc,
+                        f"{self._mr_xpath(item)}/IntervalBlocks[{block}]"
+                        f"/IntervalReadings[{interval}]",
+                    )
+                interval += 1
+                if interval > self.max_block_readings:
+                    raise PayloadInvalid(
+                        f"IntervalBlock has more than {self.max_block_readings} readings",
+                        code="2013",
+                        xpath=f"{self._mr_xpath(item)}/IntervalBlocks[{block}]",
+                    )
             elif tag == T_BLOCK:
-                xp = f"{mr_xpath}/IntervalBlocks[{block}]"
                 try:
-                    rt = self._reading_type(el.find(T_READING_TYPE), f"{xp}/ReadingType")
+                    rt = self._reading_type(el.find(T_READING_TYPE))
                 except _Invalid as exc:
-                    self._error(exc)
+                    self._error(exc, f"{self._mr_xpath(item)}/IntervalBlocks[{block}]")
                 else:
-                    rows.extend(StagedReading(item, rt, ts, value, q) for ts, value, q in pending)
+                    rows.extend([StagedReading(item, rt, ts, v, q) for ts, v, q in pending])
                     self.readings_seen += len(pending)
-                pending = []
+                pending.clear()
                 block += 1
                 interval = 1
                 self._free(el)
@@ -208,35 +221,30 @@ class ReadingExtractor:
                     yield ReadingFeedChunk(rows, meters)
                     rows, meters = [], []
             elif tag == T_READING:
-                xp = f"{mr_xpath}/Readings[{register}]"
-                register += 1
                 try:
-                    rt = self._reading_type(el.find(T_READING_TYPE), f"{xp}/ReadingType")
-                    ts = parse_timestamp(el.findtext(T_TS), f"{xp}/timeStamp")
-                    value = parse_value(el.findtext(T_VALUE), f"{xp}/value")
-                    quality = self._quality(el, xp)
+                    rt = self._reading_type(el.find(T_READING_TYPE))
+                    ts = parse_timestamp(el.findtext(T_TS))
+                    value = parse_value(el.findtext(T_VALUE))
+                    quality = self._quality(el)
                 except _Invalid as exc:
-                    self._error(exc)
+                    self._error(exc, f"{self._mr_xpath(item)}/Readings[{register}]")
                 else:
                     rows.append(StagedReading(item, rt, ts, value, quality))
                     self.readings_seen += 1
+                register += 1
                 self._free(el)
             elif tag == T_METER_READING:
                 ref = meter_ref(el.find(T_METER))
                 if ref is None:
                     self._error(
-                        _Invalid(
-                            "2011",
-                            "MeterReading names no Meter (mRID or Names/name)",
-                            f"{mr_xpath}/Meter",
-                        )
+                        _Invalid("2011", "MeterReading names no Meter (mRID or Names/name)"),
+                        f"{self._mr_xpath(item)}/Meter",
                     )
                 else:
                     self.meters[item] = ref
                     meters.append(MeterItem(item, ref))
                 item += 1
                 block = interval = register = 1
-                mr_xpath = f"{self.base_xpath}/MeterReading[{item}]"
                 self._free(el)
         if self.errors:
             raise PayloadInvalid(
@@ -255,6 +263,7 @@ class StoreMeterReadingsRoute:
     noun: str = "MeterReadings"
     verbs: frozenset[str] = frozenset({"create", "created", "change", "changed"})
     streaming: bool = True
+    stream_tags: tuple[str, ...] = STREAM_TAGS
 
     def handle(self, frame: MessageFrame, ctx: RouteContext, uow: UnitOfWork) -> RouteResult:
         if frame.events is not None:
