@@ -28,7 +28,6 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import Any, Protocol
 
-from gurux_dlms import GXReplyData
 from gurux_dlms.objects import (
     GXDLMSClock,
     GXDLMSData,
@@ -38,7 +37,7 @@ from gurux_dlms.objects import (
 )
 
 from hes.client.transport import TcpTransport, Transport
-from hes.dlms import acse, compat
+from hes.dlms import acse, axdr, compat
 from hes.dlms.acse import (
     Aare,
     Aarq,
@@ -157,8 +156,16 @@ class ClientIdentity:
     )
 
 
-def _as_int(value: Any) -> int:
-    return int(value)
+def _as_int(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise MeterProtocolError(f"expected an integer, got {value!r}")
+    return value
+
+
+def _as_bytes(value: object) -> bytes:
+    if not isinstance(value, bytes):
+        raise MeterProtocolError(f"expected an octet string, got {value!r}")
+    return value
 
 
 class DlmsMeterSession:
@@ -181,7 +188,7 @@ class DlmsMeterSession:
         self._ciphered = False
         self._associated = False
         self._scalers: dict[str, tuple[int, int]] = {}
-        self._profiles: dict[str, GXDLMSProfileGeneric] = {}
+        self._columns: dict[str, tuple[str, ...]] = {}
 
     @classmethod
     def connect(
@@ -243,16 +250,23 @@ class DlmsMeterSession:
             raise SecurityViolation("no keys for a secured association")
         return self.credentials.keys
 
-    def _request(self, frames: Any) -> Any:
-        """Run gurux-built request frames, following GET-next-block; return reply value."""
-        reply = GXReplyData()
-        for apdu in compat.client_frames_to_apdus(frames):
-            out = self._exchange(apdu)
-            while not compat.client_parse(self._gurux, reply, out, 1, self.client_address):
-                out = self._exchange(compat.client_next_block(self._gurux, reply))
-        if reply.error:
-            raise MeterProtocolError(f"data access error {reply.error}")
-        return reply.value
+    def _request(self, frames: Any) -> axdr.Value:
+        """Run one gurux-built GET request; reassemble the blocks and decode the data
+        ourselves (gurux's client re-parses everything after every block)."""
+        (apdu,) = compat.client_frames_to_apdus(frames)
+        data = bytearray()
+        try:
+            while True:
+                response = axdr.parse_get_response(self._exchange(apdu))
+                if response.error is not None:
+                    raise MeterProtocolError(f"data access error {response.error}")
+                data += response.data
+                if response.block is None or response.last:
+                    break
+                apdu = axdr.next_block_request(response.invoke, response.block)
+            return axdr.decode_all(bytes(data))
+        except axdr.AxdrError as exc:
+            raise MeterProtocolError(f"bad GET response: {exc}") from exc
 
     # --- association ---
     def _read_counter_publicly(self) -> int:
@@ -364,19 +378,20 @@ class DlmsMeterSession:
         self.transport.close()
 
     # --- reads ---
-    def read_data(self, obis: str) -> Any:
-        obj = GXDLMSData(obis)
-        return self._request(self._gurux.read(obj, 2))
+    def read_data(self, obis: str) -> axdr.Value:
+        return self._request(self._gurux.read(GXDLMSData(obis), 2))
 
     def read_clock(self) -> datetime:
-        value = self._request(self._gurux.read(GXDLMSClock(CLOCK), 2))
-        return compat.decode_datetime(bytes(value))
+        return compat.decode_datetime(
+            _as_bytes(self._request(self._gurux.read(GXDLMSClock(CLOCK), 2)))
+        )
 
     def _scaler_unit(self, obis: str) -> tuple[int, int]:
         if obis not in self._scalers:
-            reg = GXDLMSRegister(obis)
-            self._gurux.updateValue(reg, 3, self._request(self._gurux.read(reg, 3)))
-            self._scalers[obis] = (compat.scaler_exponent(reg), int(reg.unit))
+            value = self._request(self._gurux.read(GXDLMSRegister(obis), 3))
+            if not isinstance(value, list) or len(value) != 2:
+                raise MeterProtocolError(f"bad scaler_unit of {obis}: {value!r}")
+            self._scalers[obis] = (_as_int(value[0]), _as_int(value[1]))
         return self._scalers[obis]
 
     def read_registers(self, obis: Sequence[str]) -> list[RegisterValue]:
@@ -387,42 +402,50 @@ class DlmsMeterSession:
             out.append(RegisterValue(code, _as_int(raw), scaler, unit))
         return out
 
-    def _profile(self, obis: str) -> GXDLMSProfileGeneric:
-        if obis not in self._profiles:  # capture objects: read once per association
-            pg = GXDLMSProfileGeneric(obis)
-            self._gurux.updateValue(pg, 3, self._request(self._gurux.read(pg, 3)))
-            self._profiles[obis] = pg
-        return self._profiles[obis]
+    def _capture_columns(self, obis: str) -> tuple[str, ...]:
+        if obis not in self._columns:  # capture objects: read once per association
+            value = self._request(self._gurux.read(GXDLMSProfileGeneric(obis), 3))
+            columns = []
+            for item in value if isinstance(value, list) else []:
+                if not isinstance(item, list) or len(item) < 2:
+                    raise MeterProtocolError("bad capture object definition")
+                columns.append(".".join(str(b) for b in _as_bytes(item[1])))
+            self._columns[obis] = tuple(columns)
+        return self._columns[obis]
 
     def read_profile(self, start: datetime, end: datetime) -> Profile:
         """Rows of the 15-minute load profile with start <= ts <= end (selective access)."""
-        pg = self._profile(LOAD_PROFILE)
-        columns = tuple(str(obj.logicalName) for obj, _ in pg.captureObjects)
+        columns = self._capture_columns(LOAD_PROFILE)
         if columns[:2] != (CLOCK, "0.0.96.10.1.255"):
             raise MeterProtocolError(f"unexpected load profile layout {columns}")
         value_columns = columns[2:]
-        scalers = [self._scaler_unit(c)[0] for c in value_columns]
+        scalers = [Decimal(10) ** self._scaler_unit(c)[0] for c in value_columns]
         raw = self._request(
-            self._gurux.readRowsByRange(pg, start.astimezone(UTC), end.astimezone(UTC))
+            self._gurux.readRowsByRange(
+                GXDLMSProfileGeneric(LOAD_PROFILE), start.astimezone(UTC), end.astimezone(UTC)
+            )
         )
         rows = []
-        for row in raw or []:
+        for row in raw if isinstance(raw, list) else []:
+            if not isinstance(row, list) or len(row) != len(columns):
+                raise MeterProtocolError("profile row does not match its capture objects")
             rows.append(
                 ProfileRow(
-                    compat.decode_datetime(bytes(row[0])),
+                    compat.decode_datetime(_as_bytes(row[0])),
                     _as_int(row[1]),
-                    tuple(
-                        Decimal(_as_int(v)) * Decimal(10) ** s
-                        for v, s in zip(row[2:], scalers, strict=True)
-                    ),
+                    tuple(Decimal(_as_int(v)) * s for v, s in zip(row[2:], scalers, strict=True)),
                 )
             )
         return Profile(value_columns, tuple(rows))
 
     def read_event_log(self) -> list[MeterEvent]:
-        pg = GXDLMSProfileGeneric(EVENT_LOG)
-        raw = self._request(self._gurux.read(pg, 2))
-        return [MeterEvent(compat.decode_datetime(bytes(r[0])), _as_int(r[1])) for r in raw or []]
+        raw = self._request(self._gurux.read(GXDLMSProfileGeneric(EVENT_LOG), 2))
+        out = []
+        for row in raw if isinstance(raw, list) else []:
+            if not isinstance(row, list) or len(row) < 2:
+                raise MeterProtocolError("bad event log row")
+            out.append(MeterEvent(compat.decode_datetime(_as_bytes(row[0])), _as_int(row[1])))
+        return out
 
     # --- control ---
     def read_control_state(self) -> int:
