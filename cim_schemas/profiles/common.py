@@ -1,5 +1,8 @@
 """Classes every profile shares (Names, intervals, status), and value helpers.
 
+The classes are public API (IdentifiedObject, Name, NameType, DateTimeInterval,
+Status, ConfigurationEvent); the helpers are for the profile modules.
+
 Each profile has its own namespace, so the helpers take the namespace prefix
 ``"{ns}"`` and build tags from it.
 """

@@ -13,7 +13,7 @@ from typing import Final
 from lxml import etree
 
 from cim_schemas.namespaces import profile_ns
-from cim_schemas.profiles._common import (
+from cim_schemas.profiles.common import (
     DateTimeInterval,
     IdentifiedObject,
     children,

@@ -25,7 +25,7 @@ from typing import IO, Any, Final
 from lxml import etree
 
 from cim_schemas.namespaces import profile_ns
-from cim_schemas.profiles._common import (
+from cim_schemas.profiles.common import (
     DateTimeInterval,
     IdentifiedObject,
     Name,

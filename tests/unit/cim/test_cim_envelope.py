@@ -16,7 +16,7 @@ from cim_schemas import envelope as env
 from cim_schemas.namespaces import GET_METER_READINGS_MESSAGE_NS, MESSAGE_NS, message_ns
 from cim_schemas.profiles import get_meter_readings as gmr
 from cim_schemas.profiles import meter_readings as mr
-from cim_schemas.profiles._common import IdentifiedObject
+from cim_schemas.profiles.common import IdentifiedObject
 from cim_schemas.xml import parse_bytes
 from hub.errors import ErrorDetail, ErrorLevel, HeaderInvalid, NotAnEnvelope
 

@@ -28,7 +28,7 @@ from cim_schemas.profiles import meter_config as mc
 from cim_schemas.profiles import meter_read_schedule as mrs
 from cim_schemas.profiles import meter_readings as mr
 from cim_schemas.profiles import usage_point_config as upc
-from cim_schemas.profiles._common import (
+from cim_schemas.profiles.common import (
     ConfigurationEvent,
     DateTimeInterval,
     IdentifiedObject,
