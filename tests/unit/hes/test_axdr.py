@@ -8,10 +8,11 @@ from hes.dlms import axdr
 
 
 def test_decode_profile_rows() -> None:
-    row = bytes.fromhex("0204090c07ea0b18020d0f00000000000011000600112afc0600000000")
+    stamp = bytes.fromhex("07ea0b18020d0f0000000000")
+    row = b"\x02\x04\x09\x0c" + stamp + bytes.fromhex("11000600112afc0600000000")
     value = axdr.decode_all(bytes.fromhex("0102") + row + row)
     assert isinstance(value, list)
-    assert value[0] == [bytes.fromhex("07ea0b18020d0f0000000000"), 0, 0x112AFC, 0]
+    assert value[0] == [stamp, 0, 0x112AFC, 0]
     assert len(value) == 2
 
 
