@@ -194,3 +194,37 @@ def test_gives_up_after_the_last_attempt(tmp_path: Path) -> None:
             retry=RetryPolicy(attempts=4, initial_delay=1, factor=3, max_delay=5),
         )
     assert waits == [1, 3, 5]
+
+
+def test_an_export_lands_on_the_partners_openssh_server(sshd: Sshd, tmp_path: Path) -> None:
+    from datetime import UTC, datetime
+    from decimal import Decimal
+
+    from mappings.export import ExportRow, write_export
+    from mappings.load import BUILTIN_DIR, load_dir
+
+    sshd.start()
+    catalog = load_dir(BUILTIN_DIR)
+    rt = "0.0.0.1.1.1.12.0.0.0.0.0.0.0.0.3.72.0"
+    rows = [
+        ExportRow(
+            "m-1",
+            "SN1",
+            None,
+            "UP1",
+            rt,
+            datetime(2026, 11, 24, 23, tzinfo=UTC),
+            Decimal("123.5"),
+            "",
+        )
+    ]
+    local = tmp_path / "billing.csv"
+    with local.open("wb") as out:
+        assert (
+            write_export(catalog.export("export-billing-csv"), rows, out, tables=catalog.tables)
+            == 1
+        )
+    receipt = push_file(sshd.target(), local)
+    landed = (sshd.remote_dir / "billing.csv").read_bytes().decode("latin-1")
+    assert landed.splitlines()[1] == "UP1;SN1;1.0.1.8.0.255;25.11.2026 00:00;123,5;N"
+    assert receipt.size == local.stat().st_size

@@ -1,0 +1,196 @@
+"""Exports: CSV and XML layouts from the store, and a round trip back in."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from decimal import Decimal
+
+import pytest
+
+from adapters.sql import SqlUnitOfWorkFactory, make_engine, upgrade
+from hub.errors import PayloadInvalid
+from mappings.csv_reader import read_csv
+from mappings.export import ExportRow, is_estimated, rows_from_store, write_export
+from mappings.importer import ImportFile, import_file
+from mappings.load import BUILTIN_DIR, Catalog, load_dir, parse_spec_text
+from mappings.spec import CsvSpec, ExportCsvSpec, ExportXmlSpec, XmlSpec
+from mappings.xml_reader import read_xml
+from mdm.model import DeviceRef, EndDevice, UsagePoint, Utility
+
+SAMPLES = BUILTIN_DIR / "samples"
+
+
+@pytest.fixture
+def catalog() -> Catalog:
+    return load_dir(BUILTIN_DIR)
+
+
+@pytest.fixture
+def store(sqlite_url: str, catalog: Catalog) -> Iterator[SqlUnitOfWorkFactory]:
+    engine = make_engine(sqlite_url)
+    upgrade(engine)
+    factory = SqlUnitOfWorkFactory(engine)
+    with factory() as uow:
+        utility = uow.utilities.add(Utility("DEMO", "Demo utility"))
+        assert utility.id is not None
+        for n in ("1001", "1002"):
+            uow.devices.add(utility.id, EndDevice(f"m-{n}", "DEMO", serial_number=f"SN{n}"))
+        for n, up_mrid in (("1001", "UP1"), ("1002", "UP2")):
+            up = uow.usage_points.add(utility.id, UsagePoint(up_mrid, "DEMO"))
+            dev = uow.devices.find(utility.id, DeviceRef(mrid=f"m-{n}"))
+            assert dev is not None
+            assert dev.id is not None
+            assert up.id is not None
+            uow.installations.install(dev.id, up.id, datetime(2026, 1, 1, tzinfo=UTC))
+        uow.commit()
+    for mapping, name in (
+        ("register-obis", "register-obis.csv"),
+        ("wide-15min-de", "wide-15min-de.csv"),
+    ):
+        assert import_file(factory, ImportFile(SAMPLES / name, mapping, "DEMO"), catalog).applied
+    yield factory
+    engine.dispose()
+
+
+def test_billing_csv_export(store: SqlUnitOfWorkFactory, catalog: Catalog) -> None:
+    spec = catalog.export("export-billing-csv")
+    out = io.BytesIO()
+    with store() as uow:
+        rows = rows_from_store(uow, "DEMO", usage_points=["UP1", "UP2"], start=None, end=None)
+        count = write_export(spec, rows, out, tables=catalog.tables)
+    text = out.getvalue().decode("latin-1")
+    lines = text.split("\r\n")
+    assert count == 6  # the profile readings are not selected
+    assert lines[0] == "Zählpunkt;Zählernummer;OBIS;Zeit;Wert;Ersatzwert"
+    assert lines[1] == "UP1;SN1001;1.0.1.8.0.255;25.10.2026 00:00;12345,678;N"
+    assert "UP1;SN1001;1.0.1.8.0.255;26.10.2026 00:00;12350;J" in lines  # estimated
+    assert "UP2;SN1002;1.0.1.8.0.255;24.11.2026 00:00;2000,5;N" in lines  # Wh -> kWh
+
+
+def test_xml_export_round_trips_through_an_inbound_spec(
+    store: SqlUnitOfWorkFactory, catalog: Catalog
+) -> None:
+    spec = catalog.export("export-profile-xml")
+    assert isinstance(spec, ExportXmlSpec)
+    out = io.BytesIO()
+    start = datetime(2026, 11, 23, 23, tzinfo=UTC)
+    end = datetime(2026, 11, 24, 23, 0, 1, tzinfo=UTC)  # the day's 96 interval ends
+    with store() as uow:
+        exported = list(rows_from_store(uow, "DEMO", usage_points=["UP1"], start=start, end=end))
+    assert write_export(spec, iter(exported), out, tables=catalog.tables) == 96
+    assert out.getvalue().startswith(b"<?xml version='1.0' encoding='UTF-8'?>\n<md:MeterData")
+    back, _ = parse_spec_text(
+        """
+kind = "xml"
+name = "profile-back"
+[xml]
+namespaces = { md = "urn:example:acme:meterdata:1" }
+record = "md:Reading"
+[meter]
+xpath = "@meter"
+[timestamp]
+xpath = "@time"
+[value]
+xpath = "md:Value"
+[reading_type]
+xpath = "@obis"
+table = "obis-15min"
+""",
+        "back.toml",
+    )
+    assert isinstance(back, XmlSpec)
+    rows = [
+        r for b in read_xml(back, io.BytesIO(out.getvalue()), tables=catalog.tables) for r in b.rows
+    ]
+    assert [(r.ts, r.value, r.reading_type) for r in rows] == [
+        (e.ts, e.value, e.reading_type) for e in exported
+    ]
+
+
+def test_csv_export_round_trips_through_an_inbound_spec(catalog: Catalog) -> None:
+    export, _ = parse_spec_text(
+        """
+kind = "export-csv"
+name = "e"
+timezone = "Europe/Berlin"
+[csv]
+delimiter = ";"
+decimal_separator = ","
+[[columns]]
+header = "meter"
+field = "meter_serial"
+[[columns]]
+header = "ts"
+field = "timestamp"
+format = "%d.%m.%Y %H:%M"
+[[columns]]
+header = "value"
+field = "value"
+""",
+        "e.toml",
+    )
+    assert isinstance(export, ExportCsvSpec)
+    rt = "0.0.2.4.1.1.12.0.0.0.0.0.0.0.0.3.72.0"
+    rows = [
+        ExportRow(
+            "m",
+            "SN1",
+            None,
+            None,
+            rt,
+            datetime(2026, 10, 25, h, 30, tzinfo=UTC),
+            Decimal(f"{h}.25"),
+            "",
+        )
+        for h in range(4)
+    ]  # across the autumn change
+    out = io.BytesIO()
+    write_export(export, rows, out, tables=catalog.tables)
+    inbound, _ = parse_spec_text(
+        f"""
+kind = "csv"
+name = "i"
+[csv]
+delimiter = ";"
+[meter]
+column = "meter"
+[timestamp]
+column = "ts"
+format = "%d.%m.%Y %H:%M"
+timezone = "Europe/Berlin"
+[value]
+column = "value"
+decimal_separator = ","
+[reading_type]
+fixed = "{rt}"
+""",
+        "i.toml",
+    )
+    assert isinstance(inbound, CsvSpec)
+    back = [
+        r
+        for b in read_csv(inbound, io.BytesIO(out.getvalue()), tables=catalog.tables)
+        for r in b.rows
+    ]
+    assert [(r.ts, r.value) for r in back] == [(r.ts, r.value) for r in rows]
+
+
+def test_reading_type_without_obis_code_is_refused(catalog: Catalog) -> None:
+    spec = catalog.export("export-billing-csv")
+    assert isinstance(spec, ExportCsvSpec)
+    odd = "0.0.0.1.1.1.12.0.0.0.0.9.0.0.0.3.72.0"
+    row = ExportRow("m", "SN1", None, None, odd, datetime(2026, 1, 1, tzinfo=UTC), Decimal(1), "")
+    spec = spec.model_copy(
+        update={"select": spec.select.model_copy(update={"reading_types": [odd]})}
+    )
+    with pytest.raises(PayloadInvalid, match="no OBIS code"):
+        write_export(spec, [row], io.BytesIO(), tables=catalog.tables)
+
+
+def test_estimated_flag() -> None:
+    assert is_estimated("2.8.0")
+    assert is_estimated("1.4.9,3.8.1")
+    assert not is_estimated("")
+    assert not is_estimated("1.4.9")
