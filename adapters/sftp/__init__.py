@@ -4,7 +4,7 @@ Public API::
 
     from adapters.sftp import (SftpServer, SftpServerConfig, PartnerAccount, AuthEvent,
                                hash_password, UploadRegistry, InboxWatcher, import_handler,
-                               FileLedger, push_file, PushTarget, RetryPolicy)
+                               FileLedger, StoreLedger, push_file, PushTarget, RetryPolicy)
 
 See docs/sftp.md.
 """
@@ -16,6 +16,7 @@ from adapters.sftp.inbox import (
     InboxWatcher,
     Outcome,
     Processed,
+    StoreLedger,
     import_handler,
 )
 from adapters.sftp.server import (
@@ -40,6 +41,7 @@ __all__ = [
     "RetryPolicy",
     "SftpServer",
     "SftpServerConfig",
+    "StoreLedger",
     "UploadRegistry",
     "hash_password",
     "import_handler",

@@ -47,8 +47,10 @@ from hub.errors import (
     MessageRejected,
     PermanentError,
     RecoverableError,
+    ReplayConflict,
 )
 from mappings.importer import ImportFile, ImportResult
+from mdm.ports import UnitOfWorkFactory
 
 log = logging.getLogger(__name__)
 
@@ -126,6 +128,34 @@ class FileLedger:
                 )
                 f.flush()
                 os.fsync(f.fileno())
+
+
+class StoreLedger:
+    """A :class:`ChecksumLedger` in the store's message log, shared by every hub process.
+
+    An applied file is logged as a message from source ``sftp:<partner>`` with
+    MessageID ``sha256:<checksum>`` (unique per source), state ``applied``.
+    """
+
+    def __init__(self, uow_factory: UnitOfWorkFactory) -> None:
+        self.uow_factory = uow_factory
+
+    def find(self, partner: str, sha256: str) -> str | None:
+        with self.uow_factory() as uow:
+            found = uow.messages.find(f"sftp:{partner}", f"sha256:{sha256}")
+        if found is None or found.state != "applied":
+            return None
+        return found.reply.decode() if found.reply else f"message log {found.id}"
+
+    def record(self, partner: str, sha256: str, description: str) -> None:
+        with self.uow_factory() as uow:
+            log_id = uow.messages.start(f"sftp:{partner}", "inbox", sha256, 0, datetime.now(UTC))
+            try:
+                uow.messages.identify(log_id, f"sha256:{sha256}", "create", "MeterReadings", None)
+            except ReplayConflict:
+                return  # another process recorded it first
+            uow.messages.finish(log_id, "applied", "OK", description.encode())
+            uow.commit()
 
 
 def is_temporary(name: str) -> bool:

@@ -19,6 +19,7 @@ from adapters.sftp.inbox import (
     InboxFile,
     InboxWatcher,
     Outcome,
+    StoreLedger,
     import_handler,
 )
 from adapters.sql import SqlUnitOfWorkFactory, make_engine, upgrade
@@ -347,3 +348,32 @@ def test_handler_crash_and_empty_file_go_to_error(
         "internal error [3002]"
         in (sftp_server.account.folder("outbox") / "x.csv.result.txt").read_text()
     )
+
+
+def test_store_ledger_keeps_checksums_in_the_message_log(
+    sftp_server: Sftp, store: SqlUnitOfWorkFactory, tmp_path: Path
+) -> None:
+    run = functools.partial(import_file, store, catalog=load_dir(BUILTIN_DIR))
+    inbox = sftp_server.account.folder("inbox")
+
+    def watcher(state: str) -> InboxWatcher:  # two processes with their own state folders
+        return InboxWatcher(
+            [sftp_server.account],
+            import_handler(run),
+            state_dir=tmp_path / state,
+            ledger=StoreLedger(store),
+            settle_seconds=0,
+        )
+
+    (inbox / "a.csv").write_bytes(GOOD)
+    [done] = watcher("one").poll_once()
+    assert done.status == "applied"
+    (inbox / "b.csv").write_bytes(GOOD)
+    [dup] = watcher("two").poll_once()
+    assert dup.status == "duplicate"
+    with store() as uow:
+        logged = uow.messages.find("sftp:billing", f"sha256:{done.sha256}")
+    assert logged is not None
+    assert logged.state == "applied"
+    assert logged.reply is not None
+    assert b"a.csv at" in logged.reply
