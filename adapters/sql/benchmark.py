@@ -35,9 +35,9 @@ RT = "0.0.2.4.1.1.12.0.0.0.0.0.0.0.0.3.72.0"
 PER_METER = 96
 
 
-def make_rows(n: int, edit: bool = False) -> tuple[int, list[StagedReading]]:
+def make_rows(n: int, edit: bool = False, day: int = 0) -> tuple[int, list[StagedReading]]:
     meters = (n + PER_METER - 1) // PER_METER
-    t0 = datetime(2024, 1, 1, tzinfo=UTC)
+    t0 = datetime(2024, 1, 1, tzinfo=UTC) + timedelta(days=day)
     stamps = [t0 + timedelta(minutes=15 * k) for k in range(PER_METER)]
     values = [Decimal(f"{k}.{k % 1000:03d}") for k in range(5000)]
     rows: list[StagedReading] = []
@@ -91,6 +91,31 @@ def ingest(
     return time.perf_counter() - started, result.stats
 
 
+def small_messages(
+    factory: SqlUnitOfWorkFactory, uid: int, meters: int, count: int = 500
+) -> tuple[float, int]:
+    """``count`` messages of one meter-day (96 readings), each in its own transaction."""
+    t0 = datetime(2024, 1, 10, tzinfo=UTC)
+    stamps = [t0 + timedelta(minutes=15 * k) for k in range(PER_METER)]
+    values = [Decimal(f"{k}.5") for k in range(PER_METER)]
+    started = time.perf_counter()
+    for n in range(count):
+        with factory() as uow:
+            staging = uow.readings.staging()
+            staging.add_meter(1, DeviceRef(mrid=f"M{n % meters + 1}"))
+            day = timedelta(days=n // meters)
+            staging.add_readings(
+                [
+                    StagedReading(1, RT, ts + day, v, "")
+                    for ts, v in zip(stamps, values, strict=True)
+                ]
+            )
+            result = staging.apply(uid)
+            uow.commit()
+        assert result.stats.stored == PER_METER
+    return time.perf_counter() - started, count
+
+
 def baseline_copy(plain_url: str, rows: list[StagedReading]) -> dict[str, float]:
     """Raw COPY text of the same rows (formatted beforehand, not timed) into a plain
     table, without and with the primary key: what the server alone costs."""
@@ -126,6 +151,7 @@ def main() -> None:
     t_gen = time.perf_counter()
     meters, rows = make_rows(args.rows)
     _, edited = make_rows(args.rows, edit=True)
+    _, next_day = make_rows(args.rows, day=1)
     print(
         f"generated {len(rows):,} rows for {meters:,} meters in "
         f"{time.perf_counter() - t_gen:.1f} s (not timed below)"
@@ -150,9 +176,15 @@ def main() -> None:
             ("new rows (empty table)", rows),
             ("replay (all unchanged)", rows),
             ("edit 10 % (merge path)", edited),
+            ("next day (table not empty)", next_day),
         ):
             elapsed, stats = ingest(factory, uid, meters, data, args.chunk)
             print(f"{label:26s} {len(data) / elapsed:>10,.0f} rows/s  ({elapsed:.2f} s)  {stats}")
+        elapsed, count = small_messages(factory, uid, meters)
+        print(
+            f"{'small messages (96 rows)':26s} {count / elapsed:>10,.0f} msgs/s  "
+            f"({elapsed / count * 1000:.2f} ms per message, one transaction each)"
+        )
         if scratch is not None:
             plain = url.set(drivername="postgresql").render_as_string(hide_password=False)
             for label, elapsed in baseline_copy(plain, rows).items():
