@@ -186,7 +186,8 @@ class Pipeline:
                 "no Header in the first 64 KiB of a message too large to parse whole",
                 xpath="/*/Header",
             )
-        assert root_name is not None and style is not None
+        assert root_name is not None
+        assert style is not None
         header = envelope.parse_header(element)
         events = iterparse(
             reader, schema=schemas.message_schema(), events=("end",), tags=self.routes.stream_tags

@@ -17,6 +17,9 @@ from decimal import Decimal
 from typing import IO
 from xml.sax.saxutils import escape
 
+from lxml import etree
+
+from cim_schemas.envelope import Style
 from cim_schemas.namespaces import MESSAGE_NS, profile_ns
 
 #: 15-minute +A energy, delta (kWh)
@@ -111,3 +114,123 @@ def meter_readings_bytes(
     buf = io.StringIO()
     write_meter_readings(buf, meters, start, intervals, **kwargs)  # type: ignore[arg-type]
     return buf.getvalue().encode()
+
+
+# -- master data messages (CIS side) ----------------------------------------------------
+
+
+def _request(
+    verb: str, noun: str, payload: etree._Element, style: Style, message_id: str | None
+) -> bytes:
+    from cim_schemas.envelope import Header, render_request
+
+    header = Header(
+        verb=verb,
+        noun=noun,
+        timestamp=datetime.now(UTC),
+        source="amihub-samples",
+        message_id=message_id or str(uuid.uuid4()),
+    )
+    return render_request(header, None, payload, style=style)
+
+
+def usage_point_config(
+    verb: str,
+    usage_points: Sequence[dict[str, str]],
+    *,
+    style: Style = "envelope",
+    message_id: str | None = None,
+) -> bytes:
+    """UsagePointConfig request; each dict: mrid, and optionally name, kind, location,
+    transformer_area, effective (ISO time for close)."""
+    from cim_schemas.profiles.common import ConfigurationEvent, IdentifiedObject, Name, NameType
+    from cim_schemas.profiles.usage_point_config import (
+        UsagePoint,
+        UsagePointConfig,
+        render_usage_point_config,
+    )
+
+    items = []
+    for up in usage_points:
+        names = []
+        if "name" in up:
+            names.append(Name(up["name"]))
+        if "transformer_area" in up:
+            names.append(Name(up["transformer_area"], NameType("TransformerArea")))
+        items.append(
+            UsagePoint(
+                mrid=up.get("mrid"),
+                names=tuple(names),
+                service_category=up.get("kind"),
+                usage_point_location=IdentifiedObject(None, (Name(up["location"]),))
+                if "location" in up
+                else None,
+                configuration_events=ConfigurationEvent(
+                    effective_date_time=datetime.fromisoformat(up["effective"])
+                )
+                if "effective" in up
+                else None,
+            )
+        )
+    payload = render_usage_point_config(UsagePointConfig(tuple(items)))
+    return _request(verb, "UsagePointConfig", payload, style, message_id)
+
+
+def meter_config(
+    verb: str,
+    meters: Sequence[dict[str, str]],
+    *,
+    style: Style = "envelope",
+    message_id: str | None = None,
+) -> bytes:
+    """MeterConfig request; each dict: mrid, and optionally serial, name, manufacturer, model."""
+    from cim_schemas.profiles.common import Name
+    from cim_schemas.profiles.meter_config import (
+        AssetModel,
+        Meter,
+        MeterConfig,
+        render_meter_config,
+    )
+
+    items = [
+        Meter(
+            mrid=m.get("mrid"),
+            serial_number=m.get("serial"),
+            names=(Name(m["name"]),) if "name" in m else (),
+            asset_model=AssetModel(
+                model_number=m.get("model"),
+                manufacturer=(Name(m["manufacturer"]),) if "manufacturer" in m else (),
+            )
+            if "model" in m or "manufacturer" in m
+            else None,
+        )
+        for m in meters
+    ]
+    payload = render_meter_config(MeterConfig(tuple(items)))
+    return _request(verb, "MeterConfig", payload, style, message_id)
+
+
+def linkage(
+    verb: str,
+    meter: str,
+    usage_point: str,
+    effective: datetime,
+    *,
+    style: Style = "envelope",
+    message_id: str | None = None,
+) -> bytes:
+    """MasterDataLinkageConfig: install (create) or remove (close) a meter at a usage point."""
+    from cim_schemas.profiles.common import ConfigurationEvent, IdentifiedObject
+    from cim_schemas.profiles.master_data_linkage_config import (
+        MasterDataLinkageConfig,
+        render_master_data_linkage_config,
+    )
+
+    payload = render_master_data_linkage_config(
+        MasterDataLinkageConfig(
+            configuration_event=ConfigurationEvent(effective_date_time=effective),
+            meters=(IdentifiedObject(meter),),
+            usage_points=(IdentifiedObject(usage_point),),
+        )
+    )
+    return _request(verb, "MasterDataLinkageConfig", payload, style, message_id)

@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 from hub.nouns.get_meter_readings import GetMeterReadingsRoute
+from hub.nouns.master_data import (
+    MasterDataLinkageConfigRoute,
+    MeterConfigRoute,
+    UsagePointConfigRoute,
+)
 from hub.nouns.meter_readings import StoreMeterReadingsRoute
 from hub.routing import Route, RouteTable
 from hub.settings import Settings
@@ -15,5 +20,8 @@ def build_routes(settings: Settings) -> RouteTable:
             chunk_rows=settings.limits.ingest_batch_rows,
         ),
         GetMeterReadingsRoute(),
+        UsagePointConfigRoute(),
+        MeterConfigRoute(),
+        MasterDataLinkageConfigRoute(),
     ]
     return RouteTable(routes)
