@@ -134,6 +134,8 @@ class SftpServerConfig:
     port: int = 2222  # 0 = any free port (see SftpServer.port)
     #: Seconds a client has to authenticate.
     auth_timeout: float = 30.0
+    #: Refused attempts on one connection before it is closed (slows password guessing).
+    max_auth_failures: int = 6
 
 
 @dataclass(frozen=True)
@@ -213,11 +215,19 @@ class _Auth(paramiko.ServerInterface):
     """One per connection: authenticates and remembers the account."""
 
     def __init__(
-        self, accounts: dict[str, PartnerAccount], remote: str, on_auth: AuthCallback | None
+        self,
+        accounts: dict[str, PartnerAccount],
+        remote: str,
+        on_auth: AuthCallback | None,
+        transport: paramiko.Transport,
+        max_failures: int,
     ) -> None:
         self.accounts = accounts
         self.remote = remote
         self.on_auth = on_auth
+        self.transport = transport
+        self.max_failures = max_failures
+        self.failures = 0
         self.account: PartnerAccount | None = None
         self._keys = {
             name: [parse_public_key(line) for line in acc.authorized_keys]
@@ -231,12 +241,19 @@ class _Auth(paramiko.ServerInterface):
         accepted: bool,
         reason: str,
     ) -> None:
-        if self.on_auth is None:
-            return
+        cut_off = False
+        if not accepted:
+            self.failures += 1
+            if self.failures >= self.max_failures:
+                reason += f"; {self.failures} refused attempts: connection closed"
+                cut_off = True
         try:
-            self.on_auth(AuthEvent(username, self.remote, method, accepted, reason))
+            if self.on_auth is not None:
+                self.on_auth(AuthEvent(username, self.remote, method, accepted, reason))
         except Exception:
             log.exception("the on_auth callback failed")
+        if cut_off:
+            self.transport.close()
 
     def get_allowed_auths(self, username: str) -> str:
         acc = self.accounts.get(username)
@@ -570,7 +587,13 @@ class SftpServer:
         transport.auth_timeout = self.config.auth_timeout
         transport.add_server_key(self.host_key)
         transport.set_subsystem_handler("sftp", _JailedSFTPServer, _JailedSFTP, self.uploads)
-        auth = _Auth(self.accounts, f"{addr[0]}:{addr[1]}", self.on_auth)
+        auth = _Auth(
+            self.accounts,
+            f"{addr[0]}:{addr[1]}",
+            self.on_auth,
+            transport,
+            self.config.max_auth_failures,
+        )
         with self._lock:
             self._transports.add(transport)
         try:

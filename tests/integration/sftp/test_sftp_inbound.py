@@ -377,3 +377,20 @@ def test_store_ledger_keeps_checksums_in_the_message_log(
     assert logged.state == "applied"
     assert logged.reply is not None
     assert b"a.csv at" in logged.reply
+
+
+def test_password_guessing_is_cut_off(sftp_server: Sftp) -> None:
+    transport = paramiko.Transport(("127.0.0.1", sftp_server.port))
+    try:
+        transport.start_client(timeout=10)
+        for _ in range(6):
+            with pytest.raises(paramiko.AuthenticationException):
+                transport.auth_password("billing", "guess")
+        with pytest.raises((paramiko.SSHException, EOFError, OSError)):
+            transport.auth_password("billing", PASSWORD)
+    finally:
+        transport.close()
+    refused = [e for e in sftp_server.events if not e.accepted]
+    assert len(refused) == 6
+    assert refused[-1].reason.endswith("6 refused attempts: connection closed")
+    assert not any(e.accepted for e in sftp_server.events)
