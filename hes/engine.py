@@ -206,7 +206,13 @@ SessionFactory = Callable[[MeterTarget, float], MeterSession]
 def tcp_sessions(identity: ClientIdentity) -> SessionFactory:
     def factory(target: MeterTarget, timeout: float) -> MeterSession:
         return DlmsMeterSession.connect(
-            target.host, target.port, target.logical_device, target.credentials, identity, timeout
+            target.host,
+            target.port,
+            target.logical_device,
+            target.credentials,
+            identity,
+            timeout,
+            cache_key=target.mrid,
         )
 
     return factory

@@ -147,13 +147,36 @@ class MeterSession(Protocol):
 
 
 @dataclass
+class MeterConfiguration:
+    """What does not change between reads of one meter: scalers/units, capture objects.
+
+    Cached per meter so a daily read does not ask for them again (a firmware
+    change that alters them shows up as a layout error, and the cache entry is
+    dropped)."""
+
+    scalers: dict[str, tuple[int, int]] = field(default_factory=dict)
+    columns: dict[str, tuple[str, ...]] = field(default_factory=dict)
+
+
+@dataclass
 class ClientIdentity:
-    """The head-end's side: its system title, and the tracker of meter counters."""
+    """The head-end's side: its system title, the tracker of meter counters, and the
+    configuration cache of the meters it reads."""
 
     system_title: bytes = b"AMIHUB01"
     meter_counters: gcm.InvocationCounterTracker = field(
         default_factory=gcm.InvocationCounterTracker
     )
+    configurations: dict[str, MeterConfiguration] = field(default_factory=dict)
+
+    def configuration(self, key: str | None) -> MeterConfiguration:
+        if key is None:
+            return MeterConfiguration()
+        return self.configurations.setdefault(key, MeterConfiguration())
+
+    def forget(self, key: str | None) -> None:
+        if key is not None:
+            self.configurations.pop(key, None)
 
 
 def _as_int(value: object) -> int:
@@ -176,6 +199,7 @@ class DlmsMeterSession:
         transport: Transport,
         credentials: MeterCredentials,
         identity: ClientIdentity | None = None,
+        cache_key: str | None = None,
     ) -> None:
         self.transport = transport
         self.credentials = credentials
@@ -187,8 +211,10 @@ class DlmsMeterSession:
         self._counter: gcm.InvocationCounter | None = None
         self._ciphered = False
         self._associated = False
-        self._scalers: dict[str, tuple[int, int]] = {}
-        self._columns: dict[str, tuple[str, ...]] = {}
+        self.cache_key = cache_key
+        config = self.identity.configuration(cache_key)
+        self._scalers = config.scalers
+        self._columns = config.columns
 
     @classmethod
     def connect(
@@ -199,8 +225,14 @@ class DlmsMeterSession:
         credentials: MeterCredentials,
         identity: ClientIdentity | None = None,
         timeout: float = 5.0,
+        cache_key: str | None = None,
     ) -> DlmsMeterSession:
-        return cls(TcpTransport(host, port, logical_device, timeout=timeout), credentials, identity)
+        return cls(
+            TcpTransport(host, port, logical_device, timeout=timeout),
+            credentials,
+            identity,
+            cache_key,
+        )
 
     # --- exchange ---
     def _exchange_raw(self, client: int, apdu: bytes) -> bytes:
@@ -417,6 +449,7 @@ class DlmsMeterSession:
         """Rows of the 15-minute load profile with start <= ts <= end (selective access)."""
         columns = self._capture_columns(LOAD_PROFILE)
         if columns[:2] != (CLOCK, "0.0.96.10.1.255"):
+            self.identity.forget(self.cache_key)
             raise MeterProtocolError(f"unexpected load profile layout {columns}")
         value_columns = columns[2:]
         scalers = [Decimal(10) ** self._scaler_unit(c)[0] for c in value_columns]
@@ -428,6 +461,7 @@ class DlmsMeterSession:
         rows = []
         for row in raw if isinstance(raw, list) else []:
             if not isinstance(row, list) or len(row) != len(columns):
+                self.identity.forget(self.cache_key)  # the meter's layout changed
                 raise MeterProtocolError("profile row does not match its capture objects")
             rows.append(
                 ProfileRow(

@@ -102,6 +102,7 @@ class Fleet:
                 if meter is None:
                     continue  # no such logical device: silence, as a gateway would
                 faults = meter.faults
+                meter.requests += 1
                 if faults.no_answer:
                     continue
                 session = sessions.get(destination)

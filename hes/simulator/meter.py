@@ -134,6 +134,7 @@ class MeterState:
     client_counters: dict[int, int] = field(default_factory=dict)  # client SAP -> last IC
     events: list[tuple[datetime, int]] = field(default_factory=list)
     profile_requests: list[tuple[datetime, datetime]] = field(default_factory=list)  # served
+    requests: int = 0  # APDUs received (all associations)
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property

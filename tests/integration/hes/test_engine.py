@@ -232,3 +232,16 @@ def test_clock_drift_marks_register_quality(
     assert result.clock_offset > timedelta(minutes=9)
     registers = [r for r in result.readings if r.reading_type == PLUS_A]
     assert registers[0].quality == QUALITY_TIME_QUESTIONABLE
+
+
+def test_meter_configuration_is_cached_between_runs(
+    fleet: Fleet, uow_factory: SqlUnitOfWorkFactory
+) -> None:
+    meter = fleet.meters[0]
+    engine = _engine(uow_factory)
+    start, end = _window(1)
+    engine.run(ReadCommand(_targets(fleet)[:1], start, end))
+    first = meter.requests
+    engine.run(ReadCommand(_targets(fleet)[:1], start, end))
+    # no second read of the scaler_units (+A, -A, T1, T2) and capture objects
+    assert meter.requests - first == first - 5
