@@ -294,9 +294,10 @@ class StoreContract:
         with readings_factory() as uow:
             m1, m2 = (self.device_id(uow, utility_id, m) for m in ("M1", "M2"))
             assert uow.readings.count() == 384
+            # (start, end]: readings are stamped at the end of their interval
             got = list(uow.readings.query([m2, m1], [RT], q(15), q(60)))
             assert [(r.device_mrid, r.reading_type, r.ts) for r in got] == [
-                (mrid, RT, q(m)) for mrid in ("M1", "M2") for m in (15, 30, 45)
+                (mrid, RT, q(m)) for mrid in ("M1", "M2") for m in (30, 45, 60)
             ]
             assert got[0].value == Decimal(f"{got[0].device_mrid[1]}.15")
             assert got[0].version == 1
@@ -460,8 +461,8 @@ class StoreContract:
             assert msg is not None
             assert msg.received_at == local
             assert msg.received_at.utcoffset() == timedelta(0)
-            assert next(iter(uow.readings.query([m1], None, q(30), q(31)))).ts == local
-            assert list(uow.readings.query([m1], None, q(31), None)) == []
+            assert next(iter(uow.readings.query([m1], None, q(29), q(30)))).ts == local
+            assert list(uow.readings.query([m1], None, q(30), None)) == []
             with pytest.raises(ValueError, match="naive"):
                 self.stage(
                     uow,
@@ -494,6 +495,30 @@ class StoreContract:
             assert len(result.unknown_items) == meters - 1
         # 200k rows held in Python would take well over 60 MB.
         assert peak - before < 40 * 1024 * 1024, (peak - before) / 2**20
+
+    def test_query_streams(self, engine: Engine, utility_id: int) -> None:
+        rows = [
+            StagedReading(item, RT, q(15 * k), Decimal(k), "")
+            for item in (1, 2)
+            for k in range(15_000)
+        ]
+        with SqlUnitOfWorkFactory(engine)() as uow:
+            self.stage(uow, utility_id, {1: DeviceRef(mrid="M1"), 2: DeviceRef(mrid="M2")}, rows)
+            ids = [self.device_id(uow, utility_id, m) for m in ("M1", "M2")]
+            stream = uow.readings.query(ids, [RT], None, None)
+            first = next(stream)
+            assert (first.device_mrid, first.ts, first.value) == ("M1", q(0), Decimal(0))
+            # other statements may run while the stream is open
+            assert uow.readings.count() == 30_000
+            seen = 1
+            last = first
+            for reading in stream:
+                assert (reading.device_mrid, reading.ts) > (last.device_mrid, last.ts)
+                last = reading
+                seen += 1
+            assert seen == 30_000
+            assert (last.device_mrid, last.ts) == ("M2", q(15 * 14_999))
+            assert list(uow.readings.query([], None, None, None)) == []
 
     def test_staging_many_rows_all_known(self, engine: Engine, utility_id: int) -> None:
         factory = SqlUnitOfWorkFactory(engine, staging_batch_size=7_000)
