@@ -108,7 +108,7 @@ def _read(
             except csv.Error as exc:
                 raise FileRejected(f"line {last_line + 1}: not readable as CSV: {exc}") from exc
             start, last_line = last_line + 1, reader.line_num
-            if row and any(cell.strip() for cell in row):
+            if row and "".join(row).strip():
                 return start, row
 
     for _ in range(d.skip_lines):
@@ -170,6 +170,7 @@ class _RowEngine:
             ix(spec.quality.column) if spec.quality and spec.quality.column is not None else None
         )
         self.meter_key = MeterKeys(spec.meter)
+        self.parse_value = spec.value.parser()
         self.reading_type = ReadingTypeResolver(spec.reading_type, tables)
         self.quality = QualityResolver(spec.quality)
         self.unit = UnitResolver(spec.unit)
@@ -240,7 +241,7 @@ class _RowEngine:
             errors.append(LineError(line, self.cols.name(self.ts_ix), e.code, e.message))
         value = None
         try:
-            value = self.spec.value.parse(row[self.value_ix])
+            value = self.parse_value(row[self.value_ix])
             if factor != 1:
                 value = value * factor
         except ValueError as e:
@@ -297,7 +298,7 @@ class _RowEngine:
                 )
                 continue
             try:
-                value = self.spec.value.parse(cell)
+                value = self.parse_value(cell)
             except ValueError as e:
                 errors.append(LineError(line, self.cols.name(index), BAD_VALUE, str(e)))
                 continue

@@ -174,14 +174,20 @@ class ReadingTypeResolver:
 
 class QualityResolver:
     def __init__(self, rules: QualityRules | None) -> None:
-        self.codes = {k.strip(): v for k, v in rules.codes.items()} if rules else {}
+        self.codes = {
+            k.strip(): ",".join(c.strip() for c in v.split(",") if c.strip())
+            for k, v in (rules.codes.items() if rules else ())
+        }
         self.unknown_valid = rules is None or rules.unknown == "valid"
 
     def __call__(self, text: str | None) -> str:
+        found = self.codes.get(text) if text is not None else None
+        if found is not None:
+            return found
         flag = (text or "").strip()
         found = self.codes.get(flag)
         if found is not None:
-            return ",".join(c.strip() for c in found.split(",") if c.strip())
+            return found
         if self.unknown_valid or (not flag and not self.codes):
             return ""
         raise FieldError(BAD_QUALITY, f"quality flag {flag!r} is not in the quality codes")

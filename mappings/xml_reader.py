@@ -79,6 +79,7 @@ class _Fields:
         self.rt_xp = xp(spec.reading_type.xpath)
         self.q_xp = xp(spec.quality.xpath) if spec.quality else None
         self.meter_key = MeterKeys(spec.meter)
+        self.parse_value = spec.value.parser()
         self.reading_type = ReadingTypeResolver(spec.reading_type, tables)
         self.quality = QualityResolver(spec.quality)
         self.unit = UnitResolver(spec.unit)
@@ -122,7 +123,7 @@ class _Fields:
         value = None
         raw_value = get("value", self.value)
         try:
-            value = self.spec.value.parse(raw_value or "") * factor
+            value = self.parse_value(raw_value or "") * factor
         except ValueError as e:
             fail("value", e, BAD_VALUE)
         quality = ""
