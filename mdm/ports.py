@@ -138,7 +138,9 @@ class ReadingRepository(Protocol):
         start: datetime | None,
         end: datetime | None,
     ) -> Iterator[StoredReading]:
-        """Current versions, ordered by device, reading type and time; streamed."""
+        """Current versions with ``start < ts <= end``, ordered by device, reading type and
+        time; streamed. Interval readings are stamped at the end of their interval, so
+        the period (00:00, 24:00] holds exactly one day of them."""
         ...
 
     def versions(self, device_id: int, reading_type: str, ts: datetime) -> list[StoredReading]:

@@ -554,7 +554,8 @@ class SqlReadingRepository:
         start: datetime | None,
         end: datetime | None,
     ) -> Iterator[StoredReading]:
-        """Current versions with ``start <= ts < end``, streamed in PK order."""
+        """Current versions with ``start < ts <= end`` (interval readings are stamped at
+        the end of their interval), streamed in PK order."""
         r, d, rt = t.reading, t.end_device, t.reading_type
         stmt = (
             select(
@@ -569,9 +570,9 @@ class SqlReadingRepository:
         if reading_types is not None:
             stmt = stmt.where(rt.c.code.in_(list(reading_types)))
         if start is not None:
-            stmt = stmt.where(r.c.ts >= start)
+            stmt = stmt.where(r.c.ts > start)
         if end is not None:
-            stmt = stmt.where(r.c.ts < end)
+            stmt = stmt.where(r.c.ts <= end)
         return self._stream(stmt)
 
     def _stream(self, stmt: Any) -> Iterator[StoredReading]:

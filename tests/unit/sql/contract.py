@@ -299,7 +299,7 @@ class StoreContract:
             assert [(r.device_mrid, r.reading_type, r.ts) for r in got] == [
                 (mrid, RT, q(m)) for mrid in ("M1", "M2") for m in (30, 45, 60)
             ]
-            assert got[0].value == Decimal(f"{got[0].device_mrid[1]}.15")
+            assert got[0].value == Decimal(f"{got[0].device_mrid[1]}.25")
             assert got[0].version == 1
             assert got[0].recorded_at.tzinfo is not None
             everything = list(uow.readings.query([m1], None, None, None))
