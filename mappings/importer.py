@@ -22,11 +22,12 @@ device installed there at the reading's time.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+import io
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from hub.errors import ConfigurationError
 from mappings.csv_reader import read_csv
@@ -56,6 +57,36 @@ class ImportFile:
     mapping: str
     utility: str
     source: str = "cli"
+
+
+@dataclass(frozen=True)
+class ImportProgress:
+    bytes_read: int
+    lines: int
+    readings: int
+    errors: int
+
+
+ProgressCallback = Callable[[ImportProgress], None]
+
+
+class _CountingReader(io.RawIOBase):
+    """Counts the bytes read from the file (for progress)."""
+
+    def __init__(self, source: IO[bytes]) -> None:
+        super().__init__()
+        self._source = source
+        self.count = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        data = self._source.read(len(buffer))
+        n = len(data)
+        buffer[:n] = data
+        self.count += n
+        return n
 
 
 @dataclass(frozen=True)
@@ -260,8 +291,15 @@ def import_stream(
     name: str = "<stream>",
     max_errors: int = DEFAULT_MAX_ERRORS,
     batch_size: int = 5000,
+    progress: ProgressCallback | None = None,
 ) -> ImportResult:
-    """Stage and apply one file inside ``uow``; the caller commits if ``result.applied``."""
+    """Stage and apply one file inside ``uow``; the caller commits if ``result.applied``.
+
+    ``progress`` is called after every batch with the bytes, lines and readings read so
+    far (for a progress bar: compare ``bytes_read`` with the file size).
+    """
+    counted = _CountingReader(source)
+    source = io.BufferedReader(counted, 1 << 16)
     found = uow.utilities.get(utility)
     if found is None or found.id is None:
         raise ConfigurationError(f"unknown utility {utility!r}")
@@ -276,6 +314,8 @@ def import_stream(
         if batch.errors:
             error_count += len(batch.errors)
             errors.extend(batch.errors[: max(0, max_errors - len(errors))])
+        if progress is not None:
+            progress(ImportProgress(counted.count, lines, readings, error_count))
         if error_count:
             continue  # the file will be refused: keep reading only to report every line
         new_meters: list[tuple[int, DeviceRef]] = []
@@ -330,6 +370,7 @@ def import_file(
     catalog: Catalog,
     *,
     max_errors: int = DEFAULT_MAX_ERRORS,
+    progress: ProgressCallback | None = None,
 ) -> ImportResult:
     """Apply ``command.path`` in one transaction; commit only if the result is applied."""
     spec = catalog.inbound(command.mapping)
@@ -342,6 +383,7 @@ def import_file(
             tables=catalog.tables,
             name=command.path.name,
             max_errors=max_errors,
+            progress=progress,
         )
         if result.applied:
             uow.commit()

@@ -218,3 +218,24 @@ def test_error_list_is_capped(
     result = import_file(store, ImportFile(path, "register-obis", "DEMO"), catalog, max_errors=10)
     assert (len(result.errors), result.error_count) == (10, 50)
     assert "... 40 more line errors" in result.report()
+
+
+def test_progress_is_reported_per_batch(
+    store: SqlUnitOfWorkFactory, catalog: Catalog, tmp_path: Path
+) -> None:
+    from mappings.importer import ImportProgress
+
+    rows = "".join(
+        f"SN1001,1-0:1.8.0*255,2026-11-{d:02d} {h:02d}:00:00,W,{h},kWh,OK\n"
+        for d in range(1, 29)
+        for h in range(24)
+    )
+    path = _csv(tmp_path, HEAD + rows)
+    seen: list[ImportProgress] = []
+    result = import_file(
+        store, ImportFile(path, "register-obis", "DEMO"), catalog, progress=seen.append
+    )
+    assert result.applied
+    assert seen
+    assert seen[-1].readings == 28 * 24
+    assert seen[-1].bytes_read == path.stat().st_size
