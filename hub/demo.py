@@ -9,6 +9,7 @@ what was stored.
 
 from __future__ import annotations
 
+import logging
 import tempfile
 import time
 from datetime import UTC, datetime, timedelta
@@ -19,66 +20,66 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
+from adapters.memory import MemoryAdapter
 from hub.bootstrap import App, bootstrap
+from hub.errors import AmihubError
 from hub.messages import InboundMessage
-from hub.samples import RT_15MIN_A_PLUS, meter_readings_bytes, write_meter_readings
+from hub.samples import (
+    RT_15MIN_A_PLUS,
+    linkage,
+    meter_config,
+    meter_readings_bytes,
+    usage_point_config,
+    write_meter_readings,
+)
 from hub.settings import Settings
-from mdm.commands import CreateMeter, CreateUsagePoint, InstallMeter, QueryMeterReadings
+from mdm.commands import QueryMeterReadings
 from mdm.handlers import HandlerContext, ReadingQueryResult
-from mdm.model import DeviceRef, EndDevice, ServiceCategory, UsagePoint
+from mdm.model import DeviceRef
 
 DEMO_DB = "amihub-demo.db"
 
 
-def _master_data(app: App, meters: int, start: datetime) -> list[str]:
-    ctx = HandlerContext(actor="demo", now=datetime.now(UTC))
-    code = app.settings.default_utility
-    mrids = []
-    with app.uow_factory() as uow:
-        utility = uow.utilities.get(code)
-        assert utility is not None
-        assert utility.id is not None
-        uid = utility.id
-        for n in range(1, meters + 1):
-            up = f"UP-{n:04d}"
-            meter = f"MTR-{n:04d}"
-            app.bus.handle(
-                CreateUsagePoint(
-                    uid,
-                    UsagePoint(
-                        mrid=up,
-                        utility_code=code,
-                        name=f"Demo street {n}",
-                        service_category=ServiceCategory.ELECTRICITY,
-                        location=f"Demo street {n}, Springfield",
-                        transformer_area=f"TA-{(n - 1) // 3 + 1}",
-                    ),
-                ),
-                uow,
-                ctx,
+def _master_data(app: App, meters: int, start: datetime, console: Console) -> list[str]:
+    """The CIS side: usage points, meters and their installation, as CIM messages."""
+    hub = MemoryAdapter(app.pipeline)
+    ups = [
+        {
+            "mrid": f"UP-{n:04d}",
+            "name": f"Demo street {n}",
+            "kind": "electricity",
+            "location": f"Demo street {n}, Springfield",
+            "transformer_area": f"TA-{(n - 1) // 3 + 1}",
+        }
+        for n in range(1, meters + 1)
+    ]
+    devices = [
+        {
+            "mrid": f"MTR-{n:04d}",
+            "serial": f"SN{n:08d}",
+            "name": f"MTR-{n:04d}",
+            "manufacturer": "amihub",
+            "model": "SIM-3P",
+        }
+        for n in range(1, meters + 1)
+    ]
+    steps = [
+        ("UsagePointConfig create", hub.request(usage_point_config("create", ups), source="cis")),
+        ("MeterConfig create", hub.request(meter_config("create", devices), source="cis")),
+    ]
+    for up, device in zip(ups, devices, strict=True):
+        steps.append(
+            (
+                f"MasterDataLinkageConfig create {device['mrid']} at {up['mrid']}",
+                hub.request(linkage("create", device["mrid"], up["mrid"], start), source="cis"),
             )
-            app.bus.handle(
-                CreateMeter(
-                    uid,
-                    EndDevice(
-                        mrid=meter,
-                        utility_code=code,
-                        serial_number=f"SN{n:08d}",
-                        name=meter,
-                        manufacturer="amihub",
-                        model="SIM-3P",
-                        firmware_version="1.0.0",
-                    ),
-                ),
-                uow,
-                ctx,
-            )
-            app.bus.handle(
-                InstallMeter(uid, DeviceRef(mrid=meter), DeviceRef(mrid=up), start), uow, ctx
-            )
-            mrids.append(meter)
-        uow.commit()
-    return mrids
+        )
+    for what, outcome in steps[:3]:
+        console.print(f"{what}: {outcome.result}")
+    failed = [(w, o) for w, o in steps if not o.ok]
+    if failed:
+        raise AmihubError(f"demo master data failed: {failed[0][0]}: {failed[0][1].errors}")
+    return [d["mrid"] for d in devices]
 
 
 def run_demo(
@@ -94,6 +95,8 @@ def run_demo(
     if database_url is None:
         Path(DEMO_DB).unlink(missing_ok=True)
     settings = settings.model_copy(update={"database_url": url})
+    # the demo tells its own story; the pipeline's per-message log lines are for services
+    logging.getLogger("amihub").setLevel(logging.WARNING)
     app = bootstrap(settings, migrate=True)
     try:
         _run(app, meters, days, console, progress_console)
@@ -107,10 +110,8 @@ def _run(app: App, meters: int, days: int, console: Console, progress_console: C
     )
     console.rule("amihub demo: embedded default (SQLite, in-process)")
     console.print(f"store: {app.settings.database_url}")
-    mrids = _master_data(app, meters, start)
-    console.print(
-        f"created {meters} usage points and {meters} meters, installed from {start.date()}"
-    )
+    mrids = _master_data(app, meters, start, console)
+    console.print(f"{meters} usage points and {meters} meters, installed from {start.date()}")
 
     intervals = days * 96
     with tempfile.TemporaryDirectory() as tmp:
@@ -200,14 +201,14 @@ def _show(app: App, mrids: list[str], start: datetime, days: int, console: Conso
             f"versions of {mrids[0]} at {(start + timedelta(minutes=15)).isoformat()}: "
             + ", ".join(f"v{v.version}={v.value}" for v in versions)
         )
-        day = Table("interval end (UTC)", "kWh", title=f"{mrids[0]}, first 8 hours")
+        day = Table("interval end (UTC)", "kWh", title=f"{mrids[0]}, first 4 hours")
         first = app.bus.handle(
             QueryMeterReadings(
                 utility.id,
                 meters=(DeviceRef(mrid=mrids[0]),),
                 reading_types=(RT_15MIN_A_PLUS,),
                 start=start,
-                end=start + timedelta(hours=8),
+                end=start + timedelta(hours=4),
             ),
             uow,
             ctx,

@@ -40,9 +40,41 @@ class LimitSettings(BaseModel):
 
 
 class SoapSettings(BaseModel):
+    """``[soap]``: the IEC 61968-9 web services (adapters/soap, docs/soap.md)."""
+
+    model_config = {"extra": "forbid"}
+
     enabled: bool = False
     host: str = "127.0.0.1"
-    port: int = 8080
+    port: int = Field(default=8080, ge=0, le=65535)
+    #: worker threads of the WSGI server (one per concurrent request)
+    threads: int = Field(default=16, gt=0)
+    #: seconds a connection may stay silent (a slow client holds one thread at most this long)
+    socket_timeout: float = Field(default=30.0, gt=0)
+    #: HTTPS: PEM certificate (chain) and private key; both or neither
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    #: largest request body accepted (bytes); refused while it is read
+    max_body_bytes: int = Field(default=16 * 1024 * 1024, gt=0)
+    #: the base URL clients see (behind a proxy), for soap:address in the WSDL;
+    #: default: taken from each request's Host header
+    public_url: str | None = None
+    #: accept calls without credentials as the principal "anonymous" with all permissions
+    #: (only for a closed test network)
+    allow_anonymous: bool = False
+    #: WS-Security UsernameToken: how old Created may be (seconds), also the nonce memory
+    token_max_age: float = Field(default=300.0, gt=0)
+    #: noun -> subscriber endpoint URLs that receive Created<Noun> events through Send<Noun>
+    subscribers: dict[str, list[str]] = Field(default_factory=dict)
+    #: outbound delivery (async replies, events): attempts before dead-lettering, backoff
+    delivery_max_attempts: int = Field(default=8, gt=0)
+    delivery_first_delay: float = Field(default=1.0, ge=0)
+    delivery_max_delay: float = Field(default=600.0, gt=0)
+    delivery_poll_interval: float = Field(default=0.5, gt=0)
+    #: seconds an outbound call may take
+    delivery_timeout: float = Field(default=10.0, gt=0)
+    #: log every request (remote, user, method, path, status, bytes, ms) to amihub.soap.access
+    access_log: bool = True
 
 
 class AmqpTlsSettings(BaseModel):
