@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import socket
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -30,8 +31,12 @@ from enum import StrEnum
 
 from hes.dlms import wrapper
 from hes.dlms.wrapper import WrapperFrame
-from hes.simulator.meter import MeterState, SecurityPolicy, make_meter
+from hes.push import notification
+from hes.security import gcm
+from hes.simulator.meter import MeterState, SecurityPolicy, interval_end, make_meter
 from hes.simulator.session import ServerSession
+
+PUSH_CLIENT = 0x66  # the head-end's push destination SAP (IDIS uses 102)
 
 
 class Addressing(StrEnum):
@@ -83,6 +88,33 @@ class Fleet:
                 return None
             index = port - self.base_port
         return self.meters[index] if 0 <= index < len(self.meters) else None
+
+    # --- push ---
+    def push_frame(self, index: int, *, ciphered: bool = True, at: datetime | None = None) -> bytes:
+        """The WRAPPER frame of one DataNotification of meter ``index`` (its registers at
+        the last interval end), general-glo-ciphered with the meter's keys and counter."""
+        meter = self.meters[index]
+        k = meter.current_interval(at or self.now())
+        apdu = notification(
+            meter.logical_device_name.encode(),
+            interval_end(k),
+            meter.energy_wh(k),
+            meter.export_wh(k),
+        )
+        if ciphered:
+            apdu = gcm.general_glo_cipher(
+                apdu,
+                keys=meter.keys,
+                system_title=meter.system_title,
+                invocation_counter=meter.next_counter(),
+            )
+        return WrapperFrame(wrapper.MANAGEMENT_LOGICAL_DEVICE, PUSH_CLIENT, apdu).encode()
+
+    @staticmethod
+    def send_push(frame: bytes, host: str, port: int) -> None:
+        """Deliver a push frame to a head-end listener (blocking, for tests and the demo)."""
+        with socket.create_connection((host, port), timeout=5) as sock:
+            sock.sendall(frame)
 
     def _security_event(self, serial: str, reason: str) -> None:
         self.security_events.append((serial, reason))
