@@ -16,14 +16,15 @@ duplicates) or a merge path (history ``INSERT ... SELECT``, ``UPDATE ... FROM``,
 
 from __future__ import annotations
 
-import itertools
+import functools
+import re
 import weakref
 from collections.abc import Iterator, Sequence
 from datetime import datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection, Engine, bindparam, func, insert, select, text
+from sqlalchemy import Connection, Engine, func, insert, select
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects import postgresql, sqlite
 
@@ -44,7 +45,12 @@ MAX_REPORTED_DUPLICATES = 10_000
 _TS_CACHE_LIMIT = 100_000
 _COPY_SLICE = 5_000
 _COPY_SPECIALS = ("\\", "\t", "\n", "\r")
-_names = itertools.count(1)
+
+
+@functools.lru_cache(maxsize=256)
+def _pg_placeholders(sql: str) -> str:
+    """``:name`` -> ``%(name)s`` (psycopg's style); ``::`` casts are left alone."""
+    return re.sub(r"(?<![:\w]):([A-Za-z_]\w*)", r"%(\1)s", sql)
 
 
 def _copy_escape(value: str) -> str:
@@ -66,12 +72,13 @@ class SqlReadingStaging:
         self._uow = uow
         self._repo = repo
         self._batch_size = batch_size
-        n = next(_names)
+        n = uow.next_staging_number()
         self._r = f"amihub_stg_reading_{n}"
         self._m = f"amihub_stg_meter_{n}"
         self._x = f"amihub_stg_resolved_{n}"
         self._pg = uow.connection.dialect.name == "postgresql"
         self._created = False
+        self._x_created = False
         self._applied = False
         self._pending: list[StagedReading] = []
         self._meters: dict[int, DeviceRef] = {}
@@ -123,7 +130,8 @@ class SqlReadingStaging:
                     "ts timestamptz NOT NULL, value numeric NOT NULL, quality text NOT NULL) "
                     "ON COMMIT DROP"
                 )
-            else:
+            else:  # a staging committed without apply leaves its table on the connection
+                self._conn.exec_driver_sql(f"DROP TABLE IF EXISTS temp.{self._r}")
                 self._conn.exec_driver_sql(
                     f"CREATE TEMP TABLE {self._r} (item INTEGER NOT NULL, rt INTEGER NOT NULL, "
                     "ts TEXT NOT NULL, value TEXT NOT NULL, quality TEXT NOT NULL)"
@@ -207,27 +215,28 @@ class SqlReadingStaging:
     def _drop(self) -> None:
         if not self._created:
             return
+        names = [self._r, self._m] + ([self._x] if self._x_created else [])
         try:
-            for name in (self._r, self._m, self._x):
+            for name in names:
                 self._conn.exec_driver_sql(f"DROP TABLE IF EXISTS {name}")
         except sa_exc.SQLAlchemyError:
             pass  # the transaction failed: rolling it back drops the temp tables
 
     def _exec(self, sql: str, **params: Any) -> Any:
-        stmt = text(sql)
-        binds = [
-            bindparam(k, v, type_=UTCDateTime()) if isinstance(v, datetime) else bindparam(k, v)
-            for k, v in params.items()
-        ]
-        if binds:
-            stmt = stmt.bindparams(*binds)
-        return self._conn.execute(stmt)
+        """Run ``sql`` (``:name`` placeholders) straight on the driver: no SQLAlchemy
+        compilation, as these statements differ only by their temp table names."""
+        if self._pg:
+            return self._conn.exec_driver_sql(_pg_placeholders(sql), params)
+        values = {k: sqlite_ts(v) if isinstance(v, datetime) else v for k, v in params.items()}
+        return self._conn.exec_driver_sql(sql, values)
 
     def _apply(self, utility_id: int) -> StagingResult:
         conn = self._conn
         now = _now()
         # (b) meters: a small staging table, resolved by one set-based UPDATE.
         id_type = "bigint" if self._pg else "INTEGER"
+        if not self._pg:
+            conn.exec_driver_sql(f"DROP TABLE IF EXISTS temp.{self._m}")
         conn.exec_driver_sql(
             f"CREATE TEMP TABLE {self._m} (item integer PRIMARY KEY, mrid text, name text, "
             f"device_id {id_type})" + (" ON COMMIT DROP" if self._pg else "")
@@ -241,12 +250,10 @@ class SqlReadingStaging:
                 for item, ref in self._meters.items():
                     copy.write_row((item, ref.mrid or None, ref.name or None))
         elif self._meters:
-            conn.execute(
-                text(f"INSERT INTO {self._m} (item, mrid, name) VALUES (:item, :mrid, :name)"),
-                [
-                    {"item": item, "mrid": ref.mrid or None, "name": ref.name or None}
-                    for item, ref in self._meters.items()
-                ],
+            raw = conn.connection.driver_connection
+            raw.executemany(
+                f"INSERT INTO {self._m} (item, mrid, name) VALUES (?, ?, ?)",
+                [(item, ref.mrid or None, ref.name or None) for item, ref in self._meters.items()],
             )
         unique_match = (
             "(SELECT CASE WHEN count(*) = 1 THEN min(d.id) END FROM end_device d "
@@ -296,6 +303,9 @@ class SqlReadingStaging:
             # a concurrent writer stored some of the keys meanwhile: merge instead.
 
         # (d) merge path.
+        if not self._pg:
+            conn.exec_driver_sql(f"DROP TABLE IF EXISTS temp.{self._x}")
+        self._x_created = True
         conn.exec_driver_sql(
             f"CREATE TEMP TABLE {self._x} AS SELECT m.device_id, r.rt AS reading_type_id, r.ts, "
             f"r.value, r.quality {source}"

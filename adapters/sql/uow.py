@@ -44,6 +44,7 @@ class SqlUnitOfWork:
     def __init__(self, engine: Engine, *, staging_batch_size: int = DEFAULT_BATCH_SIZE) -> None:
         self.engine = engine
         self._conn: Connection | None = None
+        self._staging_number = 0
         self._readings = SqlReadingRepository(self, staging_batch_size)
         self.utilities: UtilityRepository = SqlUtilityRepository(self)
         self.usage_points: UsagePointRepository = SqlUsagePointRepository(self)
@@ -55,6 +56,12 @@ class SqlUnitOfWork:
         self.dead_letters: DeadLetterRepository = SqlDeadLetterRepository(self)
         self.audit: AuditRepository = SqlAuditRepository(self)
         self.outbox: OutboxRepository = SqlOutboxRepository(self)
+
+    def next_staging_number(self) -> int:
+        """Temp table names are unique within a unit of work and reused across them
+        (so the driver's statement caches hit)."""
+        self._staging_number += 1
+        return self._staging_number
 
     @property
     def connection(self) -> Connection:
@@ -73,6 +80,7 @@ class SqlUnitOfWork:
                 conn.close()
                 raise
         self._conn = conn
+        self._staging_number = 0
         return self
 
     def __exit__(
