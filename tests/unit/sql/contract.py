@@ -496,6 +496,27 @@ class StoreContract:
         # 200k rows held in Python would take well over 60 MB.
         assert peak - before < 40 * 1024 * 1024, (peak - before) / 2**20
 
+    def test_staging_left_unapplied(self, engine: Engine, utility_id: int) -> None:
+        factory = SqlUnitOfWorkFactory(engine, staging_batch_size=2)
+        rows = [StagedReading(1, RT, q(15 * k), Decimal(k), "") for k in range(5)]
+        with factory() as uow:
+            abandoned = uow.readings.staging()
+            abandoned.add_readings(rows)  # flushed to a temp table, never applied
+            uow.commit()
+        for _ in range(2):  # the pooled connection may still hold that temp table
+            with factory() as uow:
+                first = uow.readings.staging()
+                second = uow.readings.staging()  # two stagings in one unit of work
+                first.add_meter(1, DeviceRef(mrid="M1"))
+                second.add_meter(1, DeviceRef(mrid="M2"))
+                first.add_readings(rows)
+                second.add_readings(rows[:3])
+                assert first.apply(utility_id).stats.total == 5
+                assert second.apply(utility_id).stats.total == 3
+                uow.commit()
+        with factory() as uow:
+            assert uow.readings.count() == 8
+
     def test_query_streams(self, engine: Engine, utility_id: int) -> None:
         rows = [
             StagedReading(item, RT, q(15 * k), Decimal(k), "")
