@@ -307,12 +307,23 @@ def dead_letters_replay(ctx: click.Context, dead_letter_id: int) -> None:
 
 
 @cli.command()
+@click.option(
+    "--workers",
+    default=1,
+    show_default=True,
+    type=click.IntRange(1, 64),
+    help="Worker processes; AMQP consumers share the request queue (see docs/amqp.md).",
+)
 @click.pass_context
-def serve(ctx: click.Context) -> None:
+def serve(ctx: click.Context, workers: int) -> None:
     """Run the adapters enabled in the settings until stopped (SIGINT/SIGTERM)."""
     from hub.serve import run_services
 
     with _app(ctx, migrate=True) as app:
+        if workers > 1:
+            from adapters.amqp.workers import run_workers
+
+            sys.exit(run_workers(workers, {"AMIHUB_DATABASE_URL": app.settings.database_url}))
         run_services(app)
 
 

@@ -31,7 +31,9 @@ class Service(Protocol):
 
 
 #: settings section -> "module:factory"; the factory takes the App and returns a Service
-SERVICE_ALIASES: dict[str, str] = {}
+SERVICE_ALIASES: dict[str, str] = {
+    "amqp": "adapters.amqp.service:build",
+}
 
 
 def _load(path: str) -> Callable[[App], Service]:

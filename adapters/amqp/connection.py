@@ -1,0 +1,86 @@
+# mypy: disable-error-code="no-untyped-call"
+"""Broker connections from settings: URL, credentials, TLS, heartbeats, reconnection backoff."""
+
+from __future__ import annotations
+
+import logging
+import ssl
+import threading
+from typing import Any
+from urllib.parse import urlsplit
+
+from kombu.connection import Connection
+
+from hub.errors import ConfigurationError
+from hub.settings import AmqpSettings
+
+log = logging.getLogger("amihub.amqp")
+
+#: how often the in-process transport polls its queues (seconds); the default is 1 s
+MEMORY_POLLING_INTERVAL = 0.005
+
+
+def ssl_options(settings: AmqpSettings) -> dict[str, Any] | bool:
+    """py-amqp TLS options for an ``amqps://`` URL; the host name is always checked."""
+    tls = settings.tls
+    if tls is None:
+        tls_opts: dict[str, Any] = {"cert_reqs": ssl.CERT_REQUIRED}
+        host = urlsplit(settings.url).hostname
+        if host:
+            tls_opts["server_hostname"] = host
+        return tls_opts
+    if (tls.certfile is None) != (tls.keyfile is None):
+        raise ConfigurationError("[amqp.tls] needs both certfile and keyfile, or neither")
+    opts: dict[str, Any] = {"cert_reqs": ssl.CERT_REQUIRED if tls.verify else ssl.CERT_NONE}
+    if tls.ca_certs:
+        opts["ca_certs"] = tls.ca_certs
+    if tls.certfile:
+        opts["certfile"] = tls.certfile
+        opts["keyfile"] = tls.keyfile
+    if tls.verify:
+        opts["server_hostname"] = tls.server_hostname or urlsplit(settings.url).hostname
+    return opts
+
+
+def make_connection(settings: AmqpSettings) -> Connection:
+    """A kombu connection (not yet connected) for the settings."""
+    url = settings.url
+    scheme = urlsplit(url).scheme
+    kwargs: dict[str, Any] = {"connect_timeout": settings.connect_timeout}
+    if scheme == "memory":
+        kwargs["transport_options"] = {"polling_interval": MEMORY_POLLING_INTERVAL}
+    else:
+        kwargs["heartbeat"] = settings.heartbeat
+        if settings.password is not None:
+            kwargs["password"] = settings.password.get_secret_value()
+        if scheme == "amqps":
+            kwargs["ssl"] = ssl_options(settings)
+        elif settings.tls is not None:
+            raise ConfigurationError("[amqp.tls] is set but the URL is not amqps://")
+    return Connection(url, **kwargs)
+
+
+def safe_url(connection: Connection) -> str:
+    """The URL without its password, for logs."""
+    return str(connection.as_uri(include_password=False))
+
+
+class Backoff:
+    """Exponential delays: first, doubling, capped; :meth:`wait` returns False once stopped."""
+
+    def __init__(self, first: float, maximum: float, stop: threading.Event) -> None:
+        self.first = first
+        self.maximum = maximum
+        self.stop = stop
+        self.failures = 0
+
+    def reset(self) -> None:
+        self.failures = 0
+
+    def next_delay(self) -> float:
+        delay = float(min(self.maximum, self.first * (2**self.failures)))
+        self.failures += 1
+        return delay
+
+    def wait(self) -> bool:
+        return not self.stop.wait(self.next_delay())

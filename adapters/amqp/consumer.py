@@ -1,0 +1,584 @@
+# mypy: disable-error-code="no-untyped-call"
+"""The request consumer: deliveries in batches, the pipeline, replies and dead letters, then acks.
+
+One round (a *batch*: up to ``batch_size`` deliveries, or what arrived within
+``batch_wait``)::
+
+    deliveries -> sender (user_id / amihub-partner) -> checks before the pipeline:
+                    spoofed partner (1010), routing key (1006), amihub-mapping (1008/1011),
+                    too many deliveries (poison)
+               -> Pipeline.process_batch (or process, one by one): effect + stored reply
+                  committed before it returns; RecoverableError -> retry
+               -> publish, one batch of publisher confirms:
+                    replies to reply_to (correlation_id = the request's message id),
+                    dead letters to the dead-letter exchange (headers say why),
+                    retries (a copy with amihub-attempts + 1, after a backoff)
+               -> ack every delivery whose publishes are confirmed
+
+Nothing is acknowledged before its effect is committed and its reply and dead
+letter are confirmed. A crash or a lost connection anywhere in between leaves
+the delivery unacknowledged: the broker delivers it again and the pipeline's
+idempotency on (source, MessageID) returns the stored reply without applying
+anything twice, so replies are at-least-once with the same message id.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from kombu.connection import Connection
+from kombu.message import Message
+from kombu.messaging import Consumer
+
+from adapters.amqp import headers as hdr
+from adapters.amqp.connection import Backoff, make_connection, safe_url
+from adapters.amqp.identity import Sender, SenderResolver
+from adapters.amqp.mapping import MappingGate
+from adapters.amqp.publisher import ConfirmingPublisher, Outgoing, Unroutable
+from adapters.amqp.topology import Topology
+from cim_schemas import envelope
+from cim_schemas.envelope import Header, Reply
+from hub.errors import ErrorDetail, RecoverableError, StoreUnavailable, TransportUnavailable
+from hub.lifecycle import MessageLifecycle
+from hub.messages import InboundMessage, Outcome
+from hub.pipeline import DEAD_LETTER_BODY_LIMIT, Pipeline
+from hub.settings import AmqpSettings
+from mdm.ports import UnitOfWorkFactory
+
+log = logging.getLogger("amihub.amqp")
+
+#: namespace of the reply message ids (uuid5 of source and request id: stable on redelivery)
+REPLY_NAMESPACE = uuid.UUID("6f1b7c2e-6a55-4a8e-9d7e-2b0b1c1f7a10")
+#: user_id of amihub's retry copies on in-process transports (no broker validates user ids)
+IN_PROCESS_USER = "amihub"
+
+
+@dataclass
+class Delivery:
+    """One delivered message and what became of it in this round."""
+
+    message: Message
+    body: bytes
+    headers: dict[str, Any]
+    exchange: str
+    routing_key: str  # the partner's routing key (kept across amihub's retries)
+    attempts: int  # deliveries before this one
+    redelivered: bool
+    reply_to: str | None
+    amqp_message_id: str | None
+    received_at: datetime
+    sender: Sender | None = None
+    inbound: InboundMessage | None = None
+    mapping: str | None = None
+    refusal: ErrorDetail | None = None
+    outcome: Outcome | None = None
+    error: BaseException | None = None
+    #: indexes into the round's publishes this delivery's ack waits for
+    publishes: list[int] = field(default_factory=list)
+    requeue: bool = False
+
+    @property
+    def request_id(self) -> str | None:
+        """The request's message id: the AMQP property, else the CIM MessageID."""
+        if self.amqp_message_id:
+            return self.amqp_message_id
+        return self.outcome.message_id if self.outcome else None
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return str(value)
+
+
+def _int(value: Any) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return 0
+
+
+class AmqpConsumer:
+    """Consumes the request queue until :meth:`stop`; reconnects with backoff."""
+
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        uow_factory: UnitOfWorkFactory,
+        settings: AmqpSettings,
+        senders: SenderResolver,
+        mappings: MappingGate,
+        operations: Callable[[], Sequence[tuple[str, str]]],
+        *,
+        name: str = "amqp",
+    ) -> None:
+        self.pipeline = pipeline
+        self.uow_factory = uow_factory
+        self.settings = settings
+        self.senders = senders
+        self.mappings = mappings
+        self._operations = operations
+        self.name = name
+        self.topology = Topology.from_settings(settings)
+        self.publisher = ConfirmingPublisher(settings, name=f"{name}-replies")
+        self.stop_event = threading.Event()
+        #: set while consuming (tests and health checks wait on it)
+        self.consuming = threading.Event()
+        self.batch_size = min(settings.batch_size, settings.prefetch)
+        self._buffer: list[Message] = []
+        self._first_at = 0.0
+        self._own_user: str | None = None
+        #: rounds and deliveries handled (for logs and tests)
+        self.rounds = 0
+        self.handled = 0
+
+    # -- the loop ----------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        self.stop_event.set()
+
+    def run(self) -> None:
+        backoff = Backoff(
+            self.settings.reconnect_delay, self.settings.reconnect_max_delay, self.stop_event
+        )
+        while not self.stop_event.is_set():
+            connection = make_connection(self.settings)
+            errors = (
+                *connection.connection_errors,
+                *connection.channel_errors,
+                OSError,
+                TransportUnavailable,
+            )
+            try:
+                self._session(connection, backoff)
+            except errors as exc:
+                delay = backoff.next_delay()
+                log.warning(
+                    "%s: connection to %s lost or refused (%s: %s); reconnecting in %.1f s",
+                    self.name,
+                    safe_url(connection),
+                    type(exc).__name__,
+                    exc,
+                    delay,
+                )
+                if self.stop_event.wait(delay):
+                    break
+            finally:
+                self.consuming.clear()
+                self._buffer.clear()  # unacknowledged: the broker delivers them again
+                self.publisher.close()
+                with contextlib.suppress(*errors):
+                    connection.release()
+
+    def _session(self, connection: Connection, backoff: Backoff) -> None:
+        connection.connect()
+        # amihub's own broker user: its retry copies name the partner in amihub-partner
+        driver = connection.transport.driver_type
+        self._own_user = connection.userid if driver == "amqp" else IN_PROCESS_USER
+        if self.settings.declare:
+            self.topology.declare(connection)
+        channel = connection.channel()
+        channel.basic_qos(0, self.settings.prefetch, False)
+        consumer = Consumer(
+            channel,
+            queues=[self.topology.request_queue],
+            on_message=self._on_message,
+            auto_declare=False,
+        )
+        consumer.consume()
+        backoff.reset()
+        self.consuming.set()
+        log.info(
+            "%s consuming %s on %s (prefetch %d, batch %d)",
+            self.name,
+            self.settings.request_queue,
+            safe_url(connection),
+            self.settings.prefetch,
+            self.batch_size,
+        )
+        last_beat = time.monotonic()
+        while not self.stop_event.is_set():
+            timeout = self.settings.batch_wait if self._buffer else 0.2
+            if self._buffer:
+                timeout = max(0.0, self._first_at + self.settings.batch_wait - time.monotonic())
+            with contextlib.suppress(TimeoutError):
+                connection.drain_events(timeout=max(timeout, 0.001))
+            now = time.monotonic()
+            if self._buffer and (
+                len(self._buffer) >= self.batch_size
+                or now >= self._first_at + self.settings.batch_wait
+            ):
+                batch, self._buffer = self._buffer, []
+                self.handle(batch)
+            if self.settings.heartbeat and now - last_beat > 1.0:
+                connection.heartbeat_check()
+                self.publisher.heartbeat_check()
+                last_beat = now
+
+    def _on_message(self, message: Message) -> None:
+        if not self._buffer:
+            self._first_at = time.monotonic()
+        self._buffer.append(message)
+
+    # -- one round ---------------------------------------------------------------------------
+
+    def handle(self, messages: Sequence[Message]) -> None:
+        """Process a batch of deliveries end to end (public for tests and benchmarks)."""
+        deliveries = [self._delivery(m) for m in messages]
+        for d in deliveries:
+            self._check(d)
+        self._process([d for d in deliveries if d.inbound is not None and d.refusal is None])
+        for d in deliveries:
+            if d.refusal is not None and d.outcome is None and d.error is None:
+                self._refuse(d)
+        self._retry_backoff(deliveries)
+        outgoing: list[Outgoing] = []
+        for d in deliveries:
+            for item in self._publishes(d):
+                d.publishes.append(len(outgoing))
+                outgoing.append(item)
+        failures = self.publisher.publish(outgoing)  # TransportUnavailable: nothing is acked
+        for d in deliveries:
+            for index in d.publishes:
+                error = failures.get(index)
+                if error is None:
+                    continue
+                if isinstance(error, Unroutable) and outgoing[index].exchange == "":
+                    # the reply queue does not exist: the reply stays in the message log
+                    log.warning("reply to %s for %s dropped: %s", d.reply_to, d.request_id, error)
+                else:
+                    d.requeue = True
+        for d in deliveries:
+            if d.requeue:
+                d.message.requeue()
+            else:
+                d.message.ack()
+        self.rounds += 1
+        self.handled += len(deliveries)
+
+    def _delivery(self, message: Message) -> Delivery:
+        headers = dict(message.headers or {})
+        info = message.delivery_info
+        props = message.properties
+        routing_key = _text(headers.get(hdr.ROUTING_KEY) or info.get("routing_key") or "")
+        attempts = max(_int(headers.get(hdr.ATTEMPTS)), _int(headers.get(hdr.DELIVERY_COUNT)))
+        body = message.body if isinstance(message.body, bytes) else _text(message.body).encode()
+        d = Delivery(
+            message=message,
+            body=body,
+            headers=headers,
+            exchange=_text(headers.get(hdr.ORIGINAL_EXCHANGE) or info.get("exchange") or ""),
+            routing_key=routing_key,
+            attempts=attempts,
+            redelivered=bool(info.get("redelivered")) or attempts > 0,
+            reply_to=props.get("reply_to") or None,
+            amqp_message_id=props.get("message_id") or None,
+            received_at=datetime.now(UTC),
+        )
+        user_id = props.get("user_id") or None
+        d.sender = self.senders.resolve(user_id, headers, own_user=self._own_user)
+        return d
+
+    def _check(self, d: Delivery) -> None:
+        """Everything decided before the pipeline: identity, routing key, mapping, attempts."""
+        assert d.sender is not None
+        metadata = {
+            "amqp_exchange": d.exchange,
+            "amqp_routing_key": d.routing_key,
+            "amqp_redelivered": str(d.redelivered).lower(),
+            "amqp_attempts": str(d.attempts + 1),
+        }
+        if d.amqp_message_id:
+            metadata["amqp_message_id"] = d.amqp_message_id
+        if d.reply_to:
+            metadata["amqp_reply_to"] = d.reply_to
+        mapping = d.headers.get(hdr.MAPPING)
+        if mapping is not None:
+            d.mapping = _text(mapping).strip()
+            metadata["amqp_mapping"] = d.mapping
+        d.inbound = InboundMessage(
+            source=d.sender.source,
+            endpoint=f"amqp:{self.settings.request_queue}",
+            body=d.body,
+            received_at=d.received_at,
+            metadata=metadata,
+            principal=d.sender.principal,
+        )
+        if d.attempts >= self.settings.max_attempts:
+            d.error = RecoverableError(
+                f"delivered {d.attempts} time(s) without completing "
+                "(the worker failed, crashed or was killed while processing it)"
+            )
+            return
+        if d.sender.refusal is not None:
+            d.refusal = ErrorDetail("1010", d.sender.refusal)
+            return
+        if not self._routing_key_ok(d):
+            ops = ", ".join(f"{v}.{n}" for v, n in self._operations())
+            d.refusal = ErrorDetail(
+                "1006",
+                f"routing key {d.routing_key!r} names no supported operation; "
+                f"publish with <verb>.<Noun>: {ops}",
+            )
+            return
+        if d.mapping is not None:
+            d.refusal = self.mappings.refusal(d.mapping)
+
+    def _routing_key_ok(self, d: Delivery) -> bool:
+        if d.exchange == "" and d.routing_key in ("", self.settings.request_queue):
+            return True  # sent straight to the queue: the Header alone says what it is
+        verb, dot, noun = d.routing_key.partition(".")
+        return bool(dot) and (verb, noun) in set(self._operations())
+
+    def _process(self, ds: list[Delivery]) -> None:
+        plain = [d for d in ds if d.mapping is None]
+        batch_fn = getattr(self.pipeline, "process_batch", None)
+        if batch_fn is not None and len(plain) > 1:
+            try:
+                outcomes = batch_fn([d.inbound for d in plain])
+                for d, outcome in zip(plain, outcomes, strict=True):
+                    d.outcome = outcome
+                plain = []
+            except RecoverableError as exc:
+                log.warning("batch of %d failed (%s); one by one", len(plain), exc)
+        for d in ds:
+            if d.outcome is not None:
+                continue
+            assert d.inbound is not None
+            try:
+                if d.mapping is not None:
+                    d.outcome = self.mappings.run(d.inbound, d.mapping)
+                else:
+                    d.outcome = self.pipeline.process(d.inbound)
+            except RecoverableError as exc:
+                d.error = exc
+            except Exception as exc:  # the pipeline catches everything else: a bug, retry
+                log.exception("%s: unexpected error processing %s", self.name, d.request_id)
+                d.error = exc
+
+    # -- refusals and dead letters amihub writes itself ------------------------------------
+
+    def _refuse(self, d: Delivery) -> None:
+        """A refusal before the pipeline: message log, dead letter (and audit for 1010)."""
+        assert d.refusal is not None
+        assert d.inbound is not None
+        detail = d.refusal
+        reply = _failed_reply(d, detail)
+        try:
+            with self.uow_factory() as uow:
+                log_id = uow.messages.start(
+                    d.inbound.source,
+                    d.inbound.endpoint,
+                    hashlib.sha256(d.body).hexdigest(),
+                    len(d.body),
+                    d.received_at,
+                )
+                if detail.code == "1010":
+                    uow.audit.record(
+                        d.inbound.source,
+                        "refused",
+                        d.routing_key or "?",
+                        d.amqp_message_id,
+                        f"{detail.reason} (at {d.inbound.endpoint})",
+                    )
+                dead_letter_id = self._store_dead_letter(uow, d, detail, log_id)
+                uow.messages.finish(log_id, MessageLifecycle.DEAD_LETTERED, "FAILED", reply)
+                uow.commit()
+        except RecoverableError as exc:
+            d.error = exc
+            return
+        log.warning(
+            "%s refused a message from %s (dead letter %s): %s %s",
+            self.name,
+            d.inbound.source,
+            dead_letter_id,
+            detail.code,
+            detail.reason,
+        )
+        d.outcome = Outcome(
+            result="FAILED",
+            reply=reply,
+            errors=[detail],
+            message_log_id=log_id,
+            dead_letter_id=dead_letter_id,
+            message_id=d.amqp_message_id,
+            correlation_id=d.amqp_message_id,
+        )
+
+    def _store_dead_letter(
+        self, uow: Any, d: Delivery, detail: ErrorDetail, log_id: int | None
+    ) -> int:
+        assert d.inbound is not None
+        return int(
+            uow.dead_letters.add(
+                source=d.inbound.source,
+                endpoint=d.inbound.endpoint,
+                received_at=d.received_at,
+                error_code=detail.code,
+                reason=f"{detail.code} {detail.reason}",
+                body=d.body[:DEAD_LETTER_BODY_LIMIT],
+                truncated=len(d.body) > DEAD_LETTER_BODY_LIMIT,
+                metadata=dict(d.inbound.metadata),
+                message_log_id=log_id,
+            )
+        )
+
+    def _poison(self, d: Delivery) -> tuple[ErrorDetail, int | None]:
+        """Gave up after ``max_attempts``: into the dead-letter store if it can be written."""
+        code = "3001" if isinstance(d.error, StoreUnavailable) else "3002"
+        detail = ErrorDetail(
+            code,
+            f"gave up after {d.attempts + 1} delivery attempt(s): "
+            f"{type(d.error).__name__}: {d.error}",
+        )
+        try:
+            with self.uow_factory() as uow:
+                dead_letter_id = self._store_dead_letter(uow, d, detail, None)
+                uow.commit()
+        except RecoverableError as exc:
+            log.error("dead-letter store unavailable (%s): the dead-letter queue keeps it", exc)
+            return detail, None
+        return detail, dead_letter_id
+
+    # -- what to publish -------------------------------------------------------------------
+
+    def _retry_backoff(self, deliveries: Sequence[Delivery]) -> None:
+        retries = [
+            d.attempts + 1
+            for d in deliveries
+            if d.error is not None and d.attempts + 1 < self.settings.max_attempts
+        ]
+        if retries:
+            attempt = max(retries)
+            delay = min(
+                self.settings.retry_max_delay, self.settings.retry_delay * 2 ** (attempt - 1)
+            )
+            log.warning(
+                "%s: %d message(s) failed recoverably (attempt %d of %d); retry in %.1f s",
+                self.name,
+                len(retries),
+                attempt,
+                self.settings.max_attempts,
+                delay,
+            )
+            self.stop_event.wait(delay)
+
+    def _publishes(self, d: Delivery) -> list[Outgoing]:
+        items: list[Outgoing] = []
+        if d.outcome is not None:
+            outcome = d.outcome
+            if d.reply_to:
+                items.append(self._reply(d, outcome))
+            dead = outcome.dead_letter_id is not None or (
+                outcome.duplicate and outcome.result == "FAILED" and d.redelivered
+            )
+            if dead:
+                detail = outcome.errors[0] if outcome.errors else ErrorDetail("3002", "failed")
+                items.append(self._dead_letter(d, detail, outcome.dead_letter_id, outcome))
+            return items
+        if d.error is not None:
+            if d.attempts + 1 >= self.settings.max_attempts:
+                detail, dead_letter_id = self._poison(d)
+                items.append(self._dead_letter(d, detail, dead_letter_id, None))
+            else:
+                items.append(self._retry(d))
+        return items
+
+    def _reply(self, d: Delivery, outcome: Outcome) -> Outgoing:
+        assert d.reply_to is not None
+        assert d.sender is not None
+        request_id = d.request_id
+        reply_id = (
+            str(uuid.uuid5(REPLY_NAMESPACE, f"{d.sender.source}\n{request_id}"))
+            if request_id
+            else str(uuid.uuid4())
+        )
+        hdrs: dict[str, Any] = {hdr.RESULT: outcome.result}
+        if outcome.message_log_id is not None:
+            hdrs[hdr.MESSAGE_LOG_ID] = outcome.message_log_id
+        if outcome.duplicate:
+            hdrs[hdr.DUPLICATE] = True
+        return Outgoing(
+            body=outcome.reply,
+            routing_key=d.reply_to,
+            headers=hdrs,
+            message_id=reply_id,
+            correlation_id=request_id,
+            mandatory=True,
+            type=f"reply.{outcome.noun}" if outcome.noun else "reply",
+        )
+
+    def _dead_letter(
+        self,
+        d: Delivery,
+        detail: ErrorDetail,
+        dead_letter_id: int | None,
+        outcome: Outcome | None,
+    ) -> Outgoing:
+        assert d.inbound is not None
+        hdrs: dict[str, Any] = {
+            k: v for k, v in d.headers.items() if k not in (hdr.ATTEMPTS, hdr.ROUTING_KEY)
+        }
+        hdrs.update(
+            {
+                hdr.ERROR_CODE: detail.code,
+                hdr.ERROR_REASON: detail.reason[:1000],
+                hdr.RESULT: outcome.result if outcome else "FAILED",
+                hdr.SOURCE: d.inbound.source,
+                hdr.ORIGINAL_EXCHANGE: d.exchange,
+                hdr.ORIGINAL_ROUTING_KEY: d.routing_key,
+                hdr.ORIGINAL_QUEUE: self.settings.request_queue,
+                hdr.ATTEMPTS: d.attempts + 1,
+                hdr.FAILED_AT: datetime.now(UTC).isoformat(),
+                hdr.DEAD_LETTER_STORE: "stored" if dead_letter_id is not None else "unavailable",
+            }
+        )
+        if dead_letter_id is not None:
+            hdrs[hdr.DEAD_LETTER_ID] = dead_letter_id
+        if outcome is not None and outcome.message_log_id is not None:
+            hdrs[hdr.MESSAGE_LOG_ID] = outcome.message_log_id
+        if d.reply_to:
+            hdrs["amihub-reply-to"] = d.reply_to
+        return Outgoing(
+            body=d.body,
+            exchange=self.settings.dead_letter_exchange,
+            routing_key=d.routing_key or self.settings.request_queue,
+            headers=hdrs,
+            message_id=d.amqp_message_id,
+            correlation_id=_text(d.message.properties.get("correlation_id") or "") or None,
+            content_type=d.message.content_type or "application/octet-stream",
+        )
+
+    def _retry(self, d: Delivery) -> Outgoing:
+        """A copy for the next attempt; the sender rides along in amihub-partner."""
+        assert d.sender is not None
+        hdrs = dict(d.headers)
+        hdrs[hdr.ATTEMPTS] = d.attempts + 1
+        hdrs[hdr.ROUTING_KEY] = d.routing_key
+        hdrs[hdr.ORIGINAL_EXCHANGE] = d.exchange
+        if d.sender.principal is not None or d.message.properties.get("user_id"):
+            hdrs[hdr.PARTNER] = d.sender.source
+        return Outgoing(
+            body=d.body,
+            routing_key=self.settings.request_queue,
+            headers=hdrs,
+            message_id=d.amqp_message_id,
+            content_type=d.message.content_type or "application/xml",
+            reply_to=d.reply_to,
+            user_id=self._own_user,
+        )
+
+
+def _failed_reply(d: Delivery, detail: ErrorDetail) -> bytes:
+    noun = d.routing_key.partition(".")[2]
+    header = Header(verb="reply", noun=noun if noun.isidentifier() else "Message")
+    return envelope.render_response(header, Reply(result="FAILED", errors=(detail,)))
