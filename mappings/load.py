@@ -24,6 +24,7 @@ from hub.errors import ConfigurationError
 from mappings.spec import (
     KINDS,
     AnySpec,
+    CimVariantSpec,
     CodeTable,
     CsvSpec,
     ExportCsvSpec,
@@ -34,11 +35,9 @@ from mappings.spec import (
 
 BUILTIN_DIR = Path(__file__).parent / "specs"
 
-_ADAPTER: TypeAdapter[CsvSpec | XmlSpec | ExportCsvSpec | ExportXmlSpec | CodeTable] = TypeAdapter(
-    AnySpec
-)
+Spec = CsvSpec | XmlSpec | ExportCsvSpec | ExportXmlSpec | CimVariantSpec
 
-Spec = CsvSpec | XmlSpec | ExportCsvSpec | ExportXmlSpec
+_ADAPTER: TypeAdapter[Spec | CodeTable] = TypeAdapter(AnySpec)
 
 
 @dataclass(frozen=True)
@@ -265,6 +264,12 @@ class Catalog:
         spec = self.specs.get(name)
         if not isinstance(spec, CsvSpec | XmlSpec):
             raise ConfigurationError(f"no inbound mapping named {name!r}")
+        return spec
+
+    def variant(self, name: str) -> CimVariantSpec:
+        spec = self.specs.get(name)
+        if not isinstance(spec, CimVariantSpec):
+            raise ConfigurationError(f"no CIM variant named {name!r}")
         return spec
 
     def export(self, name: str) -> ExportCsvSpec | ExportXmlSpec:

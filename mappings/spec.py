@@ -674,9 +674,61 @@ class ExportXmlSpec(_Model):
         return out
 
 
+# --------------------------------------------------------------------------- CIM variants
+
+
+class CimRename(_Model):
+    #: Local name in the vendor's document.
+    element: str = Field(alias="from")
+    #: Local name of the standard.
+    to: str
+    #: Only under a parent of this local name (default: anywhere).
+    parent: str | None = None
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class CimReorder(_Model):
+    #: Local name of the parent whose children are put in order.
+    parent: str
+    #: The children's local names in the order of the standard's xs:sequence;
+    #: children not listed keep their relative order after the listed ones.
+    children: list[str] = Field(min_length=1)
+
+
+class CimVariantSpec(_Model):
+    """How a vendor's IEC 61968-9 documents differ from the standard, undone before parsing."""
+
+    kind: Literal["cim-variant"]
+    name: str = Field(min_length=1)
+    description: str = ""
+    #: Vendor namespace URI -> standard namespace URI (drafts, older editions).
+    namespaces: dict[str, str] = Field(default_factory=dict)
+    rename: list[CimRename] = Field(default_factory=list)
+    reorder: list[CimReorder] = Field(default_factory=list)
+    #: Local names of vendor elements to remove (with their content).
+    drop: list[str] = Field(default_factory=list)
+
+    def cross_check(self, tables: dict[str, CodeTable] | None = None) -> list[Problem]:
+        out: list[Problem] = []
+        for uri, target in self.namespaces.items():
+            if not uri or not target:
+                out.append((("namespaces", uri), "namespace URIs must not be empty"))
+        for i, r in enumerate(self.reorder):
+            if len(set(r.children)) != len(r.children):
+                out.append((("reorder", i, "children"), "a child is listed twice"))
+        names = re.compile(r"^[A-Za-z_][\w.-]*$")
+        for i, rn in enumerate(self.rename):
+            for key, value in (("from", rn.element), ("to", rn.to)):
+                if not names.match(value):
+                    out.append((("rename", i, key), f"{value!r} is not an XML local name"))
+        return out
+
+
 InboundSpec = CsvSpec | XmlSpec
 ExportSpec = ExportCsvSpec | ExportXmlSpec
 AnySpec = Annotated[
-    CsvSpec | XmlSpec | ExportCsvSpec | ExportXmlSpec | CodeTable, Field(discriminator="kind")
+    CsvSpec | XmlSpec | ExportCsvSpec | ExportXmlSpec | CimVariantSpec | CodeTable,
+    Field(discriminator="kind"),
 ]
-KINDS = ("csv", "xml", "export-csv", "export-xml", "code-table")
+KINDS = ("csv", "xml", "export-csv", "export-xml", "cim-variant", "code-table")
