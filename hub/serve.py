@@ -33,6 +33,7 @@ class Service(Protocol):
 #: settings section -> "module:factory"; the factory takes the App and returns a Service
 SERVICE_ALIASES: dict[str, str] = {
     "amqp": "adapters.amqp.service:build",
+    "soap": "adapters.soap.service:build",
 }
 
 

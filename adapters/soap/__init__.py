@@ -1,0 +1,23 @@
+"""IEC 61968-9 SOAP web services: inbound (spyne thin router on cheroot), outbound (zeep).
+
+Public API::
+
+    from adapters.soap import SoapService, build, SoapGateway, SoapSender, SERVICES
+
+See docs/soap.md.
+"""
+
+from adapters.soap.catalogue import OUTBOUND, SERVICES, ServiceSpec
+from adapters.soap.client import SoapSender
+from adapters.soap.gateway import SoapGateway
+from adapters.soap.service import SoapService, build
+
+__all__ = [
+    "OUTBOUND",
+    "SERVICES",
+    "ServiceSpec",
+    "SoapGateway",
+    "SoapSender",
+    "SoapService",
+    "build",
+]

@@ -1,0 +1,521 @@
+"""The SOAP front door: a WSGI application in front of one thin spyne router per service.
+
+::
+
+    HTTP POST /ws/<Service>
+      -> body read up to max_body_bytes (refused while reading: 413 + Fault 1003)
+      -> hardened parse of the SOAP envelope (cim_schemas.xml: no DTD, no entities)
+      -> authentication: WS-Security UsernameToken (text/digest) or HTTP Basic
+         (refused: Fault 1010 + audit entry)
+      -> the body element must be an operation of this service, and a soapAction,
+         when sent, must be that operation's (else Fault 1006)
+      -> spyne routes the body element to the operation (``@rpc(AnyXml, bare)``)
+      -> hub pipeline (validation, authorisation, idempotency, handlers, reply)
+      <- the pipeline's reply bytes inside a SOAP envelope, or a SOAP Fault
+    GET /ws/<Service>?wsdl   our WSDL file, soap:address rewritten for the caller
+    GET /xsd/<path>          our XSDs (the WSDLs import them by relative location)
+
+Faults versus FAILED replies: a message refused *as a whole* (not XML, forbidden
+XML, too large, not valid against the XSD -- the Fault's detail names the xpath
+--, header invalid, no such operation, replay conflict, not authenticated or not
+authorised: codes 1001-1008 and 1010) gets a SOAP Fault whose detail is the
+``<Noun>FaultMessage``; so does a store outage (3001, Server: retry). A message
+that was processed answers with the ``<Noun>ResponseMessage`` whatever its Result:
+OK, PARTIAL, or FAILED with item errors (unknown meter 2001, ...) or "not
+implemented yet" (1011). No business logic lives here.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any, Final
+from urllib.parse import urlsplit
+
+from lxml import etree
+from spyne import AnyXml, Application, Fault, ServiceBase, rpc
+from spyne.protocol.soap import Soap11
+from spyne.server.wsgi import WsgiApplication
+
+from adapters.soap.auth import AuthenticationFailed, Authenticator
+from adapters.soap.catalogue import SERVICES, Operation, ServiceSpec
+from adapters.soap.wsdl import WsdlStore
+from cim_schemas import envelope
+from cim_schemas.envelope import Header, Reply
+from cim_schemas.xml import parse_bytes
+from hub.errors import ErrorDetail, MessageRejected, RecoverableError
+from hub.messages import InboundMessage, Outcome
+from hub.pipeline import Pipeline
+from hub.security import Principal
+from mdm.ports import UnitOfWorkFactory
+
+log = logging.getLogger("amihub.soap")
+access_log = logging.getLogger("amihub.soap.access")
+
+SOAP_ENV: Final = "http://schemas.xmlsoap.org/soap/envelope/"
+ENVELOPE_HEAD: Final = (
+    b"<?xml version='1.0' encoding='UTF-8'?>\n"
+    b'<soapenv:Envelope xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/">'
+    b"<soapenv:Body>"
+)
+ENVELOPE_TAIL: Final = b"</soapenv:Body></soapenv:Envelope>"
+XML_TYPE: Final = "text/xml; charset=utf-8"
+
+#: pipeline error codes answered as a SOAP Fault (the message as a whole was refused).
+#: 1006 (no route for the verb and noun) is not among them: the front door has already
+#: checked that the operation is one this service publishes, so a missing route means
+#: the noun's domain is not built yet, answered as a FAILED ResponseMessage.
+FAULT_CODES: Final = frozenset(
+    {"1001", "1002", "1003", "1004", "1005", "1007", "1008", "1010", "3001", "3002"}
+)
+
+Enqueue = Callable[[str, str, str, str, bytes, dict[str, str], str | None], None]
+
+
+class SoapFault(Exception):
+    """A fault produced by the front door (before or instead of spyne)."""
+
+    def __init__(
+        self, faultcode: str, errors: list[ErrorDetail], status: str = "500 Internal Server Error"
+    ) -> None:
+        super().__init__(errors[0].reason)
+        self.faultcode = faultcode
+        self.errors = errors
+        self.status = status
+
+
+def strip_declaration(xml: bytes) -> bytes:
+    if xml.startswith(b"<?xml"):
+        end = xml.find(b"?>")
+        if end != -1:
+            return xml[end + 2 :].lstrip()
+    return xml
+
+
+def fault_detail(spec: ServiceSpec | None, errors: list[ErrorDetail]) -> etree._Element:
+    reply = Reply("FAILED", tuple(errors))
+    if spec is None:
+        return envelope.build_fault_message(reply)
+    return envelope.build_fault_message(
+        reply, noun=spec.noun, style="wrapper", namespace=spec.namespace
+    )
+
+
+def render_fault(faultcode: str, errors: list[ErrorDetail], spec: ServiceSpec | None) -> bytes:
+    """A SOAP 1.1 Fault whose detail is the <Noun>FaultMessage of the service."""
+    env = etree.Element(f"{{{SOAP_ENV}}}Envelope", nsmap={"soapenv": SOAP_ENV})
+    body = etree.SubElement(env, f"{{{SOAP_ENV}}}Body")
+    fault = etree.SubElement(body, f"{{{SOAP_ENV}}}Fault")
+    etree.SubElement(fault, "faultcode").text = f"soapenv:{faultcode}"
+    first = errors[0]
+    text = f"{first.code} {first.reason}"
+    if first.xpath:
+        text += f" (at {first.xpath})"
+    etree.SubElement(fault, "faultstring").text = text
+    etree.SubElement(fault, "detail").append(fault_detail(spec, errors))
+    return bytes(etree.tostring(env, xml_declaration=True, encoding="UTF-8"))
+
+
+@dataclass
+class _Request:
+    """What the front door found out, handed to the spyne method through the environ."""
+
+    spec: ServiceSpec
+    operation: Operation
+    principal: Principal
+    body: etree._Element
+    remote: str
+    soap_action: str
+
+
+class _HardenedSoap11(Soap11):  # type: ignore[misc]  # spyne is untyped
+    """Soap11 that takes the envelope already parsed by the hardened parser."""
+
+    def create_in_document(self, ctx: Any, charset: str | None = None) -> None:
+        request: _Request = ctx.transport.req_env["amihub.soap.request"]
+        ctx.in_document = request.body.getroottree().getroot()
+
+
+class SoapGateway:
+    """The WSGI application serving every service of :data:`SERVICES`."""
+
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        uow_factory: UnitOfWorkFactory,
+        authenticator: Authenticator,
+        *,
+        max_body_bytes: int,
+        public_url: str | None = None,
+        enqueue: Enqueue | None = None,
+        subscribers: dict[str, list[str]] | None = None,
+        services: Iterable[ServiceSpec] | None = None,
+    ) -> None:
+        self.pipeline = pipeline
+        self.uow_factory = uow_factory
+        self.authenticator = authenticator
+        self.max_body_bytes = max_body_bytes
+        self.public_url = public_url.rstrip("/") if public_url else None
+        self.enqueue = enqueue
+        self.subscribers = subscribers or {}
+        self.specs = {s.name: s for s in (services or SERVICES.values())}
+        self.wsdl = WsdlStore()
+        self._routers = {name: self._router(spec) for name, spec in self.specs.items()}
+
+    # -- spyne -----------------------------------------------------------------------------
+
+    def _router(self, spec: ServiceSpec) -> WsgiApplication:
+        gateway = self
+
+        def method_for(op: Operation) -> Any:
+            def call(ctx: Any, body: Any) -> None:
+                request: _Request = ctx.transport.req_env["amihub.soap.request"]
+                ctx.out_string = gateway.invoke(request)
+
+            call.__name__ = op.name
+            return rpc(
+                AnyXml,
+                _body_style="bare",
+                _in_message_name=op.input,
+                _operation_name=op.name,
+                _returns=AnyXml,
+            )(call)
+
+        methods = {op.name: method_for(op) for op in spec.operations}
+        service_class = type(spec.name, (ServiceBase,), methods)
+        application = Application(
+            [service_class],
+            tns=spec.namespace,
+            name=spec.name,
+            in_protocol=_HardenedSoap11(),
+            out_protocol=Soap11(cleanup_namespaces=False),
+        )
+        return WsgiApplication(application)
+
+    # -- WSGI ------------------------------------------------------------------------------
+
+    def __call__(
+        self, environ: dict[str, Any], start_response: Callable[..., Any]
+    ) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO", "") or "/"
+        method = environ.get("REQUEST_METHOD", "GET")
+        if path.startswith("/xsd/") and method in ("GET", "HEAD"):
+            return self._xsd(path[len("/xsd/") :], start_response)
+        if not path.startswith("/ws/"):
+            return self._plain(start_response, "404 Not Found", self._index())
+        name = path[len("/ws/") :].strip("/")
+        spec = self.specs.get(name)
+        if spec is None:
+            return self._plain(
+                start_response,
+                "404 Not Found",
+                f"no service {name!r}; services: {', '.join(self.specs)}\n",
+            )
+        if method in ("GET", "HEAD"):
+            if environ.get("QUERY_STRING", "").lower() in ("wsdl", "wsdl="):
+                body = self.wsdl.wsdl(spec, self._base_url(environ))
+                return self._send(start_response, "200 OK", body, XML_TYPE)
+            return self._plain(
+                start_response, "200 OK", f"{spec.name}: POST SOAP 1.1 here; WSDL at ?wsdl\n"
+            )
+        if method != "POST":
+            return self._plain(start_response, "405 Method Not Allowed", "POST or GET ?wsdl\n")
+        try:
+            request = self._accept(spec, environ)
+        except SoapFault as fault:
+            environ["amihub.soap.fault"] = fault.errors[0].code
+            body = render_fault(fault.faultcode, fault.errors, spec)
+            return self._send(start_response, fault.status, body, XML_TYPE, close=True)
+        environ["amihub.soap.request"] = request
+        environ["amihub.user"] = request.principal.name
+        return self._routers[spec.name](environ, start_response)  # type: ignore[no-any-return]
+
+    def _accept(self, spec: ServiceSpec, environ: dict[str, Any]) -> _Request:
+        remote = str(environ.get("REMOTE_ADDR", "?"))
+        data = self._read_body(environ)
+        try:
+            tree = parse_bytes(data, max_bytes=self.max_body_bytes)
+        except MessageRejected as exc:
+            log.warning("refused input at /ws/%s from %s: %s", spec.name, remote, exc)
+            raise SoapFault("Client", exc.errors) from None
+        root = tree.getroot()
+        if root.tag != f"{{{SOAP_ENV}}}Envelope":
+            raise SoapFault(
+                "Client",
+                [
+                    ErrorDetail(
+                        "1004",
+                        f"{etree.QName(root).localname} is not a SOAP 1.1 Envelope",
+                        xpath=f"/{etree.QName(root).localname}",
+                    )
+                ],
+            )
+        header_el = root.find(f"{{{SOAP_ENV}}}Header")
+        body_el = root.find(f"{{{SOAP_ENV}}}Body")
+        children = [c for c in body_el if isinstance(c.tag, str)] if body_el is not None else []
+        if len(children) != 1:
+            raise SoapFault(
+                "Client",
+                [
+                    ErrorDetail(
+                        "1004",
+                        "the SOAP Body must hold exactly one element",
+                        xpath="/Envelope/Body",
+                    )
+                ],
+            )
+        try:
+            principal = self.authenticator.authenticate(
+                header_el, environ.get("HTTP_AUTHORIZATION")
+            )
+        except AuthenticationFailed as exc:
+            self._audit_refusal(exc.user or remote, spec, f"{exc.reason} (from {remote})")
+            raise SoapFault("Client", [ErrorDetail("1010", exc.reason)]) from None
+        body = children[0]
+        operation = spec.operation_for(body.tag)
+        if operation is None:
+            local = etree.QName(body).localname
+            raise SoapFault(
+                "Client",
+                [
+                    ErrorDetail(
+                        "1006",
+                        f"{{{etree.QName(body).namespace}}}{local} is not an operation of "
+                        f"{spec.name}; its operations take "
+                        + ", ".join(f"{{{spec.namespace}}}{op.input}" for op in spec.operations),
+                        xpath=f"/Envelope/Body/{local}",
+                    )
+                ],
+            )
+        action = str(environ.get("HTTP_SOAPACTION", "")).strip().strip('"')
+        expected = spec.soap_action(operation.name)
+        if action and action != expected:
+            raise SoapFault(
+                "Client",
+                [
+                    ErrorDetail(
+                        "1006",
+                        f"soapAction {action!r} does not match the operation "
+                        f"{operation.name}, whose soapAction is {expected!r}",
+                    )
+                ],
+            )
+        return _Request(spec, operation, principal, body, remote, action)
+
+    def _read_body(self, environ: dict[str, Any]) -> bytes:
+        limit = self.max_body_bytes
+        stream = environ["wsgi.input"]
+        length_text = environ.get("CONTENT_LENGTH") or ""
+        too_large = SoapFault(
+            "Client",
+            [ErrorDetail("1003", f"the request body exceeds the limit of {limit} bytes")],
+            status="413 Request Entity Too Large",
+        )
+        if length_text.strip():
+            try:
+                length = int(length_text)
+            except ValueError:
+                raise SoapFault("Client", [ErrorDetail("1001", "bad Content-Length")]) from None
+            if length > limit:
+                raise too_large  # refused unread
+            data = bytes(stream.read(length))
+            if len(data) != length:
+                raise SoapFault("Client", [ErrorDetail("1001", "the request body ended early")])
+            return data
+        chunks: list[bytes] = []  # chunked transfer: count while reading
+        size = 0
+        while chunk := stream.read(65536):
+            size += len(chunk)
+            if size > limit:
+                raise too_large
+            chunks.append(bytes(chunk))
+        return b"".join(chunks)
+
+    # -- the call --------------------------------------------------------------------------
+
+    def invoke(self, request: _Request) -> list[bytes]:
+        """Hand the body to the pipeline; the SOAP envelope of its answer (or a spyne Fault)."""
+        spec = request.spec
+        body = etree.tostring(request.body)
+        message = InboundMessage(
+            source=request.principal.name,
+            endpoint=f"soap:/ws/{spec.name}",
+            body=body,
+            principal=request.principal,
+            metadata={"remote": request.remote, "operation": request.operation.name},
+        )
+        try:
+            outcome = self.pipeline.process(message)
+        except RecoverableError as exc:
+            log.warning("recoverable failure at /ws/%s: %s", spec.name, exc)
+            raise self._spyne_fault(
+                "Server", [ErrorDetail("3001", f"{exc}; try again later")], spec
+            ) from None
+        if outcome.result == "FAILED" and outcome.errors and outcome.errors[0].code in FAULT_CODES:
+            faultcode = "Server" if outcome.errors[0].code.startswith("3") else "Client"
+            raise self._spyne_fault(faultcode, outcome.errors, spec)
+        reply = outcome.reply
+        if outcome.async_reply and outcome.reply_address and self.enqueue is not None:
+            reply = self._async(spec, outcome)
+        if request.operation.verb in ("created", "changed") and outcome.result != "FAILED":
+            self._publish(spec, request, outcome)
+        return [ENVELOPE_HEAD, strip_declaration(reply), ENVELOPE_TAIL]
+
+    def _spyne_fault(self, faultcode: str, errors: list[ErrorDetail], spec: ServiceSpec) -> Fault:
+        first = errors[0]
+        text = f"{first.code} {first.reason}" + (f" (at {first.xpath})" if first.xpath else "")
+        return Fault(faultcode=faultcode, faultstring=text, detail=fault_detail(spec, errors))
+
+    def _async(self, spec: ServiceSpec, outcome: Outcome) -> bytes:
+        """Queue the real reply for Reply<Noun> at ReplyAddress; answer an acknowledgement."""
+        address = outcome.reply_address or ""
+        noun = outcome.noun or spec.noun
+        if urlsplit(address).scheme not in ("http", "https"):
+            log.warning("ReplyAddress %r is not an http(s) URL: answering synchronously", address)
+            return outcome.reply
+        assert self.enqueue is not None
+        service = f"Reply{noun}"
+        self.enqueue(
+            address,
+            "reply",
+            noun,
+            service,
+            outcome.reply,
+            {"service": service, "operation": service, "kind": "reply"},
+            outcome.correlation_id,
+        )
+        ack_header = Header(
+            verb="reply",
+            noun=noun,
+            timestamp=envelope.now_utc(),
+            source="amihub",
+            message_id=envelope.new_message_id(),
+            correlation_id=outcome.correlation_id,
+        )
+        ack = Reply("OK")  # accepted; the reply itself follows at ReplyAddress
+        return envelope.render_response(
+            ack_header, ack, style="wrapper", noun=noun, namespace=spec.namespace
+        )
+
+    def _publish(self, spec: ServiceSpec, request: _Request, outcome: Outcome) -> None:
+        """Accepted events go on to the noun's subscribers (Send<Noun>)."""
+        urls = self.subscribers.get(spec.noun) or []
+        if not urls or self.enqueue is None:
+            return
+        payload_parent = request.body.find(f"{{{spec.namespace}}}Payload")
+        if payload_parent is None or len(payload_parent) == 0:
+            return
+        header = Header(
+            verb=request.operation.verb,
+            noun=spec.noun,
+            timestamp=envelope.now_utc(),
+            source="amihub",
+            message_id=envelope.new_message_id(),
+            correlation_id=outcome.message_id,
+        )
+        event = envelope.render_event(header, copy.deepcopy(payload_parent[0]), style="wrapper")
+        service = f"Send{spec.noun}"
+        for url in urls:
+            self.enqueue(
+                url,
+                request.operation.verb,
+                spec.noun,
+                service,
+                event,
+                {"service": service, "operation": request.operation.name, "kind": "event"},
+                header.message_id,
+            )
+
+    # -- small answers ---------------------------------------------------------------------
+
+    def _audit_refusal(self, actor: str, spec: ServiceSpec, details: str) -> None:
+        log.warning("refused call to /ws/%s by %s: %s", spec.name, actor, details)
+        try:
+            with self.uow_factory() as uow:
+                uow.audit.record(actor, "refused", "soap", f"/ws/{spec.name}", details)
+                uow.commit()
+        except RecoverableError:
+            log.exception("could not audit a refused call to /ws/%s", spec.name)
+
+    def _base_url(self, environ: dict[str, Any]) -> str:
+        if self.public_url:
+            return self.public_url
+        scheme = environ.get("wsgi.url_scheme", "http")
+        host = environ.get("HTTP_HOST") or (
+            f"{environ.get('SERVER_NAME', 'localhost')}:{environ.get('SERVER_PORT', '80')}"
+        )
+        return f"{scheme}://{host}"
+
+    def _xsd(self, relative: str, start_response: Callable[..., Any]) -> Iterable[bytes]:
+        try:
+            data = self.wsdl.xsd(relative)
+        except FileNotFoundError:
+            return self._plain(start_response, "404 Not Found", f"no schema {relative!r}\n")
+        return self._send(start_response, "200 OK", data, XML_TYPE)
+
+    def _index(self) -> str:
+        lines = ["amihub IEC 61968-9 web services:"]
+        lines += [f"  /ws/{name}?wsdl" for name in self.specs]
+        return "\n".join(lines) + "\n"
+
+    @staticmethod
+    def _plain(start_response: Callable[..., Any], status: str, text: str) -> list[bytes]:
+        return SoapGateway._send(start_response, status, text.encode(), "text/plain; charset=utf-8")
+
+    @staticmethod
+    def _send(
+        start_response: Callable[..., Any],
+        status: str,
+        body: bytes,
+        content_type: str,
+        *,
+        close: bool = False,
+    ) -> list[bytes]:
+        headers = [("Content-Type", content_type), ("Content-Length", str(len(body)))]
+        if close:
+            headers.append(("Connection", "close"))
+        start_response(status, headers)
+        return [body]
+
+
+class AccessLog:
+    """WSGI middleware: one line per request to ``amihub.soap.access``."""
+
+    def __init__(self, app: Callable[..., Iterable[bytes]]) -> None:
+        self.app = app
+
+    def __call__(
+        self, environ: dict[str, Any], start_response: Callable[..., Any]
+    ) -> Iterator[bytes]:
+        started = time.perf_counter()
+        status_holder: list[str] = []
+
+        def recording_start(status: str, headers: Any, exc_info: Any = None) -> Any:
+            status_holder.append(status)
+            return (
+                start_response(status, headers, exc_info)
+                if exc_info
+                else start_response(status, headers)
+            )
+
+        sent = 0
+        try:
+            for chunk in self.app(environ, recording_start):
+                sent += len(chunk)
+                yield chunk
+        finally:
+            access_log.info(
+                '%s %s "%s %s%s" %s %d %.1fms%s',
+                environ.get("REMOTE_ADDR", "-"),
+                environ.get("amihub.user", "-"),
+                environ.get("REQUEST_METHOD", "-"),
+                environ.get("PATH_INFO", ""),
+                "?" + environ["QUERY_STRING"] if environ.get("QUERY_STRING") else "",
+                status_holder[0].split(" ", 1)[0] if status_holder else "-",
+                sent,
+                (time.perf_counter() - started) * 1000,
+                f" fault={environ['amihub.soap.fault']}" if "amihub.soap.fault" in environ else "",
+            )

@@ -1,0 +1,134 @@
+"""``amihub serve`` with ``[soap] enabled = true``: the services on cheroot, plus delivery.
+
+:func:`build` is the factory named in :data:`hub.serve.SERVICE_ALIASES`. The
+service runs the WSGI gateway on cheroot's thread pool (``threads`` workers,
+``socket_timeout`` for silent clients, HTTPS when ``tls_cert``/``tls_key`` are
+set) and one outbox dispatcher for the ``soap`` channel (async replies and
+subscriber events, retried with backoff, dead-lettered after
+``delivery_max_attempts``).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import TYPE_CHECKING, Any
+
+from cheroot import wsgi
+from cheroot.ssl.builtin import BuiltinSSLAdapter
+
+from adapters.soap.auth import Authenticator
+from adapters.soap.client import CHANNEL, SoapSender
+from adapters.soap.gateway import AccessLog, SoapGateway
+from hub.errors import ConfigurationError
+from hub.outbox import OutboxDispatcher, RetryPolicy
+from hub.security import UserDirectory
+from hub.settings import SoapSettings
+
+if TYPE_CHECKING:
+    from hub.bootstrap import App
+
+log = logging.getLogger("amihub.soap")
+
+
+class SoapService:
+    name = "soap"
+
+    def __init__(self, app: App, settings: SoapSettings | None = None) -> None:
+        self.app = app
+        self.settings = settings or app.settings.soap
+        s = self.settings
+        if (s.tls_cert is None) != (s.tls_key is None):
+            raise ConfigurationError("[soap] needs both tls_cert and tls_key, or neither")
+        users = UserDirectory(app.settings.users)
+        if not users and not s.allow_anonymous:
+            log.warning("[soap] no [[users]] configured: every call will be refused")
+        self.authenticator = Authenticator(
+            users, token_max_age=s.token_max_age, allow_anonymous=s.allow_anonymous
+        )
+        self.sender = SoapSender(timeout=s.delivery_timeout)
+        self.dispatcher = OutboxDispatcher(
+            app.uow_factory,
+            CHANNEL,
+            send=self.sender.send,
+            policy=RetryPolicy(
+                max_attempts=s.delivery_max_attempts,
+                first_delay=s.delivery_first_delay,
+                max_delay=s.delivery_max_delay,
+            ),
+            poll_interval=s.delivery_poll_interval,
+        )
+        self.gateway = SoapGateway(
+            app.pipeline,
+            app.uow_factory,
+            self.authenticator,
+            max_body_bytes=s.max_body_bytes,
+            public_url=s.public_url,
+            enqueue=self._enqueue,
+            subscribers=s.subscribers,
+        )
+        wsgi_app: Any = AccessLog(self.gateway) if s.access_log else self.gateway
+        self.server = wsgi.Server(
+            (s.host, s.port),
+            wsgi_app,
+            numthreads=s.threads,
+            timeout=int(max(1, s.socket_timeout)),
+            server_name="amihub",
+        )
+        if s.tls_cert is not None and s.tls_key is not None:
+            self.server.ssl_adapter = BuiltinSSLAdapter(str(s.tls_cert), str(s.tls_key))
+        self._thread: threading.Thread | None = None
+
+    # -- outbox --------------------------------------------------------------------------
+
+    def _enqueue(
+        self,
+        destination: str,
+        verb: str,
+        noun: str,
+        service: str,
+        body: bytes,
+        headers: dict[str, str],
+        correlation_id: str | None,
+    ) -> None:
+        with self.app.uow_factory() as uow:
+            uow.outbox.enqueue(
+                channel=CHANNEL,
+                destination=destination,
+                verb=verb,
+                noun=noun,
+                body=body,
+                headers=headers,
+                correlation_id=correlation_id,
+            )
+            uow.commit()
+        self.dispatcher.wake()
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    @property
+    def port(self) -> int:
+        return int(self.server.bind_addr[1])
+
+    @property
+    def url(self) -> str:
+        scheme = "https" if self.server.ssl_adapter is not None else "http"
+        return f"{scheme}://{self.settings.host}:{self.port}"
+
+    def start(self) -> None:
+        self.server.prepare()
+        self._thread = threading.Thread(target=self.server.serve, name="soap-server", daemon=True)
+        self._thread.start()
+        self.dispatcher.start()
+        log.info("SOAP services at %s/ws/ (%d threads)", self.url, self.settings.threads)
+
+    def stop(self) -> None:
+        self.dispatcher.stop()
+        self.server.stop()
+        if self._thread is not None:
+            self._thread.join(10)
+            self._thread = None
+
+
+def build(app: App) -> SoapService:
+    return SoapService(app)
