@@ -140,6 +140,7 @@ class MeterSession(Protocol):
     def read_profile(self, start: datetime, end: datetime) -> Profile: ...
     def read_event_log(self) -> list[MeterEvent]: ...
     def read_control_state(self) -> int: ...
+    def set_clock(self, ts: datetime) -> None: ...
     def disconnect(self) -> None: ...
     def reconnect(self) -> None: ...
     def release(self) -> None: ...
@@ -499,6 +500,20 @@ class DlmsMeterSession:
             raise MeterProtocolError(f"bad action response {out.hex()}")
         if out[3] != 0:
             raise MeterProtocolError(f"meter refused the action (result {out[3]})")
+
+    def set_clock(self, ts: datetime) -> None:
+        """Clock synchronisation (master time set): SET clock.time (attribute 2)."""
+        apdu = (
+            b"\xc1\x01\xc1\x00\x08"
+            + bytes.fromhex("0000010000ff")
+            + b"\x02\x00\x09\x0c"
+            + compat.encode_datetime(ts)
+        )
+        out = self._exchange(apdu)
+        if len(out) < 4 or out[:2] != b"\xc5\x01":
+            raise MeterProtocolError(f"bad set response {out.hex()}")
+        if out[3] != 0:
+            raise MeterProtocolError(f"meter refused the clock (result {out[3]})")
 
     def disconnect(self) -> None:
         self._relay(1)

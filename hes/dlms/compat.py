@@ -33,7 +33,10 @@ Patches:
 9. :func:`install_value_event_args_iter` (the one global patch, idempotent): the
    server's ACTION path calls ``list(e)`` on a single ValueEventArgs (meaning
    ``[e]``) and every method call dies in a TypeError.
-10. :func:`server_handle_apdu`: gurux's handleRequest works on WRAPPER frames and
+10. :func:`install_ln_parameters_accessors` (global, idempotent): the SET path calls
+    ``p.isMultipleBlocks()`` and ``p.setStatus()`` that GXDLMSLNParameters lacks:
+    every SET (e.g. clock synchronisation) fails.
+11. :func:`server_handle_apdu`: gurux's handleRequest works on WRAPPER frames and
    swallows its own exceptions (``receivedData.size(0)`` on an int); this turns
    it into APDU in, APDU out, and raises :class:`GuruxFailure` instead.
 """
@@ -223,6 +226,27 @@ def install_value_event_args_iter() -> None:
         ValueEventArgs.__iter__ = _value_event_args_iter
 
 
+def _is_multiple_blocks(self: Any) -> bool:
+    return bool(self.multipleBlocks)
+
+
+def _set_status(self: Any, value: Any) -> None:
+    self.status = value
+
+
+def install_ln_parameters_accessors() -> None:
+    """Add ``isMultipleBlocks`` / ``setStatus`` to GXDLMSLNParameters.
+
+    GXDLMSLNCommandHandler.handleSetRequestNormal calls both; the class only has
+    the plain attributes, so every SET fails in an AttributeError."""
+    from gurux_dlms.GXDLMSLNParameters import GXDLMSLNParameters
+
+    if getattr(GXDLMSLNParameters, "isMultipleBlocks", None) is not _is_multiple_blocks:
+        GXDLMSLNParameters.isMultipleBlocks = _is_multiple_blocks
+    if getattr(GXDLMSLNParameters, "setStatus", None) is not _set_status:
+        GXDLMSLNParameters.setStatus = _set_status
+
+
 # --- 4. initialisation ------------------------------------------------------------------
 
 
@@ -242,6 +266,7 @@ def prepare_server(server: CompatServer, objects: list[GuruxObject], max_pdu: in
         association.objectList.append(obj)
     server.maxReceivePDUSize = max_pdu
     install_value_event_args_iter()
+    install_ln_parameters_accessors()
     server.initialize()
     server.settings.gbtWndowSize = server.settings.gbtWindowSize
 

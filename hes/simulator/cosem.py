@@ -14,7 +14,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from gurux_dlms.enums import DataType, ObjectType, Unit
+from gurux_dlms.enums import DataType, ErrorCode, ObjectType, Unit
 from gurux_dlms.objects import GXDLMSClock, GXDLMSData, GXDLMSRegister
 
 from hes.dlms import compat
@@ -33,6 +33,7 @@ from hes.simulator.meter import (
     INTERVALS_PER_DAY,
     PROFILE_DEPTH_DAYS,
     ControlState,
+    EventCode,
     MeterState,
     interval_end,
     interval_index,
@@ -85,6 +86,19 @@ class _LiveClock(GXDLMSClock):  # type: ignore[misc]
             e.byteArray = True
             return b"\x09\x0c" + encode_datetime(self._meter.now(self._now()))
         return super().getValue(settings, e)
+
+    def setValue(self, settings: Any, e: Any) -> None:  # noqa: N802
+        """Clock synchronisation: the new time sets the meter's drift (and logs events)."""
+        if e.index != 2 or not isinstance(e.value, bytes | bytearray):
+            e.error = ErrorCode.READ_WRITE_DENIED
+            return
+        true_now = self._now()
+        new = compat.decode_datetime(bytes(e.value))
+        old = self._meter.now(true_now)
+        self._meter.faults.clock_drift_s = (new - true_now).total_seconds()
+        with self._meter.lock:
+            self._meter.events.append((old, EventCode.CLOCK_ADJUSTED_OLD))
+            self._meter.events.append((new, EventCode.CLOCK_ADJUSTED_NEW))
 
 
 class _LiveRegister(GXDLMSRegister):  # type: ignore[misc]

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import logging
 import socket
 import threading
 from collections.abc import Callable
@@ -35,6 +36,8 @@ from hes.push import notification
 from hes.security import gcm
 from hes.simulator.meter import MeterState, SecurityPolicy, interval_end, make_meter
 from hes.simulator.session import ServerSession
+
+log = logging.getLogger(__name__)
 
 PUSH_CLIENT = 0x66  # the head-end's push destination SAP (IDIS uses 102)
 
@@ -146,7 +149,11 @@ class Fleet:
                         functools.partial(self._security_event, meter.serial),
                     )
                     sessions[destination] = session
-                out = session.handle(source, apdu)
+                try:
+                    out = session.handle(source, apdu)
+                except Exception:  # a simulator bug must not kill the fleet: log, drop
+                    log.exception("meter %s: request %s failed", meter.serial, apdu[:16].hex())
+                    break
                 if faults.drop_mid_profile and session.block_number >= 2:
                     break  # the meter goes away in the middle of a block transfer
                 if session.objects.drop_requested:

@@ -14,6 +14,7 @@ Association lifecycle (explicit transition table)::
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -36,6 +37,8 @@ from hes.security import gcm
 from hes.simulator.cosem import SERVER_MAX_PDU, MeterObjects
 from hes.simulator.meter import MeterState, SecurityPolicy
 from hub.errors import SecurityViolation
+
+log = logging.getLogger(__name__)
 
 ASSOCIATION_LN = bytes.fromhex("0000280000ff")
 EXCEPTION_RESPONSE = 0xD8
@@ -274,7 +277,9 @@ class ServerSession:
         if self.state is AssociationState.AWAITING_HLS:
             return self._hls_pass3(clear.apdu, protection)
         plain = self._data(clear.apdu)
-        return None if plain is None else self._cipher(plain, protection)
+        if plain is None or plain[0] == EXCEPTION_RESPONSE:
+            return plain  # exception responses have no glo-ciphered form
+        return self._cipher(plain, protection)
 
     def _hls_pass3(self, apdu: bytes, protection: gcm.Protection) -> bytes:
         # ACTION-Request-Normal: c3 01 invoke | class 000f | LN | method 01 | 01 | 09 len f(StoC)
@@ -318,7 +323,8 @@ class ServerSession:
             return exception_response(SERVICE_ERROR_OPERATION_NOT_POSSIBLE)  # no HLS replay
         try:
             out = compat.server_handle_apdu(self.server, self.client, self.logical_device, apdu)
-        except compat.GuruxFailure:
+        except compat.GuruxFailure as exc:
+            log.warning("meter %s: %s", self.meter.serial, exc)
             return exception_response(SERVICE_ERROR_OPERATION_NOT_POSSIBLE)
         # c4 02 invoke last-block(1) block-number(4) ...
         is_block = len(out) > 8 and out[:2] == b"\xc4\x02"

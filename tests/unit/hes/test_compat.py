@@ -364,3 +364,25 @@ def test_datetime_codec_deviation() -> None:
     local[5] = 14
     local[9:11] = (-120).to_bytes(2, "big", signed=True)
     assert compat.decode_datetime(bytes(local)) == datetime(2026, 7, 1, 12, 30, 15, tzinfo=UTC)
+
+
+def test_set_path_needs_ln_parameter_accessors(monkeypatch: pytest.MonkeyPatch) -> None:
+    from gurux_dlms.GXDLMSLNParameters import GXDLMSLNParameters
+
+    register = _register(5)
+    server = _server([register])
+    request = compat.client_frames_to_apdus(_client().write(_with_value(7), 2))[0]
+    monkeypatch.delattr(GXDLMSLNParameters, "isMultipleBlocks")  # stock gurux
+    monkeypatch.delattr(GXDLMSLNParameters, "setStatus")
+    with pytest.raises(compat.GuruxFailure):
+        compat.server_handle_apdu(server, 1, 1, request)
+    monkeypatch.undo()
+    assert compat.server_handle_apdu(server, 1, 1, request) == bytes.fromhex("c501c100")
+    assert register.value == 7
+
+
+def _with_value(value: int) -> GXDLMSRegister:
+    r = GXDLMSRegister("1.0.1.8.0.255")
+    r.setDataType(2, compat.data_type("UINT32"))
+    r.value = value
+    return r
