@@ -418,6 +418,31 @@ class StoreContract:
                 (r.device_mrid, r.value) for r in uow.readings.query([m1, m2], None, None, None)
             ] == [("M1", Decimal(1)), ("M2", Decimal(2))]
 
+    def test_quality_text_round_trips(
+        self, readings_factory: SqlUnitOfWorkFactory, utility_id: int
+    ) -> None:
+        odd = "1.4.9,tab\there\\back\nline"
+        with readings_factory() as uow:
+            result = self.stage(
+                uow,
+                utility_id,
+                {1: DeviceRef(mrid="M1")},
+                [
+                    StagedReading(1, RT, q(0), Decimal("-0.000"), odd),
+                    StagedReading(1, RT, q(15), Decimal("12345678901234567890.123456789"), ""),
+                    StagedReading(1, RT, q(30), Decimal("1E+3"), ""),
+                ],
+            )
+            assert result.stats == IngestStats(stored=3)
+            m1 = self.device_id(uow, utility_id, "M1")
+            got = list(uow.readings.query([m1], None, None, None))
+            assert [r.quality for r in got] == [odd, "", ""]
+            assert [r.value for r in got] == [
+                Decimal(0),
+                Decimal("12345678901234567890.123456789"),
+                Decimal(1000),
+            ]
+
     def test_reading_types_registered(
         self, readings_factory: SqlUnitOfWorkFactory, utility_id: int
     ) -> None:
