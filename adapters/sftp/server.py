@@ -37,7 +37,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Final, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 import paramiko
 from paramiko import SFTPAttributes, SFTPHandle, SFTPServer, SFTPServerInterface
@@ -50,6 +50,9 @@ from paramiko.common import (
 from paramiko.sftp import SFTP_FAILURE, SFTP_OK, SFTP_OP_UNSUPPORTED, SFTP_PERMISSION_DENIED
 
 from hub.errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from typing_extensions import Buffer  # types only (collections.abc.Buffer is 3.12+)
 
 log = logging.getLogger(__name__)
 
@@ -121,6 +124,8 @@ class PartnerAccount:
     #: Inbound mapping name and utility code for this partner's files.
     mapping: str | None = None
     utility: str | None = None
+    #: Largest file the partner may upload (bytes); a bigger one goes to error/.
+    max_upload_bytes: int | None = 4 * 1024**3
 
     def folder(self, name: str) -> Path:
         return self.home / name
@@ -330,6 +335,7 @@ class _Handle(SFTPHandle):
         self.writing = writing
         self.jail = jail
         self.aborted = False
+        self.too_large = False
 
     def stat(self) -> SFTPAttributes | int:
         try:
@@ -340,16 +346,32 @@ class _Handle(SFTPHandle):
     def chattr(self, attr: SFTPAttributes) -> int:
         return SFTP_OK  # times and modes of partner files are ours to keep
 
+    def write(self, offset: int, data: Buffer) -> int:
+        limit = self.jail.account.max_upload_bytes
+        if limit is not None and offset + memoryview(data).nbytes > limit:
+            self.too_large = True
+            return SFTP_FAILURE
+        return int(super().write(offset, data))
+
     def close(self) -> None:
         super().close()
-        if self.writing:
-            self.jail.uploads.closed(self.path)
-            if self.aborted:
-                quarantine_partial(
-                    self.jail.account,
-                    self.path,
-                    "the connection closed while the file was still being written; upload it again",
-                )
+        if not self.writing:
+            return
+        # quarantine before the registry says "closed": the watcher must never see it
+        if self.too_large:
+            quarantine_partial(
+                self.jail.account,
+                self.path,
+                f"the file is larger than the limit of {self.jail.account.max_upload_bytes} "
+                "bytes for this account",
+            )
+        elif self.aborted:
+            quarantine_partial(
+                self.jail.account,
+                self.path,
+                "the connection closed while the file was still being written; upload it again",
+            )
+        self.jail.uploads.closed(self.path)
 
 
 class _JailedSFTPServer(SFTPServer):

@@ -3,6 +3,7 @@ watcher, and files applied to the SQLite store all or nothing."""
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 import socket
@@ -22,6 +23,7 @@ from adapters.sftp.inbox import (
     StoreLedger,
     import_handler,
 )
+from adapters.sftp.server import SftpServer, SftpServerConfig
 from adapters.sql import SqlUnitOfWorkFactory, make_engine, upgrade
 from hub.errors import StoreUnavailable
 from mappings.importer import import_file
@@ -394,3 +396,48 @@ def test_password_guessing_is_cut_off(sftp_server: Sftp) -> None:
     assert len(refused) == 6
     assert refused[-1].reason.endswith("6 refused attempts: connection closed")
     assert not any(e.accepted for e in sftp_server.events)
+
+
+def test_upload_over_the_account_limit_is_refused_and_quarantined(
+    sftp_server: Sftp, tmp_path: Path
+) -> None:
+    small = dataclasses.replace(sftp_server.account, home=tmp_path / "small", max_upload_bytes=100)
+    config = SftpServerConfig(
+        host_key=sftp_server.server.config.host_key, accounts=(small,), port=0
+    )
+    with SftpServer(config) as server:
+        known = tmp_path / "known"
+        known.write_text(
+            sftp_server.known_hosts.read_text().replace(
+                f"[127.0.0.1]:{sftp_server.port}", f"[127.0.0.1]:{server.port}"
+            )
+        )
+        client = paramiko.SSHClient()
+        client.load_host_keys(str(known))
+        client.connect(
+            "127.0.0.1",
+            server.port,
+            username=small.username,
+            password=PASSWORD,
+            look_for_keys=False,
+            allow_agent=False,
+            timeout=10,
+        )
+        try:
+            sftp = client.open_sftp()
+
+            def upload() -> None:
+                with sftp.open("/inbox/big.csv", "wb") as f:
+                    f.write(b"x" * 1000)
+
+            with pytest.raises(OSError):
+                upload()
+            sftp.close()
+        finally:
+            client.close()
+        assert os.listdir(small.folder("inbox")) == []
+        names = sorted(os.listdir(small.folder("error")))
+        assert len(names) == 2
+        assert (
+            "larger than the limit of 100 bytes" in (small.folder("error") / names[1]).read_text()
+        )
