@@ -42,6 +42,7 @@ DEFAULT_BATCH_SIZE = 50_000
 #: PostgreSQL: a message of at most this many readings goes in one statement (arrays).
 SMALL_MESSAGE_ROWS = 5_000
 MAX_REPORTED_DUPLICATES = 10_000
+QUERY_DEVICE_CHUNK = 5_000
 _TS_CACHE_LIMIT = 100_000
 _COPY_SLICE = 5_000
 _COPY_SPECIALS = ("\\", "\t", "\n", "\r")
@@ -565,34 +566,40 @@ class SqlReadingRepository:
         end: datetime | None,
     ) -> Iterator[StoredReading]:
         """Current versions with ``start < ts <= end`` (interval readings are stamped at
-        the end of their interval), streamed in PK order."""
+        the end of their interval), streamed in PK order: device id, reading type id, ts.
+
+        Device ids go in chunks of :data:`QUERY_DEVICE_CHUNK` (SQLite limits bound
+        parameters), one streamed statement (``yield_per``; a server-side cursor on
+        PostgreSQL) after the other, in ascending id order."""
         r, d, rt = t.reading, t.end_device, t.reading_type
-        stmt = (
+        base = (
             select(
                 d.c.mrid, rt.c.code, r.c.ts, r.c.value, r.c.quality, r.c.version, r.c.recorded_at
             )
             .join(d, d.c.id == r.c.device_id)
             .join(rt, rt.c.id == r.c.reading_type_id)
-            .where(r.c.device_id.in_(list(device_ids)))
             .order_by(r.c.device_id, r.c.reading_type_id, r.c.ts)
             .execution_options(yield_per=10_000)
         )
         if reading_types is not None:
-            stmt = stmt.where(rt.c.code.in_(list(reading_types)))
+            base = base.where(rt.c.code.in_(list(reading_types)))
         if start is not None:
-            stmt = stmt.where(r.c.ts > start)
+            base = base.where(r.c.ts > start)
         if end is not None:
-            stmt = stmt.where(r.c.ts <= end)
-        return self._stream(stmt)
+            base = base.where(r.c.ts <= end)
+        ids = sorted(set(device_ids))
+        chunks = [ids[i : i + QUERY_DEVICE_CHUNK] for i in range(0, len(ids), QUERY_DEVICE_CHUNK)]
+        return self._stream([base.where(r.c.device_id.in_(chunk)) for chunk in chunks])
 
-    def _stream(self, stmt: Any) -> Iterator[StoredReading]:
+    def _stream(self, statements: list[Any]) -> Iterator[StoredReading]:
         try:
-            result = self._conn.execute(stmt)
-            try:
-                for row in result:
-                    yield StoredReading(*row)
-            finally:
-                result.close()
+            for stmt in statements:
+                result = self._conn.execute(stmt)
+                try:
+                    for row in result:
+                        yield StoredReading(*row)
+                finally:
+                    result.close()
         except sa_exc.SQLAlchemyError as error:
             raise translate(error) from error
 

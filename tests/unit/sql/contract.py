@@ -565,6 +565,9 @@ class StoreContract:
             assert seen == 30_000
             assert (last.device_mrid, last.ts) == ("M2", q(15 * 14_999))
             assert list(uow.readings.query([], None, None, None)) == []
+            # more device ids than one statement takes: chunked, still in order
+            many = [*range(10**6, 10**6 + 12_000), ids[1], ids[0]]
+            assert sum(1 for _ in uow.readings.query(many, None, q(0), q(15))) == 2
 
     def test_staging_many_rows_all_known(self, engine: Engine, utility_id: int) -> None:
         factory = SqlUnitOfWorkFactory(engine, staging_batch_size=7_000)
