@@ -497,6 +497,12 @@ def is_message_root(element: etree._Element) -> bool:
     return _root_info(element) is not None
 
 
+def message_style(element: etree._Element) -> Style | None:
+    """ "envelope" for a 61968-100 message root, "wrapper" for a 61968-9 wrapper, else None."""
+    info = _root_info(element)
+    return info.style if info else None
+
+
 def parse_message(root: etree._Element) -> ParsedMessage:
     """Parse a (validated) message root into its typed parts.
 

@@ -25,7 +25,6 @@ from lxml import etree
 
 from cim_schemas import envelope, schemas
 from cim_schemas.envelope import Header, Reply, Style
-from cim_schemas.namespaces import DRAFT_MESSAGE_NS, MESSAGE_NS
 from cim_schemas.xml import LimitedReader, iterparse, parse_bytes, pull_events
 from cim_schemas.xml import content_hash as content_hash_of
 from hub.bus import MessageBus
@@ -50,24 +49,9 @@ from mdm.ports import UnitOfWork, UnitOfWorkFactory
 
 log = logging.getLogger("amihub.pipeline")
 
-IEC_2011 = "http://iec.ch/TC57/2011/"
 
 #: dead letters keep inputs up to this size whole; larger ones keep their head and a flag
 DEAD_LETTER_BODY_LIMIT = 64 * 1024 * 1024
-
-
-ENVELOPE_ROOTS = frozenset({"RequestMessage", "ResponseMessage", "EventMessage", "FaultMessage"})
-
-
-def message_style(root: etree._Element) -> Style | None:
-    """ "envelope" for a 61968-100 message root, "wrapper" for a 61968-9 wrapper, else None."""
-    qname = etree.QName(root)
-    if qname.namespace in (MESSAGE_NS, DRAFT_MESSAGE_NS):
-        return "envelope" if qname.localname in ENVELOPE_ROOTS else None
-    ns = qname.namespace or ""
-    if ns.startswith(IEC_2011) and ns.endswith("Message"):
-        return "wrapper"
-    return None
 
 
 class Pipeline:
@@ -135,7 +119,7 @@ class Pipeline:
     def _parse_tree(self, data: bytes) -> MessageFrame:
         tree = parse_bytes(data, max_bytes=self.limits.max_message_bytes)
         root_name = etree.QName(tree.getroot()).localname
-        if message_style(tree.getroot()) is None:
+        if envelope.message_style(tree.getroot()) is None:
             raise NotAnEnvelope(
                 f"root element {root_name} is not an IEC 61968-100 message "
                 "or a 61968-9 message wrapper",
@@ -173,7 +157,7 @@ class Pipeline:
         for event, element in pull_events(reader.peek()):
             if root_name is None:
                 root_name = etree.QName(element).localname
-                style = message_style(element)
+                style = envelope.message_style(element)
                 if style is None:
                     raise NotAnEnvelope(
                         f"root element {root_name} is not an IEC 61968-100 message",

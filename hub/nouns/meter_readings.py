@@ -175,6 +175,7 @@ class ReadingExtractor:
         rows: list[StagedReading] = []
         meters: list[MeterItem] = []
         append = pending.append
+        new = tuple.__new__
         for _event, el in events:
             tag = el.tag
             if tag == T_INTERVAL:
@@ -211,7 +212,8 @@ class ReadingExtractor:
                 except _Invalid as exc:
                     self._error(exc, f"{self._mr_xpath(item)}/IntervalBlocks[{block}]")
                 else:
-                    rows.extend([StagedReading(item, rt, ts, v, q) for ts, v, q in pending])
+                    # tuple.__new__ skips NamedTuple's Python-level __new__ (3x faster)
+                    rows.extend([new(StagedReading, (item, rt, ts, v, q)) for ts, v, q in pending])
                     self.readings_seen += len(pending)
                 pending.clear()
                 block += 1
