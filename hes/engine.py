@@ -111,7 +111,7 @@ class EnginePolicy:
     backoff_max: float = 5.0
     clock_tolerance: timedelta = timedelta(seconds=30)
     batch_meters: int = 200  # meters per store transaction
-    profile_chunk: timedelta = timedelta(hours=24)  # rows asked per profile request
+    profile_chunk: timedelta = timedelta(hours=48)  # span asked per profile request
 
 
 @dataclass
