@@ -36,7 +36,6 @@ NOT_FOUND = "2008"
 INVALID_STATE = "2009"
 BAD_FIELD = "2013"
 
-_MISSING_SCHEMA = ("no such table", "undefinedtable", "does not exist")
 
 
 def already_exists(reason: str) -> PayloadInvalid:
@@ -78,8 +77,7 @@ def translate(error: Exception) -> AmihubError:
             return PayloadInvalid(f"constraint violated: {text}", code=BAD_FIELD)
         if isinstance(error, sa_exc.DataError):
             return PayloadInvalid(f"value refused by the store: {text}", code=BAD_FIELD)
-        lowered = text.lower()
-        if state == "42P01" or any(m in lowered for m in _MISSING_SCHEMA[:1]):
+        if state == "42P01" or "no such table" in text.lower():
             return ConfigurationError(f"the store schema is missing (run migrations): {text}")
         if isinstance(error, sa_exc.OperationalError | sa_exc.InterfaceError):
             return StoreUnavailable(f"database unavailable: {text}")
