@@ -56,8 +56,30 @@ def _parse_when(value: str | None, option: str) -> datetime | None:
     return when if when.tzinfo else when.replace(tzinfo=UTC)
 
 
+#: commands that live with their package, imported only when used (gurux, paramiko...)
+LAZY_COMMANDS: dict[str, str] = {
+    "hes": "hes.cli:hes",
+    "simulate": "hes.cli:simulate",
+}
+
+
 class AmihubGroup(click.Group):
-    """Turns amihub errors into one clear line and exit code 2, never a traceback."""
+    """Loads package commands lazily; turns amihub errors into one clear line and
+    exit code 2, never a traceback."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *LAZY_COMMANDS})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in LAZY_COMMANDS and cmd_name not in self.commands:
+            import importlib
+
+            module, _, attr = LAZY_COMMANDS[cmd_name].partition(":")
+            command = getattr(importlib.import_module(module), attr)
+            if not isinstance(command, click.Command):
+                raise TypeError(f"{LAZY_COMMANDS[cmd_name]} is not a click command")
+            return command
+        return super().get_command(ctx, cmd_name)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
