@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import ssl
 import threading
 from typing import Any
@@ -42,8 +44,12 @@ def ssl_options(settings: AmqpSettings) -> dict[str, Any] | bool:
     return opts
 
 
-def make_connection(settings: AmqpSettings) -> Connection:
-    """A kombu connection (not yet connected) for the settings."""
+def make_connection(settings: AmqpSettings, name: str = "amihub") -> Connection:
+    """A kombu connection (not yet connected) for the settings.
+
+    ``name`` is shown as the connection name in RabbitMQ's management UI and
+    ``rabbitmqctl list_connections client_properties``, with host and pid.
+    """
     url = settings.url
     scheme = urlsplit(url).scheme
     kwargs: dict[str, Any] = {"connect_timeout": settings.connect_timeout}
@@ -51,6 +57,8 @@ def make_connection(settings: AmqpSettings) -> Connection:
         kwargs["transport_options"] = {"polling_interval": MEMORY_POLLING_INTERVAL}
     else:
         kwargs["heartbeat"] = settings.heartbeat
+        label = f"{name} {socket.gethostname()}:{os.getpid()}"
+        kwargs["transport_options"] = {"client_properties": {"connection_name": label}}
         if settings.password is not None:
             kwargs["password"] = settings.password.get_secret_value()
         if scheme == "amqps":

@@ -137,6 +137,8 @@ class AmqpConsumer:
         self._buffer: list[Message] = []
         self._first_at = 0.0
         self._own_user: str | None = None
+        #: the consuming connection while connected (tests close it to simulate a drop)
+        self.connection: Connection | None = None
         #: rounds and deliveries handled (for logs and tests)
         self.rounds = 0
         self.handled = 0
@@ -151,7 +153,8 @@ class AmqpConsumer:
             self.settings.reconnect_delay, self.settings.reconnect_max_delay, self.stop_event
         )
         while not self.stop_event.is_set():
-            connection = make_connection(self.settings)
+            connection = make_connection(self.settings, f"{self.name}-consumer")
+            self.connection = connection
             errors = (
                 *connection.connection_errors,
                 *connection.channel_errors,
@@ -174,6 +177,7 @@ class AmqpConsumer:
                     break
             finally:
                 self.consuming.clear()
+                self.connection = None
                 self._buffer.clear()  # unacknowledged: the broker delivers them again
                 self.publisher.close()
                 with contextlib.suppress(*errors):

@@ -176,10 +176,13 @@ class ConfirmingPublisher:
         self._connection: Connection | None = None
         self._producer: Producer | None = None
         self._confirms: Confirms | None = None
+        #: batches published and messages in them (one wait for confirms a batch)
+        self.batches = 0
+        self.published = 0
 
     def _ensure(self) -> tuple[Producer, Confirms]:
         if self._producer is None or self._confirms is None:
-            connection = make_connection(self.settings)
+            connection = make_connection(self.settings, self.name)
             try:
                 connection.connect()
                 channel = connection.channel()
@@ -229,6 +232,8 @@ class ConfirmingPublisher:
         except errors as exc:
             self.close()
             raise TransportUnavailable(f"{self.name}: {type(exc).__name__}: {exc}") from exc
+        self.batches += 1
+        self.published += len(items)
         index = {tag: i for i, tag in enumerate(tags)}
         return {index[tag]: exc for tag, exc in by_tag.items()}
 

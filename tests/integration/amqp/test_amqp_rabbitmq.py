@@ -1,0 +1,148 @@
+"""The AMQP adapter against the real RabbitMQ: bad input, identity, topology, confirms, outbox."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from adapters.amqp.service import event_destination
+from hub.bootstrap import App
+from tests.integration.amqp.conftest import Start, wait_for
+from tests.unit.amqp.partner import readings_request
+from tests.unit.amqp.test_amqp_memory import assert_dead_lettered, result_of
+from tests.unit.hub.conftest import add_meters, make_app, reading_count
+
+pytestmark = pytest.mark.rabbitmq
+
+
+def test_create_meter_readings_round_trip(rabbit: Start, sqlite_app: App) -> None:
+    service, partner = rabbit(sqlite_app)
+    mid = partner.send(readings_request("MTR-1"))
+    [reply] = partner.replies()
+    assert result_of(reply.body) == ("OK", [])
+    assert reply.properties["correlation_id"] == mid
+    assert reply.properties["content_type"] == "application/xml"
+    assert reading_count(sqlite_app) == 96
+    wait_for(lambda: partner.depth(service.settings.request_queue) == 0, 5, "the ack")
+
+
+def test_malformed_xml(rabbit: Start, sqlite_app: App) -> None:
+    _, partner = rabbit(sqlite_app)
+    partner.send(b"<RequestMessage><Header><Verb>create</Verb>")
+    [reply] = partner.replies()
+    assert result_of(reply.body) == ("FAILED", ["1001"])
+    assert_dead_lettered(partner, sqlite_app, "1001")
+
+
+def test_unknown_routing_key(rabbit: Start, sqlite_app: App) -> None:
+    _, partner = rabbit(sqlite_app)
+    partner.send(readings_request("MTR-1"), routing_key="delete.Everything")
+    [reply] = partner.replies()
+    assert result_of(reply.body) == ("FAILED", ["1006"])
+    dead = assert_dead_lettered(partner, sqlite_app, "1006")
+    assert dead.routing_key == "delete.Everything"
+    assert reading_count(sqlite_app) == 0
+
+
+def test_payload_too_large(rabbit: Start, tmp_path: Path) -> None:
+    app = make_app(f"sqlite:///{tmp_path}/small.db", max_message_bytes=4000, tree_limit_bytes=4000)
+    try:
+        add_meters(app, "MTR-1")
+        _, partner = rabbit(app)
+        partner.send(readings_request("MTR-1"))
+        [reply] = partner.replies()
+        assert result_of(reply.body) == ("FAILED", ["1003"])
+        assert_dead_lettered(partner, app, "1003")
+    finally:
+        app.close()
+
+
+def test_mapping_header_naming_no_mapping(rabbit: Start, sqlite_app: App) -> None:
+    _, partner = rabbit(sqlite_app)
+    partner.send(b'{"meter": "MTR-1"}', headers={"amihub-mapping": "no-such-mapping"})
+    [reply] = partner.replies()
+    assert result_of(reply.body) == ("FAILED", ["1008"])
+    assert_dead_lettered(partner, sqlite_app, "1008")
+
+
+def test_no_reply_to_is_processed(rabbit: Start, sqlite_app: App) -> None:
+    service, partner = rabbit(sqlite_app)
+    partner.send(readings_request("MTR-1"), reply=False)
+    wait_for(lambda: reading_count(sqlite_app) == 96, 10, "the readings")
+    wait_for(lambda: partner.depth(service.settings.request_queue) == 0, 5, "the ack")
+    assert partner.replies(timeout=0.3) == []
+
+
+def test_reply_to_a_missing_queue_does_not_block(rabbit: Start, sqlite_app: App) -> None:
+    """A mandatory reply the broker returns is logged; the request is still acked."""
+    service, partner = rabbit(sqlite_app)
+    partner.reply_queue = "amihub-test-no-such-queue"
+    partner.send(readings_request("MTR-1"))
+    partner.reply_queue = f"{service.settings.request_queue}.replies"
+    partner.send(readings_request("MTR-2"))
+    [reply] = partner.replies()
+    assert result_of(reply.body) == ("OK", [])
+    wait_for(lambda: partner.depth(service.settings.request_queue) == 0, 5, "the acks")
+    assert reading_count(sqlite_app) == 192
+
+
+def test_user_id_validated_by_rabbitmq_names_the_partner(rabbit: Start, sqlite_app: App) -> None:
+    from hub.security import UserSettings
+
+    sqlite_app.settings = sqlite_app.settings.model_copy(
+        update={"users": [UserSettings(name="guest", permissions=["create:MeterReadings"])]}
+    )
+    _, partner = rabbit(sqlite_app)
+    partner.send(readings_request("MTR-1"), user_id="guest")
+    partner.send(readings_request("MTR-2"))  # no user_id: anonymous, refused
+    replies = partner.replies(2)
+    assert sorted(r.headers["amihub-result"] for r in replies) == ["FAILED", "OK"]
+
+
+def test_quorum_queues(rabbit: Start, sqlite_app: App) -> None:
+    service, partner = rabbit(sqlite_app, quorum=True)
+    partner.send(readings_request("MTR-1"))
+    [reply] = partner.replies()
+    assert result_of(reply.body) == ("OK", [])
+    out = subprocess.run(
+        ["rabbitmqctl", "-q", "list_queues", "name", "type"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    types = dict(line.split("\t")[:2] for line in out.splitlines() if "\t" in line)
+    assert types[service.settings.request_queue] == "quorum"
+    assert types[service.settings.dead_letter_queue] == "quorum"
+
+
+def test_outbox_events_with_batched_confirms(rabbit: Start, sqlite_app: App) -> None:
+    service, partner = rabbit(
+        sqlite_app,
+        partners=[{"name": "cis", "events": ["created.MeterReadings"]}],
+        outbox_batch=200,
+    )
+    queue = service.settings.partners[0].queue_name
+    with sqlite_app.uow_factory() as uow:
+        for n in range(500):
+            uow.outbox.enqueue(
+                channel="amqp",
+                destination=event_destination("created", "MeterReadings"),
+                verb="created",
+                noun="MeterReadings",
+                body=f"<e n='{n}'/>".encode(),
+            )
+        uow.commit()
+    assert service.dispatcher is not None
+    service.dispatcher.wake()
+    events = partner.get(queue, 500, timeout=20)
+    assert len(events) == 500
+    assert len({e.properties["message_id"] for e in events}) == 500
+    publisher = service.outbox_publisher
+    assert publisher.published == 500
+    assert publisher.batches <= 5  # one wait for confirms per batch of 200, not 500 round trips
+    time.sleep(0.2)
+    with sqlite_app.uow_factory() as uow:
+        assert uow.outbox.pending_count("amqp") == 0
