@@ -31,9 +31,8 @@ REPO = Path(__file__).resolve().parents[3]
 def delete_topology(partner: Partner) -> None:
     s = partner.settings
     channel = partner.channel
-    for queue in (s.request_queue, s.dead_letter_queue, partner.reply_queue) + tuple(
-        p.queue_name for p in s.partners
-    ):
+    partner_queues = [p.queue_name for p in s.partners]
+    for queue in (s.request_queue, s.dead_letter_queue, partner.reply_queue, *partner_queues):
         channel.queue_delete(queue)
     for exchange in (s.request_exchange, s.events_exchange, s.dead_letter_exchange):
         channel.exchange_delete(exchange)
