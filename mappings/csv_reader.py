@@ -10,16 +10,19 @@ from __future__ import annotations
 import codecs
 import csv
 import io
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sized
 from datetime import timedelta
 from decimal import Decimal
-from typing import IO
+from typing import IO, Protocol, TypeVar
 from zoneinfo import ZoneInfo
 
 from mappings.rows import (
     BAD_FIELD,
     BAD_VALUE,
     Batch,
+    EventBatch,
+    EventRow,
+    EventTypeResolver,
     FieldError,
     FileRejected,
     LineError,
@@ -33,7 +36,7 @@ from mappings.rows import (
     day_bounds,
     parse_date,
 )
-from mappings.spec import CodeTable, ColumnRef, CsvSpec
+from mappings.spec import CodeTable, ColumnRef, CsvDialect, CsvEventsSpec, CsvSpec
 
 DEFAULT_BATCH = 5000
 
@@ -65,6 +68,22 @@ class _Columns:
         return f"column {index + 1}"
 
 
+class _BatchLike(Protocol):
+    @property
+    def rows(self) -> Sized: ...
+
+    errors: list[LineError]
+    lines: int
+
+
+B = TypeVar("B", bound=_BatchLike)
+B_in = TypeVar("B_in", bound=_BatchLike, contravariant=True)
+
+
+class _Engine(Protocol[B_in]):
+    def row(self, line: int, row: list[str], batch: B_in) -> None: ...
+
+
 def read_csv(
     spec: CsvSpec,
     source: IO[bytes],
@@ -73,12 +92,41 @@ def read_csv(
     batch_size: int = DEFAULT_BATCH,
 ) -> Iterator[Batch]:
     """Yield batches of rows and per-line errors; raise :class:`FileRejected` for the file."""
-    text = io.TextIOWrapper(source, encoding=_encoding(spec.csv.encoding), newline="")
+
+    def engine(cols: _Columns, header_line: int) -> _Engine[Batch]:
+        return _RowEngine(spec, cols, header_line, tables)
+
+    return _decoded(spec.csv, source, engine, Batch, batch_size)
+
+
+def read_csv_events(
+    spec: CsvEventsSpec,
+    source: IO[bytes],
+    *,
+    tables: Mapping[str, CodeTable],
+    batch_size: int = DEFAULT_BATCH,
+) -> Iterator[EventBatch]:
+    """Yield batches of end device events and per-line errors (a ``csv-events`` file)."""
+
+    def engine(cols: _Columns, header_line: int) -> _Engine[EventBatch]:
+        return _EventEngine(spec, cols, header_line, tables)
+
+    return _decoded(spec.csv, source, engine, EventBatch, batch_size)
+
+
+def _decoded(
+    d: CsvDialect,
+    source: IO[bytes],
+    engine: Callable[[_Columns, int], _Engine[B]],
+    new_batch: Callable[[], B],
+    batch_size: int,
+) -> Iterator[B]:
+    text = io.TextIOWrapper(source, encoding=_encoding(d.encoding), newline="")
     try:
-        yield from _read(spec, text, tables, batch_size)
+        yield from _read(d, text, engine, new_batch, batch_size)
     except UnicodeDecodeError as exc:
         raise FileRejected(
-            f"the file is not valid {spec.csv.encoding} text: {exc.reason} "
+            f"the file is not valid {d.encoding} text: {exc.reason} "
             f"(check the mapping's csv.encoding)"
         ) from exc
     finally:
@@ -86,9 +134,12 @@ def read_csv(
 
 
 def _read(
-    spec: CsvSpec, text: io.TextIOWrapper, tables: Mapping[str, CodeTable], batch_size: int
-) -> Iterator[Batch]:
-    d = spec.csv
+    d: CsvDialect,
+    text: io.TextIOWrapper,
+    make_engine: Callable[[_Columns, int], _Engine[B]],
+    new_batch: Callable[[], B],
+    batch_size: int,
+) -> Iterator[B]:
     reader = csv.reader(
         text,
         delimiter=d.delimiter,
@@ -126,8 +177,8 @@ def _read(
         header_line, header = first
     cols = _Columns(header)
     expected = d.columns or (len(header) if header is not None else None)
-    engine = _RowEngine(spec, cols, header_line, tables)
-    batch = Batch()
+    engine = make_engine(cols, header_line)
+    batch = new_batch()
     seen_data = False
     while True:
         item = next_row()
@@ -146,11 +197,74 @@ def _read(
             engine.row(line, row, batch)
         if len(batch.rows) >= batch_size or len(batch.errors) >= batch_size:
             yield batch
-            batch = Batch()
+            batch = new_batch()
     if not seen_data:
         raise FileRejected("empty file: no data rows" + (" after the header" if header else ""))
-    if batch.rows or batch.errors or batch.lines:
+    if len(batch.rows) or batch.errors or batch.lines:
         yield batch
+
+
+class _EventEngine:
+    def __init__(
+        self,
+        spec: CsvEventsSpec,
+        cols: _Columns,
+        header_line: int,
+        tables: Mapping[str, CodeTable],
+    ) -> None:
+        def ix(ref: ColumnRef | None) -> int | None:
+            return None if ref is None else cols.index(ref, header_line)
+
+        self.cols = cols
+        self.meter_ix = cols.index(spec.meter.column, header_line)
+        self.ts_ix = cols.index(spec.timestamp.column, header_line)
+        self.time_ix = ix(spec.timestamp.time_column)
+        self.dst_ix = ix(spec.timestamp.dst_column)
+        self.event_ix = cols.index(spec.event.column, header_line)
+        self.reason_ix = ix(spec.event.reason_column)
+        self.severity_ix = ix(spec.event.severity_column)
+        self.meter_key = MeterKeys(spec.meter)
+        self.event_type = EventTypeResolver(tables[spec.event.table] if spec.event.table else None)
+        self.time = TimeResolver(spec.timestamp)
+
+    @staticmethod
+    def _opt(row: list[str], index: int | None) -> str | None:
+        if index is None:
+            return None
+        return row[index].strip() or None
+
+    def row(self, line: int, row: list[str], batch: EventBatch) -> None:
+        n_err = len(batch.errors)
+        meter = event = ts = None
+        try:
+            meter = self.meter_key(row[self.meter_ix])
+        except FieldError as e:
+            batch.errors.append(LineError(line, self.cols.name(self.meter_ix), e.code, e.message))
+        try:
+            event = self.event_type(row[self.event_ix])
+        except FieldError as e:
+            batch.errors.append(LineError(line, self.cols.name(self.event_ix), e.code, e.message))
+        if meter is not None and event is not None:
+            text = row[self.ts_ix]
+            if self.time_ix is not None:
+                text = f"{text.strip()} {row[self.time_ix].strip()}"
+            try:
+                ts = self.time.instant(
+                    text, meter=meter, reading_type=event, flag=self._opt(row, self.dst_ix)
+                )
+            except FieldError as e:
+                batch.errors.append(LineError(line, self.cols.name(self.ts_ix), e.code, e.message))
+        if len(batch.errors) == n_err and meter is not None and event is not None and ts:
+            batch.rows.append(
+                EventRow(
+                    line,
+                    meter,
+                    event,
+                    ts,
+                    self._opt(row, self.reason_ix),
+                    self._opt(row, self.severity_ix),
+                )
+            )
 
 
 class _RowEngine:

@@ -27,10 +27,10 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Protocol
 
 from hub.errors import ConfigurationError
-from mappings.csv_reader import read_csv
+from mappings.csv_reader import read_csv, read_csv_events
 from mappings.load import Catalog
 from mappings.rows import (
     UNKNOWN_METER,
@@ -40,9 +40,9 @@ from mappings.rows import (
     MeterKey,
     SourceRow,
 )
-from mappings.spec import CodeTable, CsvSpec, XmlSpec
+from mappings.spec import CodeTable, CsvEventsSpec, CsvSpec, XmlSpec
 from mappings.xml_reader import read_xml
-from mdm.model import DeviceRef, IngestStats
+from mdm.model import DeviceRef, EndDeviceEvent, IngestStats
 from mdm.ports import StagedReading, UnitOfWork, UnitOfWorkFactory
 
 DEFAULT_MAX_ERRORS = 1000
@@ -384,6 +384,148 @@ def import_file(
             name=command.path.name,
             max_errors=max_errors,
             progress=progress,
+        )
+        if result.applied:
+            uow.commit()
+        else:
+            uow.rollback()
+    return result
+
+
+# --------------------------------------------------------------------------- events
+
+
+@dataclass(frozen=True)
+class EventImportResult:
+    name: str
+    mapping: str
+    applied: bool
+    lines: int
+    events: int  # events read from the file
+    stored: int = 0
+    errors: tuple[LineError, ...] = ()
+    error_count: int = 0
+    unknown_meters: tuple[UnknownMeter, ...] = ()
+    skipped_events: int = 0
+
+    @property
+    def status(self) -> str:
+        if self.applied:
+            return "applied with skipped meters" if self.skipped_events else "applied"
+        return "rejected"
+
+    def report(self) -> str:
+        lines = [
+            f"file: {self.name}",
+            f"mapping: {self.mapping}",
+            f"status: {self.status}",
+            f"lines: {self.lines}",
+            f"events: {self.events}",
+            f"stored: {self.stored}",
+            f"skipped: {self.skipped_events}",
+            f"errors: {self.error_count + len(self.unknown_meters)}",
+        ]
+        lines += [f"  [{e.code}] {e}" for e in self.errors]
+        lines += [f"  [{u.code}] {u.as_error()}" for u in self.unknown_meters]
+        if self.error_count > len(self.errors):
+            lines.append(f"  ... {self.error_count - len(self.errors)} more line errors")
+        return "\n".join(lines) + "\n"
+
+
+def import_events_stream(
+    uow: UnitOfWork,
+    spec: CsvEventsSpec,
+    source: IO[bytes],
+    *,
+    utility: str,
+    tables: Mapping[str, CodeTable],
+    name: str = "<stream>",
+    max_errors: int = DEFAULT_MAX_ERRORS,
+    batch_size: int = 5000,
+) -> EventImportResult:
+    """Store a file's end device events inside ``uow``; the caller commits if applied."""
+    found = uow.utilities.get(utility)
+    if found is None or found.id is None:
+        raise ConfigurationError(f"unknown utility {utility!r}")
+    mrids: dict[DeviceRef, str | None] = {}
+    unknown: dict[MeterKey, _MeterSeen] = {}
+    errors: list[LineError] = []
+    error_count = lines = events = stored = skipped = 0
+    skip_unknown = spec.policy.unknown_meters == "skip"
+    for batch in read_csv_events(spec, source, tables=tables, batch_size=batch_size):
+        lines += batch.lines
+        events += len(batch.rows)
+        if batch.errors:
+            error_count += len(batch.errors)
+            errors.extend(batch.errors[: max(0, max_errors - len(errors))])
+        new = list({r.meter.ref for r in batch.rows if r.meter.ref not in mrids})
+        if new:
+            devices = uow.devices.find_many(found.id, new)
+            for ref in new:
+                device = devices.get(ref)
+                mrids[ref] = device.mrid if device is not None else None
+        keep: list[EndDeviceEvent] = []
+        for r in batch.rows:
+            mrid = mrids[r.meter.ref]
+            if mrid is None:
+                seen = unknown.get(r.meter)
+                if seen is None:
+                    seen = unknown[r.meter] = _MeterSeen(0, r.meter, r.line, r.line)
+                seen.last = r.line
+                seen.count += 1
+                continue
+            keep.append(
+                EndDeviceEvent(mrid, r.event_type, r.ts, reason=r.reason, severity=r.severity)
+            )
+        if error_count or (unknown and not skip_unknown):
+            continue  # refused: keep reading to report every line
+        stored += uow.events.add_many(found.id, keep)
+    unknown_list = tuple(UnknownMeter(s.meter, s.first, s.last, s.count) for s in unknown.values())
+    skipped = sum(u.readings for u in unknown_list)
+    applied = not error_count and (not unknown_list or skip_unknown)
+    return EventImportResult(
+        name,
+        spec.name,
+        applied=applied,
+        lines=lines,
+        events=events,
+        stored=stored if applied else 0,
+        errors=tuple(errors),
+        error_count=error_count,
+        unknown_meters=unknown_list,
+        skipped_events=skipped if applied else 0,
+    )
+
+
+class AppliedFile(Protocol):
+    """What :func:`apply_file` returns: an ImportResult or an EventImportResult."""
+
+    @property
+    def applied(self) -> bool: ...
+
+    def report(self) -> str: ...
+
+
+def apply_file(
+    uow_factory: UnitOfWorkFactory,
+    command: ImportFile,
+    catalog: Catalog,
+    *,
+    max_errors: int = DEFAULT_MAX_ERRORS,
+) -> ImportResult | EventImportResult:
+    """Apply a file with its mapping, readings (``csv``/``xml``) or events (``csv-events``)."""
+    spec = catalog.specs.get(command.mapping)
+    if not isinstance(spec, CsvEventsSpec):
+        return import_file(uow_factory, command, catalog, max_errors=max_errors)
+    with command.path.open("rb") as source, uow_factory() as uow:
+        result = import_events_stream(
+            uow,
+            spec,
+            source,
+            utility=command.utility,
+            tables=catalog.tables,
+            name=command.path.name,
+            max_errors=max_errors,
         )
         if result.applied:
             uow.commit()

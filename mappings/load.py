@@ -26,6 +26,7 @@ from mappings.spec import (
     AnySpec,
     CimVariantSpec,
     CodeTable,
+    CsvEventsSpec,
     CsvSpec,
     ExportCsvSpec,
     ExportXmlSpec,
@@ -35,7 +36,7 @@ from mappings.spec import (
 
 BUILTIN_DIR = Path(__file__).parent / "specs"
 
-Spec = CsvSpec | XmlSpec | ExportCsvSpec | ExportXmlSpec | CimVariantSpec
+Spec = CsvSpec | CsvEventsSpec | XmlSpec | ExportCsvSpec | ExportXmlSpec | CimVariantSpec
 
 _ADAPTER: TypeAdapter[Spec | CodeTable] = TypeAdapter(AnySpec)
 
@@ -264,6 +265,12 @@ class Catalog:
         spec = self.specs.get(name)
         if not isinstance(spec, CsvSpec | XmlSpec):
             raise ConfigurationError(f"no inbound mapping named {name!r}")
+        return spec
+
+    def events(self, name: str) -> CsvEventsSpec:
+        spec = self.specs.get(name)
+        if not isinstance(spec, CsvEventsSpec):
+            raise ConfigurationError(f"no event mapping named {name!r}")
         return spec
 
     def variant(self, name: str) -> CimVariantSpec:

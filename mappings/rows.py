@@ -18,6 +18,7 @@ from zoneinfo import ZoneInfo
 
 from hub.errors import PayloadInvalid
 from mappings.spec import (
+    EVENT_TYPE_RE,
     READING_TYPE_RE,
     CodeTable,
     MeterRules,
@@ -95,6 +96,24 @@ class Batch:
     lines: int = 0  # lines or records consumed for this batch
 
 
+class EventRow(NamedTuple):
+    """One end device event read from a file, before its meter is resolved."""
+
+    line: int
+    meter: MeterKey
+    event_type: str  # EndDeviceEventType code
+    ts: datetime  # aware, UTC
+    reason: str | None
+    severity: str | None
+
+
+@dataclass
+class EventBatch:
+    rows: list[EventRow] = field(default_factory=list)
+    errors: list[LineError] = field(default_factory=list)
+    lines: int = 0
+
+
 class FieldError(ValueError):
     def __init__(self, code: str, message: str) -> None:
         super().__init__(message)
@@ -135,6 +154,37 @@ def meter_key(rules: MeterRules, text: str | None) -> MeterKey:
     if rules.name_type:
         return MeterKey("usage_point", DeviceRef(name=value, name_type=rules.name_type))
     return MeterKey("usage_point", DeviceRef(mrid=value))
+
+
+class EventTypeResolver:
+    """Vendor event code (through a table) or EndDeviceEventType code -> the code."""
+
+    def __init__(self, table: CodeTable | None) -> None:
+        self.table = table
+        self._cache: dict[str, str] = {}
+
+    def __call__(self, text: str | None) -> str:
+        raw = text or ""
+        found = self._cache.get(raw)
+        if found is None:
+            code = raw.strip()
+            if not code:
+                raise FieldError(BAD_FIELD, "no event code")
+            if self.table is not None:
+                looked_up = self.table.lookup(code)
+                if looked_up is None:
+                    raise FieldError(
+                        BAD_FIELD, f"event code {code!r} is not in code table {self.table.name!r}"
+                    )
+                found = looked_up
+            elif EVENT_TYPE_RE.match(code):
+                found = code
+            else:
+                raise FieldError(BAD_FIELD, f"{code!r} is not type.domain.subDomain.eventOrAction")
+            if len(self._cache) >= CACHE_SIZE:
+                self._cache.clear()
+            self._cache[raw] = found
+        return found
 
 
 class ReadingTypeResolver:

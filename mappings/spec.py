@@ -284,6 +284,27 @@ class CodeTable(_Model):
 # --------------------------------------------------------------------------- inbound CSV
 
 
+def _dialect_problems(d: CsvDialect, refs: list[tuple[Loc, ColumnRef]]) -> list[Problem]:
+    out: list[Problem] = []
+    try:
+        codecs.lookup(d.encoding)
+    except LookupError:
+        out.append((("csv", "encoding"), f"unknown encoding {d.encoding!r}"))
+    if d.delimiter in {"\n", "\r", d.quotechar}:
+        out.append((("csv", "delimiter"), "delimiter must differ from quotechar and newline"))
+    if not d.header:
+        for loc, ref in refs:
+            if isinstance(ref, str):
+                out.append(
+                    (
+                        loc,
+                        f"column {ref!r} is a header name but csv.header is false; "
+                        "give a 1-based column number",
+                    )
+                )
+    return out
+
+
 class CsvDialect(_Model):
     delimiter: str = Field(default=",", min_length=1, max_length=1)
     quotechar: str = Field(default='"', min_length=1, max_length=1)
@@ -379,23 +400,7 @@ class CsvSpec(_Model):
         return refs
 
     def cross_check(self, tables: dict[str, CodeTable] | None = None) -> list[Problem]:
-        out: list[Problem] = []
-        try:
-            codecs.lookup(self.csv.encoding)
-        except LookupError:
-            out.append((("csv", "encoding"), f"unknown encoding {self.csv.encoding!r}"))
-        if self.csv.delimiter in {"\n", "\r", self.csv.quotechar}:
-            out.append((("csv", "delimiter"), "delimiter must differ from quotechar and newline"))
-        if not self.csv.header:
-            for loc, ref in self.column_refs():
-                if isinstance(ref, str):
-                    out.append(
-                        (
-                            loc,
-                            f"column {ref!r} is a header name but csv.header is false; "
-                            "give a 1-based column number",
-                        )
-                    )
+        out = _dialect_problems(self.csv, self.column_refs())
         if (self.timestamp is None) == (self.wide is None):
             out.append(
                 (
@@ -443,6 +448,67 @@ class CsvSpec(_Model):
         out += _reading_type_problems(
             self.reading_type, ("reading_type",), self.reading_type.column is not None, tables
         )
+        return out
+
+
+class CsvEvent(_Model):
+    """The event columns of a ``csv-events`` file."""
+
+    #: Column with the event code.
+    column: ColumnRef
+    #: Code table (values end-device-event-type) translating vendor codes; without it
+    #: the column holds EndDeviceEventType codes (type.domain.subDomain.eventOrAction).
+    table: str | None = None
+    reason_column: ColumnRef | None = None
+    severity_column: ColumnRef | None = None
+
+
+class CsvEventsSpec(_Model):
+    """Inbound CSV of end device events (a vendor's event log export)."""
+
+    kind: Literal["csv-events"]
+    name: str = Field(min_length=1)
+    description: str = ""
+    csv: CsvDialect = CsvDialect()
+    meter: CsvMeter
+    timestamp: CsvTimestamp
+    event: CsvEvent
+    policy: Policy = Policy()
+
+    def column_refs(self) -> list[tuple[Loc, ColumnRef]]:
+        refs: list[tuple[Loc, ColumnRef]] = [
+            (("meter", "column"), self.meter.column),
+            (("timestamp", "column"), self.timestamp.column),
+            (("event", "column"), self.event.column),
+        ]
+        for loc, ref in (
+            (("timestamp", "time_column"), self.timestamp.time_column),
+            (("timestamp", "dst_column"), self.timestamp.dst_column),
+            (("event", "reason_column"), self.event.reason_column),
+            (("event", "severity_column"), self.event.severity_column),
+        ):
+            if ref is not None:
+                refs.append((loc, ref))
+        return refs
+
+    def cross_check(self, tables: dict[str, CodeTable] | None = None) -> list[Problem]:
+        out = _dialect_problems(self.csv, self.column_refs())
+        out += _rules_problems(
+            self.timestamp, ("timestamp",), self.timestamp.dst_column is not None
+        )
+        if self.meter.by == "usage_point":
+            out.append((("meter", "by"), "events belong to devices: by serial, mrid or name"))
+        if self.event.table is not None and tables is not None:
+            table = tables.get(self.event.table)
+            if table is None:
+                out.append((("event", "table"), f"no code table named {self.event.table!r}"))
+            elif table.values != "end-device-event-type":
+                out.append(
+                    (
+                        ("event", "table"),
+                        f"code table {self.event.table!r} does not give EndDeviceEventTypes",
+                    )
+                )
         return out
 
 
@@ -728,7 +794,7 @@ class CimVariantSpec(_Model):
 InboundSpec = CsvSpec | XmlSpec
 ExportSpec = ExportCsvSpec | ExportXmlSpec
 AnySpec = Annotated[
-    CsvSpec | XmlSpec | ExportCsvSpec | ExportXmlSpec | CimVariantSpec | CodeTable,
+    CsvSpec | CsvEventsSpec | XmlSpec | ExportCsvSpec | ExportXmlSpec | CimVariantSpec | CodeTable,
     Field(discriminator="kind"),
 ]
-KINDS = ("csv", "xml", "export-csv", "export-xml", "cim-variant", "code-table")
+KINDS = ("csv", "csv-events", "xml", "export-csv", "export-xml", "cim-variant", "code-table")

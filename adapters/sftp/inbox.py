@@ -49,7 +49,7 @@ from hub.errors import (
     RecoverableError,
     ReplayConflict,
 )
-from mappings.importer import ImportFile, ImportResult
+from mappings.importer import AppliedFile, ImportFile
 from mdm.ports import UnitOfWorkFactory
 
 log = logging.getLogger(__name__)
@@ -337,9 +337,10 @@ class InboxWatcher:
             shutil.move(str(source), str(target))
 
 
-def import_handler(run: Callable[[ImportFile], ImportResult]) -> Handler:
+def import_handler(run: Callable[[ImportFile], AppliedFile]) -> Handler:
     """A handler applying each file with the partner's mapping, e.g.
-    ``import_handler(functools.partial(import_file, uow_factory, catalog=catalog))``."""
+    ``import_handler(functools.partial(apply_file, uow_factory, catalog=catalog))``
+    (readings or events, by the mapping's kind)."""
 
     def handle(item: InboxFile) -> Outcome:
         partner = item.partner
