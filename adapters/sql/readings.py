@@ -176,11 +176,17 @@ class SqlReadingStaging:
             raw.cursor() as cur,
             cur.copy(f"COPY {self._r} (item, rt, ts, value, quality) FROM STDIN") as copy,
         ):
+            last_item: int | None = None
+            last_code: str | None = None
+            prefix = ""
             for start in range(0, len(rows), _COPY_SLICE):
                 lines: list[str] = []
                 append = lines.append
                 for item, code, ts, value, quality in rows[start : start + _COPY_SLICE]:
-                    append(f"{item}\t{types[code]}\t{cache[ts]}\t{value!s}\t{quality}\n")
+                    if item != last_item or code != last_code:  # rows come in runs
+                        prefix = f"{item}\t{types[code]}\t"
+                        last_item, last_code = item, code
+                    append(f"{prefix}{cache[ts]}\t{value!s}\t{quality}\n")
                 copy.write("".join(lines))
 
     def _write_sqlite(self, rows: Sequence[StagedReading]) -> None:
