@@ -188,6 +188,8 @@ class InboxWatcher:
         ledger: ChecksumLedger | None = None,
         uploads: UploadRegistry | None = None,
         settle_seconds: float = 2.0,
+        retry_delay: float = 5.0,
+        max_retry_delay: float = 300.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.partners = list(partners)
@@ -198,6 +200,9 @@ class InboxWatcher:
         self.settle = settle_seconds
         self.clock = clock
         self._seen: dict[Path, tuple[int, int, float]] = {}  # size, mtime_ns, since
+        self.retry_delay = retry_delay
+        self.max_retry_delay = max_retry_delay
+        self._retry: dict[Path, tuple[float, float]] = {}  # not before, last delay
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         for partner in self.partners:
@@ -227,8 +232,11 @@ class InboxWatcher:
         if self.uploads is not None and self.uploads.is_open(path):
             self._seen.pop(path, None)
             return False
-        st = path.stat()
         now = self.clock()
+        retry = self._retry.get(path)
+        if retry is not None and now < retry[0]:
+            return False  # the store was down: back off
+        st = path.stat()
         previous = self._seen.get(path)
         if previous is None or previous[:2] != (st.st_size, st.st_mtime_ns):
             self._seen[path] = (st.st_size, st.st_mtime_ns, now)
@@ -282,8 +290,12 @@ class InboxWatcher:
             return self._finish(item, "duplicate", report)
         try:
             outcome = self.handler(item)
+            self._retry.pop(path, None)
         except RecoverableError as exc:
-            log.warning("%s of %s: %s; will retry", path.name, partner.username, exc)
+            previous = self._retry.get(path)
+            delay = min(self.max_retry_delay, previous[1] * 2) if previous else self.retry_delay
+            self._retry[path] = (self.clock() + delay, delay)
+            log.warning("%s of %s: %s; retry in %.0fs", path.name, partner.username, exc, delay)
             os.replace(work, path)
             return Processed(partner.username, path.name, "retry", sha, path, None)
         except MessageRejected as exc:

@@ -308,16 +308,22 @@ def test_store_down_leaves_the_file_for_a_retry_and_crash_recovery(
 
     inbox = sftp_server.account.folder("inbox")
     (inbox / "r.csv").write_bytes(GOOD)
+    now = [0.0]
     watcher = InboxWatcher(
         [sftp_server.account],
         flaky,
         state_dir=tmp_path / "st",
         settle_seconds=0,
+        retry_delay=5,
         ledger=FileLedger(tmp_path / "ledger.jsonl"),
+        clock=lambda: now[0],
     )
     assert [p.status for p in watcher.poll_once()] == ["retry"]
     assert folder(sftp_server, "inbox") == ["r.csv"]
     assert folder(sftp_server, "outbox") == []
+    now[0] += 4
+    assert watcher.poll_once() == []  # backing off
+    now[0] += 1
     assert [p.status for p in watcher.poll_once()] == ["applied"]
     # a file left in the work folder by a crash goes back to the inbox on start
     work = tmp_path / "st" / "work" / "billing"
