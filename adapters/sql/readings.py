@@ -334,20 +334,40 @@ class SqlReadingStaging:
         total = int(conn.exec_driver_sql(f"SELECT count(*) FROM {self._x}").scalar_one())
         keys = "r.device_id = x.device_id AND r.reading_type_id = x.reading_type_id AND r.ts = x.ts"
         differs = "(r.value <> x.value OR r.quality <> x.quality)"
-        lock = " FOR UPDATE OF r" if self._pg else ""
-        self._exec(
+        history = (
             "INSERT INTO reading_history (device_id, reading_type_id, ts, version, value, "
-            "quality, recorded_at, superseded_at) SELECT r.device_id, r.reading_type_id, r.ts, "
-            f"r.version, r.value, r.quality, r.recorded_at, :now FROM reading r JOIN {self._x} x "
-            f"ON {keys} WHERE {differs}{lock}",
-            now=now,
+            "quality, recorded_at, superseded_at) SELECT {cols}, :now FROM {src}"
         )
-        superseded = self._exec(
-            "UPDATE reading AS r SET value = x.value, quality = x.quality, "
-            f"version = r.version + 1, recorded_at = :now FROM {self._x} AS x "
-            f"WHERE {keys} AND {differs}",
-            now=now,
-        ).rowcount
+        cols = "device_id, reading_type_id, ts, version, value, quality, recorded_at"
+        if self._pg:
+            # One statement: the rows archived are exactly the rows updated, locked
+            # (FOR UPDATE) so that a concurrent edit cannot slip in between.
+            superseded = self._exec(
+                f"WITH old AS (SELECT r.{cols.replace(', ', ', r.')} FROM reading r "
+                f"JOIN {self._x} x ON {keys} WHERE {differs} FOR UPDATE OF r), "
+                "hist AS ("
+                + history.format(cols=cols, src="old")
+                + " RETURNING device_id, reading_type_id, ts) "
+                "UPDATE reading AS r SET value = x.value, quality = x.quality, "
+                f"version = r.version + 1, recorded_at = :now FROM hist h, {self._x} x "
+                "WHERE r.device_id = h.device_id AND r.reading_type_id = h.reading_type_id "
+                f"AND r.ts = h.ts AND {keys}",
+                now=now,
+            ).rowcount
+        else:  # SQLite: BEGIN IMMEDIATE already keeps every other writer out
+            self._exec(
+                history.format(
+                    cols=f"r.{cols.replace(', ', ', r.')}",
+                    src=f"reading r JOIN {self._x} x ON {keys} WHERE {differs}",
+                ),
+                now=now,
+            )
+            superseded = self._exec(
+                "UPDATE reading AS r SET value = x.value, quality = x.quality, "
+                f"version = r.version + 1, recorded_at = :now FROM {self._x} AS x "
+                f"WHERE {keys} AND {differs}",
+                now=now,
+            ).rowcount
         try:
             with conn.begin_nested():
                 stored = self._exec(
