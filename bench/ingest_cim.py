@@ -94,10 +94,18 @@ def child_amihub(url: str, path: str) -> None:
 
 
 def child_copy(url: str, readings: str) -> None:
-    """Raw baseline: COPY (text) of the same rows into a keyed table of the same shape."""
+    """Raw baseline: COPY (text) of the same rows into a keyed table of the same shape.
+
+    The rows are built in memory first; only the COPY and its commit are timed.
+    """
     from hub.samples import consumption
 
     n = int(readings)
+    rows = [
+        (device_id, 1, iv.ts, iv.value, "")
+        for device_id, meter in enumerate(_meters(n), 1)
+        for iv in consumption(meter, START, PER_METER)
+    ]
     with psycopg_conn(url) as conn, conn.cursor() as cur:
         cur.execute(
             "CREATE TABLE raw_reading (device_id integer, reading_type_id integer, "
@@ -107,15 +115,18 @@ def child_copy(url: str, readings: str) -> None:
         conn.commit()
         t0 = time.perf_counter()
         with cur.copy("COPY raw_reading FROM STDIN") as copy:
-            for device_id, meter in enumerate(_meters(n), 1):
-                for iv in consumption(meter, START, PER_METER):
-                    copy.write_row((device_id, 1, iv.ts, iv.value, ""))
+            for row in rows:
+                copy.write_row(row)
         conn.commit()
         elapsed = time.perf_counter() - t0
         count = cur.execute("SELECT count(*) FROM raw_reading").fetchone()
     print(
         json.dumps(
-            {"seconds": elapsed, "stored": count[0] if count else 0, "peak_rss_mb": peak_rss_mb()}
+            {
+                "seconds": elapsed,
+                "stored": count[0] if count else 0,
+                "peak_rss_mb": peak_rss_mb(),
+            }
         )
     )
 
