@@ -37,7 +37,6 @@ INVALID_STATE = "2009"
 BAD_FIELD = "2013"
 
 
-
 def already_exists(reason: str) -> PayloadInvalid:
     return PayloadInvalid(reason, code=ALREADY_EXISTS)
 

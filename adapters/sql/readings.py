@@ -11,7 +11,9 @@ then works set-based: meters resolved by one join, reading types registered in
 bulk, and either a fast path (none of the keys can exist yet: one
 ``INSERT ... SELECT`` guarded by the primary key, which also catches
 duplicates) or a merge path (history ``INSERT ... SELECT``, ``UPDATE ... FROM``,
-``INSERT ... SELECT ... WHERE NOT EXISTS``). See docs/store.md.
+``INSERT ... SELECT ... WHERE NOT EXISTS``). On PostgreSQL a small message
+(never flushed) skips the temp tables: one statement over ``unnest`` arrays.
+See docs/store.md.
 """
 
 from __future__ import annotations
@@ -79,6 +81,7 @@ class SqlReadingStaging:
         self._x = f"amihub_stg_resolved_{n}"
         self._pg = uow.connection.dialect.name == "postgresql"
         self._created = False
+        self._transaction = 0
         self._x_created = False
         self._applied = False
         self._pending: list[StagedReading] = []
@@ -138,6 +141,7 @@ class SqlReadingStaging:
                     "ts TEXT NOT NULL, value TEXT NOT NULL, quality TEXT NOT NULL)"
                 )
         self._created = True
+        self._transaction = self._uow.transaction_number
 
     def _write(self, rows: Sequence[StagedReading]) -> None:
         self._create()
@@ -205,6 +209,11 @@ class SqlReadingStaging:
         if self._applied:
             raise RuntimeError("this staging was applied already")
         self._applied = True
+        if self._created and self._transaction != self._uow.transaction_number:
+            raise RuntimeError(
+                "the unit of work committed or rolled back since these readings were staged: "
+                "a staging must be applied in the transaction that filled it"
+            )
         try:
             with guard():
                 if self._pg and not self._created and len(self._pending) <= SMALL_MESSAGE_ROWS:

@@ -45,6 +45,7 @@ class SqlUnitOfWork:
         self.engine = engine
         self._conn: Connection | None = None
         self._staging_number = 0
+        self.transaction_number = 0  # bumped by commit / rollback
         self._readings = SqlReadingRepository(self, staging_batch_size)
         self.utilities: UtilityRepository = SqlUtilityRepository(self)
         self.usage_points: UsagePointRepository = SqlUsagePointRepository(self)
@@ -106,9 +107,11 @@ class SqlUnitOfWork:
     def commit(self) -> None:
         with guard():
             self.connection.commit()
+        self.transaction_number += 1
         self._readings.committed()
 
     def rollback(self) -> None:
+        self.transaction_number += 1
         self._readings.forget()
         with guard():
             self.connection.rollback()

@@ -542,6 +542,18 @@ class StoreContract:
         with factory() as uow:
             assert uow.readings.count() == 8
 
+    def test_staging_spans_no_commit(self, engine: Engine, utility_id: int) -> None:
+        factory = SqlUnitOfWorkFactory(engine, staging_batch_size=2)
+        with factory() as uow:
+            staging = uow.readings.staging()
+            staging.add_meter(1, DeviceRef(mrid="M1"))
+            staging.add_readings(
+                [StagedReading(1, RT, q(15 * k), Decimal(k), "") for k in range(3)]
+            )
+            uow.commit()
+            with pytest.raises(RuntimeError, match="transaction that filled it"):
+                staging.apply(utility_id)
+
     def test_query_streams(self, engine: Engine, utility_id: int) -> None:
         rows = [
             StagedReading(item, RT, q(15 * k), Decimal(k), "")
