@@ -54,6 +54,9 @@ from mdm.ports import UnitOfWorkFactory
 
 log = logging.getLogger("amihub.soap")
 access_log = logging.getLogger("amihub.soap.access")
+# spyne keeps a process-wide registry of applications by (namespace, name) and warns
+# when a second gateway (tests, a restart in-process) registers the same services
+logging.getLogger("spyne.util.appreg").setLevel(logging.ERROR)
 
 SOAP_ENV: Final = "http://schemas.xmlsoap.org/soap/envelope/"
 ENVELOPE_HEAD: Final = (
@@ -136,7 +139,7 @@ class _HardenedSoap11(Soap11):  # type: ignore[misc]  # spyne is untyped
 
     def create_in_document(self, ctx: Any, charset: str | None = None) -> None:
         request: _Request = ctx.transport.req_env["amihub.soap.request"]
-        ctx.in_document = request.body.getroottree().getroot()
+        ctx.in_document = (request.body.getroottree().getroot(), {})
 
 
 class SoapGateway:
