@@ -4,7 +4,8 @@ Public API::
 
     from adapters.sftp import (SftpServer, SftpServerConfig, PartnerAccount, AuthEvent,
                                hash_password, UploadRegistry, InboxWatcher, import_handler,
-                               FileLedger, StoreLedger, push_file, PushTarget, RetryPolicy)
+                               FileLedger, StoreLedger, push_file, PushTarget, RetryPolicy,
+                               SftpService, SftpSettings, SftpPartnerSettings)
 
 See docs/sftp.md.
 """
@@ -19,6 +20,7 @@ from adapters.sftp.inbox import (
     StoreLedger,
     import_handler,
 )
+from adapters.sftp.service import SftpPartnerSettings, SftpService, SftpSettings
 from adapters.sftp.server import (
     AuthEvent,
     PartnerAccount,
@@ -40,7 +42,10 @@ __all__ = [
     "PushTarget",
     "RetryPolicy",
     "SftpServer",
+    "SftpPartnerSettings",
     "SftpServerConfig",
+    "SftpService",
+    "SftpSettings",
     "StoreLedger",
     "UploadRegistry",
     "hash_password",

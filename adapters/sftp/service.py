@@ -1,0 +1,221 @@
+"""``amihub serve`` with ``[sftp] enabled = true``: the embedded server and the inbox watcher.
+
+:func:`build` is the factory for :data:`hub.serve.SERVICE_ALIASES`
+(``"sftp": "adapters.sftp.service:build"``); it reads ``app.settings.sftp``, an
+:class:`SftpSettings` (the hub's Settings gets ``sftp: SftpSettings = SftpSettings()``).
+
+::
+
+    [sftp]
+    enabled = true
+    port = 2222
+    host_key = "var/sftp_host_key"        # an ECDSA key is generated here if missing
+    root = "var/sftp"                     # jails: <root>/<name>/{inbox,outbox,archive,error}
+
+    [[sftp.partners]]
+    name = "billing"
+    authorized_keys = ["ecdsa-sha2-nistp256 AAAA... billing@legacy"]
+    password_hash = "scrypt$16384$8$1$..."  # adapters.sftp.hash_password("...")
+    mapping = "register-obis"
+    utility = "DEMO"
+
+Every refused login and every session is written to the audit log
+(actor = the login name, action ``sftp-login-refused`` / ``sftp-session``).
+Applied checksums are kept in the message log (:class:`StoreLedger`), so several
+processes may watch the same folders without applying a file twice.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+import paramiko
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+
+from adapters.sftp.inbox import (
+    ChecksumLedger,
+    FileLedger,
+    InboxWatcher,
+    StoreLedger,
+    import_handler,
+)
+from adapters.sftp.server import AuthEvent, PartnerAccount, SftpServer, SftpServerConfig
+from hub.errors import AmihubError, ConfigurationError
+from mappings.importer import apply_file
+from mappings.load import BUILTIN_DIR, Catalog, load_dir
+from mdm.ports import UnitOfWorkFactory
+
+if TYPE_CHECKING:
+    from hub.bootstrap import App
+
+log = logging.getLogger("amihub.sftp")
+
+
+class SftpPartnerSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    #: jail folder (default: <root>/<name>)
+    home: Path | None = None
+    authorized_keys: list[str] = Field(default_factory=list)
+    #: an OpenSSH authorized_keys file, read at start (comments and blank lines skipped)
+    authorized_keys_file: Path | None = None
+    password_hash: SecretStr | None = None
+    #: inbound mapping of this partner's files (readings or events)
+    mapping: str
+    #: utility code (default: the settings' default_utility)
+    utility: str | None = None
+    max_upload_bytes: int | None = Field(default=4 * 1024**3, gt=0)
+
+
+class SftpSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    port: int = Field(default=2222, ge=0, le=65535)
+    host_key: Path = Path("var/sftp_host_key")
+    root: Path = Path("var/sftp")
+    #: work folder and (ledger = "file") checksum ledger; outside every jail
+    state_dir: Path = Path("var/sftp-state")
+    #: folder of mapping specs (default: the built-in ones)
+    mappings_dir: str | None = None
+    settle_seconds: float = Field(default=2.0, ge=0)
+    poll_interval: float = Field(default=1.0, gt=0)
+    max_auth_failures: int = Field(default=6, gt=0)
+    ledger: Literal["store", "file"] = "store"
+    partners: list[SftpPartnerSettings] = Field(default_factory=list)
+
+
+def ensure_host_key(path: Path) -> None:
+    """Generate an ECDSA host key (mode 600) if ``path`` does not exist."""
+    if path.exists():
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    key = paramiko.ECDSAKey.generate(bits=256)
+    key.write_private_key_file(str(path))
+    os.chmod(path, 0o600)
+    log.warning("generated SFTP host key %s (%s %s)", path, key.get_name(), key.fingerprint)
+
+
+def accounts(settings: SftpSettings, default_utility: str) -> tuple[PartnerAccount, ...]:
+    out = []
+    for p in settings.partners:
+        keys = list(p.authorized_keys)
+        if p.authorized_keys_file is not None:
+            try:
+                text = p.authorized_keys_file.read_text(encoding="utf-8")
+            except OSError as exc:
+                raise ConfigurationError(f"[sftp] partner {p.name}: {exc}") from exc
+            keys += [k for k in text.splitlines() if k.strip() and not k.startswith("#")]
+        if not keys and p.password_hash is None:
+            raise ConfigurationError(f"[sftp] partner {p.name} has neither keys nor password")
+        out.append(
+            PartnerAccount(
+                username=p.name,
+                home=p.home or settings.root / p.name,
+                authorized_keys=tuple(keys),
+                password_hash=p.password_hash.get_secret_value() if p.password_hash else None,
+                mapping=p.mapping,
+                utility=p.utility or default_utility,
+                max_upload_bytes=p.max_upload_bytes,
+            )
+        )
+    return tuple(out)
+
+
+class SftpService:
+    """The server and the watcher as one :class:`hub.serve.Service`."""
+
+    def __init__(
+        self,
+        settings: SftpSettings,
+        uow_factory: UnitOfWorkFactory,
+        *,
+        default_utility: str,
+        name: str = "sftp",
+    ) -> None:
+        self.name = name
+        self.settings = settings
+        self.uow_factory = uow_factory
+        self.accounts = accounts(settings, default_utility)
+        self.catalog: Catalog = load_dir(settings.mappings_dir or BUILTIN_DIR)
+        for account in self.accounts:
+            if account.mapping is not None:
+                try:
+                    self.catalog.specs[account.mapping]
+                except KeyError:
+                    raise ConfigurationError(
+                        f"[sftp] partner {account.username}: no mapping named {account.mapping!r}"
+                    ) from None
+        self.server: SftpServer | None = None
+        self.watcher: InboxWatcher | None = None
+
+    def audit(self, event: AuthEvent) -> None:
+        action = "sftp-session" if event.accepted else "sftp-login-refused"
+        try:
+            with self.uow_factory() as uow:
+                uow.audit.record(
+                    event.username,
+                    action,
+                    "SftpAccount",
+                    event.username,
+                    f"{event.remote} {event.method}: {event.reason}",
+                )
+                uow.commit()
+        except AmihubError:
+            log.exception("could not audit %s", event)
+        if not event.accepted:
+            log.warning(
+                "SFTP login refused: %s from %s (%s)", event.username, event.remote, event.reason
+            )
+
+    def start(self) -> None:
+        s = self.settings
+        ensure_host_key(s.host_key)
+        config = SftpServerConfig(
+            host_key=s.host_key,
+            accounts=self.accounts,
+            host=s.host,
+            port=s.port,
+            max_auth_failures=s.max_auth_failures,
+        )
+        self.server = SftpServer(config, on_auth=self.audit)
+        ledger: ChecksumLedger = (
+            StoreLedger(self.uow_factory)
+            if s.ledger == "store"
+            else FileLedger(s.state_dir / "checksums.jsonl")
+        )
+        run = functools.partial(apply_file, self.uow_factory, catalog=self.catalog)
+        self.watcher = InboxWatcher(
+            self.accounts,
+            import_handler(run),
+            state_dir=s.state_dir,
+            ledger=ledger,
+            uploads=self.server.uploads,
+            settle_seconds=s.settle_seconds,
+        )
+        port = self.server.start()
+        self.watcher.start(interval=s.poll_interval)
+        log.info("SFTP server on %s:%d for %d partner(s)", s.host, port, len(self.accounts))
+
+    @property
+    def port(self) -> int:
+        return self.server.port if self.server else self.settings.port
+
+    def stop(self) -> None:
+        if self.watcher is not None:
+            self.watcher.stop()
+        if self.server is not None:
+            self.server.stop()
+
+
+def build(app: App) -> SftpService:
+    settings = getattr(app.settings, "sftp", None)
+    if not isinstance(settings, SftpSettings):
+        raise ConfigurationError("the settings have no [sftp] section (SftpSettings)")
+    return SftpService(settings, app.uow_factory, default_utility=app.settings.default_utility)
