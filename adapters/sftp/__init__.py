@@ -20,7 +20,6 @@ from adapters.sftp.inbox import (
     StoreLedger,
     import_handler,
 )
-from adapters.sftp.service import SftpPartnerSettings, SftpService, SftpSettings
 from adapters.sftp.server import (
     AuthEvent,
     PartnerAccount,
@@ -29,6 +28,7 @@ from adapters.sftp.server import (
     UploadRegistry,
     hash_password,
 )
+from adapters.sftp.service import SftpPartnerSettings, SftpService, SftpSettings
 
 __all__ = [
     "AuthEvent",
@@ -41,8 +41,8 @@ __all__ = [
     "PushReceipt",
     "PushTarget",
     "RetryPolicy",
-    "SftpServer",
     "SftpPartnerSettings",
+    "SftpServer",
     "SftpServerConfig",
     "SftpService",
     "SftpSettings",
