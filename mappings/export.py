@@ -205,8 +205,9 @@ def rows_from_store(
     end: datetime | None,
     reading_types: Sequence[str] | None = None,
 ) -> Iterator[ExportRow]:
-    """Readings of the meters installed at the usage points, each only for the time it
-    was installed there, streamed from the store in (usage point, meter, type, time) order."""
+    """Readings of the meters installed at the usage points in the period (start, end],
+    each meter only for the time it was installed there, streamed from the store in
+    (usage point, meter, type, time) order."""
     found = uow.utilities.get(utility)
     if found is None or found.id is None:
         raise ConfigurationError(f"unknown utility {utility!r}")
@@ -223,9 +224,8 @@ def rows_from_store(
                 continue
             lo = max(since, start) if start else since
             hi = min(until, end) if (until and end) else (until or end)
+            # the store's period is (lo, hi]: interval readings are stamped at their end
             for r in uow.readings.query([device_id], reading_types or None, lo, hi):
-                if r.ts < lo or (hi is not None and r.ts >= hi):
-                    continue
                 yield ExportRow(
                     device.mrid,
                     device.serial_number,

@@ -238,7 +238,7 @@ class _Resolver:
         if spans is None:
             return None
         for device_id, start, end in spans:
-            if start <= ts and (end is None or ts < end):
+            if start < ts and (end is None or ts <= end):  # (start, end], as the store
                 mrid = self._mrids.get(device_id)
                 if mrid is None:
                     history = self.uow.installations.history(device_id)

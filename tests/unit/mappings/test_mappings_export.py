@@ -76,7 +76,7 @@ def test_xml_export_round_trips_through_an_inbound_spec(
     assert isinstance(spec, ExportXmlSpec)
     out = io.BytesIO()
     start = datetime(2026, 11, 23, 23, tzinfo=UTC)
-    end = datetime(2026, 11, 24, 23, 0, 1, tzinfo=UTC)  # the day's 96 interval ends
+    end = datetime(2026, 11, 24, 23, tzinfo=UTC)  # (start, end]: the day's 96 interval ends
     with store() as uow:
         exported = list(rows_from_store(uow, "DEMO", usage_points=["UP1"], start=start, end=end))
     assert write_export(spec, iter(exported), out, tables=catalog.tables) == 96
