@@ -50,7 +50,7 @@ class Server:
         return f"{self.url}/ws/{name}"
 
 
-def start_server(database_url: str, tmp_path: Any = None, **soap: Any) -> Server:
+def start_server(database_url: str, *, meters: bool = True, **soap: Any) -> Server:
     options: dict[str, Any] = {
         "enabled": True,
         "port": free_port(),
@@ -66,7 +66,8 @@ def start_server(database_url: str, tmp_path: Any = None, **soap: Any) -> Server
     options.update(soap)
     settings = load_settings(database_url=database_url, users=USERS, soap=SoapSettings(**options))
     app = bootstrap(settings, migrate=True)
-    add_meters(app, "MTR-1", "MTR-2")
+    if meters:
+        add_meters(app, "MTR-1", "MTR-2")
     service = SoapService(app)
     service.start()
     return Server(app, service)
@@ -76,8 +77,8 @@ def start_server(database_url: str, tmp_path: Any = None, **soap: Any) -> Server
 def soap_server_factory(sqlite_url: str) -> Iterator[Callable[..., Server]]:
     started: list[Server] = []
 
-    def make(**soap: Any) -> Server:
-        server = start_server(sqlite_url, **soap)
+    def make(*, database_url: str | None = None, meters: bool = True, **soap: Any) -> Server:
+        server = start_server(database_url or sqlite_url, meters=meters, **soap)
         started.append(server)
         return server
 
