@@ -100,14 +100,14 @@ class Workers:
         self.procs: list[subprocess.Popen[bytes]] = []
 
     def start(self, settings: AmqpSettings, database_url: str, workers: int = 1) -> Any:
-        log = (self.tmp_path / f"worker-{len(self.procs)}.log").open("wb")
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "hub.cli", "serve", "--workers", str(workers)],
-            env=worker_env(settings, database_url),
-            cwd=self.tmp_path,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+        with (self.tmp_path / f"worker-{len(self.procs)}.log").open("wb") as log:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "hub.cli", "serve", "--workers", str(workers)],
+                env=worker_env(settings, database_url),
+                cwd=self.tmp_path,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
         self.procs.append(proc)
         return proc
 
