@@ -134,7 +134,11 @@ def child_engine(args: list[str]) -> None:
     engine = ReadingEngine(
         sink, policy=EnginePolicy(concurrency=concurrency, timeout=10.0, batch_meters=500)
     )
-    report = engine.run(ReadCommand(targets, start, end, registers=("1.0.1.8.0.255",)))
+    report = engine.run(
+        ReadCommand(
+            targets, start, end, registers=("1.0.1.8.0.255",), profile_channels=("1.0.1.8.0.255",)
+        )
+    )
     print(
         json.dumps(
             {

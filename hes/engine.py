@@ -100,6 +100,7 @@ class ReadCommand:
     end: datetime
     registers: tuple[str, ...] = DEFAULT_REGISTERS
     read_events: bool = False
+    profile_channels: tuple[str, ...] | None = None  # OBIS of the columns to store; None: all
 
 
 @dataclass(frozen=True)
@@ -307,7 +308,11 @@ class ReadingEngine:
                 break
         intervals = [
             r
-            for r in (profile_readings(columns, rows.values()) if columns else [])
+            for r in (
+                profile_readings(columns, rows.values(), command.profile_channels)
+                if columns
+                else []
+            )
             if command.start < r.ts <= command.end
         ]
         result.readings = register_out + intervals

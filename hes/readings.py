@@ -68,11 +68,20 @@ def register_readings(
 
 
 def profile_readings(
-    columns: Sequence[str], rows: Iterable[ProfileRow], quality: str = QUALITY_VALID
+    columns: Sequence[str],
+    rows: Iterable[ProfileRow],
+    channels: Sequence[str] | None = None,
+    quality: str = QUALITY_VALID,
 ) -> list[Reading]:
-    """Interval deltas (kWh) from cumulative captures; needs the capture before each interval."""
+    """Interval deltas (kWh) from cumulative captures; needs the capture before each interval.
+
+    ``channels`` (OBIS) limits the columns converted; None converts them all."""
     by_ts = {row.ts: row for row in rows}
-    types = [str(obis_to_reading_type(c, interval_minutes=15)) for c in columns]
+    wanted = [
+        (i, str(obis_to_reading_type(c, interval_minutes=15)))
+        for i, c in enumerate(columns)
+        if channels is None or c in channels
+    ]
     out = []
     for ts in sorted(by_ts):
         previous = by_ts.get(ts - INTERVAL)
@@ -84,7 +93,7 @@ def profile_readings(
             codes.append(QUALITY_POWER_DOWN)
         if row.status & STATUS_CLOCK_ADJUSTED:
             codes.append(QUALITY_CLOCK_CHANGED)
-        for i, rt in enumerate(types):
+        for i, rt in wanted:
             delta = (row.values[i] - previous.values[i]) / KILO
             out.append(Reading(rt, ts, delta, _join(*codes)))
     return out

@@ -245,3 +245,20 @@ def test_meter_configuration_is_cached_between_runs(
     engine.run(ReadCommand(_targets(fleet)[:1], start, end))
     # no second read of the scaler_units (+A, -A, T1, T2) and capture objects
     assert meter.requests - first == first - 5
+
+
+def test_profile_channels_limit_what_is_stored(
+    fleet: Fleet, uow_factory: SqlUnitOfWorkFactory
+) -> None:
+    start, end = _window(1)
+    report = _engine(uow_factory).run(
+        ReadCommand(
+            _targets(fleet)[:2],
+            start,
+            end,
+            registers=("1.0.1.8.0.255",),
+            profile_channels=("1.0.1.8.0.255",),
+        )
+    )
+    assert report.stats.stored == 2 * (1 + 4)
+    assert {r.reading_type for res in report.results for r in res.readings} == {PLUS_A, DELTA}
