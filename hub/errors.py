@@ -283,3 +283,8 @@ class ItemRejected(PermanentError):
         self.code = code
         self.reason = reason
         self.object_id = object_id
+
+
+class FastPathConflict(AmihubError):
+    """The optimistic bulk path met a key that exists or repeats: nothing of it is kept
+    (the transaction is rolled back) and the caller runs the exact merge path instead."""

@@ -80,3 +80,7 @@ class LifecycleRecorder:
         check_transition(self.state, new)
         log.finish(self.log_id, new, result, reply)
         self.state = new
+
+    def rolled_back(self) -> None:
+        """The transaction that held the steps after *received* was rolled back."""
+        self.state = MessageLifecycle.RECEIVED

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from lxml import etree
@@ -31,6 +32,7 @@ from hub.bus import MessageBus
 from hub.errors import (
     AmihubError,
     ErrorDetail,
+    FastPathConflict,
     HeaderInvalid,
     InputTooLarge,
     MessageRejected,
@@ -52,6 +54,14 @@ log = logging.getLogger("amihub.pipeline")
 
 #: dead letters keep inputs up to this size whole; larger ones keep their head and a flag
 DEAD_LETTER_BODY_LIMIT = 64 * 1024 * 1024
+
+
+@dataclass
+class _Seen:
+    """What parsing learnt before a failure: the reply to a refusal echoes it."""
+
+    header: Header | None = None
+    style: Style = "envelope"
 
 
 class Pipeline:
@@ -84,27 +94,26 @@ class Pipeline:
         )
         log_id = self._start(msg, content_hash, size)
         steps = LifecycleRecorder(log_id)
-        header: Header | None = None
-        style: Style = "envelope"
+        seen = _Seen()
         try:
             if size > limit:
                 raise InputTooLarge(f"input of {size} bytes exceeds the limit of {limit} bytes")
-            with msg.open() as raw:
-                reader = LimitedReader(raw, limit)
-                if size <= self.limits.tree_limit_bytes:
-                    frame = self._parse_tree(reader.read_all())
-                else:
-                    frame = self._parse_stream(reader)
-                header, style = frame.header, frame.style
-                return self._dispatch(msg, frame, steps, content_hash)
+            try:
+                return self._attempt(msg, limit, steps, content_hash, seen, allow_direct=True)
+            except FastPathConflict as conflict:
+                # the optimistic bulk path met stored or repeated keys; it was rolled
+                # back whole: read the input again and merge it exactly
+                log.info("message log %s: %s; merging instead", log_id, conflict)
+                steps.rolled_back()
+                return self._attempt(msg, limit, steps, content_hash, seen, allow_direct=False)
         except MessageRejected as exc:
-            return self._reject(msg, steps, exc.errors, header, style, exc)
+            return self._reject(msg, steps, exc.errors, seen.header, seen.style, exc)
         except RecoverableError:
             self._retry(steps)
             raise
         except AmihubError as exc:
             detail = ErrorDetail("3002", f"{type(exc).__name__}: {exc}")
-            return self._reject(msg, steps, [detail], header, style, exc)
+            return self._reject(msg, steps, [detail], seen.header, seen.style, exc)
         except Exception as exc:
             log.exception("internal error on message log %s from %s", log_id, msg.source)
             detail = ErrorDetail(
@@ -112,7 +121,26 @@ class Pipeline:
                 f"internal error ({type(exc).__name__}); "
                 "the input is kept in the dead-letter store",
             )
-            return self._reject(msg, steps, [detail], header, style, exc)
+            return self._reject(msg, steps, [detail], seen.header, seen.style, exc)
+
+    def _attempt(
+        self,
+        msg: InboundMessage,
+        limit: int,
+        steps: LifecycleRecorder,
+        content_hash: str,
+        seen: _Seen,
+        *,
+        allow_direct: bool,
+    ) -> Outcome:
+        with msg.open() as raw:
+            reader = LimitedReader(raw, limit)
+            if msg.size <= self.limits.tree_limit_bytes:
+                frame = self._parse_tree(reader.read_all())
+            else:
+                frame = self._parse_stream(reader)
+            seen.header, seen.style = frame.header, frame.style
+            return self._dispatch(msg, frame, steps, content_hash, allow_direct)
 
     # -- parsing -------------------------------------------------------------------------
 
@@ -196,7 +224,12 @@ class Pipeline:
             )
 
     def _dispatch(
-        self, msg: InboundMessage, frame: MessageFrame, steps: LifecycleRecorder, content_hash: str
+        self,
+        msg: InboundMessage,
+        frame: MessageFrame,
+        steps: LifecycleRecorder,
+        content_hash: str,
+        allow_direct: bool = True,
     ) -> Outcome:
         log_id = steps.log_id
         header = frame.header
@@ -251,6 +284,7 @@ class Pipeline:
                 utility_code=utility_code,
                 handler=HandlerContext(actor=msg.source, now=self.clock()),
                 bus=self.bus,
+                allow_direct=allow_direct,
             )
             result = route.handle(frame, ctx, uow)
             reply = self._render(header, frame.style, result.result, result.errors, result.payload)

@@ -44,6 +44,8 @@ class RouteContext:
     utility_code: str
     handler: HandlerContext
     bus: MessageBus
+    #: routes may try the store's optimistic bulk path (off on the retry after a conflict)
+    allow_direct: bool = True
 
 
 @dataclass

@@ -36,6 +36,9 @@ class StoreMeterReadings:
 
     utility_id: int
     feed: Iterable[ReadingFeedChunk]
+    #: try the store's optimistic bulk path for new data first (large imports); it
+    #: raises FastPathConflict when the data must be merged instead
+    direct: bool = False
 
 
 @dataclass(frozen=True)

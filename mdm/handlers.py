@@ -50,6 +50,11 @@ class HandlerContext:
 def store_meter_readings(
     cmd: StoreMeterReadings, uow: UnitOfWork, ctx: HandlerContext
 ) -> StagingResult:
+    writer = uow.readings.direct_writer(cmd.utility_id) if cmd.direct else None
+    if writer is not None:
+        for chunk in cmd.feed:
+            writer.add(chunk.readings, {m.item: m.ref for m in chunk.meters})
+        return writer.finish()
     staging = uow.readings.staging()
     for chunk in cmd.feed:
         for meter in chunk.meters:

@@ -7,7 +7,7 @@ Every method runs inside the unit of work's one transaction.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -76,6 +76,21 @@ class ReadingStaging(Protocol):
         ...
 
 
+class DirectReadingWriter(Protocol):
+    """The optimistic bulk path for brand-new readings: rows go straight into the
+    readings table (COPY on PostgreSQL), a batch at a time.
+
+    ``add`` takes rows whose MeterReadings are complete (their meters in
+    ``meters``). If a key of a batch is already stored, or repeats, it raises
+    :class:`hub.errors.FastPathConflict`: the caller rolls back and uses
+    :class:`ReadingStaging`, which merges versions and reports duplicates exactly.
+    """
+
+    def add(self, rows: Sequence[StagedReading], meters: Mapping[int, DeviceRef]) -> None: ...
+
+    def finish(self) -> StagingResult: ...
+
+
 class UtilityRepository(Protocol):
     def get(self, code: str) -> Utility | None: ...
     def add(self, utility: Utility) -> Utility: ...
@@ -126,6 +141,10 @@ class InstallationRepository(Protocol):
 
 class ReadingRepository(Protocol):
     def staging(self) -> ReadingStaging: ...
+
+    def direct_writer(self, utility_id: int) -> DirectReadingWriter | None:
+        """The optimistic bulk path, where the store has one (else None)."""
+        ...
 
     def reading_type_id(self, code: str) -> int:
         """Id of a ReadingType code, registering it on first use."""

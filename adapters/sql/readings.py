@@ -38,6 +38,7 @@ from mdm.model import DeviceRef, IngestStats, StoredReading
 from mdm.ports import DuplicateReading, StagedReading, StagingResult
 
 if TYPE_CHECKING:
+    from adapters.sql.direct import SqlDirectReadingWriter
     from adapters.sql.uow import SqlUnitOfWork
 
 DEFAULT_BATCH_SIZE = 50_000
@@ -555,6 +556,14 @@ class SqlReadingRepository:
 
     def staging(self) -> SqlReadingStaging:
         return SqlReadingStaging(self._uow, self, self.batch_size)
+
+    def direct_writer(self, utility_id: int) -> SqlDirectReadingWriter | None:
+        """The optimistic COPY-into-``reading`` path (adapters/sql/direct.py); PostgreSQL."""
+        if self._conn.dialect.name != "postgresql":
+            return None
+        from adapters.sql.direct import SqlDirectReadingWriter
+
+        return SqlDirectReadingWriter(self._uow, self, utility_id, self.batch_size)
 
     @guarded
     def reading_type_id(self, code: str) -> int:

@@ -175,6 +175,8 @@ class ReadingExtractor:
         rows: list[StagedReading] = []
         meters: list[MeterItem] = []
         append = pending.append
+        # a fleet's files repeat the same instants for every meter: parse each text once
+        stamps: dict[str, datetime] = {}
         new = tuple.__new__
         for _event, el in events:
             tag = el.tag
@@ -192,7 +194,13 @@ class ReadingExtractor:
                 try:
                     if quality:
                         quality = self._quality(el)
-                    append((parse_timestamp(ts_text), parse_value(value_text), quality))
+                    ts = stamps.get(ts_text or "")
+                    if ts is None:
+                        ts = parse_timestamp(ts_text)
+                        if len(stamps) > 100_000:
+                            stamps.clear()
+                        stamps[ts_text or ""] = ts
+                    append((ts, parse_value(value_text), quality))
                 except _Invalid as exc:
                     self._error(
                         exc,
@@ -219,9 +227,6 @@ class ReadingExtractor:
                 block += 1
                 interval = 1
                 self._free(el)
-                if len(rows) >= self.chunk_rows:
-                    yield ReadingFeedChunk(rows, meters)
-                    rows, meters = [], []
             elif tag == T_READING:
                 try:
                     rt = self._reading_type(el.find(T_READING_TYPE))
@@ -248,6 +253,10 @@ class ReadingExtractor:
                 item += 1
                 block = interval = register = 1
                 self._free(el)
+                # chunks end with complete MeterReadings: every row's meter is known
+                if len(rows) >= self.chunk_rows:
+                    yield ReadingFeedChunk(rows, meters)
+                    rows, meters = [], []
         if self.errors:
             raise PayloadInvalid(
                 f"{len(self.errors)} invalid reading(s): {self.errors[0].reason}",
@@ -282,7 +291,13 @@ class StoreMeterReadingsRoute:
             frame.payload_xpath, free, self.max_block_readings, self.chunk_rows
         )
         staged: StagingResult = ctx.bus.handle(
-            StoreMeterReadings(ctx.utility_id, extractor.chunks(events)), uow, ctx.handler
+            StoreMeterReadings(
+                ctx.utility_id,
+                extractor.chunks(events),
+                direct=frame.events is not None and ctx.allow_direct,
+            ),
+            uow,
+            ctx.handler,
         )
         if staged.duplicates:
             errors = [

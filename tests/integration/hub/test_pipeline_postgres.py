@@ -108,3 +108,40 @@ def test_bad_input_leaves_postgres_unchanged(pg_app: App) -> None:
     assert reading_count(pg_app) == 0
     with pg_app.uow_factory() as uow:
         assert uow.dead_letters.get(outcome.dead_letter_id or 0) is not None
+
+
+def test_bulk_fast_path_and_its_fallbacks(pg_app: App, tmp_path: Path) -> None:
+    """Stream mode on PostgreSQL COPYs new readings straight into the table; a re-send
+    and a duplicate fall back to the exact merge path with nothing left behind."""
+    meters = [f"FP{n:03d}" for n in range(60)]
+    add_meters(pg_app, *meters, install=False)
+    first = tmp_path / "first.xml"
+    with first.open("w") as f:
+        written = write_meter_readings(f, meters, START, 96)
+    new = pg_app.pipeline.process(InboundMessage(source="hes", endpoint="t", path=first))
+    assert new.result == "OK", new.errors
+    assert new.counts["stored"] == written
+    assert reading_count(pg_app) == written
+
+    # the same readings again under another MessageID: the fast path meets stored keys,
+    # rolls back, and the merge path finds them unchanged
+    resend = tmp_path / "resend.xml"
+    with resend.open("w") as f:
+        write_meter_readings(f, meters, START, 96)
+    again = pg_app.pipeline.process(InboundMessage(source="hes", endpoint="t", path=resend))
+    assert again.result == "OK", again.errors
+    assert again.counts["unchanged"] == written
+    assert again.counts["stored"] == 0
+    with pg_app.uow_factory() as uow:
+        states = [s for s, _, _ in uow.messages.lifecycle(again.message_log_id or 0)]
+    assert states == ["received", "validated", "dispatched", "replied"]
+
+    # the same meter twice in one message (new times): the fast path's COPY meets the
+    # repeated key, and the merge path reports the duplicates
+    dup = tmp_path / "dup.xml"
+    with dup.open("w") as f:
+        write_meter_readings(f, [*meters, meters[0]], START + timedelta(days=1), 96)
+    refused = pg_app.pipeline.process(InboundMessage(source="hes", endpoint="t", path=dup))
+    assert refused.result == "FAILED"
+    assert refused.errors[0].code == "2004"
+    assert reading_count(pg_app) == written
