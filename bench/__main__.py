@@ -7,6 +7,7 @@ import sys
 
 BENCHMARKS = {
     "ingest": "bench.ingest_cim",
+    "amqp": "bench.amqp_ingest",
 }
 
 

@@ -1,0 +1,230 @@
+"""Issue 4: CreateMeterReadings through RabbitMQ into PostgreSQL, acked after commit.
+
+Each message is one meter-day (96 quarter-hour readings, ~12 KB). In the same
+run and on the same broker:
+
+* raw: a plain kombu consume-and-ack loop of the same messages (no processing),
+  prefetch as amihub's;
+* amihub, 1 worker: ``amihub serve`` (a separate process) consuming the request
+  queue: batch of deliveries -> pipeline (parse, XSD, store, message log, stored
+  reply, commit) -> replies with one batch of publisher confirms -> ack;
+* amihub, N workers: ``amihub serve --workers N`` on the same queue.
+
+The queue is filled before the consumer starts. amihub's rate is measured in
+the store: messages / (last commit - first receipt) over the message log, so
+process start-up is not counted; the run also waits until the queue is empty
+(every message acked) and checks every reading was stored.
+
+Usage: ``python -m bench.amqp_ingest [--messages N] [--workers N] [--prefetch N]``
+(RabbitMQ: ``AMIHUB_BENCH_AMQP_URL`` or ``AMIHUB_TEST_AMQP_URL``, default guest@127.0.0.1).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from bench.common import plain, scratch_database
+
+AMQP_URL = os.environ.get(
+    "AMIHUB_BENCH_AMQP_URL",
+    os.environ.get("AMIHUB_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672//"),
+)
+START = datetime(2026, 1, 1, tzinfo=UTC)
+PER_DAY = 96
+METERS = 500
+TARGET = 1500  # messages/s with one worker
+
+
+def meter_name(n: int) -> str:
+    return f"BM{n:07d}"  # as bench.ingest_cim.prepare creates them
+
+
+def messages(count: int) -> list[bytes]:
+    from hub.samples import meter_readings_bytes
+
+    return [
+        meter_readings_bytes(
+            [meter_name(n % METERS)],
+            START + timedelta(days=n // METERS),
+            PER_DAY,
+            verb="create",
+            registers=False,
+        )
+        for n in range(count)
+    ]
+
+
+def publish(url: str, exchange: str, routing_key: str, bodies: list[bytes]) -> float:
+    from kombu import Connection, Producer
+
+    with Connection(url) as conn:
+        producer = Producer(conn.channel(), auto_declare=False)
+        t0 = time.perf_counter()
+        for body in bodies:
+            producer.publish(
+                body,
+                exchange=exchange,
+                routing_key=routing_key,
+                content_type="application/xml",
+                content_encoding="binary",
+                delivery_mode=2,
+                message_id=str(uuid.uuid4()),
+            )
+        return time.perf_counter() - t0
+
+
+def raw_consume(url: str, bodies: list[bytes], prefetch: int) -> float:
+    """Baseline: fill a queue, then consume and ack every message; messages/s."""
+    from kombu import Connection, Consumer, Queue
+
+    name = f"bench.raw.{uuid.uuid4().hex[:8]}"
+    with Connection(url) as conn:
+        channel = conn.channel()
+        queue = Queue(name, durable=True)(channel)
+        queue.declare()
+        publish(url, "", name, bodies)
+        received = 0
+
+        def on_message(message: object) -> None:
+            nonlocal received
+            message.ack()  # type: ignore[attr-defined]
+            received += 1
+
+        channel.basic_qos(0, prefetch, False)
+        consumer = Consumer(channel, queues=[queue], on_message=on_message, auto_declare=False)
+        consumer.consume()
+        t0 = time.perf_counter()
+        while received < len(bodies):
+            conn.drain_events(timeout=30)
+        elapsed = time.perf_counter() - t0
+        consumer.cancel()
+        queue.delete()
+    return len(bodies) / elapsed
+
+
+def amihub_run(url: str, bodies: list[bytes], workers: int, prefetch: int) -> dict[str, float]:
+    """Fill the request queue, start ``amihub serve --workers N``, wait until all is stored."""
+    import psycopg
+    from kombu import Connection
+
+    from adapters.amqp.topology import Topology
+    from bench.ingest_cim import prepare
+    from hub.settings import AmqpSettings
+
+    tag = uuid.uuid4().hex[:8]
+    settings = AmqpSettings(
+        enabled=True,
+        url=url,
+        request_exchange=f"bench.{tag}.requests",
+        request_queue=f"bench.{tag}.requests",
+        events_exchange=f"bench.{tag}.events",
+        dead_letter_exchange=f"bench.{tag}.dead-letter",
+        dead_letter_queue=f"bench.{tag}.dead-letter",
+        prefetch=prefetch,
+        batch_size=prefetch,
+    )
+    topology = Topology.from_settings(settings)
+    with scratch_database("amihub_bench_amqp") as db, Connection(url) as conn:
+        prepare(db, METERS * PER_DAY)
+        topology.declare(conn)
+        publish(url, settings.request_exchange, "create.MeterReadings", bodies)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("AMIHUB_")}
+        env.update(
+            {
+                "AMIHUB_DATABASE_URL": db,
+                "AMIHUB_LOG_LEVEL": "WARNING",
+                "AMIHUB_CONFIG": str(Path(tempfile.gettempdir()) / "amihub-bench-none.toml"),
+            }
+        )
+        for key, value in settings.model_dump(exclude={"partners", "tls", "password"}).items():
+            if value is not None:
+                text = str(value).lower() if isinstance(value, bool) else str(value)
+                env[f"AMIHUB_AMQP__{key.upper()}"] = text
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "hub.cli", "serve", "--workers", str(workers)], env=env
+        )
+        try:
+            with psycopg.connect(plain(db), autocommit=True) as pg:
+                deadline = time.monotonic() + 600
+                while time.monotonic() < deadline:
+                    row = pg.execute(
+                        "SELECT count(*) FROM message_log WHERE state = 'replied'"
+                    ).fetchone()
+                    if row and row[0] >= len(bodies):
+                        break
+                    time.sleep(0.2)
+                window = pg.execute(
+                    "SELECT count(*), extract(epoch FROM max(updated_at) - min(received_at)) "
+                    "FROM message_log WHERE state = 'replied'"
+                ).fetchone()
+                stored = pg.execute("SELECT count(*) FROM reading").fetchone()
+            channel = conn.channel()
+            for _ in range(100):  # every message acked
+                _, depth, _ = channel.queue_declare(settings.request_queue, passive=True)
+                if depth == 0:
+                    break
+                time.sleep(0.1)
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(60)
+            with Connection(url) as c:
+                ch = c.channel()
+                for q in (settings.request_queue, settings.dead_letter_queue):
+                    ch.queue_delete(q)
+                for x in (settings.request_exchange, settings.events_exchange):
+                    ch.exchange_delete(x)
+                ch.exchange_delete(settings.dead_letter_exchange)
+    assert window is not None
+    assert stored is not None
+    count, seconds = int(window[0]), float(window[1])
+    if count != len(bodies) or stored[0] != len(bodies) * PER_DAY:
+        raise SystemExit(f"incomplete: {count} messages, {stored[0]} readings stored")
+    return {"messages": count, "seconds": seconds, "rate": count / seconds, "depth": depth}
+
+
+def main(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser(prog="bench.amqp_ingest")
+    parser.add_argument("--messages", type=int, default=2000)
+    parser.add_argument("--workers", type=int, default=2, help="the second amihub figure")
+    parser.add_argument("--prefetch", type=int, default=256)
+    args = parser.parse_args(argv)
+    bodies = messages(args.messages)
+    size = sum(map(len, bodies)) / len(bodies)
+    print(
+        f"{len(bodies):,} CreateMeterReadings messages of one meter-day ({PER_DAY} readings, "
+        f"{size / 1000:.1f} KB each), RabbitMQ {AMQP_URL.rsplit('@', 1)[-1]}, prefetch "
+        f"{args.prefetch}"
+    )
+    raw = raw_consume(AMQP_URL, bodies, args.prefetch)
+    one = amihub_run(AMQP_URL, bodies, 1, args.prefetch)
+    many = amihub_run(AMQP_URL, bodies, args.workers, args.prefetch)
+    print(f"raw kombu consume + ack (no processing):      {raw:>9,.0f} messages/s")
+    print(
+        f"amihub, 1 worker (pipeline, PostgreSQL, ack): {one['rate']:>9,.0f} messages/s "
+        f"= {one['rate'] * PER_DAY:,.0f} readings/s ({one['messages']:,} in {one['seconds']:.1f} s)"
+    )
+    print(
+        f"amihub, {args.workers} workers:                          "
+        f"{many['rate']:>9,.0f} messages/s = {many['rate'] * PER_DAY:,.0f} readings/s "
+        f"({many['messages']:,} in {many['seconds']:.1f} s)"
+    )
+    print(
+        f"ratio amihub 1 worker / raw: {one['rate'] / raw:.3f}; "
+        f"{args.workers} workers / 1 worker: {many['rate'] / one['rate']:.2f}  "
+        f"(target: >= {TARGET:,} messages/s with 1 worker)"
+    )
+    print(json.dumps({"raw": raw, "one": one["rate"], "many": many["rate"]}))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
