@@ -177,8 +177,9 @@ class MeterObjects:
         else:
             self.meter.profile_requests.append((interval_end(lo), interval_end(hi)))
         rows = []
+        outages = bool(faults.outages)
         for k in range(lo, hi + 1):
-            if self._in_outage(k):
+            if outages and self._in_outage(k):
                 continue  # no capture while the meter had no power
             rows.append(
                 b"\x02\x04\x09\x0c"

@@ -102,6 +102,18 @@ class SecurityPolicy(IntEnum):
     HLS_GMAC = 5  # HLS-GMAC, authenticated and encrypted APDUs
 
 
+_MASK64 = (1 << 64) - 1
+MIN_SHAPE = min(SHAPE)
+
+
+def _mix(x: int) -> float:
+    """splitmix64 finaliser -> [0, 1): a cheap, well-spread hash of an integer."""
+    x = (x + 0x9E3779B97F4A7C15) & _MASK64
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _MASK64
+    return (x ^ (x >> 31)) / 2**64
+
+
 def _unit_hash(*parts: object) -> float:
     digest = hashlib.blake2b(repr(parts).encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big") / 2**64
@@ -137,6 +149,10 @@ class MeterState:
     requests: int = 0  # APDUs received (all associations)
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
+    def __post_init__(self) -> None:
+        self._base_wh = 1_000_000.0 * _unit_hash(self.seed, self.serial, "base")
+        self._noise_key = int(_unit_hash(self.seed, self.serial, "noise") * 2**40) << 20
+
     @property
     def logical_device_name(self) -> str:
         return f"AMI{self.serial}"  # 16 characters max in IDIS; ours are short
@@ -152,10 +168,12 @@ class MeterState:
     # --- energy ---
     def _noise(self, k: int) -> float:
         # bounded in [-0.2, 0.2] of the smallest interval's energy: deltas stay positive
-        return (_unit_hash(self.seed, self.serial, k) - 0.5) * 0.4 * min(SHAPE) * self.day_wh
+        return (_mix(self._noise_key ^ k) - 0.5) * 0.4 * MIN_SHAPE * self.day_wh
 
     def _outage_loss(self, k: int) -> float:
         """Energy not consumed because of outages before interval end k."""
+        if not self.faults.outages:
+            return 0.0
         lost = 0.0
         for start, end in self.faults.outages:
             a, b = interval_index(start), interval_index(end)
@@ -171,7 +189,7 @@ class MeterState:
         return self.day_wh * (full * prefix[-1] + WEEK_FACTOR[dow] * prefix[within])
 
     def base_wh(self) -> float:
-        return 1_000_000.0 * _unit_hash(self.seed, self.serial, "base")
+        return self._base_wh
 
     def energy_wh(self, k: int, rate: int | None = None) -> int:
         """Cumulative import (rate None = total, 1 = day, 2 = night) at the end of interval k."""
