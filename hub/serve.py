@@ -34,6 +34,7 @@ class Service(Protocol):
 SERVICE_ALIASES: dict[str, str] = {
     "amqp": "adapters.amqp.service:build",
     "soap": "adapters.soap.service:build",
+    "sftp": "adapters.sftp.service:build",
 }
 
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -165,6 +165,42 @@ class AmqpSettings(BaseModel):
     confirm_timeout: float = Field(default=30.0, gt=0)
 
 
+class SftpPartnerSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    #: jail folder (default: <root>/<name>)
+    home: Path | None = None
+    authorized_keys: list[str] = Field(default_factory=list)
+    #: an OpenSSH authorized_keys file, read at start (comments and blank lines skipped)
+    authorized_keys_file: Path | None = None
+    password_hash: SecretStr | None = None
+    #: inbound mapping of this partner's files (readings or events)
+    mapping: str
+    #: utility code (default: the settings' default_utility)
+    utility: str | None = None
+    max_upload_bytes: int | None = Field(default=4 * 1024**3, gt=0)
+
+
+class SftpSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    port: int = Field(default=2222, ge=0, le=65535)
+    host_key: Path = Path("var/sftp_host_key")
+    root: Path = Path("var/sftp")
+    #: work folder and (ledger = "file") checksum ledger; outside every jail
+    state_dir: Path = Path("var/sftp-state")
+    #: folder of mapping specs (default: the built-in ones)
+    mappings_dir: str | None = None
+    settle_seconds: float = Field(default=2.0, ge=0)
+    poll_interval: float = Field(default=1.0, gt=0)
+    max_auth_failures: int = Field(default=6, gt=0)
+    ledger: Literal["store", "file"] = "store"
+    partners: list[SftpPartnerSettings] = Field(default_factory=list)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="AMIHUB_",
@@ -184,6 +220,9 @@ class Settings(BaseSettings):
     users: list[UserSettings] = Field(default_factory=list)
     soap: SoapSettings = SoapSettings()
     amqp: AmqpSettings = AmqpSettings()
+    sftp: SftpSettings = SftpSettings()
+    #: folder of mapping specs for `amihub import --mapping` / `export` (default: shipped)
+    mappings_dir: str | None = None
 
     @classmethod
     def settings_customise_sources(

@@ -28,7 +28,8 @@ from adapters.sftp.server import (
     UploadRegistry,
     hash_password,
 )
-from adapters.sftp.service import SftpPartnerSettings, SftpService, SftpSettings
+from adapters.sftp.service import SftpService
+from hub.settings import SftpPartnerSettings, SftpSettings
 
 __all__ = [
     "AuthEvent",

@@ -31,10 +31,9 @@ import functools
 import logging
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
 import paramiko
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from adapters.sftp.inbox import (
     ChecksumLedger,
@@ -45,6 +44,7 @@ from adapters.sftp.inbox import (
 )
 from adapters.sftp.server import AuthEvent, PartnerAccount, SftpServer, SftpServerConfig
 from hub.errors import AmihubError, ConfigurationError
+from hub.settings import SftpSettings
 from mappings.importer import apply_file
 from mappings.load import BUILTIN_DIR, Catalog, load_dir
 from mdm.ports import UnitOfWorkFactory
@@ -53,42 +53,6 @@ if TYPE_CHECKING:
     from hub.bootstrap import App
 
 log = logging.getLogger("amihub.sftp")
-
-
-class SftpPartnerSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
-    #: jail folder (default: <root>/<name>)
-    home: Path | None = None
-    authorized_keys: list[str] = Field(default_factory=list)
-    #: an OpenSSH authorized_keys file, read at start (comments and blank lines skipped)
-    authorized_keys_file: Path | None = None
-    password_hash: SecretStr | None = None
-    #: inbound mapping of this partner's files (readings or events)
-    mapping: str
-    #: utility code (default: the settings' default_utility)
-    utility: str | None = None
-    max_upload_bytes: int | None = Field(default=4 * 1024**3, gt=0)
-
-
-class SftpSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    enabled: bool = False
-    host: str = "127.0.0.1"
-    port: int = Field(default=2222, ge=0, le=65535)
-    host_key: Path = Path("var/sftp_host_key")
-    root: Path = Path("var/sftp")
-    #: work folder and (ledger = "file") checksum ledger; outside every jail
-    state_dir: Path = Path("var/sftp-state")
-    #: folder of mapping specs (default: the built-in ones)
-    mappings_dir: str | None = None
-    settle_seconds: float = Field(default=2.0, ge=0)
-    poll_interval: float = Field(default=1.0, gt=0)
-    max_auth_failures: int = Field(default=6, gt=0)
-    ledger: Literal["store", "file"] = "store"
-    partners: list[SftpPartnerSettings] = Field(default_factory=list)
 
 
 def ensure_host_key(path: Path) -> None:
@@ -215,7 +179,6 @@ class SftpService:
 
 
 def build(app: App) -> SftpService:
-    settings = getattr(app.settings, "sftp", None)
-    if not isinstance(settings, SftpSettings):
-        raise ConfigurationError("the settings have no [sftp] section (SftpSettings)")
-    return SftpService(settings, app.uow_factory, default_utility=app.settings.default_utility)
+    return SftpService(
+        app.settings.sftp, app.uow_factory, default_utility=app.settings.default_utility
+    )

@@ -234,6 +234,9 @@ def test_half_uploaded_file_is_never_processed(
         time.sleep(0.05)
     assert watcher.poll_once() == []
     assert folder(sftp_server, "inbox") == []
+    # the server writes the error report under a temporary name, then renames it
+    while len(folder(sftp_server, "error")) != 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
     partial, report = folder(sftp_server, "error")
     assert partial.endswith("_half.csv")
     assert "incomplete upload" in (sftp_server.account.folder("error") / report).read_text()
