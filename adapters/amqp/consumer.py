@@ -41,6 +41,7 @@ from kombu.messaging import Consumer
 
 from adapters.amqp import headers as hdr
 from adapters.amqp.connection import Backoff, make_connection, safe_url
+from adapters.amqp.events import build_event
 from adapters.amqp.identity import Sender, SenderResolver
 from adapters.amqp.mapping import MappingGate
 from adapters.amqp.publisher import ConfirmingPublisher, Outgoing, Unroutable
@@ -482,6 +483,10 @@ class AmqpConsumer:
             outcome = d.outcome
             if d.reply_to:
                 items.append(self._reply(d, outcome))
+            if not outcome.duplicate or d.redelivered:
+                event = self._event(d, outcome)
+                if event is not None:
+                    items.append(event)
             dead = outcome.dead_letter_id is not None or (
                 outcome.duplicate and outcome.result == "FAILED" and d.redelivered
             )
@@ -496,6 +501,22 @@ class AmqpConsumer:
             else:
                 items.append(self._retry(d))
         return items
+
+    def _event(self, d: Delivery, outcome: Outcome) -> Outgoing | None:
+        assert d.sender is not None
+        built = build_event(d.body, outcome, d.sender.source, d.request_id)
+        if built is None:
+            return None
+        routing_key, body, message_id = built
+        return Outgoing(
+            body=body,
+            exchange=self.settings.events_exchange,
+            routing_key=routing_key,
+            headers={hdr.SOURCE: d.sender.source},
+            message_id=message_id,
+            correlation_id=outcome.message_id,
+            type=routing_key,
+        )
 
     def _reply(self, d: Delivery, outcome: Outcome) -> Outgoing:
         assert d.reply_to is not None

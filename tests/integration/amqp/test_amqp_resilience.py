@@ -17,6 +17,7 @@ from collections.abc import Iterator
 
 import psycopg
 import pytest
+from kombu import Exchange, Queue
 from kombu.connection import Connection
 
 from adapters.amqp.topology import Topology
@@ -85,6 +86,9 @@ def test_worker_killed_with_sigkill_mid_stream(
     partner = Partner(settings)
     try:
         Topology.from_settings(settings).declare(partner.connection)
+        events = f"{settings.request_queue}.events"
+        subscriber = Queue(events, Exchange(settings.events_exchange, type="topic"), "created.#")
+        subscriber(partner.channel).declare()
         sent = publish_stream(partner)
         worker = workers.start(settings, postgres_url)
         wait_for(lambda: reading_count(pg_app) >= TOTAL // 4, 60, "a quarter of the readings")
@@ -97,8 +101,13 @@ def test_worker_killed_with_sigkill_mid_stream(
         wait_for(lambda: partner.depth(settings.request_queue) == 0, 30, "every ack")
         assert collect_replies(partner, sent) == sent
         assert_exactly_once(postgres_url, len(sent))
+        # every accepted request's event survived the kill (at least once, stable ids)
+        got = partner.get(events, 2 * len(sent), timeout=3)
+        assert len({e.properties["correlation_id"] for e in got}) == len(sent)
+        assert len({e.properties["message_id"] for e in got}) == len(sent)
     finally:
         workers.stop_all()
+        partner.channel.queue_delete(events)
         delete_topology(partner)
         partner.close()
 

@@ -312,3 +312,53 @@ def test_outbox_events_reach_partner_queues(start_service: Start, hub_app: App) 
         time.sleep(0.05)
     with hub_app.uow_factory() as uow:
         assert uow.outbox.pending_count("amqp") == 0
+
+
+def test_accepted_request_is_published_as_an_event(start_service: Start, hub_app: App) -> None:
+    service, partner = start_service(partners=[{"name": "cis", "events": ["created.*"]}])
+    queue = service.settings.partners[0].queue_name
+    body = readings_request("MTR-1")
+    partner.send(body, message_id="req-7")
+    partner.send(b"<broken", message_id="req-8")  # FAILED: no event
+    partner.replies(2)
+    [event] = partner.get(queue, 1)
+    assert event.routing_key == "created.MeterReadings"
+    root = etree.fromstring(event.body)
+    assert etree.QName(root).localname == "EventMessage"
+    assert root.findtext(".//{*}Header/{*}Verb") == "created"
+    assert root.findtext(".//{*}Header/{*}CorrelationID") == message_id_of(body)
+    assert len(root.findall(".//{*}IntervalReadings")) == 96
+    assert event.properties["message_id"] == root.findtext(".//{*}Header/{*}MessageID")
+    # a partner resending the same message gets the stored reply, subscribers no second event
+    partner.send(body, message_id="req-7")
+    partner.replies(1)
+    assert partner.get(queue, 1, timeout=0.3) == []
+
+
+class BatchingPipeline:
+    """The real pipeline with a ``process_batch`` (as the pipeline owner is adding it)."""
+
+    def __init__(self, pipeline: Pipeline) -> None:
+        self.pipeline = pipeline
+        self.batches: list[int] = []
+
+    def process(self, msg: InboundMessage) -> Outcome:
+        return self.pipeline.process(msg)
+
+    def process_batch(self, msgs: list[InboundMessage]) -> list[Outcome]:
+        self.batches.append(len(msgs))
+        return [self.pipeline.process(m) for m in msgs]
+
+
+def test_deliveries_go_to_process_batch_when_there_is_one(
+    start_service: Start, hub_app: App
+) -> None:
+    batching = BatchingPipeline(hub_app.pipeline)
+    hub_app.pipeline = batching  # type: ignore[assignment]
+    add_meters(hub_app, *(f"B{i}" for i in range(30)))
+    _, partner = start_service(batch_size=30, batch_wait=0.3)
+    for i in range(30):
+        partner.send(readings_request(f"B{i}", intervals=4))
+    assert len(partner.replies(30)) == 30
+    assert sum(batching.batches) == 30
+    assert max(batching.batches) > 1
