@@ -13,7 +13,13 @@ from typing import Any
 
 import click
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.table import Table
 
 from hub.errors import AmihubError, ConfigurationError
@@ -143,11 +149,26 @@ def db_upgrade(ctx: click.Context) -> None:
     help="Sender name recorded in the message log (idempotency is per source).",
 )
 @click.option("--utility", help="Utility code (default: the configured default utility).")
+@click.option(
+    "--mapping",
+    help="Name of an inbound mapping (CSV, custom XML, event log) for non-CIM files; "
+    "see `amihub mappings list`.",
+)
 @click.pass_context
-def import_(ctx: click.Context, files: tuple[Path, ...], source: str, utility: str | None) -> None:
-    """Import CIM XML request or event messages (MeterReadings, master data)."""
+def import_(
+    ctx: click.Context,
+    files: tuple[Path, ...],
+    source: str,
+    utility: str | None,
+    mapping: str | None,
+) -> None:
+    """Import CIM XML request or event messages (MeterReadings, master data), or any
+    file with --mapping. Each file is applied whole or not at all."""
     from hub.messages import InboundMessage
 
+    if mapping is not None:
+        _import_mapped(ctx, files, mapping, utility, source)
+        return
     failed = 0
     table = Table(
         "file", "verb noun", "result", "readings", "stored", "superseded", "unchanged", "errors"
@@ -191,6 +212,178 @@ def import_(ctx: click.Context, files: tuple[Path, ...], source: str, utility: s
             "see `amihub dead-letters list`[/yellow]"
         )
         sys.exit(1)
+
+
+def _catalog(settings: Settings) -> Any:
+    from mappings.load import BUILTIN_DIR, load_dir
+
+    return load_dir(settings.mappings_dir or BUILTIN_DIR)
+
+
+def _import_mapped(
+    ctx: click.Context, files: tuple[Path, ...], mapping: str, utility: str | None, source: str
+) -> None:
+    from mappings.importer import ImportFile, ImportProgress, apply_file, import_file
+
+    settings: Settings = ctx.obj["settings"]
+    catalog = _catalog(settings)
+    failed = 0
+    table = Table(
+        "file",
+        "mapping",
+        "status",
+        "lines",
+        "readings",
+        "stored",
+        "superseded",
+        "unchanged",
+        "errors",
+    )
+    with (
+        _app(ctx, migrate=True) as app,
+        Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            DownloadColumn(),
+            TimeElapsedColumn(),
+            console=console,
+            transient=True,
+        ) as progress,
+    ):
+        for path in files:
+            task = progress.add_task(f"importing {path.name}", total=path.stat().st_size)
+
+            def advance(p: ImportProgress, task: Any = task) -> None:
+                progress.update(task, completed=p.bytes_read)
+
+            command = ImportFile(path, mapping, utility or settings.default_utility, source)
+            result: Any
+            if getattr(catalog.specs.get(mapping), "kind", None) == "csv-events":
+                result = apply_file(app.uow_factory, command, catalog)
+            else:
+                result = import_file(app.uow_factory, command, catalog, progress=advance)
+            stats = getattr(result, "stats", None)
+            errors = result.report().splitlines()
+            table.add_row(
+                path.name,
+                mapping,
+                result.status,
+                str(getattr(result, "lines", "")),
+                str(getattr(result, "readings", "")),
+                str(stats.stored if stats else ""),
+                str(stats.superseded if stats else ""),
+                str(stats.unchanged if stats else ""),
+                "\n".join(line.strip() for line in errors if line.startswith("  "))[:800],
+            )
+            failed += not result.applied
+    out.print(table)
+    if failed:
+        console.print(
+            f"[yellow]{failed} of {len(files)} file(s) rejected: nothing of them "
+            "was applied[/yellow]"
+        )
+        sys.exit(1)
+
+
+@cli.group()
+def mappings() -> None:
+    """Declarative mappings for CSV, custom XML and exports."""
+
+
+@mappings.command("check")
+@click.argument("folder", type=click.Path(exists=True, file_okay=False, path_type=Path))
+def mappings_check(folder: Path) -> None:
+    """Validate every mapping spec of a folder; problems name file, line and key."""
+    from mappings.check import check_dir
+
+    problems = check_dir(folder)
+    for problem in problems:
+        out.print(problem, markup=False)
+    if problems:
+        sys.exit(1)
+    out.print(f"{folder}: all mapping specs are valid")
+
+
+@mappings.command("list")
+@click.pass_context
+def mappings_list(ctx: click.Context) -> None:
+    """The mappings in use (the configured folder, or the shipped examples)."""
+    catalog = _catalog(ctx.obj["settings"])
+    table = Table("name", "kind", "description")
+    for spec in sorted(catalog.specs.values(), key=lambda x: x.name):
+        table.add_row(spec.name, spec.kind, getattr(spec, "description", "") or "")
+    out.print(table)
+
+
+@cli.command()
+@click.option("--mapping", required=True, help="Name of an export mapping (CSV or XML layout).")
+@click.option(
+    "--usage-point",
+    "usage_points",
+    multiple=True,
+    required=True,
+    help="Usage point mRID (repeatable).",
+)
+@click.option("--from", "start", help="Start (ISO 8601; UTC if no offset), exclusive.")
+@click.option("--to", "end", help="End (ISO 8601; UTC if no offset), inclusive.")
+@click.option("--reading-type", "reading_types", multiple=True, help="ReadingType filter.")
+@click.option("--utility", help="Utility code (default: the configured default utility).")
+@click.option(
+    "--out",
+    "out_path",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="File to write (written under a temporary name, then renamed).",
+)
+@click.pass_context
+def export(
+    ctx: click.Context,
+    mapping: str,
+    usage_points: tuple[str, ...],
+    start: str | None,
+    end: str | None,
+    reading_types: tuple[str, ...],
+    utility: str | None,
+    out_path: Path,
+) -> None:
+    """Export readings of usage points with an export mapping (the Data File Tool)."""
+    from mappings.export import rows_from_store, write_export
+
+    settings: Settings = ctx.obj["settings"]
+    catalog = _catalog(settings)
+    spec = catalog.export(mapping)
+    tmp = out_path.with_name(f".{out_path.name}.tmp")
+    with (
+        _app(ctx) as app,
+        app.uow_factory() as uow,
+        Progress(
+            TextColumn("{task.description}"),
+            TextColumn("{task.completed} rows"),
+            TimeElapsedColumn(),
+            console=console,
+            transient=True,
+        ) as progress,
+    ):
+        task = progress.add_task(f"exporting {', '.join(usage_points)}", total=None)
+
+        def counted(rows: Any) -> Any:
+            for n, row in enumerate(rows, 1):
+                if n % 5000 == 0:
+                    progress.update(task, completed=n)
+                yield row
+
+        rows = rows_from_store(
+            uow,
+            utility or settings.default_utility,
+            usage_points=list(usage_points),
+            start=_parse_when(start, "--from"),
+            end=_parse_when(end, "--to"),
+            reading_types=list(reading_types) or None,
+        )
+        with tmp.open("wb") as f:
+            written = write_export(spec, counted(rows), f, tables=catalog.tables)
+    tmp.replace(out_path)
+    out.print(f"{written} row(s) written to {out_path}")
 
 
 @cli.command()
