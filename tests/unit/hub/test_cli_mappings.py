@@ -95,11 +95,8 @@ def test_a_rejected_mapped_file_applies_nothing(sqlite_url: str, tmp_path: Path)
 def test_mappings_check_and_list(tmp_path: Path) -> None:
     code, output = run("mappings", "check", str(BUILTIN_DIR))
     assert code == 0, output
-    (tmp_path / "typo.toml").write_text(
-        (BUILTIN_DIR / "register-obis.toml")
-        .read_text()
-        .replace("[csv]", '[csv]\ndelimeter = ";"', 1)
-    )
+    spec = (BUILTIN_DIR / "register-obis.toml").read_text()
+    (tmp_path / "typo.toml").write_text(spec.replace("[csv]", '[csv]\ndelimeter = ";"', 1))
     code, output = run("mappings", "check", str(tmp_path))
     assert code == 1
     assert "typo.toml:" in output
