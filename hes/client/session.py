@@ -21,7 +21,7 @@ Secured association (the default), as field meters expect it:
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -51,7 +51,7 @@ from hes.dlms.acse import (
 )
 from hes.dlms.wrapper import MANAGEMENT_CLIENT, PUBLIC_CLIENT
 from hes.security import gcm
-from hub.errors import MeterUnreachable, NotAuthorised, PermanentError, SecurityViolation
+from hub.errors import NotAuthorised, PermanentError, SecurityViolation
 
 INVOCATION_COUNTER = "0.0.43.1.0.255"
 CLOCK = "0.0.1.0.0.255"
@@ -520,10 +520,3 @@ class DlmsMeterSession:
 
     def reconnect(self) -> None:
         self._relay(2)
-
-
-SessionFactory = Callable[[], MeterSession]
-
-
-def ensure_unreachable(exc: BaseException) -> bool:
-    return isinstance(exc, MeterUnreachable)
