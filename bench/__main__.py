@@ -7,6 +7,7 @@ import sys
 
 BENCHMARKS = {
     "ingest": "bench.ingest_cim",
+    "sftp-csv": "bench.sftp_csv",
     "amqp": "bench.amqp_ingest",
 }
 
