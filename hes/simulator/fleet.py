@@ -182,17 +182,23 @@ class Fleet:
             if self.addressing is Addressing.SHARED
             else [self.base_port + i for i in range(len(self.meters))]
         )
-        servers = []
-        for port in ports:
-            servers.append(
-                await asyncio.start_server(
-                    functools.partial(self._connection, port),
-                    self.host,
-                    port,
-                    backlog=1024,
-                    reuse_address=True,
+        servers: list[asyncio.Server] = []
+        try:
+            for port in ports:
+                servers.append(
+                    await asyncio.start_server(
+                        functools.partial(self._connection, port),
+                        self.host,
+                        port,
+                        backlog=1024,
+                        reuse_address=True,
+                    )
                 )
-            )
+        except OSError:
+            for server in servers:
+                server.close()
+                await server.wait_closed()
+            raise
         return servers
 
     async def serve_forever(self) -> None:
@@ -221,6 +227,9 @@ class SimulatorThread:
             self._servers = self._loop.run_until_complete(self.fleet.start())
         except BaseException as exc:  # reported to the starting thread
             self._error = exc
+            for server in self._servers:
+                server.close()
+            self._loop.close()
             self._ready.set()
             return
         self._ready.set()
@@ -244,6 +253,7 @@ class SimulatorThread:
         self._thread.start()
         self._ready.wait(10)
         if self._error is not None:
+            self._thread.join(10)
             raise self._error
         return self
 

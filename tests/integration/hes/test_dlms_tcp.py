@@ -331,25 +331,35 @@ def test_clock_drift(fleet: Fleet) -> None:
     assert -302 < drift < -298
 
 
+def _per_port_fleet() -> tuple[Fleet, SimulatorThread]:
+    """Two consecutive free ports are not guaranteed: try a few bases."""
+    for _ in range(10):
+        f = Fleet.build(2, free_port(), seed=3, addressing=Addressing.PER_PORT)
+        if f.base_port + 1 > 65535:
+            continue
+        sim = SimulatorThread(f)
+        try:
+            sim.__enter__()
+        except OSError:
+            continue
+        return f, sim
+    pytest.skip("no two consecutive free ports")
+
+
 def test_per_port_addressing() -> None:
-    f = Fleet.build(2, free_port(), seed=3, addressing=Addressing.PER_PORT)
-    if f.base_port + 1 > 65535:
-        pytest.skip("no room for a second port")
-    with SimulatorThread(f):
+    f, sim = _per_port_fleet()
+    try:
         for i in range(2):
             ep = f.endpoint(i)
             assert ep.logical_device == 1
-            s = DlmsMeterSession.connect(
-                ep.host,
-                ep.port,
-                1,
-                MeterCredentials(
-                    Security.HLS, system_title=f.meters[i].system_title, keys=f.meters[i].keys
-                ),
-            )
+            m = f.meters[i]
+            creds = MeterCredentials(Security.HLS, system_title=m.system_title, keys=m.keys)
+            s = DlmsMeterSession.connect(ep.host, ep.port, 1, creds)
             s.associate()
-            assert s.read_data("0.0.96.1.0.255") == f.meters[i].serial.encode()
+            assert s.read_data("0.0.96.1.0.255") == m.serial.encode()
             s.close()
+    finally:
+        sim.__exit__(None, None, None)
 
 
 def test_unknown_logical_device_is_silent(fleet: Fleet) -> None:
@@ -359,3 +369,37 @@ def test_unknown_logical_device_is_silent(fleet: Fleet) -> None:
     with pytest.raises(MeterUnreachable):
         s.associate()
     s.close()
+
+
+def test_malformed_frame_closes_only_that_connection(fleet: Fleet) -> None:
+    import socket
+
+    with socket.create_connection(("127.0.0.1", fleet.base_port), timeout=2) as sock:
+        sock.sendall(b"\x00\x07\x00\x01\x00\x01\x00\x03abc")  # WRAPPER version 7
+        assert sock.recv(100) == b""  # the meter hangs up
+    s = _session(fleet, 0)  # the fleet goes on
+    s.associate()
+    assert s.read_clock() is not None
+    s.close()
+
+
+def test_truncated_aarq_is_refused(fleet: Fleet) -> None:
+    from hes.dlms.acse import Aare, AssociationResult
+
+    s = _session(fleet, 0)
+    out = s._exchange_raw(1, bytes.fromhex("6036a109060760857405080101"))  # cut short
+    assert Aare.decode(out).result == AssociationResult.REJECTED_PERMANENT
+    s.close()
+    assert fleet.security_events[-1][1] == "malformed AARQ"
+
+
+def test_simulator_start_failure_is_clean() -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        f = Fleet.build(1, port, seed=1)
+        with pytest.raises(OSError), SimulatorThread(f):
+            pass  # pragma: no cover
