@@ -5,8 +5,8 @@ from __future__ import annotations
 from hub.nouns.get_meter_readings import GetMeterReadingsRoute
 from hub.nouns.master_data import (
     MasterDataLinkageConfigRoute,
-    MeterConfigRoute,
-    UsagePointConfigRoute,
+    meter_config_route,
+    usage_point_config_route,
 )
 from hub.nouns.meter_readings import StoreMeterReadingsRoute
 from hub.routing import Route, RouteTable
@@ -20,8 +20,8 @@ def build_routes(settings: Settings) -> RouteTable:
             chunk_rows=settings.limits.ingest_batch_rows,
         ),
         GetMeterReadingsRoute(),
-        UsagePointConfigRoute(),
-        MeterConfigRoute(),
+        usage_point_config_route(),
+        meter_config_route(),
         MasterDataLinkageConfigRoute(),
     ]
     return RouteTable(routes)

@@ -148,61 +148,79 @@ def _payload(frame: MessageFrame) -> etree._Element:
     return frame.payload
 
 
+@dataclass(frozen=True)
+class _ConfigNoun:
+    """How one ``<Noun>Config`` profile maps to commands, verb by verb."""
+
+    items: Callable[[etree._Element], Sequence[Any]]  # parse the profile, list its items
+    item_tag: str
+    to_domain: Callable[[Any, str], Any]  # (item, utility code) -> UsagePoint | EndDevice
+    create: Callable[[int, Any], Command]
+    change: Callable[[int, Any], Command]
+    close: Callable[[int, DeviceRef, datetime], Command]
+    delete: Callable[[int, DeviceRef], Command]
+
+
 @dataclass
-class UsagePointConfigRoute:
-    noun: str = "UsagePointConfig"
+class ConfigRoute:
+    """create / change / close / delete of master data, one command per item."""
+
+    noun: str
+    config: _ConfigNoun
     verbs: frozenset[str] = frozenset({"create", "change", "close", "delete"})
     streaming: bool = False
 
     def handle(self, frame: MessageFrame, ctx: RouteContext, uow: UnitOfWork) -> RouteResult:
-        config = parse_usage_point_config(_payload(frame))
+        cfg = self.config
         verb = frame.header.verb
         uid = ctx.utility_id
 
-        def translate(item: CimUsagePoint, c: RouteContext) -> Command:
-            if verb == "create":
-                return CreateUsagePoint(uid, usage_point_of(item, c.utility_code))
-            if verb == "change":
-                return ChangeUsagePoint(uid, usage_point_of(item, c.utility_code))
+        def translate(item: Any, c: RouteContext) -> Command:
+            if verb in ("create", "change"):
+                make = cfg.create if verb == "create" else cfg.change
+                return make(uid, cfg.to_domain(item, c.utility_code))
+            ref = ref_of(IdentifiedObject(item.mrid, item.names))
             if verb == "close":
-                return CloseUsagePoint(
-                    uid, ref_of(item.ref), _effective(item.configuration_events, c)
-                )
-            return DeleteUsagePoint(uid, ref_of(item.ref))
+                return cfg.close(uid, ref, _effective(item.configuration_events, c))
+            return cfg.delete(uid, ref)
 
         return _apply_items(
-            config.usage_points,
-            lambda n: f"{frame.payload_xpath}/UsagePoint[{n}]",
+            cfg.items(_payload(frame)),
+            lambda n: f"{frame.payload_xpath}/{cfg.item_tag}[{n}]",
             translate,
             ctx,
             uow,
         )
 
 
-@dataclass
-class MeterConfigRoute:
-    noun: str = "MeterConfig"
-    verbs: frozenset[str] = frozenset({"create", "change", "close", "delete"})
-    streaming: bool = False
+def usage_point_config_route() -> ConfigRoute:
+    return ConfigRoute(
+        "UsagePointConfig",
+        _ConfigNoun(
+            items=lambda el: parse_usage_point_config(el).usage_points,
+            item_tag="UsagePoint",
+            to_domain=usage_point_of,
+            create=CreateUsagePoint,
+            change=ChangeUsagePoint,
+            close=CloseUsagePoint,
+            delete=DeleteUsagePoint,
+        ),
+    )
 
-    def handle(self, frame: MessageFrame, ctx: RouteContext, uow: UnitOfWork) -> RouteResult:
-        config = parse_meter_config(_payload(frame))
-        verb = frame.header.verb
-        uid = ctx.utility_id
 
-        def translate(item: Meter, c: RouteContext) -> Command:
-            if verb == "create":
-                return CreateMeter(uid, end_device_of(item, c.utility_code))
-            if verb == "change":
-                return ChangeMeter(uid, end_device_of(item, c.utility_code))
-            ref = ref_of(IdentifiedObject(item.mrid, item.names))
-            if verb == "close":
-                return CloseMeter(uid, ref, _effective(item.configuration_events, c))
-            return DeleteMeter(uid, ref)
-
-        return _apply_items(
-            config.meters, lambda n: f"{frame.payload_xpath}/Meter[{n}]", translate, ctx, uow
-        )
+def meter_config_route() -> ConfigRoute:
+    return ConfigRoute(
+        "MeterConfig",
+        _ConfigNoun(
+            items=lambda el: parse_meter_config(el).meters,
+            item_tag="Meter",
+            to_domain=end_device_of,
+            create=CreateMeter,
+            change=ChangeMeter,
+            close=CloseMeter,
+            delete=DeleteMeter,
+        ),
+    )
 
 
 @dataclass
