@@ -5,6 +5,8 @@ run and on the same broker:
 
 * raw: a plain kombu consume-and-ack loop of the same messages (no processing),
   prefetch as amihub's;
+* the adapter alone: amihub's consumer with a stub pipeline (no store): batches,
+  replies with batched publisher confirms, acks; the ceiling the pipeline works under;
 * amihub, 1 worker: ``amihub serve`` (a separate process) consuming the request
   queue: batch of deliveries -> pipeline (parse, XSD, store, message log, stored
   reply, commit) -> replies with one batch of publisher confirms -> ack;
@@ -64,7 +66,9 @@ def messages(count: int) -> list[bytes]:
     ]
 
 
-def publish(url: str, exchange: str, routing_key: str, bodies: list[bytes]) -> float:
+def publish(
+    url: str, exchange: str, routing_key: str, bodies: list[bytes], reply_to: str | None = None
+) -> float:
     from kombu import Connection, Producer
 
     with Connection(url) as conn:
@@ -79,6 +83,7 @@ def publish(url: str, exchange: str, routing_key: str, bodies: list[bytes]) -> f
                 content_encoding="binary",
                 delivery_mode=2,
                 message_id=str(uuid.uuid4()),
+                **({"reply_to": reply_to} if reply_to else {}),
             )
         return time.perf_counter() - t0
 
@@ -137,7 +142,9 @@ def amihub_run(url: str, bodies: list[bytes], workers: int, prefetch: int) -> di
     with scratch_database("amihub_bench_amqp") as db, Connection(url) as conn:
         prepare(db, METERS * PER_DAY)
         topology.declare(conn)
-        publish(url, settings.request_exchange, "create.MeterReadings", bodies)
+        replies = f"{settings.request_queue}.replies"
+        conn.channel().queue_declare(replies, durable=True, auto_delete=False)
+        publish(url, settings.request_exchange, "create.MeterReadings", bodies, replies)
         env = {k: v for k, v in os.environ.items() if not k.startswith("AMIHUB_")}
         env.update(
             {
@@ -179,7 +186,7 @@ def amihub_run(url: str, bodies: list[bytes], workers: int, prefetch: int) -> di
             proc.wait(60)
             with Connection(url) as c:
                 ch = c.channel()
-                for q in (settings.request_queue, settings.dead_letter_queue):
+                for q in (settings.request_queue, settings.dead_letter_queue, replies):
                     ch.queue_delete(q)
                 for x in (settings.request_exchange, settings.events_exchange):
                     ch.exchange_delete(x)
@@ -190,6 +197,67 @@ def amihub_run(url: str, bodies: list[bytes], workers: int, prefetch: int) -> di
     if count != len(bodies) or stored[0] != len(bodies) * PER_DAY:
         raise SystemExit(f"incomplete: {count} messages, {stored[0]} readings stored")
     return {"messages": count, "seconds": seconds, "rate": count / seconds, "depth": depth}
+
+
+class _StubPipeline:
+    """Answers at once without the store: what the adapter alone costs."""
+
+    def __init__(self) -> None:
+        from hub.messages import Outcome
+
+        self.outcome = Outcome(result="OK", reply=b"<ReplyMessage/>")
+
+    def process(self, msg: object) -> object:
+        return self.outcome
+
+
+def adapter_only(url: str, bodies: list[bytes], prefetch: int) -> float:
+    """The consumer with a stub pipeline, in this process: consume, reply (confirmed), ack."""
+    from adapters.amqp.service import AmqpService
+    from adapters.amqp.topology import Topology
+    from hub.bootstrap import bootstrap
+    from hub.settings import AmqpSettings, load_settings
+
+    tag = uuid.uuid4().hex[:8]
+    settings = AmqpSettings(
+        enabled=True,
+        url=url,
+        request_exchange=f"bench.{tag}.requests",
+        request_queue=f"bench.{tag}.requests",
+        events_exchange=f"bench.{tag}.events",
+        dead_letter_exchange=f"bench.{tag}.dead-letter",
+        dead_letter_queue=f"bench.{tag}.dead-letter",
+        prefetch=prefetch,
+        batch_size=prefetch,
+        outbox=False,
+    )
+    replies = f"{settings.request_queue}.replies"
+    with tempfile.TemporaryDirectory() as tmp:
+        app = bootstrap(
+            load_settings(database_url=f"sqlite:///{tmp}/stub.db", amqp=settings), migrate=True
+        )
+        app.pipeline = _StubPipeline()  # type: ignore[assignment]
+        from kombu import Connection
+
+        with Connection(url) as conn:
+            Topology.from_settings(settings).declare(conn)
+            conn.channel().queue_declare(replies, durable=True, auto_delete=False)
+            publish(url, settings.request_exchange, "create.MeterReadings", bodies, replies)
+            service = AmqpService(app)
+            t0 = time.perf_counter()
+            service.start()
+            while service.consumer.handled < len(bodies):
+                time.sleep(0.005)
+            elapsed = time.perf_counter() - t0
+            service.stop()
+            ch = conn.channel()
+            for q in (settings.request_queue, settings.dead_letter_queue, replies):
+                ch.queue_delete(q)
+            for x in (settings.request_exchange, settings.events_exchange):
+                ch.exchange_delete(x)
+            ch.exchange_delete(settings.dead_letter_exchange)
+        app.close()
+    return len(bodies) / elapsed
 
 
 def main(argv: list[str]) -> None:
@@ -206,9 +274,11 @@ def main(argv: list[str]) -> None:
         f"{args.prefetch}"
     )
     raw = raw_consume(AMQP_URL, bodies, args.prefetch)
+    stub = adapter_only(AMQP_URL, bodies, args.prefetch)
     one = amihub_run(AMQP_URL, bodies, 1, args.prefetch)
     many = amihub_run(AMQP_URL, bodies, args.workers, args.prefetch)
     print(f"raw kombu consume + ack (no processing):      {raw:>9,.0f} messages/s")
+    print(f"amihub adapter, stub pipeline (reply + ack):  {stub:>9,.0f} messages/s")
     print(
         f"amihub, 1 worker (pipeline, PostgreSQL, ack): {one['rate']:>9,.0f} messages/s "
         f"= {one['rate'] * PER_DAY:,.0f} readings/s ({one['messages']:,} in {one['seconds']:.1f} s)"
@@ -223,7 +293,7 @@ def main(argv: list[str]) -> None:
         f"{args.workers} workers / 1 worker: {many['rate'] / one['rate']:.2f}  "
         f"(target: >= {TARGET:,} messages/s with 1 worker)"
     )
-    print(json.dumps({"raw": raw, "one": one["rate"], "many": many["rate"]}))
+    print(json.dumps({"raw": raw, "stub": stub, "one": one["rate"], "many": many["rate"]}))
 
 
 if __name__ == "__main__":

@@ -138,6 +138,7 @@ class AmqpConsumer:
         self._buffer: list[Message] = []
         self._first_at = 0.0
         self._own_user: str | None = None
+        self._ack_multiple = False
         #: the consuming connection while connected (tests close it to simulate a drop)
         self.connection: Connection | None = None
         #: rounds and deliveries handled (for logs and tests)
@@ -189,6 +190,8 @@ class AmqpConsumer:
         # amihub's own broker user: its retry copies name the partner in amihub-partner
         driver = connection.transport.driver_type
         self._own_user = connection.userid if driver == "amqp" else IN_PROCESS_USER
+        # virtual transports (memory) ignore basic.ack's multiple flag
+        self._ack_multiple = driver == "amqp"
         if self.settings.declare:
             self.topology.declare(connection)
         channel = connection.channel()
@@ -262,11 +265,15 @@ class AmqpConsumer:
                     log.warning("reply to %s for %s dropped: %s", d.reply_to, d.request_id, error)
                 else:
                     d.requeue = True
-        for d in deliveries:
-            if d.requeue:
-                d.message.requeue()
-            else:
-                d.message.ack()
+        if self._ack_multiple and deliveries and not any(d.requeue for d in deliveries):
+            # the batch is every delivery not yet settled on this channel: one ack for all
+            deliveries[-1].message.ack(multiple=True)
+        else:
+            for d in deliveries:
+                if d.requeue:
+                    d.message.requeue()
+                else:
+                    d.message.ack()
         self.rounds += 1
         self.handled += len(deliveries)
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -66,6 +66,8 @@ class Nacked(TransportUnavailable):
 class Confirms(Protocol):
     def published(self, item: Outgoing) -> int: ...
     def wait(self, tags: Sequence[int], timeout: float) -> dict[int, Exception]: ...
+    def cork(self) -> None: ...
+    def uncork(self) -> None: ...
 
 
 class ImmediateConfirms:
@@ -81,6 +83,12 @@ class ImmediateConfirms:
     def wait(self, tags: Sequence[int], timeout: float) -> dict[int, Exception]:
         return {}
 
+    def cork(self) -> None:
+        pass
+
+    def uncork(self) -> None:
+        pass
+
 
 class AmqpConfirms:
     """RabbitMQ publisher confirms on a py-amqp channel, collected per batch."""
@@ -94,9 +102,48 @@ class AmqpConfirms:
         self._unsettled: set[int] = set()
         self._returned: dict[str, Exception] = {}  # message_id -> why
         self._tag_of_id: dict[str, int] = {}
+        self._uncork: Callable[[], None] | None = None
         channel.events["basic_ack"].add(self._on_ack)
         channel.events["basic_nack"].add(self._on_nack)
         channel.events["basic_return"].add(self._on_return)
+
+    #: corked writes are flushed when they reach this size (bytes)
+    CORK_LIMIT = 1 << 20
+
+    def cork(self) -> None:
+        """Collect the publishes' frames and write them with one ``sendall``, not one each.
+
+        py-amqp writes every publish at once (method, header and body frames);
+        the frame buffer is reused, so each write is copied here.
+        """
+        transport = self.connection.connection.transport
+        send = transport._write
+        chunks: list[bytes] = []
+        size = 0
+
+        def write(data: bytes) -> None:
+            nonlocal size
+            chunks.append(bytes(data))
+            size += len(data)
+            if size >= self.CORK_LIMIT:
+                send(b"".join(chunks))
+                chunks.clear()
+                size = 0
+
+        def uncork() -> None:
+            transport._write = send
+            if chunks:
+                data = b"".join(chunks)
+                chunks.clear()
+                send(data)
+
+        transport._write = write
+        self._uncork = uncork
+
+    def uncork(self) -> None:
+        uncork, self._uncork = self._uncork, None
+        if uncork is not None:
+            uncork()
 
     def published(self, item: Outgoing) -> int:
         tag = self._next
@@ -209,22 +256,11 @@ class ConfirmingPublisher:
         try:
             producer, confirms = self._ensure()
             tags: list[int] = []
-            for item in items:
-                producer.publish(
-                    item.body,
-                    routing_key=item.routing_key,
-                    exchange=item.exchange,
-                    headers=dict(item.headers),
-                    message_id=item.message_id or str(uuid.uuid4()),
-                    correlation_id=item.correlation_id,
-                    content_type=item.content_type,
-                    content_encoding="binary",
-                    delivery_mode=2,
-                    mandatory=item.mandatory,
-                    timestamp=int(time.time()),
-                    **_optional(type=item.type, reply_to=item.reply_to, user_id=item.user_id),
-                )
-                tags.append(confirms.published(item))
+            confirms.cork()
+            try:
+                self._publish_all(producer, confirms, items, tags)
+            finally:
+                confirms.uncork()
             by_tag = confirms.wait(tags, self.settings.confirm_timeout)
         except TransportUnavailable:
             self.close()
@@ -236,6 +272,27 @@ class ConfirmingPublisher:
         self.published += len(items)
         index = {tag: i for i, tag in enumerate(tags)}
         return {index[tag]: exc for tag, exc in by_tag.items()}
+
+    @staticmethod
+    def _publish_all(
+        producer: Producer, confirms: Confirms, items: Sequence[Outgoing], tags: list[int]
+    ) -> None:
+        for item in items:
+            producer.publish(
+                item.body,
+                routing_key=item.routing_key,
+                exchange=item.exchange,
+                headers=dict(item.headers),
+                message_id=item.message_id or str(uuid.uuid4()),
+                correlation_id=item.correlation_id,
+                content_type=item.content_type,
+                content_encoding="binary",
+                delivery_mode=2,
+                mandatory=item.mandatory,
+                timestamp=int(time.time()),
+                **_optional(type=item.type, reply_to=item.reply_to, user_id=item.user_id),
+            )
+            tags.append(confirms.published(item))
 
     def heartbeat_check(self) -> None:
         if self._connection is not None and self.settings.heartbeat:
