@@ -595,15 +595,24 @@ class SqlEventRepository(_Repo):
         start: datetime | None,
         end: datetime | None,
     ) -> list[EndDeviceEvent]:
+        """Events with ``start <= created_at < end``, oldest first."""
         e = t.end_device_event
         stmt = select(e).where(e.c.utility_id == utility_id)
-        if device_ids is not None:
-            stmt = stmt.where(e.c.device_id.in_(list(device_ids)))
         if start is not None:
             stmt = stmt.where(e.c.created_at >= start)
         if end is not None:
             stmt = stmt.where(e.c.created_at < end)
-        rows = self._conn.execute(stmt.order_by(e.c.created_at, e.c.id))
+        stmt = stmt.order_by(e.c.created_at, e.c.id)
+        if device_ids is None:
+            rows = list(self._conn.execute(stmt))
+        else:  # chunks: SQLite limits bound parameters
+            ids = sorted(set(device_ids))
+            rows = [
+                row
+                for i in range(0, len(ids), 5_000)
+                for row in self._conn.execute(stmt.where(e.c.device_id.in_(ids[i : i + 5_000])))
+            ]
+            rows.sort(key=lambda r: (r.created_at, r.id))
         return [
             EndDeviceEvent(
                 device_mrid=r.device_mrid,
