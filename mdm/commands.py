@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from mdm.model import DeviceRef, EndDevice, UsagePoint
-from mdm.ports import StagedReading
+from mdm.ports import ReadingBlock, StagedReading
 
 
 @dataclass(frozen=True)
@@ -24,10 +24,13 @@ class MeterItem:
 
 @dataclass(frozen=True)
 class ReadingFeedChunk:
-    """A slice of a reading stream: some readings and the meters named so far."""
+    """A slice of a reading stream: blocks of readings and the meters they belong to."""
 
-    readings: list[StagedReading] = field(default_factory=list)
+    blocks: list[ReadingBlock] = field(default_factory=list)
     meters: list[MeterItem] = field(default_factory=list)
+
+    def rows(self) -> list[StagedReading]:
+        return [row for block in self.blocks for row in block.rows()]
 
 
 @dataclass(frozen=True)

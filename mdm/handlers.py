@@ -53,14 +53,14 @@ def store_meter_readings(
     writer = uow.readings.direct_writer(cmd.utility_id) if cmd.direct else None
     if writer is not None:
         for chunk in cmd.feed:
-            writer.add(chunk.readings, {m.item: m.ref for m in chunk.meters})
+            writer.add(chunk.blocks, {m.item: m.ref for m in chunk.meters})
         return writer.finish()
     staging = uow.readings.staging()
     for chunk in cmd.feed:
         for meter in chunk.meters:
             staging.add_meter(meter.item, meter.ref)
-        if chunk.readings:
-            staging.add_readings(chunk.readings)
+        if chunk.blocks:
+            staging.add_readings(chunk.rows())
     return staging.apply(cmd.utility_id)
 
 

@@ -42,6 +42,24 @@ class StagedReading(NamedTuple):
     quality: str  # comma-separated ReadingQualityType codes, "" = valid
 
 
+#: (instant UTC, value, quality) of one reading inside a :class:`ReadingBlock`
+BlockReading = tuple[datetime, Decimal, str]
+
+
+class ReadingBlock(NamedTuple):
+    """Readings of one MeterReading item and one ReadingType, as an IntervalBlock
+    carries them: the bulk paths format them without a tuple per reading."""
+
+    item: int
+    reading_type: str
+    readings: list[BlockReading]
+
+    def rows(self) -> list[StagedReading]:
+        new = tuple.__new__
+        item, rt = self.item, self.reading_type
+        return [new(StagedReading, (item, rt, ts, v, q)) for ts, v, q in self.readings]
+
+
 @dataclass(frozen=True)
 class DuplicateReading:
     item: int
@@ -80,13 +98,13 @@ class DirectReadingWriter(Protocol):
     """The optimistic bulk path for brand-new readings: rows go straight into the
     readings table (COPY on PostgreSQL), a batch at a time.
 
-    ``add`` takes rows whose MeterReadings are complete (their meters in
+    ``add`` takes blocks whose MeterReadings are complete (their meters in
     ``meters``). If a key of a batch is already stored, or repeats, it raises
     :class:`hub.errors.FastPathConflict`: the caller rolls back and uses
     :class:`ReadingStaging`, which merges versions and reports duplicates exactly.
     """
 
-    def add(self, rows: Sequence[StagedReading], meters: Mapping[int, DeviceRef]) -> None: ...
+    def add(self, blocks: Sequence[ReadingBlock], meters: Mapping[int, DeviceRef]) -> None: ...
 
     def finish(self) -> StagingResult: ...
 

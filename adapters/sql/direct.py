@@ -24,7 +24,7 @@ import psycopg
 
 from hub.errors import FastPathConflict, PermanentError, StoreUnavailable
 from mdm.model import DeviceRef, IngestStats
-from mdm.ports import StagedReading, StagingResult
+from mdm.ports import ReadingBlock, StagingResult
 
 if TYPE_CHECKING:
     from adapters.sql.readings import SqlReadingRepository
@@ -52,7 +52,8 @@ class SqlDirectReadingWriter:
         self._repo = repo
         self._utility_id = utility_id
         self._batch_rows = batch_rows
-        self._rows: list[StagedReading] = []
+        self._blocks: list[ReadingBlock] = []
+        self._pending = 0  # readings in ``_blocks``
         self._meters: dict[int, DeviceRef] = {}
         self._unknown: list[int] = []
         self._stored = 0
@@ -63,10 +64,11 @@ class SqlDirectReadingWriter:
     def _raw(self) -> Any:
         return self._uow.connection.connection.driver_connection
 
-    def add(self, rows: Sequence[StagedReading], meters: Mapping[int, DeviceRef]) -> None:
-        self._rows.extend(rows)
+    def add(self, blocks: Sequence[ReadingBlock], meters: Mapping[int, DeviceRef]) -> None:
+        self._blocks.extend(blocks)
+        self._pending += sum(len(b.readings) for b in blocks)
         self._meters.update(meters)
-        if len(self._rows) >= self._batch_rows:
+        if self._pending >= self._batch_rows:
             self._flush()
 
     def finish(self) -> StagingResult:
@@ -76,26 +78,26 @@ class SqlDirectReadingWriter:
     # -- one batch ----------------------------------------------------------------------
 
     def _flush(self) -> None:
-        rows, meters = self._rows, self._meters
-        self._rows, self._meters = [], {}
-        if not rows and not meters:
+        blocks, meters = self._blocks, self._meters
+        self._blocks, self._meters, self._pending = [], {}, 0
+        if not blocks and not meters:
             return
         try:
             devices = self._resolve(meters)
             self._unknown.extend(sorted(i for i in meters if i not in devices))
-            rows = [r for r in rows if r[0] in devices]
-            if not rows:
+            blocks = [b for b in blocks if b.item in devices and b.readings]
+            if not blocks:
                 return
-            types = self._repo.register_types(sorted({r[1] for r in rows}))
-            self._refuse_stored_keys(rows, devices, types)
-            self._copy(rows, devices, types)
+            types = self._repo.register_types(sorted({b.reading_type for b in blocks}))
+            self._refuse_stored_keys(blocks, devices, types)
+            self._copy(blocks, devices, types)
         except psycopg.errors.UniqueViolation as exc:
             raise FastPathConflict(f"a key repeats in the message: {exc}") from exc
         except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
             raise StoreUnavailable(f"store unavailable during bulk write: {exc}") from exc
         except psycopg.Error as exc:
             raise PermanentError(f"bulk write refused by the store: {exc}") from exc
-        self._stored += len(rows)
+        self._stored += sum(len(b.readings) for b in blocks)
 
     def _resolve(self, meters: Mapping[int, DeviceRef]) -> dict[int, int]:
         """item -> device id, for the meters that exist (mRID; else unique name or serial)."""
@@ -127,10 +129,10 @@ class SqlDirectReadingWriter:
         return out
 
     def _refuse_stored_keys(
-        self, rows: Sequence[StagedReading], devices: Mapping[int, int], types: Mapping[str, int]
+        self, blocks: Sequence[ReadingBlock], devices: Mapping[int, int], types: Mapping[str, int]
     ) -> None:
-        lo = min(r[2] for r in rows)
-        hi = max(r[2] for r in rows)
+        lo = min(min(r[0] for r in b.readings) for b in blocks)
+        hi = max(max(r[0] for r in b.readings) for b in blocks)
         with self._raw.cursor() as cur:
             cur.execute(
                 "SELECT 1 FROM reading WHERE device_id = ANY(%s) AND reading_type_id = ANY(%s) "
@@ -141,26 +143,25 @@ class SqlDirectReadingWriter:
                 raise FastPathConflict("some readings are stored already: merge them")
 
     def _copy(
-        self, rows: Sequence[StagedReading], devices: Mapping[int, int], types: Mapping[str, int]
+        self, blocks: Sequence[ReadingBlock], devices: Mapping[int, int], types: Mapping[str, int]
     ) -> None:
         cache = self._ts_cache
         if len(cache) > 200_000:
             cache.clear()
-        now = self._now
+        tail = f"\t1\t{self._now}\n"
         with self._raw.cursor() as cur, cur.copy(_COPY) as copy:
-            last: tuple[int, str] | None = None
-            prefix = ""
-            for start in range(0, len(rows), 5_000):
-                lines: list[str] = []
-                append = lines.append
-                for item, code, ts, value, quality in rows[start : start + 5_000]:
-                    if (item, code) != last:  # rows come in runs of one meter and type
-                        prefix = f"{devices[item]}\t{types[code]}\t"
-                        last = (item, code)
+            lines: list[str] = []
+            append = lines.append
+            for item, code, readings in blocks:
+                prefix = f"{devices[item]}\t{types[code]}\t"
+                for ts, value, quality in readings:
                     stamp = cache.get(ts)
                     if stamp is None:
                         stamp = cache[ts] = ts.isoformat()
                     if quality and any(c in quality for c in _SPECIALS):
                         quality = _escape(quality)
-                    append(f"{prefix}{stamp}\t{value}\t{quality}\t1\t{now}\n")
-                copy.write("".join(lines))
+                    append(f"{prefix}{stamp}\t{value}\t{quality}{tail}")
+                if len(lines) >= 5_000:  # the server parses while Python formats
+                    copy.write("".join(lines))
+                    lines.clear()
+            copy.write("".join(lines))
