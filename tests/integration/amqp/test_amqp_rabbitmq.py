@@ -11,7 +11,7 @@ import pytest
 from adapters.amqp.service import event_destination
 from hub.bootstrap import App
 from tests.integration.amqp.conftest import Start, wait_for
-from tests.unit.amqp.partner import readings_request
+from tests.unit.amqp.partner import get_meter_readings_request, readings_request
 from tests.unit.amqp.test_amqp_memory import assert_dead_lettered, result_of
 from tests.unit.hub.conftest import add_meters, make_app, reading_count
 
@@ -146,3 +146,32 @@ def test_outbox_events_with_batched_confirms(rabbit: Start, sqlite_app: App) -> 
     time.sleep(0.2)
     with sqlite_app.uow_factory() as uow:
         assert uow.outbox.pending_count("amqp") == 0
+
+
+def test_partner_guide_create_get_and_events(rabbit: Start, sqlite_app: App) -> None:
+    """What docs/amqp.md tells a partner: publish, read the reply and the events queue."""
+    from hub.security import UserSettings
+
+    sqlite_app.settings = sqlite_app.settings.model_copy(
+        update={"users": [UserSettings(name="guest", permissions=["create:*", "get:*"])]}
+    )
+    cis = {"name": "cis", "events": ["created.MeterReadings"]}
+    service, partner = rabbit(sqlite_app, partners=[cis])
+    events_queue = service.settings.partners[0].queue_name
+    # 1. CreateMeterReadings: reply on the partner's queue, event on its events queue
+    create_id = partner.send(readings_request("MTR-1"), "create.MeterReadings", user_id="guest")
+    [created] = partner.replies()
+    assert created.properties["correlation_id"] == create_id
+    assert result_of(created.body) == ("OK", [])
+    [event] = partner.get(events_queue)
+    assert event.routing_key == "created.MeterReadings"
+    # 2. GetMeterReadings: the readings come back in the reply's Payload
+    get = get_meter_readings_request(
+        "MTR-1", "2026-03-01T00:00:00Z", "2026-03-02T00:00:00Z", "get-1"
+    )
+    get_id = partner.send(get, "get.MeterReadings", user_id="guest")
+    [answer] = partner.replies()
+    assert answer.properties["correlation_id"] == get_id
+    assert result_of(answer.body) == ("OK", [])
+    assert answer.body.count(b"<IntervalReadings>") == 96
+    assert partner.get(events_queue, timeout=0.3) == []  # a get is no event

@@ -129,3 +129,19 @@ class Partner:
     def depth(self, queue: str) -> int:
         _, count, _ = Queue(queue, no_declare=True)(self.channel).queue_declare(passive=True)
         return int(count)
+
+
+def get_meter_readings_request(meter: str, start: str, end: str, message_id: str) -> bytes:
+    """A GetMeterReadings RequestMessage, as docs/amqp.md shows it."""
+    from cim_schemas.namespaces import MESSAGE_NS, profile_ns
+
+    return f"""<?xml version="1.0" encoding="UTF-8"?>
+<RequestMessage xmlns="{MESSAGE_NS}" xmlns:gmr="{profile_ns("GetMeterReadings")}">
+  <Header><Verb>get</Verb><Noun>MeterReadings</Noun>
+    <Timestamp>2026-03-02T10:00:00Z</Timestamp><Source>CIS</Source>
+    <MessageID>{message_id}</MessageID></Header>
+  <Request><StartTime>{start}</StartTime><EndTime>{end}</EndTime>
+    <gmr:GetMeterReadings><gmr:EndDevice><gmr:mRID>{meter}</gmr:mRID></gmr:EndDevice>
+    </gmr:GetMeterReadings>
+  </Request>
+</RequestMessage>""".encode()
