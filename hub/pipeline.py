@@ -18,7 +18,7 @@ applied once or not at all.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -44,7 +44,14 @@ from hub.errors import (
 from hub.lifecycle import LifecycleRecorder
 from hub.lifecycle import MessageLifecycle as S
 from hub.messages import InboundMessage, Outcome
-from hub.routing import MessageFrame, RouteContext, RouteResult, RouteTable
+from hub.routing import (
+    BatchConflict,
+    BatchRoute,
+    MessageFrame,
+    RouteContext,
+    RouteResult,
+    RouteTable,
+)
 from hub.settings import LimitSettings
 from mdm.handlers import HandlerContext
 from mdm.ports import UnitOfWork, UnitOfWorkFactory
@@ -84,16 +91,28 @@ class Pipeline:
     # -- entry point -------------------------------------------------------------------
 
     def process(self, msg: InboundMessage) -> Outcome:
-        size = msg.size
+        limit, content_hash = self._measure(msg)
+        with self.uow_factory() as uow:
+            log_id = self._start(uow, msg, content_hash)
+            uow.commit()
+        return self._run(msg, LifecycleRecorder(log_id), limit, content_hash)
+
+    def _measure(self, msg: InboundMessage) -> tuple[int, str]:
+        """The size limit that applies, and the content hash (of the head, when oversize)."""
         limit = self.limits.max_file_bytes if msg.path else self.limits.max_message_bytes
         # an oversize input is refused unread: its hash covers the head it is kept by
         content_hash = (
             msg.content_hash()
-            if size <= limit
+            if msg.size <= limit
             else content_hash_of(msg.head(DEAD_LETTER_BODY_LIMIT)[0])
         )
-        log_id = self._start(msg, content_hash, size)
-        steps = LifecycleRecorder(log_id)
+        return limit, content_hash
+
+    def _run(
+        self, msg: InboundMessage, steps: LifecycleRecorder, limit: int, content_hash: str
+    ) -> Outcome:
+        """Everything after the message log row exists; never raises but RecoverableError."""
+        size, log_id = msg.size, steps.log_id
         seen = _Seen()
         try:
             if size > limit:
@@ -287,24 +306,30 @@ class Pipeline:
                 allow_direct=allow_direct,
             )
             result = route.handle(frame, ctx, uow)
-            reply = self._render(header, frame.style, result.result, result.errors, result.payload)
-            claim = header.message_id if msg.replay_of is None else None
-            uow.messages.identify(log_id, claim, header.verb, header.noun, header.correlation_id)
-            dead_letter_id = None
-            if result.result != "OK":
-                dead_letter_id = self._dead_letter(uow, msg, log_id, result.errors)
-            steps.finish(uow.messages, S.REPLIED, result.result, reply)
+            outcome = self._conclude(uow, msg, frame, steps, result)
             uow.commit()
         self._after_replay(msg, result.result)
-        log.info(
-            "%s %s %s from %s: %s %s",
-            header.verb,
-            header.noun,
-            header.message_id,
-            msg.source,
-            result.result,
-            _counts(result),
-        )
+        self._log_outcome(msg, outcome, result)
+        return outcome
+
+    def _conclude(
+        self,
+        uow: UnitOfWork,
+        msg: InboundMessage,
+        frame: MessageFrame,
+        steps: LifecycleRecorder,
+        result: RouteResult,
+    ) -> Outcome:
+        """Render the reply, claim the MessageID, keep a dead letter unless OK, finish."""
+        header = frame.header
+        log_id = steps.log_id
+        reply = self._render(header, frame.style, result.result, result.errors, result.payload)
+        claim = header.message_id if msg.replay_of is None else None
+        uow.messages.identify(log_id, claim, header.verb, header.noun, header.correlation_id)
+        dead_letter_id = None
+        if result.result != "OK":
+            dead_letter_id = self._dead_letter(uow, msg, log_id, result.errors)
+        steps.finish(uow.messages, S.REPLIED, result.result, reply)
         return Outcome(
             result=result.result,
             reply=reply,
@@ -319,6 +344,146 @@ class Pipeline:
             async_reply=bool(header.async_reply_flag),
             counts=result.counts,
         )
+
+    @staticmethod
+    def _log_outcome(msg: InboundMessage, outcome: Outcome, result: RouteResult) -> None:
+        log.info(
+            "%s %s %s from %s: %s %s",
+            outcome.verb,
+            outcome.noun,
+            outcome.message_id,
+            msg.source,
+            outcome.result,
+            _counts(result),
+        )
+
+    # -- many small messages, one transaction ---------------------------------------------
+
+    def process_batch(self, msgs: Sequence[InboundMessage]) -> list[Outcome]:
+        """Process several messages with one transaction where their route allows it.
+
+        For streams of small messages (AMQP): messages whose route is a
+        :class:`~hub.routing.BatchRoute` (MeterReadings create/created) are applied
+        together, one store write and one commit for the batch, each with its own
+        reply, lifecycle and dead letter. Everything else (a refusal, a MessageID
+        seen before, a replay, another noun, readings repeated across messages) is
+        processed one by one, exactly as :meth:`process` does. Outcomes come back
+        in the order of ``msgs``.
+        """
+        if len(msgs) < 2:
+            return [self.process(m) for m in msgs]
+        measured = [self._measure(m) for m in msgs]
+        with self.uow_factory() as uow:
+            steps = [
+                LifecycleRecorder(self._start(uow, m, h))
+                for m, (_, h) in zip(msgs, measured, strict=True)
+            ]
+            uow.commit()
+        outcomes: list[Outcome | None] = [None] * len(msgs)
+        groups: dict[tuple[int, str], list[tuple[int, MessageFrame, object, BatchRoute]]] = {}
+        claimed: set[tuple[str, str]] = set()
+        for i, msg in enumerate(msgs):
+            member = self._batch_member(msg, measured[i][0], claimed)
+            if member is not None:
+                frame, prepared, route = member
+                key = (id(route), self._utility(msg))
+                groups.setdefault(key, []).append((i, frame, prepared, route))
+        for (_, utility_code), group in groups.items():
+            done = self._dispatch_batch(group, msgs, steps, measured, utility_code)
+            for i, outcome in done.items():
+                outcomes[i] = outcome
+        return [
+            o if o is not None else self._run(msgs[i], steps[i], *measured[i])
+            for i, o in enumerate(outcomes)
+        ]
+
+    def _batch_member(
+        self, msg: InboundMessage, limit: int, claimed: set[tuple[str, str]]
+    ) -> tuple[MessageFrame, object, BatchRoute] | None:
+        """Parse and prepare a message for a batch, or None: it goes one by one."""
+        if msg.replay_of is not None or msg.body is None:
+            return None
+        if msg.size > min(limit, self.limits.tree_limit_bytes):
+            return None
+        try:
+            frame = self._parse_tree(msg.body)
+            self._authorise(msg, frame.header)
+            route = self.routes.get(frame.header.verb, frame.header.noun)
+            if not isinstance(route, BatchRoute):
+                return None
+            prepared = route.prepare(frame)
+        except AmihubError:
+            return None  # refused: process() says why, with a dead letter
+        mid = frame.header.message_id
+        if mid is not None:
+            if (msg.source, mid) in claimed:
+                return None  # the same MessageID twice in a batch: the second is a replay
+            claimed.add((msg.source, mid))
+        return frame, prepared, route
+
+    def _dispatch_batch(
+        self,
+        group: list[tuple[int, MessageFrame, object, BatchRoute]],
+        msgs: Sequence[InboundMessage],
+        steps: list[LifecycleRecorder],
+        measured: list[tuple[int, str]],
+        utility_code: str,
+    ) -> dict[int, Outcome]:
+        for allow_direct in (True, False):
+            try:
+                return self._apply_batch(group, msgs, steps, utility_code, allow_direct)
+            except FastPathConflict:
+                for i, *_ in group:
+                    steps[i].rolled_back()
+            except (BatchConflict, AmihubError) as exc:
+                log.info("batch of %d message(s) goes one by one: %s", len(group), exc)
+                for i, *_ in group:
+                    steps[i].rolled_back()
+                return {}
+        return {}
+
+    def _apply_batch(
+        self,
+        group: list[tuple[int, MessageFrame, object, BatchRoute]],
+        msgs: Sequence[InboundMessage],
+        steps: list[LifecycleRecorder],
+        utility_code: str,
+        allow_direct: bool,
+    ) -> dict[int, Outcome]:
+        with self.uow_factory() as uow:
+            members = []
+            for i, frame, prepared, route in group:
+                mid = frame.header.message_id
+                if mid and uow.messages.find(msgs[i].source, mid) is not None:
+                    continue  # seen before: process() returns the stored reply or refuses
+                members.append((i, frame, prepared, route))
+            if not members:
+                return {}
+            utility = uow.utilities.get(utility_code)
+            if utility is None or utility.id is None:
+                return {}
+            ctx = RouteContext(
+                utility_id=utility.id,
+                utility_code=utility_code,
+                handler=HandlerContext(actor=msgs[members[0][0]].source, now=self.clock()),
+                bus=self.bus,
+                allow_direct=allow_direct,
+            )
+            for i, frame, _, _ in members:
+                steps[i].advance(uow.messages, S.VALIDATED)
+                steps[i].advance(
+                    uow.messages, S.DISPATCHED, f"{frame.header.verb} {frame.header.noun} (batch)"
+                )
+            route = members[0][3]
+            results = route.handle_batch([(f, p) for _, f, p, _ in members], ctx, uow)
+            done = {
+                i: self._conclude(uow, msgs[i], frame, steps[i], result)
+                for (i, frame, _, _), result in zip(members, results, strict=True)
+            }
+            uow.commit()
+        for (i, _, _, _), result in zip(members, results, strict=True):
+            self._log_outcome(msgs[i], done[i], result)
+        return done
 
     # -- failure paths -------------------------------------------------------------------
 
@@ -411,16 +576,12 @@ class Pipeline:
 
     # -- bookkeeping ---------------------------------------------------------------------
 
-    def _start(self, msg: InboundMessage, content_hash: str, size: int) -> int:
-        with self.uow_factory() as uow:
-            log_id = uow.messages.start(
-                msg.source, msg.endpoint, content_hash, size, msg.received_at
-            )
-            if msg.replay_of is not None:
-                uow.messages.transition(
-                    log_id, S.RECEIVED, f"replay of dead letter {msg.replay_of}"
-                )
-            uow.commit()
+    def _start(self, uow: UnitOfWork, msg: InboundMessage, content_hash: str) -> int:
+        log_id = uow.messages.start(
+            msg.source, msg.endpoint, content_hash, msg.size, msg.received_at
+        )
+        if msg.replay_of is not None:
+            uow.messages.transition(log_id, S.RECEIVED, f"replay of dead letter {msg.replay_of}")
         return log_id
 
     def _retry(self, steps: LifecycleRecorder) -> None:

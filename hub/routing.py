@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from lxml import etree
 
@@ -98,3 +98,24 @@ class RouteTable:
 
     def operations(self) -> list[tuple[str, str]]:
         return sorted(self._routes)
+
+
+class BatchConflict(Exception):
+    """Messages of a batch cannot be applied together (e.g. the same reading twice):
+    the pipeline processes them one by one instead."""
+
+
+@runtime_checkable
+class BatchRoute(Route, Protocol):
+    """A route that can apply several small messages in one store write.
+
+    ``prepare`` checks and extracts one message outside any transaction (raising
+    MessageRejected like ``handle`` would); ``handle_batch`` applies prepared
+    messages of one utility together and returns one result per message, in order.
+    """
+
+    def prepare(self, frame: MessageFrame) -> object: ...
+
+    def handle_batch(
+        self, prepared: Sequence[tuple[MessageFrame, object]], ctx: RouteContext, uow: UnitOfWork
+    ) -> list[RouteResult]: ...

@@ -18,18 +18,29 @@ Meters are staged by distinct meter, not by line: item ``n`` is the n-th
 distinct meter of the file, so memory grows with the number of meters, never
 with the number of lines. A meter named by usage point is resolved to the
 device installed there at the reading's time.
+
+On PostgreSQL :func:`import_file` first tries the store's optimistic bulk path
+(:meth:`mdm.ports.ReadingRepository.direct_writer`: new readings COPYed straight
+into the readings table, one write instead of two). Readings go to it in whole
+runs of a meter (the consecutive rows of one meter are never split between two
+of its batches), so a file whose meters' rows are together never meets its own
+earlier batches. If a reading is stored already or repeats in the file, the
+writer raises :class:`hub.errors.FastPathConflict`: the transaction is rolled
+back and the file read again through the exact staged path (versions,
+unchanged readings, duplicates reported). The result is the same either way.
 """
 
 from __future__ import annotations
 
 import io
+import logging
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import IO, Any, Protocol
 
-from hub.errors import ConfigurationError
+from hub.errors import ConfigurationError, FastPathConflict
 from mappings.csv_reader import read_csv, read_csv_events
 from mappings.load import Catalog
 from mappings.rows import (
@@ -43,10 +54,22 @@ from mappings.rows import (
 from mappings.spec import CodeTable, CsvEventsSpec, CsvSpec, XmlSpec
 from mappings.xml_reader import read_xml
 from mdm.model import DeviceRef, EndDeviceEvent, IngestStats
-from mdm.ports import StagedReading, UnitOfWork, UnitOfWorkFactory
+from mdm.ports import (
+    DirectReadingWriter,
+    ReadingBlock,
+    StagingResult,
+    UnitOfWork,
+    UnitOfWorkFactory,
+)
+
+log = logging.getLogger(__name__)
 
 DEFAULT_MAX_ERRORS = 1000
 DUPLICATE = "2004"
+#: Direct path: a run of one meter longer than this is handed over in parts.
+MAX_CARRIED_ROWS = 50_000
+
+_new_tuple = tuple.__new__
 
 
 @dataclass(frozen=True)
@@ -189,12 +212,21 @@ class _Resolver:
     utility_id: int
     items: dict[DeviceRef, _MeterSeen] = field(default_factory=dict)
     unresolved: dict[tuple[MeterKey, str], _MeterSeen] = field(default_factory=dict)
+    refs: dict[int, DeviceRef] = field(default_factory=dict)  # item -> device
     _up_devices: dict[DeviceRef, list[tuple[int, datetime, datetime | None]] | None] = field(
         default_factory=dict
     )
     _mrids: dict[int, str] = field(default_factory=dict)
 
-    def item_for(self, row: SourceRow, staging_meters: list[tuple[int, DeviceRef]]) -> int | None:
+    def item_for(
+        self,
+        row: SourceRow,
+        staging_meters: list[tuple[int, DeviceRef]],
+        count: int = 1,
+        last_line: int = 0,
+    ) -> int | None:
+        """The item of ``row``'s meter; ``count`` rows of the same device meter up to
+        ``last_line`` may be counted at once (usage points are resolved row by row)."""
         ref: DeviceRef | None
         if row.meter.kind == "device":
             ref = row.meter.ref
@@ -213,9 +245,10 @@ class _Resolver:
         if seen is None:
             seen = _MeterSeen(len(self.items) + 1, MeterKey("device", ref), row.line, row.line)
             self.items[ref] = seen
+            self.refs[seen.item] = ref
             staging_meters.append((seen.item, ref))
-        seen.last = row.line
-        seen.count += 1
+        seen.last = last_line or row.line
+        seen.count += count
         return seen.item
 
     def _unresolved(self, row: SourceRow, why: str) -> None:
@@ -281,6 +314,82 @@ def read_file(
     return read_xml(spec, source, tables=tables, batch_size=batch_size)
 
 
+def _blocks(
+    rows: list[SourceRow], resolver: _Resolver, new_meters: list[tuple[int, DeviceRef]]
+) -> list[ReadingBlock]:
+    """The batch's readings in blocks of consecutive rows of one meter and ReadingType;
+    meters are resolved a run at a time."""
+    out: list[ReadingBlock] = []
+    new = _new_tuple
+    n = len(rows)
+    i = 0
+    while i < n:
+        row = rows[i]
+        meter, rt = row[1], row[2]
+        j = i + 1
+        if meter.kind == "device":  # a run: the next rows of the same meter and type
+            while j < n and rows[j][1] is meter and rows[j][2] == rt:
+                j += 1
+        item = resolver.item_for(row, new_meters, j - i, rows[j - 1][0])
+        if item is not None:
+            readings = (
+                [(row[3], row[4], row[5])]
+                if j == i + 1
+                else [(r[3], r[4], r[5]) for r in rows[i:j]]
+            )
+            out.append(new(ReadingBlock, (item, rt, readings)))
+        i = j
+    return out
+
+
+class _DirectFeed:
+    """Hands blocks to a :class:`DirectReadingWriter` in whole runs of a meter.
+
+    The writer flushes a batch only inside ``add``, so when every ``add`` ends
+    at the end of a meter's run, the consecutive rows of one meter are never
+    split between two of its batches: a batch cannot meet the meter's readings
+    stored by the batch before. The last, maybe unfinished run of a call is
+    carried over to the next; a run longer than :data:`MAX_CARRIED_ROWS` is split.
+    """
+
+    def __init__(self, writer: DirectReadingWriter, refs: Mapping[int, DeviceRef]) -> None:
+        self.writer = writer
+        self.refs = refs
+        self.carry: list[ReadingBlock] = []
+        self.carried = 0  # readings in ``carry``
+        self.carry_item = 0
+
+    def add(self, blocks: list[ReadingBlock]) -> None:
+        if not blocks:
+            return
+        last = blocks[-1][0]
+        cut = len(blocks) - 1
+        while cut > 0 and blocks[cut - 1][0] == last:
+            cut -= 1
+        tail = blocks[cut:]
+        tail_size = sum(len(b[2]) for b in tail)
+        if cut == 0 and last == self.carry_item:  # the carried run goes on
+            self.carry.extend(tail)
+            self.carried += tail_size
+            if self.carried >= MAX_CARRIED_ROWS:
+                self._send(self.carry)
+                self.carry, self.carried = [], 0
+            return
+        head = self.carry + blocks[:cut] if cut else self.carry
+        self.carry, self.carried, self.carry_item = tail, tail_size, last
+        self._send(head)
+
+    def _send(self, blocks: list[ReadingBlock]) -> None:
+        if blocks:
+            refs = self.refs
+            self.writer.add(blocks, {item: refs[item] for item in {b[0] for b in blocks}})
+
+    def finish(self) -> StagingResult:
+        self._send(self.carry)
+        self.carry, self.carried = [], 0
+        return self.writer.finish()
+
+
 def import_stream(
     uow: UnitOfWork,
     spec: CsvSpec | XmlSpec,
@@ -292,11 +401,17 @@ def import_stream(
     max_errors: int = DEFAULT_MAX_ERRORS,
     batch_size: int = 5000,
     progress: ProgressCallback | None = None,
+    direct: bool = False,
 ) -> ImportResult:
     """Stage and apply one file inside ``uow``; the caller commits if ``result.applied``.
 
     ``progress`` is called after every batch with the bytes, lines and readings read so
     far (for a progress bar: compare ``bytes_read`` with the file size).
+
+    ``direct``: use the store's optimistic bulk path if it has one; it raises
+    :class:`hub.errors.FastPathConflict` when a reading is stored already or
+    repeats: the caller then rolls back and calls again with ``direct=False``
+    (:func:`import_file` does).
     """
     counted = _CountingReader(source)
     source = io.BufferedReader(counted, 1 << 16)
@@ -304,7 +419,9 @@ def import_stream(
     if found is None or found.id is None:
         raise ConfigurationError(f"unknown utility {utility!r}")
     resolver = _Resolver(uow, found.id)
-    staging = uow.readings.staging()
+    writer = uow.readings.direct_writer(found.id) if direct else None
+    feed = _DirectFeed(writer, resolver.refs) if writer is not None else None
+    staging = uow.readings.staging() if feed is None else None
     errors: list[LineError] = []
     error_count = 0
     lines = readings = 0
@@ -319,14 +436,14 @@ def import_stream(
         if error_count:
             continue  # the file will be refused: keep reading only to report every line
         new_meters: list[tuple[int, DeviceRef]] = []
-        staged: list[StagedReading] = []
-        for row in batch.rows:
-            item = resolver.item_for(row, new_meters)
-            if item is not None:
-                staged.append(StagedReading(item, row.reading_type, row.ts, row.value, row.quality))
+        blocks = _blocks(batch.rows, resolver, new_meters)
+        if feed is not None:
+            feed.add(blocks)
+            continue
+        assert staging is not None
         for item, ref in new_meters:
             staging.add_meter(item, ref)
-        staging.add_readings(staged)
+        staging.add_readings([r for b in blocks for r in b.rows()])
     if error_count:
         return ImportResult(
             name,
@@ -337,11 +454,15 @@ def import_stream(
             errors=tuple(errors),
             error_count=error_count,
         )
-    outcome = staging.apply(found.id)
+    if feed is not None:
+        outcome = feed.finish()
+    else:
+        assert staging is not None
+        outcome = staging.apply(found.id)
     by_item = {seen.item: seen for seen in resolver.items.values()}
     unknown = [
         UnknownMeter(by_item[i].meter, by_item[i].first, by_item[i].last, by_item[i].count)
-        for i in sorted(outcome.unknown_items)
+        for i in sorted(set(outcome.unknown_items))
     ]
     unknown += resolver.unresolved_meters()
     unknown.sort(key=lambda u: u.first_line)
@@ -371,9 +492,33 @@ def import_file(
     *,
     max_errors: int = DEFAULT_MAX_ERRORS,
     progress: ProgressCallback | None = None,
+    direct: bool = True,
 ) -> ImportResult:
-    """Apply ``command.path`` in one transaction; commit only if the result is applied."""
+    """Apply ``command.path`` in one transaction; commit only if the result is applied.
+
+    With ``direct`` (default) the store's optimistic bulk path is tried first (on
+    PostgreSQL); if it meets a stored or repeated reading, the transaction is
+    rolled back and the file read again through the staged path (``progress``
+    then starts again from byte 0).
+    """
     spec = catalog.inbound(command.mapping)
+    if direct:
+        try:
+            return _import_once(uow_factory, command, spec, catalog, max_errors, progress, True)
+        except FastPathConflict as conflict:
+            log.info("%s: %s; reading it again to merge", command.path.name, conflict)
+    return _import_once(uow_factory, command, spec, catalog, max_errors, progress, False)
+
+
+def _import_once(
+    uow_factory: UnitOfWorkFactory,
+    command: ImportFile,
+    spec: CsvSpec | XmlSpec,
+    catalog: Catalog,
+    max_errors: int,
+    progress: ProgressCallback | None,
+    direct: bool,
+) -> ImportResult:
     with command.path.open("rb") as source, uow_factory() as uow:
         result = import_stream(
             uow,
@@ -384,6 +529,7 @@ def import_file(
             name=command.path.name,
             max_errors=max_errors,
             progress=progress,
+            direct=direct,
         )
         if result.applied:
             uow.commit()

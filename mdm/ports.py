@@ -106,6 +106,10 @@ class DirectReadingWriter(Protocol):
 
     def add(self, blocks: Sequence[ReadingBlock], meters: Mapping[int, DeviceRef]) -> None: ...
 
+    def add_rows(self, rows: Sequence[StagedReading], meters: Mapping[int, DeviceRef]) -> None:
+        """The same for rows (CSV files): consecutive rows of one item and type form a block."""
+        ...
+
     def finish(self) -> StagingResult: ...
 
 

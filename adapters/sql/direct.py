@@ -18,13 +18,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from datetime import datetime
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 import psycopg
 
 from hub.errors import FastPathConflict, PermanentError, StoreUnavailable
 from mdm.model import DeviceRef, IngestStats
-from mdm.ports import ReadingBlock, StagingResult
+from mdm.ports import ReadingBlock, StagedReading, StagingResult
 
 if TYPE_CHECKING:
     from adapters.sql.readings import SqlReadingRepository
@@ -70,6 +71,18 @@ class SqlDirectReadingWriter:
         self._meters.update(meters)
         if self._pending >= self._batch_rows:
             self._flush()
+
+    def add_rows(self, rows: Sequence[StagedReading], meters: Mapping[int, DeviceRef]) -> None:
+        blocks: list[ReadingBlock] = []
+        last: tuple[int, str] | None = None
+        current: list[tuple[datetime, Decimal, str]] = []
+        for item, code, ts, value, quality in rows:
+            if (item, code) != last:
+                current = []
+                blocks.append(ReadingBlock(item, code, current))
+                last = (item, code)
+            current.append((ts, value, quality))
+        self.add(blocks, meters)
 
     def finish(self) -> StagingResult:
         self._flush()

@@ -10,7 +10,7 @@ bulk, so an unknown meter is reported per MeterReading and the rest is stored.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
@@ -22,7 +22,7 @@ from cim_schemas.codes.quality import ReadingQualityType
 from cim_schemas.codes.reading_type import ReadingType
 from cim_schemas.namespaces import profile_ns
 from hub.errors import ErrorDetail, PayloadInvalid
-from hub.routing import MessageFrame, RouteContext, RouteResult, XmlEvents
+from hub.routing import BatchConflict, MessageFrame, RouteContext, RouteResult, XmlEvents
 from mdm.commands import MeterItem, ReadingFeedChunk, StoreMeterReadings
 from mdm.model import DeviceRef
 from mdm.ports import ReadingBlock, StagingResult, UnitOfWork
@@ -325,14 +325,91 @@ class StoreMeterReadingsRoute:
                 "unknown_meters": len(staged.unknown_items),
             },
         )
-        for item in staged.unknown_items[:MAX_ERRORS]:
-            ref = extractor.meters.get(item)
-            result.errors.append(
-                ErrorDetail(
-                    "2001",
-                    f"unknown meter {ref}; its readings were not stored",
-                    xpath=f"{frame.payload_xpath}/MeterReading[{item}]/Meter",
-                    object_id=str(ref) if ref else None,
-                )
-            )
+        result.errors.extend(
+            _unknown_meter(frame, extractor.meters.get(item), item)
+            for item in staged.unknown_items[:MAX_ERRORS]
+        )
         return result
+
+    # -- many small messages in one store write (hub.routing.BatchRoute) ----------------
+
+    def prepare(self, frame: MessageFrame) -> _Prepared:
+        if frame.payload is None or frame.events is not None:
+            raise PayloadInvalid(
+                "MeterReadings needs a Payload", code="1009", xpath=f"/{frame.root_name}/Payload"
+            )
+        extractor = ReadingExtractor(
+            frame.payload_xpath, False, self.max_block_readings, chunk_rows=1 << 62
+        )
+        events = etree.iterwalk(frame.payload, events=("end",), tag=STREAM_TAGS)
+        chunks = list(extractor.chunks(events))  # raises PayloadInvalid with xpaths
+        return _Prepared(extractor, chunks)
+
+    def handle_batch(
+        self,
+        prepared: Sequence[tuple[MessageFrame, object]],
+        ctx: RouteContext,
+        uow: UnitOfWork,
+    ) -> list[RouteResult]:
+        """One store write for all: items are numbered on after each other message's."""
+        offsets: list[int] = []
+        feed: list[ReadingFeedChunk] = []
+        offset = 0
+        for _frame, data in prepared:
+            assert isinstance(data, _Prepared)
+            offsets.append(offset)
+            for chunk in data.chunks:
+                feed.append(
+                    ReadingFeedChunk(
+                        [
+                            ReadingBlock(b.item + offset, b.reading_type, b.readings)
+                            for b in chunk.blocks
+                        ],
+                        [MeterItem(m.item + offset, m.ref) for m in chunk.meters],
+                    )
+                )
+            offset += len(data.extractor.meters)
+        staged: StagingResult = ctx.bus.handle(
+            StoreMeterReadings(ctx.utility_id, feed, direct=ctx.allow_direct), uow, ctx.handler
+        )
+        if staged.duplicates:
+            raise BatchConflict(f"{len(staged.duplicates)} reading(s) repeat in the batch")
+        unknown = set(staged.unknown_items)
+        results = []
+        for (frame, data), start in zip(prepared, offsets, strict=True):
+            assert isinstance(data, _Prepared)
+            count = len(data.extractor.meters)
+            mine = sorted(i - start for i in unknown if start < i <= start + count)
+            gone = set(mine)
+            lost = sum(len(b.readings) for c in data.chunks for b in c.blocks if b.item in gone)
+            seen = data.extractor.readings_seen
+            result = RouteResult(
+                applied=seen - lost,
+                counts={
+                    "readings": seen,
+                    "unknown_meters": len(mine),
+                    "batch_stored": staged.stats.stored,
+                    "batch_superseded": staged.stats.superseded,
+                    "batch_unchanged": staged.stats.unchanged,
+                },
+            )
+            result.errors.extend(
+                _unknown_meter(frame, data.extractor.meters.get(i), i) for i in mine[:MAX_ERRORS]
+            )
+            results.append(result)
+        return results
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    extractor: ReadingExtractor
+    chunks: list[ReadingFeedChunk]
+
+
+def _unknown_meter(frame: MessageFrame, ref: DeviceRef | None, item: int) -> ErrorDetail:
+    return ErrorDetail(
+        "2001",
+        f"unknown meter {ref}; its readings were not stored",
+        xpath=f"{frame.payload_xpath}/MeterReading[{item}]/Meter",
+        object_id=str(ref) if ref else None,
+    )
