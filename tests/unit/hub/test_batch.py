@@ -12,6 +12,9 @@ from hub.samples import meter_readings_bytes, usage_point_config
 from tests.unit.hub.conftest import START, add_meters, make_app, reading_count
 
 
+MR = "/EventMessage/Payload/MeterReadings"
+
+
 def msg(body: bytes, source: str = "partner") -> InboundMessage:
     return InboundMessage(source=source, endpoint="test:batch", body=body)
 
