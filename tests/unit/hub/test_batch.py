@@ -11,7 +11,6 @@ from hub.messages import InboundMessage
 from hub.samples import meter_readings_bytes, usage_point_config
 from tests.unit.hub.conftest import START, add_meters, make_app, reading_count
 
-
 MR = "/EventMessage/Payload/MeterReadings"
 
 
