@@ -597,8 +597,7 @@ class AmqpConsumer:
         hdrs[hdr.ATTEMPTS] = d.attempts + 1
         hdrs[hdr.ROUTING_KEY] = d.routing_key
         hdrs[hdr.ORIGINAL_EXCHANGE] = d.exchange
-        if d.sender.principal is not None or d.message.properties.get("user_id"):
-            hdrs[hdr.PARTNER] = d.sender.source
+        hdrs[hdr.PARTNER] = d.sender.source  # the copy is amihub's: keep the sender's name
         return Outgoing(
             body=d.body,
             routing_key=self.settings.request_queue,

@@ -175,3 +175,36 @@ def test_partner_guide_create_get_and_events(rabbit: Start, sqlite_app: App) -> 
     assert result_of(answer.body) == ("OK", [])
     assert answer.body.count(b"<IntervalReadings>") == 96
     assert partner.get(events_queue, timeout=0.3) == []  # a get is no event
+
+
+def test_recoverable_failure_retried_through_rabbitmq(rabbit: Start, sqlite_app: App) -> None:
+    """The retry copy carries amihub's own user_id (RabbitMQ checks it) and the partner."""
+    from hub.security import UserSettings
+    from tests.unit.amqp.test_amqp_memory import FlakyPipeline, message_id_of
+
+    sqlite_app.settings = sqlite_app.settings.model_copy(
+        update={"users": [UserSettings(name="guest", permissions=["create:*"])]}
+    )
+    flaky = FlakyPipeline(sqlite_app.pipeline, failures=2)
+    sqlite_app.pipeline = flaky  # type: ignore[assignment]
+    _, partner = rabbit(sqlite_app, max_attempts=5)
+    body = readings_request("MTR-1")
+    mid = partner.send(body, user_id="guest")
+    [reply] = partner.replies()
+    assert result_of(reply.body) == ("OK", [])
+    assert reply.properties["correlation_id"] == mid
+    assert flaky.calls == 3
+    with sqlite_app.uow_factory() as uow:
+        assert uow.messages.find("guest", message_id_of(body)) is not None
+
+
+def test_poison_message_dead_lettered_on_rabbitmq(rabbit: Start, sqlite_app: App) -> None:
+    from tests.unit.amqp.test_amqp_memory import FlakyPipeline
+
+    sqlite_app.pipeline = FlakyPipeline(sqlite_app.pipeline, failures=99)  # type: ignore[assignment]
+    _, partner = rabbit(sqlite_app, max_attempts=3)
+    partner.send(readings_request("MTR-1"))
+    dead = assert_dead_lettered(partner, sqlite_app, "3001")
+    assert dead.headers["amihub-attempts"] == 3
+    assert dead.routing_key == "create.MeterReadings"
+    assert partner.replies(timeout=0.2) == []

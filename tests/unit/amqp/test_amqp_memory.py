@@ -236,12 +236,28 @@ def test_recoverable_failure_is_retried(start_service: Start, hub_app: App) -> N
     flaky = FlakyPipeline(hub_app.pipeline, failures=2)
     hub_app.pipeline = flaky  # type: ignore[assignment]
     _, partner = start_service(max_attempts=5)
-    partner.send(readings_request("MTR-1"))
+    body = readings_request("MTR-1")
+    mid = partner.send(body)
     [reply] = partner.replies()
     assert result_of(reply.body) == ("OK", [])
+    assert reply.properties["correlation_id"] == mid
     assert flaky.calls == 3
     assert reading_count(hub_app) == 96
     assert partner.dead_letters(timeout=0.2) == []
+    with hub_app.uow_factory() as uow:  # the retried copy kept the sender's name
+        assert uow.messages.find("amqp", message_id_of(body)) is not None
+
+
+def test_retried_copy_keeps_the_partner(start_service: Start, hub_app: App) -> None:
+    with_users(hub_app, UserSettings(name="mdc", permissions=["create:*"]))
+    hub_app.pipeline = FlakyPipeline(hub_app.pipeline, failures=1)  # type: ignore[assignment]
+    _, partner = start_service()
+    body = readings_request("MTR-1")
+    partner.send(body, user_id="mdc")
+    [reply] = partner.replies()
+    assert result_of(reply.body) == ("OK", [])
+    with hub_app.uow_factory() as uow:
+        assert uow.messages.find("mdc", message_id_of(body)) is not None
 
 
 def test_keeps_failing_goes_to_dead_letters(start_service: Start, hub_app: App) -> None:
