@@ -177,6 +177,11 @@ class AmqpConsumer:
                 )
                 if self.stop_event.wait(delay):
                     break
+            except Exception:  # a bug must not end consumption silently: start over
+                delay = backoff.next_delay()
+                log.exception("%s: unexpected error; reconnecting in %.1f s", self.name, delay)
+                if self.stop_event.wait(delay):
+                    break
             finally:
                 self.consuming.clear()
                 self.connection = None

@@ -187,3 +187,37 @@ def test_two_workers_share_the_queue(
         workers.stop_all()
         delete_topology(partner)
         partner.close()
+
+
+def test_outbox_publisher_survives_a_closed_connection(
+    pg_app: App, rabbit: Start, postgres_url: str
+) -> None:
+    cis = {"name": "cis", "events": ["created.EndDeviceEvents"]}
+    service, partner = rabbit(pg_app, partners=[cis], outbox_batch=50)
+    queue = service.settings.partners[0].queue_name
+    assert service.dispatcher is not None
+
+    def enqueue(first: int, count: int) -> None:
+        with pg_app.uow_factory() as uow:
+            for n in range(first, first + count):
+                uow.outbox.enqueue(
+                    channel="amqp",
+                    destination="created.EndDeviceEvents",
+                    verb="created",
+                    noun="EndDeviceEvents",
+                    body=f"<e n='{n}'/>".encode(),
+                )
+            uow.commit()
+        assert service.dispatcher is not None
+        service.dispatcher.wake()
+
+    enqueue(0, 100)
+    wait_for(lambda: service.outbox_publisher.published >= 100, 30, "the first events")
+    connection = service.outbox_publisher._connection
+    assert connection is not None
+    assert close_connections_of(client_port(connection)) == 1
+    enqueue(100, 100)
+    got = partner.get(queue, 200, timeout=30)
+    assert {e.body for e in got} == {f"<e n='{n}'/>".encode() for n in range(200)}
+    with pg_app.uow_factory() as uow:
+        wait_for(lambda: uow.outbox.pending_count("amqp") == 0, 10, "the outbox drained")
