@@ -7,6 +7,7 @@ from pathlib import Path
 
 from lxml import etree
 
+from adapters.amqp.client import AmqpClient
 from adapters.amqp.mapping import MappingGate
 from adapters.amqp.service import event_destination, queue_destination
 from hub.bootstrap import App
@@ -378,3 +379,15 @@ def test_deliveries_go_to_process_batch_when_there_is_one(
     assert len(partner.replies(30)) == 30
     assert sum(batching.batches) == 30
     assert max(batching.batches) > 1
+
+
+def test_client_request_reply_in_process(start_service: Start, hub_app: App) -> None:
+    """What ``amihub demo`` can use: the service and a client on memory://, no broker."""
+    service, _ = start_service()
+    with AmqpClient(service.settings) as client:
+        ok = client.request(readings_request("MTR-1"), "create.MeterReadings", timeout=10)
+        bad = client.request(b"<nope/>", "create.MeterReadings", timeout=10)
+    assert ok.result == "OK"
+    assert result_of(ok.body) == ("OK", [])
+    assert bad.result == "FAILED"
+    assert reading_count(hub_app) == 96
