@@ -249,7 +249,7 @@ class AmqpConsumer:
         deliveries = [self._delivery(m) for m in messages]
         for d in deliveries:
             self._check(d)
-        self._process([d for d in deliveries if d.inbound is not None and d.refusal is None])
+        self._process([d for d in deliveries if d.refusal is None and d.error is None])
         for d in deliveries:
             if d.refusal is not None and d.outcome is None and d.error is None:
                 self._refuse(d)
@@ -510,6 +510,14 @@ class AmqpConsumer:
             if d.attempts + 1 >= self.settings.max_attempts:
                 detail, dead_letter_id = self._poison(d)
                 items.append(self._dead_letter(d, detail, dead_letter_id, None))
+                if d.reply_to:  # the partner learns it was given up
+                    failed = Outcome(
+                        result="FAILED",
+                        reply=_failed_reply(d, detail),
+                        errors=[detail],
+                        dead_letter_id=dead_letter_id,
+                    )
+                    items.append(self._reply(d, failed))
             else:
                 items.append(self._retry(d))
         return items

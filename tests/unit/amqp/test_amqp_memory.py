@@ -271,7 +271,23 @@ def test_keeps_failing_goes_to_dead_letters(start_service: Start, hub_app: App) 
     assert dead.headers["amihub-attempts"] == 3
     assert dead.properties["message_id"] == mid
     assert "StoreUnavailable" in dead.headers["amihub-error-reason"]
-    assert partner.replies(timeout=0.2) == []  # nothing was processed: no reply
+    [reply] = partner.replies()  # the partner learns it was given up
+    assert result_of(reply.body) == ("FAILED", ["3001"])
+    assert reply.properties["correlation_id"] == mid
+
+
+def test_message_delivered_too_often_is_dead_lettered_unprocessed(
+    start_service: Start, hub_app: App
+) -> None:
+    """Quorum queues count deliveries (x-delivery-count), crashes included."""
+    flaky = FlakyPipeline(hub_app.pipeline, failures=0)
+    hub_app.pipeline = flaky  # type: ignore[assignment]
+    _, partner = start_service(max_attempts=3)
+    partner.send(readings_request("MTR-1"), headers={"x-delivery-count": 3})
+    dead = assert_dead_lettered(partner, hub_app, "3002")
+    assert "delivered 3 time(s)" in dead.headers["amihub-error-reason"]
+    assert flaky.calls == 0
+    assert reading_count(hub_app) == 0
 
 
 def test_many_messages_are_handled_in_batches(start_service: Start, hub_app: App) -> None:
