@@ -10,8 +10,9 @@ from __future__ import annotations
 import codecs
 import csv
 import io
+import operator
 from collections.abc import Callable, Iterator, Mapping, Sized
-from datetime import timedelta
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import IO, Protocol, TypeVar
 from zoneinfo import ZoneInfo
@@ -19,6 +20,7 @@ from zoneinfo import ZoneInfo
 from mappings.rows import (
     BAD_FIELD,
     BAD_VALUE,
+    CACHE_SIZE,
     Batch,
     EventBatch,
     EventRow,
@@ -39,6 +41,10 @@ from mappings.rows import (
 from mappings.spec import CodeTable, ColumnRef, CsvDialect, CsvEventsSpec, CsvSpec
 
 DEFAULT_BATCH = 5000
+
+_new_tuple = tuple.__new__  # NamedTuple(...) checks its arguments; this does not
+#: Parsed values kept by text (interval values repeat; register values rarely do).
+VALUE_CACHE_SIZE = 4096
 
 
 def _encoding(name: str) -> str:
@@ -178,26 +184,34 @@ def _read(
     cols = _Columns(header)
     expected = d.columns or (len(header) if header is not None else None)
     engine = make_engine(cols, header_line)
+    add = engine.row
     batch = new_batch()
+    rows, errors, lines = batch.rows, batch.errors, 0
     seen_data = False
-    while True:
-        item = next_row()
-        if item is None:
-            break
-        line, row = item
-        seen_data = True
-        batch.lines += 1
-        if expected is None:
-            expected = len(row)
-        if len(row) != expected:
-            batch.errors.append(
-                LineError(line, None, BAD_FIELD, f"{len(row)} columns, expected {expected}")
-            )
-        else:
-            engine.row(line, row, batch)
-        if len(batch.rows) >= batch_size or len(batch.errors) >= batch_size:
-            yield batch
-            batch = new_batch()
+    try:
+        for row in reader:
+            line, last_line = last_line + 1, reader.line_num
+            if not row or not (row[0].strip() or "".join(row).strip()):
+                continue  # a blank line
+            lines += 1
+            if expected is None:
+                expected = len(row)
+            if len(row) != expected:
+                errors.append(
+                    LineError(line, None, BAD_FIELD, f"{len(row)} columns, expected {expected}")
+                )
+            else:
+                add(line, row, batch)
+            if len(rows) >= batch_size or len(errors) >= batch_size:
+                batch.lines = lines
+                yield batch
+                batch = new_batch()
+                rows, errors, lines = batch.rows, batch.errors, 0
+                seen_data = True
+    except csv.Error as exc:
+        raise FileRejected(f"line {last_line + 1}: not readable as CSV: {exc}") from exc
+    batch.lines = lines
+    seen_data = seen_data or lines > 0
     if not seen_data:
         raise FileRejected("empty file: no data rows" + (" after the header" if header else ""))
     if len(batch.rows) or batch.errors or batch.lines:
@@ -304,13 +318,117 @@ class _RowEngine:
             self.zone = ZoneInfo(w.timezone)
             self.step = timedelta(minutes=w.interval_minutes)
             self.stride = 2 if w.flags == "after_each_value" else 1
+        # Fast paths: every field through a cache hit or a plain parse; anything
+        # else (a miss that fails, an error) goes the full way below, which reports.
+        key_ix = [i for i in (self.meter_ix, self.rt_ix, self.unit_ix) if i is not None]
+        self._key = operator.itemgetter(*key_ix)
+        self._need = max(
+            [*key_ix, *(i for i in (self.q_ix,) if i is not None)]
+            + ([self.ts_ix, self.value_ix] if spec.timestamp is not None else [])
+            + ([self.dst_ix] if spec.timestamp is not None and self.dst_ix is not None else [])
+            + ([self.time_ix] if spec.timestamp is not None and self.time_ix is not None else [])
+        )
+        self._ids: dict[object, tuple[MeterKey, str, Decimal | None]] = {}
+        self._values: dict[str, Decimal] = {}
+        self._days: dict[str, tuple[date, list[datetime]]] = {}
+        #: the per-row entry point (the _Engine protocol)
+        self.row: Callable[[int, list[str], Batch], None] = self._make_fast()
+
+    def _ids_of(self, row: list[str]) -> tuple[MeterKey, str, Decimal | None] | None:
+        """(meter, reading type, unit factor or None for 1) of the row, or None if a
+        field is wrong (the full path reports it)."""
+        key = self._key(row)
+        found = self._ids.get(key)
+        if found is None:
+            try:
+                meter = self.meter_key(self._cell(row, self.meter_ix))
+                rt = self.reading_type(self._cell(row, self.rt_ix))
+                factor = self.unit(self._cell(row, self.unit_ix))
+            except FieldError:
+                return None
+            if len(self._ids) >= CACHE_SIZE:
+                self._ids.clear()
+            found = self._ids[key] = (meter, rt, None if factor == 1 else factor)
+        return found
+
+    def _value(self, text: str) -> Decimal | None:
+        found = self._values.get(text)
+        if found is None:
+            try:
+                found = self.parse_value(text)
+            except ValueError:
+                return None
+            if len(self._values) >= VALUE_CACHE_SIZE:
+                self._values.clear()
+            self._values[text] = found
+        return found
+
+    def _make_fast(self) -> Callable[[int, list[str], Batch], None]:
+        """The per-row function: cache hits and plain parses, all names local."""
+        need = self._need
+        key_of = self._key
+        ids_get = self._ids.get
+        ids_of = self._ids_of
+        full = self._row_full
+        if self.ts is None:
+            wide = self._wide
+
+            def fast_wide(line: int, row: list[str], batch: Batch) -> None:
+                if len(row) <= need:
+                    return full(line, row, batch)
+                ids = ids_get(key_of(row)) or ids_of(row)
+                if ids is None:
+                    return full(line, row, batch)
+                return wide(line, row, ids[0], ids[1], ids[2], batch)
+
+            return fast_wide
+        values_get = self._values.get
+        value_of = self._value
+        q_ix = self.q_ix
+        q_get = self.quality.codes.get
+        value_ix, ts_ix, time_ix, dst_ix = self.value_ix, self.ts_ix, self.time_ix, self.dst_ix
+        time = self.time
+        times_get = time.cache.get
+        new = _new_tuple
+        ts_column = self.cols.name(ts_ix)
+
+        def fast_long(line: int, row: list[str], batch: Batch) -> None:
+            if len(row) <= need:
+                return full(line, row, batch)
+            ids = ids_get(key_of(row)) or ids_of(row)
+            if ids is None:
+                return full(line, row, batch)
+            text = row[value_ix]
+            value = values_get(text) or value_of(text)
+            quality = q_get(row[q_ix]) if q_ix is not None else ""
+            if value is None or quality is None:
+                return full(line, row, batch)
+            meter, rt, factor = ids
+            if factor is not None:
+                value = value * factor
+            text = row[ts_ix]
+            if time_ix is not None:
+                text = f"{text.strip()} {row[time_ix].strip()}"
+            flag = row[dst_ix] if dst_ix is not None else None
+            ts = times_get((text, flag))
+            if ts is None:
+                # last: resolving a repeated hour in "order" mode counts the occurrence
+                try:
+                    ts = time.instant(text, meter=meter, reading_type=rt, flag=flag)
+                except FieldError as e:
+                    batch.errors.append(LineError(line, ts_column, e.code, e.message))
+                    return None
+            batch.rows.append(new(SourceRow, (line, meter, rt, ts, value, quality)))
+            return None
+
+        return fast_long
 
     def _cell(self, row: list[str], index: int | None) -> str | None:
         if index is None:
             return None
         return row[index] if index < len(row) else ""
 
-    def row(self, line: int, row: list[str], batch: Batch) -> None:
+    def _row_full(self, line: int, row: list[str], batch: Batch) -> None:
         errors = batch.errors
         n_err = len(errors)
         meter: MeterKey | None = None
@@ -333,7 +451,7 @@ class _RowEngine:
         if self.ts is not None:
             self._long(line, row, meter, rt, factor, batch)
         else:
-            self._wide(line, row, meter, rt, factor, batch)
+            self._wide(line, row, meter, rt, None if factor == 1 else factor, batch)
 
     def _name(self, index: int | None) -> str | None:
         return self.cols.name(index) if index is not None else None
@@ -366,21 +484,43 @@ class _RowEngine:
         except FieldError as e:
             errors.append(LineError(line, self._name(self.q_ix), e.code, e.message))
         if len(errors) == n_err and ts is not None and value is not None:
-            batch.rows.append(SourceRow(line, meter, rt, ts, value, quality))
+            batch.rows.append(_new_tuple(SourceRow, (line, meter, rt, ts, value, quality)))
+
+    def _day(self, text: str) -> tuple[date, list[datetime]]:
+        """The local day of a date cell and the UTC instants of its values (cached)."""
+        found = self._days.get(text)
+        if found is None:
+            assert self.spec.wide is not None
+            day = parse_date(text, self.spec.wide.date_format)
+            start, end = day_bounds(day, self.zone)
+            offset = self.step if self.spec.wide.label == "end" else timedelta(0)
+            step = self.step
+            stamps = [start + i * step + offset for i in range(int((end - start) / step))]
+            if len(self._days) >= CACHE_SIZE:
+                self._days.clear()
+            found = self._days[text] = (day, stamps)
+        return found
 
     def _wide(
-        self, line: int, row: list[str], meter: MeterKey, rt: str, factor: Decimal, batch: Batch
+        self,
+        line: int,
+        row: list[str],
+        meter: MeterKey,
+        rt: str,
+        factor: Decimal | None,
+        batch: Batch,
     ) -> None:
         assert self.spec.wide is not None
         errors = batch.errors
         try:
-            day = parse_date(row[self.date_ix], self.spec.wide.date_format)
-            start, end = day_bounds(day, self.zone)
+            day, stamps = self._day(row[self.date_ix])
         except FieldError as e:
             errors.append(LineError(line, self.cols.name(self.date_ix), e.code, e.message))
             return
-        intervals = int((end - start) / self.step)
-        room = (len(row) - self.first_ix) // self.stride
+        intervals = len(stamps)
+        stride = self.stride
+        first = self.first_ix
+        room = (len(row) - first) // stride
         if room < intervals:
             errors.append(
                 LineError(
@@ -392,39 +532,49 @@ class _RowEngine:
                 )
             )
             return
-        offset = self.step if self.spec.wide.label == "end" else timedelta(0)
         out: list[SourceRow] = []
+        append = out.append
+        new = _new_tuple
         n_err = len(errors)
-        for i in range(room):
-            index = self.first_ix + i * self.stride
-            cell = row[index]
-            if not cell.strip():
-                continue
-            if i >= intervals:
-                errors.append(
-                    LineError(
-                        line,
-                        self.cols.name(index),
-                        BAD_FIELD,
-                        f"a value after the last interval of {day} ({intervals} intervals in "
-                        f"{self.spec.wide.timezone})",
+        values = self._values
+        cells = row[first : first + room * stride : stride]
+        for i in range(intervals):
+            cell = cells[i]
+            value = values.get(cell)
+            if value is None:
+                if not cell.strip():
+                    continue  # a missing interval
+                try:
+                    value = self.parse_value(cell)
+                except ValueError as e:
+                    errors.append(
+                        LineError(line, self.cols.name(first + i * stride), BAD_VALUE, str(e))
                     )
-                )
-                continue
-            try:
-                value = self.parse_value(cell)
-            except ValueError as e:
-                errors.append(LineError(line, self.cols.name(index), BAD_VALUE, str(e)))
-                continue
-            if factor != 1:
+                    continue
+                if len(values) >= VALUE_CACHE_SIZE:
+                    values.clear()
+                values[cell] = value
+            if factor is not None:
                 value = value * factor
             quality = ""
-            if self.stride == 2:
+            if stride == 2:
+                index = first + i * 2
                 try:
                     quality = self.quality(row[index + 1] if index + 1 < len(row) else "")
                 except FieldError as e:
                     errors.append(LineError(line, self.cols.name(index + 1), e.code, e.message))
                     continue
-            out.append(SourceRow(line, meter, rt, start + i * self.step + offset, value, quality))
+            append(new(SourceRow, (line, meter, rt, stamps[i], value, quality)))
+        for i in range(intervals, room):
+            if cells[i].strip():
+                errors.append(
+                    LineError(
+                        line,
+                        self.cols.name(first + i * stride),
+                        BAD_FIELD,
+                        f"a value after the last interval of {day} ({intervals} intervals in "
+                        f"{self.spec.wide.timezone})",
+                    )
+                )
         if len(errors) == n_err:
             batch.rows.extend(out)

@@ -303,14 +303,18 @@ class TimeResolver:
         self.zone = ZoneInfo(rules.timezone)
         self.flags = {k.strip().lower(): v for k, v in rules.dst_flags.items()}
         self._seen: dict[tuple[MeterKey, str, datetime], int] = {}
-        # (text, flag) -> UTC instant, for times that do not depend on the meter
-        self._cache: dict[tuple[str, str | None], datetime] = {}
+        #: (text, flag) -> UTC instant, for times that do not depend on the meter
+        self.cache: dict[tuple[str, str | None], datetime] = {}
+
+    def cached(self, text: str, flag: str | None = None) -> datetime | None:
+        """The instant of a time seen before that does not depend on the meter, or None."""
+        return self.cache.get((text, flag))
 
     def instant(
         self, text: str, *, meter: MeterKey, reading_type: str, flag: str | None = None
     ) -> datetime:
         key = (text, flag)
-        found = self._cache.get(key)
+        found = self.cache.get(key)
         if found is not None:
             return found
         parsed = parse_local(text, self.rules.format)
@@ -320,9 +324,9 @@ class TimeResolver:
             result = self.local_to_utc(parsed, meter=meter, reading_type=reading_type, flag=flag)
             if self.rules.repeated_hour == "order" and self._ambiguous(parsed):
                 return result  # depends on how often it was seen: never cached
-        if len(self._cache) >= CACHE_SIZE:
-            self._cache.clear()
-        self._cache[key] = result
+        if len(self.cache) >= CACHE_SIZE:
+            self.cache.clear()
+        self.cache[key] = result
         return result
 
     def _ambiguous(self, naive: datetime) -> bool:
