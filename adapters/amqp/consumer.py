@@ -248,7 +248,11 @@ class AmqpConsumer:
         """Process a batch of deliveries end to end (public for tests and benchmarks)."""
         deliveries = [self._delivery(m) for m in messages]
         for d in deliveries:
-            self._check(d)
+            try:
+                self._check(d)
+            except Exception as exc:  # a bug on one message: retry it, then dead-letter it
+                log.exception("%s: unexpected error checking %s", self.name, d.request_id)
+                d.error = exc
         self._process([d for d in deliveries if d.refusal is None and d.error is None])
         for d in deliveries:
             if d.refusal is not None and d.outcome is None and d.error is None:
@@ -410,7 +414,7 @@ class AmqpConsumer:
                 dead_letter_id = self._store_dead_letter(uow, d, detail, log_id)
                 uow.messages.finish(log_id, MessageLifecycle.DEAD_LETTERED, "FAILED", reply)
                 uow.commit()
-        except RecoverableError as exc:
+        except Exception as exc:  # store down (recoverable) or a bug: retry, then give up
             d.error = exc
             return
         log.warning(
