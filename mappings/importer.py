@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import io
 import logging
+import operator
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -70,6 +71,7 @@ DUPLICATE = "2004"
 MAX_CARRIED_ROWS = 50_000
 
 _new_tuple = tuple.__new__
+_reading = operator.itemgetter(3, 4, 5)  # SourceRow -> (ts, value, quality)
 
 
 @dataclass(frozen=True)
@@ -332,11 +334,7 @@ def _blocks(
                 j += 1
         item = resolver.item_for(row, new_meters, j - i, rows[j - 1][0])
         if item is not None:
-            readings = (
-                [(row[3], row[4], row[5])]
-                if j == i + 1
-                else [(r[3], r[4], r[5]) for r in rows[i:j]]
-            )
+            readings = [(row[3], row[4], row[5])] if j == i + 1 else list(map(_reading, rows[i:j]))
             out.append(new(ReadingBlock, (item, rt, readings)))
         i = j
     return out

@@ -103,6 +103,15 @@ class ValueRules(_Model):
                 t = t.replace(",", ".")
             elif "," in t:
                 raise ValueError(f"{text!r} is not a number with a decimal point")
+            # what the pattern allows is exactly what Decimal reads from ASCII without
+            # underscores and finds finite; Decimal first (faster), the pattern as the judge
+            if t.isascii() and "_" not in t:
+                try:
+                    value = Decimal(t)
+                except ArithmeticError:
+                    value = None
+                if value is not None and value.is_finite():
+                    return value * scale if scaled else value
             if number(t) is None:
                 raise ValueError(f"{text!r} is not a decimal number")
             return Decimal(t) * scale if scaled else Decimal(t)
