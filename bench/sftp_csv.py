@@ -63,7 +63,7 @@ def _meters(readings: int) -> list[str]:
 def _value_text(meter_no: int, k: int, layout: str) -> str:
     """The value as the file writes it: a register (long) or an interval value (wide)."""
     if layout == "long":
-        milli = 10_000_000 + meter_no * 1000 + k * 250
+        milli = 1_000_000 + meter_no * 100_000 + k * 257  # unique per meter and time
         return f"{milli // 1000}.{milli % 1000:03d}"
     milli = 100 + (meter_no * 7 + k * 13) % 900
     return f"0,{milli:03d}"
