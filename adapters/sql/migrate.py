@@ -13,7 +13,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine
+from sqlalchemy import Engine, text
 from sqlalchemy.engine import URL
 
 from adapters.sql.engine import make_engine
@@ -40,11 +40,20 @@ def _engine(target: str | URL | Engine) -> tuple[Engine, bool]:
     return make_engine(target), True
 
 
+#: pg_advisory_xact_lock key: processes that start together migrate one after the other.
+MIGRATION_LOCK = 0x616D6968  # "amih"
+
+
 def upgrade(target: str | URL | Engine, revision: str = "head") -> None:
-    """Bring the schema at ``target`` (URL or engine) up to ``revision``."""
+    """Bring the schema at ``target`` (URL or engine) up to ``revision``.
+
+    Safe to call from several processes at once: on PostgreSQL they queue on an
+    advisory lock, on SQLite on the write lock (``BEGIN IMMEDIATE``)."""
     engine, owned = _engine(target)
     try:
         with guard(), engine.connect() as conn:
+            if conn.dialect.name == "postgresql":
+                conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
             config = alembic_config()
             config.attributes["connection"] = conn
             command.upgrade(config, revision)

@@ -89,3 +89,23 @@ def test_concurrent_ingest_of_the_same_keys(factory: SqlUnitOfWorkFactory) -> No
     assert result.stats == IngestStats(unchanged=96)
     with factory() as uow:
         assert uow.readings.count() == 96
+
+
+def test_processes_starting_together_migrate_once(postgres_url: str) -> None:
+    from adapters.sql import current_revision, head_revision
+
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            upgrade(postgres_url)
+        except BaseException as error:  # reported below
+            errors.append(error)
+
+    threads = [threading.Thread(target=run) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert errors == []
+    assert current_revision(postgres_url) == head_revision()
