@@ -586,7 +586,7 @@ class AmqpConsumer:
                 hdr.ORIGINAL_EXCHANGE: d.exchange,
                 hdr.ORIGINAL_ROUTING_KEY: d.routing_key,
                 hdr.ORIGINAL_QUEUE: self.settings.request_queue,
-                hdr.ATTEMPTS: d.attempts + 1,
+                hdr.FAILED_ATTEMPTS: d.attempts + 1,
                 hdr.FAILED_AT: datetime.now(UTC).isoformat(),
                 hdr.DEAD_LETTER_STORE: "stored" if dead_letter_id is not None else "unavailable",
             }

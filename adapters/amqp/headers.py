@@ -30,6 +30,9 @@ ORIGINAL_EXCHANGE = "amihub-original-exchange"
 ORIGINAL_ROUTING_KEY = "amihub-original-routing-key"
 ORIGINAL_QUEUE = "amihub-original-queue"
 SOURCE = "amihub-source"
+#: dead letter: deliveries it had (not amihub-attempts, so a message moved back to the
+#: request queue by an operator starts counting again)
+FAILED_ATTEMPTS = "amihub-failed-attempts"
 FAILED_AT = "amihub-failed-at"
 #: dead letter: "stored" or "unavailable" (the store could not be written; the DLQ keeps it)
 DEAD_LETTER_STORE = "amihub-dead-letter-store"

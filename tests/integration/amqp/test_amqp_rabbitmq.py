@@ -205,7 +205,7 @@ def test_poison_message_dead_lettered_on_rabbitmq(rabbit: Start, sqlite_app: App
     _, partner = rabbit(sqlite_app, max_attempts=3)
     partner.send(readings_request("MTR-1"))
     dead = assert_dead_lettered(partner, sqlite_app, "3001")
-    assert dead.headers["amihub-attempts"] == 3
+    assert dead.headers["amihub-failed-attempts"] == 3
     assert dead.routing_key == "create.MeterReadings"
     [reply] = partner.replies()
     assert result_of(reply.body) == ("FAILED", ["3001"])

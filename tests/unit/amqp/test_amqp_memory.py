@@ -268,7 +268,7 @@ def test_keeps_failing_goes_to_dead_letters(start_service: Start, hub_app: App) 
     mid = partner.send(readings_request("MTR-1"), reply=True)
     dead = assert_dead_lettered(partner, hub_app, "3001")
     assert flaky.calls == 3
-    assert dead.headers["amihub-attempts"] == 3
+    assert dead.headers["amihub-failed-attempts"] == 3
     assert dead.properties["message_id"] == mid
     assert "StoreUnavailable" in dead.headers["amihub-error-reason"]
     [reply] = partner.replies()  # the partner learns it was given up
