@@ -382,8 +382,15 @@ class _RowEngine:
                 return wide(line, row, ids[0], ids[1], ids[2], batch)
 
             return fast_wide
-        values_get = self._values.get
-        value_of = self._value
+        parse = self.parse_value
+
+        def parse_or_none(text: str) -> Decimal | None:
+            # no cache: one value per row, and register values rarely repeat
+            try:
+                return parse(text)
+            except ValueError:
+                return None
+
         q_ix = self.q_ix
         q_get = self.quality.codes.get
         value_ix, ts_ix, time_ix, dst_ix = self.value_ix, self.ts_ix, self.time_ix, self.dst_ix
@@ -398,8 +405,7 @@ class _RowEngine:
             ids = ids_get(key_of(row)) or ids_of(row)
             if ids is None:
                 return full(line, row, batch)
-            text = row[value_ix]
-            value = values_get(text) or value_of(text)
+            value = parse_or_none(row[value_ix])
             quality = q_get(row[q_ix]) if q_ix is not None else ""
             if value is None or quality is None:
                 return full(line, row, batch)
@@ -538,7 +544,24 @@ class _RowEngine:
         n_err = len(errors)
         values = self._values
         cells = row[first : first + room * stride : stride]
-        for i in range(intervals):
+        if stride == 1 and factor is None:  # the common case
+            values_get = values.get
+            for cell, stamp in zip(cells[:intervals], stamps, strict=True):
+                value = values_get(cell)
+                if value is None:
+                    if not cell.strip():
+                        continue  # a missing interval
+                    try:
+                        value = self.parse_value(cell)
+                    except ValueError as e:
+                        index = first + stamps.index(stamp)  # (an error: rare)
+                        errors.append(LineError(line, self.cols.name(index), BAD_VALUE, str(e)))
+                        continue
+                    if len(values) >= VALUE_CACHE_SIZE:
+                        values.clear()
+                    values[cell] = value
+                append(new(SourceRow, (line, meter, rt, stamp, value, "")))
+        for i in range(0 if stride == 1 and factor is None else intervals):
             cell = cells[i]
             value = values.get(cell)
             if value is None:

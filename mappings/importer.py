@@ -38,6 +38,7 @@ import operator
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from itertools import groupby
 from pathlib import Path
 from typing import IO, Any, Protocol
 
@@ -72,6 +73,7 @@ MAX_CARRIED_ROWS = 50_000
 
 _new_tuple = tuple.__new__
 _reading = operator.itemgetter(3, 4, 5)  # SourceRow -> (ts, value, quality)
+_meter_type = operator.itemgetter(1, 2)  # SourceRow -> (meter, reading type)
 
 
 @dataclass(frozen=True)
@@ -320,23 +322,20 @@ def _blocks(
     rows: list[SourceRow], resolver: _Resolver, new_meters: list[tuple[int, DeviceRef]]
 ) -> list[ReadingBlock]:
     """The batch's readings in blocks of consecutive rows of one meter and ReadingType;
-    meters are resolved a run at a time."""
+    device meters are resolved a run at a time, usage points row by row (by time)."""
     out: list[ReadingBlock] = []
     new = _new_tuple
-    n = len(rows)
-    i = 0
-    while i < n:
-        row = rows[i]
-        meter, rt = row[1], row[2]
-        j = i + 1
-        if meter.kind == "device":  # a run: the next rows of the same meter and type
-            while j < n and rows[j][1] is meter and rows[j][2] == rt:
-                j += 1
-        item = resolver.item_for(row, new_meters, j - i, rows[j - 1][0])
-        if item is not None:
-            readings = [(row[3], row[4], row[5])] if j == i + 1 else list(map(_reading, rows[i:j]))
-            out.append(new(ReadingBlock, (item, rt, readings)))
-        i = j
+    for (meter, rt), group in groupby(rows, _meter_type):
+        if meter.kind == "device":
+            run = list(group)
+            item = resolver.item_for(run[0], new_meters, len(run), run[-1][0])
+            if item is not None:
+                out.append(new(ReadingBlock, (item, rt, list(map(_reading, run)))))
+            continue
+        for row in group:
+            item = resolver.item_for(row, new_meters)
+            if item is not None:
+                out.append(new(ReadingBlock, (item, rt, [(row[3], row[4], row[5])])))
     return out
 
 

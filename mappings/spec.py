@@ -116,7 +116,20 @@ class ValueRules(_Model):
                 raise ValueError(f"{text!r} is not a decimal number")
             return Decimal(t) * scale if scaled else Decimal(t)
 
-        return parse
+        if thousands or comma or scaled:
+            return parse
+
+        def parse_plain(text: str) -> Decimal:  # the common case, the same answers
+            if text.isascii() and "_" not in text:
+                try:
+                    value = Decimal(text)  # surrounding whitespace is allowed, as above
+                except ArithmeticError:
+                    return parse(text)
+                if value.is_finite():
+                    return value
+            return parse(text)
+
+        return parse_plain
 
 
 class TimestampRules(_Model):
