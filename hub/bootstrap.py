@@ -8,7 +8,9 @@ the resulting :class:`App`; nothing connects at import time.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from sqlalchemy import Engine
 
@@ -16,6 +18,7 @@ from adapters.sql.engine import make_engine
 from adapters.sql.migrate import upgrade
 from adapters.sql.uow import SqlUnitOfWorkFactory
 from hub.bus import MessageBus
+from hub.headend import ControlJournal, EventPublisher, HeadEnd
 from hub.nouns import build_routes
 from hub.pipeline import Pipeline
 from hub.routing import RouteTable
@@ -23,6 +26,9 @@ from hub.settings import Settings, load_settings
 from mdm.handlers import HANDLERS
 from mdm.model import Utility
 from mdm.ports import UnitOfWorkFactory
+
+if TYPE_CHECKING:
+    from hes.engine import MeterTarget
 
 log = logging.getLogger("amihub")
 
@@ -35,8 +41,13 @@ class App:
     bus: MessageBus
     routes: RouteTable
     pipeline: Pipeline
+    #: the DLMS head-end (None without a [hes] manifest) and the control job records
+    headend: HeadEnd | None = None
+    journal: ControlJournal | None = None
 
     def close(self) -> None:
+        if self.headend is not None:
+            self.headend.close()
         self.engine.dispose()
 
 
@@ -51,15 +62,28 @@ def ensure_utility(uow_factory: UnitOfWorkFactory, code: str, name: str) -> Util
         return utility
 
 
-def bootstrap(settings: Settings | None = None, *, migrate: bool = False) -> App:
+def bootstrap(
+    settings: Settings | None = None,
+    *,
+    migrate: bool = False,
+    meters: Mapping[str, MeterTarget] | None = None,
+) -> App:
+    """``meters`` (mRID -> address and keys) overrides ``[hes] manifest`` (tests, demo)."""
     settings = settings or load_settings()
     if migrate:
         upgrade(settings.database_url)
     engine = make_engine(settings.database_url)
     uow_factory = SqlUnitOfWorkFactory(engine, staging_batch_size=settings.limits.ingest_batch_rows)
     bus = MessageBus(HANDLERS)
-    routes = build_routes(settings)
+    journal = ControlJournal(uow_factory, EventPublisher(settings))
+    headend: HeadEnd | None = None
+    if meters is not None or settings.hes.manifest is not None:
+        from adapters.dlms import MeterDirectory, headend_from_settings  # imports gurux
+
+        directory = MeterDirectory(meters) if meters is not None else None
+        headend = headend_from_settings(settings.hes, journal, directory)
+    routes = build_routes(settings, headend=headend, journal=journal)
     pipeline = Pipeline(uow_factory, bus, routes, settings.limits, settings.default_utility)
     if migrate:
         ensure_utility(uow_factory, settings.default_utility, settings.default_utility_name)
-    return App(settings, engine, uow_factory, bus, routes, pipeline)
+    return App(settings, engine, uow_factory, bus, routes, pipeline, headend, journal)

@@ -234,3 +234,169 @@ def linkage(
         )
     )
     return _request(verb, "MasterDataLinkageConfig", payload, style, message_id)
+
+
+# -- head-end messages: controls, events, read schedules -----------------------------------
+
+
+def end_device_controls(
+    verb: str,
+    controls: Sequence[dict[str, object]],
+    *,
+    style: Style = "envelope",
+    message_id: str | None = None,
+) -> bytes:
+    """EndDeviceControls request (create / cancel). Each dict: ``type`` (the
+    EndDeviceControlType code), and optionally ``mrid`` (the job id), ``devices``
+    (meter mRIDs), ``usage_points``, ``areas`` (UsagePointGroups by name),
+    ``groups`` (EndDeviceGroups), ``start`` (datetime: primaryDeviceTiming), ``reason``."""
+    from cim_schemas.profiles.common import DateTimeInterval, IdentifiedObject
+    from cim_schemas.profiles.end_device_controls import (
+        EndDeviceControl,
+        EndDeviceControls,
+        EndDeviceTiming,
+        render_end_device_controls,
+    )
+
+    def objs(key: str, c: dict[str, object], by_name: bool = False) -> tuple[IdentifiedObject, ...]:
+        values = c.get(key) or ()
+        assert isinstance(values, list | tuple)
+        return tuple(
+            IdentifiedObject.by_name(str(v)) if by_name else IdentifiedObject(str(v))
+            for v in values
+        )
+
+    items = []
+    for c in controls:
+        start = c.get("start")
+        assert start is None or isinstance(start, datetime)
+        reason = c.get("reason")
+        mrid = c.get("mrid")
+        items.append(
+            EndDeviceControl(
+                end_device_control_type=str(c["type"]),
+                mrid=str(mrid) if mrid is not None else None,
+                reason=str(reason) if reason is not None else None,
+                end_device_groups=objs("groups", c),
+                end_devices=objs("devices", c),
+                primary_device_timing=EndDeviceTiming(interval=DateTimeInterval(start=start))
+                if start is not None
+                else None,
+                usage_point_groups=objs("areas", c, by_name=True),
+                usage_points=objs("usage_points", c),
+            )
+        )
+    payload = render_end_device_controls(EndDeviceControls(tuple(items)))
+    return _request(verb, "EndDeviceControls", payload, style, message_id)
+
+
+def get_end_device_events(
+    meters: Sequence[str] = (),
+    start: datetime | None = None,
+    end: datetime | None = None,
+    *,
+    usage_points: Sequence[str] = (),
+    event_types: Sequence[str] = (),
+    job: str | None = None,
+    style: Style = "envelope",
+    message_id: str | None = None,
+) -> bytes:
+    """get EndDeviceEvents: meters and usage points as Request/ID, the period as
+    StartTime/EndTime, filters as Options (``EndDeviceEventType``, ``job``)."""
+    from cim_schemas.envelope import Header, RequestID, RequestInfo, render_request
+
+    options = [("EndDeviceEventType", t) for t in event_types]
+    if job is not None:
+        options.append(("job", job))
+    request = RequestInfo(
+        start_time=start,
+        end_time=end,
+        options=tuple(options),
+        ids=tuple(RequestID(m, id_type="EndDevice") for m in meters)
+        + tuple(RequestID(u, id_type="UsagePoint") for u in usage_points),
+    )
+    header = Header(
+        verb="get",
+        noun="EndDeviceEvents",
+        timestamp=datetime.now(UTC),
+        source="amihub-samples",
+        message_id=message_id or str(uuid.uuid4()),
+    )
+    return render_request(header, request, None, style=style)
+
+
+def end_device_events(
+    verb: str,
+    events: Sequence[dict[str, object]],
+    *,
+    style: Style = "envelope",
+    message_id: str | None = None,
+) -> bytes:
+    """EndDeviceEvents from another head-end (create / created). Each dict: ``meter``,
+    ``type``, ``at`` (datetime), and optionally ``mrid``, ``reason``, ``details`` (dict)."""
+    from cim_schemas.envelope import Header, render_event
+    from cim_schemas.profiles.common import IdentifiedObject
+    from cim_schemas.profiles.end_device_events import (
+        EndDeviceEvent,
+        EndDeviceEvents,
+        render_end_device_events,
+    )
+
+    items = []
+    for e in events:
+        at = e.get("at")
+        assert at is None or isinstance(at, datetime)
+        details = e.get("details") or {}
+        assert isinstance(details, dict)
+        mrid, reason = e.get("mrid"), e.get("reason")
+        items.append(
+            EndDeviceEvent(
+                end_device_event_type=str(e["type"]),
+                mrid=str(mrid) if mrid is not None else None,
+                created_date_time=at,
+                reason=str(reason) if reason is not None else None,
+                assets=IdentifiedObject(str(e["meter"])) if e.get("meter") else None,
+                details=tuple((str(k), str(v)) for k, v in details.items()),
+            )
+        )
+    payload = render_end_device_events(EndDeviceEvents(tuple(items)))
+    if verb.endswith("ed"):
+        header = Header(
+            verb=verb,
+            noun="EndDeviceEvents",
+            timestamp=datetime.now(UTC),
+            source="amihub-samples",
+            message_id=message_id or str(uuid.uuid4()),
+        )
+        return render_event(header, payload, style=style)
+    return _request(verb, "EndDeviceEvents", payload, style, message_id)
+
+
+def meter_read_schedule(
+    meters: Sequence[str],
+    start: datetime | None = None,
+    end: datetime | None = None,
+    *,
+    usage_points: Sequence[str] = (),
+    reading_types: Sequence[str] = (),
+    style: Style = "envelope",
+    message_id: str | None = None,
+) -> bytes:
+    """create MeterReadSchedule: an on-demand read of the meters over (start, end]."""
+    from cim_schemas.profiles.common import DateTimeInterval, IdentifiedObject
+    from cim_schemas.profiles.meter_read_schedule import (
+        MeterReadSchedule,
+        TimeSchedule,
+        render_meter_read_schedule,
+    )
+
+    schedule = MeterReadSchedule(
+        end_devices=tuple(IdentifiedObject(m) for m in meters),
+        reading_types=tuple(IdentifiedObject(rt) for rt in reading_types),
+        time_schedules=(TimeSchedule(schedule_interval=DateTimeInterval(start, end)),)
+        if start is not None or end is not None
+        else (),
+        usage_points=tuple(IdentifiedObject(u) for u in usage_points),
+    )
+    payload = render_meter_read_schedule(schedule)
+    return _request("create", "MeterReadSchedule", payload, style, message_id)

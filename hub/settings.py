@@ -201,6 +201,42 @@ class SftpSettings(BaseModel):
     partners: list[SftpPartnerSettings] = Field(default_factory=list)
 
 
+class HesSettings(BaseModel):
+    """``[hes]``: the DLMS/COSEM head-end the hub drives (adapters/dlms, docs/controls.md).
+
+    Meters are reached through a fleet manifest (the JSON ``hes simulate --manifest``
+    writes: serial, host, port, logical_device, system_title, security); their keys
+    come from a key store (``keystore`` + ``master_key``) or, for a simulated fleet
+    only, from the simulator's seed. A manifest serial is the MDM meter ``mrid_format``.
+    """
+
+    model_config = {"extra": "forbid"}
+
+    #: run the control-job scheduler under ``amihub serve`` (CIM routes work whenever a
+    #: manifest is configured)
+    enabled: bool = False
+    manifest: Path | None = None
+    #: keys re-derived from the simulator's seed (simulation only; never for real meters)
+    simulated_seed: int | None = None
+    #: key store file (hes.security.keystore JSON) and its master key (64 hex digits)
+    keystore: Path | None = None
+    master_key: SecretStr | None = None
+    #: MDM mRID of a manifest meter
+    mrid_format: str = "MTR-{serial}"
+    #: per-meter connection timeout (seconds), attempts of a read, parallel meters
+    timeout: float = Field(default=5.0, gt=0)
+    attempts: int = Field(default=3, gt=0)
+    concurrency: int = Field(default=8, gt=0)
+    #: seconds between scheduler ticks (due control jobs are started)
+    tick_seconds: float = Field(default=1.0, gt=0)
+    #: an accepted job whose request is still not committed after this long is dropped
+    hold_seconds: float = Field(default=60.0, gt=0)
+    #: most meters one on-demand read (create MeterReadSchedule) may name
+    read_limit: int = Field(default=100, gt=0)
+    #: on start, scheduled jobs recorded in the last this many days are taken up again
+    recover_days: int = Field(default=7, ge=0)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="AMIHUB_",
@@ -221,6 +257,7 @@ class Settings(BaseSettings):
     soap: SoapSettings = SoapSettings()
     amqp: AmqpSettings = AmqpSettings()
     sftp: SftpSettings = SftpSettings()
+    hes: HesSettings = HesSettings()
     #: folder of mapping specs for `amihub import --mapping` / `export` (default: shipped)
     mappings_dir: str | None = None
 

@@ -2,18 +2,27 @@
 
 from __future__ import annotations
 
+from hub.headend import ControlJournal, HeadEnd
+from hub.nouns.end_device_controls import EndDeviceControlsRoute
+from hub.nouns.end_device_events import EndDeviceEventsRoute, GetEndDeviceEventsRoute
 from hub.nouns.get_meter_readings import GetMeterReadingsRoute
 from hub.nouns.master_data import (
     MasterDataLinkageConfigRoute,
     meter_config_route,
     usage_point_config_route,
 )
+from hub.nouns.meter_read_schedule import MeterReadScheduleRoute
 from hub.nouns.meter_readings import StoreMeterReadingsRoute
 from hub.routing import Route, RouteTable
 from hub.settings import Settings
 
 
-def build_routes(settings: Settings) -> RouteTable:
+def build_routes(
+    settings: Settings,
+    *,
+    headend: HeadEnd | None = None,
+    journal: ControlJournal | None = None,
+) -> RouteTable:
     routes: list[Route] = [
         StoreMeterReadingsRoute(
             max_block_readings=settings.limits.max_block_readings,
@@ -23,5 +32,9 @@ def build_routes(settings: Settings) -> RouteTable:
         usage_point_config_route(),
         meter_config_route(),
         MasterDataLinkageConfigRoute(),
+        EndDeviceControlsRoute(headend, journal),
+        EndDeviceEventsRoute(),
+        GetEndDeviceEventsRoute(),
+        MeterReadScheduleRoute(headend, settings.hes.read_limit),
     ]
     return RouteTable(routes)

@@ -1,0 +1,342 @@
+"""The head-end port: how the hub reaches meters, and where control jobs are recorded.
+
+The hub never speaks DLMS. Routes (``hub/nouns/end_device_controls.py``,
+``meter_read_schedule.py``) talk to a :class:`HeadEnd`; ``adapters/dlms``
+implements it with ``hes.*`` (simulated meters over real TCP in tests and the
+demo). docs/controls.md tells the whole story.
+
+Control jobs are recorded as EndDeviceEvents (there is no job table):
+
+* the request, one event per device, type = the EndDeviceControlType code,
+  details ``job``, ``state=scheduled``, ``control``, ``start``, ``message``: written
+  in the transaction of the request, so a job exists exactly when its request
+  committed (the head-end starts a job only once it sees that record);
+* a cancel: the same with ``state=cancelled``;
+* the outcome, one event per device with the CIM result code (3.31.0.68
+  disconnected, 3.31.0.42 connected, 3.31.0.85 switch operation failed, 3.36.0.24
+  clock changed), details ``job``, ``state`` (the job's final state), ``ok``,
+  ``detail``; stored and published as ``created EndDeviceEvents`` through the
+  outbox in one transaction.
+
+:meth:`ControlJournal.pending` reads those records back after a restart: the
+scheduled jobs that neither finished nor were cancelled.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Final, Protocol
+
+from cim_schemas import envelope
+from cim_schemas.envelope import Header
+from cim_schemas.profiles.common import IdentifiedObject
+from cim_schemas.profiles.end_device_events import EndDeviceEvent as CimEvent
+from cim_schemas.profiles.end_device_events import EndDeviceEvents, render_end_device_events
+from hub.errors import AmihubError
+from hub.settings import Settings
+from mdm.model import EndDeviceEvent
+from mdm.ports import UnitOfWork, UnitOfWorkFactory
+
+log = logging.getLogger("amihub.headend")
+
+SCHEDULED: Final = "scheduled"
+CANCELLED: Final = "cancelled"
+#: a job's final states (hes.controls.JobState values)
+FINISHED: Final = frozenset({"succeeded", "partial", "failed", CANCELLED})
+#: namespace of the mRIDs of job records (stable: job, device, state)
+_EVENT_IDS: Final = uuid.UUID("6f1d7c1e-2a8b-4c35-9a57-0e4d3b8f21c9")
+#: outbox: the AMQP events exchange key and the SOAP subscriber service of our events
+AMQP_DESTINATION: Final = "created.EndDeviceEvents"
+SOAP_SERVICE: Final = "SendEndDeviceEvents"
+
+
+class UnknownJob(AmihubError):
+    """No control job with this id is held by the head-end."""
+
+
+class JobNotCancellable(AmihubError):
+    """The job is running or finished: only a scheduled job can be cancelled."""
+
+
+@dataclass(frozen=True)
+class ControlRequest:
+    """One EndDeviceControl as a job for the head-end."""
+
+    job_id: str  # the EndDeviceControl mRID, or one amihub made up
+    utility_id: int
+    control_type: str  # EndDeviceControlType code
+    devices: tuple[str, ...]  # MDM mRIDs
+    requested_at: datetime
+    start: datetime | None = None  # None: as soon as possible
+    reason: str | None = None
+    correlation_id: str | None = None  # MessageID of the request
+
+
+@dataclass(frozen=True)
+class DeviceResult:
+    device_mrid: str
+    ok: bool
+    event_type: str  # EndDeviceEventType code
+    detail: str
+    at: datetime
+
+
+@dataclass(frozen=True)
+class ControlReport:
+    request: ControlRequest
+    state: str  # succeeded | partial | failed
+    results: tuple[DeviceResult, ...]
+
+
+@dataclass(frozen=True)
+class MeterRead:
+    """What an on-demand read got from one meter (nothing stored yet)."""
+
+    device_mrid: str
+    outcome: str  # done | partial | failed
+    readings: tuple[tuple[str, datetime, Decimal, str], ...]  # (ReadingType, ts, value, quality)
+    events: tuple[tuple[str, datetime], ...]  # (EndDeviceEventType code, ts)
+    missing: int = 0  # intervals still missing after the re-reads
+    error: str | None = None
+
+
+class HeadEnd(Protocol):
+    """What the hub's routes need from a head-end."""
+
+    #: the EndDeviceControlType codes it can execute
+    control_types: frozenset[str]
+
+    def addressable(self, device_mrid: str) -> bool:
+        """The head-end knows how to reach this meter (address and keys)."""
+        ...
+
+    def submit(self, request: ControlRequest) -> None:
+        """Hold a job; it starts once its request record is committed and its start is due."""
+        ...
+
+    def cancel(self, job_id: str) -> ControlRequest:
+        """Cancel a scheduled job; raises UnknownJob or JobNotCancellable."""
+        ...
+
+    def run_due(self) -> list[ControlReport]:
+        """One scheduler tick: start the due jobs, run them, record their outcomes."""
+        ...
+
+    def read(
+        self, devices: Sequence[str], start: datetime, end: datetime, *, events: bool = False
+    ) -> list[MeterRead]:
+        """Read registers and the load profile of (start, end] now (network only)."""
+        ...
+
+    def close(self) -> None: ...
+
+
+# -- publishing events -----------------------------------------------------------------------
+
+
+def cim_event(event: EndDeviceEvent) -> CimEvent:
+    return CimEvent(
+        end_device_event_type=event.event_type,
+        mrid=event.mrid,
+        created_date_time=event.created_at,
+        reason=event.reason,
+        severity=event.severity,
+        assets=IdentifiedObject(event.device_mrid),
+        details=tuple(sorted(event.details.items())),
+    )
+
+
+class EventPublisher:
+    """``created EndDeviceEvents`` into the outbox, for every adapter that delivers events:
+    AMQP (``[amqp] enabled``: events exchange, key ``created.EndDeviceEvents``) and SOAP
+    subscribers (``[soap] subscribers.EndDeviceEvents``: SendEndDeviceEvents)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.amqp = settings.amqp.enabled and settings.amqp.outbox
+        self.soap_urls = list(settings.soap.subscribers.get("EndDeviceEvents", []))
+
+    def publish(
+        self, uow: UnitOfWork, events: Sequence[EndDeviceEvent], correlation_id: str | None
+    ) -> int:
+        """Enqueue one event message; returns the outbox items written."""
+        if not events or not (self.amqp or self.soap_urls):
+            return 0
+        header = Header(
+            verb="created",
+            noun="EndDeviceEvents",
+            timestamp=envelope.now_utc(),
+            source="amihub",
+            message_id=envelope.new_message_id(),
+            correlation_id=correlation_id,
+        )
+        written = 0
+        if self.amqp:
+            payload = render_end_device_events(EndDeviceEvents(tuple(map(cim_event, events))))
+            uow.outbox.enqueue(
+                channel="amqp",
+                destination=AMQP_DESTINATION,
+                verb="created",
+                noun="EndDeviceEvents",
+                body=envelope.render_event(header, payload),
+                headers={"kind": "event"},
+                correlation_id=correlation_id,
+            )
+            written += 1
+        for url in self.soap_urls:
+            payload = render_end_device_events(EndDeviceEvents(tuple(map(cim_event, events))))
+            uow.outbox.enqueue(
+                channel="soap",
+                destination=url,
+                verb="created",
+                noun="EndDeviceEvents",
+                body=envelope.render_event(header, payload, style="wrapper"),
+                headers={
+                    "service": SOAP_SERVICE,
+                    "operation": "CreatedEndDeviceEvents",
+                    "kind": "event",
+                },
+                correlation_id=correlation_id,
+            )
+            written += 1
+        return written
+
+
+# -- the job records ---------------------------------------------------------------------------
+
+
+def _event_id(job_id: str, device: str, state: str) -> str:
+    return str(uuid.uuid5(_EVENT_IDS, f"{job_id}\n{device}\n{state}"))
+
+
+class ControlJournal:
+    """Control jobs recorded as EndDeviceEvents (see the module docstring)."""
+
+    def __init__(
+        self,
+        uow_factory: UnitOfWorkFactory,
+        publisher: EventPublisher,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.uow_factory = uow_factory
+        self.publisher = publisher
+        self.clock = clock
+
+    @staticmethod
+    def request_events(request: ControlRequest, state: str, at: datetime) -> list[EndDeviceEvent]:
+        details = {
+            "job": request.job_id,
+            "state": state,
+            "control": request.control_type,
+            "start": request.start.isoformat() if request.start else "",
+            "message": request.correlation_id or "",
+        }
+        return [
+            EndDeviceEvent(
+                device_mrid=device,
+                event_type=request.control_type,
+                created_at=at,
+                reason=request.reason or f"control job {state}",
+                mrid=_event_id(request.job_id, device, state),
+                details=details,
+            )
+            for device in request.devices
+        ]
+
+    def record_request(self, uow: UnitOfWork, request: ControlRequest) -> None:
+        """In the caller's transaction (the request's)."""
+        uow.events.add_many(
+            request.utility_id, self.request_events(request, SCHEDULED, request.requested_at)
+        )
+
+    def record_cancel(self, uow: UnitOfWork, request: ControlRequest, at: datetime) -> None:
+        events = self.request_events(request, CANCELLED, at)
+        uow.events.add_many(request.utility_id, events)
+        self.publisher.publish(uow, events, request.correlation_id)
+
+    def committed(self, request: ControlRequest) -> bool:
+        """The request record is visible: its transaction committed."""
+        at = request.requested_at
+        with self.uow_factory() as uow:
+            found = uow.events.query(
+                request.utility_id, None, at - timedelta(seconds=1), at + timedelta(seconds=1)
+            )
+        return any(
+            e.details.get("job") == request.job_id and e.details.get("state") == SCHEDULED
+            for e in found
+        )
+
+    def record_report(self, report: ControlReport) -> list[EndDeviceEvent]:
+        """Outcome events stored and published, in one transaction of their own."""
+        request = report.request
+        events = [
+            EndDeviceEvent(
+                device_mrid=r.device_mrid,
+                event_type=r.event_type,
+                created_at=r.at,
+                reason=f"control job {request.job_id} ({request.control_type}): {report.state}",
+                mrid=_event_id(request.job_id, r.device_mrid, report.state),
+                details={
+                    "job": request.job_id,
+                    "state": report.state,
+                    "control": request.control_type,
+                    "ok": "true" if r.ok else "false",
+                    "detail": r.detail,
+                    "message": request.correlation_id or "",
+                },
+            )
+            for r in report.results
+        ]
+        with self.uow_factory() as uow:
+            uow.events.add_many(request.utility_id, events)
+            self.publisher.publish(uow, events, request.correlation_id)
+            uow.commit()
+        log.info(
+            "control job %s (%s, %d device(s)): %s",
+            request.job_id,
+            request.control_type,
+            len(request.devices),
+            report.state,
+        )
+        return events
+
+    def pending(self, since: datetime) -> list[ControlRequest]:
+        """Jobs recorded as scheduled since ``since`` that neither finished nor were
+        cancelled: what a head-end takes up again after a restart."""
+        out: list[ControlRequest] = []
+        with self.uow_factory() as uow:
+            for utility in uow.utilities.list():
+                if utility.id is None:
+                    continue
+                jobs: dict[str, list[EndDeviceEvent]] = {}
+                done: set[str] = set()
+                for e in uow.events.query(utility.id, None, since, None):
+                    job = e.details.get("job")
+                    if not job:
+                        continue
+                    if e.details.get("state") == SCHEDULED:
+                        jobs.setdefault(job, []).append(e)
+                    elif e.details.get("state") in FINISHED:
+                        done.add(job)
+                for job, records in jobs.items():
+                    if job in done:
+                        continue
+                    first = records[0]
+                    start = first.details.get("start") or None
+                    out.append(
+                        ControlRequest(
+                            job_id=job,
+                            utility_id=utility.id,
+                            control_type=first.details.get("control", first.event_type),
+                            devices=tuple(e.device_mrid for e in records),
+                            requested_at=first.created_at,
+                            start=datetime.fromisoformat(start) if start else None,
+                            reason=first.reason,
+                            correlation_id=first.details.get("message") or None,
+                        )
+                    )
+        return out

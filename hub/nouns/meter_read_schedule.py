@@ -1,0 +1,179 @@
+"""MeterReadSchedule: an on-demand read of meters through the head-end, stored in the MDM.
+
+``create``: the meters named (``EndDevice``, ``UsagePoint``, ``UsagePointGroup`` =
+transformer area, resolved as for EndDeviceControls; ``EndDeviceGroup``: 1011) are
+read now: registers (+A, -A, rates), clock, the 15-minute load profile of the
+window and the window's events from the meter's event log. Window: the first
+``TimeSchedule/scheduleInterval`` (start, end], else the last 24 hours; both ends
+are taken down to a quarter-hour and the end to the last complete interval.
+Readings are stored in the request's transaction (ReadingStaging: new /
+superseded / unchanged), meter events as EndDeviceEvents. ``ReadingType``
+(optional) keeps only those types.
+
+A meter that answered nothing is reported with 2012 (its error in ``details``);
+the others are stored (PARTIAL). More than ``[hes] read_limit`` meters: 2013.
+
+Not built: recurring or future schedules (a TimeSchedule with
+``recurrencePeriod``/``recurrencePattern``, or whose interval starts in the future,
+is refused with 1011); the read runs inside the request, so the request's
+transaction stays open for the read (bounded by ``read_limit`` and the head-end's
+timeouts).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Final
+
+from cim_schemas.codes.reading_type import ReadingType
+from cim_schemas.profiles.meter_read_schedule import parse_meter_read_schedule
+from hub.errors import ErrorDetail, MessageRejected, PayloadInvalid
+from hub.headend import HeadEnd
+from hub.nouns.end_device_controls import resolve_targets
+from hub.routing import MessageFrame, RouteContext, RouteResult
+from mdm.model import DeviceRef, EndDeviceEvent
+from mdm.ports import StagedReading, UnitOfWork
+
+QUARTER: Final = timedelta(minutes=15)
+DEFAULT_WINDOW: Final = timedelta(hours=24)
+
+
+def _floor(ts: datetime) -> datetime:
+    return ts.replace(minute=ts.minute - ts.minute % 15, second=0, microsecond=0)
+
+
+@dataclass
+class MeterReadScheduleRoute:
+    headend: HeadEnd | None
+    read_limit: int = 100
+    noun: str = "MeterReadSchedule"
+    verbs: frozenset[str] = frozenset({"create"})
+    streaming: bool = False
+
+    def handle(self, frame: MessageFrame, ctx: RouteContext, uow: UnitOfWork) -> RouteResult:
+        if self.headend is None:
+            raise MessageRejected(
+                "no head-end is configured: MeterReadSchedule needs [hes] manifest",
+                code="1011",
+                xpath="/*/Header/Noun",
+            )
+        base = frame.payload_xpath
+        if frame.payload is None:
+            raise PayloadInvalid(
+                "create MeterReadSchedule needs a Payload",
+                code="1009",
+                xpath=f"/{frame.root_name}/Payload",
+            )
+        schedule = parse_meter_read_schedule(frame.payload)
+        errors: list[ErrorDetail] = []
+        types: set[str] = set()
+        for n, rt in enumerate(schedule.reading_types, 1):
+            code = (rt.mrid or rt.name() or "").strip()
+            try:
+                types.add(str(ReadingType.parse(code)))
+            except ValueError as exc:
+                errors.append(
+                    ErrorDetail(
+                        "2003", f"ReadingType {code!r}: {exc}", xpath=f"{base}/ReadingType[{n}]"
+                    )
+                )
+        now = ctx.handler.now
+        end = _floor(now)
+        start = end - DEFAULT_WINDOW
+        for n, ts in enumerate(schedule.time_schedules, 1):
+            xpath = f"{base}/TimeSchedule[{n}]"
+            interval = ts.schedule_interval
+            if (
+                ts.recurrence_period
+                or ts.recurrence_pattern
+                or (interval is not None and interval.start is not None and interval.start > now)
+            ):
+                errors.append(
+                    ErrorDetail(
+                        "1011",
+                        "recurring and future read schedules are not built yet: "
+                        "send the request when the read is due",
+                        xpath=xpath,
+                    )
+                )
+            elif n == 1 and interval is not None:
+                if interval.end is not None:
+                    end = min(end, _floor(interval.end))
+                start = (
+                    _floor(interval.start) if interval.start is not None else end - DEFAULT_WINDOW
+                )
+                if end <= start:
+                    errors.append(
+                        ErrorDetail(
+                            "2013", "the read window is empty or in the future", xpath=xpath
+                        )
+                    )
+        if errors:
+            raise PayloadInvalid(f"create MeterReadSchedule: {errors[0].reason}", errors=errors)
+        targets = resolve_targets(
+            uow,
+            ctx.utility_id,
+            base,
+            end_devices=schedule.end_devices,
+            usage_points=schedule.usage_points,
+            usage_point_groups=schedule.usage_point_groups,
+            end_device_groups=schedule.end_device_groups,
+            tags=("EndDevice", "UsagePoint", "UsagePointGroup", "EndDeviceGroup"),
+            headend=self.headend,
+        )
+        result = RouteResult(errors=targets.errors)
+        if len(targets.devices) > self.read_limit:
+            raise PayloadInvalid(
+                f"{len(targets.devices)} meters named; one on-demand read takes at most "
+                f"{self.read_limit} ([hes] read_limit)",
+                xpath=base,
+            )
+        if not targets.devices:
+            if not result.errors:
+                result.errors.append(
+                    ErrorDetail("2011", "the MeterReadSchedule names no meter", xpath=base)
+                )
+            return result
+        reads = self.headend.read(targets.devices, start, end, events=True)
+        staging = uow.readings.staging()
+        events: list[EndDeviceEvent] = []
+        readings = 0
+        for item, read in enumerate(reads, 1):
+            rows = [
+                StagedReading(item, rt, ts, value, quality)
+                for rt, ts, value, quality in read.readings
+                if not types or rt in types
+            ]
+            if rows:
+                staging.add_meter(item, DeviceRef(mrid=read.device_mrid))
+                staging.add_readings(rows)
+                readings += len(rows)
+            events.extend(
+                EndDeviceEvent(read.device_mrid, code, ts, reason="meter event log")
+                for code, ts in read.events
+                if start < ts <= end  # the meter's log holds more: the window's only
+            )
+            if read.outcome == "failed":
+                result.errors.append(
+                    ErrorDetail(
+                        "2012",
+                        f"meter {read.device_mrid} answered nothing",
+                        details=read.error,
+                        object_id=read.device_mrid,
+                    )
+                )
+            else:
+                result.applied += 1
+        stats = staging.apply(ctx.utility_id).stats
+        stored_events = uow.events.add_many(ctx.utility_id, events) if events else 0
+        result.counts = {
+            "meters": len(reads),
+            "read": result.applied,
+            "readings": readings,
+            "stored": stats.stored,
+            "superseded": stats.superseded,
+            "unchanged": stats.unchanged,
+            "events": stored_events,
+        }
+        return result
