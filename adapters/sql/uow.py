@@ -105,9 +105,13 @@ class SqlUnitOfWork:
             conn.close()
 
     def commit(self) -> None:
-        with guard():
-            self.connection.commit()
         self.transaction_number += 1
+        try:
+            with guard():
+                self.connection.commit()
+        except BaseException:
+            self._readings.forget()  # nothing of this transaction may be remembered
+            raise
         self._readings.committed()
 
     def rollback(self) -> None:
