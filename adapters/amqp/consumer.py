@@ -371,6 +371,10 @@ class AmqpConsumer:
                 plain = []
             except RecoverableError as exc:
                 log.warning("batch of %d failed (%s); one by one", len(plain), exc)
+            except Exception:  # a bug in the batch path: the single path still works
+                log.exception("%s: process_batch failed; one by one", self.name)
+                for d in plain:
+                    d.outcome = None
         for d in ds:
             if d.outcome is not None:
                 continue
