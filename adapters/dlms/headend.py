@@ -154,9 +154,13 @@ class DlmsHeadEnd:
     def cancel(self, job_id: str) -> ControlRequest:
         with self._lock:
             held = self._held.get(job_id)
-            if held is None or not self._confirm(held):
+            if held is None:
                 raise UnknownJob(f"no control job {job_id} is held by the head-end")
-            assert held.hes_id is not None
+            if held.hes_id is None:
+                # not handed to ControlJobs yet (its request record was not seen): it
+                # simply goes; no store access here, the caller's transaction is open
+                del self._held[job_id]
+                return held.request
             try:
                 self.jobs.cancel(held.hes_id)
             except InvalidJobTransition:
