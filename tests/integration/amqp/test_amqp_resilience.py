@@ -2,7 +2,8 @@
 
 The stream: 100 meters x 2 days x 50 readings = 200 CreateMeterReadings
 messages carrying 10,000 readings, each with its own MessageID and reply_to
-(the cost is per message: more, smaller messages make the same test slower).
+(the cost is per message: AMIHUB_TEST_STREAM_MESSAGES=10000 sends 10,000
+messages of one reading each, which takes minutes until the pipeline batches).
 "Exactly once" is checked in the store itself: 10,000 reading rows all at
 version 1, no superseded history, and one *replied* message-log row per
 MessageID (a redelivery shows as a *duplicate* row, never as a second apply).
@@ -28,10 +29,14 @@ from tests.unit.hub.conftest import add_meters, make_app, reading_count
 
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.postgres]
 
-METERS = [f"K{n:03d}" for n in range(100)]
-DAYS = 2
-PER_MESSAGE = 50
-TOTAL = len(METERS) * DAYS * PER_MESSAGE  # 10,000 readings in 200 messages
+#: messages in the stream (AMIHUB_TEST_STREAM_MESSAGES=10000 for 10,000 one-reading messages;
+#: slower: the cost is per message)
+MESSAGES = int(os.environ.get("AMIHUB_TEST_STREAM_MESSAGES", "200"))
+METERS = [f"K{n:03d}" for n in range(min(100, MESSAGES))]
+DAYS = -(-MESSAGES // len(METERS))
+PER_MESSAGE = 10_000 // (len(METERS) * DAYS)
+TOTAL = len(METERS) * DAYS * PER_MESSAGE  # 10,000 readings (200 messages by default)
+SLOW = max(90, MESSAGES // 20)  # seconds to wait for the whole stream
 
 
 @pytest.fixture
@@ -97,7 +102,7 @@ def test_worker_killed_with_sigkill_mid_stream(
         stored_at_kill = reading_count(pg_app)
         assert stored_at_kill < TOTAL, "the worker finished before it was killed"
         workers.start(settings, postgres_url)
-        wait_for(lambda: reading_count(pg_app) == TOTAL, 90, "every reading after the restart")
+        wait_for(lambda: reading_count(pg_app) == TOTAL, SLOW, "every reading after the restart")
         wait_for(lambda: partner.depth(settings.request_queue) == 0, 30, "every ack")
         assert collect_replies(partner, sent) == sent
         assert_exactly_once(postgres_url, len(sent))
@@ -157,7 +162,7 @@ def test_broker_closes_the_connection_mid_stream(
         assert connection is not None
         assert close_connections_of(client_port(connection)) == 1
         closed.append(connection)
-    wait_for(lambda: reading_count(pg_app) == TOTAL, 90, "every reading")
+    wait_for(lambda: reading_count(pg_app) == TOTAL, SLOW, "every reading")
     wait_for(lambda: partner.depth(service.settings.request_queue) == 0, 30, "every ack")
     assert collect_replies(partner, sent) == sent
     assert_exactly_once(postgres_url, len(sent))
@@ -178,7 +183,7 @@ def test_two_workers_share_the_queue(
 
         wait_for(lambda: consumers() == 2, 60, "two consumers on the queue")
         sent = publish_stream(partner)
-        wait_for(lambda: reading_count(pg_app) == TOTAL, 90, "every reading")
+        wait_for(lambda: reading_count(pg_app) == TOTAL, SLOW, "every reading")
         wait_for(lambda: partner.depth(settings.request_queue) == 0, 30, "every ack")
         assert collect_replies(partner, sent) == sent
         states = assert_exactly_once(postgres_url, len(sent))

@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from kombu import Connection, Exchange, Producer, Queue
@@ -42,7 +42,7 @@ def unique_settings(url: str, **overrides: Any) -> AmqpSettings:
 
 
 def readings_request(meter: str, day: int = 0, intervals: int = 96, **kwargs: Any) -> bytes:
-    start = START.replace(day=1 + day % 28, month=3 + day // 28)
+    start = START + timedelta(days=day)
     kwargs.setdefault("verb", "create")
     kwargs.setdefault("registers", False)
     return meter_readings_bytes([meter], start, intervals, **kwargs)

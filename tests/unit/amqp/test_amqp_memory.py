@@ -407,3 +407,21 @@ def test_client_request_reply_in_process(start_service: Start, hub_app: App) -> 
     assert result_of(ok.body) == ("OK", [])
     assert bad.result == "FAILED"
     assert reading_count(hub_app) == 96
+
+
+def test_unreachable_broker_backs_off_and_stops(hub_app: App) -> None:
+    """Nothing listens on the port: the consumer retries with backoff and stops on request."""
+    from adapters.amqp.service import AmqpService
+    from tests.conftest import free_port
+    from tests.unit.amqp.partner import unique_settings
+
+    url = f"amqp://guest:guest@127.0.0.1:{free_port()}//"
+    hub_app.settings = hub_app.settings.model_copy(
+        update={"amqp": unique_settings(url, outbox=False, connect_timeout=1.0)}
+    )
+    service = AmqpService(hub_app)
+    service.start()
+    assert not service.wait_consuming(0.5)
+    t0 = time.monotonic()
+    service.stop()
+    assert time.monotonic() - t0 < 3
