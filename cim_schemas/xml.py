@@ -224,10 +224,12 @@ def iterparse(
     except etree.XMLSyntaxError as exc:
         from hub.errors import SchemaInvalid
 
-        log: Any = exc.error_log  # lxml-stubs: _ErrorLog is not declared iterable
-        if log and any(e.domain_name == "SCHEMASV" for e in log):
-            first = next(e for e in log if e.domain_name == "SCHEMASV")
-            raise SchemaInvalid(f"schema invalid: {first.message}", xpath=first.path) from exc
+        # lxml's error log is per thread and keeps entries of earlier parses: only the
+        # last entry caused this exception, and it is a schema error only with a schema
+        errors: Any = exc.error_log  # lxml-stubs: no last_error on _ErrorLog
+        last: Any = errors.last_error if errors else None
+        if schema is not None and last is not None and last.domain_name == "SCHEMASV":
+            raise SchemaInvalid(f"schema invalid: {last.message}", xpath=last.path) from exc
         if "entity" in (exc.msg or "").lower():
             raise ForbiddenXml(f"entity reference refused: {exc.msg}") from exc
         raise _syntax_error(exc) from exc
