@@ -1,0 +1,50 @@
+"""The one hardened parser: DOCTYPE refused before libxml2 sees it, limits, error mapping."""
+
+from __future__ import annotations
+
+import io
+from datetime import UTC, datetime
+
+import pytest
+
+from cim_schemas.schemas import message_schema
+from cim_schemas.xml import LimitedReader, iterparse, parse_bytes
+from hub.errors import ForbiddenXml, InputTooLarge, NotWellFormed, SchemaInvalid
+from hub.samples import meter_readings_bytes
+
+BAD = meter_readings_bytes(["M"], datetime(2026, 1, 1, tzinfo=UTC), 2).replace(
+    b"<m:value>", b"<m:value><m:x/>", 1
+)
+
+
+def events(data: bytes, *, schema: bool = False, limit: int = 1 << 20) -> int:
+    reader = LimitedReader(io.BytesIO(data), limit)
+    return sum(1 for _ in iterparse(reader, schema=message_schema() if schema else None))
+
+
+@pytest.mark.parametrize(
+    "doc",
+    [
+        b'<!DOCTYPE a SYSTEM "file:///etc/passwd"><a/>',
+        b'<?xml version="1.0"?>\n<!-- c --><!DOCTYPE a [<!ENTITY x "y">]><a>&x;</a>',
+        '<!DOCTYPE a SYSTEM "/etc/passwd"><a/>'.encode("utf-16"),
+    ],
+)
+def test_a_doctype_is_refused_before_parsing(doc: bytes) -> None:
+    with pytest.raises(ForbiddenXml):
+        parse_bytes(doc)
+    with pytest.raises(ForbiddenXml):
+        events(doc)
+
+
+def test_size_limit_while_reading() -> None:
+    with pytest.raises(InputTooLarge):
+        events(b"<a>" + b"x" * 200_000 + b"</a>", limit=100_000)
+
+
+def test_an_earlier_schema_error_does_not_leak_into_a_later_parse() -> None:
+    with pytest.raises(SchemaInvalid):
+        events(BAD, schema=True)
+    # lxml keeps a per-thread error log: the next failure must be reported as itself
+    with pytest.raises(NotWellFormed, match="Premature end"):
+        events(b"<a><b>")
