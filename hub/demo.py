@@ -4,7 +4,10 @@ Creates a utility with usage points and meters, installs the meters, imports a
 generated month of 15-minute data as a CIM MeterReadings message through the
 real pipeline, sends a correction (a new version supersedes the old one) and a
 message naming an unknown meter (PARTIAL, kept as a dead letter), and shows
-what was stored.
+what was stored. Then the head-end: a small simulated DLMS fleet on a free port is
+read through the engine (CIM MeterReadSchedule) into the same store, and a remote
+disconnect and reconnect (CIM EndDeviceControls) run against it as control jobs,
+their results shown as EndDeviceEvents.
 """
 
 from __future__ import annotations
@@ -21,13 +24,18 @@ from rich.progress import Progress
 from rich.table import Table
 
 from adapters.memory import MemoryAdapter
+from cim_schemas.xml import parse_bytes
 from hub.bootstrap import App, bootstrap
 from hub.errors import AmihubError
 from hub.messages import InboundMessage
 from hub.samples import (
     RT_15MIN_A_PLUS,
+    RT_A_PLUS_TOTAL,
+    end_device_controls,
+    get_end_device_events,
     linkage,
     meter_config,
+    meter_read_schedule,
     meter_readings_bytes,
     usage_point_config,
     write_meter_readings,
@@ -150,6 +158,7 @@ def _run(app: App, meters: int, days: int, console: Console, progress_console: C
     console.print(f"(kept as dead letter {partial.dead_letter_id}: `amihub dead-letters list`)")
 
     _show(app, mrids, start, days, console)
+    _head_end(app, console)
 
 
 def _show(app: App, mrids: list[str], start: datetime, days: int, console: Console) -> None:
@@ -216,3 +225,95 @@ def _show(app: App, mrids: list[str], start: datetime, days: int, console: Conso
         for r in first.readings:
             day.add_row(r.ts.strftime("%Y-%m-%d %H:%M"), f"{r.value} " + "#" * int(r.value * 40))
         console.print(day)
+
+
+# -- the head-end: a simulated DLMS fleet read and switched through the hub ----------------
+
+
+def _head_end(app: App, console: Console) -> None:
+    """A 3-meter simulated fleet (HLS-GMAC, over TCP on a free port): registered as CIM
+    MeterConfig, read by create MeterReadSchedule, disconnected and reconnected by
+    create EndDeviceControls; the control jobs' results are EndDeviceEvents."""
+    import socket
+
+    from adapters.dlms import MeterDirectory
+    from hes.simulator.fleet import Fleet, SimulatorThread
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = int(s.getsockname()[1])
+    fleet = Fleet.build(3, port, seed=1)
+    directory = MeterDirectory.from_fleet(fleet)
+    console.rule("head-end: simulated DLMS/COSEM meters (security suite 0, HLS-GMAC)")
+    with SimulatorThread(fleet):
+        hes_app = bootstrap(app.settings, meters=directory)
+        try:
+            _head_end_steps(hes_app, list(directory), port, console)
+        finally:
+            hes_app.close()
+
+
+def _head_end_steps(app: App, meters: list[str], port: int, console: Console) -> None:
+    hub = MemoryAdapter(app.pipeline)
+    devices = [{"mrid": m, "serial": m.removeprefix("MTR-"), "name": m} for m in meters]
+    created = hub.request(meter_config("create", devices), source="cis")
+    console.print(f"{len(meters)} meters on 127.0.0.1:{port}: MeterConfig create {created.result}")
+
+    end = datetime.now(UTC)
+    read = hub.request(meter_read_schedule(meters, end - timedelta(hours=6), end), source="cis")
+    console.print(f"MeterReadSchedule create (read now, last 6 hours): {read.result} {read.counts}")
+    ctx = HandlerContext(actor="demo", now=end)
+    table = Table("meter", "+A register kWh", "15-min values", "kWh in 6 h", title="read over DLMS")
+    with app.uow_factory() as uow:
+        utility = uow.utilities.get(app.settings.default_utility)
+        assert utility is not None
+        assert utility.id is not None
+        for mrid in meters:
+            found: ReadingQueryResult = app.bus.handle(
+                QueryMeterReadings(
+                    utility.id,
+                    meters=(DeviceRef(mrid=mrid),),
+                    start=end - timedelta(hours=7),
+                    end=end + timedelta(minutes=1),
+                ),
+                uow,
+                ctx,
+            )
+            rows = list(found.readings)
+            register = [r.value for r in rows if r.reading_type == RT_A_PLUS_TOTAL]
+            profile = [r.value for r in rows if r.reading_type == RT_15MIN_A_PLUS]
+            table.add_row(
+                mrid,
+                f"{register[-1]:.3f}" if register else "-",
+                str(len(profile)),
+                f"{sum(profile, Decimal(0)):.3f}",
+            )
+    console.print(table)
+
+    assert app.headend is not None
+    for verb, code in (("disconnect", "3.31.0.23"), ("reconnect", "3.31.0.18")):
+        order = hub.request(
+            end_device_controls("create", [{"type": code, "devices": meters[:1]}]), source="cis"
+        )
+        console.print(
+            f"EndDeviceControls create {code} (remote {verb}) {meters[0]}: {order.result}"
+        )
+        for report in app.headend.run_due():
+            for r in report.results:
+                console.print(
+                    f"  job {report.request.job_id[:8]}: {report.state}; EndDeviceEvent "
+                    f"{r.event_type} for {r.device_mrid} {r.detail}"
+                )
+    answer = hub.request(get_end_device_events(meters[:1]), source="cis")
+    events = Table("created (UTC)", "EndDeviceEventType", "reason", title=f"events of {meters[0]}")
+    for ev in parse_bytes(answer.reply).getroot().iter(f"{_EDE}EndDeviceEvent"):
+        kind = ev.find(f"{_EDE}EndDeviceEventType")
+        events.add_row(
+            (ev.findtext(f"{_EDE}createdDateTime") or "")[:19],
+            kind.get("ref", "") if kind is not None else "",
+            ev.findtext(f"{_EDE}reason") or "",
+        )
+    console.print(events)
+
+
+_EDE = "{http://iec.ch/TC57/2011/EndDeviceEvents#}"

@@ -33,6 +33,7 @@ from decimal import Decimal
 from typing import Final, Protocol
 
 from cim_schemas import envelope
+from cim_schemas.codes.event_type import EndDeviceControlType
 from cim_schemas.envelope import Header
 from cim_schemas.profiles.common import IdentifiedObject
 from cim_schemas.profiles.end_device_events import EndDeviceEvent as CimEvent
@@ -209,6 +210,13 @@ class EventPublisher:
 # -- the job records ---------------------------------------------------------------------------
 
 
+def _describe(code: str) -> str:
+    try:
+        return EndDeviceControlType.parse(code).describe()
+    except ValueError:
+        return code
+
+
 def _event_id(job_id: str, device: str, state: str) -> str:
     return str(uuid.uuid5(_EVENT_IDS, f"{job_id}\n{device}\n{state}"))
 
@@ -240,7 +248,7 @@ class ControlJournal:
                 device_mrid=device,
                 event_type=request.control_type,
                 created_at=at,
-                reason=request.reason or f"control job {state}",
+                reason=request.reason or f"{_describe(request.control_type)}: job {state}",
                 mrid=_event_id(request.job_id, device, state),
                 details=details,
             )
@@ -278,7 +286,7 @@ class ControlJournal:
                 device_mrid=r.device_mrid,
                 event_type=r.event_type,
                 created_at=r.at,
-                reason=f"control job {request.job_id} ({request.control_type}): {report.state}",
+                reason=f"{_describe(request.control_type)}: job {report.state}",
                 mrid=_event_id(request.job_id, r.device_mrid, report.state),
                 details={
                     "job": request.job_id,
