@@ -403,3 +403,90 @@ def test_without_a_headend_controls_are_refused(sqlite_url: str) -> None:
         assert [e.code for e in outcome.errors] == ["1011"]
     finally:
         app.close()
+
+
+def test_wrapper_messages_as_the_soap_services_send_them(app: App, fleet: Fleet) -> None:
+    """ExecuteEndDeviceControls / GetEndDeviceEvents / ExecuteMeterReadSchedule bodies."""
+    meters = mrids(fleet)
+    order = send(
+        app,
+        end_device_controls(
+            "create", [{"type": DISCONNECT, "mrid": "W-1", "devices": meters[:1]}], style="wrapper"
+        ),
+    )
+    assert order.result == "OK", order.errors
+    root = parse_bytes(order.reply).getroot()
+    assert etree.QName(root).localname == "EndDeviceControlsResponseMessage"
+    assert app.headend is not None
+    [report] = app.headend.run_due()
+    assert report.state == "succeeded"
+    answer = send(app, get_end_device_events(meters[:1], job="W-1", style="wrapper"))
+    assert answer.result == "OK", answer.errors
+    assert [type_of(e) for e in payload(answer, f"{EDE}EndDeviceEvent")] == [
+        DISCONNECT,
+        DISCONNECTED,
+    ]
+    end = datetime.now(UTC)
+    read = send(
+        app, meter_read_schedule(meters[1:], end - timedelta(hours=1), end, style="wrapper")
+    )
+    assert read.result == "OK", read.errors
+    bad = send(
+        app,
+        end_device_controls(
+            "create", [{"type": "3.11.0.24", "devices": meters[:1]}], style="wrapper"
+        ),
+    )
+    assert bad.result == "FAILED"
+    assert bad.errors[0].xpath == (
+        "/CreateEndDeviceControls/Payload/EndDeviceControls/EndDeviceControl[1]/EndDeviceControlType"
+    )
+
+
+def test_execute_end_device_controls_over_soap(sqlite_url: str, fleet: Fleet) -> None:
+    """The SOAP adapter's ExecuteEndDeviceControls answers through these routes."""
+    import requests
+
+    from adapters.soap.catalogue import SERVICES
+    from adapters.soap.service import SoapService
+
+    settings = hub_settings(sqlite_url)
+    settings = settings.model_copy(
+        update={
+            "soap": settings.soap.model_copy(
+                update={"enabled": True, "port": free_port(), "allow_anonymous": True}
+            )
+        }
+    )
+    app = bootstrap(settings, migrate=True, meters=MeterDirectory.from_fleet(fleet))
+    add_meters(app, *mrids(fleet))
+    service = SoapService(app)
+    service.start()
+    try:
+        body = end_device_controls(
+            "create", [{"type": DISCONNECT, "devices": mrids(fleet)[:1]}], style="wrapper"
+        )
+        soap = (
+            b'<soapenv:Envelope xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/">'
+            b"<soapenv:Body>" + body.split(b"?>", 1)[1] + b"</soapenv:Body></soapenv:Envelope>"
+        )
+        spec = SERVICES["ExecuteEndDeviceControls"]
+        response = requests.post(
+            f"{service.url}/ws/ExecuteEndDeviceControls",
+            data=soap,
+            headers={
+                "Content-Type": "text/xml; charset=utf-8",
+                "SOAPAction": f'"{spec.soap_action("CreateEndDeviceControls")}"',
+            },
+            timeout=10,
+        )
+        assert response.status_code == 200, response.text[:500]
+        answer = etree.fromstring(response.content)
+        assert answer.findtext(".//{*}Reply/{*}Result") == "OK"
+        assert app.headend is not None
+        [report] = app.headend.run_due()
+        assert report.state == "succeeded"
+        assert relay(fleet, 0) == ControlState.DISCONNECTED
+    finally:
+        service.stop()
+        app.close()
