@@ -1,0 +1,228 @@
+"""The importer on PostgreSQL: the direct bulk path for new data, the staged path after a
+conflict (stored or repeated readings), and the same results either way."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from adapters.sql import SqlUnitOfWorkFactory, make_engine, upgrade
+from mappings.importer import ImportFile, ImportResult, import_file
+from mappings.load import BUILTIN_DIR, Catalog, load_dir
+from mdm.model import DeviceRef, EndDevice, Utility
+
+pytestmark = pytest.mark.postgres
+
+PLUS_A = "0.0.0.1.1.1.12.0.0.0.0.0.0.0.0.3.72.0"  # 1-0:1.8.0*255 through the obis table
+METERS = [f"SN{n}" for n in range(1001, 1006)]
+HEAD = "meter,obis,timestamp,dst,value,unit,status\n"
+FALLBACK = "reading it again to merge"
+
+
+@pytest.fixture
+def store(postgres_url: str) -> Iterator[SqlUnitOfWorkFactory]:
+    engine = make_engine(postgres_url)
+    upgrade(engine)
+    # small writer batches: a file of 5 x 96 readings takes several of them
+    factory = SqlUnitOfWorkFactory(engine, staging_batch_size=100)
+    with factory() as uow:
+        utility = uow.utilities.add(Utility("DEMO", "Demo utility"))
+        assert utility.id is not None
+        for serial in METERS:
+            uow.devices.add(utility.id, EndDevice(f"m-{serial}", "DEMO", serial_number=serial))
+        uow.commit()
+    yield factory
+    engine.dispose()
+
+
+@pytest.fixture
+def catalog() -> Catalog:
+    return load_dir(BUILTIN_DIR)
+
+
+def _stamp(k: int) -> str:
+    return f"{datetime(2026, 1, 15) + timedelta(minutes=15 * k):%Y-%m-%d %H:%M:%S}"
+
+
+def _value(n: int, k: int, bump: int = 0) -> str:
+    return f"{1000 + n * 100 + k + bump}.5"
+
+
+def write_long(
+    path: Path,
+    meters: list[str],
+    *,
+    per_meter: int = 96,
+    time_major: bool = False,
+    bump_from: int | None = None,
+    extra: str = "",
+) -> Path:
+    """Register reads (winter day), meter by meter or, with ``time_major``, time by time."""
+    keys = [(n, k) for n in range(len(meters)) for k in range(per_meter)]
+    if time_major:
+        keys.sort(key=lambda nk: (nk[1], nk[0]))
+    with path.open("w", encoding="utf-8") as f:
+        f.write(HEAD)
+        for n, k in keys:
+            bump = 1 if bump_from is not None and k >= bump_from else 0
+            f.write(f"{meters[n]},1-0:1.8.0*255,{_stamp(k)},W,{_value(n, k, bump)},kWh,OK\n")
+        f.write(extra)
+    return path
+
+
+def run(
+    store: SqlUnitOfWorkFactory, catalog: Catalog, path: Path, mapping: str = "register-obis"
+) -> ImportResult:
+    return import_file(store, ImportFile(path, mapping, "DEMO"), catalog)
+
+
+def stored(store: SqlUnitOfWorkFactory, serial: str, k: int) -> tuple[Decimal, int] | None:
+    """Value and version of a meter's reading at quarter-hour ``k``."""
+    with store() as uow:
+        utility = uow.utilities.get("DEMO")
+        assert utility is not None
+        assert utility.id is not None
+        device = uow.devices.find(utility.id, DeviceRef(mrid=f"m-{serial}"))
+        assert device is not None
+        assert device.id is not None
+        local = datetime(2026, 1, 15) + timedelta(minutes=15 * k)
+        ts = (local - timedelta(hours=1)).replace(tzinfo=UTC)  # CET = UTC+1
+        versions = uow.readings.versions(device.id, PLUS_A, ts)
+    return (versions[0].value, versions[0].version) if versions else None
+
+
+def count(store: SqlUnitOfWorkFactory) -> int:
+    with store() as uow:
+        return uow.readings.count()
+
+
+def test_new_file_takes_the_direct_path_then_a_replay_merges(
+    store: SqlUnitOfWorkFactory,
+    catalog: Catalog,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="mappings.importer")
+    path = write_long(tmp_path / "reads.csv", METERS)
+    first = run(store, catalog, path)
+    assert first.applied, first.report()
+    assert first.stats.stored == first.readings == 5 * 96
+    assert FALLBACK not in caplog.text  # no meter run was split between writer batches
+    assert count(store) == 5 * 96
+    assert stored(store, "SN1003", 7) == (Decimal("1207.5"), 1)
+
+    again = run(store, catalog, path)  # stored keys: the fast path gives way
+    assert FALLBACK in caplog.text
+    assert again.applied
+    assert (again.stats.stored, again.stats.superseded, again.stats.unchanged) == (0, 0, 480)
+    assert count(store) == 5 * 96
+
+
+def test_changed_and_new_readings_fall_back_and_are_versioned(
+    store: SqlUnitOfWorkFactory,
+    catalog: Catalog,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="mappings.importer")
+    assert run(store, catalog, write_long(tmp_path / "a.csv", METERS, per_meter=48)).applied
+    assert FALLBACK not in caplog.text
+    # the same 48 quarter-hours (the last 8 with new values) and 48 new ones
+    result = run(store, catalog, write_long(tmp_path / "b.csv", METERS, bump_from=40))
+    assert FALLBACK in caplog.text
+    assert result.applied, result.report()
+    assert (result.stats.stored, result.stats.superseded, result.stats.unchanged) == (
+        5 * 48,
+        5 * 8,
+        5 * 40,
+    )
+    assert stored(store, "SN1001", 41) == (Decimal("1042.5"), 2)
+    assert stored(store, "SN1001", 39) == (Decimal("1039.5"), 1)
+    assert stored(store, "SN1005", 95) == (Decimal("1496.5"), 1)  # new, bumped too
+    assert count(store) == 5 * 96
+
+
+def test_a_reading_twice_in_the_file_falls_back_and_is_refused(
+    store: SqlUnitOfWorkFactory,
+    catalog: Catalog,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="mappings.importer")
+    twice = f"SN1001,1-0:1.8.0*255,{_stamp(3)},W,9.5,kWh,OK\n"
+    result = run(store, catalog, write_long(tmp_path / "dup.csv", METERS, extra=twice))
+    assert FALLBACK in caplog.text
+    assert not result.applied
+    assert [d.count for d in result.duplicates] == [2]
+    assert "occurs 2 times in the file" in result.report()
+    assert count(store) == 0  # the direct path's batches were rolled back
+
+
+def test_time_ordered_file_gives_the_same_result(
+    store: SqlUnitOfWorkFactory, catalog: Catalog, tmp_path: Path
+) -> None:
+    # every meter appears in every writer batch: the direct path may give way, the
+    # result is the same
+    result = run(store, catalog, write_long(tmp_path / "t.csv", METERS, time_major=True))
+    assert result.applied, result.report()
+    assert result.stats.stored == 5 * 96
+    assert count(store) == 5 * 96
+    assert stored(store, "SN1004", 95) == (Decimal("1395.5"), 1)
+
+
+@pytest.mark.parametrize("policy", ["reject", "skip"])
+def test_unknown_meter_on_the_direct_path(
+    store: SqlUnitOfWorkFactory,
+    catalog: Catalog,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    policy: str,
+) -> None:
+    caplog.set_level(logging.INFO, logger="mappings.importer")
+    spec = (BUILTIN_DIR / "register-obis.toml").read_text(encoding="utf-8")
+    spec = spec.replace('name = "register-obis"', 'name = "obis-policy"')
+    spec += f'\n[policy]\nunknown_meters = "{policy}"\n'
+    folder = tmp_path / "specs"
+    folder.mkdir()
+    (folder / "obis-policy.toml").write_text(spec, encoding="utf-8")
+    own = load_dir(folder)
+    path = write_long(tmp_path / "u.csv", [METERS[0], "SN-NOPE", METERS[1]])
+    result = run(store, own, path, "obis-policy")
+    assert FALLBACK not in caplog.text
+    assert [(u.code, u.first_line, u.last_line, u.readings) for u in result.unknown_meters] == [
+        ("2001", 98, 193, 96)
+    ]
+    if policy == "reject":
+        assert not result.applied
+        assert count(store) == 0
+    else:
+        assert result.applied
+        assert result.stats.stored == 2 * 96
+        assert result.skipped_readings == 96
+        assert count(store) == 2 * 96
+
+
+def test_wide_file_on_the_direct_path(
+    store: SqlUnitOfWorkFactory,
+    catalog: Catalog,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="mappings.importer")
+    head = "Zählernummer;Datum;" + ";".join(f"W{i:03d}" for i in range(1, 101)) + "\n"
+    rows = [
+        f"{serial};{day:02d}.01.2026;" + ";".join(["0,250"] * 96 + [""] * 4) + "\n"
+        for day in (15, 16)
+        for serial in METERS
+    ]
+    path = tmp_path / "wide.csv"
+    path.write_bytes((head + "".join(rows)).encode("latin-1"))
+    result = run(store, catalog, path, "wide-15min-de")
+    assert result.applied, result.report()
+    assert result.stats.stored == 2 * 5 * 96
+    assert count(store) == 2 * 5 * 96
