@@ -136,11 +136,8 @@ class DlmsHeadEnd:
                 return None
             return "pending" if h.hes_id is None else self.jobs.get(h.hes_id).state.value
 
-    def _confirm(self, held: _Held) -> bool:
-        if held.hes_id is not None:
-            return True
-        if not self.recorder.committed(held.request):
-            return False
+    def _hand_over(self, held: _Held) -> None:
+        """The request committed: the job enters ControlJobs (scheduled). Under _lock."""
         r = held.request
         job = self.jobs.submit(
             ControlCommand(
@@ -149,7 +146,6 @@ class DlmsHeadEnd:
         )
         held.hes_id = job.id
         self._by_hes_id[job.id] = r.job_id
-        return True
 
     def cancel(self, job_id: str) -> ControlRequest:
         with self._lock:
@@ -204,16 +200,24 @@ class DlmsHeadEnd:
             return reports
 
     def _confirm_held(self) -> None:
+        """Hand over the held jobs whose request committed; drop the stale ones. The store
+        is asked outside _lock: a route's transaction may be waiting for it (cancel)."""
         now = time.monotonic()
         with self._lock:
-            for job_id, held in list(self._held.items()):
-                try:
-                    if self._confirm(held):
-                        continue
-                except AmihubError:
-                    log.exception("control job %s: cannot check its request record", job_id)
-                    continue
-                if now - held.since > self.hold_seconds:
+            waiting = [h for h in self._held.values() if h.hes_id is None]
+        for held in waiting:
+            job_id = held.request.job_id
+            try:
+                committed = self.recorder.committed(held.request)
+            except AmihubError:
+                log.exception("control job %s: cannot check its request record", job_id)
+                continue
+            with self._lock:
+                if self._held.get(job_id) is not held:
+                    continue  # cancelled meanwhile
+                if committed:
+                    self._hand_over(held)
+                elif now - held.since > self.hold_seconds:
                     log.warning(
                         "control job %s dropped: its request was not committed in %.0f s",
                         job_id,
