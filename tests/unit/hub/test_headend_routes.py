@@ -3,21 +3,26 @@ pipeline, the head-end (adapters.dlms on hes.*) and simulated meters over real T
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from lxml import etree
 
 from adapters.dlms import DlmsHeadEnd, MeterDirectory
+from adapters.dlms.service import build as build_hes_service
 from adapters.dlms.service import recover
 from adapters.memory import MemoryAdapter
 from cim_schemas.codes import event_type
 from cim_schemas.xml import parse_bytes
+from hes.cli import fleet_manifest
 from hes.simulator.fleet import Fleet, SimulatorThread
 from hes.simulator.meter import ControlState
 from hub.bootstrap import App, bootstrap
+from hub.errors import ConfigurationError
 from hub.headend import ControlRequest
 from hub.messages import Outcome
 from hub.samples import (
@@ -490,3 +495,45 @@ def test_execute_end_device_controls_over_soap(sqlite_url: str, fleet: Fleet) ->
     finally:
         service.stop()
         app.close()
+
+
+def test_headend_from_the_settings_manifest_and_the_scheduler_service(
+    sqlite_url: str, fleet: Fleet, tmp_path: Path
+) -> None:
+    """[hes] manifest (as `hes simulate --manifest` writes it) + simulated_seed; the
+    scheduler thread of `amihub serve` runs the job without anyone calling run_due."""
+    manifest = tmp_path / "fleet.json"
+    manifest.write_text(json.dumps(fleet_manifest(fleet)))
+    settings = hub_settings(
+        sqlite_url, manifest=manifest, simulated_seed=6, tick_seconds=0.05, enabled=True
+    )
+    app = bootstrap(settings, migrate=True)
+    add_meters(app, *mrids(fleet))
+    service = build_hes_service(app)
+    service.start()
+    try:
+        outcome = send(
+            app,
+            end_device_controls(
+                "create", [{"type": DISCONNECT, "mrid": "SVC", "devices": mrids(fleet)[2:]}]
+            ),
+        )
+        assert outcome.result == "OK", outcome.errors
+        deadline = time.monotonic() + 10
+        while not events(app, job="SVC", state="succeeded") and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert [e.event_type for e in events(app, job="SVC", state="succeeded")] == [DISCONNECTED]
+        assert relay(fleet, 2) == ControlState.DISCONNECTED
+    finally:
+        service.stop()
+        app.close()
+
+
+def test_a_manifest_without_keys_is_refused(tmp_path: Path, fleet: Fleet) -> None:
+    manifest = tmp_path / "fleet.json"
+    manifest.write_text(json.dumps(fleet_manifest(fleet)))
+    with pytest.raises(ConfigurationError, match="no keys"):
+        MeterDirectory.from_manifest(manifest)
+    manifest.write_text("{}")
+    with pytest.raises(ConfigurationError, match="not a JSON list"):
+        MeterDirectory.from_manifest(manifest, simulated_seed=6)
