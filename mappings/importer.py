@@ -35,6 +35,8 @@ from __future__ import annotations
 import io
 import logging
 import operator
+import queue
+import threading
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -343,6 +345,44 @@ def _blocks(
     return out
 
 
+class _WriterThread:
+    """Runs the writer's ``add`` in a thread: the server ingests one batch while the
+    file's next rows are parsed (the driver waits without the GIL). At most two
+    chunks wait in the queue, so memory stays bounded. The first error is kept and
+    raised to the reading thread; later chunks are dropped."""
+
+    def __init__(self, writer: DirectReadingWriter) -> None:
+        self.writer = writer
+        self.queue: queue.Queue[tuple[list[ReadingBlock], dict[int, DeviceRef]] | None] = (
+            queue.Queue(maxsize=2)
+        )
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, name="amihub-import-writer", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while (chunk := self.queue.get()) is not None:
+            if self.error is None:
+                try:
+                    self.writer.add(*chunk)
+                except BaseException as exc:  # handed to the reading thread
+                    self.error = exc
+
+    def check(self) -> None:
+        if self.error is not None:
+            raise self.error
+
+    def add(self, blocks: list[ReadingBlock], meters: dict[int, DeviceRef]) -> None:
+        self.check()
+        self.queue.put((blocks, meters))
+
+    def close(self) -> None:
+        """Wait until every chunk was written (or dropped after an error)."""
+        if self.thread.is_alive():
+            self.queue.put(None)
+            self.thread.join()
+
+
 class _DirectFeed:
     """Hands blocks to a :class:`DirectReadingWriter` in whole runs of a meter.
 
@@ -351,10 +391,16 @@ class _DirectFeed:
     split between two of its batches: a batch cannot meet the meter's readings
     stored by the batch before. The last, maybe unfinished run of a call is
     carried over to the next; a run longer than :data:`MAX_CARRIED_ROWS` is split.
+
+    ``threaded``: the writer works in a :class:`_WriterThread`; only when nothing
+    else uses the unit of work meanwhile (meters named as devices, not usage points).
     """
 
-    def __init__(self, writer: DirectReadingWriter, refs: Mapping[int, DeviceRef]) -> None:
+    def __init__(
+        self, writer: DirectReadingWriter, refs: Mapping[int, DeviceRef], *, threaded: bool
+    ) -> None:
         self.writer = writer
+        self.thread = _WriterThread(writer) if threaded else None
         self.refs = refs
         self.carry: list[ReadingBlock] = []
         self.carried = 0  # readings in ``carry``
@@ -383,12 +429,24 @@ class _DirectFeed:
     def _send(self, blocks: list[ReadingBlock]) -> None:
         if blocks:
             refs = self.refs
-            self.writer.add(blocks, {item: refs[item] for item in {b[0] for b in blocks}})
+            meters = {item: refs[item] for item in {b[0] for b in blocks}}
+            if self.thread is not None:
+                self.thread.add(blocks, meters)
+            else:
+                self.writer.add(blocks, meters)
 
     def finish(self) -> StagingResult:
         self._send(self.carry)
         self.carry, self.carried = [], 0
+        if self.thread is not None:
+            self.thread.close()
+            self.thread.check()
         return self.writer.finish()
+
+    def close(self) -> None:
+        """Stop the writer thread (after an error in the reading thread too)."""
+        if self.thread is not None:
+            self.thread.close()
 
 
 def import_stream(
@@ -421,45 +479,53 @@ def import_stream(
         raise ConfigurationError(f"unknown utility {utility!r}")
     resolver = _Resolver(uow, found.id)
     writer = uow.readings.direct_writer(found.id) if direct else None
-    feed = _DirectFeed(writer, resolver.refs) if writer is not None else None
+    feed = (
+        _DirectFeed(writer, resolver.refs, threaded=spec.meter.by != "usage_point")
+        if writer is not None
+        else None
+    )
     staging = uow.readings.staging() if feed is None else None
     errors: list[LineError] = []
     error_count = 0
     lines = readings = 0
-    for batch in read_file(spec, source, tables, batch_size):
-        lines += batch.lines
-        readings += len(batch.rows)
-        if batch.errors:
-            error_count += len(batch.errors)
-            errors.extend(batch.errors[: max(0, max_errors - len(errors))])
-        if progress is not None:
-            progress(ImportProgress(counted.count, lines, readings, error_count))
+    try:
+        for batch in read_file(spec, source, tables, batch_size):
+            lines += batch.lines
+            readings += len(batch.rows)
+            if batch.errors:
+                error_count += len(batch.errors)
+                errors.extend(batch.errors[: max(0, max_errors - len(errors))])
+            if progress is not None:
+                progress(ImportProgress(counted.count, lines, readings, error_count))
+            if error_count:
+                continue  # the file will be refused: keep reading only to report every line
+            new_meters: list[tuple[int, DeviceRef]] = []
+            blocks = _blocks(batch.rows, resolver, new_meters)
+            if feed is not None:
+                feed.add(blocks)
+                continue
+            assert staging is not None
+            for item, ref in new_meters:
+                staging.add_meter(item, ref)
+            staging.add_readings([r for b in blocks for r in b.rows()])
         if error_count:
-            continue  # the file will be refused: keep reading only to report every line
-        new_meters: list[tuple[int, DeviceRef]] = []
-        blocks = _blocks(batch.rows, resolver, new_meters)
+            return ImportResult(
+                name,
+                spec.name,
+                applied=False,
+                lines=lines,
+                readings=readings,
+                errors=tuple(errors),
+                error_count=error_count,
+            )
         if feed is not None:
-            feed.add(blocks)
-            continue
-        assert staging is not None
-        for item, ref in new_meters:
-            staging.add_meter(item, ref)
-        staging.add_readings([r for b in blocks for r in b.rows()])
-    if error_count:
-        return ImportResult(
-            name,
-            spec.name,
-            applied=False,
-            lines=lines,
-            readings=readings,
-            errors=tuple(errors),
-            error_count=error_count,
-        )
-    if feed is not None:
-        outcome = feed.finish()
-    else:
-        assert staging is not None
-        outcome = staging.apply(found.id)
+            outcome = feed.finish()
+        else:
+            assert staging is not None
+            outcome = staging.apply(found.id)
+    finally:
+        if feed is not None:
+            feed.close()  # the writer thread ends before the unit of work does
     by_item = {seen.item: seen for seen in resolver.items.values()}
     unknown = [
         UnknownMeter(by_item[i].meter, by_item[i].first, by_item[i].last, by_item[i].count)
