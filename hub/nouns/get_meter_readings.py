@@ -33,6 +33,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from functools import cache
 from typing import IO, Any, Final
+from xml.sax.saxutils import escape
 
 from lxml import etree
 
@@ -370,17 +371,33 @@ def build_meter_readings(readings: Iterable[StoredReading]) -> tuple[etree._Elem
     return root, count
 
 
-def write_meter_readings(xf: Any, readings: Iterable[StoredReading]) -> int:
+def write_meter_readings(
+    xf: Any, readings: Iterable[StoredReading], raw: IO[bytes] | None = None
+) -> int:
     """Write the MeterReadings element into an open lxml ``xmlfile``; returns the count.
 
     Memory is bounded: interval readings are written as the store yields them
     (flushed every block and every 1,000 readings); only a meter's register
     readings wait, because the profile puts them after its Meter element.
+
+    ``raw`` is the stream ``xf`` writes to: given, IntervalReadings are written to it
+    directly as bytes between flushes of ``xf`` (their text is ISO timestamps, decimal
+    numbers and quality codes, which need no escaping), several times faster than an
+    ``xf.element`` per element.
     """
     count = 0
     meter: str | None = None
     block_rt: str | None = None
     registers: list[StoredReading] = []
+    pending: list[str] = []
+
+    def drain() -> None:
+        if pending:
+            xf.flush()
+            assert raw is not None
+            raw.write("".join(pending).encode())
+            pending.clear()
+
     with ExitStack() as outer, xf.element(T_ROOT, nsmap={None: NAMESPACE}):
         meter_ctx = ExitStack()
         block_ctx = ExitStack()
@@ -390,6 +407,7 @@ def write_meter_readings(xf: Any, readings: Iterable[StoredReading]) -> int:
         def close_block() -> None:
             nonlocal block_rt
             if block_rt is not None:
+                drain()
                 with xf.element(T_READING_TYPE, {"ref": block_rt}):
                     pass
                 block_ctx.close()
@@ -428,6 +446,17 @@ def write_meter_readings(xf: Any, readings: Iterable[StoredReading]) -> int:
                 close_block()
                 block_rt = r.reading_type
                 block_ctx.enter_context(xf.element(T_BLOCKS))
+            if raw is not None:
+                q = r.quality
+                pending.append(
+                    f"<IntervalReadings><timeStamp>{r.ts.isoformat()}</timeStamp>"
+                    f"<value>{_num(r.value)}</value>"
+                    + (_raw_qualities(q) if q else "")
+                    + "</IntervalReadings>"
+                )
+                if len(pending) >= 1000:
+                    drain()
+                continue
             with xf.element(T_INTERVAL_READINGS):
                 with xf.element(T_TIME_STAMP):
                     xf.write(r.ts.isoformat())
@@ -438,6 +467,15 @@ def write_meter_readings(xf: Any, readings: Iterable[StoredReading]) -> int:
                 xf.flush()
         close_meter()
     return count
+
+
+def _raw_qualities(quality: str) -> str:
+    return "".join(
+        f'<ReadingQualities><ReadingQualityType ref="{escape(code, {chr(34): "&quot;"})}"/>'
+        "</ReadingQualities>"
+        for code in quality.split(",")
+        if code
+    )
 
 
 def _write_qualities(xf: Any, quality: str) -> None:
@@ -482,5 +520,5 @@ class GetMeterReadingsRoute:
         reply = Reply(result=result.result, errors=tuple(result.errors))
         header: Header = frame.header
         with response_writer(out, header, reply, style=frame.style, noun="MeterReadings") as xf:
-            result.counts["readings"] = write_meter_readings(xf, found.readings)
+            result.counts["readings"] = write_meter_readings(xf, found.readings, raw=out)
         return result
