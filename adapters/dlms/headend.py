@@ -124,8 +124,11 @@ class DlmsHeadEnd:
         if missing:
             raise UnknownJob(f"no head-end address for {', '.join(missing)}")
         with self._lock:
-            if request.job_id in self._held:
+            earlier = self._held.get(request.job_id)
+            if earlier is not None and earlier.hes_id is not None:
                 raise JobExists(f"control job {request.job_id} exists")
+            # an earlier submission never seen committed is replaced: the request is
+            # being processed again (its first transaction failed and was rolled back)
             self._held[request.job_id] = _Held(request, time.monotonic())
 
     def held(self, job_id: str) -> str | None:

@@ -215,8 +215,21 @@ class EndDeviceControlsRoute:
             )
         result = RouteResult()
         accepted: list[EndDeviceControl] = []
+        seen: set[str] = set()
         for n, control in enumerate(controls, 1):
             base = f"{frame.payload_xpath}/EndDeviceControl[{n}]"
+            job_id = (control.mrid or "").strip()
+            if job_id and job_id in seen:
+                result.errors.append(
+                    ErrorDetail(
+                        "2007",
+                        f"control job {job_id} appears twice in the message",
+                        xpath=f"{base}/mRID",
+                        object_id=job_id,
+                    )
+                )
+                continue
+            seen.add(job_id)
             if frame.header.verb == "create":
                 done = self._create(control, base, frame, ctx, uow, self.headend, self.journal)
             else:

@@ -263,6 +263,14 @@ def test_cancel_a_scheduled_job(app: App, fleet: Fleet) -> None:
     )
     assert dup.result == "PARTIAL"
     assert [e.code for e in dup.errors] == ["2007"]
+    app.headend.run_due()  # JOB-TWICE is now a scheduled job
+    later_dup = send(
+        app,
+        end_device_controls(
+            "create", [{"type": DISCONNECT, "mrid": "JOB-TWICE", "devices": meters[1:2]}]
+        ),
+    )
+    assert [e.code for e in later_dup.errors] == ["2007"]
 
 
 def test_scheduled_job_is_taken_up_after_a_restart(sqlite_url: str, fleet: Fleet) -> None:
@@ -319,6 +327,21 @@ def test_a_job_whose_request_never_committed_never_runs(app: App, fleet: Fleet) 
     assert app.headend.run_due() == []
     assert app.headend.held("ROLLED-BACK") is None  # dropped
     assert all(m.control_state == ControlState.CONNECTED for m in fleet.meters)
+    # the same request processed again after its first transaction was rolled back
+    first_try = ControlRequest(
+        "RETRIED", utility.id, RECONNECT, (mrids(fleet)[0],), datetime.now(UTC)
+    )
+    app.headend.submit(first_try)
+    again = send(
+        app,
+        end_device_controls(
+            "create", [{"type": DISCONNECT, "mrid": "RETRIED", "devices": mrids(fleet)[:1]}]
+        ),
+    )
+    assert again.result == "OK", again.errors
+    [report] = app.headend.run_due()
+    assert report.request.control_type == DISCONNECT
+    assert relay(fleet, 0) == ControlState.DISCONNECTED
 
 
 def test_clock_set_and_an_unreachable_meter(app: App, fleet: Fleet) -> None:
