@@ -14,7 +14,8 @@ On-demand reads use :class:`hes.engine.ReadingEngine` with a sink that only
 collects: the route stores the readings in its own transaction.
 
 One :class:`hes.client.session.ClientIdentity` serves controls and reads, so the
-meters' invocation counters are tracked across both.
+meters' invocation counters are tracked across both, and one association at a
+time goes to a meter (:mod:`adapters.dlms.sessions`).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from datetime import UTC, datetime
 from typing import Protocol
 
 from adapters.dlms.directory import MeterDirectory
+from adapters.dlms.sessions import one_at_a_time
 from hes.client.session import ClientIdentity
 from hes.controls import SUPPORTED, ControlCommand, ControlJobs, InvalidJobTransition
 from hes.engine import (
@@ -101,7 +103,10 @@ class DlmsHeadEnd:
         self.hold_seconds = hold_seconds
         self.tick_seconds = tick_seconds
         self.identity = identity or ClientIdentity()
-        self.sessions = sessions or tcp_sessions(self.identity)
+        # one association at a time per meter: scheduler jobs and on-demand reads share it
+        self.sessions = one_at_a_time(
+            sessions or tcp_sessions(self.identity), wait=4 * self.policy.timeout
+        )
         self.jobs = ControlJobs(self.sessions, self.policy, now=clock)
         self._held: dict[str, _Held] = {}
         self._by_hes_id: dict[int, str] = {}

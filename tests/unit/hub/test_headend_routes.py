@@ -4,6 +4,7 @@ pipeline, the head-end (adapters.dlms on hes.*) and simulated meters over real T
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -560,3 +561,25 @@ def test_a_manifest_without_keys_is_refused(tmp_path: Path, fleet: Fleet) -> Non
     manifest.write_text("{}")
     with pytest.raises(ConfigurationError, match="not a JSON list"):
         MeterDirectory.from_manifest(manifest, simulated_seed=6)
+
+
+def test_one_association_at_a_time_per_meter(app: App, fleet: Fleet) -> None:
+    """A scheduler job and an on-demand read of the same meter at once: both succeed
+    (two parallel associations would take the same invocation counter)."""
+    assert isinstance(app.headend, DlmsHeadEnd)
+    headend = app.headend
+    meter = mrids(fleet)[0]
+    fleet.meters[0].faults.slow_answer_s = 0.02
+    end = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+    results: list[str] = []
+
+    def read() -> None:
+        [got] = headend.read([meter], end - timedelta(hours=2), end)
+        results.append(got.outcome)
+
+    threads = [threading.Thread(target=read) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert results == ["done"] * 3
