@@ -84,3 +84,9 @@ class LifecycleRecorder:
     def rolled_back(self) -> None:
         """The transaction that held the steps after *received* was rolled back."""
         self.state = MessageLifecycle.RECEIVED
+
+    def plan(self, new: MessageLifecycle) -> MessageLifecycle:
+        """Check and take a step the caller writes itself, in bulk with other messages'."""
+        check_transition(self.state, new)
+        self.state = new
+        return new

@@ -26,6 +26,7 @@ from lxml import etree
 
 from cim_schemas import envelope, schemas
 from cim_schemas.envelope import Header, Reply, Style
+from cim_schemas.namespaces import DRAFT_MESSAGE_NS
 from cim_schemas.xml import LimitedReader, iterparse, parse_bytes, pull_events
 from cim_schemas.xml import content_hash as content_hash_of
 from hub.bus import MessageBus
@@ -54,9 +55,11 @@ from hub.routing import (
 )
 from hub.settings import LimitSettings
 from mdm.handlers import HandlerContext
-from mdm.ports import UnitOfWork, UnitOfWorkFactory
+from mdm.ports import MessageConclusion, MessageStart, UnitOfWork, UnitOfWorkFactory
 
 log = logging.getLogger("amihub.pipeline")
+
+DRAFT_NS_BYTES = DRAFT_MESSAGE_NS.encode()
 
 
 #: dead letters keep inputs up to this size whole; larger ones keep their head and a flag
@@ -172,7 +175,9 @@ class Pipeline:
                 "or a 61968-9 message wrapper",
                 xpath=f"/{root_name}",
             )
-        schemas.normalise_namespaces(tree)
+        # rewriting walks every element: only when the draft namespace may be there
+        if DRAFT_NS_BYTES in data or data.lstrip()[:1] != b"<":
+            schemas.normalise_namespaces(tree)
         problems = schemas.validate(tree)
         if problems:
             errors = [
@@ -306,7 +311,8 @@ class Pipeline:
                 allow_direct=allow_direct,
             )
             result = route.handle(frame, ctx, uow)
-            outcome = self._conclude(uow, msg, frame, steps, result)
+            outcome, conclusion = self._conclude(uow, msg, frame, steps, result)
+            uow.messages.conclude_many([conclusion])
             uow.commit()
         self._after_replay(msg, result.result)
         self._log_outcome(msg, outcome, result)
@@ -319,18 +325,26 @@ class Pipeline:
         frame: MessageFrame,
         steps: LifecycleRecorder,
         result: RouteResult,
-    ) -> Outcome:
-        """Render the reply, claim the MessageID, keep a dead letter unless OK, finish."""
+    ) -> tuple[Outcome, MessageConclusion]:
+        """Render the reply and keep a dead letter unless OK; the caller writes the
+        returned conclusion (MessageID claimed, reply stored, replied) with its batch."""
         header = frame.header
         log_id = steps.log_id
         reply = self._render(header, frame.style, result.result, result.errors, result.payload)
-        claim = header.message_id if msg.replay_of is None else None
-        uow.messages.identify(log_id, claim, header.verb, header.noun, header.correlation_id)
         dead_letter_id = None
         if result.result != "OK":
             dead_letter_id = self._dead_letter(uow, msg, log_id, result.errors)
-        steps.finish(uow.messages, S.REPLIED, result.result, reply)
-        return Outcome(
+        conclusion = MessageConclusion(
+            log_id=log_id,
+            message_id=header.message_id if msg.replay_of is None else None,
+            verb=header.verb,
+            noun=header.noun,
+            correlation_id=header.correlation_id,
+            state=steps.plan(S.REPLIED),
+            result=result.result,
+            reply=reply,
+        )
+        outcome = Outcome(
             result=result.result,
             reply=reply,
             errors=result.errors,
@@ -344,6 +358,7 @@ class Pipeline:
             async_reply=bool(header.async_reply_flag),
             counts=result.counts,
         )
+        return outcome, conclusion
 
     @staticmethod
     def _log_outcome(msg: InboundMessage, outcome: Outcome, result: RouteResult) -> None:
@@ -374,11 +389,19 @@ class Pipeline:
             return [self.process(m) for m in msgs]
         measured = [self._measure(m) for m in msgs]
         with self.uow_factory() as uow:
-            steps = [
-                LifecycleRecorder(self._start(uow, m, h))
-                for m, (_, h) in zip(msgs, measured, strict=True)
-            ]
+            ids = uow.messages.start_many(
+                [
+                    MessageStart(m.source, m.endpoint, h, m.size, m.received_at)
+                    for m, (_, h) in zip(msgs, measured, strict=True)
+                ]
+            )
+            for log_id, m in zip(ids, msgs, strict=True):
+                if m.replay_of is not None:
+                    uow.messages.transition(
+                        log_id, S.RECEIVED, f"replay of dead letter {m.replay_of}"
+                    )
             uow.commit()
+        steps = [LifecycleRecorder(log_id) for log_id in ids]
         outcomes: list[Outcome | None] = [None] * len(msgs)
         groups: dict[tuple[int, str], list[tuple[int, MessageFrame, object, BatchRoute]]] = {}
         claimed: set[tuple[str, str]] = set()
@@ -451,12 +474,17 @@ class Pipeline:
         allow_direct: bool,
     ) -> dict[int, Outcome]:
         with self.uow_factory() as uow:
-            members = []
-            for i, frame, prepared, route in group:
-                mid = frame.header.message_id
-                if mid and uow.messages.find(msgs[i].source, mid) is not None:
-                    continue  # seen before: process() returns the stored reply or refuses
-                members.append((i, frame, prepared, route))
+            seen_before = uow.messages.find_many(
+                [
+                    (msgs[i].source, frame.header.message_id)
+                    for i, frame, _, _ in group
+                    if frame.header.message_id
+                ]
+            )
+            # seen before: process() returns the stored reply, or refuses a replay conflict
+            members = [
+                m for m in group if (msgs[m[0]].source, m[1].header.message_id) not in seen_before
+            ]
             if not members:
                 return {}
             utility = uow.utilities.get(utility_code)
@@ -469,18 +497,21 @@ class Pipeline:
                 bus=self.bus,
                 allow_direct=allow_direct,
             )
+            planned: list[tuple[int, str, str | None]] = []
             for i, frame, _, _ in members:
-                steps[i].advance(uow.messages, S.VALIDATED)
-                steps[i].advance(
-                    uow.messages, S.DISPATCHED, f"{frame.header.verb} {frame.header.noun} (batch)"
-                )
+                planned.append((steps[i].log_id, steps[i].plan(S.VALIDATED), None))
+                detail = f"{frame.header.verb} {frame.header.noun} (batch)"
+                planned.append((steps[i].log_id, steps[i].plan(S.DISPATCHED), detail))
+            uow.messages.record_steps(planned)
             route = members[0][3]
             results = route.handle_batch([(f, p) for _, f, p, _ in members], ctx, uow)
-            done = {
+            concluded = {
                 i: self._conclude(uow, msgs[i], frame, steps[i], result)
                 for (i, frame, _, _), result in zip(members, results, strict=True)
             }
+            uow.messages.conclude_many([c for _, c in concluded.values()])
             uow.commit()
+        done = {i: outcome for i, (outcome, _) in concluded.items()}
         for (i, _, _, _), result in zip(members, results, strict=True):
             self._log_outcome(msgs[i], done[i], result)
         return done

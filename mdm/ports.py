@@ -215,6 +215,25 @@ class MessageState(NamedTuple):
     received_at: datetime
 
 
+class MessageStart(NamedTuple):
+    source: str
+    endpoint: str
+    content_hash: str
+    size: int
+    received_at: datetime
+
+
+class MessageConclusion(NamedTuple):
+    log_id: int
+    message_id: str | None
+    verb: str
+    noun: str
+    correlation_id: str | None
+    state: str
+    result: str | None
+    reply: bytes | None
+
+
 class MessageLogRepository(Protocol):
     """One row a message (source, MessageID unique) and one row a lifecycle step."""
 
@@ -229,6 +248,21 @@ class MessageLogRepository(Protocol):
     def transition(self, log_id: int, state: str, detail: str | None = None) -> None: ...
     def finish(self, log_id: int, state: str, result: str | None, reply: bytes | None) -> None: ...
     def lifecycle(self, log_id: int) -> list[tuple[str, datetime, str | None]]: ...
+
+    # bulk forms, for batches of small messages (one statement each, whatever the count)
+    def start_many(self, entries: Sequence[MessageStart]) -> list[int]: ...
+    def find_many(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], MessageState]:
+        """(source, message_id) -> the logged message, for the keys that are logged."""
+        ...
+
+    def record_steps(self, steps: Sequence[tuple[int, str, str | None]]) -> None:
+        """(log id, state, detail) lifecycle steps of several messages."""
+        ...
+
+    def conclude_many(self, rows: Sequence[MessageConclusion]) -> None:
+        """identify + finish for several messages; a MessageID claimed meanwhile by
+        another process raises StoreUnavailable (the batch is retried one by one)."""
+        ...
 
 
 class DeadLetter(NamedTuple):

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from sqlalchemy import Connection, and_, delete, func, insert, or_, select, update
+from sqlalchemy import Connection, and_, bindparam, delete, func, insert, or_, select, update
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -20,7 +20,7 @@ from adapters.sql.errors import (
     is_unique_violation,
     not_found,
 )
-from hub.errors import PayloadInvalid, ReplayConflict
+from hub.errors import PayloadInvalid, ReplayConflict, StoreUnavailable
 from mdm.model import (
     DeviceKind,
     DeviceRef,
@@ -33,7 +33,7 @@ from mdm.model import (
     UsagePointStatus,
     Utility,
 )
-from mdm.ports import DeadLetter, MessageState
+from mdm.ports import DeadLetter, MessageConclusion, MessageStart, MessageState
 
 if TYPE_CHECKING:
     from adapters.sql.uow import SqlUnitOfWork
@@ -662,6 +662,118 @@ class SqlMessageLogRepository(_Repo):
         _ML.c.reply,
         _ML.c.received_at,
     )
+
+    @guarded
+    def start_many(self, entries: Sequence[MessageStart]) -> list[int]:
+        if not entries:
+            return []
+        rows = self._conn.execute(
+            insert(_ML).returning(_ML.c.id, sort_by_parameter_order=True),
+            [
+                {
+                    "source": e.source,
+                    "endpoint": e.endpoint,
+                    "content_hash": e.content_hash,
+                    "size": e.size,
+                    "state": "received",
+                    "received_at": e.received_at,
+                    "updated_at": e.received_at,
+                }
+                for e in entries
+            ],
+        )
+        ids = [int(r[0]) for r in rows]
+        self._conn.execute(
+            insert(t.message_lifecycle),
+            [
+                {"message_log_id": i, "state": "received", "at": e.received_at, "detail": None}
+                for i, e in zip(ids, entries, strict=True)
+            ],
+        )
+        return ids
+
+    @guarded
+    def find_many(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], MessageState]:
+        if not keys:
+            return {}
+        wanted = set(keys)
+        rows = self._conn.execute(
+            select(*self._cols).where(
+                _ML.c.source.in_({s for s, _ in wanted}),
+                _ML.c.message_id.in_({m for _, m in wanted}),
+            )
+        )
+        found = {}
+        for row in rows:
+            key = (row.source, row.message_id)
+            if key in wanted:
+                found[key] = _message_state(row)
+        return found
+
+    @guarded
+    def record_steps(self, steps: Sequence[tuple[int, str, str | None]]) -> None:
+        if not steps:
+            return
+        now = utcnow()
+        self._conn.execute(
+            insert(t.message_lifecycle),
+            [{"message_log_id": i, "state": s, "at": now, "detail": d} for i, s, d in steps],
+        )
+        last = {i: s for i, s, _ in steps}
+        self._conn.execute(
+            update(_ML)
+            .where(_ML.c.id == bindparam("b_id"))
+            .values(state=bindparam("b_state"), updated_at=now),
+            [{"b_id": i, "b_state": s} for i, s in last.items()],
+        )
+
+    @guarded
+    def conclude_many(self, rows: Sequence[MessageConclusion]) -> None:
+        if not rows:
+            return
+        now = utcnow()
+        try:
+            with self._conn.begin_nested():
+                self._conn.execute(
+                    update(_ML)
+                    .where(_ML.c.id == bindparam("b_id"))
+                    .values(
+                        message_id=bindparam("b_message_id"),
+                        verb=bindparam("b_verb"),
+                        noun=bindparam("b_noun"),
+                        correlation_id=bindparam("b_correlation_id"),
+                        state=bindparam("b_state"),
+                        result=bindparam("b_result"),
+                        reply=bindparam("b_reply"),
+                        updated_at=now,
+                    ),
+                    [
+                        {
+                            "b_id": r.log_id,
+                            "b_message_id": r.message_id,
+                            "b_verb": r.verb,
+                            "b_noun": r.noun,
+                            "b_correlation_id": r.correlation_id,
+                            "b_state": r.state,
+                            "b_result": r.result,
+                            "b_reply": r.reply,
+                        }
+                        for r in rows
+                    ],
+                )
+        except sa_exc.IntegrityError as error:
+            if is_unique_violation(error):
+                raise StoreUnavailable(
+                    "a MessageID of the batch was claimed by another process meanwhile; retry"
+                ) from error
+            raise
+        self._conn.execute(
+            insert(t.message_lifecycle),
+            [
+                {"message_log_id": r.log_id, "state": r.state, "at": now, "detail": r.result}
+                for r in rows
+            ],
+        )
 
     @guarded
     def find(self, source: str, message_id: str) -> MessageState | None:

@@ -305,3 +305,17 @@ def test_a_principal_without_permission_is_refused_and_audited(app: App) -> None
         InboundMessage(source="hes", endpoint="t", body=body, principal=writer)
     )
     assert ok.result == "OK"
+
+
+def test_the_draft_envelope_namespace_is_accepted(app: App) -> None:
+    from cim_schemas.namespaces import DRAFT_MESSAGE_NS
+
+    def draft(day: int) -> bytes:
+        body = meter_readings_bytes(["MTR-1"], START + timedelta(days=day), 4)
+        return body.replace(MESSAGE_NS.encode(), DRAFT_MESSAGE_NS.encode())
+
+    utf16 = draft(1).decode().replace('encoding="UTF-8"', 'encoding="UTF-16"').encode("utf-16")
+    for body in (draft(0), utf16):
+        outcome = MemoryAdapter(app.pipeline).request(body)
+        assert outcome.result == "OK", outcome.errors
+    assert reading_count(app) == 10
