@@ -286,10 +286,10 @@ def directory_from_settings(settings: HesSettings) -> MeterDirectory | None:
             raise ConfigurationError("[hes] keystore needs [hes] master_key")
         try:
             master = bytes.fromhex(settings.master_key.get_secret_value())
-            text = settings.keystore.read_text(encoding="utf-8")
-        except (OSError, ValueError) as exc:
+            keystore = KeyStore.loads(settings.keystore.read_text(encoding="utf-8"), master)
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            # the type only: a message could quote key material
             raise ConfigurationError(f"[hes] keystore: {type(exc).__name__}") from None
-        keystore = KeyStore.loads(text, master)
     return MeterDirectory.from_manifest(
         settings.manifest,
         mrid_format=settings.mrid_format,

@@ -12,18 +12,20 @@ from pathlib import Path
 
 import pytest
 from lxml import etree
+from pydantic import SecretStr
 
-from adapters.dlms import DlmsHeadEnd, MeterDirectory
+from adapters.dlms import DlmsHeadEnd, MeterDirectory, directory_from_settings
 from adapters.dlms.service import build as build_hes_service
 from adapters.dlms.service import recover
 from adapters.memory import MemoryAdapter
 from cim_schemas.codes import event_type
 from cim_schemas.xml import parse_bytes
 from hes.cli import fleet_manifest
+from hes.security.keystore import KeyStore
 from hes.simulator.fleet import Fleet, SimulatorThread
 from hes.simulator.meter import ControlState
 from hub.bootstrap import App, bootstrap
-from hub.errors import ConfigurationError
+from hub.errors import ConfigurationError, SecurityViolation
 from hub.headend import ControlRequest
 from hub.messages import Outcome
 from hub.samples import (
@@ -32,7 +34,7 @@ from hub.samples import (
     get_end_device_events,
     meter_read_schedule,
 )
-from hub.settings import Settings, load_settings
+from hub.settings import HesSettings, Settings, load_settings
 from mdm.model import EndDeviceEvent
 from tests.conftest import free_port
 from tests.unit.hub.conftest import add_meters
@@ -583,3 +585,27 @@ def test_one_association_at_a_time_per_meter(app: App, fleet: Fleet) -> None:
     for t in threads:
         t.join(30)
     assert results == ["done"] * 3
+
+
+def test_keys_from_the_key_store(tmp_path: Path, fleet: Fleet) -> None:
+    master = bytes(range(32))
+    store = KeyStore(master)
+    for m in fleet.meters:
+        store.put(f"MTR-{m.serial}", m.system_title, m.keys)
+    (tmp_path / "keys.json").write_text(store.dumps())
+    manifest = tmp_path / "fleet.json"
+    manifest.write_text(json.dumps(fleet_manifest(fleet)))
+    settings = HesSettings(
+        manifest=manifest, keystore=tmp_path / "keys.json", master_key=SecretStr(master.hex())
+    )
+    directory = directory_from_settings(settings)
+    assert directory is not None
+    target = directory[mrids(fleet)[1]]
+    assert target.credentials.keys == fleet.meters[1].keys
+    assert "keys" not in repr(directory)
+    wrong = settings.model_copy(update={"master_key": SecretStr(bytes(32).hex())})
+    with pytest.raises(SecurityViolation):
+        directory_from_settings(wrong)
+    (tmp_path / "keys.json").write_text("not json")
+    with pytest.raises(ConfigurationError, match="keystore: JSONDecodeError"):
+        directory_from_settings(settings)
