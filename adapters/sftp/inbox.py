@@ -4,6 +4,8 @@ A file is taken when it is complete:
 
 - files under a temporary name (``.name``, ``*.tmp``, ``*.part``, ``*.filepart``,
   ``*.partial``) are never taken: upload under such a name and rename when done;
+- a file renamed (through the embedded server) from a temporary name after its
+  upload was closed is complete: taken at the next poll, without settling;
 - any other file is taken once it is closed (the embedded server's
   :class:`~adapters.sftp.server.UploadRegistry` says so) and its size and
   modification time have not changed for ``settle_seconds``.
@@ -38,9 +40,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Final, Literal, Protocol
+from typing import Literal, Protocol
 
-from adapters.sftp.server import PartnerAccount, UploadRegistry, prepare_home, write_atomic
+from adapters.sftp.server import (
+    PartnerAccount,
+    UploadRegistry,
+    is_temporary,
+    prepare_home,
+    write_atomic,
+)
 from hub.errors import (
     AmihubError,
     ConfigurationError,
@@ -53,8 +61,6 @@ from mappings.importer import AppliedFile, ImportFile
 from mdm.ports import UnitOfWorkFactory
 
 log = logging.getLogger(__name__)
-
-TEMP_SUFFIXES: Final = (".tmp", ".part", ".filepart", ".partial")
 
 
 @dataclass(frozen=True)
@@ -158,10 +164,6 @@ class StoreLedger:
             uow.commit()
 
 
-def is_temporary(name: str) -> bool:
-    return name.startswith(".") or name.lower().endswith(TEMP_SUFFIXES)
-
-
 def _stamp(at: datetime) -> str:
     return at.strftime("%Y%m%dT%H%M%S%fZ")
 
@@ -237,6 +239,10 @@ class InboxWatcher:
         if retry is not None and now < retry[0]:
             return False  # the store was down: back off
         st = path.stat()
+        if self.uploads is not None and self.uploads.take_complete(
+            path, st.st_size, st.st_mtime_ns
+        ):
+            return True  # renamed from a temporary name after the upload: complete
         previous = self._seen.get(path)
         if previous is None or previous[:2] != (st.st_size, st.st_mtime_ns):
             self._seen[path] = (st.st_size, st.st_mtime_ns, now)

@@ -161,16 +161,27 @@ AuthCallback = Callable[[AuthEvent], None]
 # --------------------------------------------------------------------------- uploads
 
 
+#: Names under which an upload is never taken (rename when complete).
+TEMP_SUFFIXES: Final = (".tmp", ".part", ".filepart", ".partial")
+
+
+def is_temporary(name: str) -> bool:
+    return name.startswith(".") or name.lower().endswith(TEMP_SUFFIXES)
+
+
 class UploadRegistry:
-    """Which files are open for writing right now (shared with the inbox watcher)."""
+    """Which files are open for writing right now, and which were completed by a
+    rename from a temporary name (shared with the inbox watcher)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._open: dict[Path, int] = {}
+        self._complete: dict[Path, tuple[int, int]] = {}  # size, mtime_ns at the rename
 
     def opened(self, path: Path) -> None:
         with self._lock:
             self._open[path] = self._open.get(path, 0) + 1
+            self._complete.pop(path, None)
 
     def closed(self, path: Path) -> None:
         with self._lock:
@@ -183,6 +194,25 @@ class UploadRegistry:
     def is_open(self, path: Path) -> bool:
         with self._lock:
             return path in self._open
+
+    def renamed_complete(self, path: Path) -> None:
+        """``path`` was renamed from a temporary name while closed: the upload is done."""
+        try:
+            st = path.stat()
+        except OSError:
+            return
+        with self._lock:
+            if path not in self._open:
+                self._complete[path] = (st.st_size, st.st_mtime_ns)
+
+    def take_complete(self, path: Path, size: int, mtime_ns: int) -> bool:
+        """True once if ``path`` was completed by a rename and is unchanged since."""
+        with self._lock:
+            return self._complete.pop(path, None) == (size, mtime_ns)
+
+    def forget(self, path: Path) -> None:
+        with self._lock:
+            self._complete.pop(path, None)
 
 
 def _stamp() -> str:
@@ -499,11 +529,15 @@ class _JailedSFTP(SFTPServerInterface):
                 return SFTP_PERMISSION_DENIED
             if not overwrite and new.exists():
                 return SFTP_FAILURE
-            if self.uploads.is_open(old):
+            was_open = self.uploads.is_open(old)
+            if was_open:
                 # renamed while open (some clients do): keep tracking the open file
                 self.uploads.closed(old)
                 self.uploads.opened(new)
             os.replace(old, new)
+            self.uploads.forget(old)
+            if not was_open and is_temporary(old.name) and not is_temporary(new.name):
+                self.uploads.renamed_complete(new)  # taken without a settling time
         except OSError as exc:
             return self._errno(exc)
         return SFTP_OK

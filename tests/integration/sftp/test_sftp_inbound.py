@@ -298,6 +298,45 @@ def test_settling_time_for_files_written_without_the_server(
     assert seen == ["slow.csv"]
 
 
+def test_renamed_from_a_temporary_name_is_taken_without_settling(
+    tmp_path: Path, sftp_server: Sftp
+) -> None:
+    now = [100.0]
+    seen: list[str] = []
+
+    def handler(item: InboxFile) -> Outcome:
+        seen.append(item.name)
+        return Outcome(True, "ok\n")
+
+    watcher = InboxWatcher(
+        [sftp_server.account],
+        handler,
+        state_dir=tmp_path / "st",
+        uploads=sftp_server.server.uploads,
+        settle_seconds=5,
+        clock=lambda: now[0],
+    )
+    client = sftp_server.paramiko_client(key=sftp_server.client_key.key)
+    try:
+        with client.open_sftp() as sftp:
+            with sftp.open("/inbox/quick.csv.part", "wb") as f:
+                f.write(b"quick")
+            sftp.rename("/inbox/quick.csv.part", "/inbox/quick.csv")
+            with sftp.open("/inbox/plain.csv", "wb") as f:  # final name: it settles
+                f.write(b"plain")
+            with sftp.open("/inbox/again.csv.part", "wb") as f:
+                f.write(b"again")
+            sftp.rename("/inbox/again.csv.part", "/inbox/again.csv")
+            with sftp.open("/inbox/again.csv", "ab") as f:  # written again: it settles
+                f.write(b"\n")
+    finally:
+        client.close()
+    assert [p.name for p in watcher.poll_once()] == ["quick.csv"]
+    now[0] += 5
+    assert sorted(p.name for p in watcher.poll_once()) == ["again.csv", "plain.csv"]
+    assert sorted(seen) == ["again.csv", "plain.csv", "quick.csv"]
+
+
 def test_store_down_leaves_the_file_for_a_retry_and_crash_recovery(
     tmp_path: Path, sftp_server: Sftp
 ) -> None:
