@@ -114,7 +114,10 @@ class ReadingExtractor:
     errors: list[ErrorDetail] = field(default_factory=list)
     meters: dict[int, DeviceRef] = field(default_factory=dict)
     readings_seen: int = 0
-    _rt_cache: dict[str, str] = field(default_factory=dict)
+    #: caches shared by the extractors of one route: a fleet's messages repeat the same
+    #: instants and ReadingTypes (plain dicts: safe under the GIL, cleared when large)
+    stamps: dict[str, datetime] = field(default_factory=dict)
+    rt_cache: dict[str, str] = field(default_factory=dict)
 
     def _error(self, exc: _Invalid, xpath: str) -> None:
         if len(self.errors) < MAX_ERRORS:
@@ -124,13 +127,13 @@ class ReadingExtractor:
         code = element.get("ref") if element is not None else None
         if not code:
             raise _Invalid("2003", "ReadingType ref missing", "/ReadingType")
-        known = self._rt_cache.get(code)
+        known = self.rt_cache.get(code)
         if known is None:
             try:
                 known = str(ReadingType.parse(code))
             except ValueError as exc:
                 raise _Invalid("2003", f"ReadingType {code!r}: {exc}", "/ReadingType") from None
-            self._rt_cache[code] = known
+            self.rt_cache[code] = known
         return known
 
     def _quality(self, element: etree._Element) -> str:
@@ -177,7 +180,7 @@ class ReadingExtractor:
         meters: list[MeterItem] = []
         append = pending.append
         # a fleet's files repeat the same instants for every meter: parse each text once
-        stamps: dict[str, datetime] = {}
+        stamps = self.stamps
         for _event, el in events:
             tag = el.tag
             if tag == T_INTERVAL:
@@ -277,6 +280,8 @@ class StoreMeterReadingsRoute:
     verbs: frozenset[str] = frozenset({"create", "created", "change", "changed"})
     streaming: bool = True
     stream_tags: tuple[str, ...] = STREAM_TAGS
+    _stamps: dict[str, datetime] = field(default_factory=dict)
+    _reading_types: dict[str, str] = field(default_factory=dict)
 
     def handle(self, frame: MessageFrame, ctx: RouteContext, uow: UnitOfWork) -> RouteResult:
         if frame.events is not None:
@@ -290,7 +295,12 @@ class StoreMeterReadingsRoute:
                 "MeterReadings needs a Payload", code="1009", xpath=f"/{frame.root_name}/Payload"
             )
         extractor = ReadingExtractor(
-            frame.payload_xpath, free, self.max_block_readings, self.chunk_rows
+            frame.payload_xpath,
+            free,
+            self.max_block_readings,
+            self.chunk_rows,
+            stamps=self._stamps,
+            rt_cache=self._reading_types,
         )
         staged: StagingResult = ctx.bus.handle(
             StoreMeterReadings(
@@ -339,7 +349,12 @@ class StoreMeterReadingsRoute:
                 "MeterReadings needs a Payload", code="1009", xpath=f"/{frame.root_name}/Payload"
             )
         extractor = ReadingExtractor(
-            frame.payload_xpath, False, self.max_block_readings, chunk_rows=1 << 62
+            frame.payload_xpath,
+            False,
+            self.max_block_readings,
+            chunk_rows=1 << 62,
+            stamps=self._stamps,
+            rt_cache=self._reading_types,
         )
         events = etree.iterwalk(frame.payload, events=("end",), tag=STREAM_TAGS)
         chunks = list(extractor.chunks(events))  # raises PayloadInvalid with xpaths
