@@ -9,6 +9,7 @@ BENCHMARKS = {
     "ingest": "bench.ingest_cim",
     "sftp-csv": "bench.sftp_csv",
     "amqp": "bench.amqp_ingest",
+    "soap_get": "bench.soap_get",
 }
 
 

@@ -20,6 +20,7 @@ from cheroot.ssl.builtin import BuiltinSSLAdapter
 from adapters.soap.auth import Authenticator
 from adapters.soap.client import CHANNEL, SoapSender
 from adapters.soap.gateway import AccessLog, SoapGateway
+from cim_schemas import schemas
 from hub.errors import ConfigurationError
 from hub.outbox import OutboxDispatcher, RetryPolicy
 from hub.security import UserDirectory
@@ -116,6 +117,11 @@ class SoapService:
         return f"{scheme}://{self.settings.host}:{self.port}"
 
     def start(self) -> None:
+        # Compile the message schema here, in the starting thread, before any worker
+        # thread validates: a first compile inside a worker under concurrent load was
+        # seen to leave a schema that refused every valid message ("No matching global
+        # declaration available for the validation root") for the life of the process.
+        schemas.message_schema()
         self.server.prepare()
         self._thread = threading.Thread(target=self.server.serve, name="soap-server", daemon=True)
         self._thread.start()
