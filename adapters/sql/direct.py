@@ -117,7 +117,7 @@ class SqlDirectReadingWriter:
         mrids = sorted({r.mrid for r in meters.values() if r.mrid})
         names = sorted({r.name for r in meters.values() if not r.mrid and r.name})
         by_mrid: dict[str, int] = {}
-        by_name: dict[str, int | None] = {}
+        unique: dict[str, dict[str, int | None]] = {"name": {}, "serial_number": {}}
         with self._raw.cursor() as cur:
             if mrids:
                 cur.execute(
@@ -126,19 +126,23 @@ class SqlDirectReadingWriter:
                 )
                 by_mrid = {m: int(i) for m, i in cur.fetchall()}
             if names:
-                for column in ("serial_number", "name"):  # name wins over serial
+                for column, found in unique.items():
                     cur.execute(
                         f"SELECT {column}, min(id), count(*) FROM end_device "
                         f"WHERE utility_id = %s AND {column} = ANY(%s) GROUP BY {column}",
                         (self._utility_id, names),
                     )
                     for key, first, count in cur.fetchall():
-                        by_name[key] = int(first) if count == 1 else None
+                        found[key] = int(first) if count == 1 else None
         out: dict[int, int] = {}
         for item, ref in meters.items():
-            found = by_mrid.get(ref.mrid) if ref.mrid else by_name.get(ref.name or "")
-            if found is not None:
-                out[item] = found
+            if ref.mrid:
+                device = by_mrid.get(ref.mrid)
+            else:  # as the staged path: a unique name, else a unique serial number
+                name = ref.name or ""
+                device = unique["name"].get(name) or unique["serial_number"].get(name)
+            if device is not None:
+                out[item] = device
         return out
 
     def _refuse_stored_keys(
