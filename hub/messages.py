@@ -30,6 +30,9 @@ class InboundMessage:
     replay_of: int | None = None  # dead-letter id when an operator replays
     #: the authenticated sender; None = trusted local input (CLI, in-process)
     principal: Principal | None = None
+    #: the transport's id of this message (AMQP message_id): the idempotency key when
+    #: the CIM Header carries no MessageID
+    message_id: str | None = None
 
     def __post_init__(self) -> None:
         if (self.body is None) == (self.path is None):

@@ -17,6 +17,7 @@ applied once or not at all.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -73,6 +74,14 @@ class _Seen:
 
     header: Header | None = None
     style: Style = "envelope"
+
+
+def _with_transport_id(frame: MessageFrame, msg: InboundMessage) -> MessageFrame:
+    """A Header without MessageID takes the transport's message id (idempotency key)."""
+    if frame.header.message_id or not msg.message_id:
+        return frame
+    header = dataclasses.replace(frame.header, message_id=msg.message_id)
+    return dataclasses.replace(frame, header=header)
 
 
 class Pipeline:
@@ -161,8 +170,10 @@ class Pipeline:
             reader = LimitedReader(raw, limit)
             if msg.size <= self.limits.tree_limit_bytes:
                 frame = self._parse_tree(reader.read_all())
+                frame = _with_transport_id(frame, msg)
             else:
                 frame = self._parse_stream(reader)
+                frame = _with_transport_id(frame, msg)
             seen.header, seen.style = frame.header, frame.style
             return self._dispatch(msg, frame, steps, content_hash, allow_direct)
 
@@ -439,6 +450,7 @@ class Pipeline:
             return None
         try:
             frame = self._parse_tree(msg.body)
+            frame = _with_transport_id(frame, msg)
             self._authorise(msg, frame.header)
             route = self.routes.get(frame.header.verb, frame.header.noun)
             if not self._batchable(route):

@@ -333,6 +333,7 @@ class AmqpConsumer:
             received_at=d.received_at,
             metadata=metadata,
             principal=d.sender.principal,
+            message_id=d.amqp_message_id,
         )
         if d.attempts >= self.settings.max_attempts:
             d.error = RecoverableError(

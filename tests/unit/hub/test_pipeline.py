@@ -319,3 +319,17 @@ def test_the_draft_envelope_namespace_is_accepted(app: App) -> None:
         outcome = MemoryAdapter(app.pipeline).request(body)
         assert outcome.result == "OK", outcome.errors
     assert reading_count(app) == 10
+
+
+def test_the_transport_id_keys_a_message_without_message_id(app: App) -> None:
+    body = meter_readings_bytes(["MTR-1"], START, 2)
+    body = body.replace(b"<MessageID>", b"<Comment>").replace(b"</MessageID>", b"</Comment>")
+    first = app.pipeline.process(
+        InboundMessage(source="p", endpoint="t", body=body, message_id="amqp-1")
+    )
+    again = app.pipeline.process(
+        InboundMessage(source="p", endpoint="t", body=body, message_id="amqp-1")
+    )
+    assert first.ok
+    assert again.duplicate
+    assert first.message_id == "amqp-1"
