@@ -144,6 +144,13 @@ ERROR_CODES: dict[str, ErrorCode] = {
         _c("2011", _F, "missing identifier", "An item has neither mRID nor Names/name."),
         _c("2012", _W, "no data", "The request matched nothing in the given period."),
         _c("2013", _F, "bad field", "A field has a value outside its allowed set."),
+        _c(
+            "2014",
+            _F,
+            "meter unreachable",
+            "The head-end could not reach the meter (no answer, refused association); "
+            "details say why. The request may be sent again.",
+        ),
         # 3xxx: the system
         _c("3001", _C, "store unavailable", "The meter data store could not be reached; retry."),
         _c(

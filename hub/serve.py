@@ -1,7 +1,7 @@
 """``amihub serve``: start the adapters enabled in the settings and wait for a signal.
 
 Each adapter is a :class:`Service`. :data:`SERVICE_ALIASES` maps a settings
-section (``[soap]``, ``[amqp]``, ``[sftp]``) to the import path of the factory
+section (``[soap]``, ``[amqp]``, ``[sftp]``, ``[hes]``) to the import path of the factory
 that builds it from the bootstrapped app, as kombu maps transport aliases: an
 adapter is imported only when it is enabled.
 """
@@ -35,6 +35,7 @@ SERVICE_ALIASES: dict[str, str] = {
     "amqp": "adapters.amqp.service:build",
     "soap": "adapters.soap.service:build",
     "sftp": "adapters.sftp.service:build",
+    "hes": "adapters.dlms.service:build",
 }
 
 
@@ -45,7 +46,7 @@ def _load(path: str) -> Callable[[App], Service]:
 
 def enabled_services(app: App) -> list[Service]:
     services: list[Service] = []
-    for section in ("soap", "amqp", "sftp"):
+    for section in ("soap", "amqp", "sftp", "hes"):
         settings = getattr(app.settings, section, None)
         if settings is None or not getattr(settings, "enabled", False):
             continue

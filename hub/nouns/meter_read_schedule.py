@@ -157,7 +157,7 @@ class MeterReadScheduleRoute:
             if read.outcome == "failed":
                 result.errors.append(
                     ErrorDetail(
-                        "2012",
+                        "2014",
                         f"meter {read.device_mrid} answered nothing",
                         details=read.error,
                         object_id=read.device_mrid,

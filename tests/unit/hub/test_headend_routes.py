@@ -377,7 +377,7 @@ def test_meter_read_schedule_reads_into_the_mdm(app: App, fleet: Fleet) -> None:
         meter_read_schedule([*meters, "MTR-NOT-THERE"], end - timedelta(hours=2), end),
     )
     assert outcome.result == "PARTIAL"
-    assert sorted(e.code for e in outcome.errors) == ["2001", "2012"]
+    assert sorted(e.code for e in outcome.errors) == ["2001", "2014"]
     assert outcome.counts["read"] == 2
     assert outcome.counts["stored"] == outcome.counts["readings"] > 2 * 8
     again = send(app, meter_read_schedule(meters[:2], end - timedelta(hours=2), end))
