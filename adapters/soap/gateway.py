@@ -175,8 +175,13 @@ class SoapGateway:
 
         def method_for(op: Operation) -> Any:
             def call(ctx: Any, body: Any) -> None:
-                request: _Request = ctx.transport.req_env["amihub.soap.request"]
-                ctx.out_string = gateway.invoke(request)
+                environ = ctx.transport.req_env
+                request: _Request = environ["amihub.soap.request"]
+                try:
+                    ctx.out_string = gateway.invoke(request)
+                except Fault as fault:
+                    environ["amihub.soap.fault"] = str(fault.faultstring).split(" ", 1)[0]
+                    raise
 
             call.__name__ = op.name
             return rpc(
@@ -363,7 +368,11 @@ class SoapGateway:
         reply = outcome.reply
         if outcome.async_reply and outcome.reply_address and self.enqueue is not None:
             reply = self._async(spec, outcome)
-        if request.operation.verb in ("created", "changed") and outcome.result != "FAILED":
+        if (
+            request.operation.verb in ("created", "changed")
+            and outcome.result != "FAILED"
+            and not outcome.duplicate  # forwarded when it was first accepted
+        ):
             self._publish(spec, request, outcome)
         return [ENVELOPE_HEAD, strip_declaration(reply), ENVELOPE_TAIL]
 

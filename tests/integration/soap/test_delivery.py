@@ -163,3 +163,26 @@ def test_non_http_reply_address_is_answered_synchronously(server: Server, addres
     assert response.Reply.Result == "OK"
     assert response.Payload is not None
     received_body(history)
+
+
+def test_a_replayed_event_is_forwarded_once(
+    soap_server_factory: Callable[..., Server], receiver: Receiver
+) -> None:
+    server = soap_server_factory(
+        subscribers={"MeterReadings": [f"{receiver.url}/ws/SendMeterReadings"]}
+    )
+    client, _ = zeep_client(server, "ReceiveMeterReadings")
+    body = etree.fromstring(meter_readings_bytes(["MTR-2"], START, 4, registers=False))
+    payload = body.find("m:Payload/mr:MeterReadings", namespaces=M)
+    mr = client.get_element(f"{{{profile_ns('MeterReadings')}}}MeterReadings")
+    parts = {
+        "Header": header("created", "MeterReadings"),
+        "Payload": {"MeterReadings": mr.parse(payload, client.wsdl.types)},
+    }
+    assert client.service.CreatedMeterReadings(**parts).Reply.Result == "OK"
+    assert client.service.CreatedMeterReadings(**parts).Reply.Result == "OK"  # duplicate
+    assert receiver.arrived.wait(15)
+    time.sleep(0.5)
+    assert len(receiver.received) == 1
+    with server.app.uow_factory() as uow:
+        assert uow.outbox.pending_count("soap") == 0
