@@ -21,6 +21,7 @@ from mappings.rows import (
     BAD_FIELD,
     BAD_VALUE,
     CACHE_SIZE,
+    METER_CACHE_SIZE,
     Batch,
     EventBatch,
     EventRow,
@@ -346,7 +347,7 @@ class _RowEngine:
                 factor = self.unit(self._cell(row, self.unit_ix))
             except FieldError:
                 return None
-            if len(self._ids) >= CACHE_SIZE:
+            if len(self._ids) >= METER_CACHE_SIZE:
                 self._ids.clear()
             found = self._ids[key] = (meter, rt, None if factor == 1 else factor)
         return found

@@ -205,7 +205,7 @@ class ImportResult:
         return "\n".join(lines) + "\n"
 
 
-@dataclass
+@dataclass(slots=True)  # one per meter of the file: kept small
 class _MeterSeen:
     item: int
     meter: MeterKey
@@ -222,7 +222,7 @@ class _Resolver:
     utility_id: int
     items: dict[DeviceRef, _MeterSeen] = field(default_factory=dict)
     unresolved: dict[tuple[MeterKey, str], _MeterSeen] = field(default_factory=dict)
-    refs: dict[int, DeviceRef] = field(default_factory=dict)  # item -> device
+    by_item: list[_MeterSeen] = field(default_factory=list)  # item n at n - 1
     _up_devices: dict[DeviceRef, list[tuple[int, datetime, datetime | None]] | None] = field(
         default_factory=dict
     )
@@ -253,9 +253,10 @@ class _Resolver:
                 return None
         seen = self.items.get(ref)
         if seen is None:
-            seen = _MeterSeen(len(self.items) + 1, MeterKey("device", ref), row.line, row.line)
+            meter = row.meter if row.meter.kind == "device" else MeterKey("device", ref)
+            seen = _MeterSeen(len(self.items) + 1, meter, row.line, row.line)
             self.items[ref] = seen
-            self.refs[seen.item] = ref
+            self.by_item.append(seen)
             staging_meters.append((seen.item, ref))
         seen.last = last_line or row.line
         seen.count += count
@@ -397,11 +398,11 @@ class _DirectFeed:
     """
 
     def __init__(
-        self, writer: DirectReadingWriter, refs: Mapping[int, DeviceRef], *, threaded: bool
+        self, writer: DirectReadingWriter, by_item: list[_MeterSeen], *, threaded: bool
     ) -> None:
         self.writer = writer
         self.thread = _WriterThread(writer) if threaded else None
-        self.refs = refs
+        self.by_item = by_item
         self.carry: list[ReadingBlock] = []
         self.carried = 0  # readings in ``carry``
         self.carry_item = 0
@@ -428,8 +429,8 @@ class _DirectFeed:
 
     def _send(self, blocks: list[ReadingBlock]) -> None:
         if blocks:
-            refs = self.refs
-            meters = {item: refs[item] for item in {b[0] for b in blocks}}
+            by_item = self.by_item
+            meters = {item: by_item[item - 1].meter.ref for item in {b[0] for b in blocks}}
             if self.thread is not None:
                 self.thread.add(blocks, meters)
             else:
@@ -480,7 +481,7 @@ def import_stream(
     resolver = _Resolver(uow, found.id)
     writer = uow.readings.direct_writer(found.id) if direct else None
     feed = (
-        _DirectFeed(writer, resolver.refs, threaded=spec.meter.by != "usage_point")
+        _DirectFeed(writer, resolver.by_item, threaded=spec.meter.by != "usage_point")
         if writer is not None
         else None
     )
