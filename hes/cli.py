@@ -61,6 +61,12 @@ def hes() -> None:
 )
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option(
+    "--state",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Keep invocation counters across restarts in this file (saved every 10 s).",
+)
+@click.option(
     "--manifest",
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
@@ -73,10 +79,13 @@ def simulate(
     security: str,
     addressing: str,
     host: str,
+    state: Path | None,
     manifest: Path | None,
 ) -> None:
     """Run a fleet of simulated meters until interrupted."""
     fleet = Fleet.build(count, base_port, seed, _POLICIES[security], Addressing(addressing), host)
+    if state is not None and (restored := fleet.load_state(state)):
+        click.echo(f"invocation counters of {restored} meters restored from {state}", err=True)
     if manifest is not None:
         manifest.write_text(json.dumps(fleet_manifest(fleet), indent=1))
     where = (
@@ -86,7 +95,7 @@ def simulate(
     )
     click.echo(f"simulating {count} meters ({security}) on {where}; Ctrl-C stops", err=True)
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(fleet.serve_forever())
+        asyncio.run(fleet.serve_forever(state))
 
 
 def fleet_manifest(fleet: Fleet) -> list[dict[str, object]]:

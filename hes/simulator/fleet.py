@@ -22,22 +22,30 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import json
 import logging
+import signal
 import socket
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
+from pathlib import Path
 
 from hes.dlms import wrapper
 from hes.dlms.wrapper import WrapperFrame
 from hes.push import notification
 from hes.security import gcm
+from hes.security.gcm import InvocationCounter
 from hes.simulator.meter import MeterState, SecurityPolicy, interval_end, make_meter
 from hes.simulator.session import ServerSession
 
 log = logging.getLogger(__name__)
+
+#: a restarted meter resumes its own counter this far beyond the last saved value:
+#: state is saved every 10 s, and no meter sends 10,000 APDUs in 10 s
+COUNTER_RESTART_GAP = 10_000
 
 PUSH_CLIENT = 0x66  # the head-end's push destination SAP (IDIS uses 102)
 
@@ -201,13 +209,54 @@ class Fleet:
             raise
         return servers
 
-    async def serve_forever(self) -> None:
+    # --- state across restarts ---
+    def save_state(self, path: Path) -> None:
+        """Invocation counters of every meter (its own, and the last accepted per client)."""
+        state = {
+            m.serial: {
+                "counter": m.counter.value,
+                "clients": {str(k): v for k, v in m.client_counters.items()},
+            }
+            for m in self.meters
+        }
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        tmp.write_text(json.dumps(state))
+        tmp.replace(path)
+
+    def load_state(self, path: Path) -> int:
+        """Resume counters; each meter's own counter jumps by COUNTER_RESTART_GAP so no value
+        used after the last save can repeat. Returns how many meters were restored."""
+        if not path.exists():
+            return 0
+        state = json.loads(path.read_text())
+        restored = 0
+        for m in self.meters:
+            saved = state.get(m.serial)
+            if saved is None:
+                continue
+            m.counter = InvocationCounter(int(saved["counter"]) + COUNTER_RESTART_GAP)
+            m.client_counters = {int(k): int(v) for k, v in saved["clients"].items()}
+            restored += 1
+        return restored
+
+    async def serve_forever(self, state: Path | None = None, save_every_s: float = 10.0) -> None:
         servers = await self.start()
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                loop.add_signal_handler(sig, stop.set)
         try:
-            await asyncio.Event().wait()
+            while not stop.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), save_every_s)
+                if state is not None:
+                    self.save_state(state)
         finally:
             for s in servers:
                 s.close()
+            if state is not None:
+                self.save_state(state)
 
 
 class SimulatorThread:

@@ -6,6 +6,7 @@ import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 
@@ -403,3 +404,27 @@ def test_simulator_start_failure_is_clean() -> None:
         f = Fleet.build(1, port, seed=1)
         with pytest.raises(OSError), SimulatorThread(f):
             pass  # pragma: no cover
+
+
+def test_counters_survive_a_simulator_restart(tmp_path: Path) -> None:
+    from hes.simulator.fleet import COUNTER_RESTART_GAP
+
+    state = tmp_path / "counters.json"
+    identity = ClientIdentity()
+    f = Fleet.build(1, free_port(), seed=8)
+    with SimulatorThread(f):
+        s = _session(f, 0, identity=identity)
+        s.associate()
+        s.read_clock()
+        s.close()
+    f.save_state(state)
+    used = f.meters[0].counter.value
+    again = Fleet.build(1, free_port(), seed=8)
+    assert again.load_state(state) == 1
+    assert again.meters[0].counter.value == used + COUNTER_RESTART_GAP
+    assert again.meters[0].client_counter(1) == f.meters[0].client_counter(1)
+    with SimulatorThread(again):  # the head-end still trusts it: counters went forward
+        s = _session(again, 0, identity=identity)
+        s.associate()
+        s.read_clock()
+        s.close()
