@@ -352,18 +352,6 @@ class _RowEngine:
             found = self._ids[key] = (meter, rt, None if factor == 1 else factor)
         return found
 
-    def _value(self, text: str) -> Decimal | None:
-        found = self._values.get(text)
-        if found is None:
-            try:
-                found = self.parse_value(text)
-            except ValueError:
-                return None
-            if len(self._values) >= VALUE_CACHE_SIZE:
-                self._values.clear()
-            self._values[text] = found
-        return found
-
     def _make_fast(self) -> Callable[[int, list[str], Batch], None]:
         """The per-row function: cache hits and plain parses, all names local."""
         need = self._need
@@ -394,6 +382,12 @@ class _RowEngine:
 
         q_ix = self.q_ix
         q_get = self.quality.codes.get
+        q_default: str | None = None  # the quality of rows without a quality column
+        if q_ix is None:
+            try:
+                q_default = self.quality(None)
+            except FieldError:
+                q_default = None  # every row an error: the full path reports it
         value_ix, ts_ix, time_ix, dst_ix = self.value_ix, self.ts_ix, self.time_ix, self.dst_ix
         time = self.time
         times_get = time.cache.get
@@ -407,7 +401,7 @@ class _RowEngine:
             if ids is None:
                 return full(line, row, batch)
             value = parse_or_none(row[value_ix])
-            quality = q_get(row[q_ix]) if q_ix is not None else ""
+            quality = q_get(row[q_ix]) if q_ix is not None else q_default
             if value is None or quality is None:
                 return full(line, row, batch)
             meter, rt, factor = ids

@@ -389,3 +389,57 @@ def test_xml_memory_is_bounded() -> None:
     tracemalloc.stop()
     assert count == 10_000
     assert peak < 3 * 1024 * 1024, peak
+
+
+# --------------------------------------------------------------------------- fast path
+
+
+def _both_paths(
+    monkeypatch: pytest.MonkeyPatch, spec: CsvSpec, data: bytes
+) -> tuple[tuple[list[SourceRow], list[LineError]], tuple[list[SourceRow], list[LineError]]]:
+    """Read ``data`` with the per-row fast path and with the full path only."""
+    from mappings import csv_reader
+
+    def run() -> tuple[list[SourceRow], list[LineError]]:
+        return read_all(read_csv(spec, io.BytesIO(data), tables=TABLES, batch_size=7))
+
+    fast = run()
+    with monkeypatch.context() as m:
+        m.setattr(csv_reader._RowEngine, "_make_fast", lambda self: self._row_full)
+        full = run()
+    return fast, full
+
+
+def test_fast_path_reads_and_reports_like_the_full_path(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    long = CATALOG.inbound("register-obis")
+    assert isinstance(long, CsvSpec)
+    head = "meter,obis,timestamp,dst,value,unit,status\n"
+    lines = [
+        "SN1,1-0:1.8.0*255,2026-10-25 02:30:00,S,1.5,kWh,OK",
+        "SN1,1-0:1.8.0*255,2026-10-25 02:30:00,W,1.6,Wh,E",
+        "SN1,1-0:1.8.0*255,2026-10-25 02:30:00,X,1.7,kWh,OK",  # bad DST flag
+        "SN2,1-0:2.8.0*255,2026-03-29 02:30:00,S,2,kWh,OK",  # spring gap
+        "SN2,1-0:2.8.0*255,2026-07-01 00:00:00,S,NaN,kWh,OK",  # bad value
+        "SN2,1-0:2.8.0*255,2026-07-01 00:15:00,S,1_0,kWh,??",  # bad value and flag
+        "SN2,9-9:9.9.9*255,2026-07-01 00:30:00,S,3,kWh,OK",  # unknown OBIS
+        ",1-0:1.8.0*255,2026-07-01 00:45:00,S,3,kWh,OK",  # no meter
+        "SN3,1-0:1.8.0*255,2026-07-01 24:00:00,S, 4.25 ,kvarh,C",
+        "SN3,1-0:1.8.0*255,2026-07-01 00:15:00,S,5,MWh,OK",  # unknown unit
+        "SN3,1-0:1.8.0*255,2026-07-01 00:15:00,S,١٢,kWh,OK",  # other digits: as before
+        "SN3,1-0:1.8.0*255,2026-07-01 00:30:00,S,6",  # short row
+    ]
+    data = (head + "\n".join(lines * 3) + "\n").encode()
+    fast, full = _both_paths(monkeypatch, long, data)
+    assert fast == full
+    assert len(fast[0]) == 3 * 4
+    assert len(fast[1]) >= 3 * 8
+
+    wide = CATALOG.inbound("wide-15min-de")
+    assert isinstance(wide, CsvSpec)
+    data = (SAMPLES / "wide-15min-de.csv").read_bytes()
+    bad = data + "SN1001;32.01.2026;1\nSN1001;01.02.2026;x;1,5\n".encode("latin-1")
+    for sample in (data, bad):
+        fast, full = _both_paths(monkeypatch, wide, sample)
+        assert fast == full
