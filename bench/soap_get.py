@@ -506,6 +506,70 @@ def profile_pipeline(url: str, n_meters: int, calls: int) -> list[tuple[str, flo
     return rows
 
 
+def statements_per_get(url: str, n_meters: int, calls: int) -> tuple[float, list[str]]:
+    """Every SQL statement and commit one get costs (SQLAlchemy events), and wall ms."""
+    from collections import defaultdict
+
+    import sqlalchemy
+    from sqlalchemy import event
+
+    from adapters.memory import MemoryAdapter
+    from hub.bootstrap import bootstrap
+
+    app = bootstrap(_settings(url, 0, 1))
+    hub = MemoryAdapter(app.pipeline)
+    names = meters(n_meters)
+
+    def inner(i: int) -> bytes:
+        body = get_request(names[i % len(names)], 1, 0).split(b"\r\n\r\n", 1)[1]
+        return body.split(b"<soapenv:Body>", 1)[1].rsplit(b"</soapenv:Body>", 1)[0]
+
+    for i in range(20):
+        hub.request(inner(i))
+    stats: dict[str, list[float]] = defaultdict(lambda: [0, 0.0])
+
+    def before(
+        conn: Any, cursor: Any, statement: str, params: Any, context: Any, many: Any
+    ) -> None:
+        context._bench_t = time.perf_counter()
+
+    def after(conn: Any, cursor: Any, statement: str, params: Any, context: Any, many: Any) -> None:
+        key = " ".join(statement.split()[:3])[:48]
+        entry = stats[key]
+        entry[0] += 1
+        entry[1] += time.perf_counter() - context._bench_t
+
+    event.listen(app.engine, "before_cursor_execute", before)
+    event.listen(app.engine, "after_cursor_execute", after)
+    original_commit = sqlalchemy.engine.Connection.commit
+
+    def commit(self: Any) -> None:
+        started = time.perf_counter()
+        original_commit(self)
+        entry = stats["COMMIT"]
+        entry[0] += 1
+        entry[1] += time.perf_counter() - started
+
+    sqlalchemy.engine.Connection.commit = commit  # type: ignore[method-assign]
+    bodies = [inner(i) for i in range(calls)]
+    started = time.perf_counter()
+    try:
+        for body in bodies:
+            hub.request(body, source="bench")
+    finally:
+        sqlalchemy.engine.Connection.commit = original_commit  # type: ignore[method-assign]
+    wall = (time.perf_counter() - started) / calls * 1000
+    lines = [
+        f"{n / calls:4.1f} x {t / calls * 1000:6.2f} ms  {key}"
+        for key, (n, t) in sorted(stats.items(), key=lambda kv: -kv[1][1])
+    ]
+    total_n = sum(n for n, _ in stats.values()) / calls
+    total_t = sum(t for _, t in stats.values()) / calls * 1000
+    lines.append(f"{total_n:4.1f} x {total_t:6.2f} ms  all statements and commits")
+    app.close()
+    return wall, lines
+
+
 # -- main -----------------------------------------------------------------------------------
 
 
@@ -612,6 +676,10 @@ def main(argv: list[str]) -> None:
         )
         for label, ms in profile_pipeline(url, args.meters, args.profile_calls):
             print(f"  {label:<62} {ms:7.2f}")
+        wall, lines = statements_per_get(url, args.meters, args.profile_calls)
+        print(f"SQL per get (statements x ms, sequential, not profiled; {wall:.2f} ms per get):")
+        for line in lines:
+            print(f"  {line}")
         results.update(
             echo=best["spyne echo"],
             get=best["amihub GetMeterReadings"],
