@@ -49,6 +49,9 @@ class SoapSettings(BaseModel):
     port: int = Field(default=8080, ge=0, le=65535)
     #: worker threads of the WSGI server (one per concurrent request)
     threads: int = Field(default=16, gt=0)
+    #: server processes sharing the port (SO_REUSEPORT; Linux), each with ``threads``;
+    #: more than 1 needs a fixed port. Outbox delivery runs in the first process only.
+    processes: int = Field(default=1, gt=0)
     #: seconds a connection may stay silent (a slow client holds one thread at most this long)
     socket_timeout: float = Field(default=30.0, gt=0)
     #: HTTPS: PEM certificate (chain) and private key; both or neither

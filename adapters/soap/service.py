@@ -11,6 +11,7 @@ subscriber events, retried with backoff, dead-lettered after
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import threading
 from typing import TYPE_CHECKING, Any
 
@@ -24,7 +25,7 @@ from cim_schemas import schemas
 from hub.errors import ConfigurationError
 from hub.outbox import OutboxDispatcher, RetryPolicy
 from hub.security import UserDirectory
-from hub.settings import SoapSettings
+from hub.settings import Settings, SoapSettings
 
 if TYPE_CHECKING:
     from hub.bootstrap import App
@@ -35,12 +36,18 @@ log = logging.getLogger("amihub.soap")
 class SoapService:
     name = "soap"
 
-    def __init__(self, app: App, settings: SoapSettings | None = None) -> None:
+    def __init__(
+        self, app: App, settings: SoapSettings | None = None, *, worker: bool = False
+    ) -> None:
         self.app = app
         self.settings = settings or app.settings.soap
+        self.worker = worker  # an extra server process: serves, does not deliver
+        self._children: list[Any] = []
         s = self.settings
         if (s.tls_cert is None) != (s.tls_key is None):
             raise ConfigurationError("[soap] needs both tls_cert and tls_key, or neither")
+        if s.processes > 1 and s.port == 0:
+            raise ConfigurationError("[soap] processes > 1 needs a fixed port")
         users = UserDirectory(app.settings.users)
         if not users and not s.allow_anonymous:
             log.warning("[soap] no [[users]] configured: every call will be refused")
@@ -75,6 +82,7 @@ class SoapService:
             numthreads=s.threads,
             timeout=int(max(1, s.socket_timeout)),
             server_name="amihub",
+            reuse_port=s.processes > 1,
         )
         if s.tls_cert is not None and s.tls_key is not None:
             self.server.ssl_adapter = BuiltinSSLAdapter(str(s.tls_cert), str(s.tls_key))
@@ -125,11 +133,26 @@ class SoapService:
         self.server.prepare()
         self._thread = threading.Thread(target=self.server.serve, name="soap-server", daemon=True)
         self._thread.start()
+        if self.worker:
+            return
         self.dispatcher.start()
+        context = multiprocessing.get_context("spawn")
+        for n in range(1, self.settings.processes):
+            child = context.Process(
+                target=_worker_main, args=(self.app.settings,), name=f"soap-{n}", daemon=True
+            )
+            child.start()
+            self._children.append(child)
         log.info("SOAP services at %s/ws/ (%d threads)", self.url, self.settings.threads)
 
     def stop(self) -> None:
-        self.dispatcher.stop()
+        for child in self._children:
+            child.terminate()
+        for child in self._children:
+            child.join(10)
+        self._children.clear()
+        if not self.worker:
+            self.dispatcher.stop()
         self.server.stop()
         if self._thread is not None:
             self._thread.join(10)
@@ -138,3 +161,21 @@ class SoapService:
 
 def build(app: App) -> SoapService:
     return SoapService(app)
+
+
+def _worker_main(settings: Settings) -> None:
+    """An extra server process (``[soap] processes``): same port (SO_REUSEPORT), own
+    store connections; outbox delivery stays with the first process."""
+    import signal
+
+    from hub.bootstrap import bootstrap
+
+    logging.basicConfig(level=settings.log_level)
+    app = bootstrap(settings)
+    service = SoapService(app, worker=True)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    service.start()
+    stop.wait()
+    service.stop()
+    app.close()

@@ -56,3 +56,25 @@ def test_amihub_serve_runs_the_soap_services(tmp_path: Path) -> None:
         output, _ = proc.communicate(timeout=30)
     assert proc.returncode == 0, output
     assert '"GET /ws/GetMeterReadings?wsdl" 200' in output, output
+
+
+def test_two_server_processes_share_the_port(soap_server_factory: object) -> None:
+    from tests.integration.soap.conftest import header, zeep_client
+
+    port = free_port()
+    server = soap_server_factory(port=port, processes=2)  # type: ignore[operator]
+    children = list(server.service._children)
+    assert len(children) == 1
+    deadline = time.monotonic() + 30
+    while not children[0].is_alive() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    time.sleep(2)  # the second process bootstraps and binds
+    client, _ = zeep_client(server, "GetMeterReadings")
+    for _ in range(10):
+        response = client.service.GetMeterReadings(
+            Header=header("get", "MeterReadings"),
+            Request={"GetMeterReadings": {"EndDevice": [{"mRID": "MTR-1"}]}},
+        )
+        assert response.Reply.Result == "OK"
+    server.service.stop()
+    assert not children[0].is_alive()
