@@ -9,7 +9,8 @@ BENCHMARKS = {
     "ingest": "bench.ingest_cim",
     "sftp-csv": "bench.sftp_csv",
     "amqp": "bench.amqp_ingest",
-    "soap_get": "bench.soap_get",
+    "soap-get": "bench.soap_get",
+    "hes-read": "bench.hes_read",
 }
 
 

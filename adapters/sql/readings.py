@@ -491,13 +491,22 @@ class SqlReadingStaging:
         """False only if no stored reading of these meters and reading types lies in the
         staged time range (then no staged key can exist)."""
         type_ids = ", ".join(str(int(i)) for i in sorted(set(self._types.values())))
-        row = self._exec(
-            f"SELECT 1 FROM {self._m} m JOIN reading r ON r.device_id = m.device_id "
-            f"AND r.reading_type_id IN ({type_ids}) AND r.ts >= :lo AND r.ts <= :hi "
-            "WHERE m.device_id IS NOT NULL LIMIT 1",
-            lo=self._min_ts,
-            hi=self._max_ts,
-        ).first()
+        if self._pg:
+            # one primary-key probe per (meter, type): LIMIT 1 inside LATERAL keeps the
+            # planner from turning this into a scan of a large reading table
+            sql = (
+                f"SELECT 1 FROM {self._m} m CROSS JOIN unnest(ARRAY[{type_ids}]) AS t(id) "
+                "CROSS JOIN LATERAL (SELECT 1 FROM reading r WHERE r.device_id = m.device_id "
+                "AND r.reading_type_id = t.id AND r.ts >= :lo AND r.ts <= :hi LIMIT 1) hit "
+                "WHERE m.device_id IS NOT NULL LIMIT 1"
+            )
+        else:
+            sql = (
+                f"SELECT 1 FROM {self._m} m JOIN reading r ON r.device_id = m.device_id "
+                f"AND r.reading_type_id IN ({type_ids}) AND r.ts >= :lo AND r.ts <= :hi "
+                "WHERE m.device_id IS NOT NULL LIMIT 1"
+            )
+        row = self._exec(sql, lo=self._min_ts, hi=self._max_ts).first()
         return row is not None
 
     def _duplicates(self) -> list[DuplicateReading]:
