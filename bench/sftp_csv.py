@@ -26,12 +26,13 @@ Then, in the same run and on the same server:
   building not timed), only the COPY and its commit are timed.
 
 Usage: ``python -m bench.sftp_csv [--readings N] [--layout long|wide|both]
-[--settle S] [--no-baseline] [--keep DIR]``
+[--settle S] [--no-baseline] [--gc-freeze] [--keep DIR]``
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import logging
 import os
@@ -144,7 +145,9 @@ def prepare(url: str, readings: int) -> None:
 # ----------------------------------------------------------------------- amihub child
 
 
-def child_amihub(url: str, workdir: str, mapping: str, settle: str, client_key: str) -> None:
+def child_amihub(
+    url: str, workdir: str, mapping: str, settle: str, client_key: str, freeze: str = "0"
+) -> None:
     """Serve SFTP (the ``amihub serve`` service) until one file is processed.
 
     Prints ``{"port", "host_key"}`` when listening; reads the monotonic time at
@@ -174,6 +177,9 @@ def child_amihub(url: str, workdir: str, mapping: str, settle: str, client_key: 
     )
     service = SftpService(settings, app.uow_factory, default_utility=app.settings.default_utility)
     service.start()
+    if freeze == "1":  # what `amihub serve` would gain from this after start (not done yet)
+        gc.collect()
+        gc.freeze()
     watcher = service.watcher
     assert watcher is not None
     times: dict[str, float] = {}
@@ -228,7 +234,9 @@ def child_amihub(url: str, workdir: str, mapping: str, settle: str, client_key: 
     )
 
 
-def run_amihub(url: str, path: Path, layout: str, settle: float) -> dict[str, float]:
+def run_amihub(
+    url: str, path: Path, layout: str, settle: float, freeze: bool = False
+) -> dict[str, float]:
     """Start the SFTP child, upload ``path`` with paramiko, return the child's figures."""
     import paramiko
 
@@ -245,6 +253,7 @@ def run_amihub(url: str, path: Path, layout: str, settle: float) -> dict[str, fl
                 MAPPINGS[layout],
                 str(settle),
                 f"{client_key.get_name()} {client_key.get_base64()}",
+                "1" if freeze else "0",
             ],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
@@ -365,7 +374,7 @@ def bench_layout(args: argparse.Namespace, layout: str, folder: Path) -> None:
     )
     with scratch_database("amihub_bench_sftp") as url:
         prepare(url, args.readings)
-        ours = run_amihub(url, path, layout, args.settle)
+        ours = run_amihub(url, path, layout, args.settle, args.gc_freeze)
     if not args.keep:
         path.unlink()
     rate = ours["stored"] / ours["taken_to_commit"]
@@ -405,6 +414,11 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--layout", choices=("long", "wide", "both"), default="both")
     parser.add_argument("--settle", type=float, default=2.0, help="watcher settle_seconds")
     parser.add_argument("--no-baseline", action="store_true", help="skip the raw COPY")
+    parser.add_argument(
+        "--gc-freeze",
+        action="store_true",
+        help="gc.freeze() the serving process after start (a tuning `amihub serve` lacks)",
+    )
     parser.add_argument("--keep", type=Path, help="write (and keep) the CSV files here")
     args = parser.parse_args(argv)
     layouts = ("long", "wide") if args.layout == "both" else (args.layout,)
@@ -418,7 +432,7 @@ def main(argv: list[str]) -> None:
 if __name__ == "__main__":
     os.environ.setdefault("AMIHUB_LOG_LEVEL", "WARNING")
     if len(sys.argv) > 1 and sys.argv[1] == "--child-amihub":
-        child_amihub(*sys.argv[2:7])
+        child_amihub(*sys.argv[2:8])
     elif len(sys.argv) > 1 and sys.argv[1] == "--child-copy":
         child_copy(sys.argv[2], sys.argv[3], sys.argv[4])
     else:
