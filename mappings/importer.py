@@ -73,7 +73,9 @@ DUPLICATE = "2004"
 #: Readings per reader batch. Small batches keep few rows alive at a time, so
 #: fewer of them outlive the young GC generations (full collections are the
 #: import's largest hidden cost in a big process).
-IMPORT_BATCH = 1000
+IMPORT_BATCH = 250
+#: Direct path: readings handed to the writer (thread) at a time, in whole runs.
+HANDOVER_ROWS = 5000
 #: Direct path: a run of one meter longer than this is handed over in parts.
 MAX_CARRIED_ROWS = 50_000
 
@@ -406,6 +408,8 @@ class _DirectFeed:
         self.carry: list[ReadingBlock] = []
         self.carried = 0  # readings in ``carry``
         self.carry_item = 0
+        self.ready: list[ReadingBlock] = []  # whole runs not handed over yet
+        self.ready_rows = 0
 
     def add(self, blocks: list[ReadingBlock]) -> None:
         if not blocks:
@@ -428,6 +432,14 @@ class _DirectFeed:
         self._send(head)
 
     def _send(self, blocks: list[ReadingBlock]) -> None:
+        """Collect whole runs; hand them over :data:`HANDOVER_ROWS` readings at a time."""
+        self.ready.extend(blocks)
+        self.ready_rows += sum(len(b[2]) for b in blocks)
+        if self.ready_rows >= HANDOVER_ROWS:
+            self._hand_over()
+
+    def _hand_over(self) -> None:
+        blocks, self.ready, self.ready_rows = self.ready, [], 0
         if blocks:
             by_item = self.by_item
             meters = {item: by_item[item - 1].meter.ref for item in {b[0] for b in blocks}}
@@ -439,6 +451,7 @@ class _DirectFeed:
     def finish(self) -> StagingResult:
         self._send(self.carry)
         self.carry, self.carried = [], 0
+        self._hand_over()
         if self.thread is not None:
             self.thread.close()
             self.thread.check()
