@@ -130,6 +130,13 @@ SERVICES: Final[dict[str, ServiceSpec]] = {
             ),
         ),
         _execute("MeterReadSchedule"),
+        ServiceSpec(
+            "ReceiveEndDeviceEvents",
+            "EndDeviceEvents",
+            message_ns("EndDeviceEvents"),
+            "messages/EndDeviceEventsMessage.xsd",
+            _ops("EndDeviceEvents", EVENT_VERBS),
+        ),
     )
 }
 

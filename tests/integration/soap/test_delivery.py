@@ -186,3 +186,67 @@ def test_a_replayed_event_is_forwarded_once(
     assert len(receiver.received) == 1
     with server.app.uow_factory() as uow:
         assert uow.outbox.pending_count("soap") == 0
+
+
+def test_received_end_device_events_reach_subscribers(
+    soap_server_factory: Callable[..., Server], receiver: Receiver
+) -> None:
+    from cim_schemas.profiles.common import IdentifiedObject as Ref
+    from cim_schemas.profiles.end_device_events import (
+        EndDeviceEvent,
+        EndDeviceEvents,
+        render_end_device_events,
+    )
+
+    server = soap_server_factory(
+        subscribers={"EndDeviceEvents": [f"{receiver.url}/ws/SendEndDeviceEvents"]}
+    )
+    payload = render_end_device_events(
+        EndDeviceEvents(
+            (
+                EndDeviceEvent(
+                    "3.26.0.85", created_date_time=START, assets=Ref("MTR-1"), reason="outage"
+                ),
+            )
+        )
+    )
+    client, history = zeep_client(server, "ReceiveEndDeviceEvents")
+    element = client.get_element(f"{{{etree.QName(payload).namespace}}}EndDeviceEvents")
+    response = client.service.CreatedEndDeviceEvents(
+        Header=header("created", "EndDeviceEvents"),
+        Payload={"EndDeviceEvents": element.parse(payload, client.wsdl.types)},
+    )
+    assert response.Reply.Result == "OK", response.Reply
+    received_body(history)
+    assert receiver.arrived.wait(15)
+    path, action, _ = receiver.received[0]
+    assert path == "/ws/SendEndDeviceEvents"
+    assert action == "http://iec.ch/TC57/2011/SendEndDeviceEvents/CreatedEndDeviceEvents"
+    event = receiver.bodies()[0]
+    assert event.tag == "{http://iec.ch/TC57/2011/EndDeviceEventsMessage}CreatedEndDeviceEvents"
+    assert schemas.validate(etree.fromstring(etree.tostring(event))) == []
+
+
+def test_events_raised_inside_amihub_are_delivered(
+    soap_server_factory: Callable[..., Server], receiver: Receiver
+) -> None:
+    """hub.headend's EventPublisher puts created EndDeviceEvents in the 'soap' outbox;
+    the SOAP service delivers them to SendEndDeviceEvents."""
+    from datetime import UTC, datetime
+
+    from hub.headend import EventPublisher
+    from mdm.model import EndDeviceEvent
+
+    server = soap_server_factory(
+        subscribers={"EndDeviceEvents": [f"{receiver.url}/ws/SendEndDeviceEvents"]}
+    )
+    publisher = EventPublisher(server.app.settings)
+    with server.app.uow_factory() as uow:
+        event = EndDeviceEvent("MTR-1", "3.31.0.68", datetime(2026, 3, 1, 12, tzinfo=UTC))
+        assert publisher.publish(uow, [event], "job-1") == 1
+        uow.commit()
+    server.service.dispatcher.wake()
+    assert receiver.arrived.wait(15)
+    body = receiver.bodies()[0]
+    assert body.tag == "{http://iec.ch/TC57/2011/EndDeviceEventsMessage}CreatedEndDeviceEvents"
+    assert schemas.validate(etree.fromstring(etree.tostring(body))) == []
