@@ -31,6 +31,7 @@ SOAP_ENV = "http://schemas.xmlsoap.org/soap/envelope/"
 USERS = [
     UserSettings(name="cis", password="cis-secret", permissions=["*:*"]),  # type: ignore[arg-type]
     UserSettings(name="reader", password="reader-secret", permissions=["get:MeterReadings"]),  # type: ignore[arg-type]
+    UserSettings(name="north", password="north-secret", utility="NORTH"),  # type: ignore[arg-type]
 ]
 
 

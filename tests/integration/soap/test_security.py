@@ -178,3 +178,18 @@ def test_https(soap_server_factory: Callable[..., Server], tmp_path: Path) -> No
     untrusting.trust_env = False
     with pytest.raises(requests.exceptions.SSLError):
         untrusting.get(server.wsdl("GetMeterReadings"), timeout=5)  # not trusted without the cert
+
+
+def test_each_user_sees_its_own_utility(server: Server) -> None:
+    """The user north maps to utility NORTH: DEFAULT's meters are unknown to it."""
+    client, _ = zeep_client(server, "GetMeterReadings", user="north", password="north-secret")
+    with pytest.raises(Fault, match="unknown utility 'NORTH'"):
+        _get(client)
+    from hub.bootstrap import ensure_utility
+
+    ensure_utility(server.app.uow_factory, "NORTH", "North utility")
+    response = _get(client)
+    assert response.Reply.Result == "FAILED"  # type: ignore[attr-defined]
+    assert [e.code for e in response.Reply.Error] == ["2001"]  # type: ignore[attr-defined]
+    cis, _ = zeep_client(server, "GetMeterReadings")
+    assert _get(cis).Reply.Result == "OK"  # type: ignore[attr-defined]
