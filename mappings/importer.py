@@ -76,6 +76,9 @@ DUPLICATE = "2004"
 IMPORT_BATCH = 250
 #: Direct path: readings handed to the writer (thread) at a time, in whole runs.
 HANDOVER_ROWS = 5000
+#: ... and how many such handovers may wait (20,000 readings: the reader goes on
+#: while the writer waits for the server; more does not help, the server is the limit).
+QUEUED_HANDOVERS = 4
 #: Direct path: a run of one meter longer than this is handed over in parts.
 MAX_CARRIED_ROWS = 50_000
 
@@ -350,14 +353,15 @@ def _blocks(
 
 class _WriterThread:
     """Runs the writer's ``add`` in a thread: the server ingests one batch while the
-    file's next rows are parsed (the driver waits without the GIL). At most two
-    chunks wait in the queue, so memory stays bounded. The first error is kept and
-    raised to the reading thread; later chunks are dropped."""
+    file's next rows are parsed (the driver waits without the GIL). At most
+    :data:`QUEUED_HANDOVERS` chunks wait in the queue, so memory stays bounded.
+    The first error is kept and raised to the reading thread; later chunks are
+    dropped."""
 
     def __init__(self, writer: DirectReadingWriter) -> None:
         self.writer = writer
         self.queue: queue.Queue[tuple[list[ReadingBlock], dict[int, DeviceRef]] | None] = (
-            queue.Queue(maxsize=2)
+            queue.Queue(maxsize=QUEUED_HANDOVERS)
         )
         self.error: BaseException | None = None
         self.thread = threading.Thread(target=self._run, name="amihub-import-writer", daemon=True)
