@@ -348,6 +348,58 @@ def child_copy(url: str, readings: str, layout: str) -> None:
     )
 
 
+def child_writer(url: str, readings: str, layout: str) -> None:
+    """The store's direct writer alone: the same readings as blocks built beforehand
+    (no file, no parsing), written and committed: the ceiling of the import."""
+    from hub.bootstrap import bootstrap
+    from hub.settings import load_settings
+    from mdm.model import DeviceRef
+    from mdm.ports import ReadingBlock
+
+    code = "0.0.0.1.1.1.12.0.0.0.0.0.0.0.0.3.72.0"  # what the OBIS table gives for 1.8.0
+    if layout == "wide":
+        code = "0.0.2.4.1.1.12.0.0.0.0.0.0.0.0.3.72.0"
+    instants = _instants(layout)
+    n = int(readings)
+    blocks = [
+        ReadingBlock(
+            m + 1,
+            code,
+            [(instants[k], _decimal(_value_text(m, k, layout)), "") for k in range(count)],
+        )
+        for m, _serial, count in _counts(n)
+    ]
+    refs = {m + 1: DeviceRef(name=s, name_type="SerialNumber") for m, s, _ in _counts(n)}
+    app = bootstrap(load_settings(database_url=url))
+    with app.uow_factory() as uow:
+        utility = uow.utilities.get(app.settings.default_utility)
+        assert utility is not None
+        assert utility.id is not None
+        t0 = time.perf_counter()
+        writer = uow.readings.direct_writer(utility.id)
+        assert writer is not None
+        step = 5000 // PER_METER + 1
+        for i in range(0, len(blocks), step):
+            chunk = blocks[i : i + step]
+            writer.add(chunk, {b.item: refs[b.item] for b in chunk})
+        stored = writer.finish().stats.stored
+        uow.commit()
+        elapsed = time.perf_counter() - t0
+    print(json.dumps({"seconds": elapsed, "stored": stored, "peak_rss_mb": peak_rss_mb()}))
+
+
+def _run_child(*args: str) -> dict[str, float]:
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench.sftp_csv", *args],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise SystemExit(f"{args[0]} failed:\n{proc.stdout}\n{proc.stderr}")
+    return dict(json.loads(proc.stdout.strip().splitlines()[-1]))
+
+
 def _run_copy(url: str, readings: int, layout: str) -> dict[str, float]:
     proc = subprocess.run(
         [sys.executable, "-m", "bench.sftp_csv", "--child-copy", url, str(readings), layout],
@@ -398,6 +450,15 @@ def bench_layout(args: argparse.Namespace, layout: str, folder: Path) -> None:
     with scratch_database("amihub_bench_sftp") as url:
         raw = _run_copy(url, args.readings, layout)
     raw_rate = raw["stored"] / raw["seconds"]
+    if args.readings <= 2_000_000:  # blocks built beforehand: memory grows with them
+        with scratch_database("amihub_bench_sftp") as url:
+            prepare(url, args.readings)
+            ceiling = _run_child("--child-writer", url, str(args.readings), layout)
+        writer_rate = ceiling["stored"] / ceiling["seconds"]
+        print(
+            f"  store's direct writer alone:       {writer_rate:>10,.0f} readings/s "
+            f"({ceiling['seconds']:.2f} s; blocks built beforehand, no file: the ceiling)"
+        )
     print(
         f"  raw psycopg COPY text, same rows:  {raw_rate:>10,.0f} readings/s "
         f"({raw['stored']:,.0f} in {raw['seconds']:.2f} s)"
@@ -433,6 +494,8 @@ if __name__ == "__main__":
     os.environ.setdefault("AMIHUB_LOG_LEVEL", "WARNING")
     if len(sys.argv) > 1 and sys.argv[1] == "--child-amihub":
         child_amihub(*sys.argv[2:8])
+    elif len(sys.argv) > 1 and sys.argv[1] == "--child-writer":
+        child_writer(sys.argv[2], sys.argv[3], sys.argv[4])
     elif len(sys.argv) > 1 and sys.argv[1] == "--child-copy":
         child_copy(sys.argv[2], sys.argv[3], sys.argv[4])
     else:
