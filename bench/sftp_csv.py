@@ -23,7 +23,9 @@ Then, in the same run and on the same server:
 * baseline: a raw psycopg ``COPY`` (text) of the same rows into a table of the
   same shape (PRIMARY KEY device, reading type, time) in its own child process;
   the rows are built beforehand (in slices of 1,000,000 above that size, the
-  building not timed), only the COPY and its commit are timed.
+  building not timed), only the COPY and its commit are timed;
+* up to 2,000,000 readings, the store's direct writer alone (the readings as
+  blocks built beforehand, written and committed): the ceiling of the import.
 
 Usage: ``python -m bench.sftp_csv [--readings N] [--layout long|wide|both]
 [--settle S] [--no-baseline] [--gc-freeze] [--keep DIR]``
