@@ -17,6 +17,7 @@ from sqlalchemy import Engine
 from adapters.sql.engine import make_engine
 from adapters.sql.migrate import upgrade
 from adapters.sql.uow import SqlUnitOfWorkFactory
+from cim_schemas.schemas import message_schema
 from hub.bus import MessageBus
 from hub.headend import ControlJournal, EventPublisher, HeadEnd
 from hub.nouns import build_routes
@@ -70,6 +71,10 @@ def bootstrap(
 ) -> App:
     """``meters`` (mRID -> address and keys) overrides ``[hes] manifest`` (tests, demo)."""
     settings = settings or load_settings()
+    # compile the message schema here, in the bootstrapping (main) thread: an lxml
+    # schema first compiled in a worker thread while others validate can refuse
+    # every valid message afterwards (lxml's per-thread dictionaries)
+    message_schema()
     if migrate:
         upgrade(settings.database_url)
     engine = make_engine(settings.database_url)
