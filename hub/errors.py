@@ -109,6 +109,13 @@ ERROR_CODES: dict[str, ErrorCode] = {
             "not implemented yet",
             "The noun is recognised but its domain is not built in this release.",
         ),
+        _c(
+            "1012",
+            _F,
+            "unknown mapping",
+            "The message names an inbound mapping (AMQP header amihub-mapping) that is not "
+            "configured.",
+        ),
         # 2xxx: items inside the payload
         _c(
             "2001",

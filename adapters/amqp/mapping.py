@@ -72,7 +72,7 @@ class MappingGate:
         if name not in self.known():
             known = ", ".join(sorted(self.known())) or "none"
             return ErrorDetail(
-                "1008",
+                "1012",
                 f"no inbound mapping named {name!r} (header amihub-mapping); known: {known}",
             )
         if self.importer is None:

@@ -64,8 +64,8 @@ def test_mapping_header_naming_no_mapping(rabbit: Start, sqlite_app: App) -> Non
     _, partner = rabbit(sqlite_app)
     partner.send(b'{"meter": "MTR-1"}', headers={"amihub-mapping": "no-such-mapping"})
     [reply] = partner.replies()
-    assert result_of(reply.body) == ("FAILED", ["1008"])
-    assert_dead_lettered(partner, sqlite_app, "1008")
+    assert result_of(reply.body) == ("FAILED", ["1012"])
+    assert_dead_lettered(partner, sqlite_app, "1012")
 
 
 def test_no_reply_to_is_processed(rabbit: Start, sqlite_app: App) -> None:

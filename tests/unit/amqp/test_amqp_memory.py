@@ -131,8 +131,8 @@ def test_mapping_header_naming_no_mapping_is_refused(start_service: Start, hub_a
         b"meter;time;kWh\nMTR-1;2026-03-01 00:15;1.5\n", headers={"amihub-mapping": "nope"}
     )
     [reply] = partner.replies()
-    assert result_of(reply.body) == ("FAILED", ["1008"])
-    assert "nope" in assert_dead_lettered(partner, hub_app, "1008").headers["amihub-error-reason"]
+    assert result_of(reply.body) == ("FAILED", ["1012"])
+    assert "nope" in assert_dead_lettered(partner, hub_app, "1012").headers["amihub-error-reason"]
 
 
 def test_known_mapping_waits_for_the_importer(start_service: Start, hub_app: App) -> None:
