@@ -22,7 +22,7 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import cast
+from typing import IO, cast
 
 from lxml import etree
 
@@ -268,7 +268,6 @@ class Pipeline:
         content_hash: str,
         allow_direct: bool = True,
     ) -> Outcome:
-        log_id = steps.log_id
         header = frame.header
         self._authorise(msg, header)
         route = self.routes.get(header.verb, header.noun)
@@ -280,37 +279,10 @@ class Pipeline:
             )
         utility_code = self._utility(msg)
         with self.uow_factory() as uow:
-            if header.message_id and msg.replay_of is None:
-                earlier = uow.messages.find(msg.source, header.message_id)
-                if earlier is not None and earlier.id != log_id:
-                    if earlier.content_hash != content_hash:
-                        raise ReplayConflict(
-                            f"MessageID {header.message_id} was received from {msg.source} "
-                            f"at {earlier.received_at.isoformat()} with different content",
-                            xpath="/*/Header/MessageID",
-                        )
-                    if earlier.reply is not None:
-                        steps.finish(uow.messages, S.DUPLICATE, earlier.result, earlier.reply)
-                        uow.commit()
-                        log.info(
-                            "duplicate %s %s %s from %s: stored reply returned",
-                            header.verb,
-                            header.noun,
-                            header.message_id,
-                            msg.source,
-                        )
-                        return Outcome(
-                            result=earlier.result or "OK",
-                            reply=earlier.reply,
-                            message_log_id=log_id,
-                            duplicate=True,
-                            verb=header.verb,
-                            noun=header.noun,
-                            message_id=header.message_id,
-                            correlation_id=header.message_id,
-                            reply_address=header.reply_address,
-                            async_reply=bool(header.async_reply_flag),
-                        )
+            duplicate = self._earlier_reply(uow, msg, header, steps, content_hash)
+            if duplicate is not None:
+                uow.commit()
+                return duplicate
             utility = uow.utilities.get(utility_code)
             if utility is None or utility.id is None:
                 raise MessageRejected(f"unknown utility {utility_code!r}", code="1010")
@@ -384,6 +356,100 @@ class Pipeline:
             outcome.result,
             _counts(result),
         )
+
+    def _earlier_reply(
+        self,
+        uow: UnitOfWork,
+        msg: InboundMessage,
+        header: Header,
+        steps: LifecycleRecorder,
+        content_hash: str,
+    ) -> Outcome | None:
+        """The stored reply when (source, MessageID) was processed before with the same
+        content (the caller commits); ReplayConflict when the content differs."""
+        if not header.message_id or msg.replay_of is not None:
+            return None
+        earlier = uow.messages.find(msg.source, header.message_id)
+        if earlier is None or earlier.id == steps.log_id:
+            return None
+        if earlier.content_hash != content_hash:
+            raise ReplayConflict(
+                f"MessageID {header.message_id} was received from {msg.source} "
+                f"at {earlier.received_at.isoformat()} with different content",
+                xpath="/*/Header/MessageID",
+            )
+        if earlier.reply is None:
+            return None
+        steps.finish(uow.messages, S.DUPLICATE, earlier.result, earlier.reply)
+        log.info(
+            "duplicate %s %s %s from %s: stored reply returned",
+            header.verb,
+            header.noun,
+            header.message_id,
+            msg.source,
+        )
+        return Outcome(
+            result=earlier.result or "OK",
+            reply=earlier.reply,
+            message_log_id=steps.log_id,
+            duplicate=True,
+            verb=header.verb,
+            noun=header.noun,
+            message_id=header.message_id,
+            correlation_id=header.message_id,
+            reply_address=header.reply_address,
+            async_reply=bool(header.async_reply_flag),
+        )
+
+    # -- inputs that are not CIM messages --------------------------------------------------
+
+    def process_with(
+        self,
+        msg: InboundMessage,
+        noun: str,
+        apply: Callable[[UnitOfWork, IO[bytes], str], RouteResult],
+    ) -> Outcome:
+        """A body or file in another format (CSV, custom XML through a mapping) with the
+        same bookkeeping as a CIM message: message log, size limit, idempotency on the
+        transport's message id, the effect and a CIM reply (verb reply, ``noun``) in one
+        transaction, dead letters. ``apply(uow, stream, utility)`` writes the effect
+        (without committing) and returns the result; it raises MessageRejected (e.g.
+        PayloadInvalid with one Error per bad line) to refuse the input whole.
+        """
+        limit, content_hash = self._measure(msg)
+        with self.uow_factory() as uow:
+            steps = LifecycleRecorder(self._start(uow, msg, content_hash))
+            uow.commit()
+        header = Header(verb="create", noun=noun, message_id=msg.message_id)
+        frame = MessageFrame(header=header, style="envelope", root_name="RequestMessage")
+        try:
+            if msg.size > limit:
+                raise InputTooLarge(f"input of {msg.size} bytes exceeds the limit of {limit} bytes")
+            self._authorise(msg, header)
+            with self.uow_factory() as uow, msg.open() as raw:
+                duplicate = self._earlier_reply(uow, msg, header, steps, content_hash)
+                if duplicate is not None:
+                    uow.commit()
+                    return duplicate
+                steps.advance(uow.messages, S.VALIDATED)
+                steps.advance(uow.messages, S.DISPATCHED, f"{noun} through a mapping")
+                reader = cast(IO[bytes], LimitedReader(raw, limit))
+                result = apply(uow, reader, self._utility(msg))
+                outcome, conclusion = self._conclude(uow, msg, frame, steps, result)
+                uow.messages.conclude_many([conclusion])
+                uow.commit()
+            self._log_outcome(msg, outcome, result)
+            return outcome
+        except MessageRejected as exc:
+            steps.rolled_back()
+            return self._reject(msg, steps, exc.errors, header, "envelope", exc)
+        except RecoverableError:
+            self._retry(steps)
+            raise
+        except AmihubError as exc:
+            steps.rolled_back()
+            detail = ErrorDetail("3002", f"{type(exc).__name__}: {exc}")
+            return self._reject(msg, steps, [detail], header, "envelope", exc)
 
     # -- many small messages, one transaction ---------------------------------------------
 

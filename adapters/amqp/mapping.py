@@ -2,19 +2,16 @@
 
 A message without the header must be a CIM RequestMessage/EventMessage (XML).
 A message with it names an inbound mapping spec of mappings/ (``name = ...``
-in the spec file). Today:
+in the spec file):
 
-* a name that is no inbound mapping is refused: FAILED reply 1008, dead-lettered;
-* a known mapping is refused with 1011 (not implemented yet) until an importer
-  is plugged in.
-
-The hook: :class:`MappingGate` takes an ``importer``, a callable
-``(InboundMessage, mapping_name) -> Outcome`` that must behave like
-``Pipeline.process`` (one transaction with the message log and the stored
-reply, idempotent per source and message id, dead letters on permanent
-failure, ``RecoverableError`` raised for retry). When mappings/ offers an
-importer for message bodies, pass it in :func:`adapters.amqp.service.build`;
-nothing else in the adapter changes.
+* a name that is no inbound mapping is refused: FAILED reply 1012, dead-lettered;
+* a known mapping: the body goes to the ``importer``, a callable
+  ``(InboundMessage, mapping_name) -> Outcome`` that behaves like
+  ``Pipeline.process`` (one transaction with the message log and the stored
+  reply, idempotent per source and message id, dead letters on permanent
+  failure, ``RecoverableError`` raised for retry): :func:`adapters.amqp.service.build`
+  plugs in :func:`hub.mapped.mapping_importer`. Without an importer (tests), a
+  known mapping is refused with 1011.
 """
 
 from __future__ import annotations

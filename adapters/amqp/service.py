@@ -133,4 +133,8 @@ class AmqpService:
 
 
 def build(app: App) -> AmqpService:
-    return AmqpService(app)
+    from hub.mapped import mapping_importer
+    from mappings.load import BUILTIN_DIR, load_dir
+
+    catalog = load_dir(app.settings.amqp.mappings_dir or BUILTIN_DIR)
+    return AmqpService(app, importer=mapping_importer(app.pipeline, catalog))

@@ -135,11 +135,20 @@ def test_mapping_header_naming_no_mapping_is_refused(start_service: Start, hub_a
     assert "nope" in assert_dead_lettered(partner, hub_app, "1012").headers["amihub-error-reason"]
 
 
-def test_known_mapping_waits_for_the_importer(start_service: Start, hub_app: App) -> None:
+def test_a_body_in_a_mapped_format_is_applied(start_service: Start, hub_app: App) -> None:
     _, partner = start_service()
-    partner.send(b"x", headers={"amihub-mapping": "wide-15min-de"})
+    csv = (
+        b"meter,obis,timestamp,dst,value,unit,status\n"
+        b"SN-MTR-1,1-0:1.8.0*255,2026-10-25 00:00:00,S,12345.678,kWh,OK\n"
+    )
+    partner.send(csv, headers={"amihub-mapping": "register-obis"})
     [reply] = partner.replies()
-    assert result_of(reply.body) == ("FAILED", ["1011"])
+    assert result_of(reply.body) == ("OK", [])
+    assert reading_count(hub_app) == 1
+    partner.send(b"x", headers={"amihub-mapping": "register-obis"})
+    [refused] = partner.replies()
+    assert result_of(refused.body)[0] == "FAILED"
+    assert reading_count(hub_app) == 1
 
 
 def test_mapping_importer_hook_receives_the_body(hub_app: App) -> None:
