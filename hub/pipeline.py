@@ -286,8 +286,12 @@ class Pipeline:
             utility = uow.utilities.get(utility_code)
             if utility is None or utility.id is None:
                 raise MessageRejected(f"unknown utility {utility_code!r}", code="1010")
-            steps.advance(uow.messages, S.VALIDATED)
-            steps.advance(uow.messages, S.DISPATCHED, f"{header.verb} {header.noun}")
+            uow.messages.record_steps(
+                [
+                    (steps.log_id, steps.plan(S.VALIDATED), None),
+                    (steps.log_id, steps.plan(S.DISPATCHED), f"{header.verb} {header.noun}"),
+                ]
+            )
             ctx = RouteContext(
                 utility_id=utility.id,
                 utility_code=utility_code,

@@ -732,35 +732,35 @@ class SqlMessageLogRepository(_Repo):
         if not rows:
             return
         now = utcnow()
+        # no savepoint: a unique violation aborts the transaction, retried whole
         try:
-            with self._conn.begin_nested():
-                self._conn.execute(
-                    update(_ML)
-                    .where(_ML.c.id == bindparam("b_id"))
-                    .values(
-                        message_id=bindparam("b_message_id"),
-                        verb=bindparam("b_verb"),
-                        noun=bindparam("b_noun"),
-                        correlation_id=bindparam("b_correlation_id"),
-                        state=bindparam("b_state"),
-                        result=bindparam("b_result"),
-                        reply=bindparam("b_reply"),
-                        updated_at=now,
-                    ),
-                    [
-                        {
-                            "b_id": r.log_id,
-                            "b_message_id": r.message_id,
-                            "b_verb": r.verb,
-                            "b_noun": r.noun,
-                            "b_correlation_id": r.correlation_id,
-                            "b_state": r.state,
-                            "b_result": r.result,
-                            "b_reply": r.reply,
-                        }
-                        for r in rows
-                    ],
-                )
+            self._conn.execute(
+                update(_ML)
+                .where(_ML.c.id == bindparam("b_id"))
+                .values(
+                    message_id=bindparam("b_message_id"),
+                    verb=bindparam("b_verb"),
+                    noun=bindparam("b_noun"),
+                    correlation_id=bindparam("b_correlation_id"),
+                    state=bindparam("b_state"),
+                    result=bindparam("b_result"),
+                    reply=bindparam("b_reply"),
+                    updated_at=now,
+                ),
+                [
+                    {
+                        "b_id": r.log_id,
+                        "b_message_id": r.message_id,
+                        "b_verb": r.verb,
+                        "b_noun": r.noun,
+                        "b_correlation_id": r.correlation_id,
+                        "b_state": r.state,
+                        "b_result": r.result,
+                        "b_reply": r.reply,
+                    }
+                    for r in rows
+                ],
+            )
         except sa_exc.IntegrityError as error:
             if is_unique_violation(error):
                 raise StoreUnavailable(
