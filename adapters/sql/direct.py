@@ -148,13 +148,29 @@ class SqlDirectReadingWriter:
     def _refuse_stored_keys(
         self, blocks: Sequence[ReadingBlock], devices: Mapping[int, int], types: Mapping[str, int]
     ) -> None:
-        lo = min(min(r[0] for r in b.readings) for b in blocks)
-        hi = max(max(r[0] for r in b.readings) for b in blocks)
+        """Probe the primary key once per (meter, type) over that pair's own time range, so
+        a file in time order (every meter in every batch) never trips on its own batches."""
+        ranges: dict[tuple[int, int], tuple[datetime, datetime]] = {}
+        for item, code, readings in blocks:
+            key = (devices[item], types[code])
+            lo = min(r[0] for r in readings)
+            hi = max(r[0] for r in readings)
+            known = ranges.get(key)
+            ranges[key] = (min(lo, known[0]), max(hi, known[1])) if known else (lo, hi)
+        keys = list(ranges)
         with self._raw.cursor() as cur:
             cur.execute(
-                "SELECT 1 FROM reading WHERE device_id = ANY(%s) AND reading_type_id = ANY(%s) "
-                "AND ts >= %s AND ts <= %s LIMIT 1",
-                (sorted(set(devices.values())), sorted(set(types.values())), lo, hi),
+                "SELECT 1 FROM unnest(%s::bigint[], %s::integer[], %s::timestamptz[], "
+                "%s::timestamptz[]) AS k(device_id, reading_type_id, lo, hi) "
+                "CROSS JOIN LATERAL (SELECT 1 FROM reading r WHERE r.device_id = k.device_id "
+                "AND r.reading_type_id = k.reading_type_id AND r.ts >= k.lo AND r.ts <= k.hi "
+                "LIMIT 1) hit LIMIT 1",
+                (
+                    [d for d, _ in keys],
+                    [t for _, t in keys],
+                    [ranges[k][0] for k in keys],
+                    [ranges[k][1] for k in keys],
+                ),
             )
             if cur.fetchone() is not None:
                 raise FastPathConflict("some readings are stored already: merge them")

@@ -145,3 +145,29 @@ def test_bulk_fast_path_and_its_fallbacks(pg_app: App, tmp_path: Path) -> None:
     assert refused.result == "FAILED"
     assert refused.errors[0].code == "2004"
     assert reading_count(pg_app) == written
+
+
+def test_a_file_in_time_order_stays_on_the_fast_path(
+    postgres_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Every meter in every batch (day by day): the stored-key probe looks at each
+    meter's own period, so later batches do not trip on earlier ones."""
+    app = make_app(postgres_url, tree_limit_bytes=64 * 1024, ingest_batch_rows=500)
+    meters = [f"TO{n:02d}" for n in range(20)]
+    add_meters(app, *meters, install=False)
+
+    def fragment(meter: str, day: int) -> bytes:
+        body = meter_readings_bytes([meter], START + timedelta(days=day), 96, registers=False)
+        return body[body.index(b"<m:MeterReading>") : body.rindex(b"</m:MeterReading>") + 17]
+
+    frame = meter_readings_bytes(["X"], START, 1, registers=False)
+    head = frame[: frame.index(b"<m:MeterReading>")]
+    tail = frame[frame.rindex(b"</m:MeterReading>") + 17 :]
+    path = tmp_path / "days.xml"
+    path.write_bytes(head + b"".join(fragment(m, d) for d in range(3) for m in meters) + tail)
+    with caplog.at_level("INFO", logger="amihub.pipeline"):
+        outcome = app.pipeline.process(InboundMessage(source="hes", endpoint="t", path=path))
+    assert outcome.ok, outcome.errors
+    assert outcome.counts["stored"] == 20 * 96 * 3
+    assert "merging instead" not in caplog.text
+    app.close()
