@@ -64,6 +64,7 @@ def _parse_when(value: str | None, option: str) -> datetime | None:
 
 #: commands that live with their package, imported only when used (gurux, paramiko...)
 LAZY_COMMANDS: dict[str, str] = {
+    "engine": "adapters.dlms.engine_worker:engine",
     "hes": "hes.cli:hes",
     "simulate": "hes.cli:simulate",
 }

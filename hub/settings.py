@@ -238,6 +238,18 @@ class HesSettings(BaseModel):
     read_limit: int = Field(default=100, gt=0)
     #: on start, scheduled jobs recorded in the last this many days are taken up again
     recover_days: int = Field(default=7, ge=0)
+    #: where reads run: "inprocess" (the embedded default, no broker) or "amqp" (jobs of
+    #: ``job_meters`` meters on ``jobs_queue`` over ``[amqp] url``, run by ``amihub engine``)
+    dispatch: Literal["inprocess", "amqp"] = "inprocess"
+    jobs_queue: str = "amihub.hes.jobs"
+    #: meters per read job
+    job_meters: int = Field(default=50, gt=0)
+    #: jobs one engine process takes from the broker at a time (its prefetch)
+    engine_prefetch: int = Field(default=4, gt=0)
+    #: deliveries of a job whose run failed (store down, a bug) before it is replied failed
+    job_attempts: int = Field(default=3, gt=0)
+    #: seconds a submitter waits for the replies of its jobs
+    job_timeout: float = Field(default=300.0, gt=0)
 
 
 class Settings(BaseSettings):

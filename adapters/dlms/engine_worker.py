@@ -1,0 +1,481 @@
+# mypy: disable-error-code="no-untyped-call"
+"""``amihub engine``: a reading/control engine process consuming ``[hes] jobs_queue``.
+
+Several engines (on one machine or many) share the queue; the broker hands each at
+most ``--prefetch`` jobs (``[hes] engine_prefetch``) unacknowledged at a time, and
+each engine reads at most ``--concurrency`` meters at once (one pool of meter
+threads shared by all its jobs). For one job (adapters/dlms/jobs.py has the format):
+
+    delivery -> read the job's meters (hes.engine: retries with backoff, re-reads
+             of missing intervals) -> readings and events committed to the store
+             (ReadingStaging, one transaction per job) -> reply to reply_to
+             (publisher confirm) -> ack
+
+A control job runs through hes.controls and its outcome is recorded by
+:class:`hub.headend.ControlJournal` (EndDeviceEvents, published through the outbox).
+
+Nothing is acknowledged before its results are committed: an engine killed
+mid-job leaves its unacknowledged jobs to the others (redelivered by the broker);
+what it had committed is read and written again, and identical readings count
+as ``unchanged``. A job whose run fails (the store is down, a bug) is published
+again with ``amihub-attempts`` + 1 after a backoff, and replied ``failed`` after
+``[hes] job_attempts``. A meter that does not answer is retried by the engine
+(``[hes] attempts``) and reported ``failed`` in the job's reply; the other meters
+of the job are stored. SIGTERM/SIGINT: stop taking jobs, finish and ack the ones
+in hand, exit. A lost broker connection: reconnect with backoff (``[amqp]
+reconnect_delay`` .. ``reconnect_max_delay``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import click
+from kombu.connection import Connection
+from kombu.message import Message
+from kombu.messaging import Consumer
+
+from adapters.amqp.connection import Backoff, make_connection, safe_url
+from adapters.amqp.publisher import ConfirmingPublisher, Outgoing, Unroutable
+from adapters.dlms.directory import MeterDirectory
+from adapters.dlms.jobs import CONTENT_TYPE, control_request, jobs_queue, reply_body
+from adapters.dlms.sessions import one_at_a_time
+from hes.client.session import ClientIdentity
+from hes.controls import ControlCommand, ControlJobs
+from hes.engine import (
+    DEFAULT_REGISTERS,
+    EnginePolicy,
+    MdmReadingSink,
+    MeterOutcome,
+    MeterResult,
+    ReadCommand,
+    ReadingEngine,
+    tcp_sessions,
+)
+from hub.errors import AmihubError, TransportUnavailable
+from hub.headend import ControlJournal, ControlReport, DeviceResult, EventPublisher
+from hub.settings import Settings
+from mdm.ports import UnitOfWorkFactory
+
+log = logging.getLogger("amihub.hes.engine")
+
+ATTEMPTS_HEADER = "amihub-attempts"
+
+
+@dataclass
+class _InHand:
+    message: Message
+    future: Future[tuple[bytes | None, bool]]  # (reply body, retry the job)
+    reply_to: str | None
+    job: str
+    attempts: int
+    body: bytes
+    redelivered: bool = False
+
+
+class EngineWorker:
+    """Consumes head-end jobs until :meth:`stop`; reconnects with backoff."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        uow_factory: UnitOfWorkFactory,
+        directory: MeterDirectory,
+        *,
+        concurrency: int | None = None,
+        prefetch: int | None = None,
+        name: str = "engine",
+    ) -> None:
+        self.settings = settings
+        self.hes = settings.hes
+        self.amqp = settings.amqp
+        self.uow_factory = uow_factory
+        self.directory = directory
+        self.concurrency = concurrency or self.hes.concurrency
+        self.prefetch = prefetch or self.hes.engine_prefetch
+        self.name = name
+        self.ident = f"{socket.gethostname()}:{os.getpid()}"
+        self.policy = EnginePolicy(
+            concurrency=self.concurrency, timeout=self.hes.timeout, attempts=self.hes.attempts
+        )
+        self.identity = ClientIdentity()
+        self.sessions = one_at_a_time(tcp_sessions(self.identity), wait=4 * self.policy.timeout)
+        self.reader = ReadingEngine(
+            MdmReadingSink(uow_factory, settings.default_utility),
+            policy=self.policy,
+            sessions=self.sessions,
+            identity=self.identity,
+        )
+        self.sinks: dict[str, MdmReadingSink] = {}
+        self.journal = ControlJournal(uow_factory, EventPublisher(settings))
+        self.queue = jobs_queue(self.hes, self.amqp)
+        self.publisher = ConfirmingPublisher(self.amqp, name=f"{name}-replies")
+        self.stop_event = threading.Event()
+        self.consuming = threading.Event()
+        self.meters = ThreadPoolExecutor(self.concurrency, thread_name_prefix="engine-meter")
+        self.jobs = ThreadPoolExecutor(self.prefetch, thread_name_prefix="engine-job")
+        self._in_hand: list[_InHand] = []
+        self.done = 0
+
+    # -- the loop ----------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        self.stop_event.set()
+
+    def run(self) -> None:
+        backoff = Backoff(self.amqp.reconnect_delay, self.amqp.reconnect_max_delay, self.stop_event)
+        try:
+            while not self.stop_event.is_set():
+                connection = make_connection(self.amqp, self.name)
+                errors = (
+                    *connection.connection_errors,
+                    *connection.channel_errors,
+                    OSError,
+                    TransportUnavailable,
+                )
+                try:
+                    self._session(connection, backoff)
+                except errors as exc:
+                    delay = backoff.next_delay()
+                    log.warning(
+                        "%s: connection to %s lost or refused (%s: %s); reconnecting in %.1f s",
+                        self.name,
+                        safe_url(connection),
+                        type(exc).__name__,
+                        exc,
+                        delay,
+                    )
+                    if self.stop_event.wait(delay):
+                        break
+                except Exception:
+                    delay = backoff.next_delay()
+                    log.exception("%s: unexpected error; reconnecting in %.1f s", self.name, delay)
+                    if self.stop_event.wait(delay):
+                        break
+                finally:
+                    self.consuming.clear()
+                    # unacknowledged: the broker delivers them again (to us or another engine)
+                    self._in_hand.clear()
+                    self.publisher.close()
+                    with contextlib.suppress(*errors):
+                        connection.release()
+        finally:
+            self.jobs.shutdown(wait=True)
+            self.meters.shutdown(wait=True)
+
+    def _session(self, connection: Connection, backoff: Backoff) -> None:
+        connection.connect()
+        channel = connection.channel()
+        if self.amqp.declare:
+            self.queue(channel).declare()
+        channel.basic_qos(0, self.prefetch, False)
+        consumer = Consumer(
+            channel, queues=[self.queue], on_message=self._on_message, auto_declare=False
+        )
+        consumer.consume()
+        backoff.reset()
+        self.consuming.set()
+        log.info(
+            "%s consuming %s on %s (prefetch %d jobs, %d meters at once)",
+            self.name,
+            self.hes.jobs_queue,
+            safe_url(connection),
+            self.prefetch,
+            self.concurrency,
+        )
+        last_beat = time.monotonic()
+        stopping = False
+        while True:
+            if self.stop_event.is_set() and not stopping:
+                stopping = True
+                consumer.cancel()  # no new jobs; finish the ones in hand
+                log.info("%s stopping: %d job(s) in hand", self.name, len(self._in_hand))
+            if stopping and not self._in_hand:
+                break
+            with contextlib.suppress(TimeoutError, socket.timeout):
+                connection.drain_events(timeout=0.05)
+            self._settle()
+            now = time.monotonic()
+            if self.amqp.heartbeat and now - last_beat > 1.0:
+                connection.heartbeat_check()
+                self.publisher.heartbeat_check()
+                last_beat = now
+        with contextlib.suppress(Exception):
+            channel.close()
+
+    def _on_message(self, message: Message) -> None:
+        body = message.body if isinstance(message.body, bytes) else str(message.body).encode()
+        headers = message.headers or {}
+        try:
+            attempts = int(headers.get(ATTEMPTS_HEADER) or 0)
+        except (TypeError, ValueError):
+            attempts = 0
+        with contextlib.suppress(TypeError, ValueError):
+            attempts = max(attempts, int(headers.get("x-delivery-count") or 0))
+        props = message.properties
+        job = str(props.get("correlation_id") or props.get("message_id") or "")
+        redelivered = bool(message.delivery_info.get("redelivered")) or attempts > 0
+        future = self.jobs.submit(self.execute, body, attempts, redelivered)
+        self._in_hand.append(
+            _InHand(message, future, props.get("reply_to") or None, job, attempts, body)
+        )
+
+    def _settle(self) -> None:
+        """Reply and ack the jobs that finished (in the connection's thread)."""
+        finished = [h for h in self._in_hand if h.future.done()]
+        if not finished:
+            return
+        outgoing: list[Outgoing] = []
+        owners: list[_InHand] = []
+        for h in finished:
+            reply, retry = h.future.result()
+            if retry:
+                delay = min(self.amqp.retry_max_delay, self.amqp.retry_delay * 2**h.attempts)
+                self.stop_event.wait(delay)
+                outgoing.append(
+                    Outgoing(
+                        body=h.body,
+                        routing_key=self.hes.jobs_queue,
+                        content_type=CONTENT_TYPE,
+                        headers={ATTEMPTS_HEADER: h.attempts + 1},
+                        message_id=h.job or None,
+                        correlation_id=h.job or None,
+                        reply_to=h.reply_to,
+                        mandatory=True,
+                    )
+                )
+                owners.append(h)
+            elif reply is not None and h.reply_to:
+                outgoing.append(
+                    Outgoing(
+                        body=reply,
+                        routing_key=h.reply_to,
+                        content_type=CONTENT_TYPE,
+                        correlation_id=h.job or None,
+                        mandatory=True,
+                    )
+                )
+                owners.append(h)
+        failures = self.publisher.publish(outgoing) if outgoing else {}
+        failed_owners = set()
+        for index, error in failures.items():
+            if isinstance(error, Unroutable) and outgoing[index].routing_key != self.hes.jobs_queue:
+                log.warning("reply of job %s dropped: %s", owners[index].job, error)
+                continue
+            failed_owners.add(id(owners[index]))
+        for h in finished:
+            self._in_hand.remove(h)
+            if id(h) in failed_owners:
+                h.message.requeue()
+            else:
+                h.message.ack()
+                self.done += 1
+
+    # -- one job -----------------------------------------------------------------------------
+
+    def execute(
+        self, body: bytes, attempts: int, redelivered: bool = False
+    ) -> tuple[bytes | None, bool]:
+        """Run one job; returns (reply, retry). Never raises."""
+        try:
+            job = json.loads(body)
+            kind = job.get("kind")
+            job_id = str(job.get("job"))
+        except (ValueError, AttributeError) as exc:
+            log.error("%s: unreadable job dropped: %s", self.name, exc)
+            return None, False
+        try:
+            job["redelivered"] = redelivered
+            if kind == "read":
+                return self.read(job, attempts), False
+            if kind == "control":
+                return self.control(job, attempts), False
+            log.error("%s: job %s of unknown kind %r dropped", self.name, job_id, kind)
+            return reply_body(job_id, str(kind), "failed", self.ident, [], attempts=attempts), False
+        except Exception as exc:
+            last = attempts + 1 >= self.hes.job_attempts
+            log.warning(
+                "%s: job %s failed on attempt %d (%s: %s)%s",
+                self.name,
+                job_id,
+                attempts + 1,
+                type(exc).__name__,
+                exc,
+                "; giving up" if last else "; retried",
+            )
+            if not last:
+                return None, True
+            meters = [
+                {"mrid": m, "outcome": "failed", "error": f"{type(exc).__name__}: {exc}"}
+                for m in job.get("meters") or job.get("devices") or []
+            ]
+            return reply_body(
+                job_id, str(kind), "failed", self.ident, meters, attempts=attempts + 1
+            ), False
+
+    def _sink(self, utility: str | None) -> MdmReadingSink:
+        code = utility or self.settings.default_utility
+        sink = self.sinks.get(code)
+        if sink is None:
+            sink = self.sinks.setdefault(code, MdmReadingSink(self.uow_factory, code))
+        return sink
+
+    def read(self, job: dict[str, Any], attempts: int) -> bytes:
+        registers = job.get("registers")
+        known = [m for m in job["meters"] if m in self.directory]
+        command = ReadCommand(
+            tuple(self.directory[m] for m in known),
+            datetime.fromisoformat(job["start"]),
+            datetime.fromisoformat(job["end"]),
+            registers=DEFAULT_REGISTERS if registers is None else tuple(registers),
+            read_events=bool(job.get("events")),
+        )
+        futures = [self.meters.submit(self.reader.read_meter, t, command) for t in command.targets]
+        results: list[MeterResult] = [f.result() for f in futures]
+        stats, events = self._sink(job.get("utility")).write(results)  # raises: job retried
+        meters = [
+            {
+                "mrid": r.mrid,
+                "outcome": r.outcome.value,
+                "error": r.error,
+                "readings": len(r.readings),
+                "missing": len(r.missing),
+                "attempts": r.attempts,
+            }
+            for r in results
+        ] + [
+            {"mrid": m, "outcome": "failed", "error": "no head-end address", "readings": 0}
+            for m in job["meters"]
+            if m not in self.directory
+        ]
+        ok = sum(1 for r in results if r.outcome is MeterOutcome.DONE)
+        state = (
+            "succeeded"
+            if ok == len(meters)
+            else "failed"
+            if not any(r.readings for r in results)
+            else "partial"
+        )
+        log.info(
+            "%s: job %s: %d/%d meter(s) done, %d stored, %d unchanged, %d superseded",
+            self.name,
+            job["job"],
+            ok,
+            len(meters),
+            stats.stored,
+            stats.unchanged,
+            stats.superseded,
+        )
+        return reply_body(
+            str(job["job"]),
+            "read",
+            state,
+            self.ident,
+            meters,
+            {
+                "stored": stats.stored,
+                "unchanged": stats.unchanged,
+                "superseded": stats.superseded,
+                "events": events,
+            },
+            attempts + 1,
+            redelivered=bool(job.get("redelivered")),
+        )
+
+    def control(self, job: dict[str, Any], attempts: int) -> bytes:
+        request = control_request(job)
+        missing = [d for d in request.devices if d not in self.directory]
+        if missing:
+            raise AmihubError(f"no head-end address for {', '.join(missing)}")
+        jobs = ControlJobs(self.sessions, self.policy)
+        jobs.submit(
+            ControlCommand(
+                request.control_type,
+                tuple(self.directory[d] for d in request.devices),
+                None,
+                request.reason,
+            )
+        )
+        [done] = jobs.run_due()
+        report = ControlReport(
+            request,
+            done.state.value,
+            tuple(DeviceResult(o.mrid, o.ok, o.event_type, o.detail, o.at) for o in done.outcomes),
+        )
+        self.journal.record_report(report)
+        return reply_body(
+            request.job_id,
+            "control",
+            report.state,
+            self.ident,
+            [
+                {"mrid": r.device_mrid, "outcome": "done" if r.ok else "failed", "error": r.detail}
+                for r in report.results
+            ],
+            attempts=attempts + 1,
+        )
+
+    def close(self) -> None:
+        self.stop()
+        self.publisher.close()
+
+
+def install_signals(stop: Callable[[], None]) -> None:
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: stop())
+
+
+def worker_from_settings(
+    settings: Settings, *, concurrency: int | None = None, prefetch: int | None = None
+) -> EngineWorker:
+    from adapters.dlms.headend import directory_from_settings
+    from adapters.sql.engine import make_engine
+    from adapters.sql.uow import SqlUnitOfWorkFactory
+    from hub.errors import ConfigurationError
+
+    directory = directory_from_settings(settings.hes)
+    if directory is None:
+        raise ConfigurationError("amihub engine needs [hes] manifest")
+    engine = make_engine(settings.database_url)
+    factory = SqlUnitOfWorkFactory(engine, staging_batch_size=settings.limits.ingest_batch_rows)
+    return EngineWorker(settings, factory, directory, concurrency=concurrency, prefetch=prefetch)
+
+
+@click.command()
+@click.option(
+    "--concurrency",
+    type=click.IntRange(1, 1024),
+    default=None,
+    help="Meters read at once by this engine (default: [hes] concurrency).",
+)
+@click.option(
+    "--prefetch",
+    type=click.IntRange(1, 1000),
+    default=None,
+    help="Jobs taken from the broker at a time (default: [hes] engine_prefetch).",
+)
+def engine(concurrency: int | None, prefetch: int | None) -> None:
+    """Run a head-end engine: read and control jobs from [hes] jobs_queue over [amqp] url."""
+    from hub.settings import load_settings
+
+    settings = load_settings()
+    logging.basicConfig(
+        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    worker = worker_from_settings(settings, concurrency=concurrency, prefetch=prefetch)
+    install_signals(worker.stop)
+    worker.run()
+    click.echo(f"engine stopped after {worker.done} job(s)", err=True)

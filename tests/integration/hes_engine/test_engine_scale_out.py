@@ -1,0 +1,298 @@
+# mypy: disable-error-code="no-untyped-call"
+"""``amihub engine`` processes sharing head-end jobs over RabbitMQ, storing into PostgreSQL.
+
+Real servers throughout: RabbitMQ (``amqp_url``), PostgreSQL (``postgres_url``), a
+simulated fleet over TCP (HLS-GMAC), engines as ``python -m hub.cli engine``
+subprocesses reading the fleet manifest.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kombu.connection import Connection
+from kombu.entity import Queue
+from sqlalchemy import text
+
+from adapters.dlms.jobs import JobDispatcher, collect
+from hes.cli import fleet_manifest
+from hes.simulator.fleet import Fleet, SimulatorThread
+from hes.simulator.meter import interval_end, interval_index
+from hub.bootstrap import App, bootstrap
+from hub.settings import AmqpSettings, HesSettings, load_settings
+from tests.conftest import free_port
+from tests.unit.hub.conftest import add_meters
+
+pytestmark = [pytest.mark.rabbitmq, pytest.mark.postgres]
+
+REPO = Path(__file__).resolve().parents[3]
+SEED = 11
+
+
+@dataclass
+class Setup:
+    fleet: Fleet
+    app: App
+    manifest: Path
+    hes: HesSettings
+    amqp: AmqpSettings
+    database_url: str
+    tmp_path: Path
+    mrids: list[str]
+    dead: str  # a manifest meter nobody listens for
+    procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    def env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("AMIHUB_")}
+        env.update(
+            {
+                "AMIHUB_DATABASE_URL": self.database_url,
+                "AMIHUB_CONFIG": str(REPO / "tests" / "no-such-amihub.toml"),
+                "AMIHUB_LOG_LEVEL": "INFO",
+                "AMIHUB_AMQP__URL": self.amqp.url,
+                "AMIHUB_AMQP__RECONNECT_DELAY": "0.2",
+                "AMIHUB_HES__MANIFEST": str(self.manifest),
+                "AMIHUB_HES__SIMULATED_SEED": str(SEED),
+                "AMIHUB_HES__JOBS_QUEUE": self.hes.jobs_queue,
+                "AMIHUB_HES__ATTEMPTS": "2",
+                "AMIHUB_HES__TIMEOUT": "2",
+                "PYTHONPATH": str(REPO),
+            }
+        )
+        return env
+
+    def engine(self, concurrency: int = 4, prefetch: int = 2) -> subprocess.Popen[bytes]:
+        log = self.tmp_path / f"engine-{len(self.procs)}.log"
+        with log.open("wb") as out:
+            proc = subprocess.Popen(
+                [
+                    *(sys.executable, "-m", "hub.cli", "engine"),
+                    *("--concurrency", str(concurrency), "--prefetch", str(prefetch)),
+                ],
+                env=self.env(),
+                cwd=self.tmp_path,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        self.procs.append(proc)
+        wait_for(lambda: "consuming" in log.read_text(errors="replace"), 20, f"{log.name}")
+        return proc
+
+    def logs(self) -> str:
+        return "\n".join(
+            p.read_text(errors="replace") for p in sorted(self.tmp_path.glob("engine-*.log"))
+        )
+
+
+def wait_for(predicate: Any, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def make_setup(tmp_path: Path, postgres_url: str, amqp_url: str, meters: int) -> Iterator[Setup]:
+    fleet = Fleet.build(meters, free_port(), seed=SEED)
+    entries = fleet_manifest(fleet)
+    # one more meter in the manifest (keys of index `meters`) on a port nobody listens on
+    dead_port = free_port()
+    ghost = Fleet.build(meters + 1, dead_port, seed=SEED)
+    dead_entry = fleet_manifest(ghost)[meters]
+    entries.append(dead_entry)
+    manifest = tmp_path / "fleet.json"
+    manifest.write_text(json.dumps(entries))
+    mrids = [f"MTR-{e['serial']}" for e in entries]
+    tag = uuid.uuid4().hex[:8]
+    hes = HesSettings(jobs_queue=f"amihub.hes.jobs.test-{tag}", job_timeout=30)
+    amqp = AmqpSettings(enabled=True, url=amqp_url, reconnect_delay=0.2)
+    settings = load_settings(database_url=postgres_url)
+    app = bootstrap(settings, migrate=True)
+    add_meters(app, *mrids, install=False)
+    setup = Setup(fleet, app, manifest, hes, amqp, postgres_url, tmp_path, mrids[:-1], mrids[-1])
+    with SimulatorThread(fleet):
+        try:
+            yield setup
+        finally:
+            for proc in setup.procs:
+                if proc.poll() is None:
+                    proc.kill()
+                proc.wait(10)
+            with Connection(amqp_url) as conn, conn.channel() as ch:
+                ch.queue_delete(hes.jobs_queue)
+            app.close()
+
+
+@pytest.fixture
+def fleet60(tmp_path: Path, postgres_url: str, amqp_url: str) -> Iterator[Setup]:
+    yield from make_setup(tmp_path, postgres_url, amqp_url, 60)
+
+
+@pytest.fixture
+def fleet6(tmp_path: Path, postgres_url: str, amqp_url: str) -> Iterator[Setup]:
+    yield from make_setup(tmp_path, postgres_url, amqp_url, 6)
+
+
+def window(hours: int) -> tuple[datetime, datetime]:
+    end = interval_end(interval_index(datetime.now(UTC)) - 1)
+    return end - timedelta(hours=hours), end
+
+
+def reply_queue(amqp_url: str) -> Iterator[tuple[Connection, str]]:
+    name = f"amihub.hes.test-replies-{uuid.uuid4().hex[:8]}"
+    with Connection(amqp_url) as conn:
+        with conn.channel() as ch:
+            Queue(name, durable=True)(ch).declare()
+        try:
+            yield conn, name
+        finally:
+            with conn.channel() as ch:
+                ch.queue_delete(name)
+
+
+@pytest.fixture
+def replies(amqp_url: str) -> Iterator[tuple[Connection, str]]:
+    yield from reply_queue(amqp_url)
+
+
+def store_counts(setup: Setup) -> dict[str, Any]:
+    """Per meter and ReadingType: how many intervals; versions; history rows."""
+    with setup.app.engine.connect() as db:
+        per = db.execute(
+            text(
+                "SELECT d.mrid, r.reading_type_id, count(*) FROM reading r "
+                "JOIN end_device d ON d.id = r.device_id GROUP BY d.mrid, r.reading_type_id"
+            )
+        ).all()
+        versions = db.execute(text("SELECT max(version) FROM reading")).scalar()
+        history = db.execute(text("SELECT count(*) FROM reading_history")).scalar()
+    return {
+        "meters": {m for m, _, _ in per},
+        "series": {n for _, _, n in per},
+        "channels": len(per) // max(1, len({m for m, _, _ in per})),
+        "max_version": versions,
+        "history": history,
+    }
+
+
+def test_two_engines_store_every_meter_exactly_once(
+    fleet60: Setup, replies: tuple[Connection, str]
+) -> None:
+    conn, reply_to = replies
+    a = fleet60.engine()
+    b = fleet60.engine()
+    start, end = window(2)
+    dispatcher = JobDispatcher(fleet60.hes, fleet60.amqp)
+    try:
+        ids = dispatcher.publish_reads(
+            fleet60.mrids, start, end, reply_to=reply_to, registers=[], job_meters=6
+        )
+        assert len(ids) == 10
+        got = collect(conn, reply_to, ids, 30)
+        assert {r["state"] for r in got} == {"succeeded"}, got
+        assert len({r["engine"] for r in got}) == 2  # both engines took jobs
+        counts = store_counts(fleet60)
+        assert counts["meters"] == set(fleet60.mrids)
+        assert counts["series"] == {8}  # 2 h of 15-minute intervals, every channel
+        assert counts["max_version"] == 1
+        assert counts["history"] == 0
+        stored = sum(r["stats"]["stored"] for r in got)
+
+        # the same job again (as after a crash between commit and ack): nothing new
+        [again] = dispatcher.publish_reads(
+            fleet60.mrids[:6], start, end, reply_to=reply_to, registers=[], prefix="dup"
+        )
+        [dup] = collect(conn, reply_to, [again], 30)
+        first = next(r for r in got if r["meters"][0]["mrid"] == fleet60.mrids[0])
+        assert dup["stats"]["stored"] == 0
+        assert dup["stats"]["superseded"] == 0
+        assert dup["stats"]["unchanged"] == first["stats"]["stored"] > 0
+        assert store_counts(fleet60)["history"] == 0
+        assert stored == 60 * 8 * counts["channels"]  # each reading written once
+    finally:
+        dispatcher.close()
+    for proc in (a, b):  # graceful stop
+        proc.send_signal(signal.SIGTERM)
+    assert [p.wait(20) for p in (a, b)] == [0, 0]
+    assert "engine stopped after" in fleet60.logs()
+
+
+def test_engine_killed_mid_run_loses_nothing(
+    fleet60: Setup, replies: tuple[Connection, str]
+) -> None:
+    conn, reply_to = replies
+    victim = fleet60.engine(concurrency=2, prefetch=3)
+    survivor = fleet60.engine(concurrency=4, prefetch=2)
+    start, end = window(6)
+    dispatcher = JobDispatcher(fleet60.hes, fleet60.amqp)
+    try:
+        ids = dispatcher.publish_reads(
+            fleet60.mrids, start, end, reply_to=reply_to, registers=[], job_meters=3
+        )
+        assert len(ids) == 20
+        victim_tag = f":{victim.pid}"
+        seen: list[dict[str, Any]] = []
+
+        def victim_replied() -> bool:
+            with conn.channel() as ch:
+                m = ch.basic_get(reply_to, no_ack=True)
+                if m is not None:
+                    seen.append(json.loads(m.body))
+            return any(r["engine"].endswith(victim_tag) for r in seen)
+
+        wait_for(victim_replied, 30, "a reply from the engine to be killed")
+        victim.send_signal(signal.SIGKILL)
+        victim.wait(10)
+        assert len(seen) < len(ids) - 3, "killed too late: nothing was left in its hands"
+        rest = [i for i in ids if i not in {r["job"] for r in seen}]
+        got = seen + collect(conn, reply_to, rest, 40)
+        assert {r["job"] for r in got} == set(ids)
+        assert {r["state"] for r in got} == {"succeeded"}
+        assert any(r["redelivered"] for r in got)  # the victim's unacked jobs
+        assert all(r["engine"].endswith(f":{survivor.pid}") for r in got if r["redelivered"])
+        counts = store_counts(fleet60)
+        assert counts["meters"] == set(fleet60.mrids)
+        assert counts["series"] == {24}  # 6 h: each interval exactly once
+        assert counts["max_version"] == 1
+        assert counts["history"] == 0
+    finally:
+        dispatcher.close()
+
+
+def test_unreachable_meter_is_retried_then_failed_without_blocking(
+    fleet6: Setup, replies: tuple[Connection, str]
+) -> None:
+    conn, reply_to = replies
+    fleet6.engine(concurrency=4, prefetch=2)
+    start, end = window(1)
+    dispatcher = JobDispatcher(fleet6.hes, fleet6.amqp)
+    try:
+        [dead_job] = dispatcher.publish_reads(
+            [fleet6.dead], start, end, reply_to=reply_to, prefix="dead"
+        )
+        ids = dispatcher.publish_reads(fleet6.mrids, start, end, reply_to=reply_to, job_meters=2)
+        got = collect(conn, reply_to, [dead_job, *ids], 30)
+    finally:
+        dispatcher.close()
+    dead, *others = got
+    assert dead["state"] == "failed"
+    [meter] = dead["meters"]
+    assert meter["outcome"] == "failed"
+    assert meter["attempts"] == 2  # [hes] attempts: retried once with backoff
+    assert meter["error"]
+    assert [r["state"] for r in others] == ["succeeded"] * 3
+    counts = store_counts(fleet6)
+    assert counts["meters"] == set(fleet6.mrids)  # registers and profile of the others
