@@ -344,6 +344,12 @@ class EngineWorker:
         )
         futures = [self.meters.submit(self.reader.read_meter, t, command) for t in command.targets]
         results: list[MeterResult] = [f.result() for f in futures]
+        types = job.get("types")
+        for r in results:
+            if types is not None:  # only these ReadingTypes are stored
+                r.readings = [x for x in r.readings if x.reading_type in types]
+            if job.get("events_in_window"):  # the meter's log holds more: the window's only
+                r.events = [e for e in r.events if command.start < e.ts <= command.end]
         stats, events = self._sink(job.get("utility")).write(results)  # raises: job retried
         meters = [
             {

@@ -7,7 +7,9 @@ A message is one job, JSON (``content_type = application/json``):
 
 * read: ``{"kind": "read", "job": id, "meters": [mRID...], "start": iso, "end": iso,
   "registers": [OBIS...] | null, "events": bool, "utility": code}`` (registers null:
-  the engine's defaults; ``[]``: the load profile only);
+  the engine's defaults; ``[]``: the load profile only); optional ``"types":
+  [ReadingType...]`` (store only these) and ``"events_in_window": true`` (store only the
+  meter events of (start, end]);
 * control: ``{"kind": "control", "job": id, "utility_id": n, "control_type": code,
   "devices": [mRID...], "requested_at": iso, "reason": str | null,
   "correlation_id": str | null}`` (a :class:`hub.headend.ControlRequest`).
@@ -61,8 +63,10 @@ def read_job(
     registers: Sequence[str] | None = None,
     events: bool = False,
     utility: str | None = None,
+    types: Iterable[str] | None = None,
+    events_in_window: bool = False,
 ) -> dict[str, Any]:
-    return {
+    job: dict[str, Any] = {
         "kind": "read",
         "job": job_id,
         "meters": list(meters),
@@ -72,6 +76,11 @@ def read_job(
         "events": events,
         "utility": utility,
     }
+    if types is not None:
+        job["types"] = sorted(types)
+    if events_in_window:
+        job["events_in_window"] = True
+    return job
 
 
 def control_job(request: ControlRequest) -> dict[str, Any]:
@@ -180,6 +189,8 @@ class JobDispatcher:
         utility: str | None = None,
         job_meters: int | None = None,
         prefix: str | None = None,
+        types: Iterable[str] | None = None,
+        events_in_window: bool = False,
     ) -> list[str]:
         """Split ``meters`` into jobs of ``job_meters`` (``[hes] job_meters``) and publish."""
         prefix = prefix or f"read-{uuid.uuid4().hex[:12]}"
@@ -192,6 +203,8 @@ class JobDispatcher:
                 registers=registers,
                 events=events,
                 utility=utility,
+                types=types,
+                events_in_window=events_in_window,
             )
             for n, part in enumerate(chunks(meters, job_meters or self.hes.job_meters), 1)
         ]
@@ -206,6 +219,7 @@ class JobDispatcher:
         events: bool = False,
         utility: str | None = None,
         timeout: float | None = None,
+        types: Iterable[str] | None = None,
     ) -> list[dict[str, Any]]:
         """Read through the engines and wait for every job's reply (an exclusive reply queue
         of this call). The readings are in the store when this returns."""
@@ -214,7 +228,14 @@ class JobDispatcher:
             reply = Queue(f"amihub.hes.reply.{uuid.uuid4().hex}", exclusive=True, auto_delete=True)
             reply(channel).declare()
             ids = self.publish_reads(
-                meters, start, end, reply_to=reply.name, events=events, utility=utility
+                meters,
+                start,
+                end,
+                reply_to=reply.name,
+                events=events,
+                utility=utility,
+                types=types,
+                events_in_window=True,
             )
             return collect(connection, reply.name, ids, timeout or self.hes.job_timeout)
 

@@ -11,7 +11,7 @@ from hub.nouns.master_data import (
     meter_config_route,
     usage_point_config_route,
 )
-from hub.nouns.meter_read_schedule import MeterReadScheduleRoute
+from hub.nouns.meter_read_schedule import MeterReadScheduleRoute, engine_reads
 from hub.nouns.meter_readings import StoreMeterReadingsRoute
 from hub.routing import Route, RouteTable
 from hub.settings import Settings
@@ -35,6 +35,6 @@ def build_routes(
         EndDeviceControlsRoute(headend, journal),
         EndDeviceEventsRoute(),
         GetEndDeviceEventsRoute(),
-        MeterReadScheduleRoute(headend, settings.hes.read_limit),
+        MeterReadScheduleRoute(headend, settings.hes.read_limit, engines=engine_reads(settings)),
     ]
     return RouteTable(routes)

@@ -13,6 +13,11 @@ superseded / unchanged), meter events as EndDeviceEvents. ``ReadingType``
 A meter that answered nothing is reported with 2012 (its error in ``details``);
 the others are stored (PARTIAL). More than ``[hes] read_limit`` meters: 2013.
 
+With ``[hes] dispatch = "amqp"`` the read is split into jobs of ``[hes] job_meters``
+meters for the ``amihub engine`` processes (:class:`EngineReads`); they store the
+readings and events themselves (committed before the reply: the counts are theirs)
+and the request waits for every job's reply (``[hes] job_timeout``).
+
 Not built: recurring or future schedules (a TimeSchedule with
 ``recurrencePeriod``/``recurrencePattern``, or whose interval starts in the future,
 is refused with 1011); the read runs inside the request, so the request's
@@ -22,16 +27,18 @@ timeouts).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Final
+from typing import Final, Protocol
 
 from cim_schemas.codes.reading_type import ReadingType
 from cim_schemas.profiles.meter_read_schedule import parse_meter_read_schedule
 from hub.errors import ErrorDetail, MessageRejected, PayloadInvalid
-from hub.headend import HeadEnd
+from hub.headend import HeadEnd, MeterRead
 from hub.nouns.end_device_controls import resolve_targets
 from hub.routing import MessageFrame, RouteContext, RouteResult
+from hub.settings import Settings
 from mdm.model import DeviceRef, EndDeviceEvent
 from mdm.ports import StagedReading, UnitOfWork
 
@@ -43,6 +50,42 @@ def _floor(ts: datetime) -> datetime:
     return ts.replace(minute=ts.minute - ts.minute % 15, second=0, microsecond=0)
 
 
+@dataclass(frozen=True)
+class StoredReads:
+    """An on-demand read whose results the head-end's engines stored themselves."""
+
+    reads: list[MeterRead]  # outcomes only: readings and events are in the store
+    readings: int
+    stored: int
+    superseded: int
+    unchanged: int
+    events: int
+
+
+class EngineReads(Protocol):
+    """Reads run by ``amihub engine`` processes (``[hes] dispatch = "amqp"``): they store
+    the readings and the window's meter events, and return when every job is committed."""
+
+    def read_stored(
+        self,
+        devices: Sequence[str],
+        start: datetime,
+        end: datetime,
+        *,
+        utility_code: str,
+        types: frozenset[str] | None,
+    ) -> StoredReads: ...
+
+
+def engine_reads(settings: Settings) -> EngineReads | None:
+    """The engines' reads for ``[hes] dispatch = "amqp"``, else None (in-process reads)."""
+    if settings.hes.dispatch != "amqp":
+        return None
+    from adapters.dlms.dispatch import AmqpEngineReads  # kombu; wired like bootstrap's head-end
+
+    return AmqpEngineReads(settings)
+
+
 @dataclass
 class MeterReadScheduleRoute:
     headend: HeadEnd | None
@@ -50,6 +93,8 @@ class MeterReadScheduleRoute:
     noun: str = "MeterReadSchedule"
     verbs: frozenset[str] = frozenset({"create"})
     streaming: bool = False
+    #: [hes] dispatch = "amqp": reads go to the engines, which store the results
+    engines: EngineReads | None = None
 
     def handle(self, frame: MessageFrame, ctx: RouteContext, uow: UnitOfWork) -> RouteResult:
         if self.headend is None:
@@ -135,6 +180,25 @@ class MeterReadScheduleRoute:
                     ErrorDetail("2011", "the MeterReadSchedule names no meter", xpath=base)
                 )
             return result
+        if self.engines is not None:  # [hes] dispatch = "amqp": the engines store them
+            done = self.engines.read_stored(
+                targets.devices,
+                start,
+                end,
+                utility_code=ctx.utility_code,
+                types=frozenset(types) or None,
+            )
+            _failures(result, done.reads)
+            result.counts = {
+                "meters": len(done.reads),
+                "read": result.applied,
+                "readings": done.readings,
+                "stored": done.stored,
+                "superseded": done.superseded,
+                "unchanged": done.unchanged,
+                "events": done.events,
+            }
+            return result
         reads = self.headend.read(targets.devices, start, end, events=True)
         staging = uow.readings.staging()
         events: list[EndDeviceEvent] = []
@@ -154,17 +218,7 @@ class MeterReadScheduleRoute:
                 for code, ts in read.events
                 if start < ts <= end  # the meter's log holds more: the window's only
             )
-            if read.outcome == "failed":
-                result.errors.append(
-                    ErrorDetail(
-                        "2014",
-                        f"meter {read.device_mrid} answered nothing",
-                        details=read.error,
-                        object_id=read.device_mrid,
-                    )
-                )
-            else:
-                result.applied += 1
+        _failures(result, reads)
         stats = staging.apply(ctx.utility_id).stats
         stored_events = uow.events.add_many(ctx.utility_id, events) if events else 0
         result.counts = {
@@ -177,3 +231,19 @@ class MeterReadScheduleRoute:
             "events": stored_events,
         }
         return result
+
+
+def _failures(result: RouteResult, reads: Sequence[MeterRead]) -> None:
+    """2014 for each meter that answered nothing; the others count as applied."""
+    for read in reads:
+        if read.outcome == "failed":
+            result.errors.append(
+                ErrorDetail(
+                    "2014",
+                    f"meter {read.device_mrid} answered nothing",
+                    details=read.error,
+                    object_id=read.device_mrid,
+                )
+            )
+        else:
+            result.applied += 1

@@ -27,6 +27,7 @@ from kombu.entity import Queue
 from sqlalchemy import text
 
 from adapters.dlms.jobs import JobDispatcher, collect
+from cim_schemas.codes.reading_type import obis_to_reading_type
 from hes.cli import fleet_manifest
 from hes.simulator.fleet import Fleet, SimulatorThread
 from hes.simulator.meter import interval_end, interval_index
@@ -296,3 +297,44 @@ def test_unreachable_meter_is_retried_then_failed_without_blocking(
     assert [r["state"] for r in others] == ["succeeded"] * 3
     counts = store_counts(fleet6)
     assert counts["meters"] == set(fleet6.mrids)  # registers and profile of the others
+
+
+def test_meter_read_schedule_dispatched_to_engines(fleet6: Setup) -> None:
+    """[hes] dispatch = "amqp": the on-demand read becomes jobs; the engine stores them."""
+    from hub.samples import meter_read_schedule
+    from tests.unit.hub.test_headend_routes import send
+
+    fleet6.engine(concurrency=4, prefetch=2)
+    settings = fleet6.app.settings.model_copy(
+        update={
+            "amqp": fleet6.amqp,
+            "hes": fleet6.hes.model_copy(
+                update={
+                    "dispatch": "amqp",
+                    "manifest": fleet6.manifest,
+                    "simulated_seed": SEED,
+                    "job_meters": 2,
+                }
+            ),
+        }
+    )
+    app = bootstrap(settings)
+    try:
+        start, end = window(1)
+        profile = str(obis_to_reading_type("1.0.1.8.0.255", interval_minutes=15))
+        outcome = send(app, meter_read_schedule(fleet6.mrids, start, end))
+        assert outcome.result == "OK", outcome.errors
+        assert outcome.counts["meters"] == outcome.counts["read"] == 6
+        assert outcome.counts["stored"] == outcome.counts["readings"] > 6 * 4
+        assert store_counts(fleet6)["meters"] == set(fleet6.mrids)
+        # again, the profile only: every reading is already there, unchanged
+        again = send(app, meter_read_schedule(fleet6.mrids, start, end, reading_types=[profile]))
+        assert again.result == "OK", again.errors
+        assert again.counts["readings"] == again.counts["unchanged"] == 6 * 4
+        assert again.counts["stored"] == again.counts["superseded"] == 0
+        # a meter that does not answer: 2014, the others stored
+        late = send(app, meter_read_schedule([fleet6.dead, *fleet6.mrids[:1]], start, end))
+        assert late.result == "PARTIAL"
+        assert [e.code for e in late.errors] == ["2014"]
+    finally:
+        app.close()
