@@ -10,6 +10,13 @@ request whose record never appears (the request was rolled back) is dropped afte
 runs ticks in a background thread. Finished jobs go to the recorder (events +
 outbox); a report the recorder could not store is retried on the next tick.
 
+Control types (``control_types``): 3.31.0.23 / 3.31.0.18 remote disconnect /
+reconnect, 3.36.0.24 clock set and 3.15.0.23 load limit clear always; 3.15.0.18
+load limit set, 3.20.0.24 ToU calendar update and 3.11.0.24 firmware update when
+``control_parameters`` gives their parameters (threshold, calendar, image): a CIM
+``ControlRequest`` does not carry them yet, so they come from the head-end's
+configuration per control type, and a type without them is refused (2013).
+
 On-demand reads use :class:`hes.engine.ReadingEngine` with a sink that only
 collects: the route stores the readings in its own transaction.
 
@@ -23,7 +30,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol
@@ -31,7 +38,14 @@ from typing import Protocol
 from adapters.dlms.directory import MeterDirectory
 from adapters.dlms.sessions import one_at_a_time
 from hes.client.session import ClientIdentity
-from hes.controls import SUPPORTED, ControlCommand, ControlJobs, InvalidJobTransition
+from hes.controls import (
+    PARAMETERS,
+    PLAIN,
+    ControlCommand,
+    ControlJobs,
+    ControlParameters,
+    InvalidJobTransition,
+)
 from hes.engine import (
     EnginePolicy,
     MeterResult,
@@ -83,8 +97,6 @@ class _Collect:
 
 
 class DlmsHeadEnd:
-    control_types = frozenset(SUPPORTED)
-
     def __init__(
         self,
         directory: MeterDirectory,
@@ -96,8 +108,16 @@ class DlmsHeadEnd:
         identity: ClientIdentity | None = None,
         sessions: SessionFactory | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        control_parameters: Mapping[str, ControlParameters] | None = None,
     ) -> None:
         self.directory = directory
+        self.control_parameters = {
+            code: p
+            for code, p in (control_parameters or {}).items()
+            if code in PARAMETERS and isinstance(p, PARAMETERS[code])
+        }
+        #: the EndDeviceControlType codes executed (the hub refuses others with 2013)
+        self.control_types = frozenset(PLAIN) | frozenset(self.control_parameters)
         self.recorder = recorder
         self.policy = policy or EnginePolicy(concurrency=8)
         self.hold_seconds = hold_seconds
@@ -149,7 +169,11 @@ class DlmsHeadEnd:
         r = held.request
         job = self.jobs.submit(
             ControlCommand(
-                r.control_type, tuple(self.directory[d] for d in r.devices), r.start, r.reason
+                r.control_type,
+                tuple(self.directory[d] for d in r.devices),
+                r.start,
+                r.reason,
+                self.control_parameters.get(r.control_type),
             )
         )
         held.hes_id = job.id

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from hes.client.session import MeterEvent, MeterSession, Profile, RegisterValue
+from hes.dlms.axdr import Value
 from hes.engine import MeterTarget, SessionFactory
 from hub.errors import MeterUnreachable
 
@@ -53,6 +54,15 @@ class _Locked:
 
     def reconnect(self) -> None:
         self._inner.reconnect()
+
+    def get_attribute(self, class_id: int, obis: str, attribute: int) -> Value:
+        return self._inner.get_attribute(class_id, obis, attribute)
+
+    def set_attribute(self, class_id: int, obis: str, attribute: int, value: bytes) -> None:
+        self._inner.set_attribute(class_id, obis, attribute, value)
+
+    def invoke(self, class_id: int, obis: str, method: int, parameters: bytes) -> None:
+        self._inner.invoke(class_id, obis, method, parameters)
 
     def release(self) -> None:
         self._inner.release()

@@ -140,6 +140,11 @@ FIRMWARE_CHANGED: Final = EndDeviceEventType(3, 11, 0, 24)
 FIRMWARE_FAILED: Final = EndDeviceEventType(3, 11, 0, 85)
 TARIFF_CHANGED: Final = EndDeviceEventType(3, 20, 0, 24)
 LOAD_LIMIT_DISCONNECTED: Final = EndDeviceEventType(3, 15, 0, 68)
+#: amihub: load control / tariff domain "changed" and "failed": the outcome of a load
+#: limit job (threshold written and read back) and of a ToU calendar update.
+LOAD_LIMIT_CHANGED: Final = EndDeviceEventType(3, 15, 0, 24)
+LOAD_LIMIT_FAILED: Final = EndDeviceEventType(3, 15, 0, 85)
+TARIFF_FAILED: Final = EndDeviceEventType(3, 20, 0, 85)
 
 
 # -- vendor codes -------------------------------------------------------------------------

@@ -79,6 +79,10 @@ class AssociationRefused(NotAuthorised):
         self.diagnostic = diagnostic
 
 
+def _descriptor(class_id: int, obis: str) -> bytes:
+    return class_id.to_bytes(2, "big") + bytes(int(x) for x in obis.split("."))
+
+
 class MeterProtocolError(PermanentError):
     """The meter answered something we cannot use (malformed, data-access error)."""
 
@@ -143,6 +147,9 @@ class MeterSession(Protocol):
     def set_clock(self, ts: datetime) -> None: ...
     def disconnect(self) -> None: ...
     def reconnect(self) -> None: ...
+    def get_attribute(self, class_id: int, obis: str, attribute: int) -> axdr.Value: ...
+    def set_attribute(self, class_id: int, obis: str, attribute: int, value: bytes) -> None: ...
+    def invoke(self, class_id: int, obis: str, method: int, parameters: bytes) -> None: ...
     def release(self) -> None: ...
     def close(self) -> None: ...
 
@@ -287,6 +294,9 @@ class DlmsMeterSession:
         """Run one gurux-built GET request; reassemble the blocks and decode the data
         ourselves (gurux's client re-parses everything after every block)."""
         (apdu,) = compat.client_frames_to_apdus(frames)
+        return self._get(apdu)
+
+    def _get(self, apdu: bytes) -> axdr.Value:
         data = bytearray()
         try:
             while True:
@@ -517,6 +527,33 @@ class DlmsMeterSession:
 
     def disconnect(self) -> None:
         self._relay(1)
+
+    # --- any attribute / method (limiter, activity calendar, image transfer) ---
+    def get_attribute(self, class_id: int, obis: str, attribute: int) -> axdr.Value:
+        """GET-request-normal of one attribute, decoded."""
+        return self._get(b"\xc0\x01\xc1" + _descriptor(class_id, obis) + bytes([attribute, 0]))
+
+    def set_attribute(self, class_id: int, obis: str, attribute: int, value: bytes) -> None:
+        """SET-request-normal; ``value`` is A-XDR (:mod:`hes.dlms.cosem_data`)."""
+        out = self._exchange(
+            b"\xc1\x01\xc1" + _descriptor(class_id, obis) + bytes([attribute, 0]) + value
+        )
+        if len(out) < 4 or out[:2] != b"\xc5\x01":
+            raise MeterProtocolError(f"bad set response {out.hex()}")
+        if out[3] != 0:
+            raise MeterProtocolError(
+                f"meter refused SET {obis} attribute {attribute} (result {out[3]})"
+            )
+
+    def invoke(self, class_id: int, obis: str, method: int, parameters: bytes) -> None:
+        """ACTION-request-normal with A-XDR parameters; the meter must answer success."""
+        out = self._exchange(
+            b"\xc3\x01\xc1" + _descriptor(class_id, obis) + bytes([method, 1]) + parameters
+        )
+        if len(out) < 4 or out[:2] != b"\xc7\x01":
+            raise MeterProtocolError(f"bad action response {out.hex()}")
+        if out[3] != 0:
+            raise MeterProtocolError(f"meter refused method {method} of {obis} (result {out[3]})")
 
     def reconnect(self) -> None:
         self._relay(2)

@@ -39,6 +39,17 @@ Patches:
 11. :func:`server_handle_apdu`: gurux's handleRequest works on WRAPPER frames and
    swallows its own exceptions (``receivedData.size(0)`` on an int); this turns
    it into APDU in, APDU out, and raises :class:`GuruxFailure` instead.
+12. :class:`CompatLimiter`: GXDLMSLimiter cannot answer a GET of its thresholds or
+   durations (no data type: the server fails), so ours encodes them from a callback.
+13. :class:`CompatActivityCalendar`: GXDLMSActivityCalendar has no server handler for
+   activate_passive_calendar (method 1): every call fails.
+14. :class:`CompatImageTransfer`: GXDLMSImageTransfer's image_block_transfer crashes
+   (``longValue()`` on an int, assignment into bytes), image_verify accepts any image
+   without checking it, and GET image_to_activate_info fails after an initiate;
+   ours hands every attribute and method to callbacks.
+15. :meth:`CompatServer.onPreWrite`: gurux's SET path ignores the error a ``setValue``
+   reports (a refused write is answered success); objects answered by callbacks
+   (12-14) write in onPreWrite, whose error gurux does answer.
 """
 
 from __future__ import annotations
@@ -68,8 +79,11 @@ from gurux_dlms.enums import (
     SourceDiagnostic,
 )
 from gurux_dlms.objects import (
+    GXDLMSActivityCalendar,
     GXDLMSAssociationLogicalName,
     GXDLMSDisconnectControl,
+    GXDLMSImageTransfer,
+    GXDLMSLimiter,
     GXDLMSObject,
     GXDLMSProfileGeneric,
     GXDLMSRegister,
@@ -144,7 +158,12 @@ class CompatServer(GXDLMSServer):  # type: ignore[misc]
         return None
 
     def onPreWrite(self, *args: Any) -> None:  # noqa: N802
-        return None
+        """Patch 15: gurux ignores ``e.error`` set by ``setValue`` (a refused write is
+        answered success); an error set here, before ``setValue``, is answered."""
+        for e in args[0] if args else ():
+            if isinstance(e.target, _Delegated):
+                e.target.setValue(self.settings, e)
+                e.handled = True
 
     def onPostWrite(self, *args: Any) -> None:  # noqa: N802
         return None
@@ -353,6 +372,82 @@ class CompatDisconnectControl(GXDLMSDisconnectControl):  # type: ignore[misc]
         self.outputState = output
         self.controlState = control
         return super().getValue(settings, e)
+
+
+# --- 12-14. limiter, activity calendar, image transfer --------------------------------
+
+#: attribute -> its A-XDR encoding (type tag included), or None: access denied
+ReadAttribute = Callable[[int], bytes | None]
+#: (attribute, value gurux decoded) -> accepted
+WriteAttribute = Callable[[int, Any], bool]
+#: (method, parameters gurux decoded) -> accepted
+InvokeMethod = Callable[[int, Any], bool]
+
+
+class _Delegated:
+    """Attributes 2.. and the methods of a COSEM object answered by callbacks.
+
+    The values are encoded by the owner (the simulator), so gurux's own
+    per-class encoders, data types and method handlers are never used."""
+
+    def _delegate(self, read: ReadAttribute, write: WriteAttribute, act: InvokeMethod) -> None:
+        self._read = read
+        self._write = write
+        self._act = act
+
+    def getValue(self, settings: Any, e: Any) -> Any:  # noqa: N802
+        if e.index == 1:
+            e.byteArray = True
+            ln: str = getattr(self, "logicalName", "")
+            return b"\x09\x06" + bytes(int(x) for x in ln.split("."))
+        raw = self._read(int(e.index))
+        if raw is None:
+            e.error = ErrorCode.READ_WRITE_DENIED
+            return None
+        e.byteArray = True
+        return raw
+
+    def setValue(self, settings: Any, e: Any) -> None:  # noqa: N802
+        if e.index == 1 or not self._write(int(e.index), e.value):
+            e.error = ErrorCode.READ_WRITE_DENIED
+
+    def invoke(self, settings: Any, e: Any) -> None:
+        if not self._act(int(e.index), e.parameters):
+            e.error = ErrorCode.READ_WRITE_DENIED
+
+
+def _no_method(method: int, parameters: Any) -> bool:
+    return False
+
+
+class CompatLimiter(_Delegated, GXDLMSLimiter):  # type: ignore[misc]
+    """Limiter (class 71): stock GET of threshold_active/normal/emergency and the
+    min over/under durations fails (gurux has no data type for them)."""
+
+    def __init__(self, ln: str, read: ReadAttribute, write: WriteAttribute) -> None:
+        GXDLMSLimiter.__init__(self, ln)
+        self._delegate(read, write, _no_method)
+
+
+class CompatActivityCalendar(_Delegated, GXDLMSActivityCalendar):  # type: ignore[misc]
+    """Activity calendar (class 20): stock activate_passive_calendar (method 1) fails."""
+
+    def __init__(
+        self, ln: str, read: ReadAttribute, write: WriteAttribute, act: InvokeMethod
+    ) -> None:
+        GXDLMSActivityCalendar.__init__(self, ln)
+        self._delegate(read, write, act)
+
+
+class CompatImageTransfer(_Delegated, GXDLMSImageTransfer):  # type: ignore[misc]
+    """Image transfer (class 18): stock image_block_transfer crashes, image_verify
+    verifies nothing, image_to_activate_info cannot be read."""
+
+    def __init__(
+        self, ln: str, read: ReadAttribute, write: WriteAttribute, act: InvokeMethod
+    ) -> None:
+        GXDLMSImageTransfer.__init__(self, ln)
+        self._delegate(read, write, act)
 
 
 # --- 8. profile generic -------------------------------------------------------------------

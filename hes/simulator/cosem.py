@@ -17,9 +17,12 @@ from typing import Any
 from gurux_dlms.enums import DataType, ErrorCode, ObjectType, Unit
 from gurux_dlms.objects import GXDLMSClock, GXDLMSData, GXDLMSRegister
 
-from hes.dlms import compat
+from hes.dlms import compat, cosem_data
 from hes.dlms.compat import (
+    CompatActivityCalendar,
     CompatDisconnectControl,
+    CompatImageTransfer,
+    CompatLimiter,
     CompatProfileGeneric,
     CompatServer,
     EntrySelection,
@@ -34,6 +37,7 @@ from hes.simulator.meter import (
     PROFILE_DEPTH_DAYS,
     ControlState,
     EventCode,
+    ImageTransferStatus,
     MeterState,
     interval_end,
     interval_index,
@@ -52,6 +56,11 @@ EVENT_LOG = "0.0.99.98.0.255"
 DISCONNECT_CONTROL = "0.0.96.3.10.255"
 PROFILE_STATUS = "0.0.96.10.1.255"
 EVENT_CODE = "0.0.96.11.0.255"
+INSTANTANEOUS_POWER = "1.0.1.7.0.255"  # +A power, W: the limiter's monitored value
+FIRMWARE_ID = "1.0.0.2.0.255"  # active firmware identifier
+LIMITER = "0.0.17.0.0.255"
+ACTIVITY_CALENDAR = "0.0.13.0.0.255"
+IMAGE_TRANSFER = "0.0.44.0.0.255"
 
 #: scaler exponents: +A/-A count Wh (they are captured in the profile); the rate
 #: registers count 10 Wh, as some meters do, so readers must apply the scaler.
@@ -60,6 +69,7 @@ REGISTER_SCALER = {
     "1.0.2.8.0.255": 0,
     "1.0.1.8.1.255": 1,
     "1.0.1.8.2.255": 1,
+    INSTANTANEOUS_POWER: 0,
 }
 SERVER_MAX_PDU = 1024
 STATUS_POWER_DOWN = 0x80
@@ -102,9 +112,9 @@ class _LiveClock(GXDLMSClock):  # type: ignore[misc]
 
 
 class _LiveRegister(GXDLMSRegister):  # type: ignore[misc]
-    def __init__(self, ln: str, value: Callable[[], int]) -> None:
+    def __init__(self, ln: str, value: Callable[[], int], unit: int = Unit.ACTIVE_ENERGY) -> None:
         super().__init__(ln)
-        compat.set_scaler_unit(self, REGISTER_SCALER[ln], Unit.ACTIVE_ENERGY)
+        compat.set_scaler_unit(self, REGISTER_SCALER[ln], unit)
         self.setDataType(2, DataType.UINT32)
         self._value = value
 
@@ -195,6 +205,7 @@ class MeterObjects:
         return last - first + 1
 
     def event_rows(self, selection: ProfileSelection) -> bytes:
+        self.supervise()
         events = self.meter.event_log()
         if isinstance(selection, RangeSelection):
             events = [e for e in events if selection.start <= e[0] <= selection.end]
@@ -214,9 +225,137 @@ class MeterObjects:
             return self.meter.remote_disconnect(at)
         return self.meter.remote_reconnect(at)
 
+    def supervise(self) -> None:
+        self.meter.supervise(self.meter.now(self.now()))
+
     def relay_state(self) -> tuple[bool, int]:
+        self.supervise()
         state = self.meter.control_state
         return state == ControlState.CONNECTED, int(state)
+
+    # --- limiter (class 71) ---
+    def limiter_read(self, attribute: int) -> bytes | None:
+        self.supervise()
+        lim = self.meter.limiter
+        if attribute == 2:  # monitored_value: instantaneous +A, attribute 2
+            return cosem_data.structure(
+                cosem_data.long_unsigned(3),
+                cosem_data.logical_name(INSTANTANEOUS_POWER),
+                cosem_data.integer(2),
+            )
+        values = {
+            3: lim.threshold_active,
+            4: lim.threshold_normal,
+            5: lim.threshold_emergency,
+            6: lim.min_over_s,
+            7: lim.min_under_s,
+        }
+        if attribute in values:
+            return cosem_data.double_long_unsigned(values[attribute])
+        if attribute == 10:
+            return cosem_data.boolean(lim.emergency)
+        return None
+
+    def limiter_write(self, attribute: int, value: Any) -> bool:
+        if attribute not in (4, 5, 6, 7) or not isinstance(value, int) or value < 0:
+            return False
+        self.supervise()  # what the meter did up to now, under the old threshold
+        self.meter.set_limiter(attribute, int(value), self.meter.now(self.now()))
+        self.supervise()
+        return True
+
+    # --- activity calendar (class 20) ---
+    def calendar_read(self, attribute: int) -> bytes | None:
+        self.supervise()
+        if 2 <= attribute <= 5:
+            return self.meter.calendar_active.encode()[attribute - 2]
+        if 6 <= attribute <= 9:
+            return self.meter.calendar_passive.encode()[attribute - 6]
+        if attribute == 10:
+            return cosem_data.date_time(self.meter.calendar_activate_at)
+        return None
+
+    def calendar_write(self, attribute: int, value: Any) -> bool:
+        try:
+            if 6 <= attribute <= 9:
+                with self.meter.lock:
+                    self.meter.calendar_passive = self.meter.calendar_passive.with_part(
+                        attribute - 6, value
+                    )
+                return True
+            if attribute == 10 and isinstance(value, bytes | bytearray):
+                at = cosem_data.parse_date_time(bytes(value))
+                with self.meter.lock:
+                    self.meter.calendar_activate_at = at
+                self.supervise()
+                return True
+        except ValueError:
+            return False
+        return False
+
+    def calendar_action(self, method: int, parameters: Any) -> bool:
+        if method != 1:
+            return False
+        self.meter.activate_calendar(self.meter.now(self.now()))
+        return True
+
+    # --- image transfer (class 18) ---
+    def image_read(self, attribute: int) -> bytes | None:
+        img = self.meter.image
+        with self.meter.lock:
+            if attribute == 2:
+                return cosem_data.double_long_unsigned(img.block_size)
+            if attribute == 3:
+                n = img.block_count
+                bits = "".join("1" if i in img.blocks else "0" for i in range(n))
+                packed = int(bits or "0", 2) << (-n % 8) if n else 0
+                return b"\x04" + encode_length(n) + packed.to_bytes(-(-n // 8), "big")
+            if attribute == 4:
+                return cosem_data.double_long_unsigned(img.first_not_transferred())
+            if attribute == 5:
+                return cosem_data.boolean(img.enabled)
+            if attribute == 6:
+                return cosem_data.enum(int(img.status))
+            if attribute == 7:
+                if img.status < ImageTransferStatus.VERIFICATION_SUCCESSFUL:
+                    return cosem_data.array([])
+                return cosem_data.array(
+                    [
+                        cosem_data.structure(
+                            cosem_data.double_long_unsigned(img.size),
+                            cosem_data.octet_string(img.identifier),
+                            cosem_data.octet_string(b""),
+                        )
+                    ]
+                )
+        return None
+
+    def image_write(self, attribute: int, value: Any) -> bool:
+        if attribute == 5 and isinstance(value, bool):
+            self.meter.image.enabled = value
+            return True
+        return False
+
+    def image_action(self, method: int, parameters: Any) -> bool:
+        at = self.meter.now(self.now())
+        try:
+            if method == 1:
+                identifier, size = parameters
+                return self.meter.image_initiate(bytes(identifier), int(size))
+            if method == 2:
+                number, data = parameters
+                ok = self.meter.image_block(int(number), bytes(data))
+                if ok and self.meter.faults.drop_after_image_block == int(number):
+                    self.meter.faults.drop_after_image_block = None
+                    self.drop_requested = True
+                return ok
+        except (TypeError, ValueError):
+            return False
+        if method == 3:
+            return self.meter.image_verify(at)
+        if method == 4:
+            return self.meter.image_activate(at)
+        return False
 
     # --- servers ---
     def _common(self) -> list[Any]:
@@ -247,6 +386,21 @@ class MeterObjects:
         )
         ev.captureObjects.extend(compat.encode_capture_objects(EVENT_LOG_COLUMNS))
         objects += [lp, ev, CompatDisconnectControl(self.relay_action, self.relay_state)]
+        objects += [
+            _LiveRegister(
+                INSTANTANEOUS_POWER,
+                lambda: self.meter.power_w(self.meter.now(self.now())),
+                Unit.ACTIVE_POWER,
+            ),
+            _LiveData(FIRMWARE_ID, lambda: self.meter.firmware.encode(), DataType.OCTET_STRING),
+            CompatLimiter(LIMITER, self.limiter_read, self.limiter_write),
+            CompatActivityCalendar(
+                ACTIVITY_CALENDAR, self.calendar_read, self.calendar_write, self.calendar_action
+            ),
+            CompatImageTransfer(
+                IMAGE_TRANSFER, self.image_read, self.image_write, self.image_action
+            ),
+        ]
         server = CompatServer()
         compat.prepare_server(server, objects, SERVER_MAX_PDU)
         return server

@@ -19,9 +19,10 @@ import hashlib
 import math
 import threading
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, time, timedelta
 from enum import IntEnum
 
+from hes.dlms.cosem_data import ActivityCalendar, Day, DayAction, Season, Week
 from hes.security.gcm import InvocationCounter, SecurityKeys
 
 INTERVAL = timedelta(minutes=15)
@@ -76,8 +77,14 @@ class EventCode(IntEnum):
     CLOCK_ADJUSTED_NEW = 5
     TERMINAL_COVER_OPENED = 40
     STRONG_DC_FIELD = 47
+    FIRMWARE_READY_FOR_ACTIVATION = 17
+    FIRMWARE_ACTIVATED = 18
+    PASSIVE_CALENDAR_ACTIVATED = 20
     DISCONNECTED_REMOTE = 59
     CONNECTED_REMOTE = 60
+    FIRMWARE_VERIFICATION_FAILED = 64
+    LIMITER_THRESHOLD_EXCEEDED = 71  # the limiter opened the relay
+    LIMITER_THRESHOLD_CHANGED = 73
 
 
 @dataclass
@@ -93,6 +100,99 @@ class Faults:
     flip_bit: bool = False  # the meter flips one bit of its ciphered answers
     outages: list[tuple[datetime, datetime]] = field(default_factory=list)  # no consumption
     tamper_at: datetime | None = None  # cover opened
+    load_w: int | None = None  # instantaneous +A power forced (limiter tests); None: the model
+    drop_after_image_block: int | None = None  # one shot: die after storing this image block
+
+
+class ImageTransferStatus(IntEnum):
+    """Image transfer (class 18) image_transfer_status."""
+
+    NOT_INITIATED = 0
+    INITIATED = 1
+    VERIFICATION_INITIATED = 2
+    VERIFICATION_SUCCESSFUL = 3
+    VERIFICATION_FAILED = 4
+    ACTIVATION_INITIATED = 5
+    ACTIVATION_SUCCESSFUL = 6
+    ACTIVATION_FAILED = 7
+
+
+#: the simulated meters' firmware image format: magic, version, payload, SHA-256 of all that
+FIRMWARE_MAGIC = b"AMHFW1"
+FIRMWARE = "AMH-1.0.0"  # what every simulated meter runs at first
+
+
+def make_firmware_image(version: str, payload: bytes = b"") -> bytes:
+    """A firmware image the simulated meters accept (tests, demo)."""
+    v = version.encode()
+    head = FIRMWARE_MAGIC + bytes([len(v)]) + v + payload
+    return head + hashlib.sha256(head).digest()
+
+
+def firmware_image_version(image: bytes) -> str | None:
+    """The version inside an image, or None if the image is corrupted."""
+    if len(image) < len(FIRMWARE_MAGIC) + 33 or not image.startswith(FIRMWARE_MAGIC):
+        return None
+    head, digest = image[:-32], image[-32:]
+    if hashlib.sha256(head).digest() != digest:
+        return None
+    n = head[len(FIRMWARE_MAGIC)]
+    return head[len(FIRMWARE_MAGIC) + 1 : len(FIRMWARE_MAGIC) + 1 + n].decode(errors="replace")
+
+
+@dataclass
+class Limiter:
+    """Limiter (class 71) state; thresholds in W of instantaneous +A (1.0.1.7.0.255).
+
+    A threshold of 0 means no limit (the simulator's convention)."""
+
+    threshold_normal: int = 0
+    threshold_emergency: int = 0
+    emergency: bool = False
+    min_over_s: int = 60
+    min_under_s: int = 60
+    over_since: datetime | None = None
+
+    @property
+    def threshold_active(self) -> int:
+        return self.threshold_emergency if self.emergency else self.threshold_normal
+
+
+@dataclass
+class ImageTransfer:
+    """Image transfer (class 18) state."""
+
+    block_size: int = 128
+    enabled: bool = True
+    status: ImageTransferStatus = ImageTransferStatus.NOT_INITIATED
+    identifier: bytes = b""
+    size: int = 0
+    blocks: dict[int, bytes] = field(default_factory=dict)
+    received: list[int] = field(default_factory=list)  # block numbers, in arrival order
+
+    @property
+    def block_count(self) -> int:
+        return -(-self.size // self.block_size) if self.block_size else 0
+
+    def first_not_transferred(self) -> int:
+        for n in range(self.block_count):
+            if n not in self.blocks:
+                return n
+        return self.block_count
+
+    def image(self) -> bytes:
+        return b"".join(self.blocks.get(n, b"") for n in range(self.block_count))[: self.size]
+
+
+def default_calendar() -> ActivityCalendar:
+    """Two rates: rate 1 07:00-23:00, rate 2 at night, all year."""
+    day = Day(1, (DayAction(time(0, 0), 2), DayAction(time(7, 0), 1), DayAction(time(23, 0), 2)))
+    return ActivityCalendar(
+        b"AMH-STD",
+        (Season(b"ALL", datetime(2020, 1, 1, tzinfo=UTC), b"WEEK"),),
+        (Week(b"WEEK", (1, 1, 1, 1, 1, 1, 1)),),
+        (day,),
+    )
 
 
 class SecurityPolicy(IntEnum):
@@ -147,6 +247,12 @@ class MeterState:
     events: list[tuple[datetime, int]] = field(default_factory=list)
     profile_requests: list[tuple[datetime, datetime]] = field(default_factory=list)  # served
     requests: int = 0  # APDUs received (all associations)
+    limiter: Limiter = field(default_factory=Limiter)
+    calendar_active: ActivityCalendar = field(default_factory=default_calendar)
+    calendar_passive: ActivityCalendar = field(default_factory=lambda: ActivityCalendar(b""))
+    calendar_activate_at: datetime | None = None
+    firmware: str = FIRMWARE
+    image: ImageTransfer = field(default_factory=ImageTransfer)
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def __post_init__(self) -> None:
@@ -225,6 +331,112 @@ class MeterState:
                 return True
             self.control_state = ControlState.CONNECTED
             self.events.append((at, EventCode.CONNECTED_REMOTE))
+            return True
+
+    def power_w(self, at: datetime) -> int:
+        """Instantaneous +A: the current interval's mean power, or the forced load."""
+        if self.faults.load_w is not None:
+            return self.faults.load_w
+        return self.interval_wh(interval_index(at)) * 4
+
+    # --- time-driven behaviour (evaluated whenever the meter is observed) ---
+    def supervise(self, at: datetime) -> None:
+        """The limiter and a pending calendar activation, at meter time ``at``."""
+        with self.lock:
+            if self.calendar_activate_at is not None and at >= self.calendar_activate_at:
+                self._activate_calendar(at)
+            lim = self.limiter
+            threshold = lim.threshold_active
+            if threshold <= 0 or self.control_state != ControlState.CONNECTED:
+                lim.over_since = None
+                return
+            if self.power_w(at) <= threshold:
+                lim.over_since = None
+                return
+            if lim.over_since is None:
+                lim.over_since = at
+            if (at - lim.over_since).total_seconds() >= lim.min_over_s:
+                self.control_state = ControlState.DISCONNECTED
+                self.events.append((at, EventCode.LIMITER_THRESHOLD_EXCEEDED))
+                lim.over_since = None
+
+    def set_limiter(self, attribute: int, value: int, at: datetime) -> None:
+        with self.lock:
+            lim = self.limiter
+            if attribute == 4:
+                lim.threshold_normal = value
+            elif attribute == 5:
+                lim.threshold_emergency = value
+            elif attribute == 6:
+                lim.min_over_s = value
+            else:
+                lim.min_under_s = value
+            lim.over_since = None
+            if attribute in (4, 5):
+                self.events.append((at, EventCode.LIMITER_THRESHOLD_CHANGED))
+
+    # --- activity calendar ---
+    def _activate_calendar(self, at: datetime) -> None:
+        self.calendar_active = self.calendar_passive
+        self.calendar_activate_at = None
+        self.events.append((at, EventCode.PASSIVE_CALENDAR_ACTIVATED))
+
+    def activate_calendar(self, at: datetime) -> None:
+        with self.lock:
+            self._activate_calendar(at)
+
+    # --- image transfer ---
+    def image_initiate(self, identifier: bytes, size: int) -> bool:
+        with self.lock:
+            img = self.image
+            if not img.enabled or size <= 0:
+                return False
+            if not (img.identifier == identifier and img.size == size):
+                img.blocks.clear()  # a new image; the same one again resumes
+            img.identifier, img.size = identifier, size
+            img.status = ImageTransferStatus.INITIATED
+            return True
+
+    def image_block(self, number: int, data: bytes) -> bool:
+        with self.lock:
+            img = self.image
+            if img.status != ImageTransferStatus.INITIATED or not 0 <= number < img.block_count:
+                return False
+            last = number == img.block_count - 1
+            if len(data) != img.block_size and not last:
+                return False
+            img.blocks[number] = data
+            img.received.append(number)
+            return True
+
+    def image_verify(self, at: datetime) -> bool:
+        with self.lock:
+            img = self.image
+            if img.status not in (
+                ImageTransferStatus.INITIATED,
+                ImageTransferStatus.VERIFICATION_FAILED,
+                ImageTransferStatus.VERIFICATION_SUCCESSFUL,
+            ):
+                return False
+            complete = img.first_not_transferred() == img.block_count
+            version = firmware_image_version(img.image()) if complete else None
+            if version is None or version.encode() != img.identifier:
+                img.status = ImageTransferStatus.VERIFICATION_FAILED
+                self.events.append((at, EventCode.FIRMWARE_VERIFICATION_FAILED))
+                return False
+            img.status = ImageTransferStatus.VERIFICATION_SUCCESSFUL
+            self.events.append((at, EventCode.FIRMWARE_READY_FOR_ACTIVATION))
+            return True
+
+    def image_activate(self, at: datetime) -> bool:
+        with self.lock:
+            img = self.image
+            if img.status != ImageTransferStatus.VERIFICATION_SUCCESSFUL:
+                return False
+            self.firmware = img.identifier.decode(errors="replace")
+            img.status = ImageTransferStatus.ACTIVATION_SUCCESSFUL
+            img.blocks.clear()
+            self.events.append((at, EventCode.FIRMWARE_ACTIVATED))
             return True
 
     # --- events ---

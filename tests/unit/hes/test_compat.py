@@ -386,3 +386,115 @@ def _with_value(value: int) -> GXDLMSRegister:
     r.setDataType(2, compat.data_type("UINT32"))
     r.value = value
     return r
+
+
+# 12-15. limiter, activity calendar, image transfer; SET errors ---------------------------
+
+LIMITER_LN = bytes.fromhex("0000110000ff")
+CALENDAR_LN = bytes.fromhex("00000d0000ff")
+IMAGE_LN = bytes.fromhex("00002c0000ff")
+
+
+def _apdu(service: int, class_id: int, ln: bytes, index: int, data: bytes = b"") -> bytes:
+    head = bytes([service, 0x01, 0xC1]) + class_id.to_bytes(2, "big") + ln + bytes([index])
+    if service == 0xC3:  # ACTION: parameters present
+        return head + b"\x01" + data
+    return head + b"\x00" + data
+
+
+def test_limiter_thresholds_cannot_be_read_from_stock_gurux() -> None:
+    from gurux_dlms.objects import GXDLMSLimiter
+
+    get_normal = _apdu(0xC0, 71, LIMITER_LN, 4)
+    stock = GXDLMSLimiter("0.0.17.0.0.255")
+    stock.thresholdNormal = 5000  # as after a SET
+    with pytest.raises(compat.GuruxFailure):
+        compat.server_handle_apdu(_server([stock]), 1, 1, get_normal)
+    written: list[tuple[int, int]] = []
+    limiter = compat.CompatLimiter(
+        "0.0.17.0.0.255",
+        lambda i: b"\x06" + (5000).to_bytes(4, "big") if i == 4 else None,
+        lambda i, v: written.append((i, int(v))) is None,
+    )
+    server = _server([limiter])
+    assert compat.server_handle_apdu(server, 1, 1, get_normal) == bytes.fromhex(
+        "c401c1000600001388"
+    )
+    set_normal = _apdu(0xC1, 71, LIMITER_LN, 4, b"\x06" + (7000).to_bytes(4, "big"))
+    assert compat.server_handle_apdu(server, 1, 1, set_normal) == bytes.fromhex("c501c100")
+    assert written == [(4, 7000)]
+    # an attribute the callback does not serve is denied, not answered with junk
+    assert compat.server_handle_apdu(server, 1, 1, _apdu(0xC0, 71, LIMITER_LN, 11))[3:5] == (
+        b"\x01\x03"
+    )
+
+
+def test_activate_passive_calendar_fails_in_stock_gurux() -> None:
+    from gurux_dlms.objects import GXDLMSActivityCalendar
+
+    activate = _apdu(0xC3, 20, CALENDAR_LN, 1, b"\x0f\x00")
+    with pytest.raises(compat.GuruxFailure):
+        compat.server_handle_apdu(
+            _server([GXDLMSActivityCalendar("0.0.13.0.0.255")]), 1, 1, activate
+        )
+    calls: list[int] = []
+    calendar = compat.CompatActivityCalendar(
+        "0.0.13.0.0.255", lambda i: None, lambda i, v: True, lambda m, p: calls.append(m) is None
+    )
+    assert compat.server_handle_apdu(_server([calendar]), 1, 1, activate) == bytes.fromhex(
+        "c701c10000"
+    )
+    assert calls == [1]
+
+
+def test_image_transfer_methods_crash_or_check_nothing_in_stock_gurux() -> None:
+    from gurux_dlms.objects import GXDLMSImageTransfer
+
+    initiate = _apdu(0xC3, 18, IMAGE_LN, 1, b"\x02\x02\x09\x02v2\x06\x00\x00\x01\x00")
+    block = _apdu(0xC3, 18, IMAGE_LN, 2, b"\x02\x02\x06\x00\x00\x00\x00\x09\x04abcd")
+    verify = _apdu(0xC3, 18, IMAGE_LN, 3, b"\x0f\x00")
+    stock = _server([GXDLMSImageTransfer("0.0.44.0.0.255")])
+    assert compat.server_handle_apdu(stock, 1, 1, initiate) == bytes.fromhex("c701c10000")
+    with pytest.raises(compat.GuruxFailure):
+        compat.server_handle_apdu(stock, 1, 1, block)
+    stock = _server([GXDLMSImageTransfer("0.0.44.0.0.255")])
+    compat.server_handle_apdu(stock, 1, 1, initiate)
+    # no block arrived, yet the stock meter says the image verified
+    assert compat.server_handle_apdu(stock, 1, 1, verify) == bytes.fromhex("c701c10000")
+    with pytest.raises(compat.GuruxFailure):
+        compat.server_handle_apdu(stock, 1, 1, _apdu(0xC0, 18, IMAGE_LN, 7))
+    calls: list[tuple[int, Any]] = []
+
+    def act(method: int, parameters: Any) -> bool:
+        calls.append((method, parameters))
+        return method != 3  # the image does not verify
+
+    image = compat.CompatImageTransfer(
+        "0.0.44.0.0.255", lambda i: b"\x01\x00" if i == 7 else None, lambda i, v: False, act
+    )
+    server = _server([image])
+    assert compat.server_handle_apdu(server, 1, 1, initiate) == bytes.fromhex("c701c10000")
+    assert compat.server_handle_apdu(server, 1, 1, block) == bytes.fromhex("c701c10000")
+    assert compat.server_handle_apdu(server, 1, 1, verify)[3] != 0  # refused
+    assert compat.server_handle_apdu(server, 1, 1, _apdu(0xC0, 18, IMAGE_LN, 7)) == (
+        bytes.fromhex("c401c1000100")
+    )
+    assert [m for m, _ in calls] == [1, 2, 3]
+    assert [int(x) if not isinstance(x, bytearray) else bytes(x) for x in calls[1][1]] == [
+        0,
+        b"abcd",
+    ]
+
+
+def test_set_error_from_set_value_is_ignored_by_stock_gurux() -> None:
+    class NoPreWrite(CompatServer):
+        def onPreWrite(self, *args: Any) -> None:  # as before patch 15
+            return None
+
+    refuse = _apdu(0xC1, 71, LIMITER_LN, 4, b"\x06\x00\x00\x00\x01")
+    stock = compat.CompatLimiter("0.0.17.0.0.255", lambda i: None, lambda i, v: False)
+    plain = _server([stock], cls=NoPreWrite)
+    # setValue refuses (e.error set), and gurux still answers success
+    assert compat.server_handle_apdu(plain, 1, 1, refuse) == bytes.fromhex("c501c100")
+    patched = _server([compat.CompatLimiter("0.0.17.0.0.255", lambda i: None, lambda i, v: False)])
+    assert compat.server_handle_apdu(patched, 1, 1, refuse) == bytes.fromhex("c501c103")
