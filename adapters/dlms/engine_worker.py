@@ -460,7 +460,110 @@ def worker_from_settings(
     return EngineWorker(settings, factory, directory, concurrency=concurrency, prefetch=prefetch)
 
 
-@click.command()
+@dataclass(frozen=True)
+class FleetRead:
+    """What a fleet read did: jobs published (0 in-process), meters by outcome, the
+    store's counts (none when the jobs were published without waiting)."""
+
+    jobs: int
+    meters: int
+    outcomes: dict[str, int]
+    stats: dict[str, int]
+    seconds: float
+
+
+def fleet_read(
+    settings: Settings,
+    start: datetime,
+    end: datetime,
+    *,
+    job_meters: int | None = None,
+    wait: bool = True,
+    registers: tuple[str, ...] | None = None,
+) -> FleetRead:
+    """Read every meter of ``[hes] manifest`` over (start, end] into the store: jobs of
+    ``job_meters`` for ``amihub engine`` processes with ``[hes] dispatch = "amqp"``
+    (waiting for their replies unless ``wait`` is False), else in-process
+    (hes.engine.ReadingEngine with ``[hes] concurrency``), as before."""
+    import uuid
+
+    from adapters.dlms.headend import directory_from_settings
+    from adapters.dlms.jobs import JobDispatcher, collect
+    from hub.errors import ConfigurationError
+
+    directory = directory_from_settings(settings.hes)
+    if directory is None:
+        raise ConfigurationError("a fleet read needs [hes] manifest")
+    meters = sorted(directory)
+    started = time.perf_counter()
+    outcomes: dict[str, int] = {}
+    stats: dict[str, int] = {}
+    if settings.hes.dispatch == "amqp":
+        from kombu.entity import Queue
+
+        dispatcher = JobDispatcher(settings.hes, settings.amqp, name="hes-fleet-read")
+        try:
+            if not wait:
+                ids = dispatcher.publish_reads(
+                    meters, start, end, registers=registers, job_meters=job_meters
+                )
+                return FleetRead(len(ids), len(meters), {}, {}, time.perf_counter() - started)
+            with make_connection(settings.amqp, "hes-fleet-read-replies") as connection:
+                channel = connection.channel()
+                reply = Queue(f"amihub.hes.reply.{uuid.uuid4().hex}", exclusive=True)
+                reply(channel).declare()
+                ids = dispatcher.publish_reads(
+                    meters,
+                    start,
+                    end,
+                    reply_to=reply.name,
+                    registers=registers,
+                    job_meters=job_meters,
+                )
+                replies = collect(connection, reply.name, ids, settings.hes.job_timeout)
+        finally:
+            dispatcher.close()
+        for r in replies:
+            for m in r["meters"]:
+                outcomes[m["outcome"]] = outcomes.get(m["outcome"], 0) + 1
+            for key, value in r["stats"].items():
+                stats[key] = stats.get(key, 0) + int(value)
+        return FleetRead(len(ids), len(meters), outcomes, stats, time.perf_counter() - started)
+    from adapters.sql.engine import make_engine
+    from adapters.sql.uow import SqlUnitOfWorkFactory
+
+    engine_ = make_engine(settings.database_url)
+    try:
+        reader = ReadingEngine(
+            MdmReadingSink(SqlUnitOfWorkFactory(engine_), settings.default_utility),
+            policy=EnginePolicy(
+                concurrency=settings.hes.concurrency,
+                timeout=settings.hes.timeout,
+                attempts=settings.hes.attempts,
+            ),
+        )
+        report = reader.run(
+            ReadCommand(
+                tuple(directory[m] for m in meters),
+                start,
+                end,
+                registers=DEFAULT_REGISTERS if registers is None else registers,
+            )
+        )
+    finally:
+        engine_.dispose()
+    for result in report.results:
+        outcomes[result.outcome.value] = outcomes.get(result.outcome.value, 0) + 1
+    stats = {
+        "stored": report.stats.stored,
+        "unchanged": report.stats.unchanged,
+        "superseded": report.stats.superseded,
+        "events": report.events_stored,
+    }
+    return FleetRead(0, len(meters), outcomes, stats, time.perf_counter() - started)
+
+
+@click.group(invoke_without_command=True)
 @click.option(
     "--concurrency",
     type=click.IntRange(1, 1024),
@@ -473,8 +576,13 @@ def worker_from_settings(
     default=None,
     help="Jobs taken from the broker at a time (default: [hes] engine_prefetch).",
 )
-def engine(concurrency: int | None, prefetch: int | None) -> None:
-    """Run a head-end engine: read and control jobs from [hes] jobs_queue over [amqp] url."""
+@click.pass_context
+def engine(ctx: click.Context, concurrency: int | None, prefetch: int | None) -> None:
+    """Run a head-end engine: read and control jobs from [hes] jobs_queue over [amqp] url.
+
+    ``amihub engine read`` reads the whole fleet once (a scheduled read, e.g. from cron)."""
+    if ctx.invoked_subcommand is not None:
+        return
     from hub.settings import load_settings
 
     settings = load_settings()
@@ -485,3 +593,42 @@ def engine(concurrency: int | None, prefetch: int | None) -> None:
     install_signals(worker.stop)
     worker.run()
     click.echo(f"engine stopped after {worker.done} job(s)", err=True)
+
+
+@engine.command("read")
+@click.option(
+    "--hours",
+    type=click.IntRange(1, 24 * 40),
+    default=24,
+    show_default=True,
+    help="Load profile window ending at the last complete interval.",
+)
+@click.option(
+    "--job-meters",
+    type=click.IntRange(1, 100_000),
+    default=None,
+    help="Meters per job (default: [hes] job_meters).",
+)
+@click.option(
+    "--wait/--no-wait",
+    default=True,
+    show_default=True,
+    help="Wait for every job's reply (dispatch = amqp).",
+)
+def read_command(hours: int, job_meters: int | None, wait: bool) -> None:
+    """Read every meter of [hes] manifest: jobs for the engines ([hes] dispatch = "amqp")
+    or in-process (the default)."""
+    from datetime import UTC, timedelta
+
+    from hes.simulator.meter import interval_end, interval_index
+    from hub.settings import load_settings
+
+    settings = load_settings()
+    end = interval_end(interval_index(datetime.now(UTC)) - 1)
+    done = fleet_read(settings, end - timedelta(hours=hours), end, job_meters=job_meters, wait=wait)
+    how = f"{done.jobs} job(s) via {settings.hes.jobs_queue}" if done.jobs else "in-process"
+    click.echo(f"{done.meters} meters, {how}, {done.seconds:.2f} s")
+    for outcome, n in sorted(done.outcomes.items()):
+        click.echo(f"{outcome:>8}: {n}")
+    if done.stats:
+        click.echo(" ".join(f"{k} {v}" for k, v in sorted(done.stats.items())))

@@ -338,3 +338,64 @@ def test_meter_read_schedule_dispatched_to_engines(fleet6: Setup) -> None:
         assert [e.code for e in late.errors] == ["2014"]
     finally:
         app.close()
+
+
+def test_fleet_read_command_publishes_jobs_and_waits(fleet6: Setup) -> None:
+    """``amihub engine read`` with [hes] dispatch = "amqp": the scheduled read of the fleet."""
+    fleet6.engine(concurrency=4, prefetch=2)
+    env = fleet6.env()
+    env["AMIHUB_HES__DISPATCH"] = "amqp"
+    env["AMIHUB_HES__JOB_METERS"] = "2"
+    env["AMIHUB_HES__JOB_TIMEOUT"] = "30"
+    done = subprocess.run(
+        [sys.executable, "-m", "hub.cli", "engine", "read", "--hours", "1"],
+        env=env,
+        cwd=fleet6.tmp_path,
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    out = done.stdout.decode()
+    assert done.returncode == 0, done.stderr.decode()[-2000:]
+    assert "7 meters, 4 job(s)" in out  # 6 answering meters and the dead one, 2 a job
+    assert "    done: 6" in out
+    assert "  failed: 1" in out
+    assert store_counts(fleet6)["meters"] == set(fleet6.mrids)
+
+
+def test_control_job_run_by_an_engine(fleet6: Setup, replies: tuple[Connection, str]) -> None:
+    """A control job (hub.headend.ControlRequest) on the queue: the engine runs it against
+    the meters and records the outcome as EndDeviceEvents (ControlJournal)."""
+    from adapters.dlms.jobs import control_job
+    from hes.simulator.meter import ControlState
+    from hub.headend import ControlRequest
+    from tests.unit.hub.test_headend_routes import DISCONNECT, events
+
+    conn, reply_to = replies
+    fleet6.engine(concurrency=2, prefetch=1)
+    with fleet6.app.uow_factory() as uow:
+        utility = uow.utilities.get(fleet6.app.settings.default_utility)
+    assert utility is not None
+    assert utility.id is not None
+    request = ControlRequest(
+        job_id="ENG-DISC",
+        utility_id=utility.id,
+        control_type=DISCONNECT,
+        devices=tuple(fleet6.mrids[:2]),
+        requested_at=datetime.now(UTC),
+    )
+    dispatcher = JobDispatcher(fleet6.hes, fleet6.amqp)
+    try:
+        [job] = dispatcher.publish([control_job(request)], reply_to)
+        [reply] = collect(conn, reply_to, [job], 30)
+    finally:
+        dispatcher.close()
+    assert reply["kind"] == "control"
+    assert reply["state"] == "succeeded", reply
+    assert [m.control_state for m in fleet6.fleet.meters[:3]] == [
+        ControlState.DISCONNECTED,
+        ControlState.DISCONNECTED,
+        ControlState.CONNECTED,
+    ]
+    recorded = events(fleet6.app, job="ENG-DISC", state="succeeded")
+    assert sorted(e.device_mrid for e in recorded) == sorted(fleet6.mrids[:2])
