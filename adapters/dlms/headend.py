@@ -87,6 +87,7 @@ class _Held:
     request: ControlRequest
     since: float  # monotonic
     hes_id: int | None = None  # set once the request is committed and handed to ControlJobs
+    parameters: ControlParameters | None = None  # the control type's, when submitted
 
 
 class _Collect:
@@ -111,13 +112,9 @@ class DlmsHeadEnd:
         control_parameters: Mapping[str, ControlParameters] | None = None,
     ) -> None:
         self.directory = directory
-        self.control_parameters = {
-            code: p
-            for code, p in (control_parameters or {}).items()
-            if code in PARAMETERS and isinstance(p, PARAMETERS[code])
-        }
+        self.control_parameters: dict[str, ControlParameters] = {}
         #: the EndDeviceControlType codes executed (the hub refuses others with 2013)
-        self.control_types = frozenset(PLAIN) | frozenset(self.control_parameters)
+        self.control_types = frozenset(PLAIN)
         self.recorder = recorder
         self.policy = policy or EnginePolicy(concurrency=8)
         self.hold_seconds = hold_seconds
@@ -131,10 +128,23 @@ class DlmsHeadEnd:
         self._held: dict[str, _Held] = {}
         self._by_hes_id: dict[int, str] = {}
         self._unrecorded: list[ControlReport] = []
-        self._lock = threading.RLock()  # _held, _by_hes_id
+        self._lock = threading.RLock()  # _held, _by_hes_id, control_parameters
         self._tick = threading.Lock()  # one run_due at a time
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self.configure_controls(control_parameters or {})
+
+    def configure_controls(self, parameters: Mapping[str, ControlParameters]) -> None:
+        """Set the parameters of the parameterised control types (load limit threshold,
+        ToU calendar, firmware image); those types become executable. Jobs already
+        submitted keep the parameters they were given."""
+        for code, p in parameters.items():
+            wanted = PARAMETERS.get(code)
+            if wanted is None or not isinstance(p, wanted):
+                raise ConfigurationError(f"control type {code} takes no {type(p).__name__}")
+        with self._lock:
+            self.control_parameters = {**self.control_parameters, **parameters}
+            self.control_types = frozenset(PLAIN) | frozenset(self.control_parameters)
 
     def __repr__(self) -> str:
         return f"DlmsHeadEnd({len(self.directory)} meters, {len(self._held)} job(s) held)"
@@ -145,6 +155,8 @@ class DlmsHeadEnd:
         return device_mrid in self.directory
 
     def submit(self, request: ControlRequest) -> None:
+        if request.control_type not in self.control_types:
+            raise UnknownJob(f"control type {request.control_type} is not executed here")
         missing = [d for d in request.devices if d not in self.directory]
         if missing:
             raise UnknownJob(f"no head-end address for {', '.join(missing)}")
@@ -154,7 +166,11 @@ class DlmsHeadEnd:
                 raise JobExists(f"control job {request.job_id} exists")
             # an earlier submission never seen committed is replaced: the request is
             # being processed again (its first transaction failed and was rolled back)
-            self._held[request.job_id] = _Held(request, time.monotonic())
+            self._held[request.job_id] = _Held(
+                request,
+                time.monotonic(),
+                parameters=self.control_parameters.get(request.control_type),
+            )
 
     def held(self, job_id: str) -> str | None:
         """The state of a held job (``pending`` before its request committed), or None."""
@@ -173,7 +189,7 @@ class DlmsHeadEnd:
                 tuple(self.directory[d] for d in r.devices),
                 r.start,
                 r.reason,
-                self.control_parameters.get(r.control_type),
+                held.parameters,
             )
         )
         held.hes_id = job.id
