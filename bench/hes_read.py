@@ -11,9 +11,15 @@ In one run, on this machine (simulators and engines share its cores):
 * ``bare gurux``: gurux's own GXDLMSClient, LLS, its own AARQ/AARE, GET +A and
   readRowsByRange of the day, release; same concurrency, no storage, no checks;
 * ``secured, 2 engines``: two engine processes, half of the meters each.
+* ``--engines-amqp N``: instead, the secured read through RabbitMQ: ``amihub engine``
+  processes (1, then N) take jobs of ``--job-meters`` meters from ``amihub.hes.jobs``
+  and store into PostgreSQL; the submitter (``amihub engine read``'s
+  ``fleet_read``) waits for every job's reply.
 
-Usage: ``python -m bench.hes_read [--meters N] [--concurrency C] [--no-store]``
-(without PostgreSQL, ``--no-store`` counts rows instead of storing them).
+Usage: ``python -m bench.hes_read [--meters N] [--concurrency C] [--no-store]
+[--engines-amqp N [--job-meters M]]`` (without PostgreSQL, ``--no-store`` counts
+rows instead of storing them; ``--engines-amqp`` needs PostgreSQL and RabbitMQ,
+``AMIHUB_TEST_AMQP_URL``).
 """
 
 from __future__ import annotations
@@ -223,13 +229,120 @@ def _run_children(commands: list[list[str]]) -> list[dict[str, Any]]:
     return out
 
 
+def amqp_engines(n: int, c: int, engines: int, job_meters: int) -> None:
+    """The secured read through RabbitMQ with 1, then ``engines``, engine processes."""
+    import os
+    import signal
+    import tempfile
+    import uuid
+    from pathlib import Path
+
+    from adapters.dlms.engine_worker import fleet_read
+    from bench.common import scratch_database
+    from hes.cli import fleet_manifest
+    from hes.simulator.fleet import Fleet
+    from hub.settings import load_settings
+
+    amqp_url = os.environ.get("AMIHUB_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672//")
+    port = _free_port()
+    sim = _start_simulator(n, port, "hls")
+    work = Path(tempfile.mkdtemp(prefix="amihub-bench-engines-"))
+    manifest = work / "fleet.json"
+    manifest.write_text(json.dumps(fleet_manifest(Fleet.build(n, port, SEED))))
+    start, end = _window()
+    rows: list[tuple[int, float, dict[str, int], dict[str, int]]] = []
+    try:
+        for k in sorted({1, engines}):
+            with scratch_database("amihub_hes") as url:
+                prepare_store(url, n)
+                env = {key: v for key, v in os.environ.items() if not key.startswith("AMIHUB_")}
+                env.update(
+                    {
+                        "AMIHUB_CONFIG": str(work / "none.toml"),
+                        "AMIHUB_DATABASE_URL": url,
+                        "AMIHUB_DEFAULT_UTILITY": "BENCH",
+                        "AMIHUB_LOG_LEVEL": "WARNING",
+                        "AMIHUB_AMQP__URL": amqp_url,
+                        "AMIHUB_HES__MANIFEST": str(manifest),
+                        "AMIHUB_HES__SIMULATED_SEED": str(SEED),
+                        "AMIHUB_HES__TIMEOUT": "10",
+                        "AMIHUB_HES__DISPATCH": "amqp",
+                        "AMIHUB_HES__JOBS_QUEUE": f"amihub.hes.jobs.bench-{uuid.uuid4().hex[:8]}",
+                        "AMIHUB_HES__JOB_TIMEOUT": "3600",
+                    }
+                )
+                logs = [work / f"engine-{k}-{i}.log" for i in range(k)]
+                procs = []
+                for log in logs:
+                    with log.open("wb") as out:
+                        procs.append(
+                            subprocess.Popen(
+                                [
+                                    *(sys.executable, "-m", "hub.cli", "engine"),
+                                    *("--concurrency", str(c), "--prefetch", "2"),
+                                ],
+                                env={**env, "AMIHUB_LOG_LEVEL": "INFO"},
+                                stdout=out,
+                                stderr=subprocess.STDOUT,
+                            )
+                        )
+                deadline = time.monotonic() + 60
+                while not all("consuming" in log.read_text() for log in logs):
+                    if time.monotonic() > deadline:
+                        raise SystemExit("engines did not start")
+                    time.sleep(0.1)
+                saved = dict(os.environ)
+                os.environ.update(env)
+                try:
+                    settings = load_settings()
+                finally:
+                    os.environ.clear()
+                    os.environ.update(saved)
+                try:
+                    done = fleet_read(
+                        settings,
+                        start,
+                        end,
+                        job_meters=job_meters,
+                        registers=("1.0.1.8.0.255",),
+                        profile_channels=("1.0.1.8.0.255",),
+                    )
+                finally:
+                    for p in procs:
+                        p.send_signal(signal.SIGTERM)
+                    for p in procs:
+                        p.wait(60)
+                rows.append((k, done.seconds, done.outcomes, done.stats))
+                from kombu.connection import Connection
+
+                with Connection(amqp_url) as conn, conn.channel() as ch:
+                    ch.queue_delete(settings.hes.jobs_queue)
+    finally:
+        sim.terminate()
+        sim.wait(10)
+    print(
+        f"{n} meters, daily profile (96 intervals) + +A, HLS-GMAC, concurrency {c} per engine, "
+        f"jobs of {job_meters} via RabbitMQ, store: PostgreSQL"
+    )
+    for k, seconds, outcomes, stats in rows:
+        print(
+            f"  {k} engine process(es): {seconds:7.1f} s  {n / seconds:6.0f} meters/s  "
+            f"done {outcomes.get('done', 0)}, stored {stats.get('stored', 0)}"
+        )
+
+
 def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(prog="bench.hes_read")
     parser.add_argument("--meters", type=int, default=10_000)
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--no-store", action="store_true")
+    parser.add_argument("--engines-amqp", type=int, default=0)
+    parser.add_argument("--job-meters", type=int, default=250)
     args = parser.parse_args(argv)
     n, c = args.meters, args.concurrency
+    if args.engines_amqp:
+        amqp_engines(n, c, args.engines_amqp, args.job_meters)
+        return
 
     from contextlib import ExitStack
 

@@ -341,6 +341,9 @@ class EngineWorker:
             datetime.fromisoformat(job["end"]),
             registers=DEFAULT_REGISTERS if registers is None else tuple(registers),
             read_events=bool(job.get("events")),
+            profile_channels=(
+                tuple(job["profile_channels"]) if job.get("profile_channels") else None
+            ),
         )
         futures = [self.meters.submit(self.reader.read_meter, t, command) for t in command.targets]
         results: list[MeterResult] = [f.result() for f in futures]
@@ -480,6 +483,7 @@ def fleet_read(
     job_meters: int | None = None,
     wait: bool = True,
     registers: tuple[str, ...] | None = None,
+    profile_channels: tuple[str, ...] | None = None,
 ) -> FleetRead:
     """Read every meter of ``[hes] manifest`` over (start, end] into the store: jobs of
     ``job_meters`` for ``amihub engine`` processes with ``[hes] dispatch = "amqp"``
@@ -505,7 +509,12 @@ def fleet_read(
         try:
             if not wait:
                 ids = dispatcher.publish_reads(
-                    meters, start, end, registers=registers, job_meters=job_meters
+                    meters,
+                    start,
+                    end,
+                    registers=registers,
+                    job_meters=job_meters,
+                    profile_channels=profile_channels,
                 )
                 return FleetRead(len(ids), len(meters), {}, {}, time.perf_counter() - started)
             with make_connection(settings.amqp, "hes-fleet-read-replies") as connection:
@@ -519,6 +528,7 @@ def fleet_read(
                     reply_to=reply.name,
                     registers=registers,
                     job_meters=job_meters,
+                    profile_channels=profile_channels,
                 )
                 replies = collect(connection, reply.name, ids, settings.hes.job_timeout)
         finally:
@@ -548,6 +558,7 @@ def fleet_read(
                 start,
                 end,
                 registers=DEFAULT_REGISTERS if registers is None else registers,
+                profile_channels=profile_channels,
             )
         )
     finally:

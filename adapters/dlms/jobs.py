@@ -8,8 +8,9 @@ A message is one job, JSON (``content_type = application/json``):
 * read: ``{"kind": "read", "job": id, "meters": [mRID...], "start": iso, "end": iso,
   "registers": [OBIS...] | null, "events": bool, "utility": code}`` (registers null:
   the engine's defaults; ``[]``: the load profile only); optional ``"types":
-  [ReadingType...]`` (store only these) and ``"events_in_window": true`` (store only the
-  meter events of (start, end]);
+  [ReadingType...]`` (store only these), ``"events_in_window": true`` (store only the
+  meter events of (start, end]) and ``"profile_channels": [OBIS...]`` (the profile
+  columns to store; absent: all);
 * control: ``{"kind": "control", "job": id, "utility_id": n, "control_type": code,
   "devices": [mRID...], "requested_at": iso, "reason": str | null,
   "correlation_id": str | null}`` (a :class:`hub.headend.ControlRequest`).
@@ -65,6 +66,7 @@ def read_job(
     utility: str | None = None,
     types: Iterable[str] | None = None,
     events_in_window: bool = False,
+    profile_channels: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     job: dict[str, Any] = {
         "kind": "read",
@@ -80,6 +82,8 @@ def read_job(
         job["types"] = sorted(types)
     if events_in_window:
         job["events_in_window"] = True
+    if profile_channels is not None:
+        job["profile_channels"] = list(profile_channels)
     return job
 
 
@@ -191,6 +195,7 @@ class JobDispatcher:
         prefix: str | None = None,
         types: Iterable[str] | None = None,
         events_in_window: bool = False,
+        profile_channels: Sequence[str] | None = None,
     ) -> list[str]:
         """Split ``meters`` into jobs of ``job_meters`` (``[hes] job_meters``) and publish."""
         prefix = prefix or f"read-{uuid.uuid4().hex[:12]}"
@@ -205,6 +210,7 @@ class JobDispatcher:
                 utility=utility,
                 types=types,
                 events_in_window=events_in_window,
+                profile_channels=profile_channels,
             )
             for n, part in enumerate(chunks(meters, job_meters or self.hes.job_meters), 1)
         ]

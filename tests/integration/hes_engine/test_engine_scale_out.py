@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -399,3 +400,62 @@ def test_control_job_run_by_an_engine(fleet6: Setup, replies: tuple[Connection, 
     ]
     recorded = events(fleet6.app, job="ENG-DISC", state="succeeded")
     assert sorted(e.device_mrid for e in recorded) == sorted(fleet6.mrids[:2])
+
+
+def next_reply(conn: Connection, queue: str, timeout: float) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    with conn.channel() as ch:
+        while time.monotonic() < deadline:
+            m = ch.basic_get(queue, no_ack=True)
+            if m is not None:
+                return dict(json.loads(m.body))
+            time.sleep(0.05)
+    raise AssertionError("no reply")
+
+
+def close_engine_connection(pid: int) -> int:
+    """Close, on the broker, the consuming connection of the engine process ``pid``."""
+    out = subprocess.run(
+        ["rabbitmqctl", "-q", "list_connections", "pid", "client_properties"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    closed = 0
+    for line in out.splitlines():
+        conn_pid, _, props = line.partition("\t")
+        if f'{{"connection_name","engine {socket.gethostname()}:{pid}"}}' in props:
+            subprocess.run(
+                ["rabbitmqctl", "-q", "close_connection", conn_pid.strip(), "test: dropped"],
+                capture_output=True,
+                check=True,
+            )
+            closed += 1
+    return closed
+
+
+def test_engine_reconnects_after_the_broker_drops_it(
+    fleet60: Setup, replies: tuple[Connection, str]
+) -> None:
+    conn, reply_to = replies
+    engine = fleet60.engine(concurrency=4, prefetch=2)
+    start, end = window(4)
+    dispatcher = JobDispatcher(fleet60.hes, fleet60.amqp)
+    try:
+        ids = dispatcher.publish_reads(
+            fleet60.mrids, start, end, reply_to=reply_to, registers=[], job_meters=3
+        )
+        first = next_reply(conn, reply_to, 30)  # jobs are flowing
+        assert close_engine_connection(engine.pid) == 1
+        rest = [i for i in ids if i != first["job"]]
+        got = [first, *collect(conn, reply_to, rest, 40)]
+    finally:
+        dispatcher.close()
+    assert {r["state"] for r in got} == {"succeeded"}
+    assert engine.poll() is None  # it reconnected, it did not die
+    assert "reconnecting in" in fleet60.logs()
+    counts = store_counts(fleet60)
+    assert counts["meters"] == set(fleet60.mrids)
+    assert counts["series"] == {16}
+    assert counts["max_version"] == 1
+    assert counts["history"] == 0
