@@ -396,7 +396,7 @@ class ControlJobs:
         attempts = max(self.policy.attempts, 1)
         sent: list[int] = []  # block numbers sent, all attempts
         resumed: list[int] = []
-        verified = False
+        verified = checked = False
         last: AmihubError | None = None
         for attempt in range(attempts):
             if attempt:
@@ -413,10 +413,12 @@ class ControlJobs:
             try:
                 session.associate()
                 if not verified:
-                    if attempt == 0 and _bytes(session.get_attribute(*FIRMWARE_ID, 2)) == ident:
+                    if not checked and _bytes(session.get_attribute(*FIRMWARE_ID, 2)) == ident:
                         session.release()
                         return DeviceOutcome(target.mrid, True, ok_event, "already")
-                    self._transfer(session, update, sent, resumed, first_attempt=attempt == 0)
+                    fresh = not checked  # this job has not initiated a transfer yet
+                    checked = True
+                    self._transfer(session, update, sent, resumed, fresh=fresh)
                     try:
                         session.invoke(*IMAGE_TRANSFER, 3, cosem_data.integer(0))
                     except MeterUnreachable:
@@ -473,7 +475,7 @@ class ControlJobs:
         sent: list[int],
         resumed: list[int],
         *,
-        first_attempt: bool,
+        fresh: bool,
     ) -> None:
         """Send the blocks the meter lacks (from image_first_not_transferred_block_number)."""
         if not _bool(session.get_attribute(*IMAGE_TRANSFER, 5)):
@@ -482,7 +484,8 @@ class ControlJobs:
         if block_size <= 0:
             raise ControlFailed(f"image_block_size is {block_size}")
         status = _int(session.get_attribute(*IMAGE_TRANSFER, 6))
-        if first_attempt or status != ImageStatus.INITIATED:
+        resume = not fresh and status == ImageStatus.INITIATED
+        if not resume:
             session.invoke(
                 *IMAGE_TRANSFER,
                 1,
@@ -492,7 +495,7 @@ class ControlJobs:
                 ),
             )
         first = _int(session.get_attribute(*IMAGE_TRANSFER, 4))
-        if not first_attempt:
+        if resume:
             resumed.append(first)
         count = -(-len(update.image) // block_size)
         for n in range(first, count):

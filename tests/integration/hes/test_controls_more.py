@@ -289,3 +289,18 @@ def test_firmware_on_a_meter_that_never_answers(fleet: Fleet) -> None:
     assert job.state is JobState.FAILED
     assert job.outcomes[0].event_type == "3.11.0.85"
     assert "MeterUnreachable" in job.outcomes[0].detail
+
+
+def test_firmware_refused_when_image_transfer_is_disabled(fleet: Fleet) -> None:
+    fleet.meters[0].image.enabled = False
+    jobs = _jobs()
+    job = jobs.submit(
+        ControlCommand(
+            FIRMWARE_UPDATE, _targets(fleet)[:1], parameters=FirmwareUpdate(IMAGE, "AMH-2.0.0")
+        )
+    )
+    jobs.run_due()
+    assert job.state is JobState.FAILED
+    assert "image transfer is not enabled" in job.outcomes[0].detail
+    assert fleet.meters[0].image.received == []
+    assert fleet.meters[0].firmware == FIRMWARE
