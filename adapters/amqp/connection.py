@@ -3,17 +3,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
 import ssl
 import threading
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
 from kombu.connection import Connection
 
-from hub.errors import ConfigurationError
+from hub.errors import ConfigurationError, TransportUnavailable
 from hub.settings import AmqpSettings
 
 log = logging.getLogger("amihub.amqp")
@@ -92,3 +94,48 @@ class Backoff:
 
     def wait(self) -> bool:
         return not self.stop.wait(self.next_delay())
+
+
+def reconnecting(
+    name: str,
+    settings: AmqpSettings,
+    stop: threading.Event,
+    session: Callable[[Connection, Backoff], None],
+    cleanup: Callable[[Connection], None],
+) -> None:
+    """Run ``session`` on a fresh connection until ``stop`` is set, reconnecting with
+    backoff when the broker drops or refuses it (and after an unexpected error: a bug
+    must not end consumption silently). ``cleanup`` runs after every session; what was
+    not acknowledged is delivered again by the broker."""
+    backoff = Backoff(settings.reconnect_delay, settings.reconnect_max_delay, stop)
+    while not stop.is_set():
+        connection = make_connection(settings, name)
+        errors = (
+            *connection.connection_errors,
+            *connection.channel_errors,
+            OSError,
+            TransportUnavailable,
+        )
+        try:
+            session(connection, backoff)
+        except errors as exc:
+            delay = backoff.next_delay()
+            log.warning(
+                "%s: connection to %s lost or refused (%s: %s); reconnecting in %.1f s",
+                name,
+                safe_url(connection),
+                type(exc).__name__,
+                exc,
+                delay,
+            )
+            if stop.wait(delay):
+                break
+        except Exception:
+            delay = backoff.next_delay()
+            log.exception("%s: unexpected error; reconnecting in %.1f s", name, delay)
+            if stop.wait(delay):
+                break
+        finally:
+            cleanup(connection)
+            with contextlib.suppress(*errors):
+                connection.release()

@@ -40,7 +40,7 @@ from kombu.message import Message
 from kombu.messaging import Consumer
 
 from adapters.amqp import headers as hdr
-from adapters.amqp.connection import Backoff, make_connection, safe_url
+from adapters.amqp.connection import Backoff, reconnecting, safe_url
 from adapters.amqp.events import build_event
 from adapters.amqp.identity import Sender, SenderResolver
 from adapters.amqp.mapping import MappingGate
@@ -48,7 +48,7 @@ from adapters.amqp.publisher import ConfirmingPublisher, Outgoing, Unroutable
 from adapters.amqp.topology import Topology
 from cim_schemas import envelope
 from cim_schemas.envelope import Header, Reply
-from hub.errors import ErrorDetail, RecoverableError, StoreUnavailable, TransportUnavailable
+from hub.errors import ErrorDetail, RecoverableError, StoreUnavailable
 from hub.lifecycle import MessageLifecycle
 from hub.messages import InboundMessage, Outcome
 from hub.pipeline import DEAD_LETTER_BODY_LIMIT, Pipeline
@@ -151,46 +151,18 @@ class AmqpConsumer:
         self.stop_event.set()
 
     def run(self) -> None:
-        backoff = Backoff(
-            self.settings.reconnect_delay, self.settings.reconnect_max_delay, self.stop_event
+        reconnecting(
+            f"{self.name}-consumer", self.settings, self.stop_event, self._session, self._cleanup
         )
-        while not self.stop_event.is_set():
-            connection = make_connection(self.settings, f"{self.name}-consumer")
-            self.connection = connection
-            errors = (
-                *connection.connection_errors,
-                *connection.channel_errors,
-                OSError,
-                TransportUnavailable,
-            )
-            try:
-                self._session(connection, backoff)
-            except errors as exc:
-                delay = backoff.next_delay()
-                log.warning(
-                    "%s: connection to %s lost or refused (%s: %s); reconnecting in %.1f s",
-                    self.name,
-                    safe_url(connection),
-                    type(exc).__name__,
-                    exc,
-                    delay,
-                )
-                if self.stop_event.wait(delay):
-                    break
-            except Exception:  # a bug must not end consumption silently: start over
-                delay = backoff.next_delay()
-                log.exception("%s: unexpected error; reconnecting in %.1f s", self.name, delay)
-                if self.stop_event.wait(delay):
-                    break
-            finally:
-                self.consuming.clear()
-                self.connection = None
-                self._buffer.clear()  # unacknowledged: the broker delivers them again
-                self.publisher.close()
-                with contextlib.suppress(*errors):
-                    connection.release()
+
+    def _cleanup(self, connection: Connection) -> None:
+        self.consuming.clear()
+        self.connection = None
+        self._buffer.clear()  # unacknowledged: the broker delivers them again
+        self.publisher.close()
 
     def _session(self, connection: Connection, backoff: Backoff) -> None:
+        self.connection = connection
         connection.connect()
         # amihub's own broker user: its retry copies name the partner in amihub-partner
         driver = connection.transport.driver_type

@@ -47,7 +47,7 @@ from kombu.connection import Connection
 from kombu.message import Message
 from kombu.messaging import Consumer
 
-from adapters.amqp.connection import Backoff, make_connection, safe_url
+from adapters.amqp.connection import Backoff, make_connection, reconnecting, safe_url
 from adapters.amqp.publisher import ConfirmingPublisher, Outgoing, Unroutable
 from adapters.dlms.directory import MeterDirectory
 from adapters.dlms.jobs import CONTENT_TYPE, control_request, jobs_queue, reply_body
@@ -64,7 +64,7 @@ from hes.engine import (
     ReadingEngine,
     tcp_sessions,
 )
-from hub.errors import AmihubError, TransportUnavailable
+from hub.errors import AmihubError
 from hub.headend import ControlJournal, ControlReport, DeviceResult, EventPublisher
 from hub.settings import Settings
 from mdm.ports import UnitOfWorkFactory
@@ -135,45 +135,17 @@ class EngineWorker:
         self.stop_event.set()
 
     def run(self) -> None:
-        backoff = Backoff(self.amqp.reconnect_delay, self.amqp.reconnect_max_delay, self.stop_event)
         try:
-            while not self.stop_event.is_set():
-                connection = make_connection(self.amqp, self.name)
-                errors = (
-                    *connection.connection_errors,
-                    *connection.channel_errors,
-                    OSError,
-                    TransportUnavailable,
-                )
-                try:
-                    self._session(connection, backoff)
-                except errors as exc:
-                    delay = backoff.next_delay()
-                    log.warning(
-                        "%s: connection to %s lost or refused (%s: %s); reconnecting in %.1f s",
-                        self.name,
-                        safe_url(connection),
-                        type(exc).__name__,
-                        exc,
-                        delay,
-                    )
-                    if self.stop_event.wait(delay):
-                        break
-                except Exception:
-                    delay = backoff.next_delay()
-                    log.exception("%s: unexpected error; reconnecting in %.1f s", self.name, delay)
-                    if self.stop_event.wait(delay):
-                        break
-                finally:
-                    self.consuming.clear()
-                    # unacknowledged: the broker delivers them again (to us or another engine)
-                    self._in_hand.clear()
-                    self.publisher.close()
-                    with contextlib.suppress(*errors):
-                        connection.release()
+            reconnecting(self.name, self.amqp, self.stop_event, self._session, self._cleanup)
         finally:
             self.jobs.shutdown(wait=True)
             self.meters.shutdown(wait=True)
+
+    def _cleanup(self, connection: Connection) -> None:
+        self.consuming.clear()
+        # unacknowledged: the broker delivers them again (to us or another engine)
+        self._in_hand.clear()
+        self.publisher.close()
 
     def _session(self, connection: Connection, backoff: Backoff) -> None:
         connection.connect()
