@@ -462,9 +462,11 @@ class _DirectFeed:
         return self.writer.finish()
 
     def close(self) -> None:
-        """Stop the writer thread (after an error in the reading thread too)."""
+        """Stop the writer thread (after an error in the reading thread too), and the
+        writer's own background batch (abort is a no-op after finish)."""
         if self.thread is not None:
             self.thread.close()
+        self.writer.abort()
 
 
 def import_stream(

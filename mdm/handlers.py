@@ -52,8 +52,12 @@ def store_meter_readings(
 ) -> StagingResult:
     writer = uow.readings.direct_writer(cmd.utility_id) if cmd.direct else None
     if writer is not None:
-        for chunk in cmd.feed:
-            writer.add(chunk.blocks, {m.item: m.ref for m in chunk.meters})
+        try:
+            for chunk in cmd.feed:
+                writer.add(chunk.blocks, {m.item: m.ref for m in chunk.meters})
+        except BaseException:
+            writer.abort()  # quiet before the caller rolls back
+            raise
         return writer.finish()
     staging = uow.readings.staging()
     for chunk in cmd.feed:

@@ -112,6 +112,11 @@ class DirectReadingWriter(Protocol):
 
     def finish(self) -> StagingResult: ...
 
+    def abort(self) -> None:
+        """Stop after the batch being written (the caller rolls back): call it when
+        the input fails before :meth:`finish`, so nothing writes during the rollback."""
+        ...
+
 
 class UtilityRepository(Protocol):
     def get(self, code: str) -> Utility | None: ...

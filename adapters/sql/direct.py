@@ -16,7 +16,10 @@ PostgreSQL only; elsewhere :meth:`SqlReadingRepository.direct_writer` is None.
 
 from __future__ import annotations
 
+import queue
+import threading
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
@@ -43,6 +46,12 @@ def _escape(value: str) -> str:
     )
 
 
+@dataclass(frozen=True)
+class _Batch:
+    blocks: list[ReadingBlock]
+    meters: dict[int, DeviceRef]
+
+
 class SqlDirectReadingWriter:
     def __init__(
         self, uow: SqlUnitOfWork, repo: SqlReadingRepository, utility_id: int, batch_rows: int
@@ -60,12 +69,21 @@ class SqlDirectReadingWriter:
         self._stored = 0
         self._now = utcnow().isoformat()
         self._ts_cache: dict[datetime, str] = {}
+        # batches are written by a background thread while the caller parses the next:
+        # the server's work on one batch overlaps Python's on the next (its waits release
+        # the GIL); at most two batches are queued, so memory stays bounded
+        self._batches: queue.Queue[_Batch | None] = queue.Queue(maxsize=2)
+        self._worker: threading.Thread | None = None
+        self._failure: BaseException | None = None
+        self._aborted = False
 
     @property
     def _raw(self) -> Any:
         return self._uow.connection.connection.driver_connection
 
     def add(self, blocks: Sequence[ReadingBlock], meters: Mapping[int, DeviceRef]) -> None:
+        if self._failure is not None:  # stop reading the input: the batch already failed
+            raise self._failure
         self._blocks.extend(blocks)
         self._pending += sum(len(b.readings) for b in blocks)
         self._meters.update(meters)
@@ -86,15 +104,41 @@ class SqlDirectReadingWriter:
 
     def finish(self) -> StagingResult:
         self._flush()
+        if self._worker is not None:
+            self._batches.put(None)
+            self._worker.join()
+        if self._failure is not None:
+            raise self._failure
         return StagingResult(IngestStats(stored=self._stored), unknown_items=sorted(self._unknown))
 
-    # -- one batch ----------------------------------------------------------------------
+    def abort(self) -> None:
+        self._aborted = True
+        if self._worker is not None:
+            self._batches.put(None)
+            self._worker.join()
+            self._worker = None
+
+    # -- batches, written in the background -------------------------------------------------
 
     def _flush(self) -> None:
         blocks, meters = self._blocks, self._meters
         self._blocks, self._meters, self._pending = [], {}, 0
         if not blocks and not meters:
             return
+        if self._worker is None:
+            self._worker = threading.Thread(target=self._work, name="direct-writer", daemon=True)
+            self._worker.start()
+        self._batches.put(_Batch(blocks, meters))
+
+    def _work(self) -> None:
+        while (batch := self._batches.get()) is not None:
+            if self._failure is None and not self._aborted:
+                try:
+                    self._write(batch.blocks, batch.meters)
+                except BaseException as exc:  # re-raised in the caller's thread
+                    self._failure = exc
+
+    def _write(self, blocks: list[ReadingBlock], meters: dict[int, DeviceRef]) -> None:
         try:
             devices = self._resolve(meters)
             self._unknown.extend(sorted(i for i in meters if i not in devices))

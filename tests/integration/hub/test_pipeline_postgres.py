@@ -171,3 +171,26 @@ def test_a_file_in_time_order_stays_on_the_fast_path(
     assert outcome.counts["stored"] == 20 * 96 * 3
     assert "merging instead" not in caplog.text
     app.close()
+
+
+def test_a_bad_reading_late_in_a_big_file_stores_nothing(postgres_url: str, tmp_path: Path) -> None:
+    """The fast path writes batches in the background while the file is parsed; a bad
+    value near the end stops it, the writer is quiet, and the rollback leaves nothing."""
+    app = make_app(postgres_url, tree_limit_bytes=64 * 1024, ingest_batch_rows=500)
+    meters = [f"BL{n:02d}" for n in range(30)]
+    add_meters(app, *meters, install=False)
+    path = tmp_path / "late.xml"
+    with path.open("w") as f:
+        write_meter_readings(f, meters, START, 96, registers=False)
+    body = path.read_bytes()
+    cut = body.rindex(b"<m:value>")
+    path.write_bytes(body[:cut] + b"<m:value>not-a-number" + body[cut + 9 :])
+    outcome = app.pipeline.process(InboundMessage(source="hes", endpoint="t", path=path))
+    assert outcome.result == "FAILED"
+    assert outcome.errors[0].code == "2005"
+    assert reading_count(app) == 0
+    again = app.pipeline.process(
+        InboundMessage(source="hes", endpoint="t", body=meter_readings_bytes(meters[:1], START, 4))
+    )
+    assert again.ok  # the store is usable after the rollback
+    app.close()
