@@ -67,6 +67,7 @@ LAZY_COMMANDS: dict[str, str] = {
     "engine": "adapters.dlms.engine_worker:engine",
     "hes": "hes.cli:hes",
     "simulate": "hes.cli:simulate",
+    "keys": "adapters.dlms.keys_cli:keys",
 }
 
 

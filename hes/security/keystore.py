@@ -105,6 +105,10 @@ class KeyStore:
     def version(self, mrid: str) -> int:
         return self._records[mrid].version
 
+    def meters(self) -> list[tuple[str, bytes, int]]:
+        """(mRID, system title, key version) of every meter: never the keys."""
+        return [(m, r.system_title, r.version) for m, r in sorted(self._records.items())]
+
     def rotate_master(self, new_master_key: bytes) -> KeyStore:
         """A new store with every record re-encrypted under ``new_master_key``."""
         rotated = KeyStore(new_master_key)
