@@ -321,7 +321,9 @@ class Pipeline:
         log_id = steps.log_id
         reply = self._render(header, frame.style, result.result, result.errors, result.payload)
         dead_letter_id = None
-        if result.result != "OK":
+        # a get answered PARTIAL/FAILED (an unknown meter) is an answer, not an input
+        # to fix and replay: only changes are kept as dead letters
+        if result.result != "OK" and header.verb != "get":
             dead_letter_id = self._dead_letter(uow, msg, log_id, result.errors)
         conclusion = MessageConclusion(
             log_id=log_id,

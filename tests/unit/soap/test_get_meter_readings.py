@@ -167,6 +167,9 @@ def test_unknown_meters_get_an_error_each(loaded: App) -> None:
     assert only_unknown.result == "FAILED"
     assert [e.code for e in only_unknown.errors] == ["2001"]
     reply_tree(only_unknown.reply)
+    # an answer to a get is not an input to fix and replay: no dead letters
+    assert outcome.dead_letter_id is None
+    assert only_unknown.dead_letter_id is None
 
 
 def test_groups_and_inverted_periods_are_refused_with_xpaths(loaded: App) -> None:
