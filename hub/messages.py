@@ -13,6 +13,15 @@ from hub.security import Principal
 
 
 @dataclass(frozen=True)
+class ReplyRoute:
+    """How an adapter delivers replies a Header asks to have sent later (AsyncReplyFlag
+    + ReplyAddress): the outbox channel, and the ReplyAddress schemes it serves."""
+
+    channel: str
+    schemes: frozenset[str]
+
+
+@dataclass(frozen=True)
 class InboundMessage:
     """Raw input with who sent it and where it came in.
 
@@ -33,6 +42,8 @@ class InboundMessage:
     #: the transport's id of this message (AMQP message_id): the idempotency key when
     #: the CIM Header carries no MessageID
     message_id: str | None = None
+    #: async replies: queued in the outbox in the transaction of the effect
+    async_replies: ReplyRoute | None = None
 
     def __post_init__(self) -> None:
         if (self.body is None) == (self.path is None):
@@ -87,6 +98,8 @@ class Outcome:
     correlation_id: str | None = None
     reply_address: str | None = None
     async_reply: bool = False
+    #: the reply was queued for the ReplyAddress (answer the caller an acknowledgement)
+    reply_queued: bool = False
     counts: dict[str, int] = field(default_factory=dict)
 
     @property

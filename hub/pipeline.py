@@ -23,6 +23,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import IO, cast
+from urllib.parse import urlsplit
 
 from lxml import etree
 
@@ -325,6 +326,7 @@ class Pipeline:
         # to fix and replay: only changes are kept as dead letters
         if result.result != "OK" and header.verb != "get":
             dead_letter_id = self._dead_letter(uow, msg, log_id, result.errors)
+        queued = self._queue_async_reply(uow, msg, header, reply)
         conclusion = MessageConclusion(
             log_id=log_id,
             message_id=header.message_id if msg.replay_of is None else None,
@@ -347,9 +349,34 @@ class Pipeline:
             correlation_id=header.message_id,
             reply_address=header.reply_address,
             async_reply=bool(header.async_reply_flag),
+            reply_queued=queued,
             counts=result.counts,
         )
         return outcome, conclusion
+
+    @staticmethod
+    def _queue_async_reply(
+        uow: UnitOfWork, msg: InboundMessage, header: Header, reply: bytes
+    ) -> bool:
+        """With AsyncReplyFlag and a ReplyAddress the adapter serves, the reply goes to
+        the outbox in the transaction of the effect: it cannot be lost in between."""
+        route = msg.async_replies
+        address = header.reply_address or ""
+        if route is None or not header.async_reply_flag or not address:
+            return False
+        if urlsplit(address).scheme not in route.schemes:
+            return False
+        service = f"Reply{header.noun}"  # IEC 61968-9: service and operation Reply<Noun>
+        uow.outbox.enqueue(
+            channel=route.channel,
+            destination=address,
+            verb="reply",
+            noun=header.noun,
+            body=reply,
+            headers={"service": service, "operation": service, "kind": "reply"},
+            correlation_id=header.message_id,
+        )
+        return True
 
     @staticmethod
     def _log_outcome(msg: InboundMessage, outcome: Outcome, result: RouteResult) -> None:

@@ -42,17 +42,21 @@ from spyne.server.wsgi import WsgiApplication
 
 from adapters.soap.auth import AuthenticationFailed, Authenticator
 from adapters.soap.catalogue import SERVICES, Operation, ServiceSpec
+from adapters.soap.client import CHANNEL
 from adapters.soap.wsdl import WsdlStore
 from cim_schemas import envelope
 from cim_schemas.envelope import Header, Reply
 from cim_schemas.xml import parse_bytes
 from hub.errors import ErrorDetail, MessageRejected, RecoverableError
-from hub.messages import InboundMessage, Outcome
+from hub.messages import InboundMessage, Outcome, ReplyRoute
 from hub.pipeline import Pipeline
 from hub.security import Principal
 from mdm.ports import UnitOfWorkFactory
 
 log = logging.getLogger("amihub.soap")
+
+#: async replies (AsyncReplyFlag + http(s) ReplyAddress) go through the SOAP outbox channel
+ASYNC_REPLIES: Final = ReplyRoute(CHANNEL, frozenset({"http", "https"}))
 access_log = logging.getLogger("amihub.soap.access")
 # spyne keeps a process-wide registry of applications by (namespace, name) and warns
 # when a second gateway (tests, a restart in-process) registers the same services
@@ -354,6 +358,7 @@ class SoapGateway:
             body=body,
             principal=request.principal,
             metadata={"remote": request.remote, "operation": request.operation.name},
+            async_replies=ASYNC_REPLIES if self.enqueue is not None else None,
         )
         try:
             outcome = self.pipeline.process(message)
@@ -366,8 +371,10 @@ class SoapGateway:
             faultcode = "Server" if outcome.errors[0].code.startswith("3") else "Client"
             raise self._spyne_fault(faultcode, outcome.errors, spec)
         reply = outcome.reply
-        if outcome.async_reply and outcome.reply_address and self.enqueue is not None:
-            reply = self._async(spec, outcome)
+        if outcome.reply_queued:  # queued with the effect, in the pipeline's transaction
+            reply = self._acknowledgement(spec, outcome)
+        elif outcome.async_reply and outcome.reply_address and self.enqueue is not None:
+            reply = self._async(spec, outcome)  # a duplicate request: its stored reply again
         if (
             request.operation.verb in ("created", "changed")
             and outcome.result != "FAILED"
@@ -399,6 +406,11 @@ class SoapGateway:
             {"service": service, "operation": service, "kind": "reply"},
             outcome.correlation_id,
         )
+        return self._acknowledgement(spec, outcome)
+
+    def _acknowledgement(self, spec: ServiceSpec, outcome: Outcome) -> bytes:
+        """The synchronous answer to an async request: accepted, the reply follows."""
+        noun = outcome.noun or spec.noun
         ack_header = Header(
             verb="reply",
             noun=noun,

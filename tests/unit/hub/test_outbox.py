@@ -154,3 +154,47 @@ def test_two_dispatchers_on_postgres_deliver_each_item_once(postgres_url: str) -
     assert sorted(sent) == sorted(set(sent))
     assert len(sent) == 200
     app.close()
+
+
+def test_an_async_reply_is_queued_with_the_effect(sqlite_url: str) -> None:
+    """AsyncReplyFlag + ReplyAddress: the reply is in the outbox in the transaction of
+    the effect (nothing can be lost in between); a refused message queues nothing."""
+    from hub.messages import InboundMessage, ReplyRoute
+    from hub.samples import meter_readings_bytes
+    from tests.unit.hub.conftest import START, add_meters
+
+    app = make_app(sqlite_url)
+    add_meters(app, "MTR-1")
+    route = ReplyRoute("test", frozenset({"http", "https"}))
+    asked = b"<AsyncReplyFlag>true</AsyncReplyFlag><ReplyAddress>%s</ReplyAddress>"
+
+    def message(address: bytes, meter: str = "MTR-1") -> InboundMessage:
+        body = meter_readings_bytes([meter], START, 4).replace(
+            b"</Source>", b"</Source>" + asked % address, 1
+        )
+        return InboundMessage(source="cis", endpoint="t", body=body, async_replies=route)
+
+    queued = app.pipeline.process(message(b"https://cis.example/ws/ReplyMeterReadings"))
+    assert queued.reply_queued
+    sent: list[OutboxItem] = []
+    OutboxDispatcher(app.uow_factory, "test", send=sent.append).run_once()
+    assert [(i.destination, i.verb, i.noun, i.headers["service"]) for i in sent] == [
+        (
+            "https://cis.example/ws/ReplyMeterReadings",
+            "reply",
+            "MeterReadings",
+            "ReplyMeterReadings",
+        )
+    ]
+    assert sent[0].body == queued.reply
+    assert sent[0].correlation_id == queued.message_id
+    # an address the adapter does not serve: answered synchronously, nothing queued
+    assert not app.pipeline.process(message(b"queue:cis.replies")).reply_queued
+    # a message refused whole (not XML) is answered at once and queues nothing
+    broken = app.pipeline.process(
+        InboundMessage(source="cis", endpoint="t", body=b"<broken", async_replies=route)
+    )
+    assert not broken.reply_queued
+    with app.uow_factory() as uow:
+        assert uow.outbox.pending_count("test") == 0
+    app.close()
