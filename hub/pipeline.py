@@ -49,7 +49,6 @@ from hub.lifecycle import LifecycleRecorder
 from hub.lifecycle import MessageLifecycle as S
 from hub.messages import InboundMessage, Outcome
 from hub.routing import (
-    BatchConflict,
     BatchRoute,
     MessageFrame,
     RouteContext,
@@ -171,10 +170,9 @@ class Pipeline:
             reader = LimitedReader(raw, limit)
             if msg.size <= self.limits.tree_limit_bytes:
                 frame = self._parse_tree(reader.read_all())
-                frame = _with_transport_id(frame, msg)
             else:
                 frame = self._parse_stream(reader)
-                frame = _with_transport_id(frame, msg)
+            frame = _with_transport_id(frame, msg)
             seen.header, seen.style = frame.header, frame.style
             return self._dispatch(msg, frame, steps, content_hash, allow_direct)
 
@@ -204,13 +202,12 @@ class Pipeline:
         parsed = envelope.parse_message(tree.getroot())
         if parsed.kind not in ("request", "event") or parsed.header is None:
             raise NotAnEnvelope(
-                f"a {parsed.kind} message is not accepted as input",
-                xpath=f"/{etree.QName(tree.getroot()).localname}",
+                f"a {parsed.kind} message is not accepted as input", xpath=f"/{root_name}"
             )
         return MessageFrame(
             header=parsed.header,
             style=parsed.style,
-            root_name=etree.QName(tree.getroot()).localname,
+            root_name=root_name,
             request=parsed.request,
             payload=parsed.payload,
         )
@@ -524,7 +521,7 @@ class Pipeline:
                 key = (id(route), self._utility(msg))
                 groups.setdefault(key, []).append((i, frame, prepared, route))
         for (_, utility_code), group in groups.items():
-            done = self._dispatch_batch(group, msgs, steps, measured, utility_code)
+            done = self._dispatch_batch(group, msgs, steps, utility_code)
             for i, outcome in done.items():
                 outcomes[i] = outcome
         return [
@@ -570,7 +567,6 @@ class Pipeline:
         group: list[tuple[int, MessageFrame, object, BatchRoute]],
         msgs: Sequence[InboundMessage],
         steps: list[LifecycleRecorder],
-        measured: list[tuple[int, str]],
         utility_code: str,
     ) -> dict[int, Outcome]:
         for allow_direct in (True, False):
@@ -579,7 +575,7 @@ class Pipeline:
             except FastPathConflict:
                 for i, *_ in group:
                     steps[i].rolled_back()
-            except (BatchConflict, AmihubError) as exc:
+            except AmihubError as exc:  # BatchConflict among them
                 log.info("batch of %d message(s) goes one by one: %s", len(group), exc)
                 for i, *_ in group:
                     steps[i].rolled_back()

@@ -100,11 +100,6 @@ class RouteTable:
         return sorted(self._routes)
 
 
-class BatchConflict(Exception):
-    """Messages of a batch cannot be applied together (e.g. the same reading twice):
-    the pipeline processes them one by one instead."""
-
-
 @runtime_checkable
 class BatchRoute(Route, Protocol):
     """A route that can apply several small messages in one store write.

@@ -107,12 +107,31 @@ def write_meter_readings(
 
 
 def meter_readings_bytes(
-    meters: Sequence[str], start: datetime, intervals: int, **kwargs: object
+    meters: Sequence[str],
+    start: datetime,
+    intervals: int,
+    *,
+    seed: int = 1,
+    verb: str = "created",
+    message_id: str | None = None,
+    registers: bool = True,
+    reading_type: str = RT_15MIN_A_PLUS,
 ) -> bytes:
+    """The same message as :func:`write_meter_readings`, in memory."""
     import io
 
     buf = io.StringIO()
-    write_meter_readings(buf, meters, start, intervals, **kwargs)  # type: ignore[arg-type]
+    write_meter_readings(
+        buf,
+        meters,
+        start,
+        intervals,
+        seed=seed,
+        verb=verb,
+        message_id=message_id,
+        registers=registers,
+        reading_type=reading_type,
+    )
     return buf.getvalue().encode()
 
 

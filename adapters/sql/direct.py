@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import psycopg
 
+from adapters.sql.types import copy_text
 from hub.errors import FastPathConflict, PermanentError, StoreUnavailable
 from mdm.model import DeviceRef, IngestStats
 from mdm.ports import ReadingBlock, StagedReading, StagingResult
@@ -34,16 +35,9 @@ if TYPE_CHECKING:
     from adapters.sql.readings import SqlReadingRepository
     from adapters.sql.uow import SqlUnitOfWork
 
-_SPECIALS = ("\\", "\t", "\n", "\r")
 _COPY = (
     "COPY reading (device_id, reading_type_id, ts, value, quality, version, recorded_at) FROM STDIN"
 )
-
-
-def _escape(value: str) -> str:
-    return (
-        value.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
-    )
 
 
 @dataclass(frozen=True)
@@ -235,8 +229,8 @@ class SqlDirectReadingWriter:
                     stamp = cache.get(ts)
                     if stamp is None:
                         stamp = cache[ts] = ts.isoformat()
-                    if quality and any(c in quality for c in _SPECIALS):
-                        quality = _escape(quality)
+                    if quality:
+                        quality = copy_text(quality)
                     append(f"{prefix}{stamp}\t{value}\t{quality}{tail}")
                 if len(lines) >= 5_000:  # the server parses while Python formats
                     copy.write("".join(lines))

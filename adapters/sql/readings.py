@@ -32,7 +32,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from adapters.sql import tables as t
 from adapters.sql.errors import guard, guarded, is_unique_violation, translate
-from adapters.sql.types import UTCDateTime, canonical_decimal, sqlite_ts
+from adapters.sql.types import COPY_SPECIALS, UTCDateTime, canonical_decimal, copy_text, sqlite_ts
 from hub.errors import StoreUnavailable
 from mdm.model import DeviceRef, IngestStats, StoredReading
 from mdm.ports import DuplicateReading, StagedReading, StagingResult
@@ -48,19 +48,12 @@ MAX_REPORTED_DUPLICATES = 10_000
 QUERY_DEVICE_CHUNK = 5_000
 _TS_CACHE_LIMIT = 100_000
 _COPY_SLICE = 5_000
-_COPY_SPECIALS = ("\\", "\t", "\n", "\r")
 
 
 @functools.lru_cache(maxsize=256)
 def _pg_placeholders(sql: str) -> str:
     """``:name`` -> ``%(name)s`` (psycopg's style); ``::`` casts are left alone."""
     return re.sub(r"(?<![:\w]):([A-Za-z_]\w*)", r"%(\1)s", sql)
-
-
-def _copy_escape(value: str) -> str:
-    return (
-        value.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
-    )
 
 
 def _pg_ts(ts: datetime) -> str:
@@ -174,8 +167,8 @@ class SqlReadingStaging:
         """COPY text, written in slices so the server parses while Python formats."""
         types = self._types
         cache = self._ts_cache
-        if any(c in q for q in {r[4] for r in rows} for c in _COPY_SPECIALS):
-            rows = [r._replace(quality=_copy_escape(r[4])) for r in rows]
+        if any(c in q for q in {r[4] for r in rows} for c in COPY_SPECIALS):
+            rows = [r._replace(quality=copy_text(r[4])) for r in rows]
         raw: Any = self._conn.connection.driver_connection
         with (
             raw.cursor() as cur,

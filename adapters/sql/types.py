@@ -95,3 +95,16 @@ class ExactDecimal(TypeDecorator[Decimal]):
         if isinstance(value, Decimal):
             return value
         return Decimal(str(value))
+
+
+#: characters a COPY text field must escape
+COPY_SPECIALS = ("\\", "\t", "\n", "\r")
+
+
+def copy_text(value: str) -> str:
+    """A value as a field of PostgreSQL's COPY text format (escaped only when needed)."""
+    if not any(c in value for c in COPY_SPECIALS):
+        return value
+    return (
+        value.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
+    )

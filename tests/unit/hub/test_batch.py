@@ -18,8 +18,9 @@ def msg(body: bytes, source: str = "partner") -> InboundMessage:
     return InboundMessage(source=source, endpoint="test:batch", body=body)
 
 
-def day(meter: str, offset_days: int = 0, **kw: object) -> bytes:
-    return meter_readings_bytes([meter], START + timedelta(days=offset_days), 96, **kw)  # type: ignore[arg-type]
+def day(meter: str, offset_days: int = 0, *, seed: int = 1, message_id: str | None = None) -> bytes:
+    start = START + timedelta(days=offset_days)
+    return meter_readings_bytes([meter], start, 96, seed=seed, message_id=message_id)
 
 
 def lifecycle(app: App, log_id: int | None) -> list[tuple[str, str | None]]:
