@@ -26,11 +26,11 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Final, Protocol
+from typing import Any, Final, Protocol
 
 from cim_schemas import envelope
 from cim_schemas.codes.event_type import EndDeviceControlType
@@ -76,6 +76,34 @@ class ControlRequest:
     start: datetime | None = None  # None: as soon as possible
     reason: str | None = None
     correlation_id: str | None = None  # MessageID of the request
+
+    def to_json(self) -> dict[str, Any]:
+        """The one JSON form of a request (engine jobs, the head-end job table)."""
+        return {
+            "job": self.job_id,
+            "utility_id": self.utility_id,
+            "control_type": self.control_type,
+            "devices": list(self.devices),
+            "requested_at": self.requested_at.isoformat(),
+            "start": self.start.isoformat() if self.start is not None else None,
+            "reason": self.reason,
+            "correlation_id": self.correlation_id,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> ControlRequest:
+        """Inverse of :meth:`to_json`; raises KeyError / ValueError / TypeError on bad data."""
+        start = data.get("start")
+        return cls(
+            job_id=str(data["job"]),
+            utility_id=int(data["utility_id"]),
+            control_type=str(data["control_type"]),
+            devices=tuple(str(d) for d in data["devices"]),
+            requested_at=datetime.fromisoformat(data["requested_at"]),
+            start=datetime.fromisoformat(start) if start else None,
+            reason=data.get("reason"),
+            correlation_id=data.get("correlation_id"),
+        )
 
 
 @dataclass(frozen=True)

@@ -11,9 +11,10 @@ A message is one job, JSON (``content_type = application/json``):
   [ReadingType...]`` (store only these), ``"events_in_window": true`` (store only the
   meter events of (start, end]) and ``"profile_channels": [OBIS...]`` (the profile
   columns to store; absent: all);
-* control: ``{"kind": "control", "job": id, "utility_id": n, "control_type": code,
-  "devices": [mRID...], "requested_at": iso, "reason": str | null,
-  "correlation_id": str | null}`` (a :class:`hub.headend.ControlRequest`).
+* control: ``{"kind": "control", **ControlRequest.to_json()}``: ``"job": id,
+  "utility_id": n, "control_type": code, "devices": [mRID...], "requested_at": iso,
+  "start": iso | null, "reason": str | null, "correlation_id": str | null`` (the one
+  codec of a :class:`hub.headend.ControlRequest` is in hub/headend.py).
 
 Completion comes back on a reply queue: the job's ``reply_to`` (AMQP property)
 receives one JSON reply per job, ``correlation_id`` = the job id, published after
@@ -88,28 +89,11 @@ def read_job(
 
 
 def control_job(request: ControlRequest) -> dict[str, Any]:
-    return {
-        "kind": "control",
-        "job": request.job_id,
-        "utility_id": request.utility_id,
-        "control_type": request.control_type,
-        "devices": list(request.devices),
-        "requested_at": request.requested_at.isoformat(),
-        "reason": request.reason,
-        "correlation_id": request.correlation_id,
-    }
+    return {"kind": "control", **request.to_json()}
 
 
 def control_request(job: dict[str, Any]) -> ControlRequest:
-    return ControlRequest(
-        job_id=str(job["job"]),
-        utility_id=int(job["utility_id"]),
-        control_type=str(job["control_type"]),
-        devices=tuple(job["devices"]),
-        requested_at=datetime.fromisoformat(job["requested_at"]),
-        reason=job.get("reason"),
-        correlation_id=job.get("correlation_id"),
-    )
+    return ControlRequest.from_json(job)
 
 
 def reply_body(
