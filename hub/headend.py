@@ -38,6 +38,12 @@ from cim_schemas.envelope import Header
 from cim_schemas.profiles.common import IdentifiedObject
 from cim_schemas.profiles.end_device_events import EndDeviceEvent as CimEvent
 from cim_schemas.profiles.end_device_events import EndDeviceEvents, render_end_device_events
+from hub.control_parameters import (
+    ControlParameterInvalid,
+    ControlParameters,
+    parameters_from_dict,
+    parameters_to_dict,
+)
 from hub.errors import AmihubError
 from hub.settings import Settings
 from mdm.model import EndDeviceEvent
@@ -76,6 +82,9 @@ class ControlRequest:
     start: datetime | None = None  # None: as soon as possible
     reason: str | None = None
     correlation_id: str | None = None  # MessageID of the request
+    #: the threshold / calendar / image reference of 3.15.0.18, 3.20.0.24, 3.11.0.24
+    #: (hub.control_parameters); None for the types that take none
+    parameters: ControlParameters | None = None
 
     def to_json(self) -> dict[str, Any]:
         """The one JSON form of a request (engine jobs, the head-end job table)."""
@@ -88,12 +97,17 @@ class ControlRequest:
             "start": self.start.isoformat() if self.start is not None else None,
             "reason": self.reason,
             "correlation_id": self.correlation_id,
+            "parameters": parameters_to_dict(self.parameters),
         }
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> ControlRequest:
         """Inverse of :meth:`to_json`; raises KeyError / ValueError / TypeError on bad data."""
         start = data.get("start")
+        try:
+            parameters = parameters_from_dict(data.get("parameters"))
+        except ControlParameterInvalid as exc:
+            raise ValueError(f"control request {data.get('job')!r}: {exc}") from None
         return cls(
             job_id=str(data["job"]),
             utility_id=int(data["utility_id"]),
@@ -103,6 +117,7 @@ class ControlRequest:
             start=datetime.fromisoformat(start) if start else None,
             reason=data.get("reason"),
             correlation_id=data.get("correlation_id"),
+            parameters=parameters,
         )
 
 

@@ -13,8 +13,10 @@ A message is one job, JSON (``content_type = application/json``):
   columns to store; absent: all);
 * control: ``{"kind": "control", **ControlRequest.to_json()}``: ``"job": id,
   "utility_id": n, "control_type": code, "devices": [mRID...], "requested_at": iso,
-  "start": iso | null, "reason": str | null, "correlation_id": str | null`` (the one
-  codec of a :class:`hub.headend.ControlRequest` is in hub/headend.py).
+  "start": iso | null, "reason": str | null, "correlation_id": str | null,
+  "parameters": {...} | null`` (the one codec of a :class:`hub.headend.ControlRequest`
+  is in hub/headend.py; ``parameters`` in hub/control_parameters.py: a load limit
+  threshold, a whole ToU calendar, or a firmware image reference, never its bytes).
 
 Completion comes back on a reply queue: the job's ``reply_to`` (AMQP property)
 receives one JSON reply per job, ``correlation_id`` = the job id, published after
