@@ -1,16 +1,19 @@
 """The EndDeviceControls profile (``http://iec.ch/TC57/2011/EndDeviceControls#``).
 
 EndDeviceControl*{mRID?, drProgramLevel?, drProgramMandatory?, issuerID?,
-issuerTrackingID?, priceSignal?, reason?, EndDeviceControlType@ref,
+issuerTrackingID?, priceSignal?, reason?, EndDeviceAction?, EndDeviceControlType@ref,
 EndDeviceGroups*, EndDevices*, primaryDeviceTiming?, secondaryDeviceTiming?,
 UsagePointGroups*, UsagePoints*}. The control type code (e.g. 3.31.0.23) says
-what to do; primaryDeviceTiming.interval.start schedules it. (The optional
-PAN-device action choice of the standard is not modelled.)
+what to do; primaryDeviceTiming.interval.start schedules it. EndDeviceAction
+{command?, duration?, durationIndefinite?, startDateTime?} is the CIM's generic
+action (the PAN subclasses of the 2011 profiles are not modelled); with priceSignal
+it carries a control's parameters (docs/controls.md "Control parameters").
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from decimal import Decimal
 from typing import Any, Final
 
@@ -23,6 +26,7 @@ from cim_schemas.profiles.common import (
     boolean,
     children,
     dec,
+    dt,
     expect_root,
     integer,
     parse_identified,
@@ -33,6 +37,7 @@ from cim_schemas.profiles.common import (
     root,
     sub_bool,
     sub_dec,
+    sub_dt,
     sub_int,
     sub_ref,
     sub_text,
@@ -62,6 +67,16 @@ class EndDeviceTiming:
 
 
 @dataclass(frozen=True)
+class EndDeviceAction:
+    """The action a control issues: command text, how long, from when."""
+
+    command: str | None = None
+    duration: Decimal | None = None  # minutes
+    duration_indefinite: bool | None = None
+    start_date_time: datetime | None = None
+
+
+@dataclass(frozen=True)
 class EndDeviceControl:
     end_device_control_type: str  # type.domain.subDomain.eventOrAction
     mrid: str | None = None
@@ -71,6 +86,7 @@ class EndDeviceControl:
     issuer_tracking_id: str | None = None
     price_signal: FloatQuantity | None = None
     reason: str | None = None
+    end_device_action: EndDeviceAction | None = None
     end_device_groups: tuple[IdentifiedObject, ...] = ()
     end_devices: tuple[IdentifiedObject, ...] = ()
     primary_device_timing: EndDeviceTiming | None = None
@@ -103,6 +119,21 @@ def _parse_timing(el: etree._Element) -> EndDeviceTiming:
         elif local == "interval":
             values["interval"] = parse_interval(child, NS)
     return EndDeviceTiming(**values)
+
+
+def _parse_action(el: etree._Element) -> EndDeviceAction:
+    values: dict[str, Any] = {}
+    for tag, child in children(el):
+        local = tag[len(NS) :]
+        if local == "command":
+            values["command"] = text(child)
+        elif local == "duration":
+            values["duration"] = dec(child, "2013")
+        elif local == "durationIndefinite":
+            values["duration_indefinite"] = boolean(child)
+        elif local == "startDateTime":
+            values["start_date_time"] = dt(child)
+    return EndDeviceAction(**values)
 
 
 def _parse_quantity(el: etree._Element) -> FloatQuantity:
@@ -151,6 +182,8 @@ def parse_end_device_control(el: etree._Element) -> EndDeviceControl:
             values["dr_program_mandatory"] = boolean(child)
         elif local == "priceSignal":
             values["price_signal"] = _parse_quantity(child)
+        elif local == "EndDeviceAction":
+            values["end_device_action"] = _parse_action(child)
         elif local == "primaryDeviceTiming":
             values["primary_device_timing"] = _parse_timing(child)
         elif local == "secondaryDeviceTiming":
@@ -197,6 +230,12 @@ def render_end_device_controls(obj: EndDeviceControls) -> etree._Element:
             sub_text(ps, NS + "unit", c.price_signal.unit)
             sub_dec(ps, NS + "value", c.price_signal.value)
         sub_text(el, NS + "reason", c.reason)
+        if c.end_device_action is not None:
+            action = etree.SubElement(el, NS + "EndDeviceAction")
+            sub_text(action, NS + "command", c.end_device_action.command)
+            sub_dec(action, NS + "duration", c.end_device_action.duration)
+            sub_bool(action, NS + "durationIndefinite", c.end_device_action.duration_indefinite)
+            sub_dt(action, NS + "startDateTime", c.end_device_action.start_date_time)
         sub_ref(el, NS + "EndDeviceControlType", c.end_device_control_type)
         for item in c.end_device_groups:
             render_identified(el, NS + "EndDeviceGroups", item, NS)

@@ -156,6 +156,21 @@ def samples() -> dict[str, Any]:
                     usage_points=(BOTH,),
                 ),
                 edc.EndDeviceControl("3.31.0.18", end_devices=(IdentifiedObject("M"),)),
+                edc.EndDeviceControl(
+                    "3.11.0.24",
+                    end_device_action=edc.EndDeviceAction(
+                        "image=AMH-3.1.0.img version=AMH-3.1.0 sha256=" + "ab" * 32,
+                        Decimal(15),
+                        False,
+                        T0 + timedelta(hours=2),
+                    ),
+                    end_devices=(IdentifiedObject("M"),),
+                ),
+                edc.EndDeviceControl(
+                    "3.20.0.24",
+                    end_device_action=edc.EndDeviceAction(command="calendar=TOU-2027"),
+                    end_devices=(IdentifiedObject("M"),),
+                ),
             )
         ),
         "EndDeviceEvents": ede.EndDeviceEvents(
