@@ -6,7 +6,9 @@ EndDeviceControlType code (3.31.0.23 remote disconnect, 3.31.0.18 remote
 reconnect, 3.36.0.24 clock set, 3.15.0.18 / 3.15.0.23 load limit set / clear,
 3.20.0.24 ToU calendar update, 3.11.0.24 firmware update) and, for the last
 three, its parameters (:class:`LoadLimit`, :class:`CalendarUpdate`,
-:class:`FirmwareUpdate`). Jobs can be scheduled and cancelled.
+:class:`FirmwareUpdate` or :class:`FirmwareFile`: an image file loaded when the job
+runs and checked against its SHA-256 before the transfer). Jobs can be scheduled and
+cancelled.
 
 Job lifecycle (explicit transition table)::
 
@@ -29,12 +31,13 @@ and resumes at the meter's image_first_not_transferred_block_number.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from enum import IntEnum, StrEnum
 from pathlib import Path
@@ -110,11 +113,38 @@ class FirmwareUpdate:
             raise ConfigurationError("a firmware update needs an image and its identifier")
 
 
-ControlParameters = LoadLimit | CalendarUpdate | FirmwareUpdate
-PARAMETERS: dict[str, type] = {
-    LOAD_LIMIT_SET: LoadLimit,
-    TOU_CALENDAR_UPDATE: CalendarUpdate,
-    FIRMWARE_UPDATE: FirmwareUpdate,
+@dataclass(frozen=True)
+class FirmwareFile:
+    """A firmware image in a file (the firmware folder), loaded when the job runs and
+    checked against ``sha256`` before anything is sent to a meter."""
+
+    path: Path
+    identifier: str
+    sha256: str  # hex
+    activate_at: datetime | None = None
+
+    def load(self) -> FirmwareUpdate:
+        """The image, if the file has the expected SHA-256; ControlFailed otherwise."""
+        try:
+            image = self.path.read_bytes()
+        except OSError as exc:
+            raise ControlFailed(
+                f"firmware image {self.path.name}: {exc.strerror}: not transferred"
+            ) from None
+        digest = hashlib.sha256(image).hexdigest()
+        if digest != self.sha256.lower():
+            raise ControlFailed(
+                f"firmware image {self.path.name}: SHA-256 is {digest}, expected "
+                f"{self.sha256.lower()}: not transferred"
+            )
+        return FirmwareUpdate(image, self.identifier, self.activate_at)
+
+
+ControlParameters = LoadLimit | CalendarUpdate | FirmwareUpdate | FirmwareFile
+PARAMETERS: dict[str, tuple[type, ...]] = {
+    LOAD_LIMIT_SET: (LoadLimit,),
+    TOU_CALENDAR_UPDATE: (CalendarUpdate,),
+    FIRMWARE_UPDATE: (FirmwareUpdate, FirmwareFile),
 }
 #: (success, failure) EndDeviceEventType of each control type
 EVENTS: dict[str, tuple[str, str]] = {
@@ -200,7 +230,8 @@ class ControlCommand:
         wanted = PARAMETERS.get(self.control_type)
         if wanted is not None and not isinstance(self.parameters, wanted):
             raise ConfigurationError(
-                f"control type {self.control_type} needs {wanted.__name__} parameters"
+                f"control type {self.control_type} needs "
+                f"{' or '.join(w.__name__ for w in wanted)} parameters"
             )
         if wanted is None and self.parameters is not None:
             raise ConfigurationError(f"control type {self.control_type} takes no parameters")
@@ -276,10 +307,20 @@ class ControlJobs:
         return due
 
     def _run(self, job: ControlJob) -> None:
+        command = job.command
+        if isinstance(command.parameters, FirmwareFile):
+            # loaded once per job and checked before any meter is touched
+            try:
+                command = replace(command, parameters=command.parameters.load())
+            except ControlFailed as exc:
+                failed = EVENTS[FIRMWARE_UPDATE][1]
+                job.outcomes = [
+                    DeviceOutcome(t.mrid, False, failed, str(exc)) for t in command.targets
+                ]
+                job.go(JobState.FAILED)
+                return
         with ThreadPoolExecutor(self.policy.concurrency, thread_name_prefix="hes-ctl") as pool:
-            job.outcomes = list(
-                pool.map(lambda t: self._operate(job.command, t), job.command.targets)
-            )
+            job.outcomes = list(pool.map(lambda t: self._operate(command, t), command.targets))
         ok = sum(1 for o in job.outcomes if o.ok)
         job.go(
             JobState.SUCCEEDED

@@ -226,6 +226,12 @@ class HesSettings(BaseModel):
     master_key: SecretStr | None = None
     #: MDM mRID of a manifest meter
     mrid_format: str = "MTR-{serial}"
+    #: firmware images a firmware update (3.11.0.24) may name (EndDeviceAction/command
+    #: ``image=<file> version=<id> sha256=<hex>``); engines need the same folder
+    firmware_dir: Path | None = None
+    #: ToU calendar definitions ``<name>.json`` a calendar update (3.20.0.24) may name
+    #: (EndDeviceAction/command ``calendar=<name>``), read and checked by the hub
+    calendars_dir: Path | None = None
     #: per-meter connection timeout (seconds), attempts of a read, parallel meters
     timeout: float = Field(default=5.0, gt=0)
     attempts: int = Field(default=3, gt=0)
