@@ -87,10 +87,26 @@ class MeterProtocolError(PermanentError):
     """The meter answered something we cannot use (malformed, data-access error)."""
 
 
+class ActionRefused(MeterProtocolError):
+    """The meter answered an ACTION with an action-result other than success: it did
+    not carry the method out."""
+
+    def __init__(self, message: str, result: int) -> None:
+        super().__init__(message)
+        self.result = result
+
+
 class Security(StrEnum):
     PUBLIC = "public"  # SAP 16, no authentication (identity, clock, counter only)
     LOW = "low"  # LLS password, plain APDUs
     HLS = "hls"  # HLS-GMAC, authenticated and encrypted APDUs
+
+
+class KeyRole(StrEnum):
+    """Which of a meter's keys an HLS association was opened with."""
+
+    ACTIVE = "active"
+    PENDING = "pending"  # keys sent in a key change whose outcome is not known yet
 
 
 @dataclass(frozen=True, repr=False)
@@ -99,6 +115,8 @@ class MeterCredentials:
     password: bytes = b""
     system_title: bytes = b""  # the meter's (expected in the AARE)
     keys: gcm.SecurityKeys | None = None
+    #: keys of an unsettled key change: tried when the meter refuses ``keys``
+    pending_keys: gcm.SecurityKeys | None = None
 
     def __repr__(self) -> str:
         return f"MeterCredentials({self.security}, system_title={self.system_title.hex()})"
@@ -217,6 +235,8 @@ class DlmsMeterSession:
         )
         self._gurux = compat.new_client(self.client_address, 1)
         self._counter: gcm.InvocationCounter | None = None
+        #: the keys the (last) association was opened with
+        self.key_role = KeyRole.ACTIVE
         self._ciphered = False
         self._associated = False
         self.cache_key = cache_key
@@ -286,9 +306,14 @@ class DlmsMeterSession:
         return clear
 
     def _keys(self) -> gcm.SecurityKeys:
-        if self.credentials.keys is None:
+        keys = (
+            self.credentials.pending_keys
+            if self.key_role is KeyRole.PENDING
+            else self.credentials.keys
+        )
+        if keys is None:
             raise SecurityViolation("no keys for a secured association")
-        return self.credentials.keys
+        return keys
 
     def _request(self, frames: Any) -> axdr.Value:
         """Run one gurux-built GET request; reassemble the blocks and decode the data
@@ -321,6 +346,23 @@ class DlmsMeterSession:
             public.release()
 
     def associate(self) -> None:
+        """Open the association. HLS with ``pending_keys``: when the meter refuses the
+        active keys (authentication failure) the pending ones are tried;
+        :attr:`key_role` says which keys the meter took."""
+        self.key_role = KeyRole.ACTIVE
+        try:
+            self._associate()
+        except AssociationRefused as exc:
+            if (
+                self.credentials.security is not Security.HLS
+                or self.credentials.pending_keys is None
+                or exc.diagnostic is not AcseDiagnostic.AUTHENTICATION_FAILURE
+            ):
+                raise
+            self.key_role = KeyRole.PENDING
+            self._associate()
+
+    def _associate(self) -> None:
         security = self.credentials.security
         initiate = InitiateRequest(PROPOSED_CONFORMANCE, CLIENT_MAX_PDU).encode()
         if security is Security.PUBLIC:
@@ -553,7 +595,9 @@ class DlmsMeterSession:
         if len(out) < 4 or out[:2] != b"\xc7\x01":
             raise MeterProtocolError(f"bad action response {out.hex()}")
         if out[3] != 0:
-            raise MeterProtocolError(f"meter refused method {method} of {obis} (result {out[3]})")
+            raise ActionRefused(
+                f"meter refused method {method} of {obis} (result {out[3]})", out[3]
+            )
 
     def reconnect(self) -> None:
         self._relay(2)

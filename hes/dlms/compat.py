@@ -50,6 +50,10 @@ Patches:
 15. :meth:`CompatServer.onPreWrite`: gurux's SET path ignores the error a ``setValue``
    reports (a refused write is answered success); objects answered by callbacks
    (12-14) write in onPreWrite, whose error gurux does answer.
+16. :class:`CompatSecuritySetup`: GXDLMSSecuritySetup's global_key_transfer (method 2)
+   unwraps with gurux's own settings.kek (absent on our server: every call fails),
+   throws the unwrapped keys away, then ``applyKeys`` unwraps them again into gurux's
+   cipher settings; ours hands the method to a callback and applies nothing in gurux.
 """
 
 from __future__ import annotations
@@ -87,6 +91,7 @@ from gurux_dlms.objects import (
     GXDLMSObject,
     GXDLMSProfileGeneric,
     GXDLMSRegister,
+    GXDLMSSecuritySetup,
 )
 
 from hes.dlms.wrapper import WrapperFrame, decode
@@ -448,6 +453,23 @@ class CompatImageTransfer(_Delegated, GXDLMSImageTransfer):  # type: ignore[misc
     ) -> None:
         GXDLMSImageTransfer.__init__(self, ln)
         self._delegate(read, write, act)
+
+
+class CompatSecuritySetup(_Delegated, GXDLMSSecuritySetup):  # type: ignore[misc]
+    """Security setup (class 64): stock global_key_transfer unwraps with a KEK our
+    server never holds (``settings.kek`` None: TypeError) and throws the keys away;
+    after a successful method 2 the command handler then calls ``applyKeys``, which
+    unwraps again into gurux's own cipher settings. Ours: the callback does the
+    transfer, ``applyKeys`` does nothing (gurux never holds a key)."""
+
+    def __init__(
+        self, ln: str, read: ReadAttribute, write: WriteAttribute, act: InvokeMethod
+    ) -> None:
+        GXDLMSSecuritySetup.__init__(self, ln)
+        self._delegate(read, write, act)
+
+    def applyKeys(self, settings: Any, e: Any) -> None:  # noqa: N802
+        """The keys were applied by the callback; nothing goes into gurux's settings."""
 
 
 # --- 8. profile generic -------------------------------------------------------------------

@@ -24,6 +24,7 @@ from hes.dlms.compat import (
     CompatImageTransfer,
     CompatLimiter,
     CompatProfileGeneric,
+    CompatSecuritySetup,
     CompatServer,
     EntrySelection,
     ProfileSelection,
@@ -31,6 +32,7 @@ from hes.dlms.compat import (
     encode_datetime,
 )
 from hes.security.gcm import encode_length
+from hes.security.keywrap import GLOBAL_KEY_TRANSFER, SECURITY_SETUP, KeyTransferError
 from hes.simulator.meter import (
     INTERVAL,
     INTERVALS_PER_DAY,
@@ -39,6 +41,7 @@ from hes.simulator.meter import (
     EventCode,
     ImageTransferStatus,
     MeterState,
+    SecurityPolicy,
     interval_end,
     interval_index,
 )
@@ -142,6 +145,10 @@ def _u32(v: int) -> bytes:
 
 def _array(rows: list[bytes]) -> bytes:
     return b"\x01" + encode_length(len(rows)) + b"".join(rows)
+
+
+def _no_write(attribute: int, value: Any) -> bool:
+    return False
 
 
 class MeterObjects:
@@ -357,6 +364,34 @@ class MeterObjects:
             return self.meter.image_activate(at)
         return False
 
+    # --- security setup (class 64), HLS meters only ---
+    def security_read(self, attribute: int) -> bytes | None:
+        if attribute == 2:  # security_policy (version 0): 3 = authenticated and encrypted
+            return cosem_data.enum(3)
+        if attribute == 3:  # security_suite 0: AES-GCM-128
+            return cosem_data.enum(0)
+        if attribute == 5:
+            return cosem_data.octet_string(self.meter.system_title)
+        return None
+
+    def security_action(self, method: int, parameters: Any) -> bool:
+        """global_key_transfer: all keys unwrapped with the current KEK, or none applied."""
+        if method != GLOBAL_KEY_TRANSFER:
+            return False
+        faults = self.meter.faults
+        if faults.drop_before_key_transfer:
+            faults.drop_before_key_transfer = False
+            self.drop_requested = True
+            return False
+        try:
+            self.meter.transfer_keys(parameters)
+        except KeyTransferError:
+            return False
+        if faults.drop_after_key_transfer:
+            faults.drop_after_key_transfer = False
+            self.drop_requested = True
+        return True
+
     # --- servers ---
     def _common(self) -> list[Any]:
         ldn = self.meter.logical_device_name.encode()
@@ -401,6 +436,12 @@ class MeterObjects:
                 IMAGE_TRANSFER, self.image_read, self.image_write, self.image_action
             ),
         ]
+        if self.meter.policy is SecurityPolicy.HLS_GMAC:  # reached only when ciphered
+            objects.append(
+                CompatSecuritySetup(
+                    SECURITY_SETUP, self.security_read, _no_write, self.security_action
+                )
+            )
         server = CompatServer()
         compat.prepare_server(server, objects, SERVER_MAX_PDU)
         return server

@@ -37,7 +37,7 @@ from hes.dlms import wrapper
 from hes.dlms.wrapper import WrapperFrame
 from hes.push import notification
 from hes.security import gcm
-from hes.security.gcm import InvocationCounter
+from hes.security.gcm import InvocationCounter, SecurityKeys
 from hes.simulator.meter import MeterState, SecurityPolicy, interval_end, make_meter
 from hes.simulator.session import ServerSession
 
@@ -211,14 +211,17 @@ class Fleet:
 
     # --- state across restarts ---
     def save_state(self, path: Path) -> None:
-        """Invocation counters of every meter (its own, and the last accepted per client)."""
-        state = {
-            m.serial: {
+        """Invocation counters of every meter (its own, and the last accepted per client),
+        and the keys of meters whose keys were changed (simulation only: in clear)."""
+        state: dict[str, dict[str, object]] = {}
+        for m in self.meters:
+            state[m.serial] = {
                 "counter": m.counter.value,
                 "clients": {str(k): v for k, v in m.client_counters.items()},
             }
-            for m in self.meters
-        }
+            if m.key_changes:
+                ek, ak = m.keys.encryption_key, m.keys.authentication_key
+                state[m.serial]["keys"] = [ek.hex(), ak.hex(), m.kek.hex()]
         tmp = path.with_suffix(path.suffix + ".tmp")
         tmp.write_text(json.dumps(state))
         tmp.replace(path)
@@ -236,6 +239,9 @@ class Fleet:
                 continue
             m.counter = InvocationCounter(int(saved["counter"]) + COUNTER_RESTART_GAP)
             m.client_counters = {int(k): int(v) for k, v in saved["clients"].items()}
+            if "keys" in saved:  # changed by a key transfer before the restart
+                ek, ak, kek = (bytes.fromhex(x) for x in saved["keys"])
+                m.keys, m.kek, m.key_changes = SecurityKeys(ek, ak), kek, 1
             restored += 1
         return restored
 

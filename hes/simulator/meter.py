@@ -24,6 +24,7 @@ from enum import IntEnum
 
 from hes.dlms.cosem_data import ActivityCalendar, Day, DayAction, Season, Week
 from hes.security.gcm import InvocationCounter, SecurityKeys
+from hes.security.keywrap import KeyId, KeyTransferError, decode_key_transfer
 
 INTERVAL = timedelta(minutes=15)
 INTERVALS_PER_DAY = 96
@@ -102,6 +103,8 @@ class Faults:
     tamper_at: datetime | None = None  # cover opened
     load_w: int | None = None  # instantaneous +A power forced (limiter tests); None: the model
     drop_after_image_block: int | None = None  # one shot: die after storing this image block
+    drop_before_key_transfer: bool = False  # one shot: die on a key transfer, keys unchanged
+    drop_after_key_transfer: bool = False  # one shot: die after applying a key transfer
 
 
 class ImageTransferStatus(IntEnum):
@@ -239,6 +242,7 @@ class MeterState:
     keys: SecurityKeys
     password: bytes
     policy: SecurityPolicy = SecurityPolicy.HLS_GMAC
+    kek: bytes = field(default=b"", repr=False)  # master key: new keys come wrapped in it
     annual_kwh: float = 3500.0
     control_state: ControlState = ControlState.CONNECTED
     faults: Faults = field(default_factory=Faults)
@@ -247,6 +251,7 @@ class MeterState:
     events: list[tuple[datetime, int]] = field(default_factory=list)
     profile_requests: list[tuple[datetime, datetime]] = field(default_factory=list)  # served
     requests: int = 0  # APDUs received (all associations)
+    key_changes: int = 0  # key transfers applied
     limiter: Limiter = field(default_factory=Limiter)
     calendar_active: ActivityCalendar = field(default_factory=default_calendar)
     calendar_passive: ActivityCalendar = field(default_factory=lambda: ActivityCalendar(b""))
@@ -439,6 +444,22 @@ class MeterState:
             self.events.append((at, EventCode.FIRMWARE_ACTIVATED))
             return True
 
+    # --- security setup: global_key_transfer ---
+    def transfer_keys(self, parameters: object) -> None:
+        """Unwrap every key of a global_key_transfer with the current KEK and apply them
+        all, or none (KeyTransferError). New keys serve from the next association on
+        (a session keeps the keys it associated with); counters go on, never reset."""
+        with self.lock:
+            if len(self.kek) != 16:
+                raise KeyTransferError("this meter has no master key (KEK)")
+            new = decode_key_transfer(self.kek, parameters)
+            self.keys = SecurityKeys(
+                new.get(KeyId.GLOBAL_UNICAST_ENCRYPTION, self.keys.encryption_key),
+                new.get(KeyId.AUTHENTICATION, self.keys.authentication_key),
+            )
+            self.kek = new.get(KeyId.MASTER, self.kek)
+            self.key_changes += 1
+
     # --- events ---
     def event_log(self) -> list[tuple[datetime, int]]:
         out = list(self.events)
@@ -472,12 +493,13 @@ class MeterState:
 def make_meter(
     index: int, seed: int, policy: SecurityPolicy = SecurityPolicy.HLS_GMAC
 ) -> MeterState:
-    """A reproducible meter: serial, system title, keys and password derived from the seed.
+    """A reproducible meter: serial, system title, keys, KEK and password derived from the seed.
 
     The derivation is for simulation only: real keys come from the key store.
     """
     serial = f"{seed % 100:02d}{index:08d}"
     material = hashlib.blake2b(f"amihub-sim:{seed}:{index}".encode(), digest_size=48).digest()
+    kek = hashlib.blake2b(f"amihub-sim-kek:{seed}:{index}".encode(), digest_size=16).digest()
     return MeterState(
         index=index,
         serial=serial,
@@ -486,5 +508,6 @@ def make_meter(
         keys=SecurityKeys(material[:16], material[16:32]),
         password=material[32:40].hex()[:8].encode(),
         policy=policy,
+        kek=kek,
         annual_kwh=1500.0 + 5000.0 * _unit_hash(seed, index, "size"),
     )

@@ -104,6 +104,9 @@ class ServerSession:
         self.server: compat.CompatServer | None = None
         self.client = 0
         self.client_title: bytes | None = None
+        #: the keys this association was opened with: a key transfer changes the meter's
+        #: keys for the NEXT association; this one goes on with these
+        self.keys = meter.keys
         self.ciphered = False
         self.stoc = b""
         self.ctos = b""
@@ -213,9 +216,10 @@ class ServerSession:
                 AcseDiagnostic.AUTHENTICATION_MECHANISM_NAME_REQUIRED,
                 "HLS-GMAC with ciphering required",
             )
+        keys = self.meter.keys
         try:
             clear = gcm.glo_decipher(
-                aarq.user_information, keys=self.meter.keys, system_title=aarq.calling_ap_title
+                aarq.user_information, keys=keys, system_title=aarq.calling_ap_title
             )
             initiate = InitiateRequest.decode(clear.apdu)
         except (SecurityViolation, AcseError):
@@ -231,6 +235,7 @@ class ServerSession:
                 "stale client invocation counter in AARQ",
             )
         self.client_title = aarq.calling_ap_title
+        self.keys = keys
         self.ciphered = True
         self.ctos = aarq.authentication_value
         self.stoc = os.urandom(16)
@@ -252,7 +257,7 @@ class ServerSession:
     ) -> bytes:
         out = gcm.glo_cipher(
             apdu,
-            keys=self.meter.keys,
+            keys=self.keys,
             system_title=self.meter.system_title,
             invocation_counter=self.meter.next_counter(),
             protection=protection,
@@ -266,7 +271,7 @@ class ServerSession:
     def _ciphered(self, apdu: bytes) -> bytes | None:
         assert self.client_title is not None
         try:
-            clear = gcm.glo_decipher(apdu, keys=self.meter.keys, system_title=self.client_title)
+            clear = gcm.glo_decipher(apdu, keys=self.keys, system_title=self.client_title)
         except SecurityViolation as exc:
             self._security_event(f"request rejected: {exc}")
             return exception_response(SERVICE_ERROR_DECIPHERING)
@@ -296,7 +301,7 @@ class ServerSession:
             assert self.client_title is not None
             try:
                 gcm.verify_gmac_response(
-                    apdu[15:], self.stoc, keys=self.meter.keys, system_title=self.client_title
+                    apdu[15:], self.stoc, keys=self.keys, system_title=self.client_title
                 )
             except SecurityViolation:
                 ok = False
@@ -307,7 +312,7 @@ class ServerSession:
             return self._cipher(bytes([0xC7, 0x01, invoke, 0x03, 0x00]), protection)
         ftos = gcm.gmac_response(
             self.ctos,
-            keys=self.meter.keys,
+            keys=self.keys,
             system_title=self.meter.system_title,
             invocation_counter=self.meter.next_counter(),
         )

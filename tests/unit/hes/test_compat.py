@@ -498,3 +498,37 @@ def test_set_error_from_set_value_is_ignored_by_stock_gurux() -> None:
     assert compat.server_handle_apdu(plain, 1, 1, refuse) == bytes.fromhex("c501c100")
     patched = _server([compat.CompatLimiter("0.0.17.0.0.255", lambda i: None, lambda i, v: False)])
     assert compat.server_handle_apdu(patched, 1, 1, refuse) == bytes.fromhex("c501c103")
+
+
+def test_global_key_transfer_fails_in_stock_gurux() -> None:
+    from gurux_dlms.objects import GXDLMSSecuritySetup
+
+    from hes.security.keywrap import KeyId, encode_key_transfer
+
+    kek, new_ak = bytes(range(16)), bytes(range(16, 32))
+    transfer = _apdu(
+        0xC3,
+        64,
+        bytes.fromhex("00002b0000ff"),
+        2,
+        encode_key_transfer(kek, {KeyId.AUTHENTICATION: new_ak}),
+    )
+    # stock: unwraps with gurux's own settings.kek, which our server never holds
+    with pytest.raises(compat.GuruxFailure):
+        compat.server_handle_apdu(_server([GXDLMSSecuritySetup("0.0.43.0.0.255")]), 1, 1, transfer)
+    calls: list[Any] = []
+
+    def act(method: int, parameters: Any) -> bool:
+        calls.append((method, parameters))
+        return True
+
+    setup = compat.CompatSecuritySetup("0.0.43.0.0.255", lambda i: None, lambda i, v: False, act)
+    server = _server([setup])
+    assert compat.server_handle_apdu(server, 1, 1, transfer) == bytes.fromhex("c701c10000")
+    [(method, parameters)] = calls
+    assert method == 2
+    assert [[int(k), bytes(w)] for k, w in parameters] == [
+        [2, encode_key_transfer(kek, {KeyId.AUTHENTICATION: new_ak})[-24:]]
+    ]
+    assert server.settings.kek is None  # no key went into gurux
+    assert server.settings.cipher is None
