@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -20,6 +21,7 @@ from hes.controls import (
     CalendarUpdate,
     ControlCommand,
     ControlJobs,
+    FirmwareFile,
     FirmwareUpdate,
     JobState,
     LoadLimit,
@@ -232,6 +234,48 @@ def test_firmware_update_from_a_file(fleet: Fleet, tmp_path: Path) -> None:
     jobs.run_due()
     assert again.state is JobState.SUCCEEDED
     assert again.outcomes[0].detail == "already"
+
+
+def test_firmware_file_checked_against_its_sha256_before_the_transfer(
+    fleet: Fleet, tmp_path: Path
+) -> None:
+    """FirmwareFile (the image a CIM request names): loaded once when the job runs; the
+    file's SHA-256 must be the request's, else no meter is touched."""
+    path = tmp_path / "amh-2.0.0.img"
+    path.write_bytes(IMAGE)
+    good = hashlib.sha256(IMAGE).hexdigest()
+    jobs = _jobs()
+    bad = jobs.submit(
+        ControlCommand(
+            FIRMWARE_UPDATE, _targets(fleet), parameters=FirmwareFile(path, "AMH-2.0.0", "0" * 64)
+        )
+    )
+    jobs.run_due()
+    assert bad.state is JobState.FAILED
+    assert {o.event_type for o in bad.outcomes} == {"3.11.0.85"}
+    assert all("SHA-256 is " + good in o.detail for o in bad.outcomes)
+    assert all("not transferred" in o.detail for o in bad.outcomes)
+    for meter in fleet.meters:  # nothing initiated, nothing sent
+        assert meter.firmware == FIRMWARE
+        assert meter.image.status == ImageTransferStatus.NOT_INITIATED
+    gone = jobs.submit(
+        ControlCommand(
+            FIRMWARE_UPDATE,
+            _targets(fleet)[:1],
+            parameters=FirmwareFile(tmp_path / "missing.img", "AMH-2.0.0", good),
+        )
+    )
+    jobs.run_due()
+    assert gone.state is JobState.FAILED
+    assert "missing.img" in gone.outcomes[0].detail
+    ok = jobs.submit(
+        ControlCommand(
+            FIRMWARE_UPDATE, _targets(fleet), parameters=FirmwareFile(path, "AMH-2.0.0", good)
+        )
+    )
+    jobs.run_due()
+    assert ok.state is JobState.SUCCEEDED, ok.outcomes
+    assert [m.firmware for m in fleet.meters] == ["AMH-2.0.0", "AMH-2.0.0"]
 
 
 def test_corrupted_image_fails_verification_and_keeps_the_firmware(fleet: Fleet) -> None:
