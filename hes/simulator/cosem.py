@@ -387,8 +387,9 @@ class MeterObjects:
             self.meter.transfer_keys(parameters)
         except KeyTransferError:
             return False
-        if faults.drop_after_key_transfer:
-            faults.drop_after_key_transfer = False
+        if faults.drop_after_key_transfer or faults.silent_after_key_transfer:
+            faults.no_answer = faults.silent_after_key_transfer
+            faults.drop_after_key_transfer = faults.silent_after_key_transfer = False
             self.drop_requested = True
         return True
 

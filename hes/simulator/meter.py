@@ -105,6 +105,8 @@ class Faults:
     drop_after_image_block: int | None = None  # one shot: die after storing this image block
     drop_before_key_transfer: bool = False  # one shot: die on a key transfer, keys unchanged
     drop_after_key_transfer: bool = False  # one shot: die after applying a key transfer
+    #: one shot: after applying a key transfer, die and stay silent (sets no_answer)
+    silent_after_key_transfer: bool = False
 
 
 class ImageTransferStatus(IntEnum):
