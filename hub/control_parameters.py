@@ -261,9 +261,9 @@ class _LoadLimitJson(_Strict):
 
 class _FirmwareJson(_Strict):
     kind: Literal["firmware"]
-    image: str = Field(pattern=NAME.pattern)
+    image: str = Field(pattern=f"^{NAME.pattern}$")
     version: str = Field(min_length=1, max_length=64)
-    sha256: str = Field(pattern=SHA256.pattern)
+    sha256: str = Field(pattern=f"^{SHA256.pattern}$")
     size: int = Field(gt=0)
     activate_at: datetime | None = None
 

@@ -103,7 +103,9 @@ def _load_limit(control: EndDeviceControl) -> LoadLimit:
             f"threshold {watts.normalize():f} W is not above 0 (no limit: control type 3.15.0.23)",
         )
     if watts != watts.to_integral_value():
-        raise _Refused("priceSignal/value", f"threshold {watts:f} W is not a whole number of W")
+        raise _Refused(
+            "priceSignal/value", f"threshold {watts.normalize():f} W is not a whole number of W"
+        )
     try:
         return LoadLimit(int(watts))
     except ControlParameterInvalid as exc:
