@@ -268,12 +268,17 @@ def end_device_controls(
     """EndDeviceControls request (create / cancel). Each dict: ``type`` (the
     EndDeviceControlType code), and optionally ``mrid`` (the job id), ``devices``
     (meter mRIDs), ``usage_points``, ``areas`` (UsagePointGroups by name),
-    ``groups`` (EndDeviceGroups), ``start`` (datetime: primaryDeviceTiming), ``reason``."""
+    ``groups`` (EndDeviceGroups), ``start`` (datetime: primaryDeviceTiming), ``reason``,
+    ``price_signal`` ((value, multiplier, unit), e.g. ``("4.5", "k", "W")``: a load
+    limit), ``command`` and ``activate_at`` (EndDeviceAction command / startDateTime: a
+    calendar or firmware reference, docs/controls.md)."""
     from cim_schemas.profiles.common import DateTimeInterval, IdentifiedObject
     from cim_schemas.profiles.end_device_controls import (
+        EndDeviceAction,
         EndDeviceControl,
         EndDeviceControls,
         EndDeviceTiming,
+        FloatQuantity,
         render_end_device_controls,
     )
 
@@ -291,11 +296,34 @@ def end_device_controls(
         assert start is None or isinstance(start, datetime)
         reason = c.get("reason")
         mrid = c.get("mrid")
+        signal = c.get("price_signal")
+        price_signal = None
+        if signal is not None:
+            assert isinstance(signal, tuple)
+            assert len(signal) == 3
+            value, multiplier, unit = signal
+            price_signal = FloatQuantity(
+                Decimal(str(value)),
+                None if multiplier is None else str(multiplier),
+                None if unit is None else str(unit),
+            )
+        command = c.get("command")
+        activate_at = c.get("activate_at")
+        assert activate_at is None or isinstance(activate_at, datetime)
+        action = (
+            EndDeviceAction(
+                command=None if command is None else str(command), start_date_time=activate_at
+            )
+            if command is not None or activate_at is not None
+            else None
+        )
         items.append(
             EndDeviceControl(
                 end_device_control_type=str(c["type"]),
                 mrid=str(mrid) if mrid is not None else None,
+                price_signal=price_signal,
                 reason=str(reason) if reason is not None else None,
+                end_device_action=action,
                 end_device_groups=objs("groups", c),
                 end_devices=objs("devices", c),
                 primary_device_timing=EndDeviceTiming(interval=DateTimeInterval(start=start))
