@@ -13,6 +13,7 @@ from typing import Any
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     DownloadColumn,
@@ -93,7 +94,7 @@ class AmihubGroup(click.Group):
         try:
             return super().invoke(ctx)
         except AmihubError as exc:
-            console.print(f"[red]error:[/red] {exc}")
+            console.print(f"[red]error:[/red] {escape(str(exc))}")  # "[hes] ..." shown as is
             sys.exit(2)
 
 

@@ -99,9 +99,15 @@ def _credentials(
     seed: int | None,
 ) -> MeterCredentials:
     if hls and keystore is not None:
-        found = keystore.get(mrid)
+        found = keystore.entry(mrid)
         if found is not None:
-            return MeterCredentials(Security.HLS, system_title=found[0], keys=found[1])
+            pending = keystore.pending(mrid)  # an unsettled key change: tried when refused
+            return MeterCredentials(
+                Security.HLS,
+                system_title=found.system_title,
+                keys=found.keys,
+                pending_keys=pending.keys if pending else None,
+            )
     if seed is None:
         raise ConfigurationError(
             f"no keys for {mrid}: put them in the key store ([hes] keystore) "
