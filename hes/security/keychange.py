@@ -113,9 +113,10 @@ class SettleKeys:
 
 
 class KeyAudit(Protocol):
-    """Where each key change is recorded (who, meter, when, outcome; never the keys)."""
+    """Where key changes are recorded (who, meter, when, outcome; never the keys), one
+    call per batch of meters."""
 
-    def record(self, actor: str, action: str, result: KeyChangeResult) -> None: ...
+    def record(self, actor: str, action: str, results: Sequence[KeyChangeResult]) -> None: ...
 
 
 def _details(result: KeyChangeResult) -> str:
@@ -126,19 +127,23 @@ def _details(result: KeyChangeResult) -> str:
 class LogKeyAudit:
     """Audit as log lines (when the key store has no access to the MDM store)."""
 
-    def record(self, actor: str, action: str, result: KeyChangeResult) -> None:
-        log.info("%s of %s by %s: %s", action, result.mrid, actor, _details(result))
+    def record(self, actor: str, action: str, results: Sequence[KeyChangeResult]) -> None:
+        for r in results:
+            log.info("audit: %s of %s by %s: %s", action, r.mrid, actor, _details(r))
 
 
 class StoreKeyAudit:
-    """Audit into the MDM store's audit log (one entry per meter, its own transaction)."""
+    """Audit into the MDM store's audit log: the entries of a batch in one transaction."""
 
     def __init__(self, uow_factory: UnitOfWorkFactory) -> None:
         self.uow_factory = uow_factory
 
-    def record(self, actor: str, action: str, result: KeyChangeResult) -> None:
+    def record(self, actor: str, action: str, results: Sequence[KeyChangeResult]) -> None:
+        if not results:
+            return
         with self.uow_factory() as uow:
-            uow.audit.record(actor, action, "EndDevice", result.mrid, _details(result))
+            for r in results:
+                uow.audit.record(actor, action, "EndDevice", r.mrid, _details(r))
             uow.commit()
 
 
@@ -283,7 +288,7 @@ class KeyChanger:
                         r.version,
                         f"earlier key change still unsettled ({r.reason})",
                     )
-                    self.audit.record(command.actor, "key-change", refused)
+                    self.audit.record(command.actor, "key-change", [refused])
                     results.append(refused)
                     if progress:
                         progress(refused)
@@ -328,8 +333,8 @@ class KeyChanger:
                 m.target.mrid, m.outcome, entry.version if entry else None, m.reason
             )
             log.info("key change of %s: %s (%s)", result.mrid, result.outcome, result.reason)
-            self.audit.record(command.actor, "key-change", result)
             out.append(result)
+        self.audit.record(command.actor, "key-change", out)
         return out
 
     def _transfer(self, m: _Meter) -> None:
@@ -448,8 +453,9 @@ class KeyChanger:
             self.persist(self.store)
         for r in results:
             log.info("key settlement of %s: %s (%s)", r.mrid, r.outcome, r.reason)
-            self.audit.record(command.actor, "key-settle", r)
-            if progress:
+        self.audit.record(command.actor, "key-settle", results)
+        if progress:
+            for r in results:
                 progress(r)
         return results
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -73,8 +73,8 @@ class ListAudit:
     def __init__(self) -> None:
         self.entries: list[tuple[str, str, KeyChangeResult]] = []
 
-    def record(self, actor: str, action: str, result: KeyChangeResult) -> None:
-        self.entries.append((actor, action, result))
+    def record(self, actor: str, action: str, results: Sequence[KeyChangeResult]) -> None:
+        self.entries += [(actor, action, r) for r in results]
 
 
 def _changer(
@@ -211,10 +211,11 @@ def test_answer_lost_before_the_meter_applied_drops_the_pending_keys(
 
 
 def test_connection_dropped_after_the_transfer_is_settled_on_the_next_association(
-    fleet: Fleet, tmp_path: Path
+    fleet: Fleet, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.DEBUG)
     meter = fleet.meters[2]
-    old_keys = meter.keys
+    old_keys, old_kek = meter.keys, meter.kek
     meter.faults.silent_after_key_transfer = True  # applies, drops, then no answer at all
     store, file = _store(fleet, tmp_path / "keys.json")
     audit = ListAudit()
@@ -254,6 +255,9 @@ def test_connection_dropped_after_the_transfer_is_settled_on_the_next_associatio
     [again] = _changer(after, file, audit).change(ChangeKeys((target,), "dave"))
     assert again.outcome is KeyChangeOutcome.CHANGED
     assert again.version == 3
+    for secret in _secrets(meter, extra=(old_keys, old_kek, pending.keys, pending.kek)):
+        assert secret not in caplog.text + repr(audit.entries)
+    assert "unknown" in caplog.text
 
 
 def test_a_change_settles_an_earlier_unknown_one_first(fleet: Fleet, tmp_path: Path) -> None:
@@ -345,3 +349,44 @@ def test_simulator_state_keeps_changed_keys_across_a_restart(fleet: Fleet, tmp_p
     assert restarted.meters[0].keys == fleet.meters[0].keys
     assert restarted.meters[0].kek == fleet.meters[0].kek
     assert restarted.meters[1].keys == fleet.meters[1].keys
+
+
+def test_a_crash_before_the_store_is_updated_loses_no_key(
+    fleet: Fleet, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    meter = fleet.meters[1]
+    old_keys, old_kek = meter.keys, meter.kek
+    mrid = f"MTR-{meter.serial}"
+    store, file = _store(fleet, tmp_path / "keys.json")
+    writes: list[int] = []
+
+    def persist_then_die(s: KeyStore) -> None:
+        if writes:  # the write after the meter took the new keys: the process dies here
+            raise SystemExit("killed")
+        writes.append(1)
+        file.save(s)
+
+    changer = KeyChanger(
+        store,
+        persist_then_die,
+        tcp_sessions(ClientIdentity()),
+        policy=EnginePolicy(concurrency=1, timeout=0.5, attempts=1),
+        audit=ListAudit(),
+    )
+    with pytest.raises(SystemExit):
+        changer.change(ChangeKeys((_target(fleet, 1),), "ivan"))
+    assert meter.key_changes == 1
+    restarted = file.load(MASTER)  # what the next process finds on disk
+    assert restarted.get(mrid) == (meter.system_title, old_keys)
+    pending = restarted.pending(mrid)
+    assert pending is not None
+    assert (pending.keys, pending.kek) == (meter.keys, meter.kek)
+    audit = ListAudit()
+    [settled] = _changer(restarted, file, audit).settle(SettleKeys((_target(fleet, 1),), "ivan"))
+    assert settled.outcome is KeyChangeOutcome.CHANGED
+    entry = file.load(MASTER).entry(mrid)
+    assert entry is not None
+    assert entry.keys == meter.keys
+    for secret in _secrets(meter, extra=(old_keys, old_kek)):
+        assert secret not in caplog.text + repr(audit.entries)
