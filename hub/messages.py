@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -44,6 +45,9 @@ class InboundMessage:
     message_id: str | None = None
     #: async replies: queued in the outbox in the transaction of the effect
     async_replies: ReplyRoute | None = None
+    #: the adapter can send a large reply in chunks (Outcome.reply_chunks): the read path
+    #: then keeps a large reply in a temp file instead of returning it as bytes
+    stream_reply: bool = False
 
     def __post_init__(self) -> None:
         if (self.body is None) == (self.path is None):
@@ -101,6 +105,11 @@ class Outcome:
     #: the reply was queued for the ReplyAddress (answer the caller an acknowledgement)
     reply_queued: bool = False
     counts: dict[str, int] = field(default_factory=dict)
+    #: a large reply of the read path, when the message asked ``stream_reply``: ``reply``
+    #: is then empty and these chunks (``reply_size`` bytes in all) are the reply; the
+    #: adapter must iterate them to the end or close them
+    reply_chunks: Iterator[bytes] | None = None
+    reply_size: int = 0
 
     @property
     def ok(self) -> bool:

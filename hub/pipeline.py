@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -48,16 +49,24 @@ from hub.errors import (
 from hub.lifecycle import LifecycleRecorder
 from hub.lifecycle import MessageLifecycle as S
 from hub.messages import InboundMessage, Outcome
+from hub.replies import ReplySpool
 from hub.routing import (
     BatchRoute,
     MessageFrame,
+    ReplyWriterRoute,
     RouteContext,
     RouteResult,
     RouteTable,
 )
 from hub.settings import LimitSettings
 from mdm.handlers import HandlerContext
-from mdm.ports import MessageConclusion, MessageStart, UnitOfWork, UnitOfWorkFactory
+from mdm.ports import (
+    AnsweredMessage,
+    MessageConclusion,
+    MessageStart,
+    UnitOfWork,
+    UnitOfWorkFactory,
+)
 
 log = logging.getLogger("amihub.pipeline")
 
@@ -66,6 +75,10 @@ DRAFT_NS_BYTES = DRAFT_MESSAGE_NS.encode()
 
 #: dead letters keep inputs up to this size whole; larger ones keep their head and a flag
 DEAD_LETTER_BODY_LIMIT = 64 * 1024 * 1024
+
+#: a message is tried on the read path when its Verb, in the first bytes, says get
+_GET_HINT = re.compile(rb"<(?:[A-Za-z_][\w.-]*:)?Verb>\s*get\s*</")
+_HINT_BYTES = 8192
 
 
 @dataclass
@@ -101,15 +114,136 @@ class Pipeline:
         self.default_utility = default_utility
         self.clock = clock
         self._batch_routes: dict[int, bool] = {}
+        self._writer_routes: dict[int, bool] = {}
+        #: utility code -> id; utilities are never deleted or renamed, so a hit stays true
+        self._utility_ids: dict[str, int] = {}
 
     # -- entry point -------------------------------------------------------------------
 
     def process(self, msg: InboundMessage) -> Outcome:
         limit, content_hash = self._measure(msg)
+        frame = self._frame_of_read(msg, limit)
+        if frame is not None:
+            answered = self._answer_read(msg, frame, content_hash)
+            if answered is not None:
+                return answered
         with self.uow_factory() as uow:
             log_id = self._start(uow, msg, content_hash)
             uow.commit()
-        return self._run(msg, LifecycleRecorder(log_id), limit, content_hash)
+        return self._run(msg, LifecycleRecorder(log_id), limit, content_hash, frame)
+
+    # -- the read path -----------------------------------------------------------------
+
+    def _frame_of_read(self, msg: InboundMessage, limit: int) -> MessageFrame | None:
+        """The parsed (and validated) frame of a small message whose Header looks like a
+        get, else None. Any refusal is left to the full path, which records it."""
+        body = msg.body
+        if body is None or msg.replay_of is not None:
+            return None
+        if msg.size > min(limit, self.limits.tree_limit_bytes):
+            return None
+        if _GET_HINT.search(body, 0, _HINT_BYTES) is None:
+            return None
+        try:
+            return _with_transport_id(self._parse_tree(body), msg)
+        except AmihubError:
+            return None
+
+    def _reply_writer(self, header: Header) -> ReplyWriterRoute | None:
+        try:
+            route = self.routes.get(header.verb, header.noun)
+        except AmihubError:
+            return None
+        known = self._writer_routes.get(id(route))
+        if known is None:
+            known = self._writer_routes[id(route)] = isinstance(route, ReplyWriterRoute)
+        return cast(ReplyWriterRoute, route) if known else None
+
+    def _answer_read(
+        self, msg: InboundMessage, frame: MessageFrame, content_hash: str
+    ) -> Outcome | None:
+        """A get answered in one short transaction: the route writes the reply into a
+        spool while the store streams the rows, then the message log gets one finished
+        row with its whole lifecycle (one statement) and the transaction commits --
+        before the reply is handed back, so every answered get is on record. A get
+        changes nothing: no idempotency lookup, no stored reply (its digest instead).
+        None (nothing written) when the message is not such a get or anything fails:
+        the full path then processes it and records the refusal, exactly as before."""
+        header = frame.header
+        if header.verb != "get" or (header.async_reply_flag and header.reply_address):
+            return None
+        principal = msg.principal
+        if principal is not None and not principal.may(header.verb, header.noun):
+            return None
+        route = self._reply_writer(header)
+        if route is None:
+            return None
+        validated_at = self.clock()
+        utility_code = self._utility(msg)
+        spool = ReplySpool()
+        try:
+            with self.uow_factory() as uow:
+                utility_id = self._utility_ids.get(utility_code)
+                if utility_id is None:
+                    utility = uow.utilities.get(utility_code)
+                    if utility is None or utility.id is None:
+                        spool.close()
+                        return None
+                    utility_id = self._utility_ids[utility_code] = utility.id
+                dispatched_at = self.clock()
+                ctx = RouteContext(
+                    utility_id=utility_id,
+                    utility_code=utility_code,
+                    handler=HandlerContext(actor=msg.source, now=dispatched_at),
+                    bus=self.bus,
+                )
+                result = route.write_reply(cast(IO[bytes], spool), frame, ctx, uow)
+                replied = f"{result.result}; reply of {spool.size} bytes, {spool.digest}"
+                log_id = uow.messages.record_answered(
+                    AnsweredMessage(
+                        source=msg.source,
+                        endpoint=msg.endpoint,
+                        content_hash=content_hash,
+                        size=msg.size,
+                        received_at=msg.received_at,
+                        message_id=header.message_id,
+                        verb=header.verb,
+                        noun=header.noun,
+                        correlation_id=header.correlation_id,
+                        result=result.result,
+                        steps=(
+                            (S.RECEIVED, msg.received_at, None),
+                            (S.VALIDATED, validated_at, None),
+                            (S.DISPATCHED, dispatched_at, f"{header.verb} {header.noun}"),
+                            (S.REPLIED, self.clock(), replied),
+                        ),
+                    )
+                )
+                uow.commit()
+        except Exception as exc:
+            spool.close()
+            log.info(
+                "get %s %s: %s; processed by the full path", header.noun, header.message_id, exc
+            )
+            return None
+        outcome = Outcome(
+            result=result.result,
+            reply=b"",
+            errors=result.errors,
+            message_log_id=log_id,
+            verb=header.verb,
+            noun=header.noun,
+            message_id=header.message_id,
+            correlation_id=header.message_id,
+            reply_address=header.reply_address,
+            counts=result.counts,
+        )
+        if msg.stream_reply and not spool.in_memory:
+            outcome.reply_chunks, outcome.reply_size = spool.chunks(), spool.size
+        else:
+            outcome.reply = spool.getvalue()
+        self._log_outcome(msg, outcome, result)
+        return outcome
 
     def _measure(self, msg: InboundMessage) -> tuple[int, str]:
         """The size limit that applies, and the content hash (of the head, when oversize)."""
@@ -123,15 +257,24 @@ class Pipeline:
         return limit, content_hash
 
     def _run(
-        self, msg: InboundMessage, steps: LifecycleRecorder, limit: int, content_hash: str
+        self,
+        msg: InboundMessage,
+        steps: LifecycleRecorder,
+        limit: int,
+        content_hash: str,
+        frame: MessageFrame | None = None,
     ) -> Outcome:
-        """Everything after the message log row exists; never raises but RecoverableError."""
+        """Everything after the message log row exists; never raises but RecoverableError.
+        ``frame``: the message already parsed and validated (the read path's try)."""
         size, log_id = msg.size, steps.log_id
         seen = _Seen()
         try:
             if size > limit:
                 raise InputTooLarge(f"input of {size} bytes exceeds the limit of {limit} bytes")
             try:
+                if frame is not None:
+                    seen.header, seen.style = frame.header, frame.style
+                    return self._dispatch(msg, frame, steps, content_hash, True)
                 return self._attempt(msg, limit, steps, content_hash, seen, allow_direct=True)
             except FastPathConflict as conflict:
                 # the optimistic bulk path met stored or repeated keys; it was rolled

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import IO, Protocol, runtime_checkable
 
 from lxml import etree
 
@@ -114,3 +114,14 @@ class BatchRoute(Route, Protocol):
     def handle_batch(
         self, prepared: Sequence[tuple[MessageFrame, object]], ctx: RouteContext, uow: UnitOfWork
     ) -> list[RouteResult]: ...
+
+
+@runtime_checkable
+class ReplyWriterRoute(Route, Protocol):
+    """A read route (verb get) that writes its reply itself, incrementally, to ``out``
+    (bounded memory); the pipeline's read path uses it (docs/soap.md, Performance).
+    The result carries the Result, errors and counts, no payload element."""
+
+    def write_reply(
+        self, out: IO[bytes], frame: MessageFrame, ctx: RouteContext, uow: UnitOfWork
+    ) -> RouteResult: ...

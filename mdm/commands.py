@@ -52,6 +52,8 @@ class QueryMeterReadings:
     reading_types: tuple[str, ...] = ()
     start: datetime | None = None
     end: datetime | None = None
+    #: readings as reply text (ReadingQueryResult.texts) instead of StoredReading objects
+    as_text: bool = False
 
 
 @dataclass(frozen=True)

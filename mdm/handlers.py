@@ -38,7 +38,7 @@ from mdm.model import (
     UsagePoint,
     UsagePointStatus,
 )
-from mdm.ports import StagingResult, UnitOfWork
+from mdm.ports import ReadingText, StagingResult, UnitOfWork
 
 
 @dataclass(frozen=True)
@@ -73,6 +73,8 @@ class ReadingQueryResult:
     readings: Iterator[StoredReading]
     unknown_meters: list[DeviceRef] = field(default_factory=list)
     unknown_usage_points: list[DeviceRef] = field(default_factory=list)
+    #: the readings as reply text, when the command asked ``as_text`` (then readings is empty)
+    texts: Iterator[ReadingText] = field(default_factory=lambda: iter(()))
 
 
 def query_meter_readings(
@@ -96,7 +98,11 @@ def query_meter_readings(
         for device_id, _start, _end in uow.installations.devices_at(up.id, cmd.start, cmd.end):
             if device_id not in device_ids:
                 device_ids.append(device_id)
-    if device_ids:
+    if device_ids and cmd.as_text:
+        result.texts = uow.readings.query_text(
+            device_ids, list(cmd.reading_types) or None, cmd.start, cmd.end
+        )
+    elif device_ids:
         result.readings = uow.readings.query(
             device_ids, list(cmd.reading_types) or None, cmd.start, cmd.end
         )

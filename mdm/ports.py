@@ -42,6 +42,18 @@ class StagedReading(NamedTuple):
     quality: str  # comma-separated ReadingQualityType codes, "" = valid
 
 
+class ReadingText(NamedTuple):
+    """A stored reading as reply text, for read paths that render without converting:
+    ``ts`` in ISO 8601 as ``datetime.isoformat()`` writes an aware UTC instant
+    (``2026-01-01T00:15:00+00:00``), ``value`` as plain decimal text (no exponent)."""
+
+    device_mrid: str
+    reading_type: str
+    ts: str
+    value: str
+    quality: str
+
+
 #: (instant UTC, value, quality) of one reading inside a :class:`ReadingBlock`
 BlockReading = tuple[datetime, Decimal, str]
 
@@ -189,6 +201,17 @@ class ReadingRepository(Protocol):
         the period (00:00, 24:00] holds exactly one day of them."""
         ...
 
+    def query_text(
+        self,
+        device_ids: Sequence[int],
+        reading_types: Sequence[str] | None,
+        start: datetime | None,
+        end: datetime | None,
+    ) -> Iterator[ReadingText]:
+        """What :meth:`query` returns, as text for a reply (no per-row type conversion
+        where the store can produce the text itself); streamed, same order."""
+        ...
+
     def versions(self, device_id: int, reading_type: str, ts: datetime) -> list[StoredReading]:
         """Every version of one reading, newest first."""
         ...
@@ -239,6 +262,23 @@ class MessageConclusion(NamedTuple):
     reply: bytes | None
 
 
+class AnsweredMessage(NamedTuple):
+    """A message answered without changing anything (a get), logged once it is answered:
+    its row and its whole lifecycle in one write. ``steps`` are (state, at, detail)."""
+
+    source: str
+    endpoint: str
+    content_hash: str
+    size: int
+    received_at: datetime
+    message_id: str | None
+    verb: str
+    noun: str
+    correlation_id: str | None
+    result: str
+    steps: Sequence[tuple[str, datetime, str | None]]
+
+
 class MessageLogRepository(Protocol):
     """One row a message (source, MessageID unique) and one row a lifecycle step."""
 
@@ -267,6 +307,13 @@ class MessageLogRepository(Protocol):
     def conclude_many(self, rows: Sequence[MessageConclusion]) -> None:
         """identify + finish for several messages; a MessageID claimed meanwhile by
         another process raises StoreUnavailable (the batch is retried one by one)."""
+        ...
+
+    def record_answered(self, entry: AnsweredMessage) -> int:
+        """Log a finished read (no stored reply: its digest is in the last step's detail)
+        in one statement where the store allows it; returns the log id. A MessageID the
+        source already used is not claimed again: the row keeps message_id NULL and its
+        *dispatched* step names the repeated MessageID."""
         ...
 
 

@@ -1,4 +1,4 @@
-"""The SOAP front door: a WSGI application in front of one thin spyne router per service.
+"""The SOAP front door: one WSGI application serving every service.
 
 ::
 
@@ -9,9 +9,16 @@
          (refused: Fault 1010 + audit entry)
       -> the body element must be an operation of this service, and a soapAction,
          when sent, must be that operation's (else Fault 1006)
-      -> spyne routes the body element to the operation (``@rpc(AnyXml, bare)``)
       -> hub pipeline (validation, authorisation, idempotency, handlers, reply)
-      <- the pipeline's reply bytes inside a SOAP envelope, or a SOAP Fault
+      <- the pipeline's reply inside a SOAP envelope (a large reply of the read path
+         streamed from its spool, with its Content-Length), or a SOAP Fault
+
+The front door does what a SOAP stack would (the operation is known from the body
+element and soapAction; faults are rendered here with the service's own
+FaultMessage in ``detail``): spyne is not on the request path any more. It cost
+about a third of a meter-day get in CPU, and its request context runs a full
+``gc.collect()`` every second, which stalls every worker thread (docs/soap.md,
+Performance). Our WSDL and XSD files are served as they are (adapters/soap/wsdl.py).
     GET /ws/<Service>?wsdl   our WSDL file, soap:address rewritten for the caller
     GET /xsd/<path>          our XSDs (the WSDLs import them by relative location)
 
@@ -36,9 +43,6 @@ from typing import Any, Final
 from urllib.parse import urlsplit
 
 from lxml import etree
-from spyne import AnyXml, Application, Fault, ServiceBase, rpc
-from spyne.protocol.soap import Soap11
-from spyne.server.wsgi import WsgiApplication
 
 from adapters.soap.auth import AuthenticationFailed, Authenticator
 from adapters.soap.catalogue import SERVICES, Operation, ServiceSpec
@@ -58,9 +62,6 @@ log = logging.getLogger("amihub.soap")
 #: async replies (AsyncReplyFlag + http(s) ReplyAddress) go through the SOAP outbox channel
 ASYNC_REPLIES: Final = ReplyRoute(CHANNEL, frozenset({"http", "https"}))
 access_log = logging.getLogger("amihub.soap.access")
-# spyne keeps a process-wide registry of applications by (namespace, name) and warns
-# when a second gateway (tests, a restart in-process) registers the same services
-logging.getLogger("spyne.util.appreg").setLevel(logging.ERROR)
 
 SOAP_ENV: Final = "http://schemas.xmlsoap.org/soap/envelope/"
 ENVELOPE_HEAD: Final = (
@@ -83,15 +84,22 @@ Enqueue = Callable[[str, str, str, str, bytes, dict[str, str], str | None], None
 
 
 class SoapFault(Exception):
-    """A fault produced by the front door (before or instead of spyne)."""
+    """A fault to answer: from the front door (``close``: the request may not have been
+    read whole, the connection is closed after the answer) or from the pipeline."""
 
     def __init__(
-        self, faultcode: str, errors: list[ErrorDetail], status: str = "500 Internal Server Error"
+        self,
+        faultcode: str,
+        errors: list[ErrorDetail],
+        status: str = "500 Internal Server Error",
+        *,
+        close: bool = True,
     ) -> None:
         super().__init__(errors[0].reason)
         self.faultcode = faultcode
         self.errors = errors
         self.status = status
+        self.close = close
 
 
 def strip_declaration(xml: bytes) -> bytes:
@@ -128,7 +136,7 @@ def render_fault(faultcode: str, errors: list[ErrorDetail], spec: ServiceSpec | 
 
 @dataclass
 class _Request:
-    """What the front door found out, handed to the spyne method through the environ."""
+    """What the front door found out about a call."""
 
     spec: ServiceSpec
     operation: Operation
@@ -138,12 +146,25 @@ class _Request:
     soap_action: str
 
 
-class _HardenedSoap11(Soap11):  # type: ignore[misc]  # spyne is untyped
-    """Soap11 that takes the envelope already parsed by the hardened parser."""
+def _enveloped(chunks: Iterator[bytes]) -> tuple[Iterator[bytes], int]:
+    """A streamed reply (XML declaration first) inside the SOAP envelope, and the number
+    of bytes it takes from the first chunk's declaration on; the chunks are closed when
+    the WSGI server closes the returned iterator or reaches its end."""
+    first = next(chunks, b"")
+    stripped = strip_declaration(first)
 
-    def create_in_document(self, ctx: Any, charset: str | None = None) -> None:
-        request: _Request = ctx.transport.req_env["amihub.soap.request"]
-        ctx.in_document = (request.body.getroottree().getroot(), {})
+    def body() -> Iterator[bytes]:
+        try:
+            yield ENVELOPE_HEAD
+            yield stripped
+            yield from chunks
+            yield ENVELOPE_TAIL
+        finally:
+            close = getattr(chunks, "close", None)
+            if close is not None:
+                close()
+
+    return body(), len(first) - len(stripped)
 
 
 class SoapGateway:
@@ -170,42 +191,6 @@ class SoapGateway:
         self.subscribers = subscribers or {}
         self.specs = {s.name: s for s in (services or SERVICES.values())}
         self.wsdl = WsdlStore()
-        self._routers = {name: self._router(spec) for name, spec in self.specs.items()}
-
-    # -- spyne -----------------------------------------------------------------------------
-
-    def _router(self, spec: ServiceSpec) -> WsgiApplication:
-        gateway = self
-
-        def method_for(op: Operation) -> Any:
-            def call(ctx: Any, body: Any) -> None:
-                environ = ctx.transport.req_env
-                request: _Request = environ["amihub.soap.request"]
-                try:
-                    ctx.out_string = gateway.invoke(request)
-                except Fault as fault:
-                    environ["amihub.soap.fault"] = str(fault.faultstring).split(" ", 1)[0]
-                    raise
-
-            call.__name__ = op.name
-            return rpc(
-                AnyXml,
-                _body_style="bare",
-                _in_message_name=op.input,
-                _operation_name=op.name,
-                _returns=AnyXml,
-            )(call)
-
-        methods = {op.name: method_for(op) for op in spec.operations}
-        service_class = type(spec.name, (ServiceBase,), methods)
-        application = Application(
-            [service_class],
-            tns=spec.namespace,
-            name=spec.name,
-            in_protocol=_HardenedSoap11(),
-            out_protocol=Soap11(cleanup_namespaces=False),
-        )
-        return WsgiApplication(application)
 
     # -- WSGI ------------------------------------------------------------------------------
 
@@ -237,13 +222,14 @@ class SoapGateway:
             return self._plain(start_response, "405 Method Not Allowed", "POST or GET ?wsdl\n")
         try:
             request = self._accept(spec, environ)
+            environ["amihub.user"] = request.principal.name
+            chunks, length = self.invoke(request)
         except SoapFault as fault:
             environ["amihub.soap.fault"] = fault.errors[0].code
             body = render_fault(fault.faultcode, fault.errors, spec)
-            return self._send(start_response, fault.status, body, XML_TYPE, close=True)
-        environ["amihub.soap.request"] = request
-        environ["amihub.user"] = request.principal.name
-        return self._routers[spec.name](environ, start_response)  # type: ignore[no-any-return]
+            return self._send(start_response, fault.status, body, XML_TYPE, close=fault.close)
+        start_response("200 OK", [("Content-Type", XML_TYPE), ("Content-Length", str(length))])
+        return chunks
 
     def _accept(self, spec: ServiceSpec, environ: dict[str, Any]) -> _Request:
         remote = str(environ.get("REMOTE_ADDR", "?"))
@@ -348,8 +334,9 @@ class SoapGateway:
 
     # -- the call --------------------------------------------------------------------------
 
-    def invoke(self, request: _Request) -> list[bytes]:
-        """Hand the body to the pipeline; the SOAP envelope of its answer (or a spyne Fault)."""
+    def invoke(self, request: _Request) -> tuple[Iterable[bytes], int]:
+        """Hand the body to the pipeline; the SOAP envelope of its answer and its length
+        (or SoapFault)."""
         spec = request.spec
         body = etree.tostring(request.body)
         message = InboundMessage(
@@ -359,17 +346,23 @@ class SoapGateway:
             principal=request.principal,
             metadata={"remote": request.remote, "operation": request.operation.name},
             async_replies=ASYNC_REPLIES if self.enqueue is not None else None,
+            stream_reply=True,
         )
         try:
             outcome = self.pipeline.process(message)
         except RecoverableError as exc:
             log.warning("recoverable failure at /ws/%s: %s", spec.name, exc)
-            raise self._spyne_fault(
-                "Server", [ErrorDetail("3001", f"{exc}; try again later")], spec
+            raise SoapFault(
+                "Server", [ErrorDetail("3001", f"{exc}; try again later")], close=False
             ) from None
+        if outcome.reply_chunks is not None:  # a large answer of the read path
+            chunks, declaration = _enveloped(outcome.reply_chunks)
+            return chunks, len(ENVELOPE_HEAD) + outcome.reply_size - declaration + len(
+                ENVELOPE_TAIL
+            )
         if outcome.result == "FAILED" and outcome.errors and outcome.errors[0].code in FAULT_CODES:
             faultcode = "Server" if outcome.errors[0].code.startswith("3") else "Client"
-            raise self._spyne_fault(faultcode, outcome.errors, spec)
+            raise SoapFault(faultcode, outcome.errors, close=False)
         reply = outcome.reply
         if outcome.reply_queued:  # queued with the effect, in the pipeline's transaction
             reply = self._acknowledgement(spec, outcome)
@@ -381,12 +374,8 @@ class SoapGateway:
             and not outcome.duplicate  # forwarded when it was first accepted
         ):
             self._publish(spec, request, outcome)
-        return [ENVELOPE_HEAD, strip_declaration(reply), ENVELOPE_TAIL]
-
-    def _spyne_fault(self, faultcode: str, errors: list[ErrorDetail], spec: ServiceSpec) -> Fault:
-        first = errors[0]
-        text = f"{first.code} {first.reason}" + (f" (at {first.xpath})" if first.xpath else "")
-        return Fault(faultcode=faultcode, faultstring=text, detail=fault_detail(spec, errors))
+        parts = [ENVELOPE_HEAD, strip_declaration(reply), ENVELOPE_TAIL]
+        return parts, sum(len(p) for p in parts)
 
     def _async(self, spec: ServiceSpec, outcome: Outcome) -> bytes:
         """Queue the real reply for Reply<Noun> at ReplyAddress; answer an acknowledgement."""

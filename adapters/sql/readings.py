@@ -35,7 +35,7 @@ from adapters.sql.errors import guard, guarded, is_unique_violation, translate
 from adapters.sql.types import COPY_SPECIALS, UTCDateTime, canonical_decimal, copy_text, sqlite_ts
 from hub.errors import StoreUnavailable
 from mdm.model import DeviceRef, IngestStats, StoredReading
-from mdm.ports import DuplicateReading, StagedReading, StagingResult
+from mdm.ports import DuplicateReading, ReadingText, StagedReading, StagingResult
 
 if TYPE_CHECKING:
     from adapters.sql.direct import SqlDirectReadingWriter
@@ -636,6 +636,24 @@ class SqlReadingRepository:
         ids = sorted(set(device_ids))
         chunks = [ids[i : i + QUERY_DEVICE_CHUNK] for i in range(0, len(ids), QUERY_DEVICE_CHUNK)]
         return self._stream([base.where(r.c.device_id.in_(chunk)) for chunk in chunks])
+
+    def query_text(
+        self,
+        device_ids: Sequence[int],
+        reading_types: Sequence[str] | None,
+        start: datetime | None,
+        end: datetime | None,
+    ) -> Iterator[ReadingText]:
+        """:meth:`query` as reply text; on PostgreSQL the server formats it
+        (adapters/sql/read_text.py)."""
+        from adapters.sql import read_text
+
+        if not device_ids:
+            return iter(())
+        if self._conn.dialect.name == "postgresql":
+            raw: Any = self._conn.connection.driver_connection
+            return read_text.pg_reading_text(raw, device_ids, reading_types, start, end)
+        return read_text.sqlite_reading_text(self, device_ids, reading_types, start, end)
 
     def _stream(self, statements: list[Any]) -> Iterator[StoredReading]:
         try:

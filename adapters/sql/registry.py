@@ -33,7 +33,13 @@ from mdm.model import (
     UsagePointStatus,
     Utility,
 )
-from mdm.ports import DeadLetter, MessageConclusion, MessageStart, MessageState
+from mdm.ports import (
+    AnsweredMessage,
+    DeadLetter,
+    MessageConclusion,
+    MessageStart,
+    MessageState,
+)
 
 if TYPE_CHECKING:
     from adapters.sql.uow import SqlUnitOfWork
@@ -774,6 +780,13 @@ class SqlMessageLogRepository(_Repo):
                 for r in rows
             ],
         )
+
+    @guarded
+    def record_answered(self, entry: AnsweredMessage) -> int:
+        """One statement on PostgreSQL (adapters/sql/answered.py)."""
+        from adapters.sql.answered import record_answered
+
+        return record_answered(self._conn, entry)
 
     @guarded
     def find(self, source: str, message_id: str) -> MessageState | None:

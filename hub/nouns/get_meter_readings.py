@@ -26,6 +26,7 @@ building it). :func:`write_reply` writes the same answer incrementally with
 from __future__ import annotations
 
 import copy
+import itertools
 from collections.abc import Iterable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -47,7 +48,7 @@ from hub.routing import MessageFrame, RouteContext, RouteResult
 from mdm.commands import QueryMeterReadings
 from mdm.handlers import ReadingQueryResult
 from mdm.model import DeviceRef, StoredReading
-from mdm.ports import UnitOfWork
+from mdm.ports import ReadingText, UnitOfWork
 
 NAMESPACE: Final = profile_ns("MeterReadings")
 NS: Final = "{" + NAMESPACE + "}"
@@ -197,25 +198,41 @@ class ReadResult:
     readings: Iterator[StoredReading]
     errors: list[ErrorDetail]
     resolved: int  # meters and usage points found
+    #: with ``as_text``: the readings as reply text (``readings`` is then empty)
+    texts: Iterator[ReadingText] = field(default_factory=lambda: iter(()))
 
 
 def run_query(
-    query: ReadQuery, frame: MessageFrame, ctx: RouteContext, uow: UnitOfWork
+    query: ReadQuery,
+    frame: MessageFrame,
+    ctx: RouteContext,
+    uow: UnitOfWork,
+    *,
+    as_text: bool = False,
 ) -> ReadResult:
+    """The readings of ``query``, period after period. With ``as_text`` they come as
+    :class:`ReadingText` straight from the store, which keeps ``start < ts <= end``
+    exactly (the port's contract); objects are asked with a margin and filtered here."""
     base = f"/{frame.root_name}/Request/GetMeterReadings"
     results: list[ReadQueryPart] = []
+    texts: list[Iterator[ReadingText]] = []
     errors: list[ErrorDetail] = []
     for period in query.periods:
+        margin = _MARGIN if not as_text else timedelta(0)
         cmd = QueryMeterReadings(
             utility_id=ctx.utility_id,
             meters=tuple(query.meters),
             usage_points=tuple(query.usage_points),
             reading_types=tuple(query.reading_types),
             start=period.start,
-            end=period.end + _MARGIN if period.end is not None else None,
+            end=period.end + margin if period.end is not None else None,
+            as_text=as_text,
         )
         found: ReadingQueryResult = ctx.bus.handle(cmd, uow, ctx.handler)
-        results.append(ReadQueryPart(found.readings, period))
+        if as_text:
+            texts.append(found.texts)
+        else:
+            results.append(ReadQueryPart(found.readings, period))
         if not errors:  # the same references each period: report them once
             errors.extend(
                 _unknown(query.meters, found.unknown_meters, "2001", "meter", base, "EndDevice")
@@ -232,7 +249,7 @@ def run_query(
             )
     unknown = sum(1 for e in errors if e.code in ("2001", "2002"))
     resolved = len(query.meters) + len(query.usage_points) - unknown
-    return ReadResult(_chain(results), errors[:MAX_ERRORS], resolved)
+    return ReadResult(_chain(results), errors[:MAX_ERRORS], resolved, itertools.chain(*texts))
 
 
 @dataclass
@@ -371,8 +388,21 @@ def build_meter_readings(readings: Iterable[StoredReading]) -> tuple[etree._Elem
     return root, count
 
 
+def as_text(readings: Iterable[StoredReading | ReadingText]) -> Iterator[ReadingText]:
+    """Stored readings as reply text (text rows pass through)."""
+    new = tuple.__new__
+    for r in readings:
+        if isinstance(r, ReadingText):
+            yield r
+        else:
+            yield new(
+                ReadingText,
+                (r.device_mrid, r.reading_type, r.ts.isoformat(), _num(r.value), r.quality),
+            )
+
+
 def write_meter_readings(
-    xf: Any, readings: Iterable[StoredReading], raw: IO[bytes] | None = None
+    xf: Any, readings: Iterable[StoredReading | ReadingText], raw: IO[bytes] | None = None
 ) -> int:
     """Write the MeterReadings element into an open lxml ``xmlfile``; returns the count.
 
@@ -382,13 +412,14 @@ def write_meter_readings(
 
     ``raw`` is the stream ``xf`` writes to: given, IntervalReadings are written to it
     directly as bytes between flushes of ``xf`` (their text is ISO timestamps, decimal
-    numbers and quality codes, which need no escaping), several times faster than an
-    ``xf.element`` per element.
+    numbers and escaped quality codes), several times faster than an ``xf.element``
+    per element. Text rows (:class:`ReadingText`, as the store's ``query_text`` gives
+    them) are written as they are; stored readings are formatted first.
     """
     count = 0
     meter: str | None = None
     block_rt: str | None = None
-    registers: list[StoredReading] = []
+    registers: list[ReadingText] = []
     pending: list[str] = []
 
     def drain() -> None:
@@ -423,9 +454,9 @@ def write_meter_readings(
                 for r in registers:
                     with xf.element(T_READINGS):
                         with xf.element(T_TIME_STAMP):
-                            xf.write(r.ts.isoformat())
+                            xf.write(r.ts)
                         with xf.element(T_VALUE):
-                            xf.write(_num(r.value))
+                            xf.write(r.value)
                         _write_qualities(xf, r.quality)
                         with xf.element(T_READING_TYPE, {"ref": r.reading_type}):
                             pass
@@ -433,24 +464,24 @@ def write_meter_readings(
                 meter_ctx.close()
                 meter = None
 
-        for r in readings:
+        interval = _is_interval
+        for r in as_text(readings):
             if r.device_mrid != meter:
                 close_meter()
                 meter = r.device_mrid
                 meter_ctx.enter_context(xf.element(T_METER_READING))
             count += 1
-            if not _is_interval(r.reading_type):
-                registers.append(r)
-                continue
             if r.reading_type != block_rt:
+                if not interval(r.reading_type):
+                    registers.append(r)
+                    continue
                 close_block()
                 block_rt = r.reading_type
                 block_ctx.enter_context(xf.element(T_BLOCKS))
             if raw is not None:
                 q = r.quality
                 pending.append(
-                    f"<IntervalReadings><timeStamp>{r.ts.isoformat()}</timeStamp>"
-                    f"<value>{_num(r.value)}</value>"
+                    f"<IntervalReadings><timeStamp>{r.ts}</timeStamp><value>{r.value}</value>"
                     + (_raw_qualities(q) if q else "")
                     + "</IntervalReadings>"
                 )
@@ -459,9 +490,9 @@ def write_meter_readings(
                 continue
             with xf.element(T_INTERVAL_READINGS):
                 with xf.element(T_TIME_STAMP):
-                    xf.write(r.ts.isoformat())
+                    xf.write(r.ts)
                 with xf.element(T_VALUE):
-                    xf.write(_num(r.value))
+                    xf.write(r.value)
                 _write_qualities(xf, r.quality)
             if count % 1000 == 0:
                 xf.flush()
@@ -512,13 +543,14 @@ class GetMeterReadingsRoute:
         self, out: IO[bytes], frame: MessageFrame, ctx: RouteContext, uow: UnitOfWork
     ) -> RouteResult:
         """The same answer written incrementally to ``out`` (bounded memory), for a
-        pipeline that streams replies; the result carries no payload element."""
+        pipeline that streams replies; the result carries no payload element. The
+        readings come from the store as text (``ReadingRepository.query_text``)."""
         query = read_query(frame)
-        found = run_query(query, frame, ctx, uow)
+        found = run_query(query, frame, ctx, uow, as_text=True)
         # the Reply (with its errors) precedes the Payload: errors are known before reading
         result = RouteResult(errors=found.errors, applied=found.resolved)
         reply = Reply(result=result.result, errors=tuple(result.errors))
         header: Header = frame.header
         with response_writer(out, header, reply, style=frame.style, noun="MeterReadings") as xf:
-            result.counts["readings"] = write_meter_readings(xf, found.readings, raw=out)
+            result.counts["readings"] = write_meter_readings(xf, found.texts, raw=out)
         return result
