@@ -29,6 +29,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from enum import StrEnum
 from typing import Protocol
 
@@ -40,11 +41,11 @@ from hes.client.session import (
     MeterSession,
     ProfileRow,
 )
+from hes.meter_events import end_device_events, security_event, security_kind
 from hes.readings import (
     INTERVAL,
     QUALITY_TIME_QUESTIONABLE,
     Reading,
-    cim_events,
     contiguous_ranges,
     missing_intervals,
     profile_readings,
@@ -52,7 +53,7 @@ from hes.readings import (
 )
 from hub.errors import AmihubError, RecoverableError
 from mdm.model import DeviceRef, EndDeviceEvent, IngestStats
-from mdm.ports import StagedReading, UnitOfWorkFactory
+from mdm.ports import StagedReading, UnitOfWork, UnitOfWorkFactory
 
 log = logging.getLogger(__name__)
 
@@ -127,6 +128,7 @@ class MeterResult:
     clock_offset: timedelta | None = None
     rereads: int = 0  # targeted profile re-reads of missing runs
     history: list[MeterOutcome] = field(default_factory=list)
+    failed_at: datetime | None = None  # when a permanent failure (``error``) happened
 
     def go(self, outcome: MeterOutcome) -> None:
         if outcome not in OUTCOME_TRANSITIONS[self.outcome]:
@@ -146,6 +148,37 @@ class RunReport:
         return sum(1 for r in self.results if r.outcome is outcome)
 
 
+def result_events(result: MeterResult, source: str = "read") -> list[EndDeviceEvent]:
+    """The meter's events (hes.meter_events: CIM codes, stable mRIDs; unknown codes kept)
+    and, when the read failed a security check, its security event."""
+    events = end_device_events(result.mrid, result.events)
+    kind = security_kind(result.error)
+    if kind is not None and result.error is not None:
+        at = result.failed_at or datetime.now(UTC)
+        events.append(security_event(result.mrid, kind, at, reason=result.error, source=source))
+    return events
+
+
+class ResultPublisher(Protocol):
+    """Stores events once and publishes them and the readings read, in the caller's
+    transaction (:class:`hub.headend.HeadEndOutbox`)."""
+
+    def record_events(
+        self,
+        uow: UnitOfWork,
+        utility_id: int,
+        events: Sequence[EndDeviceEvent],
+        correlation_id: str | None = None,
+    ) -> list[EndDeviceEvent]: ...
+
+    def publish_readings(
+        self,
+        uow: UnitOfWork,
+        meters: Sequence[tuple[str, Sequence[tuple[str, datetime, Decimal, str]]]],
+        correlation_id: str | None = None,
+    ) -> int: ...
+
+
 class ReadingSink(Protocol):
     """Where a batch of meter results goes (the MDM store, or a list in tests)."""
 
@@ -153,11 +186,21 @@ class ReadingSink(Protocol):
 
 
 class MdmReadingSink:
-    """Writes batches to the MDM store: readings through ReadingStaging, then events."""
+    """Writes batches to the MDM store: readings through ReadingStaging, then the events
+    not stored yet (meter events and security events, by mRID). With a ``publisher``, in
+    the same transaction: the new events as ``created EndDeviceEvents`` and, when the
+    batch stored or superseded readings, the batch's readings as ``created
+    MeterReadings`` (a rollback publishes nothing)."""
 
-    def __init__(self, uow_factory: UnitOfWorkFactory, utility_code: str) -> None:
+    def __init__(
+        self,
+        uow_factory: UnitOfWorkFactory,
+        utility_code: str,
+        publisher: ResultPublisher | None = None,
+    ) -> None:
         self.uow_factory = uow_factory
         self.utility_code = utility_code
+        self.publisher = publisher
         self._utility_id: int | None = None
         self._lock = threading.Lock()
 
@@ -187,12 +230,24 @@ class MdmReadingSink:
             applied = staging.apply(utility_id)
             if applied.duplicates:
                 raise AmihubError(f"duplicate readings in a head-end batch: {applied.duplicates}")
-            events = [
-                EndDeviceEvent(mrid, code, ts, reason="meter event log")
-                for result in results
-                for mrid, code, ts in cim_events(result.mrid, result.events)
-            ]
-            stored_events = uow.events.add_many(utility_id, events) if events else 0
+            events = [e for result in results for e in result_events(result)]
+            if self.publisher is None:
+                stored_events = len(uow.events.add_new(utility_id, events))
+            else:
+                stored_events = len(self.publisher.record_events(uow, utility_id, events))
+                if applied.stats.stored or applied.stats.superseded:
+                    unknown = set(applied.unknown_items)
+                    self.publisher.publish_readings(
+                        uow,
+                        [
+                            (
+                                r.mrid,
+                                [(x.reading_type, x.ts, x.value, x.quality) for x in r.readings],
+                            )
+                            for item, r in enumerate(results, start=1)
+                            if r.readings and item not in unknown
+                        ],
+                    )
             uow.commit()
         for item in applied.unknown_items:
             log.warning(
@@ -305,6 +360,7 @@ class ReadingEngine:
                     self._sleep(self._backoff(attempt))
             except AmihubError as exc:  # security violation, refused association, protocol
                 result.error = f"{type(exc).__name__}: {exc}"
+                result.failed_at = datetime.now(UTC)
                 break
         intervals = [
             r

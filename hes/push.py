@@ -6,9 +6,17 @@ title is known, its tag verifies and its invocation counter goes forward (a repl
 or rewound push is rejected and reported as a security event). A plain push names
 its meter by logical device name; an unknown one is handed on as *discovered*.
 
-The notification body amihub's meters push (and this decoder reads) is the
-structure {logical device name, clock, +A (Wh), -A (Wh)}, as IDIS push setups
-capture identification, time and registers.
+The notification bodies amihub's meters push (and this decoder reads), as IDIS
+push setups capture identification, time and then registers or an event:
+
+* data: structure {logical device name, clock, +A (Wh), -A (Wh)};
+* alarm / event: structure {logical device name, clock, event code (long-unsigned)},
+  the event as the meter also logs it (so a later read of the log is the same event).
+
+Stored by :class:`MdmPushSink`: registers as readings, events as EndDeviceEvents
+(hes.meter_events: CIM codes, stable mRIDs), refused pushes as security
+EndDeviceEvents; new events are published through the outbox in the same
+transaction when a publisher is given.
 """
 
 from __future__ import annotations
@@ -18,18 +26,26 @@ import contextlib
 import logging
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Protocol
 
 from cim_schemas.codes.reading_type import obis_to_reading_type
+from hes.client.session import MeterEvent
 from hes.dlms import axdr, compat, wrapper
+from hes.engine import ResultPublisher
+from hes.meter_events import (
+    SecurityKind,
+    end_device_events,
+    security_event,
+    unknown_sender_mrid,
+)
 from hes.security import gcm
 from hes.security.gcm import InvocationCounterTracker, SecurityKeys
 from hub.errors import ConfigurationError, SecurityViolation
-from mdm.model import DeviceRef, DeviceState, EndDevice
-from mdm.ports import StagedReading, UnitOfWorkFactory
+from mdm.model import DeviceRef, DeviceState, EndDevice, EndDeviceEvent
+from mdm.ports import StagedReading, UnitOfWork, UnitOfWorkFactory
 
 log = logging.getLogger(__name__)
 
@@ -52,15 +68,16 @@ class MeterDirectory(Protocol):
 
 @dataclass(frozen=True)
 class PushedData:
-    """One accepted push."""
+    """One accepted push: registers (a data push) or events (an alarm push)."""
 
     mrid: str | None  # None: a meter nobody knows (discovered)
     logical_device_name: str
     ts: datetime
-    import_wh: Decimal
-    export_wh: Decimal
+    import_wh: Decimal | None  # None: an alarm / event push
+    export_wh: Decimal | None
     ciphered: bool
     system_title: bytes | None = None
+    events: tuple[MeterEvent, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -68,10 +85,19 @@ class SecurityEvent:
     reason: str
     system_title: bytes | None
     at: datetime
+    kind: SecurityKind = SecurityKind.VIOLATION
+    mrid: str | None = None  # the meter concerned, when known
 
 
 class PushRejected(SecurityViolation):
-    """The push was refused; ``reason`` says why (recorded as a security event)."""
+    """The push was refused; the message says why (recorded as a security event)."""
+
+    def __init__(
+        self, message: str, kind: SecurityKind = SecurityKind.VIOLATION, mrid: str | None = None
+    ) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.mrid = mrid
 
 
 def notification(
@@ -92,6 +118,20 @@ def notification(
     return bytes([DATA_NOTIFICATION]) + invoke.to_bytes(4, "big") + b"\x00" + body
 
 
+def event_notification(ldn: bytes, ts: datetime, code: int, invoke: int = 1) -> bytes:
+    """An alarm / event DataNotification: {logical device name, clock, event code}."""
+    body = (
+        b"\x02\x03\x09"
+        + bytes([len(ldn)])
+        + ldn
+        + b"\x09\x0c"
+        + compat.encode_datetime(ts)
+        + b"\x12"
+        + code.to_bytes(2, "big")
+    )
+    return bytes([DATA_NOTIFICATION]) + invoke.to_bytes(4, "big") + b"\x00" + body
+
+
 class PushDecoder:
     """Verifies and decodes pushes. Thread-safe (the tracker is)."""
 
@@ -106,35 +146,40 @@ class PushDecoder:
             system_title = gcm.general_glo_system_title(apdu)
             known = self.directory.by_system_title(system_title)
             if known is None or known.keys is None:
-                raise PushRejected(f"push from unknown system title {system_title.hex()}")
+                raise PushRejected(
+                    f"push from unknown system title {system_title.hex()}",
+                    SecurityKind.UNKNOWN_SENDER,
+                )
             keys = known.keys
-            clear = gcm.general_glo_decipher(apdu, lambda _st: keys)
+            try:
+                clear = gcm.general_glo_decipher(apdu, lambda _st: keys)
+            except SecurityViolation as exc:
+                kind = (
+                    SecurityKind.AUTHENTICATION_FAILED
+                    if "tag" in str(exc)
+                    else SecurityKind.VIOLATION
+                )
+                raise PushRejected(f"push refused: {exc}", kind, known.mrid) from None
             try:
                 self.tracker.accept(system_title, clear.invocation_counter)
             except SecurityViolation as exc:
-                raise PushRejected(f"replayed or rewound push: {exc}") from None
-            data = self._parse(clear.apdu)  # the system title authenticates, not the name
-            return PushedData(
-                known.mrid,
-                data.logical_device_name,
-                data.ts,
-                data.import_wh,
-                data.export_wh,
-                True,
-                system_title,
-            )
+                raise PushRejected(
+                    f"replayed or rewound push: {exc}", SecurityKind.REPLAY, known.mrid
+                ) from None
+            try:  # the system title authenticates, not the name
+                data = self._parse(clear.apdu)
+            except PushRejected as exc:
+                raise PushRejected(str(exc), exc.kind, known.mrid) from None
+            return replace(data, mrid=known.mrid, ciphered=True, system_title=system_title)
         data = self._parse(apdu)
         known = self.directory.by_logical_device_name(data.logical_device_name)
         if known is not None and known.keys is not None:
-            raise PushRejected(f"plain push for secured meter {known.mrid}")
-        return PushedData(
-            known.mrid if known else None,
-            data.logical_device_name,
-            data.ts,
-            data.import_wh,
-            data.export_wh,
-            False,
-        )
+            raise PushRejected(
+                f"plain push for secured meter {known.mrid}",
+                SecurityKind.PLAIN_FOR_SECURED,
+                known.mrid,
+            )
+        return replace(data, mrid=known.mrid if known else None)
 
     @staticmethod
     def _parse(apdu: bytes) -> PushedData:
@@ -151,45 +196,87 @@ class PushDecoder:
             body = axdr.decode_all(apdu[pos:])
         except axdr.AxdrError as exc:
             raise PushRejected(f"bad notification body: {exc}") from None
+        if not isinstance(body, list) or len(body) not in (3, 4):
+            raise PushRejected("unexpected notification body")
+        name, clock, *values = body
+        numbers = [v for v in values if isinstance(v, int)]
         if (
-            not isinstance(body, list)
-            or len(body) != 4
-            or not isinstance(body[0], bytes)
-            or not isinstance(body[1], bytes)
-            or not isinstance(body[2], int)
-            or not isinstance(body[3], int)
+            not isinstance(name, bytes)
+            or not isinstance(clock, bytes)
+            or len(numbers) != len(values)
         ):
             raise PushRejected("unexpected notification body")
-        return PushedData(
-            None,
-            body[0].decode("ascii", "replace"),
-            compat.decode_datetime(body[1]),
-            Decimal(body[2]),
-            Decimal(body[3]),
-            False,
-        )
+        ldn = name.decode("ascii", "replace")
+        ts = compat.decode_datetime(clock)
+        if len(numbers) == 1:  # alarm / event push
+            return PushedData(
+                None, ldn, ts, None, None, False, events=(MeterEvent(ts, numbers[0]),)
+            )
+        return PushedData(None, ldn, ts, Decimal(numbers[0]), Decimal(numbers[1]), False)
 
 
 class MdmPushSink:
-    """Stores accepted pushes: +A / -A as register readings of known meters; a meter
-    nobody knows is registered as DISCOVERED (mRID ``DISCOVERED-<logical device name>``)."""
+    """Stores accepted pushes: +A / -A as register readings, pushed events as
+    EndDeviceEvents (once: stable mRIDs); a meter nobody knows is registered as
+    DISCOVERED (mRID ``DISCOVERED-<logical device name>``). :meth:`security` stores a
+    refused push as a security EndDeviceEvent of its meter, or of the pseudo-asset
+    ``UNKNOWN-SYSTEM-TITLE-<hex>`` when no meter has its system title. With a
+    ``publisher`` (hub.headend.HeadEndOutbox) new events are published as ``created
+    EndDeviceEvents`` in the same transaction."""
 
-    def __init__(self, uow_factory: UnitOfWorkFactory, utility_code: str) -> None:
+    def __init__(
+        self,
+        uow_factory: UnitOfWorkFactory,
+        utility_code: str,
+        publisher: ResultPublisher | None = None,
+    ) -> None:
         self.uow_factory = uow_factory
         self.utility_code = utility_code
+        self.publisher = publisher
         self._lock = threading.Lock()
+
+    def _utility(self, uow: UnitOfWork) -> int:
+        utility = uow.utilities.get(self.utility_code)
+        if utility is None or utility.id is None:
+            raise ConfigurationError(f"unknown utility {self.utility_code}")
+        return utility.id
+
+    def _record(self, uow: UnitOfWork, utility_id: int, events: list[EndDeviceEvent]) -> None:
+        if self.publisher is None:
+            uow.events.add_new(utility_id, events)
+        else:
+            self.publisher.record_events(uow, utility_id, events)
+
+    def security(self, event: SecurityEvent) -> None:
+        """A refused push, stored (and published) as a security EndDeviceEvent."""
+        device = event.mrid or unknown_sender_mrid(event.system_title)
+        with self._lock, self.uow_factory() as uow:
+            utility_id = self._utility(uow)
+            self._record(
+                uow,
+                utility_id,
+                [
+                    security_event(
+                        device,
+                        event.kind,
+                        event.at,
+                        reason=event.reason,
+                        source="push",
+                        system_title=event.system_title,
+                    )
+                ],
+            )
+            uow.commit()
 
     def __call__(self, data: PushedData) -> None:
         with self._lock, self.uow_factory() as uow:
-            utility = uow.utilities.get(self.utility_code)
-            if utility is None or utility.id is None:
-                raise ConfigurationError(f"unknown utility {self.utility_code}")
+            utility_id = self._utility(uow)
             mrid = data.mrid
             if mrid is None:
                 mrid = f"DISCOVERED-{data.logical_device_name}"
-                if uow.devices.find(utility.id, DeviceRef(mrid=mrid)) is None:
+                if uow.devices.find(utility_id, DeviceRef(mrid=mrid)) is None:
                     uow.devices.add(
-                        utility.id,
+                        utility_id,
                         EndDevice(
                             mrid,
                             self.utility_code,
@@ -197,18 +284,21 @@ class MdmPushSink:
                             state=DeviceState.DISCOVERED,
                         ),
                     )
-            staging = uow.readings.staging()
-            staging.add_meter(1, DeviceRef(mrid=mrid))
-            staging.add_readings(
-                [
-                    StagedReading(1, str(obis_to_reading_type(obis)), data.ts, wh / 1000, "")
-                    for obis, wh in (
-                        ("1.0.1.8.0.255", data.import_wh),
-                        ("1.0.2.8.0.255", data.export_wh),
-                    )
-                ]
-            )
-            staging.apply(utility.id)
+            registers = [
+                StagedReading(1, str(obis_to_reading_type(obis)), data.ts, wh / 1000, "")
+                for obis, wh in (
+                    ("1.0.1.8.0.255", data.import_wh),
+                    ("1.0.2.8.0.255", data.export_wh),
+                )
+                if wh is not None
+            ]
+            if registers:
+                staging = uow.readings.staging()
+                staging.add_meter(1, DeviceRef(mrid=mrid))
+                staging.add_readings(registers)
+                staging.apply(utility_id)
+            if data.events:
+                self._record(uow, utility_id, end_device_events(mrid, data.events, source="push"))
             uow.commit()
 
 
@@ -261,6 +351,12 @@ class PushListener:
                 system_title = gcm.general_glo_system_title(apdu)
         try:
             data = self.decoder.decode(apdu)
+        except PushRejected as exc:
+            log.warning("push rejected: %s", exc)
+            self.on_security_event(
+                SecurityEvent(str(exc), system_title, datetime.now(UTC), exc.kind, exc.mrid)
+            )
+            return
         except SecurityViolation as exc:
             log.warning("push rejected: %s", exc)
             self.on_security_event(SecurityEvent(str(exc), system_title, datetime.now(UTC)))

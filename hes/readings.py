@@ -5,7 +5,7 @@
   deltas in kWh (ReadingType of the 15-minute channel); an interval whose
   previous capture is missing has no delta;
 * missing intervals of a window (detection for re-reads);
-* meter event codes -> CIM EndDeviceEvents;
+* (meter event codes -> CIM EndDeviceEvents: :mod:`hes.meter_events`);
 * head-end quality codes (ReadingQualityType ``system.category.index``, system 2
   = head-end / MDC).
 """
@@ -17,9 +17,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 
-from cim_schemas.codes import event_type
 from cim_schemas.codes.reading_type import obis_to_reading_type
-from hes.client.session import MeterEvent, ProfileRow, RegisterValue
+from hes.client.session import ProfileRow, RegisterValue
 
 INTERVAL = timedelta(minutes=15)
 KILO = Decimal(1000)
@@ -33,18 +32,6 @@ QUALITY_MISSING = "2.5.259"  # head-end: known missing read (reported, not store
 
 STATUS_POWER_DOWN = 0x80
 STATUS_CLOCK_ADJUSTED = 0x20
-
-#: standard event log codes (DLMS/IDIS standard event list) -> CIM EndDeviceEventType
-EVENT_CODES: dict[int, event_type.EndDeviceEventType] = {
-    1: event_type.POWER_FAILURE,
-    2: event_type.POWER_RESTORED,
-    4: event_type.CLOCK_CHANGED,
-    5: event_type.CLOCK_CHANGED,
-    40: event_type.COVER_REMOVED,
-    47: event_type.TAMPER_DETECTED,
-    59: event_type.REMOTE_DISCONNECTED,
-    60: event_type.REMOTE_CONNECTED,
-}
 
 
 @dataclass(frozen=True)
@@ -124,13 +111,3 @@ def contiguous_ranges(missing: Sequence[datetime]) -> list[tuple[datetime, datet
         else:
             runs.append((ts, ts))
     return runs
-
-
-def cim_events(device_mrid: str, events: Iterable[MeterEvent]) -> list[tuple[str, str, datetime]]:
-    """(device, EndDeviceEventType code, instant) for the event codes we know."""
-    out = []
-    for e in events:
-        known = EVENT_CODES.get(e.code)
-        if known is not None:
-            out.append((device_mrid, str(known), e.ts))
-    return out

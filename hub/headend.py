@@ -24,17 +24,22 @@ scheduled jobs that neither finished nor were cancelled.
 
 from __future__ import annotations
 
+import functools
 import logging
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, Final, Protocol
 
+from lxml import etree
+
 from cim_schemas import envelope
 from cim_schemas.codes.event_type import EndDeviceControlType
+from cim_schemas.codes.reading_type import ReadingType
 from cim_schemas.envelope import Header
+from cim_schemas.profiles import meter_readings as mr
 from cim_schemas.profiles.common import IdentifiedObject
 from cim_schemas.profiles.end_device_events import EndDeviceEvent as CimEvent
 from cim_schemas.profiles.end_device_events import EndDeviceEvents, render_end_device_events
@@ -60,6 +65,12 @@ _EVENT_IDS: Final = uuid.UUID("6f1d7c1e-2a8b-4c35-9a57-0e4d3b8f21c9")
 #: outbox: the AMQP events exchange key and the SOAP subscriber service of our events
 AMQP_DESTINATION: Final = "created.EndDeviceEvents"
 SOAP_SERVICE: Final = "SendEndDeviceEvents"
+#: the same for the readings the head-end reads
+READINGS_AMQP_DESTINATION: Final = "created.MeterReadings"
+READINGS_SOAP_SERVICE: Final = "SendMeterReadings"
+#: bounds of one EventMessage: events, and readings (a meter is never split)
+MAX_EVENTS_PER_MESSAGE: Final = 1_000
+MAX_READINGS_PER_MESSAGE: Final = 10_000
 
 
 class UnknownJob(AmihubError):
@@ -135,6 +146,9 @@ class ControlReport:
     request: ControlRequest
     state: str  # succeeded | partial | failed
     results: tuple[DeviceResult, ...]
+    #: security events of the job (association refused, bad tag, stale counter), stored
+    #: and published with the outcome events (the head-end classifies its failures)
+    security_events: tuple[EndDeviceEvent, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -144,7 +158,9 @@ class MeterRead:
     device_mrid: str
     outcome: str  # done | partial | failed
     readings: tuple[tuple[str, datetime, Decimal, str], ...]  # (ReadingType, ts, value, quality)
-    events: tuple[tuple[str, datetime], ...]  # (EndDeviceEventType code, ts)
+    #: the meter's events (stable mRIDs, hes.meter_events) and the security events of
+    #: the read (association refused, bad tag, stale counter)
+    events: tuple[EndDeviceEvent, ...]
     missing: int = 0  # intervals still missing after the re-reads
     error: str | None = None
 
@@ -200,54 +216,211 @@ class EventPublisher:
     AMQP (``[amqp] enabled``: events exchange, key ``created.EndDeviceEvents``) and SOAP
     subscribers (``[soap] subscribers.EndDeviceEvents``: SendEndDeviceEvents)."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, max_events: int = MAX_EVENTS_PER_MESSAGE) -> None:
         self.amqp = settings.amqp.enabled and settings.amqp.outbox
         self.soap_urls = list(settings.soap.subscribers.get("EndDeviceEvents", []))
+        self.max_events = max_events
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.amqp or self.soap_urls)
 
     def publish(
         self, uow: UnitOfWork, events: Sequence[EndDeviceEvent], correlation_id: str | None
     ) -> int:
-        """Enqueue one event message; returns the outbox items written."""
-        if not events or not (self.amqp or self.soap_urls):
+        """Enqueue event messages of at most ``max_events`` events each (one message for
+        a job or a read batch of usual size); returns the outbox items written."""
+        if not events or not self.enabled:
             return 0
-        header = Header(
+        written = 0
+        for start in range(0, len(events), self.max_events):
+            chunk = EndDeviceEvents(tuple(map(cim_event, events[start : start + self.max_events])))
+            written += _enqueue(
+                uow,
+                "EndDeviceEvents",
+                functools.partial(render_end_device_events, chunk),
+                amqp_destination=AMQP_DESTINATION if self.amqp else None,
+                soap_urls=self.soap_urls,
+                soap_service=SOAP_SERVICE,
+                correlation_id=correlation_id,
+            )
+        return written
+
+    def record(
+        self,
+        uow: UnitOfWork,
+        utility_id: int,
+        events: Sequence[EndDeviceEvent],
+        correlation_id: str | None = None,
+    ) -> list[EndDeviceEvent]:
+        """Store the events not stored yet (by mRID) and publish those, in the caller's
+        transaction: a rollback stores and publishes nothing, and a re-read publishes
+        nothing twice. Returns the new events."""
+        new = uow.events.add_new(utility_id, events)
+        self.publish(uow, new, correlation_id)
+        return new
+
+
+def _enqueue(
+    uow: UnitOfWork,
+    noun: str,
+    payload: Callable[[], etree._Element],
+    *,
+    amqp_destination: str | None,
+    soap_urls: Sequence[str],
+    soap_service: str,
+    correlation_id: str | None,
+) -> int:
+    """One ``created <noun>`` EventMessage into the outbox, for the AMQP events exchange
+    and each SOAP subscriber (one Header: the same MessageID on every channel)."""
+    header = Header(
+        verb="created",
+        noun=noun,
+        timestamp=envelope.now_utc(),
+        source="amihub",
+        message_id=envelope.new_message_id(),
+        correlation_id=correlation_id,
+    )
+    written = 0
+    if amqp_destination is not None:
+        uow.outbox.enqueue(
+            channel="amqp",
+            destination=amqp_destination,
             verb="created",
-            noun="EndDeviceEvents",
-            timestamp=envelope.now_utc(),
-            source="amihub",
-            message_id=envelope.new_message_id(),
+            noun=noun,
+            body=envelope.render_event(header, payload()),
+            headers={"kind": "event"},
             correlation_id=correlation_id,
         )
+        written += 1
+    for url in soap_urls:
+        uow.outbox.enqueue(
+            channel="soap",
+            destination=url,
+            verb="created",
+            noun=noun,
+            body=envelope.render_event(header, payload(), style="wrapper"),
+            headers={"service": soap_service, "operation": f"Created{noun}", "kind": "event"},
+            correlation_id=correlation_id,
+        )
+        written += 1
+    return written
+
+
+#: what the head-end read from one meter: (mRID, [(ReadingType, ts, value, quality)])
+MeterValues = tuple[str, Sequence[tuple[str, datetime, Decimal, str]]]
+
+
+def _is_interval(reading_type: str) -> bool:
+    try:
+        return ReadingType.parse(reading_type).measuring_period != 0
+    except ValueError:
+        return False
+
+
+def meter_reading(
+    device_mrid: str, rows: Sequence[tuple[str, datetime, Decimal, str]]
+) -> mr.MeterReading:
+    """One CIM MeterReading: registers as Readings, interval data as IntervalBlocks."""
+    registers: list[mr.Reading] = []
+    blocks: dict[str, list[mr.IntervalReading]] = {}
+    for rt, ts, value, quality in rows:
+        qualities = tuple(mr.ReadingQuality(q) for q in quality.split(",") if q)
+        if _is_interval(rt):
+            blocks.setdefault(rt, []).append(
+                mr.IntervalReading(ts, value, reading_qualities=qualities)
+            )
+        else:
+            registers.append(mr.Reading(rt, ts, value, reading_qualities=qualities))
+    return mr.MeterReading(
+        meter=mr.Meter(mrid=device_mrid),
+        readings=tuple(registers),
+        interval_blocks=tuple(
+            mr.IntervalBlock(rt, tuple(sorted(items, key=_interval_ts)))
+            for rt, items in blocks.items()
+        ),
+    )
+
+
+def _interval_ts(r: mr.IntervalReading) -> datetime:
+    assert r.time_stamp is not None
+    return r.time_stamp
+
+
+class ReadingPublisher:
+    """``created MeterReadings`` into the outbox for what the head-end read: AMQP (key
+    ``created.MeterReadings``) and SOAP subscribers (``[soap] subscribers.MeterReadings``:
+    SendMeterReadings). One EventMessage per read batch, split between meters so that no
+    message holds more than ``max_readings`` readings (a meter with more goes alone)."""
+
+    def __init__(self, settings: Settings, max_readings: int = MAX_READINGS_PER_MESSAGE) -> None:
+        self.amqp = settings.amqp.enabled and settings.amqp.outbox
+        self.soap_urls = list(settings.soap.subscribers.get("MeterReadings", []))
+        self.max_readings = max_readings
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.amqp or self.soap_urls)
+
+    def publish(
+        self, uow: UnitOfWork, meters: Sequence[MeterValues], correlation_id: str | None = None
+    ) -> int:
+        """Enqueue the messages in the caller's transaction; returns the outbox items."""
+        if not self.enabled:
+            return 0
         written = 0
-        if self.amqp:
-            payload = render_end_device_events(EndDeviceEvents(tuple(map(cim_event, events))))
-            uow.outbox.enqueue(
-                channel="amqp",
-                destination=AMQP_DESTINATION,
-                verb="created",
-                noun="EndDeviceEvents",
-                body=envelope.render_event(header, payload),
-                headers={"kind": "event"},
-                correlation_id=correlation_id,
-            )
-            written += 1
-        for url in self.soap_urls:
-            payload = render_end_device_events(EndDeviceEvents(tuple(map(cim_event, events))))
-            uow.outbox.enqueue(
-                channel="soap",
-                destination=url,
-                verb="created",
-                noun="EndDeviceEvents",
-                body=envelope.render_event(header, payload, style="wrapper"),
-                headers={
-                    "service": SOAP_SERVICE,
-                    "operation": "CreatedEndDeviceEvents",
-                    "kind": "event",
-                },
-                correlation_id=correlation_id,
-            )
-            written += 1
+        batch: list[MeterValues] = []
+        size = 0
+        for device, rows in meters:
+            if not rows:
+                continue
+            if batch and size + len(rows) > self.max_readings:
+                written += self._message(uow, batch, correlation_id)
+                batch, size = [], 0
+            batch.append((device, rows))
+            size += len(rows)
+        if batch:
+            written += self._message(uow, batch, correlation_id)
         return written
+
+    def _message(
+        self, uow: UnitOfWork, batch: Sequence[MeterValues], correlation_id: str | None
+    ) -> int:
+        return _enqueue(
+            uow,
+            "MeterReadings",
+            lambda: mr.render_meter_readings(
+                mr.MeterReadings(tuple(meter_reading(d, rows) for d, rows in batch))
+            ),
+            amqp_destination=READINGS_AMQP_DESTINATION if self.amqp else None,
+            soap_urls=self.soap_urls,
+            soap_service=READINGS_SOAP_SERVICE,
+            correlation_id=correlation_id,
+        )
+
+
+class HeadEndOutbox:
+    """What reads and pushes publish, in the transaction that stores it: meter and
+    security events (:class:`EventPublisher`: stored once by mRID, only new ones
+    published) and the readings read (:class:`ReadingPublisher`)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.events = EventPublisher(settings)
+        self.readings = ReadingPublisher(settings)
+
+    def record_events(
+        self,
+        uow: UnitOfWork,
+        utility_id: int,
+        events: Sequence[EndDeviceEvent],
+        correlation_id: str | None = None,
+    ) -> list[EndDeviceEvent]:
+        return self.events.record(uow, utility_id, events, correlation_id)
+
+    def publish_readings(
+        self, uow: UnitOfWork, meters: Sequence[MeterValues], correlation_id: str | None = None
+    ) -> int:
+        return self.readings.publish(uow, meters, correlation_id)
 
 
 # -- the job records ---------------------------------------------------------------------------
@@ -341,6 +514,9 @@ class ControlJournal:
                 },
             )
             for r in report.results
+        ]
+        events += [
+            replace(e, details={**e.details, "job": request.job_id}) for e in report.security_events
         ]
         with self.uow_factory() as uow:
             uow.events.add_many(request.utility_id, events)

@@ -221,6 +221,11 @@ class ReadingRepository(Protocol):
 
 class EventRepository(Protocol):
     def add_many(self, utility_id: int, events: Sequence[EndDeviceEvent]) -> int: ...
+    def add_new(self, utility_id: int, events: Sequence[EndDeviceEvent]) -> list[EndDeviceEvent]:
+        """Store the events whose mRID is not stored yet for the utility (and not
+        repeated in ``events``); return those. Events without mRID are always new."""
+        ...
+
     def query(
         self,
         utility_id: int,

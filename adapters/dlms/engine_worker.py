@@ -64,8 +64,9 @@ from hes.engine import (
     ReadingEngine,
     tcp_sessions,
 )
+from hes.meter_events import failure_security_events
 from hub.errors import AmihubError
-from hub.headend import ControlJournal, ControlReport, DeviceResult, EventPublisher
+from hub.headend import ControlJournal, ControlReport, DeviceResult, EventPublisher, HeadEndOutbox
 from hub.settings import Settings
 from mdm.ports import UnitOfWorkFactory
 
@@ -112,8 +113,9 @@ class EngineWorker:
         )
         self.identity = ClientIdentity()
         self.sessions = one_at_a_time(tcp_sessions(self.identity), wait=4 * self.policy.timeout)
+        self.outbox = HeadEndOutbox(settings)  # meter events, security events, readings
         self.reader = ReadingEngine(
-            MdmReadingSink(uow_factory, settings.default_utility),
+            MdmReadingSink(uow_factory, settings.default_utility, self.outbox),
             policy=self.policy,
             sessions=self.sessions,
             identity=self.identity,
@@ -301,7 +303,7 @@ class EngineWorker:
         code = utility or self.settings.default_utility
         sink = self.sinks.get(code)
         if sink is None:
-            sink = self.sinks.setdefault(code, MdmReadingSink(self.uow_factory, code))
+            sink = self.sinks.setdefault(code, MdmReadingSink(self.uow_factory, code, self.outbox))
         return sink
 
     def read(self, job: dict[str, Any], attempts: int) -> bytes:
@@ -394,6 +396,11 @@ class EngineWorker:
             request,
             done.state.value,
             tuple(DeviceResult(o.mrid, o.ok, o.event_type, o.detail, o.at) for o in done.outcomes),
+            tuple(
+                failure_security_events(
+                    ((o.mrid, o.detail, o.at) for o in done.outcomes if not o.ok), "control"
+                )
+            ),
         )
         self.journal.record_report(report)
         return reply_body(
@@ -517,7 +524,9 @@ def fleet_read(
     engine_ = make_engine(settings.database_url)
     try:
         reader = ReadingEngine(
-            MdmReadingSink(SqlUnitOfWorkFactory(engine_), settings.default_utility),
+            MdmReadingSink(
+                SqlUnitOfWorkFactory(engine_), settings.default_utility, HeadEndOutbox(settings)
+            ),
             policy=EnginePolicy(
                 concurrency=settings.hes.concurrency,
                 timeout=settings.hes.timeout,

@@ -52,9 +52,10 @@ from hes.engine import (
     ReadCommand,
     ReadingEngine,
     SessionFactory,
+    result_events,
     tcp_sessions,
 )
-from hes.readings import cim_events
+from hes.meter_events import failure_security_events
 from hes.security.keystore import KeyStore
 from hub.errors import AmihubError, ConfigurationError
 from hub.headend import (
@@ -233,6 +234,12 @@ class DlmsHeadEnd:
                             DeviceResult(o.mrid, o.ok, o.event_type, o.detail, o.at)
                             for o in job.outcomes
                         ),
+                        tuple(
+                            failure_security_events(
+                                ((o.mrid, o.detail, o.at) for o in job.outcomes if not o.ok),
+                                "control",
+                            )
+                        ),
                     )
                 )
             pending, self._unrecorded = self._unrecorded + reports, []
@@ -286,7 +293,7 @@ class DlmsHeadEnd:
                 device_mrid=r.mrid,
                 outcome=r.outcome.value,
                 readings=tuple((x.reading_type, x.ts, x.value, x.quality) for x in r.readings),
-                events=tuple((code, ts) for _, code, ts in cim_events(r.mrid, r.events)),
+                events=tuple(result_events(r)),
                 missing=len(r.missing),
                 error=r.error,
             )

@@ -594,6 +594,43 @@ class SqlEventRepository(_Repo):
         return len(events)
 
     @guarded
+    def add_new(self, utility_id: int, events: Sequence[EndDeviceEvent]) -> list[EndDeviceEvent]:
+        """Only the events not stored yet (by mRID). The probe is bounded by the batch's
+        instants (index ``utility_id, created_at``): an event's mRID is derived from its
+        instant, so a stored twin has the same created_at."""
+        if not events:
+            return []
+        e = t.end_device_event
+        with_id = [x for x in events if x.mrid]
+        stored: set[str] = set()
+        if with_id:
+            lo = min(x.created_at for x in with_id)
+            hi = max(x.created_at for x in with_id)
+            mrids = sorted({x.mrid for x in with_id if x.mrid})
+            for start in range(0, len(mrids), 500):
+                chunk = mrids[start : start + 500]
+                stored.update(
+                    str(row.mrid)
+                    for row in self._conn.execute(
+                        select(e.c.mrid).where(
+                            e.c.utility_id == utility_id,
+                            e.c.created_at >= lo,
+                            e.c.created_at <= hi,
+                            e.c.mrid.in_(chunk),
+                        )
+                    )
+                )
+        new: list[EndDeviceEvent] = []
+        for x in events:
+            if x.mrid:
+                if x.mrid in stored:
+                    continue
+                stored.add(x.mrid)
+            new.append(x)
+        self.add_many(utility_id, new)
+        return new
+
+    @guarded
     def query(
         self,
         utility_id: int,

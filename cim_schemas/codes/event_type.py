@@ -28,24 +28,40 @@ DEVICE_TYPES: Final[dict[int, str]] = {
 }
 DOMAINS: Final[dict[int, str]] = {
     0: "n/a",
+    2: "battery",
     11: "firmware",
     12: "security",
     15: "load control",
+    17: "logs",
+    18: "memory",
     20: "tariff",
+    21: "metrology",
     26: "power",
     31: "RCD switch",
     36: "clock",
 }
 EVENTS_OR_ACTIONS: Final[dict[int, str]] = {
     0: "n/a",
+    4: "activated",
+    7: "attempted",
+    16: "closed",
     18: "connect",
     23: "disconnect",
     24: "changed",
+    25: "ready for activation",
+    28: "cleared",
+    35: "invalid",
+    39: "opened",
     42: "connected",
     68: "disconnected",
+    79: "error",
     85: "failed",
+    139: "threshold exceeded",
+    150: "replace / low",
     212: "removed",
     216: "restored",
+    242: "detected",
+    243: "no longer detected",
     257: "tamper detected",
 }
 
@@ -145,6 +161,44 @@ LOAD_LIMIT_DISCONNECTED: Final = EndDeviceEventType(3, 15, 0, 68)
 LOAD_LIMIT_CHANGED: Final = EndDeviceEventType(3, 15, 0, 24)
 LOAD_LIMIT_FAILED: Final = EndDeviceEventType(3, 15, 0, 85)
 TARIFF_FAILED: Final = EndDeviceEventType(3, 20, 0, 85)
+
+#: Meter event log codes (hes/meter_events.py has the table from DLMS/IDIS event codes).
+#: Seen in real systems as ``0.d.s.e`` (a public head-end's DLMS -> CIM table, the
+#: "any device" type): amihub uses the same domain, subDomain and eventOrAction with
+#: type 3, electric meter.
+DST_CHANGED: Final = EndDeviceEventType(3, 36, 56, 24)
+CLOCK_INVALID: Final = EndDeviceEventType(3, 36, 43, 35)
+BATTERY_REPLACE: Final = EndDeviceEventType(3, 2, 0, 150)
+BATTERY_LOW: Final = EndDeviceEventType(3, 2, 22, 150)
+TOU_ACTIVATED: Final = EndDeviceEventType(3, 20, 121, 4)
+REGISTER_CLEARED: Final = EndDeviceEventType(3, 17, 89, 28)
+PROGRAM_MEMORY_ERROR: Final = EndDeviceEventType(3, 18, 83, 79)
+RAM_ERROR: Final = EndDeviceEventType(3, 18, 85, 79)
+NV_MEMORY_ERROR: Final = EndDeviceEventType(3, 18, 72, 79)
+WATCHDOG_ERROR: Final = EndDeviceEventType(3, 11, 3, 79)
+MEASUREMENT_ERROR: Final = EndDeviceEventType(3, 21, 67, 79)
+FIRMWARE_READY: Final = EndDeviceEventType(3, 11, 31, 25)
+FIRMWARE_ACTIVATED: Final = EndDeviceEventType(3, 11, 31, 4)
+TERMINAL_COVER_CLOSED: Final = EndDeviceEventType(3, 12, 141, 16)
+STRONG_DC_FIELD: Final = EndDeviceEventType(3, 12, 66, 242)
+STRONG_DC_FIELD_GONE: Final = EndDeviceEventType(3, 12, 66, 243)
+METER_COVER_OPENED: Final = EndDeviceEventType(3, 12, 29, 39)
+METER_COVER_CLOSED: Final = EndDeviceEventType(3, 12, 29, 16)
+FAILED_LOGIN: Final = EndDeviceEventType(3, 12, 24, 7)
+LIMITER_EXCEEDED: Final = EndDeviceEventType(3, 15, 261, 139)
+LIMITER_OK: Final = EndDeviceEventType(3, 15, 261, 216)
+LIMITER_CHANGED: Final = EndDeviceEventType(3, 15, 261, 24)
+#: amihub: a meter event code with no mapping is kept (not dropped) as "electric meter:
+#: n/a", the meter's own code in the details (``meter_code``).
+UNMAPPED_METER_EVENT: Final = EndDeviceEventType(3, 0, 0, 0)
+
+#: amihub: security events the head-end itself raises (domain 12 security), stored
+#: against the meter concerned. subDomain 24 (access) as in FAILED_LOGIN; 43 as in a
+#: public head-end's 0.12.43.257 (tamper).
+SECURITY_ASSOCIATION_REFUSED: Final = EndDeviceEventType(3, 12, 24, 85)
+SECURITY_AUTHENTICATION_FAILED: Final = EndDeviceEventType(3, 12, 0, 85)
+SECURITY_REPLAY: Final = EndDeviceEventType(3, 12, 43, 257)
+SECURITY_UNKNOWN_SENDER: Final = EndDeviceEventType(3, 12, 24, 79)
 
 
 # -- vendor codes -------------------------------------------------------------------------

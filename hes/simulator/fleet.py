@@ -35,7 +35,7 @@ from pathlib import Path
 
 from hes.dlms import wrapper
 from hes.dlms.wrapper import WrapperFrame
-from hes.push import notification
+from hes.push import event_notification, notification
 from hes.security import gcm
 from hes.security.gcm import InvocationCounter, SecurityKeys
 from hes.simulator.meter import MeterState, SecurityPolicy, interval_end, make_meter
@@ -112,6 +112,25 @@ class Fleet:
             meter.energy_wh(k),
             meter.export_wh(k),
         )
+        if ciphered:
+            apdu = gcm.general_glo_cipher(
+                apdu,
+                keys=meter.keys,
+                system_title=meter.system_title,
+                invocation_counter=meter.next_counter(),
+            )
+        return WrapperFrame(wrapper.MANAGEMENT_LOGICAL_DEVICE, PUSH_CLIENT, apdu).encode()
+
+    def alarm_frame(
+        self, index: int, code: int, *, ciphered: bool = True, at: datetime | None = None
+    ) -> bytes:
+        """An alarm push of meter ``index``: the event ``code`` is logged by the meter (its
+        event log has it too) and pushed as {logical device name, clock, code}."""
+        meter = self.meters[index]
+        ts = (at or self.now()).replace(microsecond=0)
+        with meter.lock:
+            meter.events.append((ts, code))
+        apdu = event_notification(meter.logical_device_name.encode(), ts, code)
         if ciphered:
             apdu = gcm.general_glo_cipher(
                 apdu,

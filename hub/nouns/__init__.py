@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from hub.headend import ControlJournal, HeadEnd
+from hub.headend import ControlJournal, HeadEnd, HeadEndOutbox
 from hub.nouns.end_device_controls import EndDeviceControlsRoute
 from hub.nouns.end_device_events import EndDeviceEventsRoute, GetEndDeviceEventsRoute
 from hub.nouns.get_meter_readings import GetMeterReadingsRoute
@@ -35,6 +35,11 @@ def build_routes(
         EndDeviceControlsRoute(headend, journal),
         EndDeviceEventsRoute(),
         GetEndDeviceEventsRoute(),
-        MeterReadScheduleRoute(headend, settings.hes.read_limit, engines=engine_reads(settings)),
+        MeterReadScheduleRoute(
+            headend,
+            settings.hes.read_limit,
+            engines=engine_reads(settings),
+            outbox=HeadEndOutbox(settings),
+        ),
     ]
     return RouteTable(routes)

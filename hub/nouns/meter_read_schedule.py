@@ -30,12 +30,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from decimal import Decimal
 from typing import Final, Protocol
 
 from cim_schemas.codes.reading_type import ReadingType
 from cim_schemas.profiles.meter_read_schedule import parse_meter_read_schedule
 from hub.errors import ErrorDetail, MessageRejected, PayloadInvalid
-from hub.headend import HeadEnd, MeterRead
+from hub.headend import HeadEnd, HeadEndOutbox, MeterRead
 from hub.nouns.end_device_controls import resolve_targets
 from hub.routing import MessageFrame, RouteContext, RouteResult
 from hub.settings import Settings
@@ -95,6 +96,8 @@ class MeterReadScheduleRoute:
     streaming: bool = False
     #: [hes] dispatch = "amqp": reads go to the engines, which store the results
     engines: EngineReads | None = None
+    #: in-process reads: new events and the readings published in the request's transaction
+    outbox: HeadEndOutbox | None = None
 
     def handle(self, frame: MessageFrame, ctx: RouteContext, uow: UnitOfWork) -> RouteResult:
         if self.headend is None:
@@ -202,25 +205,34 @@ class MeterReadScheduleRoute:
         reads = self.headend.read(targets.devices, start, end, events=True)
         staging = uow.readings.staging()
         events: list[EndDeviceEvent] = []
+        read_rows: dict[int, tuple[str, list[tuple[str, datetime, Decimal, str]]]] = {}
         readings = 0
         for item, read in enumerate(reads, 1):
-            rows = [
-                StagedReading(item, rt, ts, value, quality)
-                for rt, ts, value, quality in read.readings
-                if not types or rt in types
-            ]
-            if rows:
+            kept = [r for r in read.readings if not types or r[0] in types]
+            if kept:
                 staging.add_meter(item, DeviceRef(mrid=read.device_mrid))
-                staging.add_readings(rows)
-                readings += len(rows)
+                staging.add_readings([StagedReading(item, *r) for r in kept])
+                readings += len(kept)
+                read_rows[item] = (read.device_mrid, kept)
             events.extend(
-                EndDeviceEvent(read.device_mrid, code, ts, reason="meter event log")
-                for code, ts in read.events
-                if start < ts <= end  # the meter's log holds more: the window's only
+                e
+                for e in read.events
+                # the meter's log holds more: the window's only; security events all
+                if "kind" in e.details or start < e.created_at <= end
             )
         _failures(result, reads)
-        stats = staging.apply(ctx.utility_id).stats
-        stored_events = uow.events.add_many(ctx.utility_id, events) if events else 0
+        applied = staging.apply(ctx.utility_id)
+        stats = applied.stats
+        if self.outbox is None:
+            stored_events = len(uow.events.add_new(ctx.utility_id, events))
+        else:  # same transaction: a rolled-back request publishes nothing
+            message = frame.header.message_id
+            stored_events = len(self.outbox.record_events(uow, ctx.utility_id, events, message))
+            if stats.stored or stats.superseded:
+                unknown = set(applied.unknown_items)
+                self.outbox.publish_readings(
+                    uow, [v for i, v in read_rows.items() if i not in unknown], message
+                )
         result.counts = {
             "meters": len(reads),
             "read": result.applied,
