@@ -51,6 +51,7 @@ from adapters.amqp.connection import Backoff, make_connection, reconnecting, saf
 from adapters.amqp.publisher import ConfirmingPublisher, Outgoing, Unroutable
 from adapters.dlms.directory import MeterDirectory
 from adapters.dlms.jobs import CONTENT_TYPE, control_request, jobs_queue, reply_body
+from adapters.dlms.parameters import command_parameters
 from adapters.dlms.sessions import one_at_a_time
 from hes.client.session import ClientIdentity
 from hes.controls import ControlCommand, ControlJobs
@@ -383,12 +384,15 @@ class EngineWorker:
         if missing:
             raise AmihubError(f"no head-end address for {', '.join(missing)}")
         jobs = ControlJobs(self.sessions, self.policy)
+        # the request's own parameters; a firmware image from this engine's [hes]
+        # firmware_dir, checked against the request's SHA-256 when the job runs
         jobs.submit(
             ControlCommand(
                 request.control_type,
                 tuple(self.directory[d] for d in request.devices),
                 None,
                 request.reason,
+                command_parameters(request.parameters, self.hes.firmware_dir),
             )
         )
         [done] = jobs.run_due()

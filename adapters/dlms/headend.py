@@ -10,12 +10,13 @@ request whose record never appears (the request was rolled back) is dropped afte
 runs ticks in a background thread. Finished jobs go to the recorder (events +
 outbox); a report the recorder could not store is retried on the next tick.
 
-Control types (``control_types``): 3.31.0.23 / 3.31.0.18 remote disconnect /
-reconnect, 3.36.0.24 clock set and 3.15.0.23 load limit clear always; 3.15.0.18
-load limit set, 3.20.0.24 ToU calendar update and 3.11.0.24 firmware update when
-``control_parameters`` gives their parameters (threshold, calendar, image): a CIM
-``ControlRequest`` does not carry them yet, so they come from the head-end's
-configuration per control type, and a type without them is refused (2013).
+Control types (``control_types``, all of ``hes.controls.SUPPORTED``): 3.31.0.23 /
+3.31.0.18 remote disconnect / reconnect, 3.36.0.24 clock set, 3.15.0.18 / 3.15.0.23
+load limit set / clear, 3.20.0.24 ToU calendar update, 3.11.0.24 firmware update. The
+parameters of the last three come with the request (``ControlRequest.parameters``,
+checked by the hub); a firmware image is loaded from ``firmware_dir`` (``[hes]
+firmware_dir``) when the job runs and checked against the request's SHA-256 first
+(:mod:`adapters.dlms.parameters`).
 
 On-demand reads use :class:`hes.engine.ReadingEngine` with a sink that only
 collects: the route stores the readings in its own transaction.
@@ -30,20 +31,20 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Protocol
 
 from adapters.dlms.directory import MeterDirectory
+from adapters.dlms.parameters import command_parameters
 from adapters.dlms.sessions import one_at_a_time
 from hes.client.session import ClientIdentity
 from hes.controls import (
-    PARAMETERS,
-    PLAIN,
+    SUPPORTED,
     ControlCommand,
     ControlJobs,
-    ControlParameters,
     InvalidJobTransition,
 )
 from hes.engine import (
@@ -88,7 +89,6 @@ class _Held:
     request: ControlRequest
     since: float  # monotonic
     hes_id: int | None = None  # set once the request is committed and handed to ControlJobs
-    parameters: ControlParameters | None = None  # the control type's, when submitted
 
 
 class _Collect:
@@ -110,12 +110,13 @@ class DlmsHeadEnd:
         identity: ClientIdentity | None = None,
         sessions: SessionFactory | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
-        control_parameters: Mapping[str, ControlParameters] | None = None,
+        firmware_dir: Path | None = None,
     ) -> None:
         self.directory = directory
-        self.control_parameters: dict[str, ControlParameters] = {}
+        #: where firmware images named by requests are loaded from
+        self.firmware_dir = firmware_dir
         #: the EndDeviceControlType codes executed (the hub refuses others with 2013)
-        self.control_types = frozenset(PLAIN)
+        self.control_types = frozenset(SUPPORTED)
         self.recorder = recorder
         self.policy = policy or EnginePolicy(concurrency=8)
         self.hold_seconds = hold_seconds
@@ -129,23 +130,10 @@ class DlmsHeadEnd:
         self._held: dict[str, _Held] = {}
         self._by_hes_id: dict[int, str] = {}
         self._unrecorded: list[ControlReport] = []
-        self._lock = threading.RLock()  # _held, _by_hes_id, control_parameters
+        self._lock = threading.RLock()  # _held, _by_hes_id
         self._tick = threading.Lock()  # one run_due at a time
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self.configure_controls(control_parameters or {})
-
-    def configure_controls(self, parameters: Mapping[str, ControlParameters]) -> None:
-        """Set the parameters of the parameterised control types (load limit threshold,
-        ToU calendar, firmware image); those types become executable. Jobs already
-        submitted keep the parameters they were given."""
-        for code, p in parameters.items():
-            wanted = PARAMETERS.get(code)
-            if wanted is None or not isinstance(p, wanted):
-                raise ConfigurationError(f"control type {code} takes no {type(p).__name__}")
-        with self._lock:
-            self.control_parameters = {**self.control_parameters, **parameters}
-            self.control_types = frozenset(PLAIN) | frozenset(self.control_parameters)
 
     def __repr__(self) -> str:
         return f"DlmsHeadEnd({len(self.directory)} meters, {len(self._held)} job(s) held)"
@@ -167,11 +155,7 @@ class DlmsHeadEnd:
                 raise JobExists(f"control job {request.job_id} exists")
             # an earlier submission never seen committed is replaced: the request is
             # being processed again (its first transaction failed and was rolled back)
-            self._held[request.job_id] = _Held(
-                request,
-                time.monotonic(),
-                parameters=self.control_parameters.get(request.control_type),
-            )
+            self._held[request.job_id] = _Held(request, time.monotonic())
 
     def held(self, job_id: str) -> str | None:
         """The state of a held job (``pending`` before its request committed), or None."""
@@ -190,7 +174,7 @@ class DlmsHeadEnd:
                 tuple(self.directory[d] for d in r.devices),
                 r.start,
                 r.reason,
-                held.parameters,
+                command_parameters(r.parameters, self.firmware_dir),
             )
         )
         held.hes_id = job.id
@@ -361,4 +345,5 @@ def headend_from_settings(
         ),
         hold_seconds=settings.hold_seconds,
         tick_seconds=settings.tick_seconds,
+        firmware_dir=settings.firmware_dir,
     )

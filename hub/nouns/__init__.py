@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from hub.control_parameters import ControlLibrary
 from hub.headend import ControlJournal, HeadEnd, HeadEndOutbox
 from hub.nouns.end_device_controls import EndDeviceControlsRoute
 from hub.nouns.end_device_events import EndDeviceEventsRoute, GetEndDeviceEventsRoute
@@ -32,7 +33,11 @@ def build_routes(
         usage_point_config_route(),
         meter_config_route(),
         MasterDataLinkageConfigRoute(),
-        EndDeviceControlsRoute(headend, journal),
+        EndDeviceControlsRoute(
+            headend,
+            journal,
+            library=ControlLibrary(settings.hes.calendars_dir, settings.hes.firmware_dir),
+        ),
         EndDeviceEventsRoute(),
         GetEndDeviceEventsRoute(),
         MeterReadScheduleRoute(

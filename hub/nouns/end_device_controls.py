@@ -41,8 +41,10 @@ from cim_schemas.profiles.end_device_controls import (
     parse_end_device_controls,
     render_end_device_controls,
 )
+from hub.control_parameters import ControlLibrary
 from hub.errors import AmihubError, ErrorDetail, MessageRejected, PayloadInvalid
 from hub.headend import ControlJournal, ControlRequest, HeadEnd, JobNotCancellable, UnknownJob
+from hub.nouns.end_device_control_parameters import control_parameters
 from hub.routing import MessageFrame, RouteContext, RouteResult
 from mdm.model import DeviceRef
 from mdm.ports import UnitOfWork
@@ -198,6 +200,9 @@ class EndDeviceControlsRoute:
     noun: str = "EndDeviceControls"
     verbs: frozenset[str] = frozenset({"create", "cancel"})
     streaming: bool = False
+    #: the calendar and firmware folders parameters may name ([hes] calendars_dir,
+    #: firmware_dir)
+    library: ControlLibrary = field(default_factory=ControlLibrary)
 
     def handle(self, frame: MessageFrame, ctx: RouteContext, uow: UnitOfWork) -> RouteResult:
         if self.headend is None or self.journal is None:
@@ -275,6 +280,9 @@ class EndDeviceControlsRoute:
                     object_id=code,
                 )
             ]
+        parameters, refused = control_parameters(control, code, base, self.library)
+        if refused:
+            return None, refused
         targets = resolve_targets(
             uow,
             ctx.utility_id,
@@ -305,6 +313,7 @@ class EndDeviceControlsRoute:
             start=control.scheduled_at,
             reason=control.reason,
             correlation_id=frame.header.message_id,
+            parameters=parameters,
         )
         try:
             headend.submit(request)
@@ -319,7 +328,9 @@ class EndDeviceControlsRoute:
             mrid=job_id,
             issuer_id=control.issuer_id,
             issuer_tracking_id=control.issuer_tracking_id,
+            price_signal=control.price_signal,
             reason=control.reason,
+            end_device_action=control.end_device_action,
             end_devices=tuple(IdentifiedObject(d) for d in targets.devices),
             primary_device_timing=control.primary_device_timing,
         )

@@ -184,7 +184,7 @@ def test_unknown_meter_and_unknown_control_type(app: App, fleet: Fleet) -> None:
             "create",
             [
                 {"type": DISCONNECT, "devices": [meters[0], "MTR-NOT-THERE"]},
-                {"type": "3.15.0.18", "devices": [meters[1]]},  # load limit: not executed
+                {"type": "3.15.0.18", "devices": [meters[1]]},  # load limit without threshold
                 {"type": "3.31.x.23", "devices": [meters[1]]},
                 {"type": DISCONNECT, "devices": ["MTR-NO-ADDRESS"]},
                 {"type": DISCONNECT, "groups": ["ALL-METERS"]},
@@ -196,13 +196,13 @@ def test_unknown_meter_and_unknown_control_type(app: App, fleet: Fleet) -> None:
     base = "/RequestMessage/Payload/EndDeviceControls/EndDeviceControl"
     assert [(e.code, e.xpath) for e in outcome.errors] == [
         ("2001", f"{base}[1]/EndDevices[2]"),
-        ("2013", f"{base}[2]/EndDeviceControlType"),
+        ("2013", f"{base}[2]/priceSignal"),
         ("2013", f"{base}[3]/EndDeviceControlType"),
         ("2001", f"{base}[4]/EndDevices[1]"),
         ("1011", f"{base}[5]/EndDeviceGroups[1]"),
         ("2002", f"{base}[6]/UsagePoints[1]"),
     ]
-    assert "not supported" in outcome.errors[1].reason
+    assert "needs its threshold" in outcome.errors[1].reason
     assert "head-end address" in outcome.errors[3].reason
     assert outcome.counts == {"controls": 6, "accepted": 1}
     assert outcome.dead_letter_id is not None
@@ -470,8 +470,8 @@ def test_wrapper_messages_as_the_soap_services_send_them(app: App, fleet: Fleet)
     )
     assert bad.result == "FAILED"
     assert bad.errors[0].xpath == (
-        "/CreateEndDeviceControls/Payload/EndDeviceControls/EndDeviceControl[1]/EndDeviceControlType"
-    )
+        "/CreateEndDeviceControls/Payload/EndDeviceControls/EndDeviceControl[1]/EndDeviceAction"
+    )  # a firmware update without its image reference
 
 
 def test_execute_end_device_controls_over_soap(sqlite_url: str, fleet: Fleet) -> None:
