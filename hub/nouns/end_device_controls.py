@@ -13,7 +13,12 @@
 * ``EndDeviceGroups`` are not held by amihub (1011).
 
 The EndDeviceControlType must be one the head-end executes (3.31.0.23 remote
-disconnect, 3.31.0.18 remote reconnect, 3.36.0.24 clock set; else 2013). A control
+disconnect, 3.31.0.18 remote reconnect, 3.36.0.24 clock set, 3.15.0.18 / 3.15.0.23
+load limit set / clear, 3.20.0.24 ToU calendar update, 3.11.0.24 firmware update;
+else 2013). The parameters of 3.15.0.18, 3.20.0.24 and 3.11.0.24 (priceSignal,
+EndDeviceAction) are checked first (:mod:`hub.nouns.end_device_control_parameters`;
+wrong or missing: 2013 with their xpath, the control is not scheduled) and travel in
+the ControlRequest. A control
 whose targets partly resolve is accepted for the resolved ones. The reply's payload
 lists the accepted controls with their mRID (the job id: the one sent, or one
 amihub made up) and the devices they go to. The request is recorded as
