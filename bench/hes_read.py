@@ -306,6 +306,7 @@ def amqp_engines(n: int, c: int, engines: int, job_meters: int) -> None:
                         job_meters=job_meters,
                         registers=("1.0.1.8.0.255",),
                         profile_channels=("1.0.1.8.0.255",),
+                        events=False,  # as measured: profile and register only
                     )
                 finally:
                     for p in procs:

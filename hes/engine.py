@@ -102,6 +102,8 @@ class ReadCommand:
     registers: tuple[str, ...] = DEFAULT_REGISTERS
     read_events: bool = False
     profile_channels: tuple[str, ...] | None = None  # OBIS of the columns to store; None: all
+    #: keep only the log's events of (start, end] (the meter's log holds more)
+    events_in_window: bool = False
 
 
 @dataclass(frozen=True)
@@ -347,7 +349,11 @@ class ReadingEngine:
                             columns = profile.columns
                             rows.update({r.ts: r for r in profile.rows})
                     if command.read_events:
-                        result.events = session.read_event_log()
+                        result.events = [
+                            e
+                            for e in session.read_event_log()
+                            if not command.events_in_window or command.start < e.ts <= command.end
+                        ]
                     session.release()
                 finally:
                     session.close()

@@ -467,11 +467,13 @@ def fleet_read(
     wait: bool = True,
     registers: tuple[str, ...] | None = None,
     profile_channels: tuple[str, ...] | None = None,
+    events: bool = True,
 ) -> FleetRead:
     """Read every meter of ``[hes] manifest`` over (start, end] into the store: jobs of
     ``job_meters`` for ``amihub engine`` processes with ``[hes] dispatch = "amqp"``
     (waiting for their replies unless ``wait`` is False), else in-process
-    (hes.engine.ReadingEngine with ``[hes] concurrency``), as before."""
+    (hes.engine.ReadingEngine with ``[hes] concurrency``), as before. ``events``: the
+    window's meter events too (stored once, published as created EndDeviceEvents)."""
     import uuid
 
     from adapters.dlms.headend import directory_from_settings
@@ -498,6 +500,8 @@ def fleet_read(
                     registers=registers,
                     job_meters=job_meters,
                     profile_channels=profile_channels,
+                    events=events,
+                    events_in_window=events,
                 )
                 return FleetRead(len(ids), len(meters), {}, {}, time.perf_counter() - started)
             with make_connection(settings.amqp, "hes-fleet-read-replies") as connection:
@@ -512,6 +516,8 @@ def fleet_read(
                     registers=registers,
                     job_meters=job_meters,
                     profile_channels=profile_channels,
+                    events=events,
+                    events_in_window=events,
                 )
                 replies = collect(connection, reply.name, ids, settings.hes.job_timeout)
         finally:
@@ -544,6 +550,8 @@ def fleet_read(
                 end,
                 registers=DEFAULT_REGISTERS if registers is None else registers,
                 profile_channels=profile_channels,
+                read_events=events,
+                events_in_window=events,
             )
         )
     finally:
@@ -611,7 +619,13 @@ def engine(ctx: click.Context, concurrency: int | None, prefetch: int | None) ->
     show_default=True,
     help="Wait for every job's reply (dispatch = amqp).",
 )
-def read_command(hours: int, job_meters: int | None, wait: bool) -> None:
+@click.option(
+    "--events/--no-events",
+    default=True,
+    show_default=True,
+    help="Read the meters' event logs too (the window's events, published as alarms).",
+)
+def read_command(hours: int, job_meters: int | None, wait: bool, events: bool) -> None:
     """Read every meter of [hes] manifest: jobs for the engines ([hes] dispatch = "amqp")
     or in-process (the default)."""
     from datetime import UTC, timedelta
@@ -621,7 +635,9 @@ def read_command(hours: int, job_meters: int | None, wait: bool) -> None:
 
     settings = load_settings()
     end = interval_end(interval_index(datetime.now(UTC)) - 1)
-    done = fleet_read(settings, end - timedelta(hours=hours), end, job_meters=job_meters, wait=wait)
+    done = fleet_read(
+        settings, end - timedelta(hours=hours), end, job_meters=job_meters, wait=wait, events=events
+    )
     how = f"{done.jobs} job(s) via {settings.hes.jobs_queue}" if done.jobs else "in-process"
     click.echo(f"{done.meters} meters, {how}, {done.seconds:.2f} s")
     for outcome, n in sorted(done.outcomes.items()):
