@@ -28,7 +28,7 @@ Then, in the same run and on the same server:
   blocks built beforehand, written and committed): the ceiling of the import.
 
 Usage: ``python -m bench.sftp_csv [--readings N] [--layout long|wide|both]
-[--settle S] [--no-baseline] [--gc-freeze] [--keep DIR]``
+[--settle S] [--no-baseline] [--no-gc-freeze] [--keep DIR]``
 """
 
 from __future__ import annotations
@@ -141,6 +141,7 @@ def prepare(url: str, readings: int) -> None:
             for m in _meters(readings):
                 copy.write_row((uid[0], f"mrid-{m}", m, m, "meter", "installed", now, now))
         conn.commit()
+        cur.execute("ANALYZE end_device")  # a fleet's table has statistics; a fresh COPY not yet
     app.close()
 
 
@@ -178,10 +179,10 @@ def child_amihub(
         partners=[SftpPartnerSettings(name="bench", authorized_keys=[client_key], mapping=mapping)],
     )
     service = SftpService(settings, app.uow_factory, default_utility=app.settings.default_utility)
-    service.start()
-    if freeze == "1":  # what `amihub serve` would gain from this after start (not done yet)
+    if freeze == "1":  # as `amihub serve` (hub.serve.run_services) does before it starts
         gc.collect()
         gc.freeze()
+    service.start()
     watcher = service.watcher
     assert watcher is not None
     times: dict[str, float] = {}
@@ -226,6 +227,7 @@ def child_amihub(
                 "uploaded": uploaded,
                 "settle_and_poll": times["taken"] - uploaded,
                 "taken_to_commit": times["committed"] - times["taken"],
+                "taken_to_apply": times["apply_start"] - times["taken"],
                 "upload_to_commit": times["committed"] - uploaded,
                 "apply": times["committed"] - times["apply_start"],
                 "cpu": times["cpu_committed"] - times["cpu_taken"],
@@ -417,7 +419,12 @@ def _run_copy(url: str, readings: int, layout: str) -> dict[str, float]:
 # ----------------------------------------------------------------------- main
 
 
-def bench_layout(args: argparse.Namespace, layout: str, folder: Path) -> None:
+def _load() -> str:
+    """The 1-minute load average now (the machine is shared: say how busy it was)."""
+    return f"{os.getloadavg()[0]:.2f}"
+
+
+def bench_layout(args: argparse.Namespace, layout: str, folder: Path) -> dict[str, Any]:
     path = folder / f"issue5-bench-{layout}-{args.readings}.csv"
     t0 = time.perf_counter()
     written = write_file(path, args.readings, layout)
@@ -428,47 +435,84 @@ def bench_layout(args: argparse.Namespace, layout: str, folder: Path) -> None:
     )
     with scratch_database("amihub_bench_sftp") as url:
         prepare(url, args.readings)
-        ours = run_amihub(url, path, layout, args.settle, args.gc_freeze)
+        load_before = _load()
+        ours = run_amihub(url, path, layout, args.settle, not args.no_gc_freeze)
+        load_ours = f"{load_before}-{_load()}"
     if not args.keep:
         path.unlink()
     rate = ours["stored"] / ours["taken_to_commit"]
     rate_total = ours["stored"] / ours["upload_to_commit"]
+    out: dict[str, Any] = {
+        "layout": layout,
+        "mapping": MAPPINGS[layout],
+        "size_mb": size_mb,
+        "rate": rate_total,
+        "seconds": ours["upload_to_commit"],
+        "cpu": ours["cpu"],
+        "rss": ours["peak_rss_mb"],
+        "load": load_ours,
+    }
     print(
         f"  upload (paramiko, not timed): {ours['upload_seconds']:.1f} s; rename -> file taken "
         f"{ours['settle_and_poll']:.2f} s (poll 0.05 s; settle_seconds = {args.settle:g} "
-        "applies to files not renamed from a temporary name)"
+        "applies to files not renamed from a temporary name); file taken -> import starts "
+        f"{ours['taken_to_apply']:.2f} s (move, SHA-256, ledger)"
     )
     print(
         f"  amihub, file taken -> commit:      {rate:>10,.0f} readings/s "
         f"({ours['stored']:,.0f} in {ours['taken_to_commit']:.2f} s, CPU {ours['cpu']:.2f} s; "
-        f"peak RSS {ours['peak_rss_mb']:.0f} MB)"
+        f"peak RSS {ours['peak_rss_mb']:.0f} MB; load {load_ours})"
     )
     print(
         f"  amihub, upload done -> commit:     {rate_total:>10,.0f} readings/s "
         f"({ours['upload_to_commit']:.2f} s, waiting for the watcher included)"
     )
     if args.no_baseline:
-        return
+        return out
     with scratch_database("amihub_bench_sftp") as url:
+        load_before = _load()
         raw = _run_copy(url, args.readings, layout)
+        load_raw = f"{load_before}-{_load()}"
     raw_rate = raw["stored"] / raw["seconds"]
     if args.readings <= 2_000_000:  # blocks built beforehand: memory grows with them
         with scratch_database("amihub_bench_sftp") as url:
             prepare(url, args.readings)
+            load_before = _load()
             ceiling = _run_child("--child-writer", url, str(args.readings), layout)
+            load_writer = f"{load_before}-{_load()}"
         writer_rate = ceiling["stored"] / ceiling["seconds"]
+        out["writer_rate"] = writer_rate
         print(
             f"  store's direct writer alone:       {writer_rate:>10,.0f} readings/s "
-            f"({ceiling['seconds']:.2f} s; blocks built beforehand, no file: the ceiling)"
+            f"({ceiling['seconds']:.2f} s; blocks built beforehand, no file: the ceiling; "
+            f"load {load_writer})"
         )
     print(
         f"  raw psycopg COPY text, same rows:  {raw_rate:>10,.0f} readings/s "
-        f"({raw['stored']:,.0f} in {raw['seconds']:.2f} s)"
+        f"({raw['stored']:,.0f} in {raw['seconds']:.2f} s; load {load_raw})"
     )
     print(
         f"  ratio amihub / raw COPY: {rate / raw_rate:.2f} from the file taken, "
         f"{rate_total / raw_rate:.2f} from the upload done  (target >= 0.50; peak < 200 MB)"
     )
+    out.update(raw_rate=raw_rate, ratio=rate_total / raw_rate, raw_load=load_raw)
+    return out
+
+
+def _summary(results: list[dict[str, Any]], readings: int) -> None:
+    print(f"\nsummary ({readings:,} readings; amihub = upload done -> commit):")
+    print(
+        "  layout | file | amihub readings/s | raw COPY/s | ratio | CPU of the import | "
+        "peak RSS | load (amihub; raw)"
+    )
+    for r in results:
+        raw = f"{r['raw_rate']:,.0f}" if "raw_rate" in r else "-"
+        ratio = f"{r['ratio']:.2f}" if "ratio" in r else "-"
+        print(
+            f"  {r['layout']} {r['mapping']} | {r['size_mb']:,.0f} MB | {r['rate']:,.0f} "
+            f"({r['seconds']:.2f} s) | {raw} | {ratio} | {r['cpu']:.2f} s | {r['rss']:.0f} MB | "
+            f"{r['load']}; {r.get('raw_load', '-')}"
+        )
 
 
 def main(argv: list[str]) -> None:
@@ -478,18 +522,21 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--settle", type=float, default=2.0, help="watcher settle_seconds")
     parser.add_argument("--no-baseline", action="store_true", help="skip the raw COPY")
     parser.add_argument(
-        "--gc-freeze",
+        "--no-gc-freeze",
         action="store_true",
-        help="gc.freeze() the serving process after start (a tuning `amihub serve` lacks)",
+        help="do not gc.freeze() the serving process (`amihub serve` does, before it starts)",
     )
     parser.add_argument("--keep", type=Path, help="write (and keep) the CSV files here")
     args = parser.parse_args(argv)
     layouts = ("long", "wide") if args.layout == "both" else (args.layout,)
+    print(f"load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    results: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="issue5-bench-") as tmp:
         folder = args.keep or Path(tmp)
         folder.mkdir(parents=True, exist_ok=True)
         for layout in layouts:
-            bench_layout(args, layout, folder)
+            results.append(bench_layout(args, layout, folder))
+    _summary(results, args.readings)
 
 
 if __name__ == "__main__":

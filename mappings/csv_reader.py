@@ -371,14 +371,7 @@ class _RowEngine:
                 return wide(line, row, ids[0], ids[1], ids[2], batch)
 
             return fast_wide
-        parse = self.parse_value
-
-        def parse_or_none(text: str) -> Decimal | None:
-            # no cache: one value per row, and register values rarely repeat
-            try:
-                return parse(text)
-            except ValueError:
-                return None
+        parse = self.parse_value  # no cache: one value per row, register values rarely repeat
 
         q_ix = self.q_ix
         q_get = self.quality.codes.get
@@ -400,9 +393,12 @@ class _RowEngine:
             ids = ids_get(key_of(row)) or ids_of(row)
             if ids is None:
                 return full(line, row, batch)
-            value = parse_or_none(row[value_ix])
+            try:
+                value = parse(row[value_ix])
+            except ValueError:
+                return full(line, row, batch)
             quality = q_get(row[q_ix]) if q_ix is not None else q_default
-            if value is None or quality is None:
+            if quality is None:
                 return full(line, row, batch)
             meter, rt, factor = ids
             if factor is not None:

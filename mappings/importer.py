@@ -35,8 +35,6 @@ from __future__ import annotations
 import io
 import logging
 import operator
-import queue
-import threading
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -74,11 +72,8 @@ DUPLICATE = "2004"
 #: fewer of them outlive the young GC generations (full collections are the
 #: import's largest hidden cost in a big process).
 IMPORT_BATCH = 250
-#: Direct path: readings handed to the writer (thread) at a time, in whole runs.
+#: Direct path: readings handed to the writer at a time, in whole runs.
 HANDOVER_ROWS = 5000
-#: ... and how many such handovers may wait (20,000 readings: the reader goes on
-#: while the writer waits for the server; more does not help, the server is the limit).
-QUEUED_HANDOVERS = 4
 #: Direct path: a run of one meter longer than this is handed over in parts.
 MAX_CARRIED_ROWS = 50_000
 
@@ -351,45 +346,6 @@ def _blocks(
     return out
 
 
-class _WriterThread:
-    """Runs the writer's ``add`` in a thread: the server ingests one batch while the
-    file's next rows are parsed (the driver waits without the GIL). At most
-    :data:`QUEUED_HANDOVERS` chunks wait in the queue, so memory stays bounded.
-    The first error is kept and raised to the reading thread; later chunks are
-    dropped."""
-
-    def __init__(self, writer: DirectReadingWriter) -> None:
-        self.writer = writer
-        self.queue: queue.Queue[tuple[list[ReadingBlock], dict[int, DeviceRef]] | None] = (
-            queue.Queue(maxsize=QUEUED_HANDOVERS)
-        )
-        self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._run, name="amihub-import-writer", daemon=True)
-        self.thread.start()
-
-    def _run(self) -> None:
-        while (chunk := self.queue.get()) is not None:
-            if self.error is None:
-                try:
-                    self.writer.add(*chunk)
-                except BaseException as exc:  # handed to the reading thread
-                    self.error = exc
-
-    def check(self) -> None:
-        if self.error is not None:
-            raise self.error
-
-    def add(self, blocks: list[ReadingBlock], meters: dict[int, DeviceRef]) -> None:
-        self.check()
-        self.queue.put((blocks, meters))
-
-    def close(self) -> None:
-        """Wait until every chunk was written (or dropped after an error)."""
-        if self.thread.is_alive():
-            self.queue.put(None)
-            self.thread.join()
-
-
 class _DirectFeed:
     """Hands blocks to a :class:`DirectReadingWriter` in whole runs of a meter.
 
@@ -399,15 +355,12 @@ class _DirectFeed:
     stored by the batch before. The last, maybe unfinished run of a call is
     carried over to the next; a run longer than :data:`MAX_CARRIED_ROWS` is split.
 
-    ``threaded``: the writer works in a :class:`_WriterThread`; only when nothing
-    else uses the unit of work meanwhile (meters named as devices, not usage points).
+    The writer writes its batches in its own background thread while the file is
+    read on (adapters/sql/direct.py), so the hand-over itself is only list work.
     """
 
-    def __init__(
-        self, writer: DirectReadingWriter, by_item: list[_MeterSeen], *, threaded: bool
-    ) -> None:
+    def __init__(self, writer: DirectReadingWriter, by_item: list[_MeterSeen]) -> None:
         self.writer = writer
-        self.thread = _WriterThread(writer) if threaded else None
         self.by_item = by_item
         self.carry: list[ReadingBlock] = []
         self.carried = 0  # readings in ``carry``
@@ -447,25 +400,17 @@ class _DirectFeed:
         if blocks:
             by_item = self.by_item
             meters = {item: by_item[item - 1].meter.ref for item in {b[0] for b in blocks}}
-            if self.thread is not None:
-                self.thread.add(blocks, meters)
-            else:
-                self.writer.add(blocks, meters)
+            self.writer.add(blocks, meters)
 
     def finish(self) -> StagingResult:
         self._send(self.carry)
         self.carry, self.carried = [], 0
         self._hand_over()
-        if self.thread is not None:
-            self.thread.close()
-            self.thread.check()
         return self.writer.finish()
 
     def close(self) -> None:
-        """Stop the writer thread (after an error in the reading thread too), and the
-        writer's own background batch (abort is a no-op after finish)."""
-        if self.thread is not None:
-            self.thread.close()
+        """Quiet the writer's background batch (after an error in the reading thread
+        too; abort is a no-op after finish)."""
         self.writer.abort()
 
 
@@ -499,11 +444,7 @@ def import_stream(
         raise ConfigurationError(f"unknown utility {utility!r}")
     resolver = _Resolver(uow, found.id)
     writer = uow.readings.direct_writer(found.id) if direct else None
-    feed = (
-        _DirectFeed(writer, resolver.by_item, threaded=spec.meter.by != "usage_point")
-        if writer is not None
-        else None
-    )
+    feed = _DirectFeed(writer, resolver.by_item) if writer is not None else None
     staging = uow.readings.staging() if feed is None else None
     errors: list[LineError] = []
     error_count = 0
@@ -545,7 +486,7 @@ def import_stream(
             outcome = staging.apply(found.id)
     finally:
         if feed is not None:
-            feed.close()  # the writer thread ends before the unit of work does
+            feed.close()  # the writer's thread ends before the unit of work does
     by_item = {seen.item: seen for seen in resolver.items.values()}
     unknown = [
         UnknownMeter(by_item[i].meter, by_item[i].first, by_item[i].last, by_item[i].count)

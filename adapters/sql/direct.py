@@ -3,14 +3,18 @@
 For a large import of new data (a month of a fleet, a backfill) the staged path
 writes every row twice (COPY into a temporary table, then INSERT ... SELECT).
 This path writes it once, and the server ingests a batch while Python parses
-the next: per batch of complete MeterReadings it resolves the meters (one
-query), checks that none of the batch's keys is stored (one index probe), and
-COPYs the rows into ``reading`` with version 1.
+the next: per batch of complete MeterReadings it resolves the new meters (one
+query) and COPYs the rows into ``reading`` with version 1, in a background
+thread.
 
-It never merges: a stored key or a key repeated in the message raises
-:class:`hub.errors.FastPathConflict`, the caller rolls the transaction back and
-runs the exact staged path (versions, duplicates reported per item). So a
-re-sent message costs one batch of wasted work, a new one half the writes.
+It never merges, and it does not probe first: the primary key is the check. A
+reading stored already (every stored key is in ``reading``, its earlier
+versions in ``reading_history``) or repeated in the input makes the COPY fail
+with a unique violation, raised as :class:`hub.errors.FastPathConflict`; the
+caller rolls the transaction back and runs the exact staged path (versions,
+duplicates reported per item). So a re-sent message costs at most one batch of
+wasted work, a new one half the
+writes, and new readings between stored ones stay on this path.
 PostgreSQL only; elsewhere :meth:`SqlReadingRepository.direct_writer` is None.
 """
 
@@ -40,6 +44,39 @@ _COPY = (
 )
 
 
+_RESOLVE = """
+WITH m AS (SELECT unnest(%(m)s::text[]) AS v), n AS (SELECT unnest(%(n)s::text[]) AS v)
+SELECT 'mrid', d.mrid, min(d.id), count(*) FROM m
+  JOIN end_device d ON d.utility_id = %(u)s AND d.mrid = m.v GROUP BY d.mrid
+UNION ALL
+SELECT 'name', d.name, min(d.id), count(*) FROM n
+  JOIN end_device d ON d.utility_id = %(u)s AND d.name = n.v GROUP BY d.name
+UNION ALL
+SELECT 'serial_number', d.serial_number, min(d.id), count(*) FROM n
+  JOIN end_device d ON d.utility_id = %(u)s AND d.serial_number = n.v GROUP BY d.serial_number
+"""
+
+
+class _Stamps(dict[datetime, str]):
+    """Instant -> its COPY field with the tabs around it, made once per instant."""
+
+    def __missing__(self, ts: datetime) -> str:
+        text = self[ts] = f"\t{ts.isoformat()}\t"
+        return text
+
+
+class _Tails(dict[str, str]):
+    """Quality -> the end of a COPY line (quality, version 1, recorded_at)."""
+
+    def __init__(self, now: str) -> None:
+        super().__init__()
+        self._end = f"\t1\t{now}\n"
+
+    def __missing__(self, quality: str) -> str:
+        text = self[quality] = f"\t{copy_text(quality)}{self._end}"
+        return text
+
+
 @dataclass(frozen=True)
 class _Batch:
     blocks: list[ReadingBlock]
@@ -61,8 +98,8 @@ class SqlDirectReadingWriter:
         self._meters: dict[int, DeviceRef] = {}
         self._unknown: list[int] = []
         self._stored = 0
-        self._now = utcnow().isoformat()
-        self._ts_cache: dict[datetime, str] = {}
+        self._stamps = _Stamps()
+        self._tails = _Tails(utcnow().isoformat())
         # batches are written by a background thread while the caller parses the next:
         # the server's work on one batch overlaps Python's on the next (its waits release
         # the GIL); at most two batches are queued, so memory stays bounded
@@ -140,10 +177,10 @@ class SqlDirectReadingWriter:
             if not blocks:
                 return
             types = self._repo.register_types(sorted({b.reading_type for b in blocks}))
-            self._refuse_stored_keys(blocks, devices, types)
             self._copy(blocks, devices, types)
         except psycopg.errors.UniqueViolation as exc:
-            raise FastPathConflict(f"a key repeats in the message: {exc}") from exc
+            # the primary key is the check: a reading stored already, or twice in the input
+            raise FastPathConflict(f"a reading is stored already or repeats: {exc}") from exc
         except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
             raise StoreUnavailable(f"store unavailable during bulk write: {exc}") from exc
         except psycopg.Error as exc:
@@ -151,88 +188,55 @@ class SqlDirectReadingWriter:
         self._stored += sum(len(b.readings) for b in blocks)
 
     def _resolve(self, meters: Mapping[int, DeviceRef]) -> dict[int, int]:
-        """item -> device id, for the meters that exist (mRID; else unique name or serial)."""
+        """item -> device id, for the meters that exist (mRID; else unique name or serial),
+        in one round trip."""
         mrids = sorted({r.mrid for r in meters.values() if r.mrid})
         names = sorted({r.name for r in meters.values() if not r.mrid and r.name})
-        by_mrid: dict[str, int] = {}
-        unique: dict[str, dict[str, int | None]] = {"name": {}, "serial_number": {}}
-        with self._raw.cursor() as cur:
-            if mrids:
+        found: dict[str, dict[str, int | None]] = {"mrid": {}, "name": {}, "serial_number": {}}
+        if mrids or names:
+            with self._raw.cursor() as cur:
+                # joins with the unnested keys, planned per call (prepare=False): a
+                # prepared generic plan of ``col = ANY(%s)`` compares every device of the
+                # utility with every key (measured: 70 ms instead of 2 ms for 521 meters)
                 cur.execute(
-                    "SELECT mrid, id FROM end_device WHERE utility_id = %s AND mrid = ANY(%s)",
-                    (self._utility_id, mrids),
+                    _RESOLVE, {"u": self._utility_id, "m": mrids, "n": names}, prepare=False
                 )
-                by_mrid = {m: int(i) for m, i in cur.fetchall()}
-            if names:
-                for column, found in unique.items():
-                    cur.execute(
-                        f"SELECT {column}, min(id), count(*) FROM end_device "
-                        f"WHERE utility_id = %s AND {column} = ANY(%s) GROUP BY {column}",
-                        (self._utility_id, names),
-                    )
-                    for key, first, count in cur.fetchall():
-                        found[key] = int(first) if count == 1 else None
+                for column, key, first, count in cur.fetchall():
+                    found[column][key] = int(first) if count == 1 else None
+        by_mrid, by_name, by_serial = found["mrid"], found["name"], found["serial_number"]
         out: dict[int, int] = {}
         for item, ref in meters.items():
             if ref.mrid:
                 device = by_mrid.get(ref.mrid)
             else:  # as the staged path: a unique name, else a unique serial number
                 name = ref.name or ""
-                device = unique["name"].get(name) or unique["serial_number"].get(name)
+                device = by_name.get(name) or by_serial.get(name)
             if device is not None:
                 out[item] = device
         return out
 
-    def _refuse_stored_keys(
-        self, blocks: Sequence[ReadingBlock], devices: Mapping[int, int], types: Mapping[str, int]
-    ) -> None:
-        """Probe the primary key once per (meter, type) over that pair's own time range, so
-        a file in time order (every meter in every batch) never trips on its own batches."""
-        ranges: dict[tuple[int, int], tuple[datetime, datetime]] = {}
-        for item, code, readings in blocks:
-            key = (devices[item], types[code])
-            lo = min(r[0] for r in readings)
-            hi = max(r[0] for r in readings)
-            known = ranges.get(key)
-            ranges[key] = (min(lo, known[0]), max(hi, known[1])) if known else (lo, hi)
-        keys = list(ranges)
-        with self._raw.cursor() as cur:
-            cur.execute(
-                "SELECT 1 FROM unnest(%s::bigint[], %s::integer[], %s::timestamptz[], "
-                "%s::timestamptz[]) AS k(device_id, reading_type_id, lo, hi) "
-                "CROSS JOIN LATERAL (SELECT 1 FROM reading r WHERE r.device_id = k.device_id "
-                "AND r.reading_type_id = k.reading_type_id AND r.ts >= k.lo AND r.ts <= k.hi "
-                "LIMIT 1) hit LIMIT 1",
-                (
-                    [d for d, _ in keys],
-                    [t for _, t in keys],
-                    [ranges[k][0] for k in keys],
-                    [ranges[k][1] for k in keys],
-                ),
-            )
-            if cur.fetchone() is not None:
-                raise FastPathConflict("some readings are stored already: merge them")
-
     def _copy(
         self, blocks: Sequence[ReadingBlock], devices: Mapping[int, int], types: Mapping[str, int]
     ) -> None:
-        cache = self._ts_cache
-        if len(cache) > 200_000:
-            cache.clear()
-        tail = f"\t1\t{self._now}\n"
+        stamps, tails = self._stamps, self._tails
+        if len(stamps) > 200_000:
+            stamps.clear()
+        if len(tails) > 10_000:
+            tails.clear()
         with self._raw.cursor() as cur, cur.copy(_COPY) as copy:
-            lines: list[str] = []
-            append = lines.append
+            chunk: list[str] = []
+            size = 0
             for item, code, readings in blocks:
-                prefix = f"{devices[item]}\t{types[code]}\t"
-                for ts, value, quality in readings:
-                    stamp = cache.get(ts)
-                    if stamp is None:
-                        stamp = cache[ts] = ts.isoformat()
-                    if quality:
-                        quality = copy_text(quality)
-                    append(f"{prefix}{stamp}\t{value}\t{quality}{tail}")
-                if len(lines) >= 5_000:  # the server parses while Python formats
-                    copy.write("".join(lines))
-                    lines.clear()
-            copy.write("".join(lines))
+                prefix = f"{devices[item]}\t{types[code]}"
+                # one string per block; ``!s``: str() of a Decimal, twice as fast as format()
+                chunk.append(
+                    "".join(
+                        [f"{prefix}{stamps[ts]}{value!s}{tails[q]}" for ts, value, q in readings]
+                    )
+                )
+                size += len(readings)
+                if size >= 5_000:  # the server parses while Python formats
+                    copy.write("".join(chunk))
+                    chunk.clear()
+                    size = 0
+            copy.write("".join(chunk))

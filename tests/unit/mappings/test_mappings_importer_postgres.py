@@ -14,7 +14,7 @@ import pytest
 from adapters.sql import SqlUnitOfWorkFactory, make_engine, upgrade
 from mappings.importer import ImportFile, ImportResult, import_file
 from mappings.load import BUILTIN_DIR, Catalog, load_dir
-from mdm.model import DeviceRef, EndDevice, Utility
+from mdm.model import DeviceRef, EndDevice, UsagePoint, Utility
 
 pytestmark = pytest.mark.postgres
 
@@ -164,15 +164,65 @@ def test_a_reading_twice_in_the_file_falls_back_and_is_refused(
 
 
 def test_time_ordered_file_gives_the_same_result(
-    store: SqlUnitOfWorkFactory, catalog: Catalog, tmp_path: Path
+    store: SqlUnitOfWorkFactory,
+    catalog: Catalog,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
-    # every meter appears in every writer batch: the direct path may give way, the
-    # result is the same
+    # every meter appears in every writer batch: only a key stored already stops the
+    # direct path (the primary key), not a meter met in an earlier batch
+    caplog.set_level(logging.INFO, logger="mappings.importer")
     result = run(store, catalog, write_long(tmp_path / "t.csv", METERS, time_major=True))
+    assert FALLBACK not in caplog.text
     assert result.applied, result.report()
     assert result.stats.stored == 5 * 96
     assert count(store) == 5 * 96
     assert stored(store, "SN1004", 95) == (Decimal("1395.5"), 1)
+
+
+def test_new_readings_between_stored_ones_stay_on_the_direct_path(
+    store: SqlUnitOfWorkFactory,
+    catalog: Catalog,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="mappings.importer")
+    even = tmp_path / "even.csv"
+    odd = tmp_path / "odd.csv"
+    lines = write_long(tmp_path / "all.csv", METERS).read_text(encoding="utf-8").splitlines()
+    body = lines[1:]
+    even.write_text(HEAD + "".join(f"{x}\n" for x in body[0::2]), encoding="utf-8")
+    odd.write_text(HEAD + "".join(f"{x}\n" for x in body[1::2]), encoding="utf-8")
+    assert run(store, catalog, even).applied
+    result = run(store, catalog, odd)  # every new key lies between two stored ones
+    assert FALLBACK not in caplog.text
+    assert result.applied, result.report()
+    assert result.stats.stored == 5 * 48
+    assert count(store) == 5 * 96
+    assert stored(store, "SN1002", 7) == (Decimal("1107.5"), 1)
+
+
+def test_a_stored_key_in_a_late_batch_rolls_back_the_earlier_ones(
+    store: SqlUnitOfWorkFactory,
+    catalog: Catalog,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="mappings.importer")
+    every = write_long(tmp_path / "every.csv", METERS).read_text(encoding="utf-8")
+    last = tmp_path / "last.csv"  # the last meter's readings only, the same values
+    last.write_text(HEAD + "".join(x for x in every.splitlines(True) if x.startswith("SN1005")))
+    assert run(store, catalog, last).applied
+    result = run(store, catalog, write_long(tmp_path / "all.csv", METERS, bump_from=90))
+    assert FALLBACK in caplog.text  # the last meter's keys are stored: merged instead
+    assert result.applied, result.report()
+    assert (result.stats.stored, result.stats.superseded, result.stats.unchanged) == (
+        4 * 96,
+        6,
+        90,
+    )
+    assert stored(store, "SN1005", 95) == (Decimal("1496.5"), 2)
+    assert count(store) == 5 * 96
 
 
 @pytest.mark.parametrize("policy", ["reject", "skip"])
@@ -226,3 +276,51 @@ def test_wide_file_on_the_direct_path(
     assert result.applied, result.report()
     assert result.stats.stored == 2 * 5 * 96
     assert count(store) == 2 * 5 * 96
+
+
+def test_usage_points_resolved_while_the_direct_path_writes(
+    postgres_url: str, catalog: Catalog, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # usage points are resolved through the store as they appear; the writer's batches go
+    # to the same connection meanwhile: they must take turns (5,760 readings: several
+    # batches, usage points still being met when the first ones are written)
+    engine = make_engine(postgres_url)
+    upgrade(engine)
+    factory = SqlUnitOfWorkFactory(engine, staging_batch_size=100)
+    ups = [f"UP{n:03d}" for n in range(60)]
+    with factory() as uow:
+        utility = uow.utilities.add(Utility("DEMO", "Demo utility"))
+        assert utility.id is not None
+        for up_name in ups:
+            up = uow.usage_points.add(utility.id, UsagePoint(up_name, "DEMO"))
+            dev = uow.devices.add(utility.id, EndDevice(f"m-{up_name}", "DEMO"))
+            assert up.id is not None
+            assert dev.id is not None
+            uow.installations.install(dev.id, up.id, datetime(2026, 1, 1, tzinfo=UTC))
+        uow.commit()
+    spec = (
+        'kind = "csv"\nname = "by-up"\n[meter]\ncolumn = "up"\nby = "usage_point"\n'
+        '[timestamp]\ncolumn = "ts"\n[value]\ncolumn = "v"\n'
+        f'[reading_type]\nfixed = "{PLUS_A}"\n'
+    )
+    folder = tmp_path / "specs"
+    folder.mkdir()
+    (folder / "by-up.toml").write_text(spec, encoding="utf-8")
+    own = load_dir(folder)
+    start = datetime(2026, 1, 15, tzinfo=UTC)
+    path = tmp_path / "ups.csv"
+    with path.open("w", encoding="utf-8") as f:
+        f.write("up,ts,v\n")
+        for n, up_name in enumerate(ups):
+            for k in range(96):
+                f.write(f"{up_name},{(start + timedelta(minutes=15 * k)).isoformat()},{n}.{k}\n")
+    try:
+        caplog.set_level(logging.INFO, logger="mappings.importer")
+        result = import_file(factory, ImportFile(path, "by-up", "DEMO"), own)
+        assert FALLBACK not in caplog.text
+        assert result.applied, result.report()
+        assert result.stats.stored == 60 * 96
+        with factory() as uow:
+            assert uow.readings.count() == 60 * 96
+    finally:
+        engine.dispose()
