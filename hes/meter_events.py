@@ -145,6 +145,8 @@ SECURITY_TYPES: Final[dict[SecurityKind, EndDeviceEventType]] = {
     SecurityKind.VIOLATION: et.SECURITY_AUTHENTICATION_FAILED,
 }
 
+#: bytes of a refused frame kept in its security event (pushes are a few hundred bytes)
+MAX_APDU_KEPT: Final = 2048
 #: the pseudo-asset of a push from a system title no meter has (docs/hes.md)
 UNKNOWN_SENDER_PREFIX: Final = "UNKNOWN-SYSTEM-TITLE-"
 
@@ -183,11 +185,17 @@ def security_event(
     reason: str,
     source: str,
     system_title: bytes | None = None,
+    apdu: bytes | None = None,
 ) -> EndDeviceEvent:
-    """One security EndDeviceEvent (``source``: push, read or control)."""
+    """One security EndDeviceEvent (``source``: push, read or control). A refused frame
+    (``apdu``) is kept in the details in hex, up to :data:`MAX_APDU_KEPT` bytes."""
     details = {"kind": kind.value, "source": source, "detail": reason}
     if system_title is not None:
         details["system_title"] = system_title.hex().upper()
+    if apdu is not None:
+        details["apdu"] = apdu[:MAX_APDU_KEPT].hex()
+        if len(apdu) > MAX_APDU_KEPT:
+            details["apdu_bytes"] = str(len(apdu))
     return EndDeviceEvent(
         device_mrid=device_mrid,
         event_type=str(SECURITY_TYPES[kind]),

@@ -87,6 +87,7 @@ class SecurityEvent:
     at: datetime
     kind: SecurityKind = SecurityKind.VIOLATION
     mrid: str | None = None  # the meter concerned, when known
+    apdu: bytes | None = None  # the refused frame, kept in the security event
 
 
 class PushRejected(SecurityViolation):
@@ -263,6 +264,7 @@ class MdmPushSink:
                         reason=event.reason,
                         source="push",
                         system_title=event.system_title,
+                        apdu=event.apdu,
                     )
                 ],
             )
@@ -354,12 +356,21 @@ class PushListener:
         except PushRejected as exc:
             log.warning("push rejected: %s", exc)
             self.on_security_event(
-                SecurityEvent(str(exc), system_title, datetime.now(UTC), exc.kind, exc.mrid)
+                SecurityEvent(str(exc), system_title, datetime.now(UTC), exc.kind, exc.mrid, apdu)
             )
             return
         except SecurityViolation as exc:
             log.warning("push rejected: %s", exc)
-            self.on_security_event(SecurityEvent(str(exc), system_title, datetime.now(UTC)))
+            self.on_security_event(
+                SecurityEvent(str(exc), system_title, datetime.now(UTC), apdu=apdu)
+            )
+            return
+        except (ValueError, IndexError) as exc:  # a malformed field the decoder did not expect
+            reason = f"malformed push: {type(exc).__name__}: {exc}"
+            log.warning("push rejected: %s", reason)
+            self.on_security_event(
+                SecurityEvent(reason, system_title, datetime.now(UTC), apdu=apdu)
+            )
             return
         self.on_push(data)
 

@@ -355,3 +355,46 @@ def test_pushed_alarms_and_refused_pushes(fleet: Fleet, factory: SqlUnitOfWorkFa
     assert report.count(MeterOutcome.DONE) == 1
     assert report.events_stored == 0
     assert published_codes(outbox(factory, "EndDeviceEvents")) == codes
+
+
+def test_malformed_pushes_are_kept_as_security_events_and_the_listener_goes_on(
+    fleet: Fleet, factory: SqlUnitOfWorkFactory
+) -> None:
+    from hes.dlms.wrapper import MANAGEMENT_LOGICAL_DEVICE, WrapperFrame
+    from hes.simulator.fleet import PUSH_CLIENT
+
+    sink = MdmPushSink(factory, "ACME", HeadEndOutbox(outbox_settings()))
+    decoder = PushDecoder(Directory(fleet, range(3)))
+    ldn = fleet.meters[0].logical_device_name.encode()
+    garbage = b"\x0f\x00\x00\x00\x01\x00\x02\x02\x09\x01A\x03\x01"  # body: {"A", boolean}
+    bad_clock = (
+        b"\x0f\x00\x00\x00\x01\x00\x02\x03\x09"
+        + bytes([len(ldn)])
+        + ldn
+        + b"\x09\x0c"
+        + b"\xff" * 12  # a clock with every field "not specified": no instant
+        + b"\x12\x00\x28"
+    )
+    frames = [
+        WrapperFrame(MANAGEMENT_LOGICAL_DEVICE, PUSH_CLIENT, apdu).encode()
+        for apdu in (garbage, bad_clock)
+    ]
+    with PushListener(decoder, sink, sink.security, port=free_port()) as server:
+        for frame in frames:
+            fleet.send_push(frame, server.host, server.port)
+        at = datetime.now(UTC).replace(microsecond=0)
+        fleet.send_push(
+            fleet.alarm_frame(0, EventCode.TERMINAL_COVER_OPENED, at=at), server.host, server.port
+        )
+        wait_for(lambda: len(stored_events(factory)) >= 3)
+    events = stored_events(factory)
+    refused = [e for e in events if e.details.get("kind")]
+    assert len(refused) == 2
+    assert {e.device_mrid for e in refused} == {unknown_sender_mrid(None)}  # plain: no sender
+    assert {e.details["apdu"] for e in refused} == {garbage.hex(), bad_clock.hex()}
+    assert all(e.event_type == "3.12.0.85" for e in refused)
+    reasons = {e.details["apdu"]: e.details["detail"] for e in refused}
+    assert reasons[garbage.hex()] == "unexpected notification body"
+    assert reasons[bad_clock.hex()].startswith("malformed push: ValueError"), reasons
+    # the listener went on: the next push is stored
+    assert any(e.event_type == "3.12.29.212" for e in events)
