@@ -3,8 +3,10 @@
 Both are ``type.domain.subDomain.eventOrAction`` (four dot-separated
 integers). type: 3 electric meter, 4 gas meter, 26 communication device, 0 n/a.
 domain: 26 power, 31 RCD switch, 12 security, 36 clock, 11 firmware, 15 load
-control. eventOrAction: 18 connect, 23 disconnect, 42 connected, 68
-disconnected, 85 failed, 216 restored, 212 removed, 257 tamper detected.
+control (and the others in :data:`DOMAINS`). eventOrAction: 18 connect, 23
+disconnect, 42 connected, 68 disconnected, 85 failed, 216 restored, 212 removed,
+257 tamper detected (and :data:`EVENTS_OR_ACTIONS`). The meter event table that
+uses them is ``hes/meter_events.py``.
 
 The constants marked *seen in real systems* come from deployed interfaces.
 The ones marked *amihub* are composed from the enumerations above for
