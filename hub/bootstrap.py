@@ -86,7 +86,7 @@ def bootstrap(
         from adapters.dlms import MeterDirectory, headend_from_settings  # imports gurux
 
         directory = MeterDirectory(meters) if meters is not None else None
-        headend = headend_from_settings(settings.hes, journal, directory)
+        headend = headend_from_settings(settings.hes, journal, directory, amqp=settings.amqp)
     routes = build_routes(settings, headend=headend, journal=journal)
     pipeline = Pipeline(uow_factory, bus, routes, settings.limits, settings.default_utility)
     if migrate:

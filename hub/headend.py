@@ -5,21 +5,19 @@ The hub never speaks DLMS. Routes (``hub/nouns/end_device_controls.py``,
 implements it with ``hes.*`` (simulated meters over real TCP in tests and the
 demo). docs/controls.md tells the whole story.
 
-Control jobs are recorded as EndDeviceEvents (there is no job table):
+Control jobs live in the head-end job table (``uow.hes_jobs``, mdm/hes_jobs.py),
+written in the transaction of the request: the table is the source of truth for
+scheduling. Their CIM-visible history is EndDeviceEvents:
 
 * the request, one event per device, type = the EndDeviceControlType code,
   details ``job``, ``state=scheduled``, ``control``, ``start``, ``message``: written
-  in the transaction of the request, so a job exists exactly when its request
-  committed (the head-end starts a job only once it sees that record);
+  in the transaction of the request, with the job row;
 * a cancel: the same with ``state=cancelled``;
 * the outcome, one event per device with the CIM result code (3.31.0.68
   disconnected, 3.31.0.42 connected, 3.31.0.85 switch operation failed, 3.36.0.24
   clock changed), details ``job``, ``state`` (the job's final state), ``ok``,
   ``detail``; stored and published as ``created EndDeviceEvents`` through the
-  outbox in one transaction.
-
-:meth:`ControlJournal.pending` reads those records back after a restart: the
-scheduled jobs that neither finished nor were cancelled.
+  outbox in one transaction, with the job row's final state.
 """
 
 from __future__ import annotations
@@ -29,7 +27,7 @@ import logging
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, Final, Protocol
 
@@ -51,6 +49,7 @@ from hub.control_parameters import (
 )
 from hub.errors import AmihubError
 from hub.settings import Settings
+from mdm.hes_jobs import JobKind
 from mdm.model import EndDeviceEvent
 from mdm.ports import UnitOfWork, UnitOfWorkFactory
 
@@ -74,7 +73,7 @@ MAX_READINGS_PER_MESSAGE: Final = 10_000
 
 
 class UnknownJob(AmihubError):
-    """No control job with this id is held by the head-end."""
+    """No such control job (or it cannot run here: unknown type, meter without address)."""
 
 
 class JobNotCancellable(AmihubError):
@@ -175,12 +174,14 @@ class HeadEnd(Protocol):
         """The head-end knows how to reach this meter (address and keys)."""
         ...
 
-    def submit(self, request: ControlRequest) -> None:
-        """Hold a job; it starts once its request record is committed and its start is due."""
+    def submit(self, uow: UnitOfWork, request: ControlRequest) -> None:
+        """Write the job in the caller's (the request's) transaction; it runs once that
+        committed and its start is due. A taken job id: PayloadInvalid 2007."""
         ...
 
-    def cancel(self, job_id: str) -> ControlRequest:
-        """Cancel a scheduled job; raises UnknownJob or JobNotCancellable."""
+    def cancel(self, uow: UnitOfWork, utility_id: int, job_id: str) -> ControlRequest:
+        """Cancel a scheduled job in the caller's transaction; raises UnknownJob or
+        JobNotCancellable."""
         ...
 
     def run_due(self) -> list[ControlReport]:
@@ -482,20 +483,43 @@ class ControlJournal:
         uow.events.add_many(request.utility_id, events)
         self.publisher.publish(uow, events, request.correlation_id)
 
-    def committed(self, request: ControlRequest) -> bool:
-        """The request record is visible: its transaction committed."""
-        at = request.requested_at
+    def record_report(
+        self, report: ControlReport, *, owner: str | None = None
+    ) -> list[EndDeviceEvent]:
+        """Outcome events stored and published, and the job's row in the job table (if
+        it has one) set to the final state, in one transaction of their own. With
+        ``owner`` (the scheduler that claimed the job) nothing is written unless it still
+        holds the job's lease: another scheduler took the job over and reports it."""
+        request = report.request
         with self.uow_factory() as uow:
-            found = uow.events.query(
-                request.utility_id, None, at - timedelta(seconds=1), at + timedelta(seconds=1)
-            )
-        return any(
-            e.details.get("job") == request.job_id and e.details.get("state") == SCHEDULED
-            for e in found
+            job = uow.hes_jobs.get(request.utility_id, JobKind.CONTROL, request.job_id)
+            if job is not None and job.id is not None:
+                outcome = ", ".join(
+                    f"{r.device_mrid}: {r.event_type}{' ' + r.detail if r.detail else ''}"
+                    for r in report.results
+                )
+                finished = uow.hes_jobs.finish(
+                    job.id, report.state, self.clock(), owner=owner, outcome=outcome
+                )
+                if not finished and owner is not None:
+                    log.warning(
+                        "control job %s: lease lost, its outcome is not recorded here",
+                        request.job_id,
+                    )
+                    return []
+            events = self.write_report(uow, report)
+            uow.commit()
+        log.info(
+            "control job %s (%s, %d device(s)): %s",
+            request.job_id,
+            request.control_type,
+            len(request.devices),
+            report.state,
         )
+        return events
 
-    def record_report(self, report: ControlReport) -> list[EndDeviceEvent]:
-        """Outcome events stored and published, in one transaction of their own."""
+    def write_report(self, uow: UnitOfWork, report: ControlReport) -> list[EndDeviceEvent]:
+        """The outcome events, stored and published in the caller's transaction."""
         request = report.request
         events = [
             EndDeviceEvent(
@@ -518,52 +542,6 @@ class ControlJournal:
         events += [
             replace(e, details={**e.details, "job": request.job_id}) for e in report.security_events
         ]
-        with self.uow_factory() as uow:
-            uow.events.add_many(request.utility_id, events)
-            self.publisher.publish(uow, events, request.correlation_id)
-            uow.commit()
-        log.info(
-            "control job %s (%s, %d device(s)): %s",
-            request.job_id,
-            request.control_type,
-            len(request.devices),
-            report.state,
-        )
+        uow.events.add_many(request.utility_id, events)
+        self.publisher.publish(uow, events, request.correlation_id)
         return events
-
-    def pending(self, since: datetime) -> list[ControlRequest]:
-        """Jobs recorded as scheduled since ``since`` that neither finished nor were
-        cancelled: what a head-end takes up again after a restart."""
-        out: list[ControlRequest] = []
-        with self.uow_factory() as uow:
-            for utility in uow.utilities.list():
-                if utility.id is None:
-                    continue
-                jobs: dict[str, list[EndDeviceEvent]] = {}
-                done: set[str] = set()
-                for e in uow.events.query(utility.id, None, since, None):
-                    job = e.details.get("job")
-                    if not job:
-                        continue
-                    if e.details.get("state") == SCHEDULED:
-                        jobs.setdefault(job, []).append(e)
-                    elif e.details.get("state") in FINISHED:
-                        done.add(job)
-                for job, records in jobs.items():
-                    if job in done:
-                        continue
-                    first = records[0]
-                    start = first.details.get("start") or None
-                    out.append(
-                        ControlRequest(
-                            job_id=job,
-                            utility_id=utility.id,
-                            control_type=first.details.get("control", first.event_type),
-                            devices=tuple(e.device_mrid for e in records),
-                            requested_at=first.created_at,
-                            start=datetime.fromisoformat(start) if start else None,
-                            reason=first.reason,
-                            correlation_id=first.details.get("message") or None,
-                        )
-                    )
-        return out

@@ -428,8 +428,17 @@ def meter_read_schedule(
     reading_types: Sequence[str] = (),
     style: Style = "envelope",
     message_id: str | None = None,
+    verb: str = "create",
+    mrid: str | None = None,
+    recurrence_period: int | None = None,
+    recurrence_pattern: str | None = None,
 ) -> bytes:
-    """create MeterReadSchedule: an on-demand read of the meters over (start, end]."""
+    """create MeterReadSchedule: an on-demand read of the meters over (start, end]; with
+    ``recurrence_period`` (seconds) / ``recurrence_pattern`` or a future ``start``, a
+    stored read schedule (``mrid``: its TimeSchedule mRID). ``verb="cancel"`` with
+    ``mrid``: cancel that schedule."""
+    from decimal import Decimal
+
     from cim_schemas.profiles.common import DateTimeInterval, IdentifiedObject
     from cim_schemas.profiles.meter_read_schedule import (
         MeterReadSchedule,
@@ -440,10 +449,19 @@ def meter_read_schedule(
     schedule = MeterReadSchedule(
         end_devices=tuple(IdentifiedObject(m) for m in meters),
         reading_types=tuple(IdentifiedObject(rt) for rt in reading_types),
-        time_schedules=(TimeSchedule(schedule_interval=DateTimeInterval(start, end)),)
-        if start is not None or end is not None
+        time_schedules=(
+            TimeSchedule(
+                mrid=mrid,
+                recurrence_pattern=recurrence_pattern,
+                recurrence_period=None if recurrence_period is None else Decimal(recurrence_period),
+                schedule_interval=DateTimeInterval(start, end)
+                if start is not None or end is not None
+                else None,
+            ),
+        )
+        if start is not None or end is not None or mrid or recurrence_period or recurrence_pattern
         else (),
         usage_points=tuple(IdentifiedObject(u) for u in usage_points),
     )
     payload = render_meter_read_schedule(schedule)
-    return _request("create", "MeterReadSchedule", payload, style, message_id)
+    return _request(verb, "MeterReadSchedule", payload, style, message_id)

@@ -238,12 +238,11 @@ class HesSettings(BaseModel):
     concurrency: int = Field(default=8, gt=0)
     #: seconds between scheduler ticks (due control jobs are started)
     tick_seconds: float = Field(default=1.0, gt=0)
-    #: an accepted job whose request is still not committed after this long is dropped
-    hold_seconds: float = Field(default=60.0, gt=0)
+    #: a scheduler holds a claimed job this long (renewed while it runs); a job whose
+    #: lease expired (its process died) is taken over by another scheduler
+    lease_seconds: float = Field(default=60.0, gt=0)
     #: most meters one on-demand read (create MeterReadSchedule) may name
     read_limit: int = Field(default=100, gt=0)
-    #: on start, scheduled jobs recorded in the last this many days are taken up again
-    recover_days: int = Field(default=7, ge=0)
     #: where reads run: "inprocess" (the embedded default, no broker) or "amqp" (jobs of
     #: ``job_meters`` meters on ``jobs_queue`` over ``[amqp] url``, run by ``amihub engine``)
     dispatch: Literal["inprocess", "amqp"] = "inprocess"

@@ -14,6 +14,7 @@ from decimal import Decimal
 from types import TracebackType
 from typing import NamedTuple, Protocol, Self
 
+from mdm.hes_jobs import HeadEndJobRepository
 from mdm.model import (
     DeviceRef,
     DeviceState,
@@ -386,6 +387,7 @@ class UnitOfWork(Protocol):
     dead_letters: DeadLetterRepository
     audit: AuditRepository
     outbox: OutboxRepository
+    hes_jobs: HeadEndJobRepository
 
     def __enter__(self) -> Self: ...
     def __exit__(

@@ -10,14 +10,12 @@ See docs/controls.md.
 from adapters.dlms.directory import MeterDirectory
 from adapters.dlms.headend import (
     DlmsHeadEnd,
-    JobExists,
     directory_from_settings,
     headend_from_settings,
 )
 
 __all__ = [
     "DlmsHeadEnd",
-    "JobExists",
     "MeterDirectory",
     "directory_from_settings",
     "headend_from_settings",

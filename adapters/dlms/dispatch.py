@@ -19,12 +19,13 @@ from adapters.dlms.jobs import JobDispatcher
 from hub.errors import TransportUnavailable
 from hub.headend import MeterRead
 from hub.nouns.meter_read_schedule import StoredReads
-from hub.settings import Settings
+from hub.settings import AmqpSettings, HesSettings
 
 
 class AmqpEngineReads:
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
+    def __init__(self, hes: HesSettings, amqp: AmqpSettings) -> None:
+        self.hes = hes
+        self.amqp = amqp
 
     def read_stored(
         self,
@@ -36,7 +37,7 @@ class AmqpEngineReads:
         types: frozenset[str] | None,
     ) -> StoredReads:
         # connections of this call only: a route holds no broker connection between requests
-        dispatcher = JobDispatcher(self.settings.hes, self.settings.amqp, name="hes-reads")
+        dispatcher = JobDispatcher(self.hes, self.amqp, name="hes-reads")
         try:
             replies = dispatcher.read(
                 devices, start, end, events=True, utility=utility_code, types=types

@@ -1,14 +1,13 @@
 """``hub.headend.HeadEnd`` on the amihub head-end (``hes.controls``, ``hes.engine``).
 
-Control jobs: a submitted request is *held* until its request record is visible in
-the store (the transaction that accepted it committed; see
-:meth:`hub.headend.ControlJournal.committed`), then handed to
-:class:`hes.controls.ControlJobs` with its start time, which owns the lifecycle
-(scheduled -> running -> succeeded | partial | failed, scheduled -> cancelled). A held
-request whose record never appears (the request was rolled back) is dropped after
-``hold_seconds``. :meth:`DlmsHeadEnd.run_due` is one scheduler tick; :meth:`start`
-runs ticks in a background thread. Finished jobs go to the recorder (events +
-outbox); a report the recorder could not store is retried on the next tick.
+Control jobs: :meth:`DlmsHeadEnd.submit` writes the job to the head-end job table
+(``uow.hes_jobs``) in the request's transaction, so a rolled-back request never runs;
+:meth:`DlmsHeadEnd.cancel` is a state change in the cancel's transaction. The table
+is the source of truth: :meth:`DlmsHeadEnd.run_due` is one scheduler tick
+(:class:`adapters.dlms.scheduler.JobScheduler`: claim due jobs with a lease, run them
+here or publish them to ``amihub engine`` processes with ``[hes] dispatch = "amqp"``,
+record the outcomes); :meth:`start` runs ticks in a background thread. Read schedules
+(future and recurring MeterReadSchedules) are jobs of the same table.
 
 Control types (``control_types``, all of ``hes.controls.SUPPORTED``): 3.31.0.23 /
 3.31.0.18 remote disconnect / reconnect, 3.36.0.24 clock set, 3.15.0.18 / 3.15.0.23
@@ -30,22 +29,20 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Protocol
 
 from adapters.dlms.directory import MeterDirectory
 from adapters.dlms.parameters import command_parameters
+from adapters.dlms.runners import AmqpRunner, InProcessRunner, JobRunner, failed_report
+from adapters.dlms.scheduler import JobRecorder, JobScheduler
 from adapters.dlms.sessions import one_at_a_time
 from hes.client.session import ClientIdentity
 from hes.controls import (
     SUPPORTED,
     ControlCommand,
     ControlJobs,
-    InvalidJobTransition,
 )
 from hes.engine import (
     EnginePolicy,
@@ -60,6 +57,7 @@ from hes.meter_events import failure_security_events
 from hes.security.keystore import KeyStore
 from hub.errors import AmihubError, ConfigurationError
 from hub.headend import (
+    ControlJournal,
     ControlReport,
     ControlRequest,
     DeviceResult,
@@ -67,28 +65,12 @@ from hub.headend import (
     MeterRead,
     UnknownJob,
 )
-from hub.settings import HesSettings
+from hub.settings import AmqpSettings, HesSettings
+from mdm.hes_jobs import SCHEDULED, HeadEndJob, JobKind
 from mdm.model import IngestStats
+from mdm.ports import UnitOfWork, UnitOfWorkFactory
 
 log = logging.getLogger("amihub.hes")
-
-
-class JobRecorder(Protocol):
-    """The hub side of job records (:class:`hub.headend.ControlJournal`)."""
-
-    def committed(self, request: ControlRequest) -> bool: ...
-    def record_report(self, report: ControlReport) -> object: ...
-
-
-class JobExists(AmihubError):
-    """A job with this id is already held."""
-
-
-@dataclass
-class _Held:
-    request: ControlRequest
-    since: float  # monotonic
-    hes_id: int | None = None  # set once the request is committed and handed to ControlJobs
 
 
 class _Collect:
@@ -103,10 +85,13 @@ class DlmsHeadEnd:
         self,
         directory: MeterDirectory,
         recorder: JobRecorder,
+        uow_factory: UnitOfWorkFactory,
         *,
         policy: EnginePolicy | None = None,
-        hold_seconds: float = 60.0,
         tick_seconds: float = 1.0,
+        lease_seconds: float = 60.0,
+        max_attempts: int = 3,
+        runner: JobRunner | None = None,
         identity: ClientIdentity | None = None,
         sessions: SessionFactory | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
@@ -119,150 +104,107 @@ class DlmsHeadEnd:
         self.control_types = frozenset(SUPPORTED)
         self.recorder = recorder
         self.policy = policy or EnginePolicy(concurrency=8)
-        self.hold_seconds = hold_seconds
+        self.uow_factory = uow_factory
         self.tick_seconds = tick_seconds
+        self.clock = clock
         self.identity = identity or ClientIdentity()
         # one association at a time per meter: scheduler jobs and on-demand reads share it
         self.sessions = one_at_a_time(
             sessions or tcp_sessions(self.identity), wait=4 * self.policy.timeout
         )
-        self.jobs = ControlJobs(self.sessions, self.policy, now=clock)
-        self._held: dict[str, _Held] = {}
-        self._by_hes_id: dict[int, str] = {}
-        self._unrecorded: list[ControlReport] = []
-        self._lock = threading.RLock()  # _held, _by_hes_id
+        self.scheduler = JobScheduler(
+            uow_factory,
+            recorder,
+            runner
+            or InProcessRunner(
+                self.execute, self.directory, self.sessions, self.policy, uow_factory
+            ),
+            clock=lambda: self.clock(),
+            lease_seconds=lease_seconds,
+            max_attempts=max_attempts,
+        )
         self._tick = threading.Lock()  # one run_due at a time
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     def __repr__(self) -> str:
-        return f"DlmsHeadEnd({len(self.directory)} meters, {len(self._held)} job(s) held)"
+        return f"DlmsHeadEnd({len(self.directory)} meters, scheduler {self.scheduler.owner})"
 
     # -- HeadEnd ----------------------------------------------------------------------------
 
     def addressable(self, device_mrid: str) -> bool:
         return device_mrid in self.directory
 
-    def submit(self, request: ControlRequest) -> None:
+    def submit(self, uow: UnitOfWork, request: ControlRequest) -> None:
         if request.control_type not in self.control_types:
             raise UnknownJob(f"control type {request.control_type} is not executed here")
         missing = [d for d in request.devices if d not in self.directory]
         if missing:
             raise UnknownJob(f"no head-end address for {', '.join(missing)}")
-        with self._lock:
-            earlier = self._held.get(request.job_id)
-            if earlier is not None and earlier.hes_id is not None:
-                raise JobExists(f"control job {request.job_id} exists")
-            # an earlier submission never seen committed is replaced: the request is
-            # being processed again (its first transaction failed and was rolled back)
-            self._held[request.job_id] = _Held(request, time.monotonic())
-
-    def held(self, job_id: str) -> str | None:
-        """The state of a held job (``pending`` before its request committed), or None."""
-        with self._lock:
-            h = self._held.get(job_id)
-            if h is None:
-                return None
-            return "pending" if h.hes_id is None else self.jobs.get(h.hes_id).state.value
-
-    def _hand_over(self, held: _Held) -> None:
-        """The request committed: the job enters ControlJobs (scheduled). Under _lock."""
-        r = held.request
-        job = self.jobs.submit(
-            ControlCommand(
-                r.control_type,
-                tuple(self.directory[d] for d in r.devices),
-                r.start,
-                r.reason,
-                command_parameters(r.parameters, self.firmware_dir),
+        uow.hes_jobs.add(
+            HeadEndJob(
+                utility_id=request.utility_id,
+                kind=JobKind.CONTROL,
+                mrid=request.job_id,
+                spec=request.to_json(),
+                targets=request.devices,
+                due_at=request.start or request.requested_at,
+                created_at=request.requested_at,
+                control_type=request.control_type,
+                message_id=request.correlation_id,
+                start_at=request.start,
             )
         )
-        held.hes_id = job.id
-        self._by_hes_id[job.id] = r.job_id
 
-    def cancel(self, job_id: str) -> ControlRequest:
-        with self._lock:
-            held = self._held.get(job_id)
-            if held is None:
-                raise UnknownJob(f"no control job {job_id} is held by the head-end")
-            if held.hes_id is None:
-                # not handed to ControlJobs yet (its request record was not seen): it
-                # simply goes; no store access here, the caller's transaction is open
-                del self._held[job_id]
-                return held.request
-            try:
-                self.jobs.cancel(held.hes_id)
-            except InvalidJobTransition:
-                state = self.jobs.get(held.hes_id).state.value
-                raise JobNotCancellable(
-                    f"control job {job_id} is {state}: only a scheduled job can be cancelled"
-                ) from None
-            del self._held[job_id]
-            del self._by_hes_id[held.hes_id]
-            return held.request
+    def state(self, utility_id: int, job_id: str) -> str | None:
+        """The state of a control job in the job table, or None."""
+        with self.uow_factory() as uow:
+            job = uow.hes_jobs.get(utility_id, JobKind.CONTROL, job_id)
+        return None if job is None else job.state
+
+    def cancel(self, uow: UnitOfWork, utility_id: int, job_id: str) -> ControlRequest:
+        job = uow.hes_jobs.get(utility_id, JobKind.CONTROL, job_id)
+        if job is None or job.id is None:
+            raise UnknownJob(f"no control job {job_id}")
+        if job.state != SCHEDULED or not uow.hes_jobs.cancel(job.id, SCHEDULED, self.clock()):
+            now = uow.hes_jobs.by_id(job.id)
+            state = now.state if now is not None else job.state
+            raise JobNotCancellable(
+                f"control job {job_id} is {state}: only a scheduled job can be cancelled"
+            )
+        return ControlRequest.from_json(job.spec)
+
+    def execute(self, request: ControlRequest) -> ControlReport:
+        """Run one control job now, in this process (the scheduler's in-process runner)."""
+        jobs = ControlJobs(self.sessions, self.policy)
+        try:
+            command = ControlCommand(
+                request.control_type,
+                tuple(self.directory[d] for d in request.devices),
+                None,
+                request.reason,
+                command_parameters(request.parameters, self.firmware_dir),
+            )
+        except (AmihubError, KeyError) as exc:  # no address, no firmware folder here ...
+            return failed_report(request, f"{type(exc).__name__}: {exc}", self.clock())
+        jobs.submit(command)
+        [job] = jobs.run_due()
+        return ControlReport(
+            request,
+            job.state.value,
+            tuple(DeviceResult(o.mrid, o.ok, o.event_type, o.detail, o.at) for o in job.outcomes),
+            tuple(
+                failure_security_events(
+                    ((o.mrid, o.detail, o.at) for o in job.outcomes if not o.ok),
+                    "control",
+                )
+            ),
+        )
 
     def run_due(self) -> list[ControlReport]:
+        """One scheduler tick: claim the due jobs of the job table, run and record them."""
         with self._tick:
-            self._confirm_held()
-            finished = self.jobs.run_due()
-            reports = []
-            for job in finished:
-                with self._lock:
-                    job_id = self._by_hes_id.pop(job.id)
-                    held = self._held.pop(job_id)
-                reports.append(
-                    ControlReport(
-                        held.request,
-                        job.state.value,
-                        tuple(
-                            DeviceResult(o.mrid, o.ok, o.event_type, o.detail, o.at)
-                            for o in job.outcomes
-                        ),
-                        tuple(
-                            failure_security_events(
-                                ((o.mrid, o.detail, o.at) for o in job.outcomes if not o.ok),
-                                "control",
-                            )
-                        ),
-                    )
-                )
-            pending, self._unrecorded = self._unrecorded + reports, []
-            for report in pending:
-                try:
-                    self.recorder.record_report(report)
-                except AmihubError:
-                    log.exception(
-                        "control job %s: outcome not recorded, retried next tick",
-                        report.request.job_id,
-                    )
-                    self._unrecorded.append(report)
-            return reports
-
-    def _confirm_held(self) -> None:
-        """Hand over the held jobs whose request committed; drop the stale ones. The store
-        is asked outside _lock: a route's transaction may be waiting for it (cancel)."""
-        now = time.monotonic()
-        with self._lock:
-            waiting = [h for h in self._held.values() if h.hes_id is None]
-        for held in waiting:
-            job_id = held.request.job_id
-            try:
-                committed = self.recorder.committed(held.request)
-            except AmihubError:
-                log.exception("control job %s: cannot check its request record", job_id)
-                continue
-            with self._lock:
-                if self._held.get(job_id) is not held:
-                    continue  # cancelled meanwhile
-                if committed:
-                    self._hand_over(held)
-                elif now - held.since > self.hold_seconds:
-                    log.warning(
-                        "control job %s dropped: its request was not committed in %.0f s",
-                        job_id,
-                        self.hold_seconds,
-                    )
-                    del self._held[job_id]
+            return self.scheduler.tick()
 
     def read(
         self, devices: Sequence[str], start: datetime, end: datetime, *, events: bool = False
@@ -330,20 +272,33 @@ def directory_from_settings(settings: HesSettings) -> MeterDirectory | None:
 
 
 def headend_from_settings(
-    settings: HesSettings, recorder: JobRecorder, directory: MeterDirectory | None = None
+    settings: HesSettings,
+    recorder: ControlJournal,
+    directory: MeterDirectory | None = None,
+    *,
+    amqp: AmqpSettings | None = None,
 ) -> DlmsHeadEnd | None:
-    """A head-end for ``[hes]``, or None when there is no manifest and no directory."""
+    """A head-end for ``[hes]``, or None when there is no manifest and no directory. Jobs
+    run in this process, or with ``dispatch = "amqp"`` (and ``amqp``) in the engines."""
     if directory is None:
         directory = directory_from_settings(settings)
     if directory is None:
         return None
+    runner: JobRunner | None = None
+    if settings.dispatch == "amqp":
+        if amqp is None:
+            raise ConfigurationError('[hes] dispatch = "amqp" needs the [amqp] settings')
+        runner = AmqpRunner(settings, amqp)
     return DlmsHeadEnd(
         directory,
         recorder,
+        recorder.uow_factory,
         policy=EnginePolicy(
             concurrency=settings.concurrency, timeout=settings.timeout, attempts=settings.attempts
         ),
-        hold_seconds=settings.hold_seconds,
         tick_seconds=settings.tick_seconds,
+        lease_seconds=settings.lease_seconds,
+        max_attempts=settings.job_attempts,
+        runner=runner,
         firmware_dir=settings.firmware_dir,
     )

@@ -1,8 +1,12 @@
-"""``amihub serve`` with ``[hes] enabled = true``: the control-job scheduler.
+"""``amihub serve`` with ``[hes] enabled = true``: the head-end scheduler.
 
-On start, the scheduled jobs recorded in the last ``recover_days`` that neither
-finished nor were cancelled are taken up again (:meth:`hub.headend.ControlJournal.pending`);
-then a thread runs :meth:`DlmsHeadEnd.run_due` every ``tick_seconds``.
+A thread runs :meth:`DlmsHeadEnd.run_due` every ``tick_seconds``: it claims the due
+jobs of the head-end job table (control jobs, read schedules) with a lease, runs them
+in this process or publishes them to ``amihub engine`` processes (``[hes] dispatch =
+"amqp"``), and records their outcomes. Nothing is taken up "after a restart": the
+job table is the source of truth, and a job whose scheduler died is claimed again
+once its lease (``[hes] lease_seconds``) expired. Several hub processes may run the
+scheduler on one PostgreSQL store: a job is claimed by one of them.
 
 (``hub/serve.py`` starts the sections it lists; it needs ``"hes":
 "adapters.dlms.service:build"`` in ``SERVICE_ALIASES`` and ``"hes"`` in its loop.)
@@ -11,12 +15,10 @@ then a thread runs :meth:`DlmsHeadEnd.run_due` every ``tick_seconds``.
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
-from adapters.dlms.headend import DlmsHeadEnd, JobExists
-from hub.errors import AmihubError, ConfigurationError
-from hub.headend import ControlJournal, UnknownJob
+from adapters.dlms.headend import DlmsHeadEnd
+from hub.errors import ConfigurationError
 
 if TYPE_CHECKING:
     from hub.bootstrap import App
@@ -24,38 +26,16 @@ if TYPE_CHECKING:
 log = logging.getLogger("amihub.hes")
 
 
-def recover(headend: DlmsHeadEnd, journal: ControlJournal, days: int) -> int:
-    """Hold again the jobs still scheduled in the store; returns how many."""
-    taken = 0
-    for request in journal.pending(datetime.now(UTC) - timedelta(days=days)):
-        try:
-            headend.submit(request)
-        except JobExists:
-            continue
-        except UnknownJob as exc:
-            log.warning("scheduled control job %s not taken up: %s", request.job_id, exc)
-            continue
-        taken += 1
-    if taken:
-        log.info("took up %d scheduled control job(s) recorded before the restart", taken)
-    return taken
-
-
 class HesService:
     name = "hes"
 
     def __init__(self, app: App) -> None:
-        if not isinstance(app.headend, DlmsHeadEnd) or app.journal is None:
+        if not isinstance(app.headend, DlmsHeadEnd):
             raise ConfigurationError("[hes] is enabled but no [hes] manifest is configured")
         self.headend = app.headend
-        self.journal = app.journal
-        self.days = app.settings.hes.recover_days
 
     def start(self) -> None:
-        try:
-            recover(self.headend, self.journal, self.days)
-        except AmihubError:
-            log.exception("could not take up the scheduled control jobs")
+        log.info("head-end scheduler %s started", self.headend.scheduler.owner)
         self.headend.start()
 
     def stop(self) -> None:

@@ -251,3 +251,35 @@ outbox = Table(
     Column("sent_at", UTCDateTime()),
     Index(None, "channel", "state", "next_attempt_at"),
 )
+
+# Head-end jobs (mdm/hes_jobs.py): control jobs and read schedules, with a lease.
+hes_job = Table(
+    "hes_job",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("utility_id", Id, ForeignKey("utility.id"), nullable=False),
+    Column("kind", String(10), nullable=False),  # control | read
+    Column("mrid", String(200), nullable=False),
+    Column("state", String(12), nullable=False),
+    Column("control_type", String(30)),
+    Column("targets", JSON, nullable=False),  # meter mRIDs
+    Column("spec", JSON, nullable=False),  # ControlRequest.to_json() / the read schedule
+    Column("message_id", String(200)),  # MessageID of the request
+    Column("start_at", UTCDateTime()),
+    Column("end_at", UTCDateTime()),
+    Column("recurrence_seconds", Integer),
+    Column("recurrence_pattern", String(200)),
+    Column("due_at", UTCDateTime(), nullable=False),
+    Column("runs", Integer, nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("claimed_by", String(200)),
+    Column("lease_until", UTCDateTime()),
+    Column("last_run_at", UTCDateTime()),
+    Column("last_outcome", Text),
+    Column("last_error", Text),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("updated_at", UTCDateTime(), nullable=False),
+    Column("finished_at", UTCDateTime()),
+    UniqueConstraint("utility_id", "kind", "mrid"),
+    Index(None, "state", "due_at"),
+)

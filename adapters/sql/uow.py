@@ -8,6 +8,7 @@ from typing import Self
 from sqlalchemy import Connection, Engine
 
 from adapters.sql.errors import guard
+from adapters.sql.hes_jobs import SqlHeadEndJobRepository
 from adapters.sql.outbox import SqlOutboxRepository
 from adapters.sql.readings import DEFAULT_BATCH_SIZE, SqlReadingRepository
 from adapters.sql.registry import (
@@ -20,6 +21,7 @@ from adapters.sql.registry import (
     SqlUsagePointRepository,
     SqlUtilityRepository,
 )
+from mdm.hes_jobs import HeadEndJobRepository
 from mdm.ports import (
     AuditRepository,
     DeadLetterRepository,
@@ -57,6 +59,7 @@ class SqlUnitOfWork:
         self.dead_letters: DeadLetterRepository = SqlDeadLetterRepository(self)
         self.audit: AuditRepository = SqlAuditRepository(self)
         self.outbox: OutboxRepository = SqlOutboxRepository(self)
+        self.hes_jobs: HeadEndJobRepository = SqlHeadEndJobRepository(self)
 
     def next_staging_number(self) -> int:
         """Temp table names are unique within a unit of work and reused across them

@@ -2,7 +2,9 @@
 
 What to read and when: EndDevice*, EndDeviceGroup*, ReadingType*,
 TimeSchedule*{mRID?, disabled?, offset?, recurrencePattern?,
-recurrencePeriod?, scheduleInterval?}, UsagePoint*, UsagePointGroup*.
+recurrencePeriod?, scheduleInterval?, TimePoints*{dateTime?, sequenceNumber?}},
+UsagePoint*, UsagePointGroup*. (amihub's replies give a stored schedule's next run
+as its first TimePoints/dateTime.)
 (amihub's layout, following GetMeterReadings plus the CIM TimeSchedule
 attributes; offset and recurrencePeriod are seconds.)
 """
@@ -10,6 +12,7 @@ attributes; offset and recurrencePeriod are seconds.)
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from decimal import Decimal
 from typing import Any, Final
 
@@ -22,7 +25,9 @@ from cim_schemas.profiles.common import (
     boolean,
     children,
     dec,
+    dt,
     expect_root,
+    integer,
     parse_identified,
     parse_interval,
     render_identified,
@@ -30,6 +35,8 @@ from cim_schemas.profiles.common import (
     root,
     sub_bool,
     sub_dec,
+    sub_dt,
+    sub_int,
     sub_text,
     text,
 )
@@ -40,6 +47,12 @@ NS: Final = "{" + NAMESPACE + "}"
 
 
 @dataclass(frozen=True)
+class TimePoint:
+    date_time: datetime | None = None
+    sequence_number: int | None = None
+
+
+@dataclass(frozen=True)
 class TimeSchedule:
     mrid: str | None = None
     disabled: bool | None = None
@@ -47,6 +60,7 @@ class TimeSchedule:
     recurrence_pattern: str | None = None
     recurrence_period: Decimal | None = None  # seconds
     schedule_interval: DateTimeInterval | None = None
+    time_points: tuple[TimePoint, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -70,6 +84,7 @@ _LISTS: Final = {
 
 def _parse_schedule(el: etree._Element) -> TimeSchedule:
     values: dict[str, Any] = {}
+    points: list[TimePoint] = []
     for tag, child in children(el):
         local = tag[len(NS) :]
         if local == "mRID":
@@ -84,7 +99,20 @@ def _parse_schedule(el: etree._Element) -> TimeSchedule:
             values["recurrence_period"] = dec(child, "2013")
         elif local == "scheduleInterval":
             values["schedule_interval"] = parse_interval(child, NS)
-    return TimeSchedule(**values)
+        elif local == "TimePoints":
+            points.append(_parse_point(child))
+    return TimeSchedule(**values, time_points=tuple(points))
+
+
+def _parse_point(el: etree._Element) -> TimePoint:
+    values: dict[str, Any] = {}
+    for tag, child in children(el):
+        local = tag[len(NS) :]
+        if local == "dateTime":
+            values["date_time"] = dt(child)
+        elif local == "sequenceNumber":
+            values["sequence_number"] = integer(child)
+    return TimePoint(**values)
 
 
 def parse_meter_read_schedule(element: etree._Element) -> MeterReadSchedule:
@@ -126,6 +154,10 @@ def render_meter_read_schedule(obj: MeterReadSchedule) -> etree._Element:
         sub_dec(ts, NS + "recurrencePeriod", s.recurrence_period)
         if s.schedule_interval is not None:
             render_interval(ts, NS + "scheduleInterval", s.schedule_interval, NS)
+        for point in s.time_points:
+            tp = etree.SubElement(ts, NS + "TimePoints")
+            sub_dt(tp, NS + "dateTime", point.date_time)
+            sub_int(tp, NS + "sequenceNumber", point.sequence_number)
     for item in obj.usage_points:
         render_identified(el, NS + "UsagePoint", item, NS)
     for item in obj.usage_point_groups:

@@ -21,14 +21,15 @@ wrong or missing: 2013 with their xpath, the control is not scheduled) and trave
 the ControlRequest. A control
 whose targets partly resolve is accepted for the resolved ones. The reply's payload
 lists the accepted controls with their mRID (the job id: the one sent, or one
-amihub made up) and the devices they go to. The request is recorded as
-EndDeviceEvents in the same transaction (:class:`hub.headend.ControlJournal`); the
-outcome comes later as EndDeviceEvents (3.31.0.68 disconnected, 3.31.0.42
-connected, 3.31.0.85 failed, 3.36.0.24 clock changed) stored and published as
-``created EndDeviceEvents``.
+amihub made up) and the devices they go to. The job is written to the head-end job
+table and recorded as EndDeviceEvents in the same transaction
+(:class:`hub.headend.ControlJournal`); the outcome comes later as EndDeviceEvents
+(3.31.0.68 disconnected, 3.31.0.42 connected, 3.31.0.85 failed, 3.36.0.24 clock
+changed) stored and published as ``created EndDeviceEvents``.
 
-``cancel``: each EndDeviceControl names a job by mRID; a scheduled job is cancelled
-(unknown job: 2008; running or finished: 2009).
+``cancel``: each EndDeviceControl names a job by mRID; a scheduled job is cancelled in
+the cancel's transaction (unknown job: 2008; running or finished: 2009). A job mRID
+already in the job table, in any state, is refused with 2007.
 """
 
 from __future__ import annotations
@@ -321,7 +322,7 @@ class EndDeviceControlsRoute:
             parameters=parameters,
         )
         try:
-            headend.submit(request)
+            headend.submit(uow, request)  # the job row, in this transaction
         except AmihubError as exc:
             return None, [
                 *targets.errors,
@@ -358,7 +359,7 @@ class EndDeviceControlsRoute:
                 )
             ]
         try:
-            request = headend.cancel(job_id)
+            request = headend.cancel(uow, ctx.utility_id, job_id)
         except UnknownJob as exc:
             return None, [ErrorDetail("2008", str(exc), xpath=f"{base}/mRID", object_id=job_id)]
         except JobNotCancellable as exc:

@@ -18,15 +18,23 @@ meters for the ``amihub engine`` processes (:class:`EngineReads`); they store th
 readings and events themselves (committed before the reply: the counts are theirs)
 and the request waits for every job's reply (``[hes] job_timeout``).
 
-Not built: recurring or future schedules (a TimeSchedule with
-``recurrencePeriod``/``recurrencePattern``, or whose interval starts in the future,
-is refused with 1011); the read runs inside the request, so the request's
-transaction stays open for the read (bounded by ``read_limit`` and the head-end's
-timeouts).
+Recurring and future schedules (a first TimeSchedule with ``recurrencePeriod`` /
+``recurrencePattern``, or whose ``scheduleInterval/start`` is in the future; timing
+rules in :mod:`hub.nouns.read_timing`) are not read now: they are written to the
+head-end job table (``uow.hes_jobs``, kind ``read``) in the request's transaction
+and answered at once with the schedule's mRID (TimeSchedule/mRID, or one amihub
+makes up) and its next run (TimeSchedule/TimePoints/dateTime); the head-end's
+scheduler tick runs them when due (adapters/dlms/scheduler.py). A schedule mRID
+already in the table is refused with 2007. ``cancel``: each TimeSchedule/mRID names
+a schedule to cancel (unknown: 2008; finished or cancelled: 2009).
+
+An immediate read runs inside the request, so the request's transaction stays open
+for the read (bounded by ``read_limit`` and the head-end's timeouts).
 """
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -38,6 +46,8 @@ from cim_schemas.profiles.meter_read_schedule import parse_meter_read_schedule
 from hub.errors import ErrorDetail, MessageRejected, PayloadInvalid
 from hub.headend import HeadEnd, HeadEndOutbox, MeterRead
 from hub.nouns.end_device_controls import resolve_targets
+from hub.nouns.read_schedules import StoredSchedule, cancel_schedules, store_schedule
+from hub.nouns.read_timing import Timing, is_stored, parse_timing
 from hub.routing import MessageFrame, RouteContext, RouteResult
 from hub.settings import Settings
 from mdm.model import DeviceRef, EndDeviceEvent
@@ -84,7 +94,7 @@ def engine_reads(settings: Settings) -> EngineReads | None:
         return None
     from adapters.dlms.dispatch import AmqpEngineReads  # kombu; wired like bootstrap's head-end
 
-    return AmqpEngineReads(settings)
+    return AmqpEngineReads(settings.hes, settings.amqp)
 
 
 @dataclass
@@ -92,7 +102,7 @@ class MeterReadScheduleRoute:
     headend: HeadEnd | None
     read_limit: int = 100
     noun: str = "MeterReadSchedule"
-    verbs: frozenset[str] = frozenset({"create"})
+    verbs: frozenset[str] = frozenset({"create", "cancel"})
     streaming: bool = False
     #: [hes] dispatch = "amqp": reads go to the engines, which store the results
     engines: EngineReads | None = None
@@ -109,11 +119,13 @@ class MeterReadScheduleRoute:
         base = frame.payload_xpath
         if frame.payload is None:
             raise PayloadInvalid(
-                "create MeterReadSchedule needs a Payload",
+                f"{frame.header.verb} MeterReadSchedule needs a Payload",
                 code="1009",
                 xpath=f"/{frame.root_name}/Payload",
             )
         schedule = parse_meter_read_schedule(frame.payload)
+        if frame.header.verb == "cancel":
+            return cancel_schedules(schedule, base, ctx, uow)
         errors: list[ErrorDetail] = []
         types: set[str] = set()
         for n, rt in enumerate(schedule.reading_types, 1):
@@ -129,22 +141,25 @@ class MeterReadScheduleRoute:
         now = ctx.handler.now
         end = _floor(now)
         start = end - DEFAULT_WINDOW
+        timing: Timing | None = None
         for n, ts in enumerate(schedule.time_schedules, 1):
             xpath = f"{base}/TimeSchedule[{n}]"
             interval = ts.schedule_interval
-            if (
-                ts.recurrence_period
-                or ts.recurrence_pattern
-                or (interval is not None and interval.start is not None and interval.start > now)
-            ):
-                errors.append(
-                    ErrorDetail(
-                        "1011",
-                        "recurring and future read schedules are not built yet: "
-                        "send the request when the read is due",
-                        xpath=xpath,
+            if is_stored(ts, now):
+                parsed = parse_timing(ts, xpath) if n == 1 else None
+                if isinstance(parsed, Timing):
+                    timing = parsed
+                elif parsed is not None:
+                    errors.extend(parsed)
+                else:
+                    errors.append(
+                        ErrorDetail(
+                            "2013",
+                            "one stored read schedule per MeterReadSchedule: only the first "
+                            "TimeSchedule may recur or start in the future",
+                            xpath=xpath,
+                        )
                     )
-                )
             elif n == 1 and interval is not None:
                 if interval.end is not None:
                     end = min(end, _floor(interval.end))
@@ -183,6 +198,22 @@ class MeterReadScheduleRoute:
                     ErrorDetail("2011", "the MeterReadSchedule names no meter", xpath=base)
                 )
             return result
+        if timing is not None:
+            ts = schedule.time_schedules[0]
+            return store_schedule(
+                result,
+                uow,
+                ctx,
+                StoredSchedule(
+                    (ts.mrid or "").strip() or str(uuid.uuid4()),
+                    tuple(targets.devices),
+                    frozenset(types) or None,
+                    timing,
+                    frame.header.message_id,
+                ),
+                schedule,
+                f"{base}/TimeSchedule[1]/mRID",
+            )
         if self.engines is not None:  # [hes] dispatch = "amqp": the engines store them
             done = self.engines.read_stored(
                 targets.devices,

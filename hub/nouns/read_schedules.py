@@ -1,0 +1,147 @@
+"""Stored MeterReadSchedules: written to the head-end job table, cancelled there.
+
+:func:`store_schedule` writes one read schedule (kind ``read``) in the request's
+transaction and answers with the schedule's mRID and next run;
+:func:`cancel_schedules` cancels the schedules a ``cancel MeterReadSchedule`` names by
+TimeSchedule/mRID, in the cancel's transaction. The scheduler
+(adapters/dlms/scheduler.py) runs them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+
+from cim_schemas.profiles.common import DateTimeInterval, IdentifiedObject
+from cim_schemas.profiles.meter_read_schedule import (
+    MeterReadSchedule,
+    TimePoint,
+    TimeSchedule,
+    render_meter_read_schedule,
+)
+from hub.errors import AmihubError, ErrorDetail
+from hub.nouns.read_timing import Timing
+from hub.routing import RouteContext, RouteResult
+from mdm.hes_jobs import ACTIVE, CANCELLABLE, HeadEndJob, JobKind
+from mdm.ports import UnitOfWork
+
+
+@dataclass(frozen=True)
+class StoredSchedule:
+    mrid: str
+    devices: tuple[str, ...]
+    types: frozenset[str] | None
+    timing: Timing
+    message_id: str | None
+
+
+def _echo(
+    mrid: str, devices: tuple[str, ...], timing: Timing, types: tuple[IdentifiedObject, ...]
+) -> MeterReadSchedule:
+    """The reply: the schedule's mRID, timing and next run (TimePoints[1]/dateTime)."""
+    ts = TimeSchedule(
+        mrid=mrid,
+        recurrence_pattern=timing.pattern,
+        recurrence_period=None if timing.period is None else Decimal(timing.period),
+        schedule_interval=DateTimeInterval(timing.start, timing.end),
+        time_points=(TimePoint(timing.start, 1),),
+    )
+    return MeterReadSchedule(
+        end_devices=tuple(IdentifiedObject(d) for d in devices),
+        reading_types=types,
+        time_schedules=(ts,),
+    )
+
+
+def store_schedule(
+    result: RouteResult,
+    uow: UnitOfWork,
+    ctx: RouteContext,
+    schedule: StoredSchedule,
+    request: MeterReadSchedule,
+    mrid_xpath: str,
+) -> RouteResult:
+    """Write the schedule (2007 if its mRID is taken); the reply names its next run."""
+    timing = schedule.timing
+    try:
+        uow.hes_jobs.add(
+            HeadEndJob(
+                utility_id=ctx.utility_id,
+                kind=JobKind.READ,
+                mrid=schedule.mrid,
+                state=ACTIVE,
+                spec={
+                    "utility": ctx.utility_code,
+                    "types": sorted(schedule.types) if schedule.types else None,
+                    "window_seconds": timing.window_seconds,
+                },
+                targets=schedule.devices,
+                due_at=timing.start,
+                created_at=ctx.handler.now,
+                message_id=schedule.message_id,
+                start_at=timing.start,
+                end_at=timing.end,
+                recurrence_seconds=timing.period,
+                recurrence_pattern=timing.pattern,
+            )
+        )
+    except AmihubError as exc:
+        result.errors.append(
+            ErrorDetail("2007", str(exc), xpath=mrid_xpath, object_id=schedule.mrid)
+        )
+        return result
+    result.applied += 1
+    result.payload = render_meter_read_schedule(
+        _echo(schedule.mrid, schedule.devices, timing, request.reading_types)
+    )
+    result.counts = {"meters": len(schedule.devices), "scheduled": 1}
+    return result
+
+
+def cancel_schedules(
+    request: MeterReadSchedule, base: str, ctx: RouteContext, uow: UnitOfWork
+) -> RouteResult:
+    result = RouteResult()
+    cancelled: list[TimeSchedule] = []
+    if not request.time_schedules:
+        result.errors.append(
+            ErrorDetail(
+                "2011", "cancel MeterReadSchedule names schedules by TimeSchedule/mRID", xpath=base
+            )
+        )
+    for n, ts in enumerate(request.time_schedules, 1):
+        xpath = f"{base}/TimeSchedule[{n}]/mRID"
+        mrid = (ts.mrid or "").strip()
+        if not mrid:
+            result.errors.append(
+                ErrorDetail("2011", "cancel names the read schedule by its mRID", xpath=xpath)
+            )
+            continue
+        job = uow.hes_jobs.get(ctx.utility_id, JobKind.READ, mrid)
+        if job is None or job.id is None:
+            result.errors.append(
+                ErrorDetail("2008", f"no read schedule {mrid}", xpath=xpath, object_id=mrid)
+            )
+            continue
+        if job.state not in CANCELLABLE[JobKind.READ] or not uow.hes_jobs.cancel(
+            job.id, job.state, ctx.handler.now
+        ):
+            current = uow.hes_jobs.by_id(job.id)
+            state = current.state if current is not None else job.state
+            result.errors.append(
+                ErrorDetail(
+                    "2009",
+                    f"read schedule {mrid} is {state}: it cannot be cancelled",
+                    xpath=xpath,
+                    object_id=mrid,
+                )
+            )
+            continue
+        result.applied += 1
+        cancelled.append(TimeSchedule(mrid=mrid))
+    if cancelled:
+        result.payload = render_meter_read_schedule(
+            MeterReadSchedule(time_schedules=tuple(cancelled))
+        )
+    result.counts = {"schedules": len(request.time_schedules), "cancelled": result.applied}
+    return result
