@@ -398,3 +398,35 @@ def test_malformed_pushes_are_kept_as_security_events_and_the_listener_goes_on(
     assert reasons[bad_clock.hex()].startswith("malformed push: ValueError"), reasons
     # the listener went on: the next push is stored
     assert any(e.event_type == "3.12.29.212" for e in events)
+
+
+def test_events_stored_and_published_once_on_postgresql(postgres_url: str, fleet: Fleet) -> None:
+    engine = make_engine(postgres_url)
+    try:
+        upgrade(engine)
+        pg = SqlUnitOfWorkFactory(engine)
+        with pg() as uow:
+            u = uow.utilities.add(Utility("ACME", "Acme Power"))
+            assert u.id is not None
+            for i in range(len(fleet.meters)):
+                uow.devices.add(u.id, EndDevice(mrid(fleet, i), "ACME"))
+            uow.commit()
+        now = datetime.now(UTC).replace(microsecond=0)
+        fleet.meters[0].faults.outages = [(now - timedelta(hours=2), now - timedelta(hours=1))]
+        fleet.meters[1].faults.tamper_at = now - timedelta(minutes=30)
+        first = read(pg, fleet, wrong_keys=2)
+        events = stored_events(pg)
+        assert first.events_stored == len(events) == 4  # down, up, cover, security (meter 2)
+        codes = published_codes(outbox(pg, "EndDeviceEvents"))
+        assert codes == {
+            "3.26.0.85": 1,
+            "26.26.0.216": 1,
+            "3.12.29.212": 1,
+            **{e.event_type: 1 for e in events if e.details.get("kind")},
+        }
+        second = read(pg, fleet)
+        assert second.events_stored == 0
+        assert len(stored_events(pg)) == 4
+        assert published_codes(outbox(pg, "EndDeviceEvents")) == codes
+    finally:
+        engine.dispose()
