@@ -430,3 +430,20 @@ def test_events_stored_and_published_once_on_postgresql(postgres_url: str, fleet
         assert published_codes(outbox(pg, "EndDeviceEvents")) == codes
     finally:
         engine.dispose()
+
+
+def test_a_rewound_invocation_counter_on_a_read_is_a_replay_security_event(
+    fleet: Fleet, factory: SqlUnitOfWorkFactory
+) -> None:
+    fleet.meters[1].faults.rewind_counter = True  # the meter reuses old counters
+    report = read(factory, fleet)
+    failed = {r.mrid: r.error for r in report.results if r.outcome is MeterOutcome.FAILED}
+    assert list(failed) == [mrid(fleet, 1)]
+    [event] = [e for e in stored_events(factory) if e.details.get("kind")]
+    assert (event.device_mrid, event.event_type, event.details["kind"]) == (
+        mrid(fleet, 1),
+        "3.12.43.257",
+        "replay",
+    )
+    assert event.details["detail"] == failed[mrid(fleet, 1)]
+    assert published_codes(outbox(factory, "EndDeviceEvents")) == {"3.12.43.257": 1}
