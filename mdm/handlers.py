@@ -82,6 +82,18 @@ def query_meter_readings(
 ) -> ReadingQueryResult:
     device_ids: list[int] = []
     result = ReadingQueryResult(readings=iter(()))
+    if cmd.as_text and cmd.meters and not cmd.usage_points and all(r.mrid for r in cmd.meters):
+        # the common case, meters by mRID: lookup and readings in one statement
+        texts = uow.readings.meter_texts(
+            cmd.utility_id,
+            [r.mrid for r in cmd.meters if r.mrid],
+            list(cmd.reading_types) or None,
+            cmd.start,
+            cmd.end,
+        )
+        result.unknown_meters = [r for r in cmd.meters if r.mrid not in texts.found]
+        result.texts = texts.rows
+        return result
     if cmd.meters:
         found = uow.devices.find_many(cmd.utility_id, list(cmd.meters))
         for ref in cmd.meters:

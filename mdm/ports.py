@@ -55,6 +55,14 @@ class ReadingText(NamedTuple):
     quality: str
 
 
+class MeterTexts(NamedTuple):
+    """Meters asked by mRID: the mRIDs found, and their readings as text (streamed:
+    iterate to the end or close it)."""
+
+    found: set[str]
+    rows: Iterator[ReadingText]
+
+
 #: (instant UTC, value, quality) of one reading inside a :class:`ReadingBlock`
 BlockReading = tuple[datetime, Decimal, str]
 
@@ -211,6 +219,18 @@ class ReadingRepository(Protocol):
     ) -> Iterator[ReadingText]:
         """What :meth:`query` returns, as text for a reply (no per-row type conversion
         where the store can produce the text itself); streamed, same order."""
+        ...
+
+    def meter_texts(
+        self,
+        utility_id: int,
+        mrids: Sequence[str],
+        reading_types: Sequence[str] | None,
+        start: datetime | None,
+        end: datetime | None,
+    ) -> MeterTexts:
+        """:meth:`query_text` for meters named by mRID, with the meter lookup in the same
+        statement where the store allows it (one round trip)."""
         ...
 
     def versions(self, device_id: int, reading_type: str, ts: datetime) -> list[StoredReading]:

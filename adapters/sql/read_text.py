@@ -13,20 +13,25 @@ On SQLite the ordinary query is formatted in Python (the embedded default).
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, cast
 
 import psycopg
 
 from hub.errors import PermanentError, StoreUnavailable
-from mdm.ports import ReadingText
+from mdm.model import DeviceRef
+from mdm.ports import MeterTexts, ReadingText
 
 if TYPE_CHECKING:
     from adapters.sql.readings import SqlReadingRepository
 
 #: rows fetched per round trip while streaming (libpq 17+: chunked rows)
 STREAM_CHUNK: Final = 2_000
+#: up to this many meter-days a query runs as a prepared statement whose result is
+#: fetched whole (planned once per connection: a third of a meter-day get's database
+#: time is planning); more, or an open period, are streamed in chunks
+PREPARED_METER_DAYS: Final = 62
 
 _ISO: Final = (
     "to_char(r.ts AT TIME ZONE 'UTC', CASE WHEN date_trunc('second', r.ts) = r.ts "
@@ -34,22 +39,100 @@ _ISO: Final = (
 )
 
 
+def _filters(*, reading_types: bool, start: bool, end: bool) -> str:
+    where = []
+    if reading_types:
+        where.append(" AND rt.code = ANY(%(codes)s)")
+    if start:
+        where.append(" AND r.ts > %(start)s")
+    if end:
+        where.append(" AND r.ts <= %(end)s")
+    return "".join(where)
+
+
 def pg_sql(*, reading_types: bool, start: bool, end: bool) -> str:
     """The statement for the given filters (device ids always)."""
-    where = ["r.device_id = ANY(%(ids)s)"]
-    if reading_types:
-        where.append("rt.code = ANY(%(codes)s)")
-    if start:
-        where.append("r.ts > %(start)s")
-    if end:
-        where.append("r.ts <= %(end)s")
     return (
         f"SELECT d.mrid, rt.code, {_ISO}, r.value::text, r.quality "
         "FROM reading r JOIN end_device d ON d.id = r.device_id "
         "JOIN reading_type rt ON rt.id = r.reading_type_id "
-        f"WHERE {' AND '.join(where)} "
-        "ORDER BY r.device_id, r.reading_type_id, r.ts"
+        "WHERE r.device_id = ANY(%(ids)s)"
+        + _filters(reading_types=reading_types, start=start, end=end)
+        + " ORDER BY r.device_id, r.reading_type_id, r.ts"
     )
+
+
+def pg_meters_sql(*, reading_types: bool, start: bool, end: bool) -> str:
+    """Meters by mRID and their readings in one statement: first one row per meter
+    found (kind 0: which mRIDs exist), then the readings (kind 1), in the order of
+    :func:`pg_sql`."""
+    return (
+        "SELECT 0 AS kind, d.id AS device, d.mrid, NULL::text, NULL::text, NULL::text, "
+        "NULL::text, 0 AS rt, NULL::timestamptz AS ts "
+        "FROM end_device d WHERE d.utility_id = %(utility)s AND d.mrid = ANY(%(mrids)s) "
+        "UNION ALL "
+        f"SELECT 1, r.device_id, d.mrid, rt.code, {_ISO}, r.value::text, r.quality, "
+        "r.reading_type_id, r.ts "
+        "FROM end_device d JOIN reading r ON r.device_id = d.id "
+        "JOIN reading_type rt ON rt.id = r.reading_type_id "
+        "WHERE d.utility_id = %(utility)s AND d.mrid = ANY(%(mrids)s)"
+        + _filters(reading_types=reading_types, start=start, end=end)
+        + " ORDER BY kind, device, rt, ts"
+    )
+
+
+def _params(
+    reading_types: Sequence[str] | None, start: datetime | None, end: datetime | None
+) -> dict[str, Any]:
+    params: dict[str, Any] = {}
+    if reading_types is not None:
+        params["codes"] = list(reading_types)
+    if start is not None:
+        params["start"] = start
+    if end is not None:
+        params["end"] = end
+    return params
+
+
+_Rows = Generator[Any, None, None]
+
+
+def small(n_meters: int, start: datetime | None, end: datetime | None) -> bool:
+    """Whether a query's result is small enough to fetch whole (see PREPARED_METER_DAYS)."""
+    if start is None or end is None:
+        return False
+    return n_meters * (end - start).total_seconds() <= PREPARED_METER_DAYS * 86_400
+
+
+def _stream(
+    raw: psycopg.Connection[Any], sql: str, params: dict[str, Any], *, whole: bool = False
+) -> Generator[Any, None, None]:
+    """Rows of one statement: ``whole``, a prepared statement's result fetched at once,
+    else streamed in chunks. Close the iterator when not reading it to the end: while
+    streaming it holds the connection (psycopg's lock)."""
+    try:
+        with raw.cursor() as cur:
+            if whole:
+                cur.execute(sql, params, prepare=True)
+                yield from cur.fetchall()
+                return
+            try:
+                rows = cast(_Rows, cur.stream(sql, params, size=STREAM_CHUNK))
+                first = next(rows, None)
+            except psycopg.NotSupportedError:  # libpq < 17: one row a result
+                rows = cast(_Rows, cur.stream(sql, params))
+                first = next(rows, None)
+            if first is None:
+                return
+            yield first
+            try:
+                yield from rows
+            finally:
+                rows.close()
+    except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+        raise StoreUnavailable(f"database unavailable while reading: {exc}") from exc
+    except psycopg.Error as exc:
+        raise PermanentError(f"store error while reading: {type(exc).__name__}: {exc}") from exc
 
 
 def pg_reading_text(
@@ -63,31 +146,55 @@ def pg_reading_text(
     sql = pg_sql(
         reading_types=reading_types is not None, start=start is not None, end=end is not None
     )
-    params: dict[str, Any] = {"ids": sorted(set(device_ids))}
-    if reading_types is not None:
-        params["codes"] = list(reading_types)
-    if start is not None:
-        params["start"] = start
-    if end is not None:
-        params["end"] = end
+    params = _params(reading_types, start, end)
+    params["ids"] = sorted(set(device_ids))
+    new = tuple.__new__
+    rows = _stream(raw, sql, params, whole=small(len(params["ids"]), start, end))
+    try:
+        for row in rows:
+            yield new(ReadingText, row)
+    finally:
+        rows.close()
+
+
+def pg_meter_texts(
+    raw: psycopg.Connection[Any],
+    utility_id: int,
+    mrids: Sequence[str],
+    reading_types: Sequence[str] | None,
+    start: datetime | None,
+    end: datetime | None,
+) -> MeterTexts:
+    """:func:`pg_meters_sql`: which mRIDs exist (read before returning) and their readings
+    (streamed)."""
+    sql = pg_meters_sql(
+        reading_types=reading_types is not None, start=start is not None, end=end is not None
+    )
+    params = _params(reading_types, start, end)
+    params["utility"] = utility_id
+    params["mrids"] = sorted(set(mrids))
+    rows = _stream(raw, sql, params, whole=small(len(params["mrids"]), start, end))
+    found: set[str] = set()
+    first: Any = None
+    for row in rows:
+        if row[0]:
+            first = row
+            break
+        found.add(row[2])
+    if first is None:
+        rows.close()
+        return MeterTexts(found, iter(()))
+    return MeterTexts(found, _texts(first, rows))
+
+
+def _texts(first: Any, rows: Generator[Any, None, None]) -> Iterator[ReadingText]:
     new = tuple.__new__
     try:
-        with raw.cursor() as cur:
-            try:
-                rows = cur.stream(sql, params, size=STREAM_CHUNK)
-                first = next(rows, None)
-            except psycopg.NotSupportedError:  # libpq < 17: one row a result
-                rows = cur.stream(sql, params)
-                first = next(rows, None)
-            if first is None:
-                return
-            yield new(ReadingText, first)
-            for row in rows:
-                yield new(ReadingText, row)
-    except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
-        raise StoreUnavailable(f"database unavailable while reading: {exc}") from exc
-    except psycopg.Error as exc:
-        raise PermanentError(f"store error while reading: {type(exc).__name__}: {exc}") from exc
+        yield new(ReadingText, first[2:7])
+        for row in rows:
+            yield new(ReadingText, row[2:7])
+    finally:
+        rows.close()
 
 
 def sqlite_reading_text(
@@ -104,3 +211,18 @@ def sqlite_reading_text(
         if "E" in value or "e" in value:
             value = format(r.value, "f")
         yield new(ReadingText, (r.device_mrid, r.reading_type, r.ts.isoformat(), value, r.quality))
+
+
+def sqlite_meter_texts(
+    repo: SqlReadingRepository,
+    utility_id: int,
+    mrids: Sequence[str],
+    reading_types: Sequence[str] | None,
+    start: datetime | None,
+    end: datetime | None,
+) -> MeterTexts:
+    """The meters looked up first, then :func:`sqlite_reading_text`."""
+    found = repo.devices.find_many(utility_id, [DeviceRef(mrid=m) for m in mrids])
+    ids = [d.id for d in found.values() if d.id is not None]
+    rows = sqlite_reading_text(repo, ids, reading_types, start, end) if ids else iter(())
+    return MeterTexts({ref.mrid or "" for ref in found}, rows)

@@ -35,10 +35,17 @@ from adapters.sql.errors import guard, guarded, is_unique_violation, translate
 from adapters.sql.types import COPY_SPECIALS, UTCDateTime, canonical_decimal, copy_text, sqlite_ts
 from hub.errors import StoreUnavailable
 from mdm.model import DeviceRef, IngestStats, StoredReading
-from mdm.ports import DuplicateReading, ReadingText, StagedReading, StagingResult
+from mdm.ports import (
+    DuplicateReading,
+    MeterTexts,
+    ReadingText,
+    StagedReading,
+    StagingResult,
+)
 
 if TYPE_CHECKING:
     from adapters.sql.direct import SqlDirectReadingWriter
+    from adapters.sql.registry import SqlEndDeviceRepository
     from adapters.sql.uow import SqlUnitOfWork
 
 DEFAULT_BATCH_SIZE = 50_000
@@ -654,6 +661,31 @@ class SqlReadingRepository:
             raw: Any = self._conn.connection.driver_connection
             return read_text.pg_reading_text(raw, device_ids, reading_types, start, end)
         return read_text.sqlite_reading_text(self, device_ids, reading_types, start, end)
+
+    def meter_texts(
+        self,
+        utility_id: int,
+        mrids: Sequence[str],
+        reading_types: Sequence[str] | None,
+        start: datetime | None,
+        end: datetime | None,
+    ) -> MeterTexts:
+        """Meters by mRID and their readings as text: one statement on PostgreSQL."""
+        from adapters.sql import read_text
+
+        if self._conn.dialect.name == "postgresql":
+            raw: Any = self._conn.connection.driver_connection
+            return read_text.pg_meter_texts(raw, utility_id, mrids, reading_types, start, end)
+        return read_text.sqlite_meter_texts(self, utility_id, mrids, reading_types, start, end)
+
+    @property
+    def devices(self) -> SqlEndDeviceRepository:
+        """The unit of work's device repository (SQLite's meter lookup)."""
+        from adapters.sql.registry import SqlEndDeviceRepository
+
+        devices = self._uow.devices
+        assert isinstance(devices, SqlEndDeviceRepository)
+        return devices
 
     def _stream(self, statements: list[Any]) -> Iterator[StoredReading]:
         try:

@@ -26,7 +26,6 @@ building it). :func:`write_reply` writes the same answer incrementally with
 from __future__ import annotations
 
 import copy
-import itertools
 from collections.abc import Iterable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -249,7 +248,7 @@ def run_query(
             )
     unknown = sum(1 for e in errors if e.code in ("2001", "2002"))
     resolved = len(query.meters) + len(query.usage_points) - unknown
-    return ReadResult(_chain(results), errors[:MAX_ERRORS], resolved, itertools.chain(*texts))
+    return ReadResult(_chain(results), errors[:MAX_ERRORS], resolved, _chain_texts(texts))
 
 
 @dataclass
@@ -264,6 +263,19 @@ def _chain(parts: list[ReadQueryPart]) -> Iterator[StoredReading]:
         for reading in part.readings:
             if contains(reading.ts):
                 yield reading
+
+
+def _chain_texts(parts: list[Iterator[ReadingText]]) -> Iterator[ReadingText]:
+    """The periods' rows one after the other; closing it closes every part (a store
+    stream holds its connection until read to the end or closed)."""
+    try:
+        for part in parts:
+            yield from part
+    finally:
+        for part in parts:
+            close = getattr(part, "close", None)
+            if close is not None:
+                close()
 
 
 def _unknown(
@@ -551,6 +563,12 @@ class GetMeterReadingsRoute:
         result = RouteResult(errors=found.errors, applied=found.resolved)
         reply = Reply(result=result.result, errors=tuple(result.errors))
         header: Header = frame.header
-        with response_writer(out, header, reply, style=frame.style, noun="MeterReadings") as xf:
-            result.counts["readings"] = write_meter_readings(xf, found.texts, raw=out)
+        texts = found.texts
+        try:
+            with response_writer(out, header, reply, style=frame.style, noun="MeterReadings") as xf:
+                result.counts["readings"] = write_meter_readings(xf, texts, raw=out)
+        finally:
+            close = getattr(texts, "close", None)
+            if close is not None:
+                close()
         return result
