@@ -19,7 +19,7 @@ from adapters.sql.migrate import upgrade
 from adapters.sql.uow import SqlUnitOfWorkFactory
 from cim_schemas.schemas import message_schema
 from hub.bus import MessageBus
-from hub.headend import ControlJournal, EventPublisher, HeadEnd
+from hub.headend import ControlJournal, EventPublisher, HeadEnd, HeadEndOutbox
 from hub.nouns import build_routes
 from hub.pipeline import Pipeline
 from hub.routing import RouteTable
@@ -86,7 +86,13 @@ def bootstrap(
         from adapters.dlms import MeterDirectory, headend_from_settings  # imports gurux
 
         directory = MeterDirectory(meters) if meters is not None else None
-        headend = headend_from_settings(settings.hes, journal, directory, amqp=settings.amqp)
+        headend = headend_from_settings(
+            settings.hes,
+            journal,
+            directory,
+            amqp=settings.amqp,
+            publisher=HeadEndOutbox(settings),  # scheduled reads publish events and readings
+        )
     routes = build_routes(settings, headend=headend, journal=journal)
     pipeline = Pipeline(uow_factory, bus, routes, settings.limits, settings.default_utility)
     if migrate:

@@ -49,6 +49,7 @@ from hes.engine import (
     MeterResult,
     ReadCommand,
     ReadingEngine,
+    ResultPublisher,
     SessionFactory,
     result_events,
     tcp_sessions,
@@ -96,6 +97,7 @@ class DlmsHeadEnd:
         sessions: SessionFactory | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         firmware_dir: Path | None = None,
+        publisher: ResultPublisher | None = None,
     ) -> None:
         self.directory = directory
         #: where firmware images named by requests are loaded from
@@ -117,7 +119,7 @@ class DlmsHeadEnd:
             recorder,
             runner
             or InProcessRunner(
-                self.execute, self.directory, self.sessions, self.policy, uow_factory
+                self.execute, self.directory, self.sessions, self.policy, uow_factory, publisher
             ),
             clock=lambda: self.clock(),
             lease_seconds=lease_seconds,
@@ -277,6 +279,7 @@ def headend_from_settings(
     directory: MeterDirectory | None = None,
     *,
     amqp: AmqpSettings | None = None,
+    publisher: ResultPublisher | None = None,
 ) -> DlmsHeadEnd | None:
     """A head-end for ``[hes]``, or None when there is no manifest and no directory. Jobs
     run in this process, or with ``dispatch = "amqp"`` (and ``amqp``) in the engines."""
@@ -301,4 +304,5 @@ def headend_from_settings(
         max_attempts=settings.job_attempts,
         runner=runner,
         firmware_dir=settings.firmware_dir,
+        publisher=publisher,
     )

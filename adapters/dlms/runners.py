@@ -30,6 +30,7 @@ from hes.engine import (
     MeterResult,
     ReadCommand,
     ReadingEngine,
+    ResultPublisher,
     SessionFactory,
 )
 from hub.errors import TransportUnavailable
@@ -109,12 +110,15 @@ class InProcessRunner:
         sessions: SessionFactory,
         policy: EnginePolicy,
         uow_factory: UnitOfWorkFactory,
+        publisher: ResultPublisher | None = None,
     ) -> None:
         self.execute = execute
         self.directory = directory
         self.sessions = sessions
         self.policy = policy
         self.uow_factory = uow_factory
+        #: new meter events and the readings of a run, published in its transaction
+        self.publisher = publisher
 
     def control(self, request: ControlRequest) -> ControlRun:
         return ControlRun(self.execute(request))
@@ -134,7 +138,8 @@ class InProcessRunner:
                 r.readings = [x for x in r.readings if x.reading_type in run.types]
             r.events = [e for e in r.events if run.start < e.ts <= run.end]
             readings += len(r.readings)
-        stats, events = MdmReadingSink(self.uow_factory, run.utility_code).write(results)
+        sink = MdmReadingSink(self.uow_factory, run.utility_code, self.publisher)
+        stats, events = sink.write(results)
         failed = tuple(r.mrid for r in results if r.outcome.value == "failed") + tuple(
             d for d in run.devices if d not in self.directory
         )

@@ -168,3 +168,54 @@ def test_control_job_on_a_meter_with_wrong_keys_records_a_security_event(
         assert f'ref="{security[0][0]}"'.encode() in message.body
     finally:
         app.close()
+
+
+class FakeClock:
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+def test_a_recurring_schedule_run_publishes_new_events_and_readings(app: App, fleet: Fleet) -> None:
+    from adapters.dlms import DlmsHeadEnd
+    from adapters.dlms.scheduler import floor_quarter
+
+    meters = [f"MTR-{m.serial}" for m in fleet.meters[:2]]
+    start = floor_quarter(datetime.now(UTC)) - timedelta(hours=4)
+    fleet.meters[0].faults.tamper_at = start - timedelta(minutes=20)  # in the first run's window
+    headend = app.headend
+    assert isinstance(headend, DlmsHeadEnd)
+    clock = FakeClock(start - timedelta(minutes=5))
+    headend.clock = clock
+    created = send(
+        app,
+        meter_read_schedule(
+            meters,
+            start,
+            start + timedelta(minutes=90),
+            mrid="HOURLY",
+            recurrence_period=3600,
+            message_id="MRS-H",
+        ),
+    )
+    assert created.result == "OK", created.errors
+    assert outbox(app) == []  # scheduled: nothing read yet
+
+    clock.now = start + timedelta(minutes=1)
+    headend.run_due()
+    [tamper] = stored(app)
+    assert (tamper.device_mrid, tamper.event_type) == (meters[0], "3.12.29.212")
+    first = outbox(app)
+    assert sorted((i.noun, i.destination) for i in first) == [
+        ("EndDeviceEvents", "created.EndDeviceEvents"),
+        ("MeterReadings", "created.MeterReadings"),
+    ]
+    assert b'ref="3.12.29.212"' in next(i for i in first if i.noun == "EndDeviceEvents").body
+
+    clock.now = start + timedelta(hours=1, minutes=1)  # the second run: the next hour
+    headend.run_due()
+    assert len(stored(app)) == 1  # the tamper is outside this window: not read again
+    assert [i.noun for i in outbox(app)].count("EndDeviceEvents") == 1
+    assert [i.noun for i in outbox(app)].count("MeterReadings") == 2
