@@ -111,6 +111,7 @@ def fleet_manifest(fleet: Fleet) -> list[dict[str, object]]:
                 "logical_device": ep.logical_device,
                 "system_title": m.system_title.hex(),
                 "security": "hls" if m.policy is SecurityPolicy.HLS_GMAC else "low",
+                "logical_device_name": m.logical_device_name,  # plain pushes name it
             }
         )
     return out

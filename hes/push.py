@@ -6,6 +6,11 @@ title is known, its tag verifies and its invocation counter goes forward (a repl
 or rewound push is rejected and reported as a security event). A plain push names
 its meter by logical device name; an unknown one is handed on as *discovered*.
 
+Keys: the meter's active keys, then its pending keys (a key change not settled yet:
+the meter may already use them); when both fail the tag and the decoder has a
+``refresh`` (the directory re-reading a changed key store file), it is called once
+and the push tried again with the keys it then gives.
+
 The notification bodies amihub's meters push (and this decoder reads), as IDIS
 push setups capture identification, time and then registers or an event:
 
@@ -32,7 +37,7 @@ from decimal import Decimal
 from typing import Protocol
 
 from cim_schemas.codes.reading_type import obis_to_reading_type
-from hes.client.session import MeterEvent
+from hes.client.session import KeyRole, MeterEvent
 from hes.dlms import axdr, compat, wrapper
 from hes.engine import ResultPublisher
 from hes.meter_events import (
@@ -56,6 +61,11 @@ DATA_NOTIFICATION = 0x0F
 class KnownMeter:
     mrid: str
     keys: SecurityKeys | None = None
+    #: keys of a key change not settled yet (tried when ``keys`` fail the tag)
+    pending_keys: SecurityKeys | None = None
+
+    def __repr__(self) -> str:  # never the keys
+        return f"KnownMeter({self.mrid})"
 
 
 class MeterDirectory(Protocol):
@@ -78,6 +88,8 @@ class PushedData:
     ciphered: bool
     system_title: bytes | None = None
     events: tuple[MeterEvent, ...] = ()
+    #: which of the meter's keys verified the push (PENDING: a key change not settled)
+    key_role: KeyRole = KeyRole.ACTIVE
 
 
 @dataclass(frozen=True)
@@ -134,44 +146,85 @@ def event_notification(ldn: bytes, ts: datetime, code: int, invoke: int = 1) -> 
 
 
 class PushDecoder:
-    """Verifies and decodes pushes. Thread-safe (the tracker is)."""
+    """Verifies and decodes pushes. Thread-safe (the tracker is).
+
+    ``refresh``: called when a push fails the tag with every key the directory gives;
+    True when the directory took new keys in (then the push is tried once more)."""
 
     def __init__(
-        self, directory: MeterDirectory, tracker: InvocationCounterTracker | None = None
+        self,
+        directory: MeterDirectory,
+        tracker: InvocationCounterTracker | None = None,
+        *,
+        refresh: Callable[[], bool] | None = None,
     ) -> None:
         self.directory = directory
         self.tracker = tracker or InvocationCounterTracker()
+        self.refresh = refresh
+
+    def _decipher(self, apdu: bytes, known: KnownMeter) -> tuple[gcm.Deciphered, KeyRole]:
+        """Verify with the active keys, then the pending ones (tag failures only)."""
+        tried = [(known.keys, KeyRole.ACTIVE), (known.pending_keys, KeyRole.PENDING)]
+        failure: SecurityViolation | None = None
+        for keys, role in tried:
+            if keys is None:
+                continue
+            try:
+                return gcm.general_glo_decipher(apdu, _always(keys)), role
+            except SecurityViolation as exc:
+                if not _tag_failure(exc):
+                    raise
+                failure = failure or exc
+        assert failure is not None  # known.keys is set
+        raise failure
+
+    def _deciphered(
+        self, apdu: bytes, system_title: bytes
+    ) -> tuple[KnownMeter, gcm.Deciphered, KeyRole]:
+        known = self.directory.by_system_title(system_title)
+        if known is None or known.keys is None:
+            raise PushRejected(
+                f"push from unknown system title {system_title.hex()}",
+                SecurityKind.UNKNOWN_SENDER,
+            )
+        try:
+            return (known, *self._decipher(apdu, known))
+        except SecurityViolation as exc:
+            if _tag_failure(exc) and self.refresh is not None and self.refresh():
+                again = self.directory.by_system_title(system_title)
+                if again is not None and again.keys is not None:
+                    known = again
+                    try:
+                        return (known, *self._decipher(apdu, known))
+                    except SecurityViolation as retry:
+                        exc = retry
+            kind = (
+                SecurityKind.AUTHENTICATION_FAILED if _tag_failure(exc) else SecurityKind.VIOLATION
+            )
+            raise PushRejected(f"push refused: {exc}", kind, known.mrid) from None
 
     def decode(self, apdu: bytes) -> PushedData:
         if apdu[:1] == bytes([gcm.ApduTag.GENERAL_GLO_CIPHERING]):
             system_title = gcm.general_glo_system_title(apdu)
-            known = self.directory.by_system_title(system_title)
-            if known is None or known.keys is None:
-                raise PushRejected(
-                    f"push from unknown system title {system_title.hex()}",
-                    SecurityKind.UNKNOWN_SENDER,
+            sender, clear, role = self._deciphered(apdu, system_title)
+            if role is KeyRole.PENDING:
+                log.info(
+                    "push from %s verified with its pending keys (key change not settled)",
+                    sender.mrid,
                 )
-            keys = known.keys
-            try:
-                clear = gcm.general_glo_decipher(apdu, lambda _st: keys)
-            except SecurityViolation as exc:
-                kind = (
-                    SecurityKind.AUTHENTICATION_FAILED
-                    if "tag" in str(exc)
-                    else SecurityKind.VIOLATION
-                )
-                raise PushRejected(f"push refused: {exc}", kind, known.mrid) from None
             try:
                 self.tracker.accept(system_title, clear.invocation_counter)
             except SecurityViolation as exc:
                 raise PushRejected(
-                    f"replayed or rewound push: {exc}", SecurityKind.REPLAY, known.mrid
+                    f"replayed or rewound push: {exc}", SecurityKind.REPLAY, sender.mrid
                 ) from None
             try:  # the system title authenticates, not the name
                 data = self._parse(clear.apdu)
             except PushRejected as exc:
-                raise PushRejected(str(exc), exc.kind, known.mrid) from None
-            return replace(data, mrid=known.mrid, ciphered=True, system_title=system_title)
+                raise PushRejected(str(exc), exc.kind, sender.mrid) from None
+            return replace(
+                data, mrid=sender.mrid, ciphered=True, system_title=system_title, key_role=role
+            )
         data = self._parse(apdu)
         known = self.directory.by_logical_device_name(data.logical_device_name)
         if known is not None and known.keys is not None:
@@ -302,6 +355,14 @@ class MdmPushSink:
             if data.events:
                 self._record(uow, utility_id, end_device_events(mrid, data.events, source="push"))
             uow.commit()
+
+
+def _always(keys: SecurityKeys) -> Callable[[bytes], SecurityKeys]:
+    return lambda _system_title: keys
+
+
+def _tag_failure(exc: SecurityViolation) -> bool:
+    return "tag" in str(exc)
 
 
 PushHandler = Callable[[PushedData], None]

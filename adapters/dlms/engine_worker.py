@@ -113,7 +113,9 @@ class EngineWorker:
             concurrency=self.concurrency, timeout=self.hes.timeout, attempts=self.hes.attempts
         )
         self.identity = ClientIdentity()
-        self.sessions = one_at_a_time(tcp_sessions(self.identity), wait=4 * self.policy.timeout)
+        self.sessions = one_at_a_time(
+            directory.reloading(tcp_sessions(self.identity)), wait=4 * self.policy.timeout
+        )
         self.outbox = HeadEndOutbox(settings)  # meter events, security events, readings
         self.reader = ReadingEngine(
             MdmReadingSink(uow_factory, settings.default_utility, self.outbox),

@@ -55,7 +55,8 @@ from hes.engine import (
     tcp_sessions,
 )
 from hes.meter_events import failure_security_events
-from hes.security.keystore import KeyStore
+from hes.security.keyfile import KeyStoreFile, KeyStoreUnreadable
+from hes.security.keywatch import KeyStoreSource
 from hub.errors import AmihubError, ConfigurationError
 from hub.headend import (
     ControlJournal,
@@ -112,7 +113,8 @@ class DlmsHeadEnd:
         self.identity = identity or ClientIdentity()
         # one association at a time per meter: scheduler jobs and on-demand reads share it
         self.sessions = one_at_a_time(
-            sessions or tcp_sessions(self.identity), wait=4 * self.policy.timeout
+            directory.reloading(sessions or tcp_sessions(self.identity)),
+            wait=4 * self.policy.timeout,
         )
         self.scheduler = JobScheduler(
             uow_factory,
@@ -256,21 +258,23 @@ def directory_from_settings(settings: HesSettings) -> MeterDirectory | None:
     if settings.manifest is None:
         return None
     keystore = None
-    if settings.keystore is not None:
+    if settings.keystore is not None:  # followed: a changed file is re-read (keys change)
         if settings.master_key is None:
             raise ConfigurationError("[hes] keystore needs [hes] master_key")
         try:
             master = bytes.fromhex(settings.master_key.get_secret_value())
-            keystore = KeyStore.loads(settings.keystore.read_text(encoding="utf-8"), master)
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            # the type only: a message could quote key material
-            raise ConfigurationError(f"[hes] keystore: {type(exc).__name__}") from None
-    return MeterDirectory.from_manifest(
-        settings.manifest,
-        mrid_format=settings.mrid_format,
-        keystore=keystore,
-        simulated_seed=settings.simulated_seed,
-    )
+        except ValueError:  # the type only: a message could quote key material
+            raise ConfigurationError("[hes] keystore: ValueError (master_key)") from None
+        keystore = KeyStoreSource(KeyStoreFile(settings.keystore), master)
+    try:
+        return MeterDirectory.from_manifest(
+            settings.manifest,
+            mrid_format=settings.mrid_format,
+            keystore=keystore,
+            simulated_seed=settings.simulated_seed,
+        )
+    except KeyStoreUnreadable as exc:
+        raise ConfigurationError(f"[hes] keystore: {exc.cause} ({exc.path})") from None
 
 
 def headend_from_settings(

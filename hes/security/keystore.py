@@ -199,6 +199,16 @@ class KeyStore:
                 return (mrid, found[1]) if found else None
         return None
 
+    def verify(self) -> None:
+        """Open every record (active and pending) under the master key: a store with a
+        record that does not decrypt (wrong master key, tampered or moved record) raises
+        :class:`SecurityViolation` naming the meter, never a key."""
+        with self._lock:
+            for mrid, record in self._records.items():
+                self._open(mrid, record, False)
+            for mrid, record in self._pending.items():
+                self._open(mrid, record, True)
+
     def version(self, mrid: str) -> int:
         return self._records[mrid].version
 
