@@ -324,8 +324,14 @@ def mappings_list(ctx: click.Context) -> None:
     "--usage-point",
     "usage_points",
     multiple=True,
-    required=True,
     help="Usage point mRID (repeatable).",
+)
+@click.option(
+    "--group",
+    "groups",
+    multiple=True,
+    help="Usage point group = transformer area (repeatable); default: the mapping's "
+    "select.usage_point_groups when no usage point is named.",
 )
 @click.option("--from", "start", help="Start (ISO 8601; UTC if no offset), exclusive.")
 @click.option("--to", "end", help="End (ISO 8601; UTC if no offset), inclusive.")
@@ -343,18 +349,27 @@ def export(
     ctx: click.Context,
     mapping: str,
     usage_points: tuple[str, ...],
+    groups: tuple[str, ...],
     start: str | None,
     end: str | None,
     reading_types: tuple[str, ...],
     utility: str | None,
     out_path: Path,
 ) -> None:
-    """Export readings of usage points with an export mapping (the Data File Tool)."""
+    """Export readings of usage points or usage point groups with an export mapping
+    (the Data File Tool)."""
     from mappings.export import rows_from_store, write_export
 
     settings: Settings = ctx.obj["settings"]
     catalog = _catalog(settings)
     spec = catalog.export(mapping)
+    if not usage_points and not groups:
+        groups = tuple(spec.select.usage_point_groups)
+    if not usage_points and not groups:
+        raise click.UsageError(
+            f"name --usage-point or --group (the mapping {mapping!r} selects no usage_point_groups)"
+        )
+    what = ", ".join([*usage_points, *(f"group {g}" for g in groups)])
     tmp = out_path.with_name(f".{out_path.name}.tmp")
     with (
         _app(ctx) as app,
@@ -367,7 +382,7 @@ def export(
             transient=True,
         ) as progress,
     ):
-        task = progress.add_task(f"exporting {', '.join(usage_points)}", total=None)
+        task = progress.add_task(f"exporting {what}", total=None)
 
         def counted(rows: Any) -> Any:
             for n, row in enumerate(rows, 1):
@@ -379,12 +394,17 @@ def export(
             uow,
             utility or settings.default_utility,
             usage_points=list(usage_points),
+            usage_point_groups=list(groups),
             start=_parse_when(start, "--from"),
             end=_parse_when(end, "--to"),
             reading_types=list(reading_types) or None,
         )
-        with tmp.open("wb") as f:
-            written = write_export(spec, counted(rows), f, tables=catalog.tables)
+        try:
+            with tmp.open("wb") as f:
+                written = write_export(spec, counted(rows), f, tables=catalog.tables)
+        except BaseException:
+            tmp.unlink(missing_ok=True)  # nothing half-written is left behind
+            raise
     tmp.replace(out_path)
     out.print(f"{written} row(s) written to {out_path}")
 

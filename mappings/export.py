@@ -196,30 +196,77 @@ def write_export(
     return write_xml(spec, rows, out, tables=tables)
 
 
+def group_members(uow: UnitOfWork, utility_id: int, groups: Sequence[str]) -> list[str]:
+    """The mRIDs of the usage points of the usage point groups (transformer areas, as
+    ``UsagePointGroups`` in EndDeviceControls), group by group, each sorted. A group
+    without a usage point is refused (2002), naming it."""
+    wanted = {g.strip() for g in groups}
+    if "" in wanted:
+        raise PayloadInvalid("a usage point group needs a name", code="2011")
+    members: dict[str, list[str]] = {g: [] for g in wanted}
+    for up in uow.usage_points.list(utility_id):
+        area = (up.transformer_area or "").strip()
+        if area in members:
+            members[area].append(up.mrid)
+    empty = sorted(g for g, m in members.items() if not m)
+    if empty:
+        raise PayloadInvalid(
+            "no usage point of usage point group (transformer area) "
+            + ", ".join(repr(g) for g in empty),
+            code="2002",
+        )
+    out: list[str] = []
+    for group in dict.fromkeys(g.strip() for g in groups):
+        out += sorted(members[group])
+    return out
+
+
 def rows_from_store(
     uow: UnitOfWork,
     utility: str,
     *,
-    usage_points: Sequence[str],
+    usage_points: Sequence[str] = (),
+    usage_point_groups: Sequence[str] = (),
     start: datetime | None,
     end: datetime | None,
     reading_types: Sequence[str] | None = None,
 ) -> Iterator[ExportRow]:
     """Readings of the meters installed at the usage points in the period (start, end],
     each meter only for the time it was installed there, streamed from the store in
-    (usage point, meter, type, time) order."""
+    (usage point, meter, type, time) order.
+
+    ``usage_point_groups``: the usage points of these groups (transformer areas) too,
+    after the named ones; a usage point named twice is exported once. The groups are
+    resolved before the first row, so an unknown group fails before anything is written.
+    """
     found = uow.utilities.get(utility)
     if found is None or found.id is None:
         raise ConfigurationError(f"unknown utility {utility!r}")
+    if not usage_points and not usage_point_groups:
+        raise PayloadInvalid("name usage points or usage point groups to export", code="2011")
+    members = group_members(uow, found.id, usage_point_groups) if usage_point_groups else []
+    return _rows(
+        uow, found.id, list(dict.fromkeys([*usage_points, *members])), start, end, reading_types
+    )
+
+
+def _rows(
+    uow: UnitOfWork,
+    utility_id: int,
+    usage_points: Sequence[str],
+    start: datetime | None,
+    end: datetime | None,
+    reading_types: Sequence[str] | None,
+) -> Iterator[ExportRow]:
     for up_mrid in usage_points:
-        up = uow.usage_points.find(found.id, DeviceRef(mrid=up_mrid))
+        up = uow.usage_points.find(utility_id, DeviceRef(mrid=up_mrid))
         if up is None or up.id is None:
             raise PayloadInvalid(f"unknown usage point {up_mrid!r}", code="2002")
         for device_id, since, until in uow.installations.devices_at(up.id, start, end):
             history = uow.installations.history(device_id)
             if not history:
                 continue
-            device = uow.devices.find(found.id, DeviceRef(mrid=history[0].device_mrid))
+            device = uow.devices.find(utility_id, DeviceRef(mrid=history[0].device_mrid))
             if device is None:
                 continue
             lo = max(since, start) if start else since

@@ -6,6 +6,7 @@ import io
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 
@@ -194,3 +195,70 @@ def test_estimated_flag() -> None:
     assert is_estimated("1.4.9,3.8.1")
     assert not is_estimated("")
     assert not is_estimated("1.4.9")
+
+
+# ------------------------------------------------------------------ usage point groups
+
+GROUP_CSV = "meter,obis,timestamp,dst,value,unit,status\n" + "".join(
+    f"SN{n},1-0:1.8.0*255,2026-11-24 00:00:00,W,{n}.5,kWh,OK\n" for n in (1001, 1002, 1003)
+)
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def grouped(
+    request: pytest.FixtureRequest, catalog: Catalog, tmp_path: Path
+) -> Iterator[SqlUnitOfWorkFactory]:
+    """UP1 and UP2 in transformer area TR-7, UP3 in TR-9, UP4 in none; one reading each."""
+    url = request.getfixturevalue("sqlite_url" if request.param == "sqlite" else "postgres_url")
+    engine = make_engine(url)
+    upgrade(engine)
+    factory = SqlUnitOfWorkFactory(engine)
+    with factory() as uow:
+        utility = uow.utilities.add(Utility("DEMO", "Demo utility"))
+        assert utility.id is not None
+        for n, up_mrid, area in (
+            ("1001", "UP1", "TR-7"),
+            ("1002", "UP2", "TR-7"),
+            ("1003", "UP3", "TR-9"),
+            ("1004", "UP4", None),
+        ):
+            dev = uow.devices.add(utility.id, EndDevice(f"m-{n}", "DEMO", serial_number=f"SN{n}"))
+            up = uow.usage_points.add(
+                utility.id, UsagePoint(up_mrid, "DEMO", transformer_area=area)
+            )
+            assert dev.id is not None
+            assert up.id is not None
+            uow.installations.install(dev.id, up.id, datetime(2026, 1, 1, tzinfo=UTC))
+        uow.commit()
+    path = tmp_path / "reads.csv"
+    path.write_text(GROUP_CSV, encoding="utf-8")
+    assert import_file(factory, ImportFile(path, "register-obis", "DEMO"), catalog).applied
+    yield factory
+    engine.dispose()
+
+
+def _exported(factory: SqlUnitOfWorkFactory, **select: list[str]) -> list[tuple[str | None, str]]:
+    with factory() as uow:
+        rows = rows_from_store(uow, "DEMO", start=None, end=None, **select)
+        return [(r.usage_point, str(r.value)) for r in rows]
+
+
+def test_export_selected_by_usage_point_group(grouped: SqlUnitOfWorkFactory) -> None:
+    assert _exported(grouped, usage_point_groups=["TR-7"]) == [("UP1", "1001.5"), ("UP2", "1002.5")]
+    # named usage points first, then the groups' members; UP1 only once
+    assert _exported(grouped, usage_points=["UP1"], usage_point_groups=["TR-9", "TR-7"]) == [
+        ("UP1", "1001.5"),
+        ("UP3", "1003.5"),
+        ("UP2", "1002.5"),
+    ]
+
+
+def test_unknown_usage_point_group_is_refused_before_any_row(
+    grouped: SqlUnitOfWorkFactory,
+) -> None:
+    with grouped() as uow, pytest.raises(PayloadInvalid) as caught:
+        rows_from_store(uow, "DEMO", usage_point_groups=["TR-7", "TR-X"], start=None, end=None)
+    assert caught.value.errors[0].code == "2002"
+    assert "'TR-X'" in str(caught.value)
+    with grouped() as uow, pytest.raises(PayloadInvalid, match="name usage points or"):
+        rows_from_store(uow, "DEMO", start=None, end=None)
