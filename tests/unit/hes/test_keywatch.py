@@ -11,10 +11,13 @@ from pathlib import Path
 
 import pytest
 
+from adapters.dlms.directory import MeterDirectory
+from hes.cli import fleet_manifest
 from hes.security.gcm import SecurityKeys
 from hes.security.keyfile import FileSignature, KeyStoreFile, KeyStoreUnreadable
 from hes.security.keystore import KeyStore
 from hes.security.keywatch import KeyStoreSource, KeyStoreWatch
+from hes.simulator.fleet import Fleet
 from hub.errors import ConfigurationError, SecurityViolation
 
 MASTER = bytes(range(32))
@@ -210,3 +213,35 @@ def test_verify_names_the_pending_record_too(file: KeyStoreFile) -> None:
     file.path.write_text(json.dumps(data))
     with pytest.raises(SecurityViolation, match="pending key record of MTR-1"):
         file.read(MASTER)
+
+
+def test_a_directory_following_the_file(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """MeterDirectory over the key store file: pending keys for sessions and pushes, a
+    store missing a meter of the manifest refused (the previous keys kept)."""
+    fleet = Fleet.build(2, 4059, seed=5)
+    (tmp_path / "fleet.json").write_text(json.dumps(fleet_manifest(fleet)))
+    store = KeyStore(MASTER)
+    for m in fleet.meters:
+        store.put(f"MTR-{m.serial}", m.system_title, m.keys, m.kek)
+    file = KeyStoreFile(tmp_path / "keys.json")
+    file.save(store)
+    directory = MeterDirectory.from_manifest(
+        tmp_path / "fleet.json", keystore=KeyStoreSource(file, MASTER)
+    )
+    first, second = (f"MTR-{m.serial}" for m in fleet.meters)
+    store.stage(first, NEW, None)
+    file.save(store)
+    assert directory.refresh() is True
+    creds = directory[first].credentials
+    assert (creds.keys, creds.pending_keys) == (fleet.meters[0].keys, NEW)
+    known = directory.by_system_title(fleet.meters[0].system_title)
+    assert known is not None
+    assert (known.mrid, known.keys, known.pending_keys) == (first, fleet.meters[0].keys, NEW)
+    assert directory.by_logical_device_name(fleet.meters[1].logical_device_name) is not None
+    assert NEW.encryption_key.hex() not in repr(known) + repr(directory)
+    smaller = KeyStore(MASTER)
+    smaller.put(first, fleet.meters[0].system_title, NEW, KEK)
+    file.save(smaller)
+    assert directory.refresh() is False
+    assert directory[second].credentials.keys == fleet.meters[1].keys
+    assert f"no keys for {second}" in caplog.text
