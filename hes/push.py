@@ -30,9 +30,9 @@ import asyncio
 import contextlib
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Protocol
 
@@ -48,7 +48,7 @@ from hes.meter_events import (
 )
 from hes.security import gcm
 from hes.security.gcm import InvocationCounterTracker, SecurityKeys
-from hub.errors import ConfigurationError, SecurityViolation
+from hub.errors import AmihubError, ConfigurationError, SecurityViolation
 from mdm.model import DeviceRef, DeviceState, EndDevice, EndDeviceEvent
 from mdm.ports import StagedReading, UnitOfWork, UnitOfWorkFactory
 
@@ -269,14 +269,41 @@ class PushDecoder:
         return PushedData(None, ldn, ts, Decimal(numbers[0]), Decimal(numbers[1]), False)
 
 
+#: the registers a data push carries: OBIS -> the PushedData field
+_PUSHED_REGISTERS: tuple[tuple[str, str], ...] = (
+    ("1.0.1.8.0.255", "import_wh"),
+    ("1.0.2.8.0.255", "export_wh"),
+)
+
+#: a pushed register reading: (meter mRID, ReadingType, instant UTC) -> kWh
+_ReadingKey = tuple[str, str, datetime]
+
+
+@dataclass(frozen=True)
+class PushWrite:
+    """What :meth:`MdmPushSink.write` did with one batch."""
+
+    pushes: int
+    refused: int
+    readings_stored: int  # new rows and rows that superseded a stored version
+    readings_published: int
+    events_new: int  # meter events and security events not stored before
+    unknown_meters: tuple[str, ...] = ()  # known to the directory, not in the MDM
+
+
 class MdmPushSink:
     """Stores accepted pushes: +A / -A as register readings, pushed events as
     EndDeviceEvents (once: stable mRIDs); a meter nobody knows is registered as
-    DISCOVERED (mRID ``DISCOVERED-<logical device name>``). :meth:`security` stores a
-    refused push as a security EndDeviceEvent of its meter, or of the pseudo-asset
-    ``UNKNOWN-SYSTEM-TITLE-<hex>`` when no meter has its system title. With a
-    ``publisher`` (hub.headend.HeadEndOutbox) new events are published as ``created
-    EndDeviceEvents`` in the same transaction."""
+    DISCOVERED (mRID ``DISCOVERED-<logical device name>``). A refused push is stored
+    as a security EndDeviceEvent of its meter, or of the pseudo-asset
+    ``UNKNOWN-SYSTEM-TITLE-<hex>`` when no meter has its system title.
+
+    :meth:`write` takes a batch (pushes and refused pushes) in one transaction. With a
+    ``publisher`` (hub.headend.HeadEndOutbox), in that transaction: the new events as
+    one ``created EndDeviceEvents`` message, and the readings that were newly stored
+    or changed a stored value (not those already stored as they are: a re-sent push)
+    as one ``created MeterReadings`` message. A rollback stores and publishes nothing.
+    ``__call__`` and :meth:`security` write one push."""
 
     def __init__(
         self,
@@ -295,66 +322,137 @@ class MdmPushSink:
             raise ConfigurationError(f"unknown utility {self.utility_code}")
         return utility.id
 
-    def _record(self, uow: UnitOfWork, utility_id: int, events: list[EndDeviceEvent]) -> None:
-        if self.publisher is None:
-            uow.events.add_new(utility_id, events)
-        else:
-            self.publisher.record_events(uow, utility_id, events)
-
     def security(self, event: SecurityEvent) -> None:
         """A refused push, stored (and published) as a security EndDeviceEvent."""
-        device = event.mrid or unknown_sender_mrid(event.system_title)
-        with self._lock, self.uow_factory() as uow:
-            utility_id = self._utility(uow)
-            self._record(
-                uow,
-                utility_id,
-                [
-                    security_event(
-                        device,
-                        event.kind,
-                        event.at,
-                        reason=event.reason,
-                        source="push",
-                        system_title=event.system_title,
-                        apdu=event.apdu,
-                    )
-                ],
-            )
-            uow.commit()
+        self.write([event])
 
     def __call__(self, data: PushedData) -> None:
+        self.write([data])
+
+    def write(self, items: Sequence[PushedData | SecurityEvent]) -> PushWrite:
+        pushes = [i for i in items if isinstance(i, PushedData)]
+        refused = [i for i in items if isinstance(i, SecurityEvent)]
         with self._lock, self.uow_factory() as uow:
             utility_id = self._utility(uow)
-            mrid = data.mrid
-            if mrid is None:
-                mrid = f"DISCOVERED-{data.logical_device_name}"
-                if uow.devices.find(utility_id, DeviceRef(mrid=mrid)) is None:
-                    uow.devices.add(
-                        utility_id,
-                        EndDevice(
-                            mrid,
-                            self.utility_code,
-                            serial_number=data.logical_device_name,
-                            state=DeviceState.DISCOVERED,
-                        ),
-                    )
-            registers = [
-                StagedReading(1, str(obis_to_reading_type(obis)), data.ts, wh / 1000, "")
-                for obis, wh in (
-                    ("1.0.1.8.0.255", data.import_wh),
-                    ("1.0.2.8.0.255", data.export_wh),
-                )
-                if wh is not None
-            ]
-            if registers:
-                staging = uow.readings.staging()
-                staging.add_meter(1, DeviceRef(mrid=mrid))
-                staging.add_readings(registers)
-                staging.apply(utility_id)
-            if data.events:
-                self._record(uow, utility_id, end_device_events(mrid, data.events, source="push"))
+            meters = [self._meter(uow, utility_id, data) for data in pushes]
+            readings: dict[_ReadingKey, Decimal] = {}  # a repeated key: the last push wins
+            for mrid, data in zip(meters, pushes, strict=True):
+                ts = data.ts.astimezone(UTC)
+                for obis, field_name in _PUSHED_REGISTERS:
+                    wh: Decimal | None = getattr(data, field_name)
+                    if wh is not None:
+                        readings[(mrid, str(obis_to_reading_type(obis)), ts)] = wh / 1000
+            new = (
+                self._changed(uow, utility_id, readings) if self.publisher is not None else readings
+            )
+            stored, unknown = self._store(uow, utility_id, readings)
+            events = [e for m, d in zip(meters, pushes, strict=True) for e in self._events(m, d)]
+            events += [self._security_event(e) for e in refused]
+            if self.publisher is None:
+                events_new = len(uow.events.add_new(utility_id, events))
+            else:
+                events_new = len(self.publisher.record_events(uow, utility_id, events))
+            published = 0
+            if self.publisher is not None and stored:
+                by_meter: dict[str, list[tuple[str, datetime, Decimal, str]]] = {}
+                for (mrid, rt, ts), kwh in new.items():
+                    if mrid not in unknown:
+                        by_meter.setdefault(mrid, []).append((rt, ts, kwh, ""))
+                if by_meter:
+                    self.publisher.publish_readings(uow, list(by_meter.items()))
+                    published = sum(len(rows) for rows in by_meter.values())
             uow.commit()
+        for mrid in sorted(unknown):
+            log.warning("pushing meter %s is not in the MDM: its readings were not stored", mrid)
+        return PushWrite(
+            len(pushes), len(refused), stored, published, events_new, tuple(sorted(unknown))
+        )
+
+    def _meter(self, uow: UnitOfWork, utility_id: int, data: PushedData) -> str:
+        """The push's meter mRID; an unknown meter registered as DISCOVERED."""
+        if data.mrid is not None:
+            return data.mrid
+        mrid = f"DISCOVERED-{data.logical_device_name}"
+        if uow.devices.find(utility_id, DeviceRef(mrid=mrid)) is None:
+            uow.devices.add(
+                utility_id,
+                EndDevice(
+                    mrid,
+                    self.utility_code,
+                    serial_number=data.logical_device_name,
+                    state=DeviceState.DISCOVERED,
+                ),
+            )
+            log.info("meter %s discovered by its push", mrid)
+        return mrid
+
+    @staticmethod
+    def _events(mrid: str, data: PushedData) -> list[EndDeviceEvent]:
+        return end_device_events(mrid, data.events, source="push") if data.events else []
+
+    @staticmethod
+    def _security_event(event: SecurityEvent) -> EndDeviceEvent:
+        return security_event(
+            event.mrid or unknown_sender_mrid(event.system_title),
+            event.kind,
+            event.at,
+            reason=event.reason,
+            source="push",
+            system_title=event.system_title,
+            apdu=event.apdu,
+        )
+
+    @staticmethod
+    def _changed(
+        uow: UnitOfWork, utility_id: int, readings: dict[_ReadingKey, Decimal]
+    ) -> dict[_ReadingKey, Decimal]:
+        """The readings not stored yet with this value (one query for the batch)."""
+        if not readings:
+            return {}
+        instants = [ts for _, _, ts in readings]
+        texts = uow.readings.meter_texts(
+            utility_id,
+            sorted({mrid for mrid, _, _ in readings}),
+            sorted({rt for _, rt, _ in readings}),
+            min(instants) - timedelta(microseconds=1),
+            max(instants),
+        )
+        wanted = {(key[0], key[1], key[2].isoformat()): key for key in readings}
+        same: set[_ReadingKey] = set()
+        try:
+            for row in texts.rows:
+                key = wanted.get((row.device_mrid, row.reading_type, row.ts))
+                if key is not None and not row.quality and Decimal(row.value) == readings[key]:
+                    same.add(key)
+        finally:
+            close = getattr(texts.rows, "close", None)
+            if close is not None:
+                close()
+        return {k: v for k, v in readings.items() if k not in same}
+
+    @staticmethod
+    def _store(
+        uow: UnitOfWork, utility_id: int, readings: dict[_ReadingKey, Decimal]
+    ) -> tuple[int, set[str]]:
+        """Stage and apply the batch's readings (one item per meter); returns the rows
+        stored or superseded and the meters the MDM does not have."""
+        if not readings:
+            return 0, set()
+        items: dict[str, int] = {}
+        rows: list[StagedReading] = []
+        for (mrid, rt, ts), kwh in readings.items():
+            item = items.setdefault(mrid, len(items) + 1)
+            rows.append(StagedReading(item, rt, ts, kwh, ""))
+        staging = uow.readings.staging()
+        for mrid, item in items.items():
+            staging.add_meter(item, DeviceRef(mrid=mrid))
+        staging.add_readings(sorted(rows, key=lambda r: (r.item, r.reading_type, r.ts)))
+        applied = staging.apply(utility_id)
+        if applied.duplicates:  # keys are unique above: a bug if it happens
+            raise AmihubError(f"duplicate readings in a push batch: {applied.duplicates}")
+        names = {item: mrid for mrid, item in items.items()}
+        unknown = {names[item] for item in applied.unknown_items}
+        return applied.stats.stored + applied.stats.superseded, unknown
 
 
 def _always(keys: SecurityKeys) -> Callable[[bytes], SecurityKeys]:
@@ -370,7 +468,16 @@ SecurityHandler = Callable[[SecurityEvent], None]
 
 
 class PushListener:
-    """asyncio TCP listener for WRAPPER-framed pushes; runs in its own thread."""
+    """asyncio TCP listener for WRAPPER-framed pushes; runs in its own thread.
+
+    ``port`` 0 binds any free port (:attr:`port` is the one bound once started). A
+    frame announcing more than ``max_frame_bytes`` or with a bad WRAPPER header is
+    refused (a security event with the header, one warning line) and its connection
+    closed: the stream cannot be trusted past it. A connection silent for
+    ``idle_timeout`` seconds is closed. Every refused push gives one warning line
+    naming the sender's system title (or ``-``), its address and the reason; never
+    key material. ``on_push`` runs in the listener's thread: while it blocks (a full
+    writer queue) the listener reads nothing, which TCP passes on to the meters."""
 
     def __init__(
         self,
@@ -379,27 +486,70 @@ class PushListener:
         on_security_event: SecurityHandler,
         host: str = "127.0.0.1",
         port: int = 4059,
+        *,
+        max_frame_bytes: int = wrapper.MAX_APDU,
+        idle_timeout: float | None = None,
     ) -> None:
         self.decoder = decoder
         self.on_push = on_push
         self.on_security_event = on_security_event
         self.host = host
         self.port = port
+        self.max_frame_bytes = max_frame_bytes
+        self.idle_timeout = idle_timeout
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._run, name="dlms-push", daemon=True)
         self._ready = threading.Event()
+        self._failed: OSError | None = None
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
 
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._writers.add(writer)
+        peer = _peer(writer)
         try:
             while True:
-                header = await reader.readexactly(wrapper.HEADER_SIZE)
-                _source, _destination, length = wrapper.parse_header(header)
-                apdu = await reader.readexactly(length)
-                self.handle(apdu)
-        except (asyncio.IncompleteReadError, ConnectionError, wrapper.FrameError):
+                try:
+                    header = await asyncio.wait_for(
+                        reader.readexactly(wrapper.HEADER_SIZE), self.idle_timeout
+                    )
+                except TimeoutError:
+                    log.info("push connection from %s closed: silent %ss", peer, self.idle_timeout)
+                    return
+                try:
+                    _source, _destination, length = wrapper.parse_header(header)
+                except wrapper.FrameError as exc:
+                    self._refuse(f"bad WRAPPER header from {peer}: {exc}", None, header, peer)
+                    return
+                if length > self.max_frame_bytes:
+                    self._refuse(
+                        f"frame of {length} bytes from {peer} is over the limit of "
+                        f"{self.max_frame_bytes} bytes (max_frame_bytes)",
+                        None,
+                        header,
+                        peer,
+                    )
+                    return
+                try:
+                    apdu = await asyncio.wait_for(reader.readexactly(length), self.idle_timeout)
+                except TimeoutError:
+                    log.warning(
+                        "push connection from %s closed: a frame of %d bytes not complete "
+                        "after %ss",
+                        peer,
+                        length,
+                        self.idle_timeout,
+                    )
+                    return
+                self.handle(apdu, peer)
+        except asyncio.IncompleteReadError as exc:
+            if exc.partial:
+                log.warning(
+                    "push connection from %s closed in the middle of a frame (%d bytes lost)",
+                    peer,
+                    len(exc.partial),
+                )
+        except ConnectionError:
             pass
         finally:
             self._writers.discard(writer)
@@ -407,7 +557,26 @@ class PushListener:
             with contextlib.suppress(ConnectionError, OSError, asyncio.CancelledError):
                 await writer.wait_closed()
 
-    def handle(self, apdu: bytes) -> None:
+    def _refuse(
+        self,
+        reason: str,
+        system_title: bytes | None,
+        frame: bytes,
+        peer: str,
+        kind: SecurityKind = SecurityKind.VIOLATION,
+        mrid: str | None = None,
+    ) -> None:
+        log.warning(
+            "push refused from system title %s (%s): %s",
+            system_title.hex() if system_title else "-",
+            peer,
+            reason,
+        )
+        self.on_security_event(
+            SecurityEvent(reason, system_title, datetime.now(UTC), kind, mrid, frame)
+        )
+
+    def handle(self, apdu: bytes, peer: str = "-") -> None:
         system_title = None
         if apdu[:1] == bytes([gcm.ApduTag.GENERAL_GLO_CIPHERING]):
             with contextlib.suppress(SecurityViolation):
@@ -415,31 +584,28 @@ class PushListener:
         try:
             data = self.decoder.decode(apdu)
         except PushRejected as exc:
-            log.warning("push rejected: %s", exc)
-            self.on_security_event(
-                SecurityEvent(str(exc), system_title, datetime.now(UTC), exc.kind, exc.mrid, apdu)
-            )
+            self._refuse(str(exc), system_title, apdu, peer, exc.kind, exc.mrid)
             return
         except SecurityViolation as exc:
-            log.warning("push rejected: %s", exc)
-            self.on_security_event(
-                SecurityEvent(str(exc), system_title, datetime.now(UTC), apdu=apdu)
-            )
+            self._refuse(str(exc), system_title, apdu, peer)
             return
         except (ValueError, IndexError) as exc:  # a malformed field the decoder did not expect
-            reason = f"malformed push: {type(exc).__name__}: {exc}"
-            log.warning("push rejected: %s", reason)
-            self.on_security_event(
-                SecurityEvent(reason, system_title, datetime.now(UTC), apdu=apdu)
-            )
+            self._refuse(f"malformed push: {type(exc).__name__}: {exc}", system_title, apdu, peer)
             return
         self.on_push(data)
 
     def _run(self) -> None:
         asyncio.set_event_loop(self._loop)
-        self._server = self._loop.run_until_complete(
-            asyncio.start_server(self._connection, self.host, self.port, reuse_address=True)
-        )
+        try:
+            self._server = self._loop.run_until_complete(
+                asyncio.start_server(self._connection, self.host, self.port, reuse_address=True)
+            )
+        except OSError as exc:
+            self._failed = exc
+            self._ready.set()
+            self._loop.close()
+            return
+        self.port = int(self._server.sockets[0].getsockname()[1])
         self._ready.set()
         self._loop.run_forever()
         self._server.close()
@@ -452,11 +618,31 @@ class PushListener:
         self._loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
         self._loop.close()
 
-    def __enter__(self) -> PushListener:
+    def start(self) -> None:
+        """Bind and listen (in the listener's thread); raises the OSError of the bind."""
         self._thread.start()
-        self._ready.wait(10)
+        if not self._ready.wait(10):
+            raise TimeoutError(f"push listener on {self.host}:{self.port} did not start")
+        if self._failed is not None:
+            self._thread.join(10)
+            raise self._failed
+
+    def stop(self) -> None:
+        """Stop listening and close the connections (a frame being read is dropped)."""
+        if self._thread.is_alive():
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(10)
+
+    def __enter__(self) -> PushListener:
+        self.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(10)
+        self.stop()
+
+
+def _peer(writer: asyncio.StreamWriter) -> str:
+    address = writer.get_extra_info("peername")
+    if isinstance(address, tuple) and len(address) >= 2:
+        return f"{address[0]}:{address[1]}"
+    return str(address)

@@ -1,9 +1,9 @@
 """``amihub serve``: start the adapters enabled in the settings and wait for a signal.
 
 Each adapter is a :class:`Service`. :data:`SERVICE_ALIASES` maps a settings
-section (``[soap]``, ``[amqp]``, ``[sftp]``, ``[hes]``) to the import path of the factory
-that builds it from the bootstrapped app, as kombu maps transport aliases: an
-adapter is imported only when it is enabled.
+section (``[soap]``, ``[amqp]``, ``[sftp]``, ``[hes]``, ``[hes.push]``) to the import
+path of the factory that builds it from the bootstrapped app, as kombu maps transport
+aliases: an adapter is imported only when it is enabled.
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ SERVICE_ALIASES: dict[str, str] = {
     "soap": "adapters.soap.service:build",
     "sftp": "adapters.sftp.service:build",
     "hes": "adapters.dlms.service:build",
+    "hes.push": "adapters.dlms.push_service:build",
 }
 
 
@@ -47,8 +48,10 @@ def _load(path: str) -> Callable[[App], Service]:
 
 def enabled_services(app: App) -> list[Service]:
     services: list[Service] = []
-    for section in ("soap", "amqp", "sftp", "hes"):
-        settings = getattr(app.settings, section, None)
+    for section in ("soap", "amqp", "sftp", "hes", "hes.push"):
+        settings: object = app.settings
+        for part in section.split("."):  # "hes.push": the [hes.push] subsection
+            settings = getattr(settings, part, None)
         if settings is None or not getattr(settings, "enabled", False):
             continue
         path = SERVICE_ALIASES.get(section)

@@ -178,11 +178,22 @@ class SftpPartnerSettings(BaseModel):
     #: an OpenSSH authorized_keys file, read at start (comments and blank lines skipped)
     authorized_keys_file: Path | None = None
     password_hash: SecretStr | None = None
-    #: inbound mapping of this partner's files (readings or events)
+    #: inbound mapping of this partner's files (readings or events), or a ``cim-variant``:
+    #: the files are CIM messages in that vendor's variant, through the hub pipeline
     mapping: str
     #: utility code (default: the settings' default_utility)
     utility: str | None = None
     max_upload_bytes: int | None = Field(default=4 * 1024**3, gt=0)
+    #: what a partner sending CIM messages (a ``cim-variant`` mapping) may do, as
+    #: ``verb:Noun`` (``*`` allowed); mapped files are readings or events anyway
+    permissions: list[str] = Field(
+        default_factory=lambda: [
+            "create:MeterReadings",
+            "created:MeterReadings",
+            "create:EndDeviceEvents",
+            "created:EndDeviceEvents",
+        ]
+    )
 
 
 class SftpSettings(BaseModel):
@@ -202,6 +213,30 @@ class SftpSettings(BaseModel):
     max_auth_failures: int = Field(default=6, gt=0)
     ledger: Literal["store", "file"] = "store"
     partners: list[SftpPartnerSettings] = Field(default_factory=list)
+
+
+class HesPushSettings(BaseModel):
+    """``[hes.push]``: the DLMS push listener ``amihub serve`` runs (adapters/dlms/push_service.py,
+    docs/hes.md "Push"). It finds meters in the ``[hes]`` manifest and key store."""
+
+    model_config = {"extra": "forbid"}
+
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    #: TCP port of the WRAPPER listener (4059: the IANA port of DLMS/COSEM; 0: any free one)
+    port: int = Field(default=4059, ge=0, le=65535)
+    #: largest APDU one WRAPPER frame may announce (bytes); a larger frame is refused
+    #: (security event) and its connection closed
+    max_frame_bytes: int = Field(default=4096, ge=64, le=65535)
+    #: seconds a connection may stay silent before it is closed
+    idle_timeout: float = Field(default=120.0, gt=0)
+    #: pushes stored (and published) together in one transaction, and how long the
+    #: writer waits for more before it writes a partial batch (seconds)
+    batch_size: int = Field(default=500, gt=0)
+    batch_wait: float = Field(default=0.2, ge=0)
+    #: pushes held between the listener and the writer; when full the listener stops
+    #: reading (TCP backpressure on the meters) until the store catches up
+    queue_size: int = Field(default=20_000, gt=0)
 
 
 class HesSettings(BaseModel):
@@ -255,6 +290,8 @@ class HesSettings(BaseModel):
     job_attempts: int = Field(default=3, gt=0)
     #: seconds a submitter waits for the replies of its jobs
     job_timeout: float = Field(default=300.0, gt=0)
+    #: the push listener (``[hes.push]``)
+    push: HesPushSettings = HesPushSettings()
 
 
 class Settings(BaseSettings):

@@ -1,0 +1,129 @@
+"""``amihub serve`` with ``[hes.push] enabled = true``: the DLMS push listener.
+
+:func:`build` is the factory of :data:`hub.serve.SERVICE_ALIASES` (``"hes.push"``).
+Meters push DataNotifications (plain or general-glo-ciphered) to ``host:port`` over
+WRAPPER; :class:`hes.push.PushDecoder` checks them against the head-end's own
+:class:`adapters.dlms.directory.MeterDirectory` (the ``[hes]`` manifest and key store:
+the same object the head-end uses, which follows a changed key store file), and
+:class:`adapters.dlms.push_writer.PushWriter` stores them in batches through
+:class:`hes.push.MdmPushSink` with the head-end's outbox publisher: readings as
+``created MeterReadings``, alarms and refused pushes (security events) as ``created
+EndDeviceEvents``, in the transaction that stores them.
+
+::
+
+    [hes]
+    manifest = "var/fleet.json"
+    keystore = "var/keys.json"      # master_key from AMIHUB_HES__MASTER_KEY
+
+    [hes.push]
+    enabled = true
+    host = "0.0.0.0"
+    port = 4059
+    max_frame_bytes = 4096
+    idle_timeout = 120
+
+Stopped (SIGTERM, SIGINT) it closes the port, then writes what it has received.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from adapters.dlms.push_writer import PushWriter
+from hes.push import MdmPushSink, PushDecoder, PushListener
+from hub.errors import ConfigurationError
+from hub.headend import HeadEndOutbox
+from hub.settings import HesPushSettings
+
+if TYPE_CHECKING:
+    from hub.bootstrap import App
+
+log = logging.getLogger("amihub.hes.push")
+
+
+class PushService:
+    """The listener and its writer as one :class:`hub.serve.Service`."""
+
+    name = "hes.push"
+
+    def __init__(
+        self,
+        settings: HesPushSettings,
+        decoder: PushDecoder,
+        sink: MdmPushSink,
+        *,
+        meters: int | None = None,
+    ) -> None:
+        self.settings = settings
+        self.meters = meters
+        self.writer = PushWriter(
+            sink,
+            batch_size=settings.batch_size,
+            batch_wait=settings.batch_wait,
+            queue_size=settings.queue_size,
+        )
+        self.listener = PushListener(
+            decoder,
+            self.writer.submit,
+            self.writer.submit,
+            settings.host,
+            settings.port,
+            max_frame_bytes=settings.max_frame_bytes,
+            idle_timeout=settings.idle_timeout,
+        )
+
+    @property
+    def port(self) -> int:
+        """The port listened on (the one bound when ``port = 0``)."""
+        return self.listener.port
+
+    def start(self) -> None:
+        s = self.settings
+        self.writer.start()
+        try:
+            self.listener.start()
+        except OSError as exc:
+            self.writer.stop()
+            raise ConfigurationError(
+                f"[hes.push] cannot listen on {s.host}:{s.port}: {exc.strerror or exc}"
+            ) from None
+        log.info(
+            "push listener on %s:%d (%s meters in the directory, frames up to %d bytes, "
+            "idle connections closed after %gs)",
+            s.host,
+            self.port,
+            "?" if self.meters is None else self.meters,
+            s.max_frame_bytes,
+            s.idle_timeout,
+        )
+
+    def stop(self) -> None:
+        self.listener.stop()
+        self.writer.stop()
+        t = self.writer.totals
+        log.info(
+            "push listener stopped: %d push(es) stored, %d refused, %d reading(s) stored, "
+            "%d new event(s)%s",
+            t.pushes,
+            t.refused,
+            t.readings_stored,
+            t.events_new,
+            f", {t.dropped} dropped (see the errors above)" if t.dropped else "",
+        )
+
+
+def build(app: App) -> PushService:
+    from adapters.dlms.headend import DlmsHeadEnd  # imports gurux: only when enabled
+
+    headend = app.headend
+    if not isinstance(headend, DlmsHeadEnd):
+        raise ConfigurationError(
+            "[hes.push] is enabled but no [hes] manifest is configured: the push listener "
+            "finds the pushing meters and their keys in the head-end's directory"
+        )
+    directory = headend.directory
+    decoder = PushDecoder(directory, refresh=directory.refresh)
+    sink = MdmPushSink(app.uow_factory, app.settings.default_utility, HeadEndOutbox(app.settings))
+    return PushService(app.settings.hes.push, decoder, sink, meters=len(directory))
