@@ -49,7 +49,7 @@ from hub.errors import (
 from hub.lifecycle import LifecycleRecorder
 from hub.lifecycle import MessageLifecycle as S
 from hub.messages import InboundMessage, Outcome
-from hub.replies import ReplySpool
+from hub.replies import SPOOL_MEMORY_BYTES, ReplySpool
 from hub.routing import (
     BatchRoute,
     MessageFrame,
@@ -117,6 +117,8 @@ class Pipeline:
         self._writer_routes: dict[int, bool] = {}
         #: utility code -> id; utilities are never deleted or renamed, so a hit stays true
         self._utility_ids: dict[str, int] = {}
+        #: read-path replies up to this size are kept in memory, larger ones in a temp file
+        self.reply_memory_bytes = SPOOL_MEMORY_BYTES
 
     # -- entry point -------------------------------------------------------------------
 
@@ -180,7 +182,7 @@ class Pipeline:
             return None
         validated_at = self.clock()
         utility_code = self._utility(msg)
-        spool = ReplySpool()
+        spool = ReplySpool(self.reply_memory_bytes)
         try:
             with self.uow_factory() as uow:
                 utility_id = self._utility_ids.get(utility_code)

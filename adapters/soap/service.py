@@ -51,6 +51,14 @@ class SoapService:
         users = UserDirectory(app.settings.users)
         if not users and not s.allow_anonymous:
             log.warning("[soap] no [[users]] configured: every call will be refused")
+        pool_size = getattr(app.engine.pool, "size", None)
+        if callable(pool_size) and pool_size() < s.threads:
+            log.warning(
+                "[soap] threads = %d but the database pool keeps %d connections: under load "
+                "connections are opened and closed all the time (adapters/sql/engine.py)",
+                s.threads,
+                pool_size(),
+            )
         self.authenticator = Authenticator(
             users, token_max_age=s.token_max_age, allow_anonymous=s.allow_anonymous
         )

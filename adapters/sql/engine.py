@@ -22,6 +22,9 @@ from sqlalchemy.pool import ConnectionPoolEntry
 from hub.errors import ConfigurationError
 
 DEFAULT_SQLITE_BUSY_TIMEOUT_S = 30.0
+#: PostgreSQL connections kept open per process: the default [soap] threads (16) plus
+#: the outbox dispatcher and a margin (SQLAlchemy's default of 5 made them churn)
+POOL_SIZE = 20
 
 
 def normalise_url(url: str | URL) -> URL:
@@ -53,6 +56,11 @@ def make_engine(
     if u.get_backend_name() == "sqlite":
         return _sqlite_engine(u, echo=echo, busy_timeout=sqlite_busy_timeout, **kwargs)
     kwargs.setdefault("pool_pre_ping", True)
+    # QueuePool closes a connection handed back while it already keeps pool_size idle
+    # ones: with more concurrent users than that (a SOAP server's worker threads) every
+    # few requests cost a new PostgreSQL backend. Connections open lazily, so keeping
+    # up to POOL_SIZE costs nothing at low concurrency.
+    kwargs.setdefault("pool_size", POOL_SIZE)
     connect_args: dict[str, Any] = dict(kwargs.pop("connect_args", {}))
     connect_args.setdefault("options", "-c timezone=UTC")
     connect_args.setdefault("connect_timeout", 10)

@@ -17,6 +17,7 @@ from cim_schemas.namespaces import GET_METER_READINGS_MESSAGE_NS, MESSAGE_NS, pr
 from cim_schemas.profiles._common import DateTimeInterval, IdentifiedObject
 from cim_schemas.profiles.get_meter_readings import GetMeterReadings, render_get_meter_readings
 from hub.bootstrap import App
+from hub.messages import InboundMessage
 from hub.nouns.get_meter_readings import GetMeterReadingsRoute, build_meter_readings
 from hub.samples import RT_15MIN_A_PLUS, RT_A_PLUS_TOTAL, meter_readings_bytes
 from mdm.model import StoredReading
@@ -224,25 +225,128 @@ def test_meter_year_streams_with_bounded_memory(app: App) -> None:
 
 
 def test_write_reply_equals_tree_reply(loaded: App) -> None:
-    """The streaming writer produces the same readings as the tree reply."""
+    """The streaming writer (text rows from the store) produces the same readings as the
+    tree reply (StoredReading objects, lxml elements)."""
     from datetime import UTC
 
     from cim_schemas.envelope import parse_message
-    from hub.pipeline import Pipeline
     from hub.routing import MessageFrame, RouteContext
     from mdm.handlers import HandlerContext
 
-    body = get_request(devices=by_mrid("MTR-1", "NOPE"), schedule=(START, START + DAY))
+    body = get_request(devices=by_mrid("MTR-1", "NOPE"), schedule=(START, START + 2 * DAY))
     parsed = parse_message(etree.fromstring(body))
     assert parsed.header is not None
     frame = MessageFrame(parsed.header, parsed.style, parsed.root_name, request=parsed.request)
-    pipeline: Pipeline = loaded.pipeline
     out = io.BytesIO()
     with loaded.uow_factory() as uow:
         ctx = RouteContext(1, "DEFAULT", HandlerContext("t", datetime.now(UTC)), loaded.bus)
         result = GetMeterReadingsRoute().write_reply(out, frame, ctx, uow)
-    assert result.result == "PARTIAL"
+        tree_result = GetMeterReadingsRoute().handle(frame, ctx, uow)
+    assert result.result == tree_result.result == "PARTIAL"
     reply = reply_tree(out.getvalue())
-    assert len(stamps(reply)) == 96
-    tree = reply_tree(MemoryAdapter(pipeline).request(body).reply)
-    assert stamps(tree) == stamps(reply)
+    assert tree_result.payload is not None
+    tree = tree_result.payload
+
+    def values(el: etree._Element) -> list[tuple[str, str]]:
+        return [
+            (
+                r.findtext("mr:timeStamp", namespaces=NS) or "",
+                r.findtext("mr:value", namespaces=NS) or "",
+            )
+            for r in el.iterfind(".//mr:IntervalReadings", namespaces=NS)
+        ]
+
+    assert len(values(reply)) == 192
+    assert values(reply) == values(tree)
+    assert reply.xpath("//mr:Readings/mr:value/text()", namespaces=NS) == tree.xpath(
+        "//mr:Readings/mr:value/text()", namespaces=NS
+    )
+
+
+def test_a_get_is_logged_once_answered_with_its_lifecycle_and_reply_digest(loaded: App) -> None:
+    """One message-log row (no stored reply: its size and SHA-256 in the last step)."""
+    import hashlib
+
+    body = get_request(devices=by_mrid("MTR-1"), schedule=(START, START + DAY), message_id="g-1")
+    outcome = MemoryAdapter(loaded.pipeline).request(body, source="cis")
+    assert outcome.result == "OK"
+    assert outcome.message_log_id is not None
+    with loaded.uow_factory() as uow:
+        row = uow.messages.get(outcome.message_log_id)
+        steps = uow.messages.lifecycle(outcome.message_log_id)
+    assert row is not None
+    assert (row.source, row.message_id, row.verb, row.noun) == (
+        "cis",
+        "g-1",
+        "get",
+        "MeterReadings",
+    )
+    assert (row.state, row.result, row.reply) == ("replied", "OK", None)
+    assert row.content_hash == hashlib.sha256(body).hexdigest()
+    assert [s for s, _, _ in steps] == ["received", "validated", "dispatched", "replied"]
+    assert [at for _, at, _ in steps] == sorted(at for _, at, _ in steps)
+    digest = hashlib.sha256(outcome.reply).hexdigest()
+    assert steps[-1][2] == f"OK; reply of {len(outcome.reply)} bytes, sha256:{digest}"
+
+
+def test_a_get_repeated_with_its_message_id_is_answered_again(loaded: App) -> None:
+    """A get is safe to repeat: no stored reply is looked up; the repetition is logged
+    without claiming the MessageID twice, and a change may not reuse it."""
+    adapter = MemoryAdapter(loaded.pipeline)
+    body = get_request(devices=by_mrid("MTR-1"), schedule=(START, START + DAY), message_id="g-2")
+    first = adapter.request(body, source="cis")
+    again = adapter.request(body, source="cis")
+    assert (first.result, again.result) == ("OK", "OK")
+    assert not again.duplicate
+    assert stamps(reply_tree(again.reply)) == stamps(reply_tree(first.reply))
+    assert again.message_log_id != first.message_log_id
+    with loaded.uow_factory() as uow:
+        row = uow.messages.get(again.message_log_id or 0)
+        steps = uow.messages.lifecycle(again.message_log_id or 0)
+    assert row is not None
+    assert row.message_id is None
+    assert (
+        "dispatched",
+        "get MeterReadings; MessageID g-2 repeated (already logged for this source)",
+    ) in [(s, d) for s, _, d in steps]
+    change = adapter.request(
+        meter_readings_bytes(["MTR-1"], START, 4, message_id="g-2"), source="cis"
+    )
+    assert change.result == "FAILED"
+    assert change.errors[0].code == "1007"
+
+
+def test_a_refused_get_is_recorded_and_kept_by_the_full_path(loaded: App) -> None:
+    """Bad input on the read path: the refusal names what and where, the message log has
+    its history and the input is kept (dead letter)."""
+    body = get_request(devices=(IdentifiedObject(),), schedule=(START, START + DAY))
+    outcome = MemoryAdapter(loaded.pipeline).request(body, source="cis")
+    assert outcome.result == "FAILED"
+    assert outcome.errors[0].code == "2011"
+    assert outcome.errors[0].xpath == "/GetMeterReadings/Request/GetMeterReadings/EndDevice[1]"
+    assert outcome.dead_letter_id is not None
+    with loaded.uow_factory() as uow:
+        steps = uow.messages.lifecycle(outcome.message_log_id or 0)
+        kept = uow.dead_letters.get(outcome.dead_letter_id)
+    assert [s for s, _, _ in steps] == ["received", "dead_lettered"]
+    assert kept is not None
+    assert kept.body == body
+
+
+def test_a_large_reply_comes_back_in_chunks_when_the_adapter_streams(loaded: App) -> None:
+    """Over the spool's memory limit, a reply for an adapter that streams is a temp file
+    read back in chunks; the same reply for an adapter that does not comes as bytes."""
+    pipeline = loaded.pipeline
+    pipeline.reply_memory_bytes = 4096
+    body = get_request(devices=by_mrid("MTR-1", "MTR-2"), schedule=(START, START + 2 * DAY))
+    streamed = pipeline.process(
+        InboundMessage(source="cis", endpoint="t", body=body, stream_reply=True)
+    )
+    whole = pipeline.process(InboundMessage(source="cis", endpoint="t", body=body))
+    assert streamed.reply == b""
+    assert streamed.reply_chunks is not None
+    data = b"".join(streamed.reply_chunks)
+    assert len(data) == streamed.reply_size > 4096
+    assert whole.reply_chunks is None
+    assert len(stamps(reply_tree(data))) == 384
+    assert stamps(reply_tree(data)) == stamps(reply_tree(whole.reply))
