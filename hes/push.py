@@ -497,7 +497,7 @@ class PushListener:
         self.port = port
         self.max_frame_bytes = max_frame_bytes
         self.idle_timeout = idle_timeout
-        self._loop = asyncio.new_event_loop()
+        self._loop: asyncio.AbstractEventLoop | None = None  # made by the listener's thread
         self._thread = threading.Thread(target=self._run, name="dlms-push", daemon=True)
         self._ready = threading.Event()
         self._failed: OSError | None = None
@@ -595,28 +595,29 @@ class PushListener:
         self.on_push(data)
 
     def _run(self) -> None:
-        asyncio.set_event_loop(self._loop)
+        loop = self._loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)
         try:
-            self._server = self._loop.run_until_complete(
+            self._server = loop.run_until_complete(
                 asyncio.start_server(self._connection, self.host, self.port, reuse_address=True)
             )
         except OSError as exc:
             self._failed = exc
             self._ready.set()
-            self._loop.close()
+            loop.close()
             return
         self.port = int(self._server.sockets[0].getsockname()[1])
         self._ready.set()
-        self._loop.run_forever()
+        loop.run_forever()
         self._server.close()
         for w in list(self._writers):
             w.close()
-        self._loop.run_until_complete(self._server.wait_closed())
-        tasks = [t for t in asyncio.all_tasks(self._loop)]
+        loop.run_until_complete(self._server.wait_closed())
+        tasks = list(asyncio.all_tasks(loop))
         for t in tasks:
             t.cancel()
-        self._loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
-        self._loop.close()
+        loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
+        loop.close()
 
     def start(self) -> None:
         """Bind and listen (in the listener's thread); raises the OSError of the bind."""
@@ -629,8 +630,9 @@ class PushListener:
 
     def stop(self) -> None:
         """Stop listening and close the connections (a frame being read is dropped)."""
-        if self._thread.is_alive():
-            self._loop.call_soon_threadsafe(self._loop.stop)
+        loop = self._loop
+        if loop is not None and self._thread.is_alive():
+            loop.call_soon_threadsafe(loop.stop)
             self._thread.join(10)
 
     def __enter__(self) -> PushListener:
