@@ -24,6 +24,7 @@ from hub.nouns import build_routes
 from hub.pipeline import Pipeline
 from hub.routing import RouteTable
 from hub.settings import Settings, load_settings
+from hub.variants import cim_variants
 from mdm.handlers import HANDLERS
 from mdm.model import Utility
 from mdm.ports import UnitOfWorkFactory
@@ -95,6 +96,7 @@ def bootstrap(
         )
     routes = build_routes(settings, headend=headend, journal=journal)
     pipeline = Pipeline(uow_factory, bus, routes, settings.limits, settings.default_utility)
+    pipeline.variants = cim_variants(settings)  # the specs are read at first use
     if migrate:
         ensure_utility(uow_factory, settings.default_utility, settings.default_utility_name)
     return App(settings, engine, uow_factory, bus, routes, pipeline, headend, journal)

@@ -113,8 +113,8 @@ ERROR_CODES: dict[str, ErrorCode] = {
             "1012",
             _F,
             "unknown mapping",
-            "The message names an inbound mapping (AMQP header amihub-mapping) that is not "
-            "configured.",
+            "The message names an inbound mapping or CIM variant (AMQP header "
+            "amihub-mapping, a user's cim_variant) that is not configured.",
         ),
         # 2xxx: items inside the payload
         _c(
@@ -269,6 +269,12 @@ class ReplayConflict(MessageRejected):
 
 class HeaderInvalid(MessageRejected):
     default_code = "1008"
+
+
+class UnknownMapping(MessageRejected):
+    """The input names an inbound mapping or CIM variant that is not configured."""
+
+    default_code = "1012"
 
 
 class PayloadInvalid(MessageRejected):

@@ -1,5 +1,7 @@
 """Bodies in another format (CSV, custom XML) through a named inbound mapping, with the
-pipeline's bookkeeping: the AMQP ``amihub-mapping`` header uses this.
+pipeline's bookkeeping: the AMQP ``amihub-mapping`` header uses this. A header naming a
+``cim-variant`` mapping marks the body as a CIM message in that vendor's variant: it
+goes through :meth:`hub.pipeline.Pipeline.process` normalised (hub/variants.py).
 
 :func:`mapping_importer` returns a callable ``(InboundMessage, mapping name) ->
 Outcome`` that applies the body with :mod:`mappings.importer` inside
@@ -12,15 +14,18 @@ decides whether unknown meters refuse it or are reported and skipped).
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from typing import IO
 
 from hub.errors import ERROR_CODES, ErrorDetail, PayloadInvalid
 from hub.messages import InboundMessage, Outcome
 from hub.pipeline import Pipeline
 from hub.routing import RouteResult
+from hub.variants import VARIANT
 from mappings.importer import import_stream
 from mappings.load import Catalog
 from mappings.rows import LineError
+from mappings.spec import CimVariantSpec
 from mdm.ports import UnitOfWork
 
 MAX_ERRORS = 100
@@ -35,6 +40,8 @@ def mapping_importer(
     pipeline: Pipeline, catalog: Catalog
 ) -> Callable[[InboundMessage, str], Outcome]:
     def run(msg: InboundMessage, name: str) -> Outcome:
+        if isinstance(catalog.specs.get(name), CimVariantSpec):  # a CIM message in a variant
+            return pipeline.process(replace(msg, metadata={**msg.metadata, VARIANT: name}))
         spec = catalog.inbound(name)
 
         def apply(uow: UnitOfWork, source: IO[bytes], utility: str) -> RouteResult:

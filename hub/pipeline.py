@@ -45,6 +45,7 @@ from hub.errors import (
     RecoverableError,
     ReplayConflict,
     SchemaInvalid,
+    UnknownMapping,
 )
 from hub.lifecycle import LifecycleRecorder
 from hub.lifecycle import MessageLifecycle as S
@@ -59,6 +60,7 @@ from hub.routing import (
     RouteTable,
 )
 from hub.settings import LimitSettings
+from hub.variants import VARIANT
 from mdm.handlers import HandlerContext
 from mdm.ports import (
     AnsweredMessage,
@@ -89,6 +91,14 @@ class _Seen:
     style: Style = "envelope"
 
 
+def _variant_of(msg: InboundMessage) -> str | None:
+    """The CIM variant of the input: named by the adapter, else by the sender's settings."""
+    named = msg.metadata.get(VARIANT)
+    if named:
+        return named
+    return msg.principal.cim_variant if msg.principal is not None else None
+
+
 def _with_transport_id(frame: MessageFrame, msg: InboundMessage) -> MessageFrame:
     """A Header without MessageID takes the transport's message id (idempotency key)."""
     if frame.header.message_id or not msg.message_id:
@@ -117,6 +127,8 @@ class Pipeline:
         self._writer_routes: dict[int, bool] = {}
         #: utility code -> id; utilities are never deleted or renamed, so a hit stays true
         self._utility_ids: dict[str, int] = {}
+        #: CIM variant name -> normaliser of a parsed tree (hub/variants.py); None: none
+        self.variants: Callable[[str], Callable[[etree._ElementTree], int]] | None = None
         #: read-path replies up to this size are kept in memory, larger ones in a temp file
         self.reply_memory_bytes = SPOOL_MEMORY_BYTES
 
@@ -140,7 +152,7 @@ class Pipeline:
         """The parsed (and validated) frame of a small message whose Header looks like a
         get, else None. Any refusal is left to the full path, which records it."""
         body = msg.body
-        if body is None or msg.replay_of is not None:
+        if body is None or msg.replay_of is not None or _variant_of(msg):
             return None
         if msg.size > min(limit, self.limits.tree_limit_bytes):
             return None
@@ -311,10 +323,17 @@ class Pipeline:
         *,
         allow_direct: bool,
     ) -> Outcome:
+        variant = _variant_of(msg)
         with msg.open() as raw:
             reader = LimitedReader(raw, limit)
             if msg.size <= self.limits.tree_limit_bytes:
-                frame = self._parse_tree(reader.read_all())
+                frame = self._parse_tree(reader.read_all(), variant)
+            elif variant:
+                raise InputTooLarge(
+                    f"a message in CIM variant {variant!r} is normalised as a whole tree: "
+                    f"{msg.size} bytes exceed limits.tree_limit_bytes "
+                    f"({self.limits.tree_limit_bytes})"
+                )
             else:
                 frame = self._parse_stream(reader)
             frame = _with_transport_id(frame, msg)
@@ -323,8 +342,12 @@ class Pipeline:
 
     # -- parsing -------------------------------------------------------------------------
 
-    def _parse_tree(self, data: bytes) -> MessageFrame:
+    def _parse_tree(self, data: bytes, variant: str | None = None) -> MessageFrame:
         tree = parse_bytes(data, max_bytes=self.limits.max_message_bytes)
+        if variant:  # the sender's deviations from the standard undone first
+            if self.variants is None:
+                raise UnknownMapping(f"CIM variant {variant!r} named, but none are configured")
+            self.variants(variant)(tree)
         root_name = etree.QName(tree.getroot()).localname
         if envelope.message_style(tree.getroot()) is None:
             raise NotAnEnvelope(
@@ -685,7 +708,7 @@ class Pipeline:
         self, msg: InboundMessage, limit: int, claimed: set[tuple[str, str]]
     ) -> tuple[MessageFrame, object, BatchRoute] | None:
         """Parse and prepare a message for a batch, or None: it goes one by one."""
-        if msg.replay_of is not None or msg.body is None:
+        if msg.replay_of is not None or msg.body is None or _variant_of(msg):
             return None
         if msg.size > min(limit, self.limits.tree_limit_bytes):
             return None
@@ -841,6 +864,8 @@ class Pipeline:
     ) -> int:
         body, whole = msg.head(DEAD_LETTER_BODY_LIMIT)
         metadata = dict(msg.metadata)
+        if variant := _variant_of(msg):  # a replay (without the sender) normalises it too
+            metadata[VARIANT] = variant
         if msg.path is not None:
             metadata["path"] = str(msg.path)
         if msg.replay_of is not None:

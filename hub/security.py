@@ -51,6 +51,8 @@ class Principal:
     name: str
     utility: str | None = None
     permissions: frozenset[Permission] = field(default_factory=frozenset)
+    #: the ``cim-variant`` mapping this sender's CIM messages are normalised with
+    cim_variant: str | None = None
 
     def may(self, verb: str, noun: str) -> bool:
         return any(p.allows(verb, noun) for p in self.permissions)
@@ -63,6 +65,9 @@ class UserSettings(BaseModel):
     password: SecretStr | None = None
     utility: str | None = None
     permissions: list[str] = Field(default_factory=lambda: ["*:*"])
+    #: a ``cim-variant`` mapping (docs/mappings.md): this user's CIM messages (SOAP,
+    #: AMQP) are normalised with it before they are validated
+    cim_variant: str | None = None
 
     @field_validator("permissions")
     @classmethod
@@ -73,7 +78,10 @@ class UserSettings(BaseModel):
 
     def principal(self) -> Principal:
         return Principal(
-            self.name, self.utility, frozenset(Permission.parse(p) for p in self.permissions)
+            self.name,
+            self.utility,
+            frozenset(Permission.parse(p) for p in self.permissions),
+            self.cim_variant,
         )
 
 

@@ -5,6 +5,8 @@ A message with it names an inbound mapping spec of mappings/ (``name = ...``
 in the spec file):
 
 * a name that is no inbound mapping is refused: FAILED reply 1012, dead-lettered;
+* a ``cim-variant`` mapping: the body is a CIM message in that vendor's variant,
+  normalised by the pipeline before it is validated (the importer hands it over);
 * a known mapping: the body goes to the ``importer``, a callable
   ``(InboundMessage, mapping_name) -> Outcome`` that behaves like
   ``Pipeline.process`` (one transaction with the message log and the stored
@@ -54,14 +56,16 @@ class MappingGate:
 
     def _load(self) -> frozenset[str]:
         from mappings.load import BUILTIN_DIR, scan_dir
-        from mappings.spec import CsvSpec, XmlSpec
+        from mappings.spec import CimVariantSpec, CsvSpec, XmlSpec
 
         folder = Path(self.mappings_dir) if self.mappings_dir else BUILTIN_DIR
         catalog, problems = scan_dir(folder)
         for problem in problems:
             log.warning("mapping spec problem in %s: %s", folder, problem)
         return frozenset(
-            name for name, spec in catalog.specs.items() if isinstance(spec, CsvSpec | XmlSpec)
+            name
+            for name, spec in catalog.specs.items()
+            if isinstance(spec, CsvSpec | XmlSpec | CimVariantSpec)
         )
 
     def refusal(self, name: str) -> ErrorDetail | None:

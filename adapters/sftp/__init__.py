@@ -4,6 +4,7 @@ Public API::
 
     from adapters.sftp import (SftpServer, SftpServerConfig, PartnerAccount, AuthEvent,
                                hash_password, UploadRegistry, InboxWatcher, import_handler,
+                               cim_handler,
                                FileLedger, StoreLedger, push_file, PushTarget, RetryPolicy,
                                SftpService, SftpSettings, SftpPartnerSettings)
 
@@ -18,6 +19,7 @@ from adapters.sftp.inbox import (
     Outcome,
     Processed,
     StoreLedger,
+    cim_handler,
     import_handler,
 )
 from adapters.sftp.server import (
@@ -49,6 +51,7 @@ __all__ = [
     "SftpSettings",
     "StoreLedger",
     "UploadRegistry",
+    "cim_handler",
     "hash_password",
     "import_handler",
     "push_file",

@@ -57,6 +57,10 @@ from hub.errors import (
     RecoverableError,
     ReplayConflict,
 )
+from hub.messages import InboundMessage
+from hub.messages import Outcome as HubOutcome
+from hub.security import Principal
+from hub.variants import VARIANT
 from mappings.importer import AppliedFile, ImportFile
 from mdm.ports import UnitOfWorkFactory
 
@@ -375,3 +379,54 @@ def import_handler(run: Callable[[ImportFile], AppliedFile]) -> Handler:
         return Outcome(result.applied, report)
 
     return handle
+
+
+def cim_handler(
+    process: Callable[[InboundMessage], HubOutcome],
+    principals: Callable[[PartnerAccount], Principal | None] = lambda _: None,
+) -> Handler:
+    """A handler for partners whose files are CIM messages (RequestMessage /
+    EventMessage) in a vendor's variant: the partner's mapping names the
+    ``cim-variant``; each file goes through the hub pipeline (``process`` =
+    ``Pipeline.process``: message log, the variant undone, XSD, routes, one
+    transaction, dead letter when refused). Applied = a reply OK or PARTIAL (the
+    items that failed are listed); FAILED = refused. ``principals`` gives the
+    partner's permissions (verb:Noun)."""
+
+    def handle(item: InboxFile) -> Outcome:
+        partner = item.partner
+        if not partner.mapping or not partner.utility:
+            raise ConfigurationError(
+                f"SFTP partner {partner.username!r} has no mapping or utility configured"
+            )
+        msg = InboundMessage(
+            source=f"sftp:{partner.username}",
+            endpoint=f"sftp:{partner.username}/inbox",
+            path=item.path,
+            utility=partner.utility,
+            metadata={VARIANT: partner.mapping, "file": item.name},
+            principal=principals(partner),
+        )
+        out = process(msg)
+        return Outcome(out.result in ("OK", "PARTIAL"), cim_report(item.name, partner.mapping, out))
+
+    return handle
+
+
+def cim_report(name: str, variant: str, out: HubOutcome) -> str:
+    """The result file of a CIM message: status, the reply's counts and errors."""
+    status = {"OK": "applied", "PARTIAL": "applied with errors"}.get(out.result, "rejected")
+    lines = [
+        f"file: {name}",
+        f"mapping: {variant} (CIM variant)",
+        f"status: {'duplicate of an earlier message, ' if out.duplicate else ''}{status}",
+        f"result: {out.result}",
+        f"message: {out.verb or '?'} {out.noun or '?'}"
+        + (f" MessageID {out.message_id}" if out.message_id else ""),
+    ]
+    lines += [f"{key}: {value}" for key, value in out.counts.items()]
+    lines.append(f"errors: {len(out.errors)}")
+    for e in out.errors:
+        where = f" ({e.xpath})" if e.xpath else ""
+        lines.append(f"  [{e.code}] {e.reason}{where}")
+    return "\n".join(lines) + "\n"

@@ -30,6 +30,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -38,15 +39,23 @@ import paramiko
 from adapters.sftp.inbox import (
     ChecksumLedger,
     FileLedger,
+    Handler,
+    InboxFile,
     InboxWatcher,
+    Outcome,
     StoreLedger,
+    cim_handler,
     import_handler,
 )
 from adapters.sftp.server import AuthEvent, PartnerAccount, SftpServer, SftpServerConfig
 from hub.errors import AmihubError, ConfigurationError
+from hub.messages import InboundMessage
+from hub.messages import Outcome as HubOutcome
+from hub.security import Permission, Principal
 from hub.settings import SftpSettings
 from mappings.importer import apply_file
 from mappings.load import BUILTIN_DIR, Catalog, load_dir
+from mappings.spec import CimVariantSpec
 from mdm.ports import UnitOfWorkFactory
 
 if TYPE_CHECKING:
@@ -102,20 +111,41 @@ class SftpService:
         *,
         default_utility: str,
         name: str = "sftp",
+        process: Callable[[InboundMessage], HubOutcome] | None = None,
     ) -> None:
+        """``process``: the hub pipeline's ``process``, for partners whose mapping is a
+        ``cim-variant`` (their files are CIM messages); required if there is one."""
         self.name = name
         self.settings = settings
         self.uow_factory = uow_factory
         self.accounts = accounts(settings, default_utility)
         self.catalog: Catalog = load_dir(settings.mappings_dir or BUILTIN_DIR)
+        self.cim_partners: set[str] = set()
         for account in self.accounts:
             if account.mapping is not None:
                 try:
-                    self.catalog.specs[account.mapping]
+                    spec = self.catalog.specs[account.mapping]
                 except KeyError:
                     raise ConfigurationError(
                         f"[sftp] partner {account.username}: no mapping named {account.mapping!r}"
                     ) from None
+                if isinstance(spec, CimVariantSpec):
+                    if process is None:
+                        raise ConfigurationError(
+                            f"[sftp] partner {account.username}: CIM variant "
+                            f"{account.mapping!r} needs the hub pipeline"
+                        )
+                    self.cim_partners.add(account.username)
+        self.principals = {
+            p.name: Principal(
+                f"sftp:{p.name}",
+                p.utility or default_utility,
+                frozenset(Permission.parse(x) for x in p.permissions),
+                p.mapping,
+            )
+            for p in settings.partners
+        }
+        self.process = process
         self.server: SftpServer | None = None
         self.watcher: InboxWatcher | None = None
 
@@ -154,10 +184,9 @@ class SftpService:
             if s.ledger == "store"
             else FileLedger(s.state_dir / "checksums.jsonl")
         )
-        run = functools.partial(apply_file, self.uow_factory, catalog=self.catalog)
         self.watcher = InboxWatcher(
             self.accounts,
-            import_handler(run),
+            self.handler(),
             state_dir=s.state_dir,
             ledger=ledger,
             uploads=self.server.uploads,
@@ -166,6 +195,21 @@ class SftpService:
         port = self.server.start()
         self.watcher.start(interval=s.poll_interval)
         log.info("SFTP server on %s:%d for %d partner(s)", s.host, port, len(self.accounts))
+
+    def handler(self) -> Handler:
+        """Mapped files through the importer; CIM files of a variant through the pipeline."""
+        mapped = import_handler(
+            functools.partial(apply_file, self.uow_factory, catalog=self.catalog)
+        )
+        if not self.cim_partners:
+            return mapped
+        assert self.process is not None
+        cim = cim_handler(self.process, lambda partner: self.principals.get(partner.username))
+
+        def handle(item: InboxFile) -> Outcome:
+            return (cim if item.partner.username in self.cim_partners else mapped)(item)
+
+        return handle
 
     @property
     def port(self) -> int:
@@ -180,5 +224,8 @@ class SftpService:
 
 def build(app: App) -> SftpService:
     return SftpService(
-        app.settings.sftp, app.uow_factory, default_utility=app.settings.default_utility
+        app.settings.sftp,
+        app.uow_factory,
+        default_utility=app.settings.default_utility,
+        process=app.pipeline.process,
     )

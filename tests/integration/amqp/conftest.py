@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from adapters.amqp.mapping import MappingImporter
 from adapters.amqp.service import AmqpService
 from hub.bootstrap import App
 from hub.settings import AmqpSettings
@@ -51,10 +52,12 @@ def rabbit(amqp_url: str) -> Iterator[Start]:
     """Starts the AMQP service against RabbitMQ, and a partner on the same names."""
     started: list[tuple[AmqpService, Partner]] = []
 
-    def start(app: App, **overrides: Any) -> tuple[AmqpService, Partner]:
+    def start(
+        app: App, importer: MappingImporter | None = None, **overrides: Any
+    ) -> tuple[AmqpService, Partner]:
         settings = unique_settings(amqp_url, **overrides)
         app.settings = app.settings.model_copy(update={"amqp": settings})
-        service = AmqpService(app)
+        service = AmqpService(app, importer=importer)
         service.start()
         assert service.wait_consuming(15), "the consumer did not connect to RabbitMQ"
         partner = Partner(settings)

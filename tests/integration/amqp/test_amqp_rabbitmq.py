@@ -209,3 +209,26 @@ def test_poison_message_dead_lettered_on_rabbitmq(rabbit: Start, sqlite_app: App
     assert dead.routing_key == "create.MeterReadings"
     [reply] = partner.replies()
     assert result_of(reply.body) == ("FAILED", ["3001"])
+
+
+def test_a_vendor_cim_variant_named_in_the_mapping_header(rabbit: Start, tmp_path: Path) -> None:
+    from hub.mapped import mapping_importer
+    from mappings.load import BUILTIN_DIR, load_dir
+
+    app = make_app(f"sqlite:///{tmp_path}/variant.db")
+    try:
+        add_meters(app, "m-1001")
+        _, partner = rabbit(app, importer=mapping_importer(app.pipeline, load_dir(BUILTIN_DIR)))
+        body = (BUILTIN_DIR / "samples" / "cim-vendor-draft-message.xml").read_bytes()
+        partner.send(body, headers={"amihub-mapping": "cim-vendor-draft"})
+        [reply] = partner.replies()
+        assert result_of(reply.body) == ("OK", [])
+        assert reading_count(app) == 2
+        partner.send(body, headers={"amihub-mapping": "cim-vendor-drafty"})  # a typo
+        [reply] = partner.replies()
+        assert result_of(reply.body) == ("FAILED", ["1012"])
+        assert b"cim-vendor-drafty" in reply.body
+        assert_dead_lettered(partner, app, "1012")
+        assert reading_count(app) == 2
+    finally:
+        app.close()

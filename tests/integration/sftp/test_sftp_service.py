@@ -120,3 +120,83 @@ def test_configuration_errors(tmp_path: Path, sqlite_url: str) -> None:
             SftpService(nokey, app.uow_factory, default_utility="DEMO")
     finally:
         app.close()
+
+
+def test_a_vendor_cim_variant_dropped_over_sftp_is_stored(tmp_path: Path, sqlite_url: str) -> None:
+    # the partner's mapping is a cim-variant: its files are CIM messages in that
+    # vendor's variant, normalised and applied through the hub pipeline
+    app = bootstrap(Settings(database_url=sqlite_url, default_utility="DEMO"), migrate=True)
+    try:
+        with app.uow_factory() as uow:
+            utility = uow.utilities.get("DEMO")
+            assert utility is not None
+            assert utility.id is not None
+            uow.devices.add(utility.id, EndDevice("m-1001", "DEMO", serial_number="SN1001"))
+            uow.commit()
+        key = make_key(tmp_path / "partner_key")
+        settings = SftpSettings(
+            enabled=True,
+            port=0,
+            host_key=tmp_path / "host_key",
+            root=tmp_path / "jails",
+            state_dir=tmp_path / "state",
+            poll_interval=0.05,
+            partners=[
+                SftpPartnerSettings(
+                    name="vendor", authorized_keys=[key.public_line], mapping="cim-vendor-draft"
+                ),
+                SftpPartnerSettings(
+                    name="limited",
+                    authorized_keys=[key.public_line],
+                    mapping="cim-vendor-draft",
+                    permissions=["created:EndDeviceEvents"],
+                ),
+            ],
+        )
+        with pytest.raises(ConfigurationError, match="needs the hub pipeline"):
+            SftpService(settings, app.uow_factory, default_utility="DEMO")
+        service = SftpService(
+            settings, app.uow_factory, default_utility="DEMO", process=app.pipeline.process
+        )
+        service.start()
+        try:
+            host = paramiko.ECDSAKey.from_private_key_file(str(tmp_path / "host_key"))
+            sample = BUILTIN_DIR / "samples" / "cim-vendor-draft-message.xml"
+
+            def drop(user: str, name: str) -> str:
+                client = paramiko.SSHClient()
+                client.get_host_keys().add(f"[127.0.0.1]:{service.port}", host.get_name(), host)
+                client.set_missing_host_key_policy(paramiko.RejectPolicy())
+                client.connect(
+                    "127.0.0.1",
+                    service.port,
+                    username=user,
+                    pkey=paramiko.ECDSAKey.from_private_key_file(str(key.private)),
+                    look_for_keys=False,
+                    allow_agent=False,
+                )
+                with client.open_sftp() as sftp:
+                    sftp.put(str(sample), f"/inbox/{name}.part")
+                    sftp.rename(f"/inbox/{name}.part", f"/inbox/{name}")
+                client.close()
+                result = tmp_path / "jails" / user / "outbox" / f"{name}.result.txt"
+                deadline = time.monotonic() + 20
+                while not result.exists() and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                return result.read_text()
+
+            report = drop("vendor", "readings.xml")
+            assert "status: applied" in report, report
+            assert "mapping: cim-vendor-draft (CIM variant)" in report
+            assert "stored: 2" in report
+            assert list((tmp_path / "jails" / "vendor" / "archive").iterdir())
+            refused = drop("limited", "readings.xml")  # may not send MeterReadings
+            assert "status: rejected" in refused
+            assert "[1010]" in refused
+            assert list((tmp_path / "jails" / "limited" / "error").glob("*readings.xml"))
+        finally:
+            service.stop()
+        with app.uow_factory() as uow:
+            assert uow.readings.count() == 2
+    finally:
+        app.close()
