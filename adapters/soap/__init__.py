@@ -1,4 +1,4 @@
-"""IEC 61968-9 SOAP web services: inbound (spyne thin router on cheroot), outbound (zeep).
+"""IEC 61968-9 SOAP web services: inbound (our WSGI front door on cheroot), outbound (zeep).
 
 Public API::
 
