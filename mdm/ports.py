@@ -14,6 +14,7 @@ from decimal import Decimal
 from types import TracebackType
 from typing import NamedTuple, Protocol, Self
 
+from mdm.groups import EndDeviceGroupRepository
 from mdm.hes_jobs import HeadEndJobRepository
 from mdm.model import (
     DeviceRef,
@@ -241,7 +242,11 @@ class ReadingRepository(Protocol):
 
 
 class EventRepository(Protocol):
-    def add_many(self, utility_id: int, events: Sequence[EndDeviceEvent]) -> int: ...
+    def add_many(self, utility_id: int, events: Sequence[EndDeviceEvent]) -> int:
+        """Store the events; returns how many were inserted. An mRID names one event of
+        the utility: one already stored (or repeated in ``events``) is not stored again."""
+        ...
+
     def add_new(self, utility_id: int, events: Sequence[EndDeviceEvent]) -> list[EndDeviceEvent]:
         """Store the events whose mRID is not stored yet for the utility (and not
         repeated in ``events``); return those. Events without mRID are always new."""
@@ -408,6 +413,7 @@ class UnitOfWork(Protocol):
     audit: AuditRepository
     outbox: OutboxRepository
     hes_jobs: HeadEndJobRepository
+    end_device_groups: EndDeviceGroupRepository
 
     def __enter__(self) -> Self: ...
     def __exit__(

@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy import Connection, and_, bindparam, delete, func, insert, or_, select, update
 from sqlalchemy import exc as sa_exc
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.sql.elements import ColumnElement
 
 from adapters.sql import tables as t
@@ -414,6 +416,11 @@ class SqlEndDeviceRepository(_Repo):
             .where(t.end_device_event.c.device_id == device_id)
             .values(device_id=None)
         )
+        conn.execute(
+            delete(t.end_device_group_member).where(
+                t.end_device_group_member.c.device_id == device_id
+            )
+        )
         result = conn.execute(
             delete(t.end_device).where(
                 t.end_device.c.utility_id == utility_id, t.end_device.c.id == device_id
@@ -559,12 +566,16 @@ class SqlEventRepository(_Repo):
     """End device events. An event of a device the utility does not know is kept
     with ``device_id`` NULL (its mRID is stored) rather than lost."""
 
-    @guarded
-    def add_many(self, utility_id: int, events: Sequence[EndDeviceEvent]) -> int:
+    def _insert(self, utility_id: int, events: Sequence[EndDeviceEvent]) -> list[int]:
+        """Insert; an event whose mRID the utility already stored (index
+        ``uq_end_device_event_utility_id_mrid``) is skipped by the database (ON CONFLICT
+        DO NOTHING), so two processes storing one event insert it once. Returns the
+        positions in ``events`` of the rows inserted."""
         if not events:
-            return 0
+            return []
         d = t.end_device
-        mrids = sorted({e.device_mrid for e in events})
+        e = t.end_device_event
+        mrids = sorted({x.device_mrid for x in events})
         ids: dict[str, int] = {}
         for start in range(0, len(mrids), 500):
             chunk = mrids[start : start + 500]
@@ -572,63 +583,54 @@ class SqlEventRepository(_Repo):
                 select(d.c.id, d.c.mrid).where(d.c.utility_id == utility_id, d.c.mrid.in_(chunk))
             ):
                 ids[row.mrid] = int(row.id)
+        # one row per mRID (the first), so each inserted row names its event
+        first: dict[str, int] = {}
+        keep = [
+            i for i, x in enumerate(events) if x.mrid is None or first.setdefault(x.mrid, i) == i
+        ]
         now = utcnow()
-        self._conn.execute(
-            insert(t.end_device_event),
-            [
-                {
-                    "utility_id": utility_id,
-                    "device_id": ids.get(e.device_mrid),
-                    "device_mrid": e.device_mrid,
-                    "mrid": e.mrid,
-                    "event_type": e.event_type,
-                    "created_at": e.created_at,
-                    "reason": e.reason,
-                    "severity": e.severity,
-                    "details": dict(e.details),
-                    "recorded_at": now,
-                }
-                for e in events
-            ],
+        insert_ = pg_insert if self._conn.dialect.name == "postgresql" else sqlite_insert
+        stmt = (
+            insert_(e)
+            .on_conflict_do_nothing(
+                index_elements=[e.c.utility_id, e.c.mrid], index_where=e.c.mrid.is_not(None)
+            )
+            .returning(e.c.id, e.c.mrid)
         )
-        return len(events)
+        rows = [
+            {
+                "utility_id": utility_id,
+                "device_id": ids.get(x.device_mrid),
+                "device_mrid": x.device_mrid,
+                "mrid": x.mrid,
+                "event_type": x.event_type,
+                "created_at": x.created_at,
+                "reason": x.reason,
+                "severity": x.severity,
+                "details": dict(x.details),
+                "recorded_at": now,
+            }
+            for x in (events[i] for i in keep)
+        ]
+        inserted: set[str] = set()
+        for start in range(0, len(rows), 1_000):
+            for row in self._conn.execute(stmt, rows[start : start + 1_000]):
+                if row.mrid is not None:
+                    inserted.add(str(row.mrid))
+        return [i for i in keep if events[i].mrid is None or events[i].mrid in inserted]
+
+    @guarded
+    def add_many(self, utility_id: int, events: Sequence[EndDeviceEvent]) -> int:
+        """Store the events; returns how many were inserted (an mRID the utility already
+        stored, or repeated in ``events``, is not inserted again)."""
+        return len(self._insert(utility_id, events))
 
     @guarded
     def add_new(self, utility_id: int, events: Sequence[EndDeviceEvent]) -> list[EndDeviceEvent]:
-        """Only the events not stored yet (by mRID). The probe is bounded by the batch's
-        instants (index ``utility_id, created_at``): an event's mRID is derived from its
-        instant, so a stored twin has the same created_at."""
-        if not events:
-            return []
-        e = t.end_device_event
-        with_id = [x for x in events if x.mrid]
-        stored: set[str] = set()
-        if with_id:
-            lo = min(x.created_at for x in with_id)
-            hi = max(x.created_at for x in with_id)
-            mrids = sorted({x.mrid for x in with_id if x.mrid})
-            for start in range(0, len(mrids), 500):
-                chunk = mrids[start : start + 500]
-                stored.update(
-                    str(row.mrid)
-                    for row in self._conn.execute(
-                        select(e.c.mrid).where(
-                            e.c.utility_id == utility_id,
-                            e.c.created_at >= lo,
-                            e.c.created_at <= hi,
-                            e.c.mrid.in_(chunk),
-                        )
-                    )
-                )
-        new: list[EndDeviceEvent] = []
-        for x in events:
-            if x.mrid:
-                if x.mrid in stored:
-                    continue
-                stored.add(x.mrid)
-            new.append(x)
-        self.add_many(utility_id, new)
-        return new
+        """Only the events not stored yet (by mRID), decided by the unique index in the
+        insert itself: of two processes storing the same event, one inserts it and the
+        other gets nothing back (it waits for the first one's transaction on PostgreSQL)."""
+        return [events[i] for i in self._insert(utility_id, events)]
 
     @guarded
     def query(

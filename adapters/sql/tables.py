@@ -159,6 +159,16 @@ end_device_event = Table(
     Index(None, "device_id", "created_at"),
     Index(None, "utility_id", "created_at"),
 )
+# An event's mRID names one event of the utility: two processes storing the same event
+# insert it once (EventRepository.add_new: INSERT ... ON CONFLICT DO NOTHING).
+Index(
+    "uq_end_device_event_utility_id_mrid",
+    end_device_event.c.utility_id,
+    end_device_event.c.mrid,
+    unique=True,
+    postgresql_where=end_device_event.c.mrid.is_not(None),
+    sqlite_where=end_device_event.c.mrid.is_not(None),
+)
 
 message_log = Table(
     "message_log",
@@ -282,4 +292,37 @@ hes_job = Table(
     Column("finished_at", UTCDateTime()),
     UniqueConstraint("utility_id", "kind", "mrid"),
     Index(None, "state", "due_at"),
+)
+
+# End device groups (mdm/groups.py): named groups of meters, targets of jobs.
+end_device_group = Table(
+    "end_device_group",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("utility_id", Id, ForeignKey("utility.id"), nullable=False),
+    Column("mrid", String(100), nullable=False),
+    Column("name", String(200), nullable=False),
+    Column("description", Text),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("updated_at", UTCDateTime(), nullable=False),
+    Column("closed_at", UTCDateTime()),
+    UniqueConstraint("utility_id", "mrid"),
+)
+# Names/name resolves to one group: a name is unique among the utility's open groups.
+Index(
+    "uq_end_device_group_open_name",
+    end_device_group.c.utility_id,
+    end_device_group.c.name,
+    unique=True,
+    postgresql_where=end_device_group.c.closed_at.is_(None),
+    sqlite_where=end_device_group.c.closed_at.is_(None),
+)
+
+end_device_group_member = Table(
+    "end_device_group_member",
+    metadata,
+    Column("group_id", Id, ForeignKey("end_device_group.id"), primary_key=True),
+    Column("device_id", Id, ForeignKey("end_device.id"), primary_key=True),
+    Column("added_at", UTCDateTime(), nullable=False),
+    Index(None, "device_id"),
 )

@@ -8,6 +8,7 @@ from typing import Self
 from sqlalchemy import Connection, Engine
 
 from adapters.sql.errors import guard
+from adapters.sql.groups import SqlEndDeviceGroupRepository
 from adapters.sql.hes_jobs import SqlHeadEndJobRepository
 from adapters.sql.outbox import SqlOutboxRepository
 from adapters.sql.readings import DEFAULT_BATCH_SIZE, SqlReadingRepository
@@ -21,6 +22,7 @@ from adapters.sql.registry import (
     SqlUsagePointRepository,
     SqlUtilityRepository,
 )
+from mdm.groups import EndDeviceGroupRepository
 from mdm.hes_jobs import HeadEndJobRepository
 from mdm.ports import (
     AuditRepository,
@@ -60,6 +62,7 @@ class SqlUnitOfWork:
         self.audit: AuditRepository = SqlAuditRepository(self)
         self.outbox: OutboxRepository = SqlOutboxRepository(self)
         self.hes_jobs: HeadEndJobRepository = SqlHeadEndJobRepository(self)
+        self.end_device_groups: EndDeviceGroupRepository = SqlEndDeviceGroupRepository(self)
 
     def next_staging_number(self) -> int:
         """Temp table names are unique within a unit of work and reused across them
