@@ -20,8 +20,10 @@ push setups capture identification, time and then registers or an event:
 
 Stored by :class:`MdmPushSink`: registers as readings, events as EndDeviceEvents
 (hes.meter_events: CIM codes, stable mRIDs), refused pushes as security
-EndDeviceEvents; new events are published through the outbox in the same
-transaction when a publisher is given.
+EndDeviceEvents, a batch of pushes in one transaction; with a publisher, the new
+events and the readings newly stored or changed are published through the outbox in
+that transaction. ``amihub serve`` runs the listener with ``[hes.push]``
+(adapters/dlms/push_service.py).
 """
 
 from __future__ import annotations
