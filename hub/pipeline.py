@@ -236,10 +236,18 @@ class Pipeline:
                     )
                 )
                 uow.commit()
-        except Exception as exc:
+        except AmihubError as exc:  # a refusal or a store failure: the full path records it
             spool.close()
             log.info(
                 "get %s %s: %s; processed by the full path", header.noun, header.message_id, exc
+            )
+            return None
+        except Exception:  # a bug on the read path: say so, and answer on the full path
+            spool.close()
+            log.exception(
+                "get %s %s failed on the read path; processed by the full path",
+                header.noun,
+                header.message_id,
             )
             return None
         outcome = Outcome(

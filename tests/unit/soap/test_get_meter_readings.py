@@ -350,3 +350,26 @@ def test_a_large_reply_comes_back_in_chunks_when_the_adapter_streams(loaded: App
     assert whole.reply_chunks is None
     assert len(stamps(reply_tree(data))) == 384
     assert stamps(reply_tree(data)) == stamps(reply_tree(whole.reply))
+
+
+def test_a_failure_on_the_read_path_is_answered_by_the_full_path(
+    loaded: App, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Nothing of the read path is kept when it fails midway (its transaction rolls
+    back); the general path answers the same get with its own bookkeeping."""
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("broken writer")
+
+    monkeypatch.setattr(GetMeterReadingsRoute, "write_reply", broken)
+    body = get_request(devices=by_mrid("MTR-1"), schedule=(START, START + DAY), message_id="g-3")
+    outcome = MemoryAdapter(loaded.pipeline).request(body, source="cis")
+    assert outcome.result == "OK"
+    assert len(stamps(reply_tree(outcome.reply))) == 96
+    assert "failed on the read path" in caplog.text
+    with loaded.uow_factory() as uow:
+        row = uow.messages.find("cis", "g-3")
+        assert row is not None
+        steps = [s for s, _, _ in uow.messages.lifecycle(row.id)]
+    assert row.id == outcome.message_log_id
+    assert steps == ["received", "validated", "dispatched", "replied"]
