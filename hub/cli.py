@@ -261,7 +261,7 @@ def _import_mapped(
 
             command = ImportFile(path, mapping, utility or settings.default_utility, source)
             result: Any
-            if getattr(catalog.specs.get(mapping), "kind", None) == "csv-events":
+            if getattr(catalog.specs.get(mapping), "kind", None) in ("csv-events", "xml-events"):
                 result = apply_file(app.uow_factory, command, catalog)
             else:
                 result = import_file(app.uow_factory, command, catalog, progress=advance)

@@ -49,12 +49,13 @@ from mappings.rows import (
     UNKNOWN_METER,
     UNKNOWN_USAGE_POINT,
     Batch,
+    EventBatch,
     LineError,
     MeterKey,
     SourceRow,
 )
-from mappings.spec import CodeTable, CsvEventsSpec, CsvSpec, XmlSpec
-from mappings.xml_reader import read_xml
+from mappings.spec import CodeTable, CsvEventsSpec, CsvSpec, XmlEventsSpec, XmlSpec
+from mappings.xml_reader import read_xml, read_xml_events
 from mdm.model import DeviceRef, EndDeviceEvent, IngestStats
 from mdm.ports import (
     DirectReadingWriter,
@@ -606,9 +607,21 @@ class EventImportResult:
         return "\n".join(lines) + "\n"
 
 
+def read_events(
+    spec: CsvEventsSpec | XmlEventsSpec,
+    source: IO[bytes],
+    tables: Mapping[str, CodeTable],
+    batch_size: int,
+) -> Iterator[EventBatch]:
+    """The streaming event reader for the spec's kind (``csv-events`` / ``xml-events``)."""
+    if isinstance(spec, CsvEventsSpec):
+        return read_csv_events(spec, source, tables=tables, batch_size=batch_size)
+    return read_xml_events(spec, source, tables=tables, batch_size=batch_size)
+
+
 def import_events_stream(
     uow: UnitOfWork,
-    spec: CsvEventsSpec,
+    spec: CsvEventsSpec | XmlEventsSpec,
     source: IO[bytes],
     *,
     utility: str,
@@ -626,7 +639,7 @@ def import_events_stream(
     errors: list[LineError] = []
     error_count = lines = events = stored = skipped = 0
     skip_unknown = spec.policy.unknown_meters == "skip"
-    for batch in read_csv_events(spec, source, tables=tables, batch_size=batch_size):
+    for batch in read_events(spec, source, tables, batch_size):
         lines += batch.lines
         events += len(batch.rows)
         if batch.errors:
@@ -687,9 +700,10 @@ def apply_file(
     *,
     max_errors: int = DEFAULT_MAX_ERRORS,
 ) -> ImportResult | EventImportResult:
-    """Apply a file with its mapping, readings (``csv``/``xml``) or events (``csv-events``)."""
+    """Apply a file with its mapping: readings (``csv``/``xml``) or end device events
+    (``csv-events``/``xml-events``)."""
     spec = catalog.specs.get(command.mapping)
-    if not isinstance(spec, CsvEventsSpec):
+    if not isinstance(spec, CsvEventsSpec | XmlEventsSpec):
         return import_file(uow_factory, command, catalog, max_errors=max_errors)
     with command.path.open("rb") as source, uow_factory() as uow:
         result = import_events_stream(

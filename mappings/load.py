@@ -31,12 +31,21 @@ from mappings.spec import (
     ExportCsvSpec,
     ExportXmlSpec,
     Loc,
+    XmlEventsSpec,
     XmlSpec,
 )
 
 BUILTIN_DIR = Path(__file__).parent / "specs"
 
-Spec = CsvSpec | CsvEventsSpec | XmlSpec | ExportCsvSpec | ExportXmlSpec | CimVariantSpec
+Spec = (
+    CsvSpec
+    | CsvEventsSpec
+    | XmlSpec
+    | XmlEventsSpec
+    | ExportCsvSpec
+    | ExportXmlSpec
+    | CimVariantSpec
+)
 
 _ADAPTER: TypeAdapter[Spec | CodeTable] = TypeAdapter(AnySpec)
 
@@ -267,9 +276,9 @@ class Catalog:
             raise ConfigurationError(f"no inbound mapping named {name!r}")
         return spec
 
-    def events(self, name: str) -> CsvEventsSpec:
+    def events(self, name: str) -> CsvEventsSpec | XmlEventsSpec:
         spec = self.specs.get(name)
-        if not isinstance(spec, CsvEventsSpec):
+        if not isinstance(spec, CsvEventsSpec | XmlEventsSpec):
             raise ConfigurationError(f"no event mapping named {name!r}")
         return spec
 

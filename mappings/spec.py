@@ -520,17 +520,7 @@ class CsvEventsSpec(_Model):
         )
         if self.meter.by == "usage_point":
             out.append((("meter", "by"), "events belong to devices: by serial, mrid or name"))
-        if self.event.table is not None and tables is not None:
-            table = tables.get(self.event.table)
-            if table is None:
-                out.append((("event", "table"), f"no code table named {self.event.table!r}"))
-            elif table.values != "end-device-event-type":
-                out.append(
-                    (
-                        ("event", "table"),
-                        f"code table {self.event.table!r} does not give EndDeviceEventTypes",
-                    )
-                )
+        out += _event_table_problems(self.event.table, tables)
         return out
 
 
@@ -629,6 +619,70 @@ class XmlSpec(_Model):
         if self.quality:
             out += _quality_problems(self.quality, ("quality",))
         return out
+
+
+class XmlEvent(_Model):
+    """The event fields of an ``xml-events`` record (XPaths relative to the record)."""
+
+    #: XPath of the event code.
+    xpath: str
+    #: Code table (values end-device-event-type) translating vendor codes; without it
+    #: the field holds EndDeviceEventType codes (type.domain.subDomain.eventOrAction).
+    table: str | None = None
+    reason_xpath: str | None = None
+    severity_xpath: str | None = None
+
+
+class XmlEventsSpec(_Model):
+    """Inbound custom XML of end device events (a vendor's event log), one per record."""
+
+    kind: Literal["xml-events"]
+    name: str = Field(min_length=1)
+    description: str = ""
+    xml: XmlLayout
+    meter: XmlMeter
+    timestamp: XmlTimestamp
+    event: XmlEvent
+    policy: Policy = Policy()
+
+    def xpaths(self) -> list[tuple[Loc, str]]:
+        out: list[tuple[Loc, str]] = [
+            (("meter", "xpath"), self.meter.xpath),
+            (("timestamp", "xpath"), self.timestamp.xpath),
+            (("event", "xpath"), self.event.xpath),
+        ]
+        for loc, expr in (
+            (("timestamp", "dst_xpath"), self.timestamp.dst_xpath),
+            (("event", "reason_xpath"), self.event.reason_xpath),
+            (("event", "severity_xpath"), self.event.severity_xpath),
+        ):
+            if expr:
+                out.append((loc, expr))
+        return out
+
+    def cross_check(self, tables: dict[str, CodeTable] | None = None) -> list[Problem]:
+        out: list[Problem] = []
+        prefix, sep, _ = self.xml.record.rpartition(":")
+        if sep and prefix not in self.xml.namespaces:
+            out.append((("xml", "record"), f"prefix {prefix!r} is not in xml.namespaces"))
+        for loc, expr in self.xpaths():
+            out += xpath_problem(loc, expr, self.xml.namespaces)
+        out += _rules_problems(self.timestamp, ("timestamp",), self.timestamp.dst_xpath is not None)
+        if self.meter.by == "usage_point":
+            out.append((("meter", "by"), "events belong to devices: by serial, mrid or name"))
+        out += _event_table_problems(self.event.table, tables)
+        return out
+
+
+def _event_table_problems(name: str | None, tables: dict[str, CodeTable] | None) -> list[Problem]:
+    if name is None or tables is None:
+        return []
+    table = tables.get(name)
+    if table is None:
+        return [(("event", "table"), f"no code table named {name!r}")]
+    if table.values != "end-device-event-type":
+        return [(("event", "table"), f"code table {name!r} does not give EndDeviceEventTypes")]
+    return []
 
 
 # --------------------------------------------------------------------------- outbound exports
@@ -814,9 +868,26 @@ class CimVariantSpec(_Model):
 
 
 InboundSpec = CsvSpec | XmlSpec
+EventsSpec = CsvEventsSpec | XmlEventsSpec
 ExportSpec = ExportCsvSpec | ExportXmlSpec
 AnySpec = Annotated[
-    CsvSpec | CsvEventsSpec | XmlSpec | ExportCsvSpec | ExportXmlSpec | CimVariantSpec | CodeTable,
+    CsvSpec
+    | CsvEventsSpec
+    | XmlSpec
+    | XmlEventsSpec
+    | ExportCsvSpec
+    | ExportXmlSpec
+    | CimVariantSpec
+    | CodeTable,
     Field(discriminator="kind"),
 ]
-KINDS = ("csv", "csv-events", "xml", "export-csv", "export-xml", "cim-variant", "code-table")
+KINDS = (
+    "csv",
+    "csv-events",
+    "xml",
+    "xml-events",
+    "export-csv",
+    "export-xml",
+    "cim-variant",
+    "code-table",
+)

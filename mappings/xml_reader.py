@@ -1,4 +1,5 @@
-"""Stream a custom XML file through an :class:`~mappings.spec.XmlSpec` into batches.
+"""Stream a custom XML file through an :class:`~mappings.spec.XmlSpec` (readings) or an
+:class:`~mappings.spec.XmlEventsSpec` (end device events) into batches.
 
 The file goes through the hardened parser of :mod:`cim_schemas.xml` (no DTD, no
 entities, size limit while reading). Each record element is read with the
@@ -21,6 +22,9 @@ from mappings.rows import (
     BAD_FIELD,
     BAD_VALUE,
     Batch,
+    EventBatch,
+    EventRow,
+    EventTypeResolver,
     FieldError,
     FileRejected,
     LineError,
@@ -31,7 +35,7 @@ from mappings.rows import (
     TimeResolver,
     UnitResolver,
 )
-from mappings.spec import CodeTable, XmlSpec
+from mappings.spec import CodeTable, XmlEventsSpec, XmlLayout, XmlSpec
 
 DEFAULT_BATCH = 5000
 _DONE = "{urn:amihub:mappings:internal}done"
@@ -147,6 +151,30 @@ class _Fields:
             batch.rows.append(SourceRow(number, meter, rt, ts, value, quality))
 
 
+def _records(layout: XmlLayout, source: IO[bytes]) -> Iterator[etree._Element]:
+    """Each record element when it ends; cleared (with what held it) once the caller
+    asks for the next one. Raise FileRejected if the file has none."""
+    record_tag = layout.record_tag()
+    reader = LimitedReader(source, layout.max_bytes)
+    found = False
+    for event, element in iterparse(cast(IO[bytes], reader)):
+        if event != "end":
+            continue
+        if element.tag == record_tag:
+            found = True
+            yield element
+            element.clear()
+            element.set(_DONE, "1")
+            _drop_done_siblings(element)
+        elif any(child.get(_DONE) is not None for child in element):
+            # an element that held records: done with it and its other children
+            element.clear()
+            element.set(_DONE, "1")
+            _drop_done_siblings(element)
+    if not found:
+        raise FileRejected(f"no {layout.record} records in the file")
+
+
 def read_xml(
     spec: XmlSpec,
     source: IO[bytes],
@@ -155,30 +183,96 @@ def read_xml(
     batch_size: int = DEFAULT_BATCH,
 ) -> Iterator[Batch]:
     """Yield batches; raise NotWellFormed / ForbiddenXml / InputTooLarge / FileRejected."""
-    record_tag = spec.xml.record_tag()
     fields = _Fields(spec, tables)
-    reader = LimitedReader(source, spec.xml.max_bytes)
     batch = Batch()
-    number = 0
-    for event, element in iterparse(cast(IO[bytes], reader)):
-        if event != "end":
-            continue
-        if element.tag == record_tag:
-            number += 1
-            batch.lines += 1
-            fields.read(element, number, batch)
-            element.clear()
-            element.set(_DONE, "1")
-            _drop_done_siblings(element)
-            if len(batch.rows) >= batch_size or len(batch.errors) >= batch_size:
-                yield batch
-                batch = Batch()
-        elif any(child.get(_DONE) is not None for child in element):
-            # an element that held records: done with it and its other children
-            element.clear()
-            element.set(_DONE, "1")
-            _drop_done_siblings(element)
-    if number == 0:
-        raise FileRejected(f"no {spec.xml.record} records in the file")
+    for number, element in enumerate(_records(spec.xml, source), 1):
+        batch.lines += 1
+        fields.read(element, number, batch)
+        if len(batch.rows) >= batch_size or len(batch.errors) >= batch_size:
+            yield batch
+            batch = Batch()
+    if batch.rows or batch.errors or batch.lines:
+        yield batch
+
+
+class _EventFields:
+    """The fields of one ``xml-events`` record: meter, time (DST as for readings), the
+    vendor's event code through the code table, reason and severity."""
+
+    def __init__(self, spec: XmlEventsSpec, tables: Mapping[str, CodeTable]) -> None:
+        ns = spec.xml.namespaces
+
+        def xp(expr: str | None) -> etree.XPath | None:
+            return etree.XPath(expr, namespaces=ns) if expr else None
+
+        self.meter = xp(spec.meter.xpath)
+        self.ts = xp(spec.timestamp.xpath)
+        self.dst = xp(spec.timestamp.dst_xpath)
+        self.code = xp(spec.event.xpath)
+        self.reason = xp(spec.event.reason_xpath)
+        self.severity = xp(spec.event.severity_xpath)
+        self.meter_key = MeterKeys(spec.meter)
+        self.event_type = EventTypeResolver(tables[spec.event.table] if spec.event.table else None)
+        self.time = TimeResolver(spec.timestamp)
+
+    def read(self, record: etree._Element, number: int, batch: EventBatch) -> None:
+        errors = batch.errors
+        n_err = len(errors)
+        line = record.sourceline if isinstance(record.sourceline, int) else None
+
+        def get(name: str, path: etree.XPath | None) -> str | None:
+            if path is None:
+                return None
+            try:
+                return _text(path(record))
+            except etree.XPathError as exc:
+                errors.append(LineError(number, name, BAD_FIELD, f"XPath failed: {exc}", line))
+                return None
+
+        def optional(name: str, path: etree.XPath | None) -> str | None:
+            return (get(name, path) or "").strip() or None
+
+        meter = event = ts = None
+        try:
+            meter = self.meter_key(get("meter", self.meter))
+        except FieldError as e:
+            errors.append(LineError(number, "meter", e.code, e.message, line))
+        try:
+            event = self.event_type(get("event", self.code))
+        except FieldError as e:
+            errors.append(LineError(number, "event", e.code, e.message, line))
+        if meter is not None and event is not None:
+            try:  # per meter and event type, as the CSV event logs
+                ts = self.time.instant(
+                    get("timestamp", self.ts) or "",
+                    meter=meter,
+                    reading_type=event,
+                    flag=get("dst", self.dst),
+                )
+            except FieldError as e:
+                errors.append(LineError(number, "timestamp", e.code, e.message, line))
+        reason = optional("reason", self.reason)
+        severity = optional("severity", self.severity)
+        if len(errors) == n_err and meter is not None and event is not None and ts is not None:
+            batch.rows.append(EventRow(number, meter, event, ts, reason, severity))
+
+
+def read_xml_events(
+    spec: XmlEventsSpec,
+    source: IO[bytes],
+    *,
+    tables: Mapping[str, CodeTable],
+    batch_size: int = DEFAULT_BATCH,
+) -> Iterator[EventBatch]:
+    """Yield batches of end device events and per-record errors (an ``xml-events`` file);
+    raise NotWellFormed / ForbiddenXml / InputTooLarge / FileRejected."""
+    fields = _EventFields(spec, tables)
+    batch = EventBatch()
+    for number, element in enumerate(_records(spec.xml, source), 1):
+        batch.lines += 1
+        fields.read(element, number, batch)
+        if len(batch.rows) >= batch_size or len(batch.errors) >= batch_size:
+            yield batch
+            batch = EventBatch()
     if batch.rows or batch.errors or batch.lines:
         yield batch

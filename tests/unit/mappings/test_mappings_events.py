@@ -111,3 +111,114 @@ def test_events_spec_checks(tmp_path: Path) -> None:
     with pytest.raises(SpecError) as info:
         load_spec(path)
     assert {p.key for p in info.value.problems} == {"event.table", "meter.by"}
+
+
+# --------------------------------------------------------------------------- xml-events
+
+XML_HEAD = '<?xml version="1.0"?>\n<ev:EventLog xmlns:ev="urn:example:acme:events:1">\n'
+
+
+def test_xml_sample_applies_with_dst_flags(store: SqlUnitOfWorkFactory, catalog: Catalog) -> None:
+    result = apply_file(
+        store, ImportFile(SAMPLES / "vendor-events.xml", "vendor-events-xml", "DEMO"), catalog
+    )
+    assert isinstance(result, EventImportResult)
+    assert result.applied, result.report()
+    assert (result.lines, result.events, result.stored) == (4, 4, 4)
+    with store() as uow:
+        events = {
+            (e.device_mrid, e.event_type, e.created_at, e.reason, e.severity)
+            for e in uow.events.query(1, None, None, None)
+        }
+    assert events == {
+        # the repeated autumn hour told apart by the DST flag
+        ("m-1001", "3.26.0.85", datetime(2026, 10, 25, 0, 30, tzinfo=UTC), "Netzausfall", "major"),
+        (
+            "m-1001",
+            "26.26.0.216",
+            datetime(2026, 10, 25, 1, 10, tzinfo=UTC),
+            "Netz wieder da",
+            None,
+        ),
+        ("m-1001", "0.31.26.68", datetime(2026, 11, 24, 7, 0, tzinfo=UTC), None, None),
+        (
+            "m-1002",
+            "3.12.29.212",
+            datetime(2026, 11, 24, 8, 0, tzinfo=UTC),
+            "Klemmendeckel offen",
+            "critical",
+        ),
+    }
+
+
+def test_xml_bad_records_are_named_and_nothing_is_stored(
+    store: SqlUnitOfWorkFactory, catalog: Catalog, tmp_path: Path
+) -> None:
+    path = tmp_path / "events.xml"
+    path.write_text(
+        XML_HEAD
+        + '<ev:Device serial="SN1001">\n'
+        + '<ev:Event code="PF" time="2026-11-24T03:12:45" dst="W"/>\n'
+        + '<ev:Event code="XX" time="2026-11-24T03:14:02" dst="W"/>\n'  # record 2, line 5
+        + '<ev:Event code="PR" time="2026-03-29T02:30:00" dst="S"/>\n'  # spring gap, line 6
+        + '<ev:Event code="PR" time="2026-07-01T12:00:00" dst="W"/>\n'  # flag vs zone, line 7
+        + "</ev:Device>\n</ev:EventLog>\n",
+        encoding="utf-8",
+    )
+    result = apply_file(store, ImportFile(path, "vendor-events-xml", "DEMO"), catalog)
+    assert not result.applied
+    report = result.report()
+    assert "record 2 (line 5), event: event code 'XX' is not in code table 'vendor-events'" in (
+        report
+    )
+    assert "record 3 (line 6), timestamp: 2026-03-29 02:30 does not exist in Europe/Berlin" in (
+        report
+    )
+    assert "record 4 (line 7), timestamp: DST flag says winter time" in report
+    assert "errors: 3" in report
+    assert stored_events(store) == []
+
+
+def test_xml_events_unknown_meter_and_not_well_formed(
+    store: SqlUnitOfWorkFactory, catalog: Catalog, tmp_path: Path
+) -> None:
+    from hub.errors import NotWellFormed
+
+    path = tmp_path / "unknown.xml"
+    path.write_text(
+        XML_HEAD
+        + '<ev:Device serial="SN9999"><ev:Event code="PF" time="2026-11-24T03:00:00" dst="W"/>'
+        + "</ev:Device></ev:EventLog>\n",
+        encoding="utf-8",
+    )
+    result = apply_file(store, ImportFile(path, "vendor-events-xml", "DEMO"), catalog)
+    assert not result.applied
+    assert "[2001]" in result.report()
+    assert stored_events(store) == []
+    broken = tmp_path / "broken.xml"
+    broken.write_text(XML_HEAD + '<ev:Device serial="SN1001"><ev:Event', encoding="utf-8")
+    with pytest.raises(NotWellFormed):
+        apply_file(store, ImportFile(broken, "vendor-events-xml", "DEMO"), catalog)
+    assert stored_events(store) == []
+
+
+def test_xml_events_spec_checks(tmp_path: Path) -> None:
+    text = (BUILTIN_DIR / "vendor-events-xml.toml").read_text(encoding="utf-8")
+    bad = tmp_path / "bad.toml"
+    bad.write_text(
+        text.replace('xpath = "@code"', 'xpath = "@code]["')
+        .replace('table = "vendor-events"', 'table = "nope"')
+        .replace('by = "serial"', 'by = "usage_point"'),
+        encoding="utf-8",
+    )
+    with pytest.raises(SpecError) as caught:
+        load_dir(tmp_path)
+    text_of = "\n".join(str(p) for p in caught.value.problems)
+    assert "event.xpath: bad XPath '@code]['" in text_of
+    assert "event.table: no code table named 'nope'" in text_of
+    assert "meter.by: events belong to devices" in text_of
+    typo = tmp_path / "typo.toml"
+    bad.unlink()
+    typo.write_text(text.replace("reason_xpath", "reason_xpth"), encoding="utf-8")
+    with pytest.raises(SpecError, match="reason_xpth"):
+        load_spec(typo)
