@@ -444,7 +444,10 @@ def import_stream(
     if found is None or found.id is None:
         raise ConfigurationError(f"unknown utility {utility!r}")
     resolver = _Resolver(uow, found.id)
-    writer = uow.readings.direct_writer(found.id) if direct else None
+    # usage points are resolved through the unit of work while the file is read: then
+    # the writer must not write beside those queries on the same connection
+    background = spec.meter.by != "usage_point"
+    writer = uow.readings.direct_writer(found.id, background=background) if direct else None
     feed = _DirectFeed(writer, resolver.by_item) if writer is not None else None
     staging = uow.readings.staging() if feed is None else None
     errors: list[LineError] = []

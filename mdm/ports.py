@@ -191,8 +191,13 @@ class InstallationRepository(Protocol):
 class ReadingRepository(Protocol):
     def staging(self) -> ReadingStaging: ...
 
-    def direct_writer(self, utility_id: int) -> DirectReadingWriter | None:
-        """The optimistic bulk path, where the store has one (else None)."""
+    def direct_writer(
+        self, utility_id: int, *, background: bool = True
+    ) -> DirectReadingWriter | None:
+        """The optimistic bulk path, where the store has one (else None).
+        ``background``: batches are written in a thread of the writer while the caller
+        reads on; False when the caller uses the unit of work meanwhile (the writer
+        then writes each batch before ``add`` returns)."""
         ...
 
     def reading_type_id(self, code: str) -> int:

@@ -85,7 +85,13 @@ class _Batch:
 
 class SqlDirectReadingWriter:
     def __init__(
-        self, uow: SqlUnitOfWork, repo: SqlReadingRepository, utility_id: int, batch_rows: int
+        self,
+        uow: SqlUnitOfWork,
+        repo: SqlReadingRepository,
+        utility_id: int,
+        batch_rows: int,
+        *,
+        background: bool = True,
     ) -> None:
         from adapters.sql.registry import utcnow
 
@@ -107,6 +113,9 @@ class SqlDirectReadingWriter:
         self._worker: threading.Thread | None = None
         self._failure: BaseException | None = None
         self._aborted = False
+        #: False: the caller queries the unit of work between batches (usage points):
+        #: each batch is written in the caller's thread, never beside its queries
+        self._background = background
 
     @property
     def _raw(self) -> Any:
@@ -155,6 +164,9 @@ class SqlDirectReadingWriter:
         blocks, meters = self._blocks, self._meters
         self._blocks, self._meters, self._pending = [], {}, 0
         if not blocks and not meters:
+            return
+        if not self._background:
+            self._write(blocks, meters)
             return
         if self._worker is None:
             self._worker = threading.Thread(target=self._work, name="direct-writer", daemon=True)

@@ -566,13 +566,17 @@ class SqlReadingRepository:
     def staging(self) -> SqlReadingStaging:
         return SqlReadingStaging(self._uow, self, self.batch_size)
 
-    def direct_writer(self, utility_id: int) -> SqlDirectReadingWriter | None:
+    def direct_writer(
+        self, utility_id: int, *, background: bool = True
+    ) -> SqlDirectReadingWriter | None:
         """The optimistic COPY-into-``reading`` path (adapters/sql/direct.py); PostgreSQL."""
         if self._conn.dialect.name != "postgresql":
             return None
         from adapters.sql.direct import SqlDirectReadingWriter
 
-        return SqlDirectReadingWriter(self._uow, self, utility_id, self.batch_size)
+        return SqlDirectReadingWriter(
+            self._uow, self, utility_id, self.batch_size, background=background
+        )
 
     @guarded
     def reading_type_id(self, code: str) -> int:
