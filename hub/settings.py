@@ -20,6 +20,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from hub.read_schedule_settings import ReadSchedules
 from hub.security import UserSettings
 
 DEFAULT_CONFIG_FILE = "amihub.toml"
@@ -290,6 +291,9 @@ class HesSettings(BaseModel):
     job_attempts: int = Field(default=3, gt=0)
     #: seconds a submitter waits for the replies of its jobs
     job_timeout: float = Field(default=300.0, gt=0)
+    #: ``[[hes.read_schedules]]``: standing reads kept in the job table by the scheduler
+    #: service (hub/read_schedule_settings.py, adapters/dlms/configured_schedules.py)
+    read_schedules: ReadSchedules = Field(default_factory=list)
     #: the push listener (``[hes.push]``)
     push: HesPushSettings = HesPushSettings()
 

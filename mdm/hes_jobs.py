@@ -37,6 +37,9 @@ PARTIAL: Final = "partial"
 FAILED: Final = "failed"
 FINISHED: Final = "finished"
 CANCELLED: Final = "cancelled"
+#: ``spec["source"]`` of a read schedule written from ``[[hes.read_schedules]]`` (the
+#: configuration owns it: changed or cancelled when the file changes, not through CIM)
+CONFIGURED: Final = "configuration"
 #: waiting for their due time (claimable once due)
 WAITING: Final = frozenset({SCHEDULED, ACTIVE})
 #: states a cancel may leave, per kind
@@ -131,6 +134,13 @@ class HeadEndJobRepository(Protocol):
         """running -> ``state`` (a read schedule's next run: ``active`` with ``due_at``);
         with ``owner``, only while that owner holds the lease. False: not running (or not
         ours): nothing changed."""
+        ...
+
+    def redefine(self, job: HeadEndJob, *, expected: datetime, at: datetime) -> bool:
+        """A read schedule's new definition: the row ``job.id`` takes ``job``'s state,
+        spec, targets, timing and ``due_at``, with runs and attempts at 0 and no lease (a
+        run in progress completes, but its scheduler records nothing), if it was last
+        changed at ``expected`` (its ``updated_at``); False: changed since, nothing done."""
         ...
 
     def release(self, job_id: int, owner: str, error: str, retry_at: datetime) -> bool:

@@ -35,12 +35,13 @@ class AmqpEngineReads:
         *,
         utility_code: str,
         types: frozenset[str] | None,
+        events: bool = True,
     ) -> StoredReads:
         # connections of this call only: a route holds no broker connection between requests
         dispatcher = JobDispatcher(self.hes, self.amqp, name="hes-reads")
         try:
             replies = dispatcher.read(
-                devices, start, end, events=True, utility=utility_code, types=types
+                devices, start, end, events=events, utility=utility_code, types=types
             )
         except (TimeoutError, OSError, OperationalError) as exc:
             raise TransportUnavailable(f"head-end engines: {exc}") from exc

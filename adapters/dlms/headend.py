@@ -35,6 +35,7 @@ from pathlib import Path
 
 from adapters.dlms.directory import MeterDirectory
 from adapters.dlms.parameters import command_parameters
+from adapters.dlms.read_targets import ConfiguredTargets
 from adapters.dlms.runners import AmqpRunner, InProcessRunner, JobRunner, failed_report
 from adapters.dlms.scheduler import JobRecorder, JobScheduler
 from adapters.dlms.sessions import one_at_a_time
@@ -126,6 +127,7 @@ class DlmsHeadEnd:
             clock=lambda: self.clock(),
             lease_seconds=lease_seconds,
             max_attempts=max_attempts,
+            targets=ConfiguredTargets(self.addressable),  # configured schedules: at each run
         )
         self._tick = threading.Lock()  # one run_due at a time
         self._stop = threading.Event()

@@ -52,6 +52,8 @@ class ReadRun:
     end: datetime
     utility_code: str
     types: frozenset[str] | None = None
+    #: read the meters' event logs (the window's events stored)
+    events: bool = True
 
 
 @dataclass(frozen=True)
@@ -128,7 +130,7 @@ class InProcessRunner:
         engine = ReadingEngine(_Collect(), policy=self.policy, sessions=self.sessions)
         report = engine.run(
             ReadCommand(
-                tuple(self.directory[d] for d in known), run.start, run.end, read_events=True
+                tuple(self.directory[d] for d in known), run.start, run.end, read_events=run.events
             )
         )
         results = list(report.results)
@@ -203,7 +205,12 @@ class AmqpRunner:
         from adapters.dlms.dispatch import AmqpEngineReads
 
         done = AmqpEngineReads(self.hes, self.amqp).read_stored(
-            run.devices, run.start, run.end, utility_code=run.utility_code, types=run.types
+            run.devices,
+            run.start,
+            run.end,
+            utility_code=run.utility_code,
+            types=run.types,
+            events=run.events,
         )
         return ReadOutcome(
             len(done.reads),

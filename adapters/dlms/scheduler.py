@@ -30,15 +30,23 @@ from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Protocol
 
+from adapters.dlms.recurrence import WallClock
 from adapters.dlms.runners import ControlRun, JobRunner, ReadRun, failed_report
 from hub.errors import AmihubError
 from hub.headend import ControlReport, ControlRequest
 from mdm.hes_jobs import ACTIVE, FINISHED, RUNNING, HeadEndJob, JobKind
-from mdm.ports import UnitOfWorkFactory
+from mdm.ports import UnitOfWork, UnitOfWorkFactory
 
 log = logging.getLogger("amihub.hes.scheduler")
 
 QUARTER = timedelta(minutes=15)
+
+
+class TargetSelector(Protocol):
+    """The meters of a read schedule's run (:class:`adapters.dlms.read_targets.ConfiguredTargets`:
+    a configured schedule's selection resolved at each run)."""
+
+    def __call__(self, uow: UnitOfWork, job: HeadEndJob) -> tuple[str, ...]: ...
 
 
 class JobRecorder(Protocol):
@@ -58,9 +66,14 @@ def floor_quarter(ts: datetime) -> datetime:
 
 def run_time(job: HeadEndJob, run: int | None = None) -> datetime:
     """When run number ``run`` (default: the current one, ``job.runs``) of a read
-    schedule is due: start + run x period. ``due_at`` may be later (a retry)."""
+    schedule is due: start + run x period, or, for a configured schedule of whole days in
+    a time zone (``spec["wall_clock"]``), its wall-clock time on the run's day
+    (:mod:`adapters.dlms.recurrence`). ``due_at`` may be later (a retry)."""
     assert job.start_at is not None
     n = job.runs if run is None else run
+    wall = job.spec.get("wall_clock")
+    if isinstance(wall, dict):
+        return WallClock.from_json(wall).run(n)
     return job.start_at + timedelta(seconds=(job.recurrence_seconds or 0) * n)
 
 
@@ -122,6 +135,7 @@ class JobScheduler:
         max_attempts: int = 3,
         retry_seconds: float = 60.0,
         claim_limit: int = 10,
+        targets: TargetSelector | None = None,
     ) -> None:
         self.uow_factory = uow_factory
         self.recorder = recorder
@@ -132,6 +146,8 @@ class JobScheduler:
         self.max_attempts = max_attempts
         self.retry_seconds = retry_seconds
         self.claim_limit = claim_limit
+        #: None: a read schedule reads the meters of its row
+        self.targets = targets
 
     @property
     def lease(self) -> timedelta:
@@ -203,14 +219,19 @@ class JobScheduler:
         else:
             start, end = read_window(job)
             types = job.spec.get("types")
+            devices = job.targets
+            if self.targets is not None:
+                with self.uow_factory() as uow:
+                    devices = self.targets(uow, job)
             done = self.runner.read(
                 ReadRun(
                     job.mrid,
-                    job.targets,
+                    devices,
                     start,
                     end,
                     str(job.spec["utility"]),
                     frozenset(types) if types else None,
+                    events=bool(job.spec.get("events", True)),
                 )
             )
             outcome = f"run of {run_time(job).isoformat()}: {done.describe()}"

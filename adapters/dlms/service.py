@@ -8,6 +8,11 @@ job table is the source of truth, and a job whose scheduler died is claimed agai
 once its lease (``[hes] lease_seconds``) expired. Several hub processes may run the
 scheduler on one PostgreSQL store: a job is claimed by one of them.
 
+Before the first tick, ``[[hes.read_schedules]]`` are written to the job table
+(:func:`adapters.dlms.configured_schedules.sync_read_schedules`: new ones inserted,
+changed ones updated, removed ones cancelled, hub schedules untouched); an entry that
+cannot be applied stops the start with a :class:`ConfigurationError` naming it.
+
 (``hub/serve.py`` starts the sections it lists; it needs ``"hes":
 "adapters.dlms.service:build"`` in ``SERVICE_ALIASES`` and ``"hes"`` in its loop.)
 """
@@ -17,6 +22,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
+from adapters.dlms.configured_schedules import sync_read_schedules
 from adapters.dlms.headend import DlmsHeadEnd
 from hub.errors import ConfigurationError
 
@@ -33,8 +39,17 @@ class HesService:
         if not isinstance(app.headend, DlmsHeadEnd):
             raise ConfigurationError("[hes] is enabled but no [hes] manifest is configured")
         self.headend = app.headend
+        self.app = app
 
     def start(self) -> None:
+        settings = self.app.settings
+        sync_read_schedules(
+            self.app.uow_factory,
+            settings.hes.read_schedules,
+            default_utility=settings.default_utility,
+            addressable=self.headend.addressable,
+            now=self.headend.clock(),
+        )
         log.info("head-end scheduler %s started", self.headend.scheduler.owner)
         self.headend.start()
 

@@ -189,6 +189,34 @@ class SqlHeadEndJobRepository(_Repo):
         return done.rowcount == 1
 
     @guarded
+    def redefine(self, job: HeadEndJob, *, expected: datetime, at: datetime) -> bool:
+        assert job.id is not None
+        done = self._conn.execute(
+            update(_J)
+            .where(_J.c.id == job.id, _J.c.updated_at == expected)
+            .values(
+                state=job.state,
+                spec=job.spec,
+                targets=list(job.targets),
+                message_id=job.message_id,
+                start_at=job.start_at,
+                end_at=job.end_at,
+                recurrence_seconds=job.recurrence_seconds,
+                recurrence_pattern=job.recurrence_pattern,
+                due_at=job.due_at,
+                runs=0,
+                attempts=0,
+                claimed_by=None,
+                lease_until=None,
+                last_error=None,
+                last_outcome=job.last_outcome,
+                updated_at=at,
+                finished_at=None if job.state in WAITING else at,
+            )
+        )
+        return done.rowcount == 1
+
+    @guarded
     def release(self, job_id: int, owner: str, error: str, retry_at: datetime) -> bool:
         job = self.by_id(job_id)
         if job is None:
