@@ -249,7 +249,7 @@ def make_app(sqlite_url: str, fleet: Fleet, tmp_path: Path, **push: object) -> A
 
 @pytest.fixture
 def service(sqlite_url: str, fleet: Fleet, tmp_path: Path) -> Iterator[tuple[App, PushService]]:
-    app = make_app(sqlite_url, fleet, tmp_path, batch_wait=0.3, max_frame_bytes=512)
+    app = make_app(sqlite_url, fleet, tmp_path, batch_wait=1.0, max_frame_bytes=512)
     (service,) = enabled_services(app)
     assert isinstance(service, PushService)
     service.start()
