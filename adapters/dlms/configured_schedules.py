@@ -187,6 +187,7 @@ def _apply(
             try:
                 uow.hes_jobs.add(row)
             except PayloadInvalid:  # another process inserted it since: compare with theirs
+                log.info("%s: inserted by another process meanwhile", label(entry))
                 continue
             report.created.append(row.mrid)
             return
@@ -204,4 +205,5 @@ def _apply(
             (report.over if row.state == FINISHED else report.updated).append(row.mrid)
             return
         # changed since we read it (another process's sync, a scheduler's claim): again
+        log.info("%s: changed by another process meanwhile", label(entry))
     raise StoreUnavailable(f"{label(entry)}: its job row kept changing; start again")
