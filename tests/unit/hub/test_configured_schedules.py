@@ -29,6 +29,7 @@ from mdm.model import DeviceRef, Utility
 from tests.conftest import free_port
 from tests.unit.hub.conftest import add_meters
 from tests.unit.hub.test_headend_jobs import FakeClock, headend, job, utility_id
+from tests.unit.hub.test_headend_routes import events as stored_events
 from tests.unit.hub.test_headend_routes import hub_settings, mrids, send
 
 PROFILE_15 = "0.0.2.4.1.1.12.0.0.0.0.0.0.0.0.3.72.0"  # +A, 15-minute deltas, kWh
@@ -416,3 +417,28 @@ def test_a_configured_schedule_runs_over_tcp_and_follows_its_area(app: App, flee
         )
     assert len(stored) == 2 * 8 + 4  # two meters for both runs, the third for the second
     assert max(r.ts for r in stored) == hour + timedelta(hours=1)
+
+
+def test_events_false_leaves_the_event_log_alone(app: App, fleet: Fleet) -> None:
+    meters = mrids(fleet)
+    hour = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=3)
+    for meter in fleet.meters[:2]:  # both logs hold a tamper inside the first run's window
+        meter.faults.tamper_at = hour - timedelta(minutes=10)
+    clock = FakeClock(hour - timedelta(minutes=5))
+    headend(app).clock = clock
+    sync(
+        app,
+        [
+            entry(name="NO-EVENTS", meters=meters[:1], period=3600, events=False),
+            entry(name="WITH-EVENTS", meters=meters[1:2], period=3600),
+        ],
+        clock.now,
+    )
+    clock.now = hour + timedelta(minutes=1)
+    headend(app).run_due()
+    outcomes = {
+        n: job(app, JobKind.READ, n).last_outcome or "" for n in ("NO-EVENTS", "WITH-EVENTS")
+    }
+    assert "events=0" in outcomes["NO-EVENTS"]
+    assert "events=1" in outcomes["WITH-EVENTS"]
+    assert [e.device_mrid for e in stored_events(app)] == [meters[1]]
