@@ -65,20 +65,27 @@ def pg_sql(*, reading_types: bool, start: bool, end: bool) -> str:
 def pg_meters_sql(*, reading_types: bool, start: bool, end: bool) -> str:
     """Meters by mRID and their readings in one statement: first one row per meter
     found (kind 0: which mRIDs exist), then the readings (kind 1), in the order of
-    :func:`pg_sql`."""
+    :func:`pg_sql`; the sort keys stay inside (the client decodes 6 text columns)."""
     return (
-        "SELECT 0 AS kind, d.id AS device, d.mrid, NULL::text, NULL::text, NULL::text, "
-        "NULL::text, 0 AS rt, NULL::timestamptz AS ts "
-        "FROM end_device d WHERE d.utility_id = %(utility)s AND d.mrid = ANY(%(mrids)s) "
+        "SELECT kind, mrid, code, iso, value, quality FROM ("
+        "SELECT 0 AS kind, d.id AS device, d.mrid, NULL::text AS code, NULL::text AS iso, "
+        "NULL::text AS value, NULL::text AS quality, 0 AS rt, NULL::timestamptz AS ts "
+        "FROM end_device d WHERE d.utility_id = %(utility)s AND d.mrid = ANY(%(mrids)s::text[]) "
         "UNION ALL "
         f"SELECT 1, r.device_id, d.mrid, rt.code, {_ISO}, r.value::text, r.quality, "
         "r.reading_type_id, r.ts "
         "FROM end_device d JOIN reading r ON r.device_id = d.id "
         "JOIN reading_type rt ON rt.id = r.reading_type_id "
-        "WHERE d.utility_id = %(utility)s AND d.mrid = ANY(%(mrids)s)"
+        "WHERE d.utility_id = %(utility)s AND d.mrid = ANY(%(mrids)s::text[])"
         + _filters(reading_types=reading_types, start=start, end=end)
-        + " ORDER BY kind, device, rt, ts"
+        + ") AS u ORDER BY kind, device, rt, ts"
     )
+
+
+def text_array(values: Sequence[str]) -> str:
+    """A PostgreSQL text[] literal (quoted and escaped): cheaper to send than a list."""
+    quoted = (v.replace("\\", "\\\\").replace('"', '\\"') for v in values)
+    return "{" + ",".join(f'"{v}"' for v in quoted) + "}"
 
 
 def _params(
@@ -172,15 +179,16 @@ def pg_meter_texts(
     )
     params = _params(reading_types, start, end)
     params["utility"] = utility_id
-    params["mrids"] = sorted(set(mrids))
-    rows = _stream(raw, sql, params, whole=small(len(params["mrids"]), start, end))
+    wanted = sorted(set(mrids))
+    params["mrids"] = text_array(wanted)
+    rows = _stream(raw, sql, params, whole=small(len(wanted), start, end))
     found: set[str] = set()
     first: Any = None
     for row in rows:
         if row[0]:
             first = row
             break
-        found.add(row[2])
+        found.add(row[1])
     if first is None:
         rows.close()
         return MeterTexts(found, iter(()))
@@ -190,9 +198,9 @@ def pg_meter_texts(
 def _texts(first: Any, rows: Generator[Any, None, None]) -> Iterator[ReadingText]:
     new = tuple.__new__
     try:
-        yield new(ReadingText, first[2:7])
+        yield new(ReadingText, first[1:])
         for row in rows:
-            yield new(ReadingText, row[2:7])
+            yield new(ReadingText, row[1:])
     finally:
         rows.close()
 

@@ -95,6 +95,11 @@ def test_text_rows_are_the_stored_readings_on_postgres(postgres_url: str) -> Non
                 texts = uow.readings.meter_texts(1, ["MTR-2", "MTR-1", "NOPE"], None, start, end)
                 assert texts.found == {"MTR-1", "MTR-2"}
                 assert list(texts.rows) == expected
+            awkward = uow.readings.meter_texts(
+                1, ['M"1', "M\\2", "M,{3}", " NULL "], None, None, None
+            )
+            assert awkward.found == set()
+            assert list(awkward.rows) == []
             by_type = uow.readings.meter_texts(1, ["MTR-1"], [RT_A_PLUS_TOTAL], None, None)
             assert [(r.ts, r.value) for r in by_type.rows] == [
                 ((START + timedelta(hours=3)).isoformat(), "42")
@@ -149,3 +154,17 @@ def test_meter_year_over_soap_is_streamed_on_postgres(
     assert steps[-1][2] == (
         f"OK; reply of {len(written)} bytes, sha256:{hashlib.sha256(written).hexdigest()}"
     )
+
+
+def test_text_array_literals_survive_the_round_trip(postgres_url: str) -> None:
+    """mRIDs go to PostgreSQL as one text[] literal: quotes, backslashes, commas,
+    braces and spaces come back as they were."""
+    import psycopg
+
+    from adapters.sql.read_text import text_array
+
+    values = ['M"1', "M\\2", "M,{3}", " NULL ", "NULL", "", "é"]
+    with psycopg.connect(postgres_url.replace("postgresql+psycopg://", "postgresql://")) as conn:
+        row = conn.execute("SELECT %s::text[]", [text_array(values)]).fetchone()
+    assert row is not None
+    assert row[0] == values
