@@ -26,6 +26,7 @@ NOUNS: Final[tuple[str, ...]] = (
     "MeterConfig",
     "UsagePointConfig",
     "MasterDataLinkageConfig",
+    "EndDeviceGroups",
 )
 
 #: Nouns that have a ``<Noun>Message`` wrapper namespace of their own (the

@@ -158,6 +158,13 @@ ERROR_CODES: dict[str, ErrorCode] = {
             "The head-end could not reach the meter (no answer, refused association); "
             "details say why. The request may be sent again.",
         ),
+        _c(
+            "2015",
+            _F,
+            "unknown or empty end device group",
+            "No open EndDeviceGroup with this mRID or name exists for the utility, or it "
+            "has no member meter (a job or read of a group needs at least one).",
+        ),
         # 3xxx: the system
         _c("3001", _C, "store unavailable", "The meter data store could not be reached; retry."),
         _c(

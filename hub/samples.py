@@ -432,11 +432,12 @@ def meter_read_schedule(
     mrid: str | None = None,
     recurrence_period: int | None = None,
     recurrence_pattern: str | None = None,
+    groups: Sequence[str] = (),
 ) -> bytes:
     """create MeterReadSchedule: an on-demand read of the meters over (start, end]; with
     ``recurrence_period`` (seconds) / ``recurrence_pattern`` or a future ``start``, a
     stored read schedule (``mrid``: its TimeSchedule mRID). ``verb="cancel"`` with
-    ``mrid``: cancel that schedule."""
+    ``mrid``: cancel that schedule. ``groups``: EndDeviceGroups by mRID."""
     from decimal import Decimal
 
     from cim_schemas.profiles.common import DateTimeInterval, IdentifiedObject
@@ -462,6 +463,41 @@ def meter_read_schedule(
         if start is not None or end is not None or mrid or recurrence_period or recurrence_pattern
         else (),
         usage_points=tuple(IdentifiedObject(u) for u in usage_points),
+        end_device_groups=tuple(IdentifiedObject(g) for g in groups),
     )
     payload = render_meter_read_schedule(schedule)
     return _request(verb, "MeterReadSchedule", payload, style, message_id)
+
+
+def end_device_groups(
+    verb: str,
+    groups: Sequence[dict[str, object]],
+    *,
+    style: Style = "envelope",
+    message_id: str | None = None,
+) -> bytes:
+    """EndDeviceGroups request (create / change / close / delete). Each dict: ``mrid``,
+    and optionally ``name``, ``description``, ``devices`` (meter mRIDs; ``None``: no
+    EndDevices element, so a change keeps the membership)."""
+    from cim_schemas.profiles.common import IdentifiedObject, Name
+    from cim_schemas.profiles.end_device_groups import (
+        EndDeviceGroup,
+        EndDeviceGroups,
+        render_end_device_groups,
+    )
+
+    items = []
+    for g in groups:
+        devices = g.get("devices")
+        assert devices is None or isinstance(devices, list | tuple)
+        name, description, mrid = g.get("name"), g.get("description"), g.get("mrid")
+        items.append(
+            EndDeviceGroup(
+                mrid=None if mrid is None else str(mrid),
+                description=None if description is None else str(description),
+                end_devices=tuple(IdentifiedObject(str(d)) for d in devices or ()),
+                names=(Name(str(name)),) if name is not None else (),
+            )
+        )
+    payload = render_end_device_groups(EndDeviceGroups(tuple(items)))
+    return _request(verb, "EndDeviceGroups", payload, style, message_id)

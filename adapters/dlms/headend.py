@@ -69,6 +69,7 @@ from hub.headend import (
     UnknownJob,
 )
 from hub.settings import AmqpSettings, HesSettings
+from mdm.group_targets import group_targets
 from mdm.hes_jobs import SCHEDULED, HeadEndJob, JobKind
 from mdm.model import IngestStats
 from mdm.ports import UnitOfWork, UnitOfWorkFactory
@@ -127,7 +128,11 @@ class DlmsHeadEnd:
             clock=lambda: self.clock(),
             lease_seconds=lease_seconds,
             max_attempts=max_attempts,
-            targets=ConfiguredTargets(self.addressable),  # configured schedules: at each run
+            # configured schedules and hub schedules of EndDeviceGroups: at each run
+            targets=ConfiguredTargets(
+                self.addressable,
+                fallback=lambda uow, job: group_targets(uow, job, self.addressable),
+            ),
         )
         self._tick = threading.Lock()  # one run_due at a time
         self._stop = threading.Event()

@@ -114,6 +114,7 @@ SERVICES: Final[dict[str, ServiceSpec]] = {
         _execute("UsagePointConfig"),
         _execute("MeterConfig"),
         _execute("MasterDataLinkageConfig"),
+        _execute("EndDeviceGroups"),
         _execute("EndDeviceControls"),
         ServiceSpec(
             "GetEndDeviceEvents",
@@ -146,6 +147,7 @@ REPLY_NOUNS: Final = (
     "UsagePointConfig",
     "MeterConfig",
     "MasterDataLinkageConfig",
+    "EndDeviceGroups",
     "EndDeviceControls",
     "EndDeviceEvents",
     "MeterReadSchedule",

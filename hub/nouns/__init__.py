@@ -6,6 +6,7 @@ from hub.control_parameters import ControlLibrary
 from hub.headend import ControlJournal, HeadEnd, HeadEndOutbox
 from hub.nouns.end_device_controls import EndDeviceControlsRoute
 from hub.nouns.end_device_events import EndDeviceEventsRoute, GetEndDeviceEventsRoute
+from hub.nouns.end_device_groups import EndDeviceGroupsRoute
 from hub.nouns.get_meter_readings import GetMeterReadingsRoute
 from hub.nouns.master_data import (
     MasterDataLinkageConfigRoute,
@@ -40,6 +41,7 @@ def build_routes(
         ),
         EndDeviceEventsRoute(),
         GetEndDeviceEventsRoute(),
+        EndDeviceGroupsRoute(),
         MeterReadScheduleRoute(
             headend,
             settings.hes.read_limit,

@@ -10,7 +10,8 @@
   meter installed: 2008);
 * ``UsagePointGroups``: the usage points of that transformer area (Names/name or
   mRID = the area; none: 2002);
-* ``EndDeviceGroups`` are not held by amihub (1011).
+* ``EndDeviceGroups``: the members of that group (mdm/groups.py; mRID or Names/name),
+  as they are when the control is accepted (unknown, closed or empty group: 2015).
 
 The EndDeviceControlType must be one the head-end executes (3.31.0.23 remote
 disconnect, 3.31.0.18 remote reconnect, 3.36.0.24 clock set, 3.15.0.18 / 3.15.0.23
@@ -73,6 +74,10 @@ class Targets:
 
     devices: list[str] = field(default_factory=list)
     errors: list[ErrorDetail] = field(default_factory=list)
+    #: the EndDeviceGroups named (mRIDs), resolved to their members as they are now
+    groups: list[str] = field(default_factory=list)
+    #: the meters named other than through a group (EndDevices, UsagePoints, areas)
+    fixed: list[str] = field(default_factory=list)
 
     def add(self, mrid: str) -> None:
         if mrid not in self.devices:
@@ -177,15 +182,37 @@ def resolve_targets(
                 assert u.id is not None
                 for inst in uow.installations.current_at_usage_point(u.id):
                     device(inst.device_mrid, xpath)
-    for n, _ in enumerate(end_device_groups, 1):
-        out.errors.append(
-            ErrorDetail(
-                "1011",
-                f"{t_edg} are not held by amihub: name EndDevices, UsagePoints or a "
-                "UsagePointGroup (transformer area)",
-                xpath=f"{base}/{t_edg}[{n}]",
+    out.fixed = list(out.devices)
+    for n, obj in enumerate(end_device_groups, 1):
+        ref = _ref(obj)
+        xpath = f"{base}/{t_edg}[{n}]"
+        if ref is None:
+            missing_id(t_edg, n)
+            continue
+        group = uow.end_device_groups.find(utility_id, ref)
+        if group is None or group.id is None or not group.is_open:
+            why = "is closed" if group is not None else "does not exist"
+            out.errors.append(
+                ErrorDetail(
+                    "2015", f"end device group {ref} {why}", xpath=xpath, object_id=str(ref)
+                )
             )
-        )
+            continue
+        meters = uow.end_device_groups.members(group.id)
+        if not meters:
+            out.errors.append(
+                ErrorDetail(
+                    "2015",
+                    f"end device group {group.describe()} has no member",
+                    xpath=xpath,
+                    object_id=group.mrid,
+                )
+            )
+            continue
+        if group.mrid not in out.groups:
+            out.groups.append(group.mrid)
+        for mrid in meters:
+            device(mrid, xpath)
     return out
 
 
@@ -304,7 +331,8 @@ class EndDeviceControlsRoute:
                 targets.errors.append(
                     ErrorDetail(
                         "2011",
-                        "the EndDeviceControl names no EndDevices, UsagePoints or UsagePointGroups",
+                        "the EndDeviceControl names no EndDevices, UsagePoints, UsagePointGroups "
+                        "or EndDeviceGroups",
                         xpath=base,
                     )
                 )

@@ -117,7 +117,12 @@ class EndDeviceEventsRoute:
                 )
             )
         result.applied = uow.events.add_many(ctx.utility_id, events) if events else 0
-        result.counts = {"events": len(items), "stored": result.applied}
+        # an event whose mRID the utility already stored (or repeated here) is kept once
+        result.counts = {
+            "events": len(items),
+            "stored": result.applied,
+            "already_stored": len(events) - result.applied,
+        }
         return result
 
 

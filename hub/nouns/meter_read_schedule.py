@@ -1,8 +1,8 @@
 """MeterReadSchedule: an on-demand read of meters through the head-end, stored in the MDM.
 
 ``create``: the meters named (``EndDevice``, ``UsagePoint``, ``UsagePointGroup`` =
-transformer area, resolved as for EndDeviceControls; ``EndDeviceGroup``: 1011) are
-read now: registers (+A, -A, rates), clock, the 15-minute load profile of the
+transformer area, ``EndDeviceGroup`` = the members of that group, resolved as for
+EndDeviceControls) are read now: registers (+A, -A, rates), clock, the 15-minute load profile of the
 window and the window's events from the meter's event log. Window: the first
 ``TimeSchedule/scheduleInterval`` (start, end], else the last 24 hours; both ends
 are taken down to a quarter-hour and the end to the last complete interval.
@@ -24,7 +24,9 @@ rules in :mod:`hub.nouns.read_timing`) are not read now: they are written to the
 head-end job table (``uow.hes_jobs``, kind ``read``) in the request's transaction
 and answered at once with the schedule's mRID (TimeSchedule/mRID, or one amihub
 makes up) and its next run (TimeSchedule/TimePoints/dateTime); the head-end's
-scheduler tick runs them when due (adapters/dlms/scheduler.py). A schedule mRID
+scheduler tick runs them when due (adapters/dlms/scheduler.py). A stored schedule of
+an EndDeviceGroup reads the group's members as they are at each run
+(:mod:`mdm.group_targets`): a recurring read of a group follows its membership. A schedule mRID
 already in the table is refused with 2007. ``cancel``: each TimeSchedule/mRID names
 a schedule to cancel (unknown: 2008; finished or cancelled: 2009).
 
@@ -210,6 +212,8 @@ class MeterReadScheduleRoute:
                     frozenset(types) or None,
                     timing,
                     frame.header.message_id,
+                    groups=tuple(targets.groups),
+                    fixed=tuple(targets.fixed),
                 ),
                 schedule,
                 f"{base}/TimeSchedule[1]/mRID",

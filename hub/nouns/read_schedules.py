@@ -3,7 +3,8 @@
 :func:`store_schedule` writes one read schedule (kind ``read``) in the request's
 transaction and answers with the schedule's mRID and next run;
 :func:`cancel_schedules` cancels the schedules a ``cancel MeterReadSchedule`` names by
-TimeSchedule/mRID, in the cancel's transaction. The scheduler
+TimeSchedule/mRID, in the cancel's transaction (not those of ``[[hes.read_schedules]]``:
+2009, the configuration owns them). The scheduler
 (adapters/dlms/scheduler.py) runs them.
 """
 
@@ -22,7 +23,7 @@ from cim_schemas.profiles.meter_read_schedule import (
 from hub.errors import AmihubError, ErrorDetail
 from hub.nouns.read_timing import Timing
 from hub.routing import RouteContext, RouteResult
-from mdm.hes_jobs import ACTIVE, CANCELLABLE, HeadEndJob, JobKind
+from mdm.hes_jobs import ACTIVE, CANCELLABLE, CONFIGURED, HeadEndJob, JobKind
 from mdm.ports import UnitOfWork
 
 
@@ -33,10 +34,18 @@ class StoredSchedule:
     types: frozenset[str] | None
     timing: Timing
     message_id: str | None
+    #: EndDeviceGroups (mRIDs): their members are read as they are at each run
+    groups: tuple[str, ...] = ()
+    #: the meters named other than through a group (read at every run)
+    fixed: tuple[str, ...] = ()
 
 
 def _echo(
-    mrid: str, devices: tuple[str, ...], timing: Timing, types: tuple[IdentifiedObject, ...]
+    mrid: str,
+    devices: tuple[str, ...],
+    timing: Timing,
+    types: tuple[IdentifiedObject, ...],
+    groups: tuple[str, ...] = (),
 ) -> MeterReadSchedule:
     """The reply: the schedule's mRID, timing and next run (TimePoints[1]/dateTime)."""
     ts = TimeSchedule(
@@ -48,6 +57,7 @@ def _echo(
     )
     return MeterReadSchedule(
         end_devices=tuple(IdentifiedObject(d) for d in devices),
+        end_device_groups=tuple(IdentifiedObject(g) for g in groups),
         reading_types=types,
         time_schedules=(ts,),
     )
@@ -74,6 +84,11 @@ def store_schedule(
                     "utility": ctx.utility_code,
                     "types": sorted(schedule.types) if schedule.types else None,
                     "window_seconds": timing.window_seconds,
+                    **(
+                        {"groups": list(schedule.groups), "fixed": list(schedule.fixed)}
+                        if schedule.groups
+                        else {}
+                    ),
                 },
                 targets=schedule.devices,
                 due_at=timing.start,
@@ -92,9 +107,11 @@ def store_schedule(
         return result
     result.applied += 1
     result.payload = render_meter_read_schedule(
-        _echo(schedule.mrid, schedule.devices, timing, request.reading_types)
+        _echo(schedule.mrid, schedule.devices, timing, request.reading_types, schedule.groups)
     )
     result.counts = {"meters": len(schedule.devices), "scheduled": 1}
+    if schedule.groups:
+        result.counts["groups"] = len(schedule.groups)
     return result
 
 
@@ -121,6 +138,17 @@ def cancel_schedules(
         if job is None or job.id is None:
             result.errors.append(
                 ErrorDetail("2008", f"no read schedule {mrid}", xpath=xpath, object_id=mrid)
+            )
+            continue
+        if job.spec.get("source") == CONFIGURED:  # the file owns it (it would come back)
+            result.errors.append(
+                ErrorDetail(
+                    "2009",
+                    f"read schedule {mrid} is defined in the configuration "
+                    "([[hes.read_schedules]]): remove it there",
+                    xpath=xpath,
+                    object_id=mrid,
+                )
             )
             continue
         if job.state not in CANCELLABLE[JobKind.READ] or not uow.hes_jobs.cancel(

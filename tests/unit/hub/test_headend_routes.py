@@ -198,7 +198,7 @@ def test_unknown_meter_and_unknown_control_type(app: App, fleet: Fleet) -> None:
         ("2013", f"{base}[2]/priceSignal"),
         ("2013", f"{base}[3]/EndDeviceControlType"),
         ("2001", f"{base}[4]/EndDevices[1]"),
-        ("1011", f"{base}[5]/EndDeviceGroups[1]"),
+        ("2015", f"{base}[5]/EndDeviceGroups[1]"),
         ("2002", f"{base}[6]/UsagePoints[1]"),
     ]
     assert "needs its threshold" in outcome.errors[1].reason
