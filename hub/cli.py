@@ -69,6 +69,7 @@ LAZY_COMMANDS: dict[str, str] = {
     "hes": "hes.cli:hes",
     "simulate": "hes.cli:simulate",
     "keys": "adapters.dlms.keys_cli:keys",
+    "groups": "hub.groups_cli:groups",
 }
 
 
