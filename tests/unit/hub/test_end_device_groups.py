@@ -100,6 +100,8 @@ def test_groups_are_managed_through_cim(app: App, fleet: Fleet) -> None:
     assert [(e.code, e.xpath) for e in closed.errors] == [("2008", f"{BASE}[2]")]
     again = send(app, end_device_groups("close", [{"mrid": "G-FW"}]))
     assert [e.code for e in again.errors] == ["2009"]
+    cancel = send(app, end_device_groups("cancel", [{"mrid": "G-FW"}]))
+    assert [e.code for e in cancel.errors] == ["1006"]
     deleted = send(app, end_device_groups("delete", [{"mrid": "G-FW"}]))
     assert deleted.result == "OK", deleted.errors
     with app.uow_factory() as uow:
