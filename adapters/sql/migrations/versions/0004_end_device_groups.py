@@ -50,21 +50,22 @@ def _dedupe_events() -> int:
         .having(sa.func.count() > 1)
         .subquery()
     )
-    later = (
-        sa.select(event)
-        .join(
-            twins,
-            sa.and_(twins.c.utility_id == event.c.utility_id, twins.c.mrid == event.c.mrid),
+    later = [
+        int(r.id)
+        for r in conn.execute(
+            sa.select(event.c.id)
+            .join(
+                twins,
+                sa.and_(twins.c.utility_id == event.c.utility_id, twins.c.mrid == event.c.mrid),
+            )
+            .where(event.c.id.not_in(first.scalar_subquery()))
+            .order_by(event.c.id)
         )
-        .where(event.c.id.not_in(first.scalar_subquery()))
-        .order_by(event.c.id)
-    )
-    removed = 0
+    ]
     now = datetime.now(UTC)
-    while True:
-        rows = conn.execute(later.limit(CHUNK)).all()
-        if not rows:
-            return removed
+    for start in range(0, len(later), CHUNK):
+        chunk = later[start : start + CHUNK]
+        rows = conn.execute(sa.select(event).where(event.c.id.in_(chunk)).order_by(event.c.id))
         conn.execute(
             sa.insert(audit),
             [
@@ -85,8 +86,8 @@ def _dedupe_events() -> int:
                 for r in rows
             ],
         )
-        conn.execute(sa.delete(event).where(event.c.id.in_([r.id for r in rows])))
-        removed += len(rows)
+        conn.execute(sa.delete(event).where(event.c.id.in_(chunk)))
+    return len(later)
 
 
 def upgrade() -> None:
