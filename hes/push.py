@@ -33,7 +33,7 @@ import contextlib
 import logging
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Protocol
@@ -53,6 +53,7 @@ from hes.security.gcm import InvocationCounterTracker, SecurityKeys
 from hub.errors import AmihubError, ConfigurationError, SecurityViolation
 from mdm.model import DeviceRef, DeviceState, EndDevice, EndDeviceEvent
 from mdm.ports import StagedReading, UnitOfWork, UnitOfWorkFactory
+from mdm.security_counters import CounterChannel, CounterClaim
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +93,10 @@ class PushedData:
     events: tuple[MeterEvent, ...] = ()
     #: which of the meter's keys verified the push (PENDING: a key change not settled)
     key_role: KeyRole = KeyRole.ACTIVE
+    #: a ciphered push's invocation counter (checked again against the store when stored)
+    invocation_counter: int | None = None
+    #: the frame as received (kept in the security event if the store refuses it)
+    apdu: bytes | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)
@@ -225,7 +230,13 @@ class PushDecoder:
             except PushRejected as exc:
                 raise PushRejected(str(exc), exc.kind, sender.mrid) from None
             return replace(
-                data, mrid=sender.mrid, ciphered=True, system_title=system_title, key_role=role
+                data,
+                mrid=sender.mrid,
+                ciphered=True,
+                system_title=system_title,
+                key_role=role,
+                invocation_counter=clear.invocation_counter,
+                apdu=apdu,
             )
         data = self._parse(apdu)
         known = self.directory.by_logical_device_name(data.logical_device_name)
@@ -291,6 +302,7 @@ class PushWrite:
     readings_published: int
     events_new: int  # meter events and security events not stored before
     unknown_meters: tuple[str, ...] = ()  # known to the directory, not in the MDM
+    replays: int = 0  # ciphered pushes the store's counters refused (counted in refused)
 
 
 class MdmPushSink:
@@ -331,10 +343,17 @@ class MdmPushSink:
     def __call__(self, data: PushedData) -> None:
         self.write([data])
 
+    def stored_counters(self) -> dict[bytes, int]:
+        """The last push counter the store accepted per system title (to seed the
+        listener's tracker at start)."""
+        with self.uow_factory() as uow:
+            return uow.invocation_counters.last(CounterChannel.PUSH)
+
     def write(self, items: Sequence[PushedData | SecurityEvent]) -> PushWrite:
-        pushes = [i for i in items if isinstance(i, PushedData)]
-        refused = [i for i in items if isinstance(i, SecurityEvent)]
         with self._lock, self.uow_factory() as uow:
+            checked, replays = self._replays_refused(uow, items)
+            pushes = [i for i in checked if isinstance(i, PushedData)]
+            refused = [i for i in checked if isinstance(i, SecurityEvent)]
             utility_id = self._utility(uow)
             meters = [self._meter(uow, utility_id, data) for data in pushes]
             readings: dict[_ReadingKey, Decimal] = {}  # a repeated key: the last push wins
@@ -364,11 +383,66 @@ class MdmPushSink:
                     self.publisher.publish_readings(uow, list(by_meter.items()))
                     published = sum(len(rows) for rows in by_meter.values())
             uow.commit()
+        for replay in replays:  # after the commit: a batch tried again logs once
+            log.warning(
+                "push refused from system title %s (against the stored counter): %s",
+                replay.system_title.hex() if replay.system_title else "-",
+                replay.reason,
+            )
         for mrid in sorted(unknown):
             log.warning("pushing meter %s is not in the MDM: its readings were not stored", mrid)
         return PushWrite(
-            len(pushes), len(refused), stored, published, events_new, tuple(sorted(unknown))
+            len(pushes),
+            len(refused),
+            stored,
+            published,
+            events_new,
+            tuple(sorted(unknown)),
+            len(replays),
         )
+
+    @staticmethod
+    def _replays_refused(
+        uow: UnitOfWork, items: Sequence[PushedData | SecurityEvent]
+    ) -> tuple[list[PushedData | SecurityEvent], list[SecurityEvent]]:
+        """The ciphered pushes decided against the store's counters, in the batch's
+        transaction (their rows stay locked until it ends, so a restarted or a second
+        listener cannot accept the same counter): a push whose counter does not go
+        forward becomes a replay security event, its data not stored."""
+        checked = list(items)
+        positions: list[int] = []
+        claims: list[CounterClaim] = []
+        for i, item in enumerate(items):
+            if (
+                isinstance(item, PushedData)
+                and item.system_title is not None
+                and item.invocation_counter is not None
+            ):
+                positions.append(i)
+                claims.append(CounterClaim(item.system_title, item.invocation_counter))
+        if not claims:
+            return checked, []
+        now = datetime.now(UTC)
+        decisions = uow.invocation_counters.advance(CounterChannel.PUSH, claims, now)
+        replays: list[SecurityEvent] = []
+        for i, claim, decision in zip(positions, claims, decisions, strict=True):
+            if decision.accepted:
+                continue
+            data = items[i]
+            assert isinstance(data, PushedData)
+            replay = SecurityEvent(
+                f"replayed or rewound push: invocation counter {claim.invocation_counter} "
+                f"of {claim.system_title.hex()} does not go forward (last {decision.last}, "
+                "in the store)",
+                claim.system_title,
+                now,
+                SecurityKind.REPLAY,
+                data.mrid,
+                data.apdu,
+            )
+            checked[i] = replay
+            replays.append(replay)
+        return checked, replays
 
     def _meter(self, uow: UnitOfWork, utility_id: int, data: PushedData) -> str:
         """The push's meter mRID; an unknown meter registered as DISCOVERED."""

@@ -27,6 +27,7 @@ from mdm.model import (
     UsagePoint,
     Utility,
 )
+from mdm.security_counters import InvocationCounterRepository
 
 
 class StagedReading(NamedTuple):
@@ -419,6 +420,7 @@ class UnitOfWork(Protocol):
     outbox: OutboxRepository
     hes_jobs: HeadEndJobRepository
     end_device_groups: EndDeviceGroupRepository
+    invocation_counters: InvocationCounterRepository
 
     def __enter__(self) -> Self: ...
     def __exit__(

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING
 
 from adapters.dlms.push_writer import PushWriter
 from hes.push import MdmPushSink, PushDecoder, PushListener
-from hub.errors import ConfigurationError
+from hub.errors import ConfigurationError, RecoverableError
 from hub.headend import HeadEndOutbox
 from hub.settings import HesPushSettings
 
@@ -58,6 +58,8 @@ class PushService:
     ) -> None:
         self.settings = settings
         self.meters = meters
+        self.sink = sink
+        self.decoder = decoder
         self.writer = PushWriter(
             sink,
             batch_size=settings.batch_size,
@@ -79,8 +81,25 @@ class PushService:
         """The port listened on (the one bound when ``port = 0``)."""
         return self.listener.port
 
+    def seed_counters(self) -> int:
+        """Load the push counters the store accepted into the decoder's tracker (the fast
+        first check); the store still decides each batch. Returns how many."""
+        try:
+            counters = self.sink.stored_counters()
+        except RecoverableError as exc:
+            log.warning(
+                "push counters not read from the store (%s: %s): the store still checks "
+                "every push when it is stored",
+                type(exc).__name__,
+                exc,
+            )
+            return 0
+        self.decoder.tracker.seed(counters)
+        return len(counters)
+
     def start(self) -> None:
         s = self.settings
+        seeded = self.seed_counters()
         self.writer.start()
         try:
             self.listener.start()
@@ -90,11 +109,12 @@ class PushService:
                 f"[hes.push] cannot listen on {s.host}:{s.port}: {exc.strerror or exc}"
             ) from None
         log.info(
-            "push listener on %s:%d (%s meters in the directory, frames up to %d bytes, "
-            "idle connections closed after %gs)",
+            "push listener on %s:%d (%s meters in the directory, %d stored counters, frames "
+            "up to %d bytes, idle connections closed after %gs)",
             s.host,
             self.port,
             "?" if self.meters is None else self.meters,
+            seeded,
             s.max_frame_bytes,
             s.idle_timeout,
         )

@@ -326,3 +326,14 @@ end_device_group_member = Table(
     Column("added_at", UTCDateTime(), nullable=False),
     Index(None, "device_id"),
 )
+
+# Invocation counters accepted per meter (mdm/security_counters.py): replay protection
+# that outlives the process. system_title is 16 hex digits; channel push | response.
+invocation_counter = Table(
+    "invocation_counter",
+    metadata,
+    Column("system_title", String(16), primary_key=True),
+    Column("channel", String(10), primary_key=True),
+    Column("last_counter", BigInteger, nullable=False),
+    Column("updated_at", UTCDateTime(), nullable=False),
+)

@@ -7,6 +7,7 @@ from typing import Self
 
 from sqlalchemy import Connection, Engine
 
+from adapters.sql.counters import SqlInvocationCounterRepository
 from adapters.sql.errors import guard
 from adapters.sql.groups import SqlEndDeviceGroupRepository
 from adapters.sql.hes_jobs import SqlHeadEndJobRepository
@@ -38,6 +39,7 @@ from mdm.ports import (
     UsagePointRepository,
     UtilityRepository,
 )
+from mdm.security_counters import InvocationCounterRepository
 
 
 class SqlUnitOfWork:
@@ -63,6 +65,7 @@ class SqlUnitOfWork:
         self.outbox: OutboxRepository = SqlOutboxRepository(self)
         self.hes_jobs: HeadEndJobRepository = SqlHeadEndJobRepository(self)
         self.end_device_groups: EndDeviceGroupRepository = SqlEndDeviceGroupRepository(self)
+        self.invocation_counters: InvocationCounterRepository = SqlInvocationCounterRepository(self)
 
     def next_staging_number(self) -> int:
         """Temp table names are unique within a unit of work and reused across them

@@ -347,6 +347,15 @@ class InvocationCounterTracker:
         with self._lock:
             return self._last.get(system_title)
 
+    def seed(self, counters: dict[bytes, int]) -> None:
+        """Take counters accepted elsewhere (the store, another process) in: each system
+        title keeps the higher of its own and the given one."""
+        with self._lock:
+            for system_title, counter in counters.items():
+                last = self._last.get(system_title)
+                if last is None or counter > last:
+                    self._last[system_title] = counter
+
     def accept(self, system_title: bytes, invocation_counter: int) -> None:
         with self._lock:
             last = self._last.get(system_title)

@@ -1,0 +1,142 @@
+"""Invocation counters accepted per meter (``invocation_counter``): see
+mdm/security_counters.py.
+
+:meth:`SqlInvocationCounterRepository.advance` decides a whole sequence of claims in
+three statements, in the caller's transaction:
+
+1. ``INSERT ... ON CONFLICT DO NOTHING RETURNING`` the system titles the store has no
+   row for, each with the highest counter the sequence accepts for it (a row inserted
+   by another transaction that has not committed yet makes this one wait on the
+   primary key on PostgreSQL, then conflict);
+2. ``SELECT ... FOR UPDATE`` the other rows, in key order (the row locks hold until
+   the caller's transaction ends: a second process deciding the same system title
+   waits here, then reads the committed counter);
+3. one ``UPDATE`` (executemany) of the rows whose counter went forward, conditional
+   on the stored counter being lower still.
+
+On SQLite the transaction already holds the write lock (``BEGIN IMMEDIATE``): the
+statements see the committed state and nobody else writes until it ends.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from sqlalchemy import bindparam, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+from adapters.sql import tables as t
+from adapters.sql.errors import guarded
+from adapters.sql.registry import _Repo
+from mdm.security_counters import CounterChannel, CounterClaim, CounterDecision
+
+_C = t.invocation_counter
+CHUNK = 1000  # system titles a statement names (SQLite limits bound parameters)
+
+
+def _decide(
+    claims: Sequence[CounterClaim], stored: dict[bytes, int]
+) -> tuple[list[CounterDecision], dict[bytes, int]]:
+    """The decisions against ``stored``, and the highest accepted counter per title."""
+    last = dict(stored)
+    decisions: list[CounterDecision] = []
+    for claim in claims:
+        before = last.get(claim.system_title)
+        accepted = before is None or claim.invocation_counter > before
+        decisions.append(CounterDecision(accepted, before))
+        if accepted:
+            last[claim.system_title] = claim.invocation_counter
+    advanced = {st: c for st, c in last.items() if stored.get(st) != c}
+    return decisions, advanced
+
+
+class SqlInvocationCounterRepository(_Repo):
+    @guarded
+    def last(
+        self, channel: CounterChannel, system_titles: Sequence[bytes] | None = None
+    ) -> dict[bytes, int]:
+        stmt = select(_C.c.system_title, _C.c.last_counter).where(_C.c.channel == str(channel))
+        if system_titles is None:
+            rows = list(self._conn.execute(stmt))
+        else:
+            titles = sorted({st.hex() for st in system_titles})
+            rows = [
+                row
+                for i in range(0, len(titles), CHUNK)
+                for row in self._conn.execute(
+                    stmt.where(_C.c.system_title.in_(titles[i : i + CHUNK]))
+                )
+            ]
+        return {bytes.fromhex(r.system_title): int(r.last_counter) for r in rows}
+
+    @guarded
+    def advance(
+        self, channel: CounterChannel, claims: Sequence[CounterClaim], at: datetime
+    ) -> list[CounterDecision]:
+        if not claims:
+            return []
+        _, first_seen = _decide(claims, {})
+        inserted = self._insert_new(channel, first_seen, at)
+        existing = sorted(st for st in first_seen if st not in inserted)
+        stored = self._locked(channel, existing)
+        decisions, advanced = _decide(claims, stored)
+        changes = [
+            {"st": st.hex(), "counter": counter}
+            for st, counter in sorted(advanced.items())
+            if st not in inserted
+        ]
+        if changes:
+            self._conn.execute(
+                update(_C)
+                .where(
+                    _C.c.system_title == bindparam("st"),
+                    _C.c.channel == str(channel),
+                    _C.c.last_counter < bindparam("counter"),
+                )
+                .values(last_counter=bindparam("counter"), updated_at=at),
+                changes,
+            )
+        return decisions  # titles inserted above were decided against no stored row
+
+    def _insert_new(
+        self, channel: CounterChannel, highest: dict[bytes, int], at: datetime
+    ) -> set[bytes]:
+        """Rows for the system titles the store does not have yet; returns those inserted."""
+        insert_ = pg_insert if self._conn.dialect.name == "postgresql" else sqlite_insert
+        titles = sorted(highest)
+        inserted: set[bytes] = set()
+        for i in range(0, len(titles), CHUNK):
+            rows = [
+                {
+                    "system_title": st.hex(),
+                    "channel": str(channel),
+                    "last_counter": highest[st],
+                    "updated_at": at,
+                }
+                for st in titles[i : i + CHUNK]
+            ]
+            stmt = (
+                insert_(_C)
+                .values(rows)
+                .on_conflict_do_nothing(index_elements=["system_title", "channel"])
+                .returning(_C.c.system_title)
+            )
+            inserted |= {bytes.fromhex(st) for st in self._conn.execute(stmt).scalars()}
+        return inserted
+
+    def _locked(self, channel: CounterChannel, titles: Sequence[bytes]) -> dict[bytes, int]:
+        """The stored counters of ``titles``, their rows locked (key order) until the
+        transaction ends."""
+        stored: dict[bytes, int] = {}
+        hexes = [st.hex() for st in titles]
+        for i in range(0, len(hexes), CHUNK):
+            rows = self._conn.execute(
+                select(_C.c.system_title, _C.c.last_counter)
+                .where(_C.c.channel == str(channel), _C.c.system_title.in_(hexes[i : i + CHUNK]))
+                .order_by(_C.c.system_title)
+                .with_for_update()
+            )
+            stored.update({bytes.fromhex(r.system_title): int(r.last_counter) for r in rows})
+        return stored
