@@ -127,8 +127,6 @@ class Pipeline:
         self._writer_routes: dict[int, bool] = {}
         #: utility code -> id; utilities are never deleted or renamed, so a hit stays true
         self._utility_ids: dict[str, int] = {}
-        #: read-path replies up to this size are kept in memory, larger ones in a temp file
-        self.reply_memory_bytes = SPOOL_MEMORY_BYTES
         #: CIM variant name -> normaliser of a parsed tree (hub/variants.py); None: none
         self.variants: Callable[[str], Callable[[etree._ElementTree], int]] | None = None
         #: read-path replies up to this size are kept in memory, larger ones in a temp file
