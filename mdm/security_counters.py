@@ -26,6 +26,9 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Protocol
 
+SYSTEM_TITLE_BYTES = 8
+MAX_COUNTER = 0xFFFFFFFF  # 4 bytes in the security header
+
 
 class CounterChannel(StrEnum):
     PUSH = "push"  # DataNotifications the meter pushed (hes.push)
@@ -38,6 +41,18 @@ class CounterClaim:
 
     system_title: bytes
     invocation_counter: int
+
+    def __post_init__(self) -> None:
+        if len(self.system_title) != SYSTEM_TITLE_BYTES:
+            raise ValueError(
+                f"counter claim: system title {self.system_title.hex() or '(empty)'} is "
+                f"{len(self.system_title)} bytes, not {SYSTEM_TITLE_BYTES}"
+            )
+        if not 0 <= self.invocation_counter <= MAX_COUNTER:
+            raise ValueError(
+                f"counter claim of {self.system_title.hex()}: invocation counter "
+                f"{self.invocation_counter} is outside 0..{MAX_COUNTER}"
+            )
 
 
 @dataclass(frozen=True)
