@@ -443,3 +443,83 @@ def test_fast_path_reads_and_reports_like_the_full_path(
     for sample in (data, bad):
         fast, full = _both_paths(monkeypatch, wide, sample)
         assert fast == full
+
+
+# ---------------------------------------------------- split lines vs the csv module
+
+OBIS_HEAD = "meter,obis,timestamp,dst,value,unit,status"
+GOOD = "SN1001,1-0:1.8.0*255,2026-11-24 00:00:00,W,{v},kWh,OK"
+SPLIT_CASES = {
+    "plain with blank and blank-looking lines": "\n".join(
+        [OBIS_HEAD, GOOD.format(v=1), "", "   ", ",,,,,,", GOOD.format(v=2), GOOD.format(v=3)]
+    )
+    + "\n",
+    "CRLF": "\r\n".join([OBIS_HEAD, GOOD.format(v=1), GOOD.format(v=2), ""]),
+    "no line break at the end": "\n".join([OBIS_HEAD, GOOD.format(v=1), GOOD.format(v=2)]),
+    "errors with their lines": "\n".join(
+        [
+            OBIS_HEAD,
+            GOOD.format(v=1),
+            "SN1001,1-0:1.8.0*255,2026-11-31 00:00:00,W,1,kWh,OK",
+            "SN1001,1-0:1.8.0*255",
+            GOOD.format(v="x"),
+            GOOD.format(v=4),
+        ]
+    )
+    + "\n",
+    "a quoted field (multi-line) half way": "\n".join(
+        [OBIS_HEAD, GOOD.format(v=1), GOOD.format(v=2)]
+        + [GOOD.format(v=n) for n in range(3, 12)]
+        + ['"SN1001",1-0:1.8.0*255,"2026-11-24\n01:00:00",W,5,kWh,OK', GOOD.format(v=6)]
+        + [GOOD.format(v="bad"), GOOD.format(v=7)]
+    )
+    + "\n",
+    "a lone CR half way": "\n".join(
+        [OBIS_HEAD] + [GOOD.format(v=n) for n in range(1, 9)] + [GOOD.format(v=9) + "\r"]
+    )
+    + GOOD.format(v=10)
+    + "\n",
+    "NUL": "\n".join([OBIS_HEAD, GOOD.format(v=1), GOOD.format(v="1\x002")]) + "\n",
+}
+
+
+def _outcome(text: str) -> object:
+    spec = load_dir(BUILTIN_DIR).inbound("register-obis")
+    assert isinstance(spec, CsvSpec)
+    try:
+        batches = list(
+            read_csv(spec, io.BytesIO(text.encode()), tables=load_dir(BUILTIN_DIR).tables)
+        )
+    except FileRejected as exc:
+        return f"rejected: {exc}"
+    return (
+        [tuple(r) for b in batches for r in b.rows],
+        [str(e) for b in batches for e in b.errors],
+        sum(b.lines for b in batches),
+    )
+
+
+@pytest.mark.parametrize("case", sorted(SPLIT_CASES))
+@pytest.mark.parametrize("block", [7, 61, 1 << 20])
+def test_split_lines_read_as_the_csv_module_does(
+    case: str, block: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import mappings.csv_reader as reader
+
+    text = SPLIT_CASES[case]
+    monkeypatch.setattr(reader, "SPLIT_BLOCK", block)
+    split = _outcome(text)
+
+    def csv_only(
+        d: object, t: object, header_reader: Iterator[list[str]], last_line: int
+    ) -> Iterator[tuple[int, int, list[str]]]:
+        for row in header_reader:
+            first, last_line = last_line + 1, header_reader.line_num  # type: ignore[attr-defined]
+            yield first, last_line, row
+
+    monkeypatch.setattr(reader, "_data_rows", csv_only)
+    assert split == _outcome(text)
+    if case == "errors with their lines":
+        assert isinstance(split, tuple)
+        assert split[1][0].startswith("line 3, column 'timestamp'")
+        assert split[1][1] == "line 4: 2 columns, expected 7"
