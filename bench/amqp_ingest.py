@@ -17,13 +17,15 @@ the store: messages / (last commit - first receipt) over the message log, so
 process start-up is not counted; the run also waits until the queue is empty
 (every message acked) and checks every reading was stored.
 
-Usage: ``python -m bench.amqp_ingest [--messages N] [--workers N] [--prefetch N]``
+Usage: ``python -m bench.amqp_ingest [--messages N] [--workers N] [--prefetch N]
+[--only-one]``
 (RabbitMQ: ``AMIHUB_BENCH_AMQP_URL`` or ``AMIHUB_TEST_AMQP_URL``, default guest@127.0.0.1).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -34,6 +36,7 @@ import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from bench.common import plain, scratch_database
 
@@ -45,6 +48,7 @@ START = datetime(2026, 1, 1, tzinfo=UTC)
 PER_DAY = 96
 METERS = 500
 TARGET = 1500  # messages/s with one worker
+BATCH = 256  # deliveries a round (amihub caps it at half the prefetch to overlap rounds)
 
 
 def meter_name(n: int) -> str:
@@ -117,8 +121,52 @@ def raw_consume(url: str, bodies: list[bytes], prefetch: int) -> float:
     return len(bodies) / elapsed
 
 
+def _cpu(procs: list[Any]) -> float:
+    """User + system CPU seconds of processes still running (gone ones count 0)."""
+    import psutil
+
+    total = 0.0
+    for p in procs:
+        with contextlib.suppress(psutil.Error):
+            times = p.cpu_times()
+            total += times.user + times.system
+    return total
+
+
+def _workers(pid: int) -> list[Any]:
+    """The ``amihub serve`` process and its worker children."""
+    import psutil
+
+    try:
+        root = psutil.Process(pid)
+        return [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return []
+
+
+def _backends(pg: Any, database: str) -> list[Any]:
+    """The PostgreSQL server processes serving ``database`` (the workers' connections)."""
+    import psutil
+
+    rows = pg.execute(
+        "SELECT pid FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
+        (database,),
+    ).fetchall()
+    out = []
+    for (pid,) in rows:
+        with contextlib.suppress(psutil.Error):
+            out.append(psutil.Process(pid))
+    return out
+
+
 def amihub_run(url: str, bodies: list[bytes], workers: int, prefetch: int) -> dict[str, float]:
-    """Fill the request queue, start ``amihub serve --workers N``, wait until all is stored."""
+    """Fill the request queue, start ``amihub serve --workers N``, wait until all is stored.
+
+    Besides the rate, CPU per message is sampled while the queue drains (from the
+    first logged message to the last reply): the worker processes', and that of
+    the PostgreSQL backends serving the bench database; both are steadier than
+    the rate on a shared machine.
+    """
     import psycopg
     from kombu import Connection
 
@@ -136,7 +184,7 @@ def amihub_run(url: str, bodies: list[bytes], workers: int, prefetch: int) -> di
         dead_letter_exchange=f"bench.{tag}.dead-letter",
         dead_letter_queue=f"bench.{tag}.dead-letter",
         prefetch=prefetch,
-        batch_size=prefetch,
+        batch_size=BATCH,
     )
     topology = Topology.from_settings(settings)
     with scratch_database("amihub_bench_amqp") as db, Connection(url) as conn:
@@ -157,19 +205,30 @@ def amihub_run(url: str, bodies: list[bytes], workers: int, prefetch: int) -> di
             if value is not None:
                 text = str(value).lower() if isinstance(value, bool) else str(value)
                 env[f"AMIHUB_AMQP__{key.upper()}"] = text
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "hub.cli", "serve", "--workers", str(workers)], env=env
-        )
+        command = [sys.executable, "-m", "hub.cli", "serve", "--workers", str(workers)]
+        proc = subprocess.Popen(command, env=env)
+        database = db.rsplit("/", 1)[-1]
         try:
             with psycopg.connect(plain(db), autocommit=True) as pg:
                 deadline = time.monotonic() + 600
+                first: tuple[int, float, float] | None = None  # replied, worker CPU, PG CPU
+                procs: list[Any] = []
+                backends: list[Any] = []
+                done = 0
                 while time.monotonic() < deadline:
                     row = pg.execute(
-                        "SELECT count(*) FROM message_log WHERE state = 'replied'"
+                        "SELECT count(*) FILTER (WHERE state = 'replied'), count(*) "
+                        "FROM message_log"
                     ).fetchone()
-                    if row and row[0] >= len(bodies):
+                    assert row is not None
+                    done, logged = int(row[0]), int(row[1])
+                    if first is None and logged:
+                        procs, backends = _workers(proc.pid), _backends(pg, database)
+                        first = (done, _cpu(procs), _cpu(backends))
+                    if done >= len(bodies):
                         break
-                    time.sleep(0.2)
+                    time.sleep(0.05)
+                last = (done, _cpu(procs), _cpu(backends))
                 window = pg.execute(
                     "SELECT count(*), extract(epoch FROM max(updated_at) - min(received_at)) "
                     "FROM message_log WHERE state = 'replied'"
@@ -196,7 +255,16 @@ def amihub_run(url: str, bodies: list[bytes], workers: int, prefetch: int) -> di
     count, seconds = int(window[0]), float(window[1])
     if count != len(bodies) or stored[0] != len(bodies) * PER_DAY:
         raise SystemExit(f"incomplete: {count} messages, {stored[0]} readings stored")
-    return {"messages": count, "seconds": seconds, "rate": count / seconds, "depth": depth}
+    assert first is not None
+    measured = max(1, last[0] - first[0])
+    return {
+        "messages": count,
+        "seconds": seconds,
+        "rate": count / seconds,
+        "depth": depth,
+        "worker_ms": (last[1] - first[1]) * 1000 / measured,
+        "postgres_ms": (last[2] - first[2]) * 1000 / measured,
+    }
 
 
 class _StubPipeline:
@@ -228,7 +296,7 @@ def adapter_only(url: str, bodies: list[bytes], prefetch: int) -> float:
         dead_letter_exchange=f"bench.{tag}.dead-letter",
         dead_letter_queue=f"bench.{tag}.dead-letter",
         prefetch=prefetch,
-        batch_size=prefetch,
+        batch_size=BATCH,
         outbox=False,
     )
     replies = f"{settings.request_queue}.replies"
@@ -260,40 +328,64 @@ def adapter_only(url: str, bodies: list[bytes], prefetch: int) -> float:
     return len(bodies) / elapsed
 
 
+def _load() -> str:
+    return "load {:.2f} {:.2f} {:.2f}".format(*os.getloadavg())
+
+
 def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(prog="bench.amqp_ingest")
     parser.add_argument("--messages", type=int, default=2000)
     parser.add_argument("--workers", type=int, default=2, help="the second amihub figure")
-    parser.add_argument("--prefetch", type=int, default=256)
+    parser.add_argument("--prefetch", type=int, default=768)
+    parser.add_argument(
+        "--only-one", action="store_true", help="only the 1-worker figure (quick runs)"
+    )
     args = parser.parse_args(argv)
     bodies = messages(args.messages)
     size = sum(map(len, bodies)) / len(bodies)
     print(
         f"{len(bodies):,} CreateMeterReadings messages of one meter-day ({PER_DAY} readings, "
         f"{size / 1000:.1f} KB each), RabbitMQ {AMQP_URL.rsplit('@', 1)[-1]}, prefetch "
-        f"{args.prefetch}"
+        f"{args.prefetch}, {os.cpu_count()} cores; {_load()}"
     )
-    raw = raw_consume(AMQP_URL, bodies, args.prefetch)
-    stub = adapter_only(AMQP_URL, bodies, args.prefetch)
-    one = amihub_run(AMQP_URL, bodies, 1, args.prefetch)
-    many = amihub_run(AMQP_URL, bodies, args.workers, args.prefetch)
-    print(f"raw kombu consume + ack (no processing):      {raw:>9,.0f} messages/s")
-    print(f"amihub adapter, stub pipeline (reply + ack):  {stub:>9,.0f} messages/s")
+    only_one = args.only_one
+    figures: dict[str, float] = {}
+    if not only_one:
+        raw = figures["raw"] = raw_consume(AMQP_URL, bodies, args.prefetch)
+        print(f"raw kombu consume + ack (no processing):      {raw:>9,.0f} messages/s  ({_load()})")
+        stub = figures["stub"] = adapter_only(AMQP_URL, bodies, args.prefetch)
+        print(
+            f"amihub adapter, stub pipeline (reply + ack):  {stub:>9,.0f} messages/s  "
+            f"ratio to raw {stub / raw:.2f}  ({_load()})"
+        )
+    runs = [1] if only_one else [1, args.workers]
+    for workers in runs:
+        run = amihub_run(AMQP_URL, bodies, workers, args.prefetch)
+        figures[f"workers_{workers}"] = run["rate"]
+        figures[f"workers_{workers}_cpu_ms"] = run["worker_ms"]
+        figures[f"workers_{workers}_postgres_ms"] = run["postgres_ms"]
+        label = f"amihub, {workers} worker{'s' if workers > 1 else ''}:"
+        print(
+            f"{label:<46}{run['rate']:>9,.0f} messages/s = {run['rate'] * PER_DAY:,.0f} "
+            f"readings/s ({run['messages']:,} in {run['seconds']:.2f} s)  ({_load()})"
+        )
+        print(
+            f"{'':<46}CPU per message: workers {run['worker_ms']:.3f} ms, PostgreSQL "
+            f"backends {run['postgres_ms']:.3f} ms (= at most "
+            f"{1000 / max(run['worker_ms'], 1e-9):,.0f} messages/s for one worker's core)"
+        )
+    one = figures["workers_1"]
+    if not only_one:
+        many = figures[f"workers_{args.workers}"]
+        print(
+            f"ratio amihub 1 worker / raw: {one / figures['raw']:.3f}; "
+            f"{args.workers} workers / 1 worker: {many / one:.2f}"
+        )
     print(
-        f"amihub, 1 worker (pipeline, PostgreSQL, ack): {one['rate']:>9,.0f} messages/s "
-        f"= {one['rate'] * PER_DAY:,.0f} readings/s ({one['messages']:,} in {one['seconds']:.1f} s)"
+        f"target: >= {TARGET:,} messages/s with 1 worker: "
+        f"{'met' if one >= TARGET else 'not met'} ({one:,.0f})"
     )
-    print(
-        f"amihub, {args.workers} workers:                          "
-        f"{many['rate']:>9,.0f} messages/s = {many['rate'] * PER_DAY:,.0f} readings/s "
-        f"({many['messages']:,} in {many['seconds']:.1f} s)"
-    )
-    print(
-        f"ratio amihub 1 worker / raw: {one['rate'] / raw:.3f}; "
-        f"{args.workers} workers / 1 worker: {many['rate'] / one['rate']:.2f}  "
-        f"(target: >= {TARGET:,} messages/s with 1 worker)"
-    )
-    print(json.dumps({"raw": raw, "stub": stub, "one": one["rate"], "many": many["rate"]}))
+    print(json.dumps(figures))
 
 
 if __name__ == "__main__":

@@ -99,6 +99,21 @@ def _variant_of(msg: InboundMessage) -> str | None:
     return msg.principal.cim_variant if msg.principal is not None else None
 
 
+#: a batch member: its index in the batch, frame, what its route prepared, the route
+_Member = tuple[int, MessageFrame, object, BatchRoute]
+
+
+@dataclass(frozen=True)
+class BatchPlan:
+    """A batch prepared without IO (:meth:`Pipeline.prepare_batch`), to be applied."""
+
+    msgs: list[InboundMessage]
+    #: per message: the size limit that applies and the content hash
+    measured: list[tuple[int, str]]
+    #: (route, utility) -> the members applied together
+    groups: dict[tuple[int, str], list[_Member]]
+
+
 def _with_transport_id(frame: MessageFrame, msg: InboundMessage) -> MessageFrame:
     """A Header without MessageID takes the transport's message id (idempotency key)."""
     if frame.header.message_id or not msg.message_id:
@@ -668,42 +683,39 @@ class Pipeline:
         reply, lifecycle and dead letter. Everything else (a refusal, a MessageID
         seen before, a replay, another noun, readings repeated across messages) is
         processed one by one, exactly as :meth:`process` does. Outcomes come back
-        in the order of ``msgs``.
+        in the order of ``msgs``. The same as :meth:`apply_batch` of
+        :meth:`prepare_batch`.
         """
-        if len(msgs) < 2:
-            return [self.process(m) for m in msgs]
+        return self.apply_batch(self.prepare_batch(msgs))
+
+    def prepare_batch(self, msgs: Sequence[InboundMessage]) -> BatchPlan:
+        """The CPU half of :meth:`process_batch`, without IO: content hashes, parse, XSD,
+        authorisation, route and the route's ``prepare`` (readings extracted and checked).
+        An adapter may prepare the next batch while the previous one is applied."""
         measured = [self._measure(m) for m in msgs]
-        with self.uow_factory() as uow:
-            ids = uow.messages.start_many(
-                [
-                    MessageStart(m.source, m.endpoint, h, m.size, m.received_at)
-                    for m, (_, h) in zip(msgs, measured, strict=True)
-                ]
-            )
-            for log_id, m in zip(ids, msgs, strict=True):
-                if m.replay_of is not None:
-                    uow.messages.transition(
-                        log_id, S.RECEIVED, f"replay of dead letter {m.replay_of}"
-                    )
-            uow.commit()
-        steps = [LifecycleRecorder(log_id) for log_id in ids]
+        groups: dict[tuple[int, str], list[_Member]] = {}
+        if len(msgs) >= 2:
+            claimed: set[tuple[str, str]] = set()
+            for i, msg in enumerate(msgs):
+                member = self._batch_member(msg, measured[i][0], claimed)
+                if member is not None:
+                    frame, prepared, route = member
+                    key = (id(route), self._utility(msg))
+                    groups.setdefault(key, []).append((i, frame, prepared, route))
+        return BatchPlan(list(msgs), measured, groups)
+
+    def apply_batch(self, plan: BatchPlan) -> list[Outcome]:
+        """The IO half: each group of batch members in one transaction (message-log rows,
+        effect, stored replies, commit); the other messages one by one (:meth:`process`).
+        The message-log rows of a batch are written in the transaction of its effect: a
+        crash before the commit leaves nothing, and the input (unacknowledged) comes again."""
+        msgs = plan.msgs
         outcomes: list[Outcome | None] = [None] * len(msgs)
-        groups: dict[tuple[int, str], list[tuple[int, MessageFrame, object, BatchRoute]]] = {}
-        claimed: set[tuple[str, str]] = set()
-        for i, msg in enumerate(msgs):
-            member = self._batch_member(msg, measured[i][0], claimed)
-            if member is not None:
-                frame, prepared, route = member
-                key = (id(route), self._utility(msg))
-                groups.setdefault(key, []).append((i, frame, prepared, route))
-        for (_, utility_code), group in groups.items():
-            done = self._dispatch_batch(group, msgs, steps, utility_code)
+        for (_, utility_code), group in plan.groups.items():
+            done = self._dispatch_batch(group, msgs, plan.measured, utility_code)
             for i, outcome in done.items():
                 outcomes[i] = outcome
-        return [
-            o if o is not None else self._run(msgs[i], steps[i], *measured[i])
-            for i, o in enumerate(outcomes)
-        ]
+        return [o if o is not None else self.process(msgs[i]) for i, o in enumerate(outcomes)]
 
     def _batchable(self, route: object) -> bool:
         """isinstance against a runtime protocol costs ~20 us: ask once per route."""
@@ -740,29 +752,26 @@ class Pipeline:
 
     def _dispatch_batch(
         self,
-        group: list[tuple[int, MessageFrame, object, BatchRoute]],
+        group: list[_Member],
         msgs: Sequence[InboundMessage],
-        steps: list[LifecycleRecorder],
+        measured: Sequence[tuple[int, str]],
         utility_code: str,
     ) -> dict[int, Outcome]:
         for allow_direct in (True, False):
             try:
-                return self._apply_batch(group, msgs, steps, utility_code, allow_direct)
+                return self._apply_batch(group, msgs, measured, utility_code, allow_direct)
             except FastPathConflict:
-                for i, *_ in group:
-                    steps[i].rolled_back()
+                continue  # rolled back whole, message-log rows too: the exact path
             except AmihubError as exc:  # BatchConflict among them
                 log.info("batch of %d message(s) goes one by one: %s", len(group), exc)
-                for i, *_ in group:
-                    steps[i].rolled_back()
                 return {}
         return {}
 
     def _apply_batch(
         self,
-        group: list[tuple[int, MessageFrame, object, BatchRoute]],
+        group: list[_Member],
         msgs: Sequence[InboundMessage],
-        steps: list[LifecycleRecorder],
+        measured: Sequence[tuple[int, str]],
         utility_code: str,
         allow_direct: bool,
     ) -> dict[int, Outcome]:
@@ -780,11 +789,23 @@ class Pipeline:
             ]
             if not members:
                 return {}
-            utility = uow.utilities.get(utility_code)
-            if utility is None or utility.id is None:
-                return {}
+            utility_id = self._utility_ids.get(utility_code)
+            if utility_id is None:
+                utility = uow.utilities.get(utility_code)
+                if utility is None or utility.id is None:
+                    return {}
+                utility_id = self._utility_ids[utility_code] = utility.id
+            ids = uow.messages.start_many(
+                [
+                    MessageStart(m.source, m.endpoint, measured[i][1], m.size, m.received_at)
+                    for i, m in ((i, msgs[i]) for i, *_ in members)
+                ]
+            )
+            steps = {
+                i: LifecycleRecorder(log_id) for (i, *_), log_id in zip(members, ids, strict=True)
+            }
             ctx = RouteContext(
-                utility_id=utility.id,
+                utility_id=utility_id,
                 utility_code=utility_code,
                 handler=HandlerContext(actor=msgs[members[0][0]].source, now=self.clock()),
                 bus=self.bus,

@@ -27,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
+import queue
 import threading
 import time
 import uuid
@@ -51,7 +52,7 @@ from cim_schemas.envelope import Header, Reply
 from hub.errors import ErrorDetail, RecoverableError, StoreUnavailable
 from hub.lifecycle import MessageLifecycle
 from hub.messages import InboundMessage, Outcome
-from hub.pipeline import DEAD_LETTER_BODY_LIMIT, Pipeline
+from hub.pipeline import DEAD_LETTER_BODY_LIMIT, BatchPlan, Pipeline
 from hub.settings import AmqpSettings
 from mdm.ports import UnitOfWorkFactory
 
@@ -93,6 +94,18 @@ class Delivery:
         if self.amqp_message_id:
             return self.amqp_message_id
         return self.outcome.message_id if self.outcome else None
+
+
+@dataclass
+class _Round:
+    """One batch of deliveries on its way: prepared, completed, then settled (acked)."""
+
+    deliveries: list[Delivery]
+    #: the plain deliveries prepared by the pipeline (``Pipeline.prepare_batch``) and the plan
+    prepared: list[Delivery] = field(default_factory=list)
+    plan: BatchPlan | None = None
+    #: the completion failed (publisher connection lost): nothing of it is acknowledged
+    failure: BaseException | None = None
 
 
 def _text(value: Any) -> str:
@@ -181,33 +194,73 @@ class AmqpConsumer:
         )
         consumer.consume()
         backoff.reset()
+        committer = _Committer(self) if self.overlapped else None
+        limit = min(self.settings.batch_size, self.settings.prefetch)
+        # overlapping needs the next round's deliveries while one is unacknowledged
+        self.batch_size = max(1, min(limit, self.settings.prefetch // 2)) if committer else limit
         self.consuming.set()
         log.info(
-            "%s consuming %s on %s (prefetch %d, batch %d)",
+            "%s consuming %s on %s (prefetch %d, batch %d%s)",
             self.name,
             self.settings.request_queue,
             safe_url(connection),
             self.settings.prefetch,
             self.batch_size,
+            ", next batch prepared while one is stored" if committer else "",
         )
+        try:
+            self._loop(connection, committer)
+            if committer is not None:  # stopping: finish and acknowledge what is in hand
+                committer.close()
+                self._settle_finished(committer, block=False)
+        finally:
+            if committer is not None:
+                committer.close()  # after a failure: its rounds stay unacknowledged
+
+    @property
+    def overlapped(self) -> bool:
+        """The pipeline splits a batch into prepare (CPU) and apply (IO), so the next
+        batch is prepared in this thread while a committer thread applies the previous."""
+        return hasattr(self.pipeline, "prepare_batch") and hasattr(self.pipeline, "apply_batch")
+
+    def _loop(self, connection: Connection, committer: _Committer | None) -> None:
         last_beat = time.monotonic()
         while not self.stop_event.is_set():
             timeout = self.settings.batch_wait if self._buffer else 0.2
             if self._buffer:
                 timeout = max(0.0, self._first_at + self.settings.batch_wait - time.monotonic())
+            if committer is not None and committer.busy:
+                timeout = min(timeout, 0.005)  # come back soon to acknowledge its round
             with contextlib.suppress(TimeoutError):
                 connection.drain_events(timeout=max(timeout, 0.001))
+            if committer is not None:
+                self._settle_finished(committer, block=False)
             now = time.monotonic()
             if self._buffer and (
                 len(self._buffer) >= self.batch_size
                 or now >= self._first_at + self.settings.batch_wait
             ):
                 batch, self._buffer = self._buffer, []
-                self.handle(batch)
+                if committer is None:
+                    self.handle(batch)
+                else:
+                    work = self._begin(batch)
+                    while not committer.submit(work, timeout=0.05):
+                        # the committer still holds two rounds: acknowledge what it finished
+                        self._settle_finished(committer, block=False)
+                        if self.settings.heartbeat:
+                            connection.heartbeat_check()
             if self.settings.heartbeat and now - last_beat > 1.0:
                 connection.heartbeat_check()
-                self.publisher.heartbeat_check()
+                if committer is None:
+                    self.publisher.heartbeat_check()
                 last_beat = now
+
+    def _settle_finished(self, committer: _Committer, *, block: bool) -> None:
+        for work in committer.finished(block=block):
+            if work.failure is not None:
+                raise work.failure  # the session ends; its unacknowledged rounds come again
+            self._settle(work)
 
     def _on_message(self, message: Message) -> None:
         if not self._buffer:
@@ -218,6 +271,12 @@ class AmqpConsumer:
 
     def handle(self, messages: Sequence[Message]) -> None:
         """Process a batch of deliveries end to end (public for tests and benchmarks)."""
+        work = self._begin(messages)
+        self._complete(work)
+        self._settle(work)
+
+    def _begin(self, messages: Sequence[Message]) -> _Round:
+        """In the consuming thread, without IO: checks, then the pipeline's prepare."""
         deliveries = [self._delivery(m) for m in messages]
         for d in deliveries:
             try:
@@ -225,7 +284,23 @@ class AmqpConsumer:
             except Exception as exc:  # a bug on one message: retry it, then dead-letter it
                 log.exception("%s: unexpected error checking %s", self.name, d.request_id)
                 d.error = exc
-        self._process([d for d in deliveries if d.refusal is None and d.error is None])
+        work = _Round(deliveries)
+        plain = [d for d in deliveries if d.refusal is None and d.error is None and not d.mapping]
+        prepare = getattr(self.pipeline, "prepare_batch", None)
+        if prepare is not None and len(plain) > 1 and self.overlapped:
+            try:
+                work.plan = prepare([d.inbound for d in plain])
+                work.prepared = plain
+            except Exception:  # a bug in the batch path: the single path still works
+                log.exception("%s: prepare_batch failed; one by one", self.name)
+        return work
+
+    def _complete(self, work: _Round) -> None:
+        """Apply (store, commit), refusals, then publish replies, events and dead letters
+        and wait for their confirms; marks the deliveries to requeue. Raises
+        TransportUnavailable when the publisher's connection fails (nothing is acked)."""
+        deliveries = work.deliveries
+        self._process([d for d in deliveries if d.refusal is None and d.error is None], work)
         for d in deliveries:
             if d.refusal is not None and d.outcome is None and d.error is None:
                 self._refuse(d)
@@ -246,8 +321,13 @@ class AmqpConsumer:
                     log.warning("reply to %s for %s dropped: %s", d.reply_to, d.request_id, error)
                 else:
                     d.requeue = True
+
+    def _settle(self, work: _Round) -> None:
+        """Acknowledge (or requeue) a completed round, in the consuming thread."""
+        deliveries = work.deliveries
         if self._ack_multiple and deliveries and not any(d.requeue for d in deliveries):
-            # the batch is every delivery not yet settled on this channel: one ack for all
+            # the round is every delivery not yet settled on this channel up to its last
+            # (rounds are completed in order): one ack for all
             deliveries[-1].message.ack(multiple=True)
         else:
             for d in deliveries:
@@ -333,12 +413,18 @@ class AmqpConsumer:
         verb, dot, noun = d.routing_key.partition(".")
         return bool(dot) and (verb, noun) in set(self._operations())
 
-    def _process(self, ds: list[Delivery]) -> None:
+    def _process(self, ds: list[Delivery], work: _Round | None = None) -> None:
         plain = [d for d in ds if d.mapping is None]
         batch_fn = getattr(self.pipeline, "process_batch", None)
-        if batch_fn is not None and len(plain) > 1:
+        plan = work.plan if work is not None else None
+        if (batch_fn is not None or plan is not None) and len(plain) > 1:
             try:
-                outcomes = batch_fn([d.inbound for d in plain])
+                if work is not None and plan is not None:
+                    outcomes = self.pipeline.apply_batch(plan)
+                    plain = work.prepared
+                else:
+                    assert batch_fn is not None
+                    outcomes = batch_fn([d.inbound for d in plain])
                 for d, outcome in zip(plain, outcomes, strict=True):
                     d.outcome = outcome
                 plain = []
@@ -601,6 +687,79 @@ class AmqpConsumer:
             reply_to=d.reply_to,
             user_id=self._own_user,
         )
+
+
+class _Committer:
+    """Completes rounds in order in its own thread: the pipeline's apply (store, commit),
+    refusals, publishes and their confirms. The consuming thread prepares the next round
+    meanwhile (parsing is CPU, the store and the broker are waits that release the GIL)
+    and acknowledges the finished rounds itself: the consuming channel stays in its thread.
+
+    At most two rounds are in its hands (one completing, one waiting); a failure (the
+    publisher's connection) fails every later round too, so nothing after it is acked.
+    """
+
+    def __init__(self, consumer: AmqpConsumer) -> None:
+        self._consumer = consumer
+        self._todo: queue.Queue[_Round | None] = queue.Queue(maxsize=1)
+        self._done: queue.Queue[_Round] = queue.Queue()
+        self._in_hand = 0  # submitted, not yet taken back with finished()
+        self._failure: BaseException | None = None
+        self._closed = False
+        self._thread = threading.Thread(
+            target=self._run, name=f"{consumer.name}-committer", daemon=True
+        )
+        self._thread.start()
+
+    @property
+    def busy(self) -> bool:
+        return self._in_hand > 0
+
+    def submit(self, work: _Round, timeout: float) -> bool:
+        try:
+            self._todo.put(work, timeout=timeout)
+        except queue.Full:
+            return False
+        self._in_hand += 1
+        return True
+
+    def finished(self, *, block: bool = False) -> list[_Round]:
+        """The rounds completed since the last call, in order."""
+        out: list[_Round] = []
+        while self._in_hand > len(out):
+            try:
+                out.append(self._done.get(block=block and not out, timeout=1.0))
+            except queue.Empty:
+                break
+        self._in_hand -= len(out)
+        return out
+
+    def close(self) -> None:
+        """Complete what was submitted, then end the thread."""
+        if self._closed:
+            return
+        self._closed = True
+        self._todo.put(None)
+        self._thread.join()
+
+    def _run(self) -> None:
+        consumer = self._consumer
+        while True:
+            try:
+                work = self._todo.get(timeout=1.0)
+            except queue.Empty:
+                if self._failure is None:
+                    consumer.publisher.heartbeat_check()
+                continue
+            if work is None:
+                return
+            if self._failure is None:
+                try:
+                    consumer._complete(work)
+                except BaseException as exc:  # raised in the consuming thread when settled
+                    self._failure = exc
+            work.failure = self._failure
+            self._done.put(work)
 
 
 def _failed_reply(d: Delivery, detail: ErrorDetail) -> bytes:

@@ -14,7 +14,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
-from typing import Final
+from itertools import repeat
+from typing import Final, cast
 
 from lxml import etree
 
@@ -45,6 +46,17 @@ T_NAME_TYPE: Final = NS + "NameType"
 
 STREAM_TAGS: Final = (T_METER_READING, T_BLOCK, T_INTERVAL, T_READING)
 MAX_ERRORS: Final = 100
+
+_XP_NS: Final = {"m": profile_ns("MeterReadings")}
+#: a block's timestamps and values as text, in document order (one C call each)
+_BLOCK_STAMPS: Final = etree.XPath(
+    "m:IntervalReadings/m:timeStamp/text()", namespaces=_XP_NS, smart_strings=False
+)
+_BLOCK_VALUES: Final = etree.XPath(
+    "m:IntervalReadings/m:value/text()", namespaces=_XP_NS, smart_strings=False
+)
+#: the children of a block's readings: two a reading when each has only timeStamp and value
+_BLOCK_FIELDS: Final = etree.XPath("count(m:IntervalReadings/*)", namespaces=_XP_NS)
 
 
 class _Invalid(Exception):
@@ -95,6 +107,14 @@ def meter_ref(element: etree._Element | None) -> DeviceRef | None:
             kind = name_type.findtext(T_NAME) if name_type is not None else None
             return DeviceRef(name=name.strip(), name_type=kind)
     return None
+
+
+def _stamp(stamps: dict[str, datetime], text: str) -> datetime:
+    ts = parse_timestamp(text)
+    if len(stamps) > 100_000:
+        stamps.clear()
+    stamps[text] = ts
+    return ts
 
 
 @dataclass
@@ -165,6 +185,58 @@ class ReadingExtractor:
                 before = previous.getprevious()
                 element.getparent().remove(previous)  # type: ignore[union-attr]
                 previous = before
+
+    def tree_chunk(self, payload: etree._Element) -> ReadingFeedChunk | None:
+        """The readings of a parsed MeterReadings element in one chunk, without per-element
+        Python work: a block's timestamps and values come as two lists of texts (XPath),
+        so a meter-day costs a few calls instead of a loop over 96 elements. Only the
+        regular shape: interval blocks with one timestamp and one value per reading, no
+        quality codes, no register Readings; anything else (or any error) is None and
+        :meth:`chunks` reads the same tree, with the exact xpath of every error. Nothing
+        of this extractor changes unless the chunk is returned."""
+        if payload.tag != NS + "MeterReadings":
+            return None
+        stamps = self.stamps
+        blocks: list[ReadingBlock] = []
+        meters: list[MeterItem] = []
+        seen = 0
+        limit = self.max_block_readings
+        try:
+            for item, mr in enumerate(payload.iterchildren(T_METER_READING), 1):
+                if mr.find(T_READING) is not None:
+                    return None
+                ref = meter_ref(mr.find(T_METER))
+                if ref is None:
+                    return None
+                for block in mr.iterchildren(T_BLOCK):
+                    times = cast(list[str], _BLOCK_STAMPS(block))
+                    texts = cast(list[str], _BLOCK_VALUES(block))
+                    size = len(times)
+                    # every child but the last (ReadingType) a reading, each with exactly
+                    # one timeStamp and one value (a timeStamp at most per reading, and
+                    # the parser joins an element's text into one node) and nothing else
+                    if (
+                        size >= limit
+                        or len(texts) != size
+                        or len(block) != size + 1
+                        or block[size].tag != T_READING_TYPE
+                        or int(cast(float, _BLOCK_FIELDS(block))) != 2 * size
+                    ):
+                        return None
+                    joined = "".join(texts)
+                    if "n" in joined or "N" in joined:  # NaN, Infinity: not finite
+                        return None
+                    rt = self._reading_type(block.find(T_READING_TYPE))
+                    when = [stamps.get(t) or _stamp(stamps, t) for t in times]
+                    values = list(map(Decimal, texts))  # surrounding blanks allowed, as strip
+                    blocks.append(ReadingBlock(item, rt, list(zip(when, values, repeat("")))))
+                    seen += size
+                meters.append(MeterItem(item, ref))
+        except (_Invalid, InvalidOperation, ValueError):
+            return None
+        self.meters.update((m.item, m.ref) for m in meters)
+        self.readings_seen += seen
+        return ReadingFeedChunk(blocks, meters)
 
     def _mr_xpath(self, item: int) -> str:
         return f"{self.base_xpath}/MeterReading[{item}]"
@@ -356,6 +428,9 @@ class StoreMeterReadingsRoute:
             stamps=self._stamps,
             rt_cache=self._reading_types,
         )
+        fast = extractor.tree_chunk(frame.payload)
+        if fast is not None:
+            return _Prepared(extractor, [fast])
         events = etree.iterwalk(frame.payload, events=("end",), tag=STREAM_TAGS)
         chunks = list(extractor.chunks(events))  # raises PayloadInvalid with xpaths
         return _Prepared(extractor, chunks)
