@@ -3,7 +3,8 @@
 A meters file holds one meter a line: its mRID, name or serial number; blank lines
 and lines starting with ``#`` are skipped. A file naming a meter the utility does not
 know changes nothing: every such line is listed (file:line) and the command exits 2.
-A group is named by its mRID or its name.
+A group is named by its mRID or its name. The commands run through the bus of the app
+the bootstrap builds (``hub.cli._app``), as every other command does.
 """
 
 from __future__ import annotations
@@ -13,13 +14,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from rich.markup import escape
 from rich.table import Table
 
-from hub.bus import MessageBus
 from hub.errors import ConfigurationError, ItemRejected
 from mdm.group_commands import (
     AddGroupMembers,
@@ -27,17 +27,18 @@ from mdm.group_commands import (
     CreateEndDeviceGroup,
     RemoveGroupMembers,
 )
-from mdm.group_handlers import GROUP_HANDLERS, GroupChange
+from mdm.group_handlers import GroupChange
 from mdm.groups import EndDeviceGroup
 from mdm.handlers import HandlerContext
 from mdm.model import DeviceRef
 from mdm.ports import UnitOfWork
 
-BUS = MessageBus(GROUP_HANDLERS)
+if TYPE_CHECKING:
+    from hub.bootstrap import App
 
 
 @contextmanager
-def _store(ctx: click.Context, utility: str | None) -> Iterator[tuple[Any, UnitOfWork, int]]:
+def _store(ctx: click.Context, utility: str | None) -> Iterator[tuple[App, UnitOfWork, int]]:
     from hub.cli import _app
 
     with _app(ctx) as app, app.uow_factory() as uow:
@@ -157,9 +158,9 @@ def create(
     utility: str | None,
 ) -> None:
     """Create group NAME with the meters of --meters-file / --meter."""
-    with _store(ctx, utility) as (_, uow, utility_id):
+    with _store(ctx, utility) as (app, uow, utility_id):
         members = _resolve(uow, utility_id, meters_file, meters)
-        change = BUS.handle(
+        change = app.bus.handle(
             CreateEndDeviceGroup(utility_id, mrid or name, name, description, members),
             uow,
             _context(),
@@ -182,11 +183,11 @@ def add(
     utility: str | None,
 ) -> None:
     """Add meters to GROUP (mRID or name); members already in it are left as they are."""
-    with _store(ctx, utility) as (_, uow, utility_id):
+    with _store(ctx, utility) as (app, uow, utility_id):
         members = _resolve(uow, utility_id, meters_file, meters)
         if not members:
             raise click.UsageError("name meters with --meters-file or --meter")
-        change = BUS.handle(
+        change = app.bus.handle(
             AddGroupMembers(utility_id, _group(uow, utility_id, group), members), uow, _context()
         )
         uow.commit()
@@ -207,11 +208,11 @@ def remove(
     utility: str | None,
 ) -> None:
     """Remove meters from GROUP (mRID or name)."""
-    with _store(ctx, utility) as (_, uow, utility_id):
+    with _store(ctx, utility) as (app, uow, utility_id):
         members = _resolve(uow, utility_id, meters_file, meters)
         if not members:
             raise click.UsageError("name meters with --meters-file or --meter")
-        change = BUS.handle(
+        change = app.bus.handle(
             RemoveGroupMembers(utility_id, _group(uow, utility_id, group), members),
             uow,
             _context(),
@@ -226,8 +227,8 @@ def remove(
 @click.pass_context
 def close(ctx: click.Context, group: str, utility: str | None) -> None:
     """Close GROUP: kept with its members, no longer a target; its name is free again."""
-    with _store(ctx, utility) as (_, uow, utility_id):
-        change = BUS.handle(
+    with _store(ctx, utility) as (app, uow, utility_id):
+        change = app.bus.handle(
             CloseEndDeviceGroup(utility_id, _group(uow, utility_id, group)), uow, _context()
         )
         uow.commit()

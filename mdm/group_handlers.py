@@ -21,7 +21,7 @@ from mdm.group_commands import (
     RemoveGroupMembers,
 )
 from mdm.groups import EndDeviceGroup
-from mdm.handlers import Handler, HandlerContext
+from mdm.handling import Handler, HandlerContext
 from mdm.model import DeviceRef
 from mdm.ports import UnitOfWork
 

@@ -9,9 +9,8 @@ is written for that item.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
 from hub.errors import ItemRejected
@@ -29,6 +28,9 @@ from mdm.commands import (
     RemoveMeter,
     StoreMeterReadings,
 )
+from mdm.group_handlers import GROUP_HANDLERS
+from mdm.handling import Handler as Handler  # re-exported: importers predate mdm.handling
+from mdm.handling import HandlerContext as HandlerContext
 from mdm.model import (
     DeviceRef,
     DeviceState,
@@ -39,12 +41,6 @@ from mdm.model import (
     UsagePointStatus,
 )
 from mdm.ports import ReadingText, StagingResult, UnitOfWork
-
-
-@dataclass(frozen=True)
-class HandlerContext:
-    actor: str
-    now: datetime
 
 
 def store_meter_readings(
@@ -301,8 +297,7 @@ def remove_meter(cmd: RemoveMeter, uow: UnitOfWork, ctx: HandlerContext) -> Inst
     return closed
 
 
-Handler = Callable[[Any, UnitOfWork, HandlerContext], Any]
-
+#: every command handler of the domain: the one table the bootstrap gives the bus
 HANDLERS: dict[type[Any], Handler] = {
     StoreMeterReadings: store_meter_readings,
     QueryMeterReadings: query_meter_readings,
@@ -316,4 +311,5 @@ HANDLERS: dict[type[Any], Handler] = {
     DeleteMeter: delete_meter,
     InstallMeter: install_meter,
     RemoveMeter: remove_meter,
+    **GROUP_HANDLERS,
 }

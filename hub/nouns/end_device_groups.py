@@ -15,12 +15,14 @@ A group naming a meter the utility does not know changes nothing and gets one 20
 per such meter (xpath of its ``EndDevices``); the other groups are applied (PARTIAL).
 Unknown group on change / close / delete: 2008. The reply echoes the groups applied
 (mRID, name, description), not their members; counts say added and removed meters.
+The commands go through the bootstrap's bus (``RouteContext.bus``), whose table
+(``mdm.handlers.HANDLERS``) holds the group handlers.
 """
 
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Final
 
 from cim_schemas.profiles.common import Name
@@ -30,7 +32,6 @@ from cim_schemas.profiles.end_device_groups import (
     parse_end_device_groups,
     render_end_device_groups,
 )
-from hub.bus import MessageBus
 from hub.errors import ErrorDetail, ItemRejected, PayloadInvalid
 from hub.nouns.end_device_controls import _ref
 from hub.routing import MessageFrame, RouteContext, RouteResult
@@ -40,7 +41,7 @@ from mdm.group_commands import (
     CreateEndDeviceGroup,
     DeleteEndDeviceGroup,
 )
-from mdm.group_handlers import GROUP_HANDLERS, GroupChange, UnknownMembers
+from mdm.group_handlers import GroupChange, UnknownMembers
 from mdm.model import DeviceRef
 from mdm.ports import UnitOfWork
 
@@ -52,7 +53,6 @@ class EndDeviceGroupsRoute:
     noun: str = "EndDeviceGroups"
     verbs: frozenset[str] = frozenset({"create", "change", "close", "delete"})
     streaming: bool = False
-    bus: MessageBus = field(default_factory=lambda: MessageBus(GROUP_HANDLERS))
 
     def handle(self, frame: MessageFrame, ctx: RouteContext, uow: UnitOfWork) -> RouteResult:
         if frame.payload is None:
@@ -69,7 +69,7 @@ class EndDeviceGroupsRoute:
             base = f"{frame.payload_xpath}/EndDeviceGroup[{n}]"
             try:
                 command = self._command(frame.header.verb, item, ctx)
-                change: GroupChange = self.bus.handle(command, uow, ctx.handler)
+                change: GroupChange = ctx.bus.handle(command, uow, ctx.handler)
             except UnknownMembers as exc:
                 result.errors.extend(_unknown(item, exc, base))
                 continue

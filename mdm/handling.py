@@ -1,0 +1,25 @@
+"""What every command handler shares: its signature and its context.
+
+Handlers are plain functions ``(command, uow, ctx) -> result`` (mdm/handlers.py,
+mdm/group_handlers.py); ``mdm.handlers.HANDLERS`` is the one table of them that the
+bootstrap gives the bus. Kept apart so that handler modules can import these without
+importing each other.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from mdm.ports import UnitOfWork
+
+
+@dataclass(frozen=True)
+class HandlerContext:
+    actor: str
+    now: datetime
+
+
+Handler = Callable[[Any, UnitOfWork, HandlerContext], Any]
