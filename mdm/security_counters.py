@@ -69,9 +69,14 @@ class InvocationCounterRepository(Protocol):
     """``uow.invocation_counters``: the last accepted counter per (system title, channel)."""
 
     def last(
-        self, channel: CounterChannel, system_titles: Sequence[bytes] | None = None
+        self,
+        channel: CounterChannel,
+        system_titles: Sequence[bytes] | None = None,
+        *,
+        changed_since: datetime | None = None,
     ) -> dict[bytes, int]:
-        """The stored counters of ``system_titles`` (every system title when None)."""
+        """The stored counters of ``system_titles`` (every system title when None);
+        with ``changed_since``, only those stored at or after that instant."""
         ...
 
     def advance(

@@ -49,6 +49,7 @@ from kombu.messaging import Consumer
 
 from adapters.amqp.connection import Backoff, make_connection, reconnecting, safe_url
 from adapters.amqp.publisher import ConfirmingPublisher, Outgoing, Unroutable
+from adapters.dlms.counters import StoredMeterCounters
 from adapters.dlms.directory import MeterDirectory
 from adapters.dlms.jobs import CONTENT_TYPE, control_request, jobs_queue, reply_body
 from adapters.dlms.parameters import command_parameters
@@ -112,7 +113,9 @@ class EngineWorker:
         self.policy = EnginePolicy(
             concurrency=self.concurrency, timeout=self.hes.timeout, attempts=self.hes.attempts
         )
-        self.identity = ClientIdentity()
+        #: the meters' response counters in the store (written and read by its own thread)
+        self.counters = StoredMeterCounters(uow_factory)
+        self.identity = ClientIdentity(counter_store=self.counters)
         self.sessions = one_at_a_time(
             directory.reloading(tcp_sessions(self.identity)), wait=4 * self.policy.timeout
         )
@@ -140,11 +143,13 @@ class EngineWorker:
         self.stop_event.set()
 
     def run(self) -> None:
+        self.counters.start()  # reads the stored meter counters before the first job
         try:
             reconnecting(self.name, self.amqp, self.stop_event, self._session, self._cleanup)
         finally:
             self.jobs.shutdown(wait=True)
             self.meters.shutdown(wait=True)
+            self.counters.close()
 
     def _cleanup(self, connection: Connection) -> None:
         self.consuming.clear()
@@ -424,6 +429,7 @@ class EngineWorker:
     def close(self) -> None:
         self.stop()
         self.publisher.close()
+        self.counters.close()
 
 
 def install_signals(stop: Callable[[], None]) -> None:

@@ -33,6 +33,7 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
+from adapters.dlms.counters import StoredMeterCounters
 from adapters.dlms.directory import MeterDirectory
 from adapters.dlms.parameters import command_parameters
 from adapters.dlms.read_targets import ConfiguredTargets
@@ -112,7 +113,9 @@ class DlmsHeadEnd:
         self.uow_factory = uow_factory
         self.tick_seconds = tick_seconds
         self.clock = clock
-        self.identity = identity or ClientIdentity()
+        #: the meters' response counters in the store (written and read by its own thread)
+        self.counters = StoredMeterCounters(uow_factory)
+        self.identity = identity or ClientIdentity(counter_store=self.counters)
         # one association at a time per meter: scheduler jobs and on-demand reads share it
         self.sessions = one_at_a_time(
             directory.reloading(sessions or tcp_sessions(self.identity)),
@@ -242,6 +245,7 @@ class DlmsHeadEnd:
     def start(self) -> None:
         if self._thread is not None:
             return
+        self.counters.start()  # reads the stored meter counters before the first job
         self._stop.clear()
         self._thread = threading.Thread(target=self._loop, name="hes-controls", daemon=True)
         self._thread.start()
@@ -258,6 +262,7 @@ class DlmsHeadEnd:
         if self._thread is not None:
             self._thread.join(30)
             self._thread = None
+        self.counters.close()
 
 
 def directory_from_settings(settings: HesSettings) -> MeterDirectory | None:

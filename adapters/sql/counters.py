@@ -55,9 +55,15 @@ def _decide(
 class SqlInvocationCounterRepository(_Repo):
     @guarded
     def last(
-        self, channel: CounterChannel, system_titles: Sequence[bytes] | None = None
+        self,
+        channel: CounterChannel,
+        system_titles: Sequence[bytes] | None = None,
+        *,
+        changed_since: datetime | None = None,
     ) -> dict[bytes, int]:
         stmt = select(_C.c.system_title, _C.c.last_counter).where(_C.c.channel == str(channel))
+        if changed_since is not None:
+            stmt = stmt.where(_C.c.updated_at >= changed_since)
         if system_titles is None:
             rows = list(self._conn.execute(stmt))
         else:

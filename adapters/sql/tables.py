@@ -336,4 +336,5 @@ invocation_counter = Table(
     Column("channel", String(10), primary_key=True),
     Column("last_counter", BigInteger, nullable=False),
     Column("updated_at", UTCDateTime(), nullable=False),
+    Index(None, "channel", "updated_at"),  # the rows other processes changed lately
 )

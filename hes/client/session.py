@@ -16,10 +16,18 @@ Secured association (the default), as field meters expect it:
 4. every request glo-ciphered (authenticated and encrypted), every response
    verified (tag) and its counter checked to go forward (shared tracker: a
    replayed or rewound meter counter is refused even across associations).
+
+With a :class:`MeterCounterStore` (``ClientIdentity.counter_store``: the store, shared
+by every process and kept across restarts) the meter's first counter of an association
+must also be above the highest counter recorded at the end of earlier associations,
+once HLS pass 4 proved the meter live; the highest counter seen is recorded when the
+association is released. A meter whose counter went back (restored, reset, cloned:
+it reuses GCM nonces) is refused as a replay security event after a restart too.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -51,7 +59,9 @@ from hes.dlms.acse import (
 )
 from hes.dlms.wrapper import MANAGEMENT_CLIENT, PUBLIC_CLIENT
 from hes.security import gcm
-from hub.errors import NotAuthorised, PermanentError, SecurityViolation
+from hub.errors import NotAuthorised, PermanentError, RecoverableError, SecurityViolation
+
+log = logging.getLogger(__name__)
 
 INVOCATION_COUNTER = "0.0.43.1.0.255"
 CLOCK = "0.0.1.0.0.255"
@@ -184,9 +194,22 @@ class MeterConfiguration:
     columns: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
 
+class MeterCounterStore(Protocol):
+    """The meters' counters seen in responses, kept beyond the process (the store)."""
+
+    def last(self, system_title: bytes) -> int | None:
+        """The highest counter recorded for the meter (None: never recorded)."""
+        ...
+
+    def record(self, system_title: bytes, counter: int) -> None:
+        """Raise the recorded counter to ``counter`` (never lowers it)."""
+        ...
+
+
 @dataclass
 class ClientIdentity:
-    """The head-end's side: its system title, the tracker of meter counters, and the
+    """The head-end's side: its system title, the tracker of meter counters (with
+    ``counter_store``: checked against and recorded in the store too), and the
     configuration cache of the meters it reads."""
 
     system_title: bytes = b"AMIHUB01"
@@ -194,6 +217,7 @@ class ClientIdentity:
         default_factory=gcm.InvocationCounterTracker
     )
     configurations: dict[str, MeterConfiguration] = field(default_factory=dict)
+    counter_store: MeterCounterStore | None = None
 
     def configuration(self, key: str | None) -> MeterConfiguration:
         if key is None:
@@ -235,6 +259,9 @@ class DlmsMeterSession:
         )
         self._gurux = compat.new_client(self.client_address, 1)
         self._counter: gcm.InvocationCounter | None = None
+        #: the meter's counters of this association: the first, and the highest
+        self._meter_first: int | None = None
+        self._meter_last: int | None = None
         #: the keys the (last) association was opened with
         self.key_role = KeyRole.ACTIVE
         self._ciphered = False
@@ -303,7 +330,48 @@ class DlmsMeterSession:
             apdu, keys=self._keys(), system_title=self.credentials.system_title
         )
         self.identity.meter_counters.accept(self.credentials.system_title, clear.invocation_counter)
+        if self._meter_first is None:
+            self._meter_first = clear.invocation_counter
+        self._meter_last = clear.invocation_counter
         return clear
+
+    def _check_stored_counter(self) -> None:
+        """The association's first meter counter against the store (after HLS pass 4:
+        the meter is live). A store that does not answer now leaves the in-memory
+        check alone (logged)."""
+        store, first = self.identity.counter_store, self._meter_first
+        if store is None or first is None:
+            return
+        system_title = self.credentials.system_title
+        try:
+            last = store.last(system_title)
+        except RecoverableError as exc:
+            log.warning(
+                "meter counter of %s not checked against the store (%s: %s)",
+                system_title.hex(),
+                type(exc).__name__,
+                exc,
+            )
+            return
+        if last is not None and first <= last:
+            raise SecurityViolation(
+                f"meter invocation counter rewound: {first} of {system_title.hex()} does "
+                f"not go forward (last {last}, in the store)"
+            )
+
+    def _record_counter(self) -> None:
+        store, last = self.identity.counter_store, self._meter_last
+        if store is None or last is None:
+            return
+        try:
+            store.record(self.credentials.system_title, last)
+        except RecoverableError as exc:
+            log.warning(
+                "meter counter of %s not recorded in the store (%s: %s)",
+                self.credentials.system_title.hex(),
+                type(exc).__name__,
+                exc,
+            )
 
     def _keys(self) -> gcm.SecurityKeys:
         keys = (
@@ -376,6 +444,7 @@ class DlmsMeterSession:
             )
         else:
             self._counter = gcm.InvocationCounter(self._read_counter_publicly())
+            self._meter_first = self._meter_last = None
             self._ctos = os.urandom(16)
             aarq = Aarq(
                 ApplicationContext.LOGICAL_NAME_WITH_CIPHERING,
@@ -448,6 +517,7 @@ class DlmsMeterSession:
         gcm.verify_gmac_response(
             f_ctos, self._ctos, keys=self._keys(), system_title=self.credentials.system_title
         )
+        self._check_stored_counter()
         return response
 
     def release(self) -> None:
@@ -455,6 +525,7 @@ class DlmsMeterSession:
             return
         self._associated = False
         self._ciphered = False
+        self._record_counter()
         out = self._exchange_raw(self.client_address, acse.release_request())
         if not acse.is_release_response(out):
             raise MeterProtocolError("bad release response")

@@ -32,7 +32,13 @@ def upgrade() -> None:
         sa.Column("updated_at", TS, nullable=False),
         sa.PrimaryKeyConstraint("system_title", "channel", name=op.f("pk_invocation_counter")),
     )
+    op.create_index(
+        op.f("ix_invocation_counter_channel_updated_at"),
+        "invocation_counter",
+        ["channel", "updated_at"],
+    )
 
 
 def downgrade() -> None:
+    op.drop_index(op.f("ix_invocation_counter_channel_updated_at"), table_name="invocation_counter")
     op.drop_table("invocation_counter")

@@ -1,0 +1,168 @@
+"""The head-end's view of the meters' counters kept in the store: reads of simulated meters
+over real TCP by engines that share nothing in memory (a restart, another process), on
+SQLite and PostgreSQL. A meter whose counter went back is refused with a replay security
+event, which the memory-only check of a fresh process would not see."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from adapters.dlms import DlmsHeadEnd
+from adapters.dlms.counters import StoredMeterCounters
+from adapters.sql.engine import make_engine
+from adapters.sql.migrate import upgrade
+from adapters.sql.uow import SqlUnitOfWorkFactory
+from hes.cli import fleet_manifest
+from hes.client.session import ClientIdentity
+from hes.engine import (
+    EnginePolicy,
+    MdmReadingSink,
+    MeterOutcome,
+    ReadCommand,
+    ReadingEngine,
+    RunReport,
+)
+from hes.security.gcm import InvocationCounter
+from hes.simulator.fleet import Fleet, SimulatorThread
+from hes.simulator.meter import interval_end, interval_index
+from hub.bootstrap import bootstrap
+from hub.headend import HeadEndOutbox
+from hub.settings import load_settings
+from mdm.model import EndDevice, Utility
+from mdm.security_counters import CounterChannel
+from tests.conftest import free_port
+from tests.integration.hes.test_alarms import (
+    mrid,
+    outbox_settings,
+    stored_events,
+    targets,
+)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def factory(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SqlUnitOfWorkFactory]:
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path}/amihub.db"
+    else:
+        url = request.getfixturevalue("postgres_url")
+    engine = make_engine(url)
+    upgrade(engine)
+    try:
+        yield SqlUnitOfWorkFactory(engine)
+    finally:
+        engine.dispose()
+
+
+@pytest.fixture
+def fleet(factory: SqlUnitOfWorkFactory) -> Iterator[Fleet]:
+    f = Fleet.build(3, free_port(), seed=11)
+    with factory() as uow:
+        u = uow.utilities.add(Utility("ACME", "Acme Power"))
+        assert u.id is not None
+        for i in range(len(f.meters)):
+            uow.devices.add(u.id, EndDevice(mrid(f, i), "ACME"))
+        uow.commit()
+    with SimulatorThread(f):
+        yield f
+
+
+def read(factory: SqlUnitOfWorkFactory, fleet: Fleet, *, stored: bool = True) -> RunReport:
+    """One read by a fresh engine (nothing in memory from the earlier ones)."""
+    end = interval_end(interval_index(datetime.now(UTC)) - 1)
+    counters = StoredMeterCounters(factory) if stored else None
+    engine = ReadingEngine(
+        MdmReadingSink(factory, "ACME", HeadEndOutbox(outbox_settings())),
+        policy=EnginePolicy(concurrency=3, timeout=2.0, attempts=2, backoff_base=0.01),
+        identity=ClientIdentity(counter_store=counters),
+        sleep=lambda s: None,
+    )
+    try:
+        return engine.run(ReadCommand(targets(fleet), end - timedelta(hours=2), end))
+    finally:
+        if counters is not None:
+            counters.close()  # the process stops: what it recorded is written
+
+
+def response_counters(factory: SqlUnitOfWorkFactory) -> dict[bytes, int]:
+    with factory() as uow:
+        return uow.invocation_counters.last(CounterChannel.RESPONSE)
+
+
+def test_a_meter_whose_counter_went_back_is_refused_after_a_restart(
+    factory: SqlUnitOfWorkFactory, fleet: Fleet
+) -> None:
+    first = read(factory, fleet)
+    assert first.count(MeterOutcome.DONE) == 3
+    # the highest counter each meter answered with (its last ciphered frame), recorded
+    assert response_counters(factory) == {m.system_title: m.counter.value for m in fleet.meters}
+    assert not [e for e in stored_events(factory) if e.details.get("kind")]
+
+    again = read(factory, fleet)  # a restarted head-end: counters went forward
+    assert again.count(MeterOutcome.DONE) == 3
+    recorded = response_counters(factory)
+    assert recorded == {m.system_title: m.counter.value for m in fleet.meters}
+
+    meter = fleet.meters[1]  # restored from an old backup: it reuses counters (GCM nonces)
+    meter.counter = InvocationCounter(meter.counter.value - 20)
+    third = read(factory, fleet)
+    failed = {r.mrid: r.error for r in third.results if r.outcome is MeterOutcome.FAILED}
+    assert failed == {
+        mrid(fleet, 1): (
+            f"SecurityViolation: meter invocation counter rewound: "
+            f"{recorded[meter.system_title] - 19} of {meter.system_title.hex()} does not go "
+            f"forward (last {recorded[meter.system_title]}, in the store)"
+        )
+    }
+    assert third.count(MeterOutcome.DONE) == 2
+    (event,) = [e for e in stored_events(factory) if e.details.get("kind")]
+    assert (event.device_mrid, event.event_type, event.details["kind"]) == (
+        mrid(fleet, 1),
+        "3.12.43.257",
+        "replay",
+    )
+    assert event.details["detail"] == failed[mrid(fleet, 1)]
+    # the refused association recorded nothing: the stored counter did not go back
+    assert response_counters(factory)[meter.system_title] == recorded[meter.system_title]
+
+    # what a process without the store sees: the rewound meter is read without a word
+    memory_only = read(factory, fleet, stored=False)
+    assert memory_only.count(MeterOutcome.DONE) == 3
+
+
+def test_the_head_end_of_amihub_serve_checks_the_store(
+    factory: SqlUnitOfWorkFactory, fleet: Fleet, tmp_path: Path
+) -> None:
+    manifest = tmp_path / "fleet.json"
+    manifest.write_text(json.dumps(fleet_manifest(fleet)))
+    url = factory.engine.url.render_as_string(hide_password=False)
+    app = bootstrap(
+        load_settings(database_url=url, hes={"manifest": manifest, "simulated_seed": 11}),
+        migrate=True,
+    )
+    try:
+        assert isinstance(app.headend, DlmsHeadEnd)
+        store = app.headend.identity.counter_store
+        assert store is app.headend.counters
+        assert isinstance(store, StoredMeterCounters)
+        st = fleet.meters[0].system_title
+        store.record(st, 40)
+        store.record(st, 30)  # never lowered
+        assert store.last(st) == 40
+        store.flush()  # what its thread does every 2 s
+        assert response_counters(factory) == {st: 40}
+        other = StoredMeterCounters(factory)  # another process on the store
+        try:
+            assert other.last(st) == 40  # its first round read the store
+            other.record(st, 50)
+            other.flush()
+        finally:
+            other.close()
+        store.flush()  # reads the rows changed since its last round
+        assert store.last(st) == 50
+    finally:
+        app.close()
