@@ -38,6 +38,9 @@ class LimitSettings(BaseModel):
     max_block_readings: int = Field(default=200_000, gt=0)
     #: Readings held in memory between flushes to the store while ingesting.
     ingest_batch_rows: int = Field(default=50_000, gt=0)
+    #: Meters one get MeterReadings may read through EndDeviceGroups (all its groups
+    #: together); more: the get is refused (2013), nothing is read.
+    max_group_meters: int = Field(default=10_000, gt=0)
 
 
 class SoapSettings(BaseModel):

@@ -54,6 +54,12 @@ class QueryMeterReadings:
     end: datetime | None = None
     #: readings as reply text (ReadingQueryResult.texts) instead of StoredReading objects
     as_text: bool = False
+    #: EndDeviceGroups (mRID, or the name of an open group): their members as they are now
+    end_device_groups: tuple[DeviceRef, ...] = ()
+    #: at most this many meters through ``end_device_groups`` (all of them together, a
+    #: meter in two groups counted twice); more: ItemRejected 2013 naming the group that
+    #: went over. None: no limit
+    max_group_meters: int | None = None
 
 
 @dataclass(frozen=True)

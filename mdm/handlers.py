@@ -64,6 +64,14 @@ def store_meter_readings(
     return staging.apply(cmd.utility_id)
 
 
+@dataclass(frozen=True)
+class UnusableGroup:
+    """An EndDeviceGroup of a query that gives no meter (code 2015), and why."""
+
+    ref: DeviceRef
+    reason: str
+
+
 @dataclass
 class ReadingQueryResult:
     readings: Iterator[StoredReading]
@@ -71,14 +79,21 @@ class ReadingQueryResult:
     unknown_usage_points: list[DeviceRef] = field(default_factory=list)
     #: the readings as reply text, when the command asked ``as_text`` (then readings is empty)
     texts: Iterator[ReadingText] = field(default_factory=lambda: iter(()))
+    #: groups that do not exist, are closed or have no member
+    unusable_groups: list[UnusableGroup] = field(default_factory=list)
 
 
 def query_meter_readings(
     cmd: QueryMeterReadings, uow: UnitOfWork, ctx: HandlerContext
 ) -> ReadingQueryResult:
-    device_ids: list[int] = []
     result = ReadingQueryResult(readings=iter(()))
-    if cmd.as_text and cmd.meters and not cmd.usage_points and all(r.mrid for r in cmd.meters):
+    if (
+        cmd.as_text
+        and cmd.meters
+        and not cmd.usage_points
+        and not cmd.end_device_groups
+        and all(r.mrid for r in cmd.meters)
+    ):
         # the common case, meters by mRID: lookup and readings in one statement
         texts = uow.readings.meter_texts(
             cmd.utility_id,
@@ -90,6 +105,8 @@ def query_meter_readings(
         result.unknown_meters = [r for r in cmd.meters if r.mrid not in texts.found]
         result.texts = texts.rows
         return result
+    # meter ids in a dict: ordered, each once (a meter named and in a group is read once)
+    device_ids: dict[int, None] = {}
     if cmd.meters:
         found = uow.devices.find_many(cmd.utility_id, list(cmd.meters))
         for ref in cmd.meters:
@@ -97,24 +114,57 @@ def query_meter_readings(
             if device is None or device.id is None:
                 result.unknown_meters.append(ref)
             else:
-                device_ids.append(device.id)
+                device_ids[device.id] = None
     for ref in cmd.usage_points:
         up = uow.usage_points.find(cmd.utility_id, ref)
         if up is None or up.id is None:
             result.unknown_usage_points.append(ref)
             continue
         for device_id, _start, _end in uow.installations.devices_at(up.id, cmd.start, cmd.end):
-            if device_id not in device_ids:
-                device_ids.append(device_id)
+            device_ids[device_id] = None
+    device_ids.update(dict.fromkeys(sorted(_group_members(cmd, uow, result))))
     if device_ids and cmd.as_text:
         result.texts = uow.readings.query_text(
-            device_ids, list(cmd.reading_types) or None, cmd.start, cmd.end
+            list(device_ids), list(cmd.reading_types) or None, cmd.start, cmd.end
         )
     elif device_ids:
         result.readings = uow.readings.query(
-            device_ids, list(cmd.reading_types) or None, cmd.start, cmd.end
+            list(device_ids), list(cmd.reading_types) or None, cmd.start, cmd.end
         )
     return result
+
+
+def _group_members(
+    cmd: QueryMeterReadings, uow: UnitOfWork, result: ReadingQueryResult
+) -> set[int]:
+    """The device ids of the query's groups' members now; a group that does not exist,
+    is closed or is empty goes to ``result.unusable_groups``. Member counts are checked
+    against ``cmd.max_group_meters`` before any membership is read."""
+    members: set[int] = set()
+    taken = 0
+    for ref in dict.fromkeys(cmd.end_device_groups):
+        group = uow.end_device_groups.find(cmd.utility_id, ref)
+        if group is None or group.id is None or not group.is_open:
+            why = "is closed" if group is not None else "does not exist"
+            result.unusable_groups.append(UnusableGroup(ref, f"end device group {ref} {why}"))
+            continue
+        if group.members == 0:
+            result.unusable_groups.append(
+                UnusableGroup(ref, f"end device group {group.describe()} has no member")
+            )
+            continue
+        taken += group.members
+        if cmd.max_group_meters is not None and taken > cmd.max_group_meters:
+            raise ItemRejected(
+                "2013",
+                f"end device group {group.describe()} has {group.members} meters, which takes "
+                f"this get to {taken} meters through groups; one get reads at most "
+                f"{cmd.max_group_meters} ([limits] max_group_meters): name fewer or smaller "
+                "groups",
+                object_id=str(ref),
+            )
+        members |= uow.end_device_groups.member_ids(group.id)
+    return members
 
 
 def _usage_point(uow: UnitOfWork, utility_id: int, ref: DeviceRef) -> UsagePoint:

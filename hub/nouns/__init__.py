@@ -30,7 +30,7 @@ def build_routes(
             max_block_readings=settings.limits.max_block_readings,
             chunk_rows=settings.limits.ingest_batch_rows,
         ),
-        GetMeterReadingsRoute(),
+        GetMeterReadingsRoute(max_group_meters=settings.limits.max_group_meters),
         usage_point_config_route(),
         meter_config_route(),
         MasterDataLinkageConfigRoute(),

@@ -7,15 +7,19 @@ Accepted requests (both validated by the pipeline before they get here):
 * the 61968-9 wrapper ``{http://iec.ch/TC57/2011/GetMeterReadingsMessage}GetMeterReadings``.
 
 What to read: ``EndDevice`` (by mRID or Names/name), ``UsagePoint`` (the meters
-installed there in the period), ``ReadingType`` (mRID = the 18-field code; none =
-all). The period is each ``TimeSchedule/scheduleInterval``, else
-``Request/StartTime`` .. ``Request/EndTime``. A reading belongs to a period when
-``start < timeStamp <= end`` (interval readings are stamped at the end of their
-interval, so the day 00:00..24:00 holds 00:15 .. 24:00).
+installed there in the period), ``EndDeviceGroup`` (by mRID or Names/name: the
+group's members as they are now, at most ``max_group_meters`` through groups in one
+get), ``ReadingType`` (mRID = the 18-field code; none = all). The period is each
+``TimeSchedule/scheduleInterval``, else ``Request/StartTime`` .. ``Request/EndTime``.
+A reading belongs to a period when ``start < timeStamp <= end`` (interval readings
+are stamped at the end of their interval, so the day 00:00..24:00 holds 00:15 ..
+24:00).
 
 Unknown meters get one Error each (code 2001, the ID named), unknown usage
-points code 2002; the others are answered, so the Result is PARTIAL (FAILED if
-nothing could be resolved).
+points code 2002, unknown, closed or empty end device groups 2015; the others are
+answered, so the Result is PARTIAL (FAILED if nothing could be resolved). Groups
+whose members together exceed ``max_group_meters`` refuse the get as a whole (2013 at
+the group that went over): nothing is read.
 
 The reply is built with pre-built element templates (copying a prepared
 ``IntervalReadings{timeStamp, value}`` subtree is several times faster than
@@ -42,7 +46,7 @@ from cim_schemas.envelope import Header, Reply, RequestInfo, response_writer
 from cim_schemas.namespaces import profile_ns
 from cim_schemas.profiles._common import IdentifiedObject
 from cim_schemas.profiles.get_meter_readings import GetMeterReadings, parse_get_meter_readings
-from hub.errors import ErrorDetail, PayloadInvalid
+from hub.errors import ErrorDetail, ItemRejected, PayloadInvalid
 from hub.routing import MessageFrame, RouteContext, RouteResult
 from mdm.commands import QueryMeterReadings
 from mdm.handlers import ReadingQueryResult
@@ -66,6 +70,9 @@ T_MRID: Final = NS + "mRID"
 T_VALUES_INTERVAL: Final = NS + "valuesInterval"
 
 MAX_ERRORS: Final = 100
+#: meters one get may read through EndDeviceGroups, all its groups together
+#: (``[limits] max_group_meters``): a meter-day of each is about 10 KB of reply
+DEFAULT_MAX_GROUP_METERS: Final = 10_000
 #: the store is asked for a little more than the period; the route keeps (start, end]
 #: exactly, whichever boundary convention the store's query uses
 _MARGIN: Final = timedelta(seconds=1)
@@ -86,6 +93,7 @@ class ReadQuery:
 
     meters: list[DeviceRef] = field(default_factory=list)
     usage_points: list[DeviceRef] = field(default_factory=list)
+    groups: list[DeviceRef] = field(default_factory=list)  # EndDeviceGroups
     reading_types: list[str] = field(default_factory=list)
     periods: list[Period] = field(default_factory=list)
 
@@ -144,6 +152,18 @@ def read_query(frame: MessageFrame) -> ReadQuery:
             )
         else:
             query.usage_points.append(ref)
+    for n, group in enumerate(profile.end_device_groups, 1):
+        ref = _ref(group)
+        if ref is None:
+            errors.append(
+                ErrorDetail(
+                    "2011",
+                    "EndDeviceGroup has neither mRID nor Names/name",
+                    xpath=f"{base}/EndDeviceGroup[{n}]",
+                )
+            )
+        else:
+            query.groups.append(ref)
     for n, rt in enumerate(profile.reading_types, 1):
         code = (rt.mrid or rt.name() or "").strip()
         try:
@@ -154,13 +174,13 @@ def read_query(frame: MessageFrame) -> ReadQuery:
                     "2003", f"ReadingType {code!r}: {exc}", xpath=f"{base}/ReadingType[{n}]"
                 )
             )
-    if profile.end_device_groups or profile.usage_point_groups:
-        which = "EndDeviceGroup" if profile.end_device_groups else "UsagePointGroup"
+    if profile.usage_point_groups:
         errors.append(
             ErrorDetail(
                 "1011",
-                f"reading by {which} is not implemented yet: name the EndDevices or UsagePoints",
-                xpath=f"{base}/{which}[1]",
+                "reading by UsagePointGroup is not implemented yet: name the EndDevices, "
+                "UsagePoints or EndDeviceGroups",
+                xpath=f"{base}/UsagePointGroup[1]",
             )
         )
     for schedule in profile.time_schedules:
@@ -180,9 +200,9 @@ def read_query(frame: MessageFrame) -> ReadQuery:
             )
     if errors:
         raise PayloadInvalid(f"get MeterReadings: {errors[0].reason}", errors=errors)
-    if not query.meters and not query.usage_points:
+    if not query.meters and not query.usage_points and not query.groups:
         raise PayloadInvalid(
-            "get MeterReadings names no EndDevice and no UsagePoint",
+            "get MeterReadings names no EndDevice, UsagePoint or EndDeviceGroup",
             code="2011",
             xpath=base,
         )
@@ -208,10 +228,13 @@ def run_query(
     uow: UnitOfWork,
     *,
     as_text: bool = False,
+    max_group_meters: int | None = None,
 ) -> ReadResult:
     """The readings of ``query``, period after period. With ``as_text`` they come as
     :class:`ReadingText` straight from the store, which keeps ``start < ts <= end``
-    exactly (the port's contract); objects are asked with a margin and filtered here."""
+    exactly (the port's contract); objects are asked with a margin and filtered here.
+    More than ``max_group_meters`` meters through EndDeviceGroups: PayloadInvalid 2013
+    at the group that went over (before any reading is asked)."""
     base = f"/{frame.root_name}/Request/GetMeterReadings"
     results: list[ReadQueryPart] = []
     texts: list[Iterator[ReadingText]] = []
@@ -226,8 +249,26 @@ def run_query(
             start=period.start,
             end=period.end + margin if period.end is not None else None,
             as_text=as_text,
+            end_device_groups=tuple(query.groups),
+            max_group_meters=max_group_meters,
         )
-        found: ReadingQueryResult = ctx.bus.handle(cmd, uow, ctx.handler)
+        try:
+            found: ReadingQueryResult = ctx.bus.handle(cmd, uow, ctx.handler)
+        except ItemRejected as exc:  # the groups' limit: the get as a whole is refused
+            for part in texts:
+                _close(part)
+            position = _position(query.groups, exc.object_id)
+            raise PayloadInvalid(
+                exc.reason,
+                errors=[
+                    ErrorDetail(
+                        exc.code,
+                        exc.reason,
+                        xpath=f"{base}/EndDeviceGroup[{position}]",
+                        object_id=exc.object_id,
+                    )
+                ],
+            ) from exc
         if as_text:
             texts.append(found.texts)
         else:
@@ -246,8 +287,17 @@ def run_query(
                     "UsagePoint",
                 )
             )
-    unknown = sum(1 for e in errors if e.code in ("2001", "2002"))
-    resolved = len(query.meters) + len(query.usage_points) - unknown
+            errors.extend(
+                ErrorDetail(
+                    "2015",
+                    g.reason,
+                    xpath=f"{base}/EndDeviceGroup[{_position(query.groups, str(g.ref))}]",
+                    object_id=str(g.ref),
+                )
+                for g in found.unusable_groups
+            )
+    unknown = sum(1 for e in errors if e.code in ("2001", "2002", "2015"))
+    resolved = len(query.meters) + len(query.usage_points) + len(query.groups) - unknown
     return ReadResult(_chain(results), errors[:MAX_ERRORS], resolved, _chain_texts(texts))
 
 
@@ -273,9 +323,21 @@ def _chain_texts(parts: list[Iterator[ReadingText]]) -> Iterator[ReadingText]:
             yield from part
     finally:
         for part in parts:
-            close = getattr(part, "close", None)
-            if close is not None:
-                close()
+            _close(part)
+
+
+def _close(rows: Iterator[ReadingText]) -> None:
+    close = getattr(rows, "close", None)
+    if close is not None:
+        close()
+
+
+def _position(asked: list[DeviceRef], object_id: str | None) -> int:
+    """1-based position of the reference written as ``object_id`` (1 if not found)."""
+    for n, ref in enumerate(asked, 1):
+        if str(ref) == object_id:
+            return n
+    return 1
 
 
 def _unknown(
@@ -539,10 +601,12 @@ class GetMeterReadingsRoute:
     verbs: frozenset[str] = frozenset({"get"})
     streaming: bool = False
     stream_tags: tuple[str, ...] = ()
+    #: meters one get may read through EndDeviceGroups ([limits] max_group_meters)
+    max_group_meters: int = DEFAULT_MAX_GROUP_METERS
 
     def handle(self, frame: MessageFrame, ctx: RouteContext, uow: UnitOfWork) -> RouteResult:
         query = read_query(frame)
-        found = run_query(query, frame, ctx, uow)
+        found = run_query(query, frame, ctx, uow, max_group_meters=self.max_group_meters)
         payload, count = build_meter_readings(found.readings)
         return RouteResult(
             errors=found.errors,
@@ -558,7 +622,9 @@ class GetMeterReadingsRoute:
         pipeline that streams replies; the result carries no payload element. The
         readings come from the store as text (``ReadingRepository.query_text``)."""
         query = read_query(frame)
-        found = run_query(query, frame, ctx, uow, as_text=True)
+        found = run_query(
+            query, frame, ctx, uow, as_text=True, max_group_meters=self.max_group_meters
+        )
         # the Reply (with its errors) precedes the Payload: errors are known before reading
         result = RouteResult(errors=found.errors, applied=found.resolved)
         reply = Reply(result=result.result, errors=tuple(result.errors))
