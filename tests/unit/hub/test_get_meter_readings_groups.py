@@ -252,3 +252,46 @@ def test_a_large_group_is_answered_with_bounded_memory(app: App) -> None:
     assert large_size > 3.9 * small_size
     assert large_size > 4_000_000
     assert large_peak < 1.5 * small_peak + 256 * 1024, (small_peak, large_peak)
+
+
+def test_the_full_path_answers_a_group_get_as_the_read_path_does(app: App) -> None:
+    """The tree reply (the general path: async replies, batches) and the streamed one."""
+    import io
+    from datetime import UTC, datetime
+
+    from cim_schemas.envelope import parse_message
+    from hub.nouns.get_meter_readings import GetMeterReadingsRoute
+    from hub.routing import MessageFrame, RouteContext
+    from mdm.handlers import HandlerContext
+
+    prepare(app)
+    body = group_get(by_name("wave 1"), by_mrid("OLD"), devices=("MTR-2",), days=2)
+    parsed = parse_message(etree.fromstring(body))
+    assert parsed.header is not None
+    frame = MessageFrame(parsed.header, parsed.style, parsed.root_name, request=parsed.request)
+    out = io.BytesIO()
+    with app.uow_factory() as uow:
+        ctx = RouteContext(1, "DEFAULT", HandlerContext("t", datetime.now(UTC)), app.bus)
+        streamed = GetMeterReadingsRoute().write_reply(out, frame, ctx, uow)
+        tree = GetMeterReadingsRoute().handle(frame, ctx, uow)
+    assert streamed.result == tree.result == "PARTIAL"
+    assert (
+        [(e.code, e.xpath) for e in streamed.errors]
+        == [(e.code, e.xpath) for e in tree.errors]
+        == [("2015", f"{BASE}/EndDeviceGroup[2]")]
+    )
+    assert tree.payload is not None
+    written = reply_tree(out.getvalue())
+
+    def meters(el: etree._Element) -> list[tuple[str, int]]:
+        return [
+            (
+                str(mr.findtext("mr:Meter/mr:mRID", namespaces=NS)),
+                len(mr.findall("mr:IntervalBlocks/mr:IntervalReadings", namespaces=NS)),
+            )
+            for mr in el.iterfind(".//mr:MeterReading", namespaces=NS)
+        ]
+
+    assert (
+        meters(written) == meters(tree.payload) == [("MTR-1", 192), ("MTR-2", 192), ("MTR-3", 192)]
+    )
