@@ -11,11 +11,14 @@ three statements, in the caller's transaction:
 2. ``SELECT ... FOR UPDATE`` the other rows, in key order (the row locks hold until
    the caller's transaction ends: a second process deciding the same system title
    waits here, then reads the committed counter);
-3. one ``UPDATE`` (executemany) of the rows whose counter went forward, conditional
-   on the stored counter being lower still.
+3. one ``UPDATE`` of the rows whose counter went forward, conditional on the stored
+   counter being lower still.
 
-On SQLite the transaction already holds the write lock (``BEGIN IMMEDIATE``): the
-statements see the committed state and nobody else writes until it ends.
+On PostgreSQL the statements take arrays (``unnest``), so each is one statement of the
+same text whatever the batch size (500 pushes: about 5 ms of client CPU; a multi-row
+VALUES took 35-80 ms to compile). On SQLite the transaction already holds the write
+lock (``BEGIN IMMEDIATE``): the statements see the committed state and nobody else
+writes until it ends; rows go in with executemany.
 """
 
 from __future__ import annotations
@@ -23,8 +26,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import bindparam, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy import bindparam, select, text, update
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from adapters.sql import tables as t
@@ -84,65 +86,118 @@ class SqlInvocationCounterRepository(_Repo):
         if not claims:
             return []
         _, first_seen = _decide(claims, {})
-        inserted = self._insert_new(channel, first_seen, at)
+        postgres = self._conn.dialect.name == "postgresql"
+        inserted = (self._insert_pg if postgres else self._insert_sqlite)(channel, first_seen, at)
         existing = sorted(st for st in first_seen if st not in inserted)
-        stored = self._locked(channel, existing)
+        stored = (self._locked_pg if postgres else self._locked_sqlite)(channel, existing)
         decisions, advanced = _decide(claims, stored)
-        changes = [
-            {"st": st.hex(), "counter": counter}
-            for st, counter in sorted(advanced.items())
-            if st not in inserted
-        ]
+        changes = {st: c for st, c in sorted(advanced.items()) if st not in inserted}
         if changes:
-            self._conn.execute(
-                update(_C)
-                .where(
-                    _C.c.system_title == bindparam("st"),
-                    _C.c.channel == str(channel),
-                    _C.c.last_counter < bindparam("counter"),
-                )
-                .values(last_counter=bindparam("counter"), updated_at=at),
-                changes,
-            )
+            (self._update_pg if postgres else self._update_sqlite)(channel, changes, at)
         return decisions  # titles inserted above were decided against no stored row
 
-    def _insert_new(
+    # PostgreSQL: arrays, so that each statement is the same whatever the batch size
+
+    def _insert_pg(
         self, channel: CounterChannel, highest: dict[bytes, int], at: datetime
     ) -> set[bytes]:
         """Rows for the system titles the store does not have yet; returns those inserted."""
-        insert_ = pg_insert if self._conn.dialect.name == "postgresql" else sqlite_insert
         titles = sorted(highest)
-        inserted: set[bytes] = set()
-        for i in range(0, len(titles), CHUNK):
-            rows = [
-                {
-                    "system_title": st.hex(),
-                    "channel": str(channel),
-                    "last_counter": highest[st],
-                    "updated_at": at,
-                }
-                for st in titles[i : i + CHUNK]
-            ]
-            stmt = (
-                insert_(_C)
-                .values(rows)
-                .on_conflict_do_nothing(index_elements=["system_title", "channel"])
-                .returning(_C.c.system_title)
-            )
-            inserted |= {bytes.fromhex(st) for st in self._conn.execute(stmt).scalars()}
-        return inserted
+        rows = self._conn.execute(
+            _INSERT_PG,
+            {
+                "titles": [st.hex() for st in titles],
+                "counters": [highest[st] for st in titles],
+                "channel": str(channel),
+                "at": at,
+            },
+        )
+        return {bytes.fromhex(st) for st in rows.scalars()}
 
-    def _locked(self, channel: CounterChannel, titles: Sequence[bytes]) -> dict[bytes, int]:
+    def _locked_pg(self, channel: CounterChannel, titles: Sequence[bytes]) -> dict[bytes, int]:
         """The stored counters of ``titles``, their rows locked (key order) until the
         transaction ends."""
+        if not titles:
+            return {}
+        rows = self._conn.execute(
+            _LOCK_PG, {"titles": [st.hex() for st in titles], "channel": str(channel)}
+        )
+        return {bytes.fromhex(r.system_title): int(r.last_counter) for r in rows}
+
+    def _update_pg(self, channel: CounterChannel, changes: dict[bytes, int], at: datetime) -> None:
+        self._conn.execute(
+            _UPDATE_PG,
+            {
+                "titles": [st.hex() for st in changes],
+                "counters": list(changes.values()),
+                "channel": str(channel),
+                "at": at,
+            },
+        )
+
+    # SQLite: the transaction holds the write lock already; executemany
+
+    def _insert_sqlite(
+        self, channel: CounterChannel, highest: dict[bytes, int], at: datetime
+    ) -> set[bytes]:
+        stmt = (
+            sqlite_insert(_C)
+            .on_conflict_do_nothing(index_elements=["system_title", "channel"])
+            .returning(_C.c.system_title)
+        )
+        rows = [
+            {
+                "system_title": st.hex(),
+                "channel": str(channel),
+                "last_counter": highest[st],
+                "updated_at": at,
+            }
+            for st in sorted(highest)
+        ]
+        return {bytes.fromhex(st) for st in self._conn.execute(stmt, rows).scalars()}
+
+    def _locked_sqlite(self, channel: CounterChannel, titles: Sequence[bytes]) -> dict[bytes, int]:
         stored: dict[bytes, int] = {}
         hexes = [st.hex() for st in titles]
         for i in range(0, len(hexes), CHUNK):
             rows = self._conn.execute(
-                select(_C.c.system_title, _C.c.last_counter)
-                .where(_C.c.channel == str(channel), _C.c.system_title.in_(hexes[i : i + CHUNK]))
-                .order_by(_C.c.system_title)
-                .with_for_update()
+                select(_C.c.system_title, _C.c.last_counter).where(
+                    _C.c.channel == str(channel), _C.c.system_title.in_(hexes[i : i + CHUNK])
+                )
             )
             stored.update({bytes.fromhex(r.system_title): int(r.last_counter) for r in rows})
         return stored
+
+    def _update_sqlite(
+        self, channel: CounterChannel, changes: dict[bytes, int], at: datetime
+    ) -> None:
+        self._conn.execute(
+            update(_C)
+            .where(
+                _C.c.system_title == bindparam("st"),
+                _C.c.channel == str(channel),
+                _C.c.last_counter < bindparam("counter"),
+            )
+            .values(last_counter=bindparam("counter"), updated_at=at),
+            [{"st": st.hex(), "counter": c} for st, c in changes.items()],
+        )
+
+
+_INSERT_PG = text(
+    "INSERT INTO invocation_counter (system_title, channel, last_counter, updated_at) "
+    "SELECT v.t, :channel, v.c, :at "
+    "FROM unnest(CAST(:titles AS varchar[]), CAST(:counters AS bigint[])) AS v(t, c) "
+    "ORDER BY v.t "
+    "ON CONFLICT (system_title, channel) DO NOTHING "
+    "RETURNING system_title"
+)
+_LOCK_PG = text(
+    "SELECT system_title, last_counter FROM invocation_counter "
+    "WHERE channel = :channel AND system_title = ANY(CAST(:titles AS varchar[])) "
+    "ORDER BY system_title FOR UPDATE"
+)
+_UPDATE_PG = text(
+    "UPDATE invocation_counter AS ic SET last_counter = v.c, updated_at = :at "
+    "FROM unnest(CAST(:titles AS varchar[]), CAST(:counters AS bigint[])) AS v(t, c) "
+    "WHERE ic.system_title = v.t AND ic.channel = :channel AND ic.last_counter < v.c"
+)
