@@ -51,6 +51,7 @@ from hub.lifecycle import LifecycleRecorder
 from hub.lifecycle import MessageLifecycle as S
 from hub.messages import InboundMessage, Outcome
 from hub.replies import SPOOL_MEMORY_BYTES, ReplySpool
+from hub.reply_templates import ReplyTemplates
 from hub.routing import (
     BatchRoute,
     MessageFrame,
@@ -64,8 +65,8 @@ from hub.variants import VARIANT
 from mdm.handlers import HandlerContext
 from mdm.ports import (
     AnsweredMessage,
+    AppliedMessage,
     MessageConclusion,
-    MessageStart,
     UnitOfWork,
     UnitOfWorkFactory,
 )
@@ -795,15 +796,6 @@ class Pipeline:
                 if utility is None or utility.id is None:
                     return {}
                 utility_id = self._utility_ids[utility_code] = utility.id
-            ids = uow.messages.start_many(
-                [
-                    MessageStart(m.source, m.endpoint, measured[i][1], m.size, m.received_at)
-                    for i, m in ((i, msgs[i]) for i, *_ in members)
-                ]
-            )
-            steps = {
-                i: LifecycleRecorder(log_id) for (i, *_), log_id in zip(members, ids, strict=True)
-            }
             ctx = RouteContext(
                 utility_id=utility_id,
                 utility_code=utility_code,
@@ -811,24 +803,66 @@ class Pipeline:
                 bus=self.bus,
                 allow_direct=allow_direct,
             )
-            planned: list[tuple[int, str, str | None]] = []
-            for i, frame, _, _ in members:
-                planned.append((steps[i].log_id, steps[i].plan(S.VALIDATED), None))
-                detail = f"{frame.header.verb} {frame.header.noun} (batch)"
-                planned.append((steps[i].log_id, steps[i].plan(S.DISPATCHED), detail))
-            uow.messages.record_steps(planned)
             route = members[0][3]
             results = route.handle_batch([(f, p) for _, f, p, _ in members], ctx, uow)
-            concluded = {
-                i: self._conclude(uow, msgs[i], frame, steps[i], result)
-                for (i, frame, _, _), result in zip(members, results, strict=True)
+            # the message-log rows, whole (replied, MessageID claimed, stored reply), with
+            # their lifecycles: one write in the transaction of the effect
+            at = self.clock()
+            replies = [
+                _REPLIES.render(frame.header, frame.style, result.result)
+                if not result.errors and result.payload is None
+                else self._render(
+                    frame.header, frame.style, result.result, result.errors, result.payload
+                )
+                for (_, frame, _, _), result in zip(members, results, strict=True)
+            ]
+            ids = uow.messages.record_applied_many(
+                [
+                    _applied(msgs[i], measured[i][1], frame.header, result.result, reply, at)
+                    for (i, frame, _, _), result, reply in zip(
+                        members, results, replies, strict=True
+                    )
+                ]
+            )
+            done = {
+                i: self._applied_outcome(uow, msgs[i], frame.header, log_id, result, reply)
+                for (i, frame, _, _), result, reply, log_id in zip(
+                    members, results, replies, ids, strict=True
+                )
             }
-            uow.messages.conclude_many([c for _, c in concluded.values()])
             uow.commit()
-        done = {i: outcome for i, (outcome, _) in concluded.items()}
         for (i, _, _, _), result in zip(members, results, strict=True):
             self._log_outcome(msgs[i], done[i], result)
         return done
+
+    def _applied_outcome(
+        self,
+        uow: UnitOfWork,
+        msg: InboundMessage,
+        header: Header,
+        log_id: int,
+        result: RouteResult,
+        reply: bytes,
+    ) -> Outcome:
+        """A batch member's outcome: its dead letter unless OK, its async reply queued."""
+        dead_letter_id = None
+        if result.result != "OK" and header.verb != "get":
+            dead_letter_id = self._dead_letter(uow, msg, log_id, result.errors)
+        return Outcome(
+            result=result.result,
+            reply=reply,
+            errors=result.errors,
+            message_log_id=log_id,
+            dead_letter_id=dead_letter_id,
+            verb=header.verb,
+            noun=header.noun,
+            message_id=header.message_id,
+            correlation_id=header.message_id,
+            reply_address=header.reply_address,
+            async_reply=bool(header.async_reply_flag),
+            reply_queued=self._queue_async_reply(uow, msg, header, reply),
+            counts=result.counts,
+        )
 
     # -- failure paths -------------------------------------------------------------------
 
@@ -951,6 +985,43 @@ class Pipeline:
         request_header = header or Header(verb="reply", noun=noun)
         reply = Reply(result=result, errors=tuple(errors))
         return envelope.render_response(request_header, reply, payload, style=style, noun=noun)
+
+
+def _batch_states() -> tuple[str, str, str]:
+    """The steps of a batch member after *received*, checked against the transition table."""
+    steps = LifecycleRecorder(0)
+    return tuple(str(steps.plan(s).value) for s in (S.VALIDATED, S.DISPATCHED, S.REPLIED))  # type: ignore[return-value]
+
+
+_VALIDATED, _DISPATCHED, _REPLIED = _batch_states()
+#: plain replies of batch members (shared by the pipelines of a process: same output)
+_REPLIES = ReplyTemplates()
+_RECEIVED = str(S.RECEIVED.value)
+
+
+def _applied(
+    msg: InboundMessage, content_hash: str, header: Header, result: str, reply: bytes, at: datetime
+) -> AppliedMessage:
+    """The message-log row of a batch member, with its whole lifecycle."""
+    return AppliedMessage(
+        source=msg.source,
+        endpoint=msg.endpoint,
+        content_hash=content_hash,
+        size=msg.size,
+        received_at=msg.received_at,
+        message_id=header.message_id if msg.replay_of is None else None,
+        verb=header.verb,
+        noun=header.noun,
+        correlation_id=header.correlation_id,
+        result=result,
+        reply=reply,
+        steps=[
+            (_RECEIVED, msg.received_at, None),
+            (_VALIDATED, at, None),
+            (_DISPATCHED, at, f"{header.verb} {header.noun} (batch)"),
+            (_REPLIED, at, result),
+        ],
+    )
 
 
 def _counts(result: RouteResult) -> str:

@@ -299,6 +299,25 @@ class MessageConclusion(NamedTuple):
     reply: bytes | None
 
 
+class AppliedMessage(NamedTuple):
+    """A message applied in a batch, logged in the transaction of its effect: its row
+    (final state, MessageID claimed, stored reply) and whole lifecycle in one write.
+    ``steps`` are (state, at, detail); the last one is the row's state."""
+
+    source: str
+    endpoint: str
+    content_hash: str
+    size: int
+    received_at: datetime
+    message_id: str | None
+    verb: str
+    noun: str
+    correlation_id: str | None
+    result: str
+    reply: bytes
+    steps: Sequence[tuple[str, datetime, str | None]]
+
+
 class AnsweredMessage(NamedTuple):
     """A message answered without changing anything (a get), logged once it is answered:
     its row and its whole lifecycle in one write. ``steps`` are (state, at, detail)."""
@@ -344,6 +363,12 @@ class MessageLogRepository(Protocol):
     def conclude_many(self, rows: Sequence[MessageConclusion]) -> None:
         """identify + finish for several messages; a MessageID claimed meanwhile by
         another process raises StoreUnavailable (the batch is retried one by one)."""
+        ...
+
+    def record_applied_many(self, entries: Sequence[AppliedMessage]) -> list[int]:
+        """Log messages applied together, rows and lifecycles, in one statement where the
+        store allows it; their ids in order. A MessageID claimed meanwhile by another
+        process raises StoreUnavailable (the batch is retried one by one)."""
         ...
 
     def record_answered(self, entry: AnsweredMessage) -> int:

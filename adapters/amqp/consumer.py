@@ -230,15 +230,23 @@ class AmqpConsumer:
             if self._buffer:
                 timeout = max(0.0, self._first_at + self.settings.batch_wait - time.monotonic())
             if committer is not None and committer.busy:
-                timeout = min(timeout, 0.005)  # come back soon to acknowledge its round
+                # come back to acknowledge its round; deliveries wake us earlier, and the
+                # next round is queued already, so a late ack only delays the broker's refill
+                timeout = min(timeout, 0.02)
             with contextlib.suppress(TimeoutError):
                 connection.drain_events(timeout=max(timeout, 0.001))
             if committer is not None:
                 self._settle_finished(committer, block=False)
             now = time.monotonic()
+            # a partial batch goes after batch_wait, but not while the committer has work:
+            # the deliveries that trickle in then make a fuller round (a round has a fixed
+            # cost: a transaction, a commit, a wait for confirms)
             if self._buffer and (
                 len(self._buffer) >= self.batch_size
-                or now >= self._first_at + self.settings.batch_wait
+                or (
+                    now >= self._first_at + self.settings.batch_wait
+                    and (committer is None or not committer.busy)
+                )
             ):
                 batch, self._buffer = self._buffer, []
                 if committer is None:

@@ -37,6 +37,7 @@ from mdm.model import (
 )
 from mdm.ports import (
     AnsweredMessage,
+    AppliedMessage,
     DeadLetter,
     MessageConclusion,
     MessageStart,
@@ -819,6 +820,13 @@ class SqlMessageLogRepository(_Repo):
                 for r in rows
             ],
         )
+
+    @guarded
+    def record_applied_many(self, entries: Sequence[AppliedMessage]) -> list[int]:
+        """One statement on PostgreSQL (adapters/sql/applied.py)."""
+        from adapters.sql.applied import record_applied_many
+
+        return record_applied_many(self._conn, entries)
 
     @guarded
     def record_answered(self, entry: AnsweredMessage) -> int:

@@ -21,7 +21,7 @@ from adapters.sql import (
     make_engine,
     upgrade,
 )
-from hub.errors import PayloadInvalid, ReplayConflict
+from hub.errors import PayloadInvalid, ReplayConflict, StoreUnavailable
 from mdm.model import (
     DeviceRef,
     DeviceState,
@@ -31,7 +31,7 @@ from mdm.model import (
     UsagePoint,
     Utility,
 )
-from mdm.ports import StagedReading, StagingResult, UnitOfWork
+from mdm.ports import AppliedMessage, StagedReading, StagingResult, UnitOfWork
 
 T0 = datetime(2024, 3, 31, 0, 0, tzinfo=UTC)
 RT = "0.0.2.4.1.1.12.0.0.0.0.0.0.0.0.3.72.0"
@@ -658,6 +658,46 @@ class StoreContract:
             uow.commit()
         with pytest.raises(PayloadInvalid), uow_factory() as uow:
             uow.messages.transition(9999, "validated")
+
+    def test_applied_messages_logged_at_once(self, uow_factory: SqlUnitOfWorkFactory) -> None:
+        def applied(n: int, message_id: str | None) -> AppliedMessage:
+            steps = [
+                ("received", q(n), None),
+                ("validated", q(n + 1), None),
+                ("dispatched", q(n + 1), "create MeterReadings (batch)"),
+                ("replied", q(n + 2), "OK" if n else "PARTIAL"),
+            ]
+            return AppliedMessage(
+                "partner", "amqp:q", f"h{n}", 10 + n, q(n), message_id, "create",
+                "MeterReadings", f"C-{n}", steps[-1][2] or "", b"<reply %d/>" % n, steps,
+            )  # fmt: skip
+
+        with uow_factory() as uow:
+            entries = [applied(0, "A-1"), applied(1, None), applied(2, "A-2")]
+            ids = uow.messages.record_applied_many(entries)
+            assert len(set(ids)) == 3
+            assert uow.messages.record_applied_many([]) == []
+            uow.commit()
+        with uow_factory() as uow:
+            for log_id, entry in zip(ids, entries, strict=True):
+                state = uow.messages.get(log_id)
+                assert state is not None
+                assert (state.message_id, state.state, state.result, state.reply) == (
+                    entry.message_id,
+                    "replied",
+                    entry.result,
+                    entry.reply,
+                )
+                assert state.content_hash == entry.content_hash
+                assert uow.messages.lifecycle(log_id) == list(entry.steps)
+            found = uow.messages.find("partner", "A-2")
+            assert found is not None
+            assert found.id == ids[2]
+        # a MessageID claimed meanwhile: recoverable, the whole batch is retried one by one
+        with uow_factory() as uow, pytest.raises(StoreUnavailable):
+            uow.messages.record_applied_many([applied(5, "A-3"), applied(6, "A-1")])
+        with uow_factory() as uow:
+            assert uow.messages.find("partner", "A-3") is None
 
     # ------------------------------------------------------------ dead letters and audit
 

@@ -1,0 +1,139 @@
+"""The message-log write of a batch of applied messages: rows and lifecycles at once.
+
+PostgreSQL: one statement on the raw psycopg connection of the unit of work, in
+its transaction: ids drawn from the table's sequence for the batch, ``INSERT
+message_log ... SELECT FROM unnest(...)`` and ``INSERT message_lifecycle ...
+SELECT FROM unnest(...)`` as data-modifying CTEs, the ids returned in input
+order. It replaces three statements a batch for the start rows, the steps and
+the conclusion (seven rows written a message, two of them updates) with one
+(five rows a message, no update). SQLite: the same with two executemany
+statements.
+
+The MessageID is claimed by the row itself: the unique index on ``(source,
+message_id)`` refuses one claimed meanwhile by another process, raised as
+:class:`hub.errors.StoreUnavailable` (the caller's transaction is rolled back and
+the batch retried one by one, where the duplicate is answered with the stored reply).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any, Final
+
+import psycopg
+from sqlalchemy import Connection, insert
+from sqlalchemy import exc as sa_exc
+
+from adapters.sql import tables as t
+from adapters.sql.errors import is_unique_violation
+from hub.errors import PermanentError, StoreUnavailable
+from mdm.ports import AppliedMessage
+
+_CLAIMED: Final = "a MessageID of the batch was claimed by another process meanwhile; retry"
+
+_PG_RECORD: Final = """
+WITH r AS (
+    SELECT nextval(pg_get_serial_sequence('message_log', 'id')) AS id, u.*
+    FROM unnest(%(source)s::text[], %(message_id)s::text[], %(endpoint)s::text[],
+        %(verb)s::text[], %(noun)s::text[], %(correlation_id)s::text[],
+        %(content_hash)s::text[], %(size)s::bigint[], %(state)s::text[], %(result)s::text[],
+        %(reply)s::bytea[], %(received_at)s::timestamptz[], %(updated_at)s::timestamptz[])
+        WITH ORDINALITY AS u(source, message_id, endpoint, verb, noun, correlation_id,
+            content_hash, size, state, result, reply, received_at, updated_at, n)
+), m AS (
+    INSERT INTO message_log (id, source, message_id, endpoint, verb, noun, correlation_id,
+        content_hash, size, state, result, reply, received_at, updated_at)
+    SELECT id, source, message_id, endpoint, verb, noun, correlation_id, content_hash, size,
+        state, result, reply, received_at, updated_at
+    FROM r ORDER BY n
+), steps AS (
+    INSERT INTO message_lifecycle (message_log_id, state, at, detail)
+    SELECT r.id, s.state, s.at, s.detail
+    FROM unnest(%(step_n)s::bigint[], %(step_state)s::text[], %(step_at)s::timestamptz[],
+        %(step_detail)s::text[]) WITH ORDINALITY AS s(n, state, at, detail, k)
+    JOIN r ON r.n = s.n
+    ORDER BY s.k
+)
+SELECT id FROM r ORDER BY n
+"""
+
+
+@contextmanager
+def _driver_errors() -> Iterator[None]:
+    try:
+        yield
+    except psycopg.errors.UniqueViolation as exc:
+        raise StoreUnavailable(_CLAIMED) from exc
+    except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+        raise StoreUnavailable(f"database unavailable while logging messages: {exc}") from exc
+    except psycopg.Error as exc:
+        raise PermanentError(f"store error while logging messages: {exc}") from exc
+
+
+def _row(entry: AppliedMessage) -> dict[str, Any]:
+    state, at, _ = entry.steps[-1]
+    return {
+        "source": entry.source,
+        "message_id": entry.message_id,
+        "endpoint": entry.endpoint,
+        "verb": entry.verb,
+        "noun": entry.noun,
+        "correlation_id": entry.correlation_id,
+        "content_hash": entry.content_hash,
+        "size": entry.size,
+        "state": state,
+        "result": entry.result,
+        "reply": entry.reply,
+        "received_at": entry.received_at,
+        "updated_at": at,
+    }
+
+
+def record_applied_many(conn: Connection, entries: Sequence[AppliedMessage]) -> list[int]:
+    if not entries:
+        return []
+    if any(not e.steps for e in entries):
+        raise ValueError("an applied message has at least its final step")
+    if conn.dialect.name == "postgresql":
+        return _pg(conn, entries)
+    return _generic(conn, entries)
+
+
+def _pg(conn: Connection, entries: Sequence[AppliedMessage]) -> list[int]:
+    rows = [_row(e) for e in entries]
+    params: dict[str, Any] = {key: [r[key] for r in rows] for key in rows[0]}
+    params["step_n"] = [n for n, e in enumerate(entries, 1) for _ in e.steps]
+    params["step_state"] = [s for e in entries for s, _, _ in e.steps]
+    params["step_at"] = [a for e in entries for _, a, _ in e.steps]
+    params["step_detail"] = [d for e in entries for _, _, d in e.steps]
+    raw: Any = conn.connection.driver_connection
+    with _driver_errors(), raw.cursor() as cur:
+        cur.execute(_PG_RECORD, params, prepare=True)
+        ids = [int(r[0]) for r in cur.fetchall()]
+    if len(ids) != len(entries):
+        raise PermanentError(f"the message log returned {len(ids)} ids for {len(entries)} rows")
+    return ids
+
+
+def _generic(conn: Connection, entries: Sequence[AppliedMessage]) -> list[int]:
+    ml = t.message_log
+    try:
+        result = conn.execute(
+            insert(ml).returning(ml.c.id, sort_by_parameter_order=True),
+            [_row(e) for e in entries],
+        )
+    except sa_exc.IntegrityError as error:
+        if is_unique_violation(error):
+            raise StoreUnavailable(_CLAIMED) from error
+        raise
+    ids = [int(r[0]) for r in result]
+    conn.execute(
+        insert(t.message_lifecycle),
+        [
+            {"message_log_id": log_id, "state": s, "at": a, "detail": d}
+            for log_id, e in zip(ids, entries, strict=True)
+            for s, a, d in e.steps
+        ],
+    )
+    return ids
