@@ -6,7 +6,8 @@ event, which the memory-only check of a fresh process would not see."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+import time
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from hes.engine import (
     EnginePolicy,
     MdmReadingSink,
     MeterOutcome,
+    MeterResult,
     ReadCommand,
     ReadingEngine,
     RunReport,
@@ -33,7 +35,7 @@ from hes.simulator.meter import interval_end, interval_index
 from hub.bootstrap import bootstrap
 from hub.headend import HeadEndOutbox
 from hub.settings import load_settings
-from mdm.model import EndDevice, Utility
+from mdm.model import EndDevice, IngestStats, Utility
 from mdm.security_counters import CounterChannel
 from tests.conftest import free_port
 from tests.integration.hes.test_alarms import (
@@ -166,3 +168,46 @@ def test_the_head_end_of_amihub_serve_checks_the_store(
         assert store.last(st) == 50
     finally:
         app.close()
+
+
+class Collect:
+    """The results, kept by the caller (as the hub's on-demand read does)."""
+
+    def __init__(self) -> None:
+        self.results: list[MeterResult] = []
+
+    def write(self, results: Sequence[MeterResult]) -> tuple[IngestStats, int]:
+        self.results.extend(results)
+        return IngestStats(), 0
+
+
+def test_an_association_never_waits_for_the_store(tmp_path: Path) -> None:
+    """An on-demand read runs inside the hub's transaction, which on SQLite holds the
+    write lock: the counters are checked and recorded in memory, written afterwards."""
+    engine = make_engine(f"sqlite:///{tmp_path}/amihub.db", sqlite_busy_timeout=30)
+    upgrade(engine)
+    factory = SqlUnitOfWorkFactory(engine)
+    fleet = Fleet.build(2, free_port(), seed=11)
+    counters = StoredMeterCounters(factory, interval=0.1, load_wait=0.5)
+    end = interval_end(interval_index(datetime.now(UTC)) - 1)
+    reader = ReadingEngine(
+        Collect(),
+        policy=EnginePolicy(concurrency=2, timeout=2.0, attempts=1),
+        identity=ClientIdentity(counter_store=counters),
+    )
+    try:
+        with SimulatorThread(fleet), factory():  # BEGIN IMMEDIATE: the write lock is held
+            started = time.monotonic()
+            report = reader.run(ReadCommand(targets(fleet), end - timedelta(hours=1), end))
+            assert report.count(MeterOutcome.DONE) == 2
+            assert time.monotonic() - started < 10  # the busy timeout is 30 s
+            assert not counters.loaded.is_set()  # its thread is still waiting for the lock
+        counters.loaded.wait(30)  # the lock released: the recorded counters written
+        deadline = time.monotonic() + 30
+        wanted = {m.system_title: m.counter.value for m in fleet.meters}
+        while response_counters(factory) != wanted:
+            assert time.monotonic() < deadline, response_counters(factory)
+            time.sleep(0.1)
+    finally:
+        counters.close()
+        engine.dispose()
