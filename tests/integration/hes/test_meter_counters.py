@@ -33,6 +33,7 @@ from hes.security.gcm import InvocationCounter
 from hes.simulator.fleet import Fleet, SimulatorThread
 from hes.simulator.meter import interval_end, interval_index
 from hub.bootstrap import bootstrap
+from hub.errors import StoreUnavailable
 from hub.headend import HeadEndOutbox
 from hub.settings import load_settings
 from mdm.model import EndDevice, IngestStats, Utility
@@ -208,6 +209,25 @@ def test_an_association_never_waits_for_the_store(tmp_path: Path) -> None:
         while response_counters(factory) != wanted:
             assert time.monotonic() < deadline, response_counters(factory)
             time.sleep(0.1)
+    finally:
+        counters.close()
+        engine.dispose()
+
+
+def test_a_store_that_does_not_answer_keeps_the_recorded_counters(tmp_path: Path) -> None:
+    engine = make_engine(f"sqlite:///{tmp_path}/amihub.db", sqlite_busy_timeout=0.2)
+    upgrade(engine)
+    factory = SqlUnitOfWorkFactory(engine)
+    counters = StoredMeterCounters(factory, interval=3600)  # rounds by hand below
+    st = bytes.fromhex("414d480000000007")
+    try:
+        with factory():  # another writer holds the lock past the busy timeout
+            counters.record(st, 12)
+            with pytest.raises(StoreUnavailable, match="database is locked"):
+                counters.flush()
+            assert counters.last(st) == 12  # answered from memory meanwhile
+        counters.flush()  # the next round writes what was kept
+        assert response_counters(factory) == {st: 12}
     finally:
         counters.close()
         engine.dispose()
