@@ -119,7 +119,10 @@ def test_replayed_and_rewound_pushes_refused_after_a_restart(
         f"port = {port}\n"
         "batch_wait = 0.05\n"
     )
-    send = lambda frame: fleet.send_push(frame, "127.0.0.1", port)  # noqa: E731
+
+    def send(frame: bytes) -> None:
+        fleet.send_push(frame, "127.0.0.1", port)
+
     now = fleet.now()
     earlier, later = now - timedelta(minutes=15), now + timedelta(minutes=15)
     (at_earlier,) = {ts for _, _, ts, _ in pushed(fleet, 0, earlier)}
