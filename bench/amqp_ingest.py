@@ -336,7 +336,7 @@ def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(prog="bench.amqp_ingest")
     parser.add_argument("--messages", type=int, default=2000)
     parser.add_argument("--workers", type=int, default=2, help="the second amihub figure")
-    parser.add_argument("--prefetch", type=int, default=768)
+    parser.add_argument("--prefetch", type=int, default=1024)
     parser.add_argument(
         "--only-one", action="store_true", help="only the 1-worker figure (quick runs)"
     )

@@ -304,15 +304,23 @@ class AmqpConsumer:
         return work
 
     def _complete(self, work: _Round) -> None:
-        """Apply (store, commit), refusals, then publish replies, events and dead letters
-        and wait for their confirms; marks the deliveries to requeue. Raises
-        TransportUnavailable when the publisher's connection fails (nothing is acked)."""
+        self._apply(work)
+        self._publish(work)
+
+    def _apply(self, work: _Round) -> None:
+        """Apply (store, commit) and refusals; the backoff before retries."""
         deliveries = work.deliveries
         self._process([d for d in deliveries if d.refusal is None and d.error is None], work)
         for d in deliveries:
             if d.refusal is not None and d.outcome is None and d.error is None:
                 self._refuse(d)
         self._retry_backoff(deliveries)
+
+    def _publish(self, work: _Round) -> None:
+        """Publish replies, events, dead letters and retries and wait for their confirms;
+        marks the deliveries to requeue. Raises TransportUnavailable when the publisher's
+        connection fails (nothing is acked)."""
+        deliveries = work.deliveries
         outgoing: list[Outgoing] = []
         for d in deliveries:
             for item in self._publishes(d):
@@ -698,26 +706,41 @@ class AmqpConsumer:
 
 
 class _Committer:
-    """Completes rounds in order in its own thread: the pipeline's apply (store, commit),
-    refusals, publishes and their confirms. The consuming thread prepares the next round
-    meanwhile (parsing is CPU, the store and the broker are waits that release the GIL)
-    and acknowledges the finished rounds itself: the consuming channel stays in its thread.
+    """Completes rounds in order in two threads: one applies (the pipeline's store and
+    commit, refusals), the next publishes (replies, events, dead letters) and waits for
+    the confirms. The consuming thread prepares the next round meanwhile (parsing is CPU;
+    the store and the broker are waits that release the GIL) and acknowledges the
+    finished rounds itself: the consuming channel stays in its thread.
 
-    At most two rounds are in its hands (one completing, one waiting); a failure (the
-    publisher's connection) fails every later round too, so nothing after it is acked.
+    A round is in one stage at a time, each stage holds one and one waits before it; a
+    failure (the publisher's connection) fails every later round, so nothing after it
+    is acknowledged.
     """
 
     def __init__(self, consumer: AmqpConsumer) -> None:
         self._consumer = consumer
         self._todo: queue.Queue[_Round | None] = queue.Queue(maxsize=1)
+        self._applied: queue.Queue[_Round | None] = queue.Queue(maxsize=1)
         self._done: queue.Queue[_Round] = queue.Queue()
         self._in_hand = 0  # submitted, not yet taken back with finished()
         self._failure: BaseException | None = None
         self._closed = False
-        self._thread = threading.Thread(
-            target=self._run, name=f"{consumer.name}-committer", daemon=True
-        )
-        self._thread.start()
+        self._threads = [
+            threading.Thread(
+                target=self._stage,
+                args=(self._todo, consumer._apply, self._applied.put, None),
+                name=f"{consumer.name}-apply",
+                daemon=True,
+            ),
+            threading.Thread(
+                target=self._stage,
+                args=(self._applied, consumer._publish, self._done.put, consumer.publisher),
+                name=f"{consumer.name}-publish",
+                daemon=True,
+            ),
+        ]
+        for thread in self._threads:
+            thread.start()
 
     @property
     def busy(self) -> bool:
@@ -743,31 +766,39 @@ class _Committer:
         return out
 
     def close(self) -> None:
-        """Complete what was submitted, then end the thread."""
+        """Complete what was submitted, then end the threads."""
         if self._closed:
             return
         self._closed = True
         self._todo.put(None)
-        self._thread.join()
+        for thread in self._threads:
+            thread.join()
 
-    def _run(self) -> None:
-        consumer = self._consumer
+    def _stage(
+        self,
+        source: queue.Queue[_Round | None],
+        step: Callable[[_Round], None],
+        forward: Callable[[Any], None],
+        publisher: ConfirmingPublisher | None,
+    ) -> None:
         while True:
             try:
-                work = self._todo.get(timeout=1.0)
+                work = source.get(timeout=1.0)
             except queue.Empty:
-                if self._failure is None:
-                    consumer.publisher.heartbeat_check()
+                if publisher is not None and self._failure is None:
+                    publisher.heartbeat_check()
                 continue
             if work is None:
+                if publisher is None:
+                    forward(None)  # the end, to the next stage
                 return
             if self._failure is None:
                 try:
-                    consumer._complete(work)
+                    step(work)
                 except BaseException as exc:  # raised in the consuming thread when settled
                     self._failure = exc
             work.failure = self._failure
-            self._done.put(work)
+            forward(work)
 
 
 def _failed_reply(d: Delivery, detail: ErrorDetail) -> bytes:
