@@ -10,7 +10,7 @@ import paramiko
 import pytest
 from sftp_fixtures import make_key, need_openssh_client
 
-from adapters.sftp.service import SftpService
+from adapters.sftp.service import SftpService, build
 from hub.bootstrap import bootstrap
 from hub.errors import ConfigurationError
 from hub.settings import Settings, SftpPartnerSettings, SftpSettings
@@ -155,9 +155,8 @@ def test_a_vendor_cim_variant_dropped_over_sftp_is_stored(tmp_path: Path, sqlite
         )
         with pytest.raises(ConfigurationError, match="needs the hub pipeline"):
             SftpService(settings, app.uow_factory, default_utility="DEMO")
-        service = SftpService(
-            settings, app.uow_factory, default_utility="DEMO", process=app.pipeline.process
-        )
+        app.settings = app.settings.model_copy(update={"sftp": settings})
+        service = build(app)  # what `amihub serve` runs for [sftp]: the pipeline wired in
         service.start()
         try:
             host = paramiko.ECDSAKey.from_private_key_file(str(tmp_path / "host_key"))
