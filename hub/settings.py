@@ -134,9 +134,10 @@ class AmqpSettings(BaseModel):
     tls: AmqpTlsSettings | None = None
     heartbeat: int = Field(default=30, ge=0)
     connect_timeout: float = Field(default=10.0, gt=0)
-    #: unacknowledged messages the broker hands one worker at a time
-    prefetch: int = Field(default=256, gt=0)
-    #: messages handed to the pipeline together (at most ``prefetch``)
+    #: unacknowledged messages the broker hands one worker at a time (a worker has up to
+    #: four batches in hand: received, prepared, applying, publishing)
+    prefetch: int = Field(default=1024, gt=0)
+    #: messages handed to the pipeline together (at most half the ``prefetch``)
     batch_size: int = Field(default=256, gt=0)
     #: seconds to wait for more messages before a partial batch is processed
     batch_wait: float = Field(default=0.02, ge=0)
