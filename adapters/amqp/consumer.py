@@ -141,6 +141,7 @@ class AmqpConsumer:
         self.senders = senders
         self.mappings = mappings
         self._operations = operations
+        self._operation_set: frozenset[tuple[str, str]] = frozenset()
         self.name = name
         self.topology = Topology.from_settings(settings)
         self.publisher = ConfirmingPublisher(settings, name=f"{name}-replies")
@@ -427,7 +428,10 @@ class AmqpConsumer:
         if d.exchange == "" and d.routing_key in ("", self.settings.request_queue):
             return True  # sent straight to the queue: the Header alone says what it is
         verb, dot, noun = d.routing_key.partition(".")
-        return bool(dot) and (verb, noun) in set(self._operations())
+        operations = self._operation_set
+        if (verb, noun) not in operations:  # routes may have been added since: ask again
+            operations = self._operation_set = frozenset(self._operations())
+        return bool(dot) and (verb, noun) in operations
 
     def _process(self, ds: list[Delivery], work: _Round | None = None) -> None:
         plain = [d for d in ds if d.mapping is None]

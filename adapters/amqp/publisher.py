@@ -25,6 +25,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+import amqp
 from kombu.connection import Connection
 from kombu.messaging import Producer
 
@@ -277,6 +278,34 @@ class ConfirmingPublisher:
     def _publish_all(
         producer: Producer, confirms: Confirms, items: Sequence[Outgoing], tags: list[int]
     ) -> None:
+        channel = producer.channel
+        if isinstance(channel, amqp.Channel):
+            # py-amqp (RabbitMQ): its own basic_publish, as kombu's Producer ends up
+            # calling it, without kombu's per-message preparation (a quarter of the cost)
+            for item in items:
+                message = amqp.Message(
+                    item.body,
+                    application_headers=dict(item.headers),
+                    message_id=item.message_id or str(uuid.uuid4()),
+                    content_type=item.content_type,
+                    content_encoding="binary",
+                    delivery_mode=2,
+                    timestamp=int(time.time()),
+                    **_optional(
+                        correlation_id=item.correlation_id,
+                        type=item.type,
+                        reply_to=item.reply_to,
+                        user_id=item.user_id,
+                    ),
+                )
+                channel.basic_publish(
+                    message,
+                    exchange=item.exchange,
+                    routing_key=item.routing_key,
+                    mandatory=item.mandatory,
+                )
+                tags.append(confirms.published(item))
+            return
         for item in items:
             producer.publish(
                 item.body,
