@@ -12,6 +12,10 @@ run and on the same broker:
   reply, commit) -> replies with one batch of publisher confirms -> ack;
 * amihub, N workers: ``amihub serve --workers N`` on the same queue.
 
+Every line shows the load average; the amihub lines also the CPU per message of
+the worker processes and of the PostgreSQL backends serving the bench database,
+sampled while the queue drains (steadier than the rate on a shared machine).
+
 The queue is filled before the consumer starts. amihub's rate is measured in
 the store: messages / (last commit - first receipt) over the message log, so
 process start-up is not counted; the run also waits until the queue is empty
@@ -369,10 +373,14 @@ def main(argv: list[str]) -> None:
             f"{label:<46}{run['rate']:>9,.0f} messages/s = {run['rate'] * PER_DAY:,.0f} "
             f"readings/s ({run['messages']:,} in {run['seconds']:.2f} s)  ({_load()})"
         )
+        bound = (
+            f" (= at most {1000 / max(run['worker_ms'], 1e-9):,.0f} messages/s on one core)"
+            if workers == 1
+            else " (all workers)"
+        )
         print(
             f"{'':<46}CPU per message: workers {run['worker_ms']:.3f} ms, PostgreSQL "
-            f"backends {run['postgres_ms']:.3f} ms (= at most "
-            f"{1000 / max(run['worker_ms'], 1e-9):,.0f} messages/s for one worker's core)"
+            f"backends {run['postgres_ms']:.3f} ms{bound}"
         )
     one = figures["workers_1"]
     if not only_one:
