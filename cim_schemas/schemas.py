@@ -18,7 +18,13 @@ from typing import Any, Final
 
 from lxml import etree
 
-from cim_schemas.namespaces import DRAFT_MESSAGE_NS, MESSAGE_NS
+from cim_schemas.namespaces import (
+    DRAFT_MESSAGE_NS,
+    MESSAGE_NS,
+    NOUNS,
+    noun_of_profile_ns,
+    profile_ns,
+)
 
 DRIVER: Final = "all.xsd"
 
@@ -125,6 +131,41 @@ def validate(tree: etree._ElementTree | etree._Element) -> list[SchemaError]:
             message=str(e.message),
         )
         for e in entries
+    ]
+
+
+#: profiles a message of a noun may carry besides its own (a get of MeterReadings
+#: sends its query as the GetMeterReadings profile)
+_OTHER_PAYLOADS: Final[dict[str, frozenset[str]]] = {
+    "MeterReadings": frozenset({"GetMeterReadings"})
+}
+
+
+def payload_problems(noun: str, payload: etree._Element, xpath: str | None) -> list[SchemaError]:
+    """The Payload's profile element checked against the Header's noun.
+
+    The envelope validates its Payload lax: an element of a namespace we have no
+    profile for (another vendor's draft, a typo in the namespace) passes the XSD
+    unchecked, and a route looking for its own profile would find nothing and
+    answer OK with nothing applied. Refuse it instead, naming what was expected.
+    """
+    name = etree.QName(payload)
+    found = noun_of_profile_ns(name.namespace or "")
+    if noun not in NOUNS:
+        return []  # routing refuses an unknown noun with its own code
+    allowed = {noun} | _OTHER_PAYLOADS.get(noun, frozenset())
+    if found is not None and found == name.localname and found in allowed:
+        return []
+    expected = " or ".join(f"{{{profile_ns(n)}}}{n}" for n in sorted(allowed))
+    return [
+        SchemaError(
+            xpath=xpath,
+            line=payload.sourceline,
+            message=(
+                f"Payload element {{{name.namespace or ''}}}{name.localname} is not "
+                f"a profile of the noun {noun}: expected {expected}"
+            ),
+        )
     ]
 
 

@@ -396,6 +396,15 @@ class Pipeline:
             raise NotAnEnvelope(
                 f"a {parsed.kind} message is not accepted as input", xpath=f"/{root_name}"
             )
+        if parsed.payload is not None:
+            wrong = schemas.payload_problems(
+                parsed.header.noun, parsed.payload, parsed.payload_xpath
+            )
+            if wrong:
+                raise SchemaInvalid(
+                    wrong[0].message,
+                    errors=[ErrorDetail("1005", wrong[0].message, xpath=wrong[0].xpath)],
+                )
         return MessageFrame(
             header=parsed.header,
             style=parsed.style,

@@ -23,9 +23,12 @@ def test_the_vendor_message_stores_nothing_without_its_variant(sqlite_url: str) 
     app = make_app(sqlite_url)
     add_meters(app, "m-1001")
     out = app.pipeline.process(message())
-    # the payload's draft namespace is not the profile's: no MeterReading is read
-    # (the pipeline replies OK with nothing applied; see docs/mappings.md)
-    assert out.counts.get("readings") == 0
+    # the payload's draft namespace is not the profile's: refused, naming what was expected
+    assert out.result == "FAILED"
+    assert out.errors[0].code == "1005"
+    assert out.errors[0].xpath == "/EventMessage/Payload/MeterReadings"
+    assert "http://iec.ch/TC57/2011/MeterReadings#" in out.errors[0].reason
+    assert out.dead_letter_id is not None  # the input is kept
     assert reading_count(app) == 0
     standard = VENDOR.replace(
         b"http://www.iec.ch/TC57/2011/MeterReadings#", b"http://iec.ch/TC57/2011/MeterReadings#"
