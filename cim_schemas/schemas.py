@@ -160,13 +160,18 @@ def payload_problems(noun: str, payload: etree._Element, xpath: str | None) -> l
     return [
         SchemaError(
             xpath=xpath,
-            line=payload.sourceline,
+            line=_line(payload),
             message=(
                 f"Payload element {{{name.namespace or ''}}}{name.localname} is not "
                 f"a profile of the noun {noun}: expected {expected}"
             ),
         )
     ]
+
+
+def _line(element: etree._Element) -> int | None:
+    line: object = element.sourceline  # the stubs type it loosely
+    return line if isinstance(line, int) else None
 
 
 # -- xpaths -----------------------------------------------------------------------------
