@@ -47,17 +47,6 @@ T_NAME_TYPE: Final = NS + "NameType"
 STREAM_TAGS: Final = (T_METER_READING, T_BLOCK, T_INTERVAL, T_READING)
 MAX_ERRORS: Final = 100
 
-_XP_NS: Final = {"m": profile_ns("MeterReadings")}
-#: a block's timestamps and values as text, in document order (one C call each)
-_BLOCK_STAMPS: Final = etree.XPath(
-    "m:IntervalReadings/m:timeStamp/text()", namespaces=_XP_NS, smart_strings=False
-)
-_BLOCK_VALUES: Final = etree.XPath(
-    "m:IntervalReadings/m:value/text()", namespaces=_XP_NS, smart_strings=False
-)
-#: the children of a block's readings: two a reading when each has only timeStamp and value
-_BLOCK_FIELDS: Final = etree.XPath("count(m:IntervalReadings/*)", namespaces=_XP_NS)
-
 
 class _Invalid(Exception):
     """A content error; ``where`` is appended to the xpath of the element it concerns."""
@@ -188,12 +177,13 @@ class ReadingExtractor:
 
     def tree_chunk(self, payload: etree._Element) -> ReadingFeedChunk | None:
         """The readings of a parsed MeterReadings element in one chunk, without per-element
-        Python work: a block's timestamps and values come as two lists of texts (XPath),
-        so a meter-day costs a few calls instead of a loop over 96 elements. Only the
-        regular shape: interval blocks with one timestamp and one value per reading, no
-        quality codes, no register Readings; anything else (or any error) is None and
-        :meth:`chunks` reads the same tree, with the exact xpath of every error. Nothing
-        of this extractor changes unless the chunk is returned."""
+        Python work: a block's timestamps and values come as two lists of texts (lxml's
+        tag-filtered iteration), so a meter-day costs a few calls instead of a loop over
+        96 elements and their children. Only the regular shape: interval blocks with one
+        timestamp and one value per reading, no quality codes, no register Readings.
+        Anything else (or any error) is None, and :meth:`chunks` reads the same tree with
+        the exact xpath of every error. Nothing of this extractor changes unless the chunk
+        is returned."""
         if payload.tag != NS + "MeterReadings":
             return None
         stamps = self.stamps
@@ -209,26 +199,30 @@ class ReadingExtractor:
                 if ref is None:
                     return None
                 for block in mr.iterchildren(T_BLOCK):
-                    times = cast(list[str], _BLOCK_STAMPS(block))
-                    texts = cast(list[str], _BLOCK_VALUES(block))
+                    times = [e.text for e in block.iter(T_TS)]
+                    texts = [e.text for e in block.iter(T_VALUE)]
                     size = len(times)
-                    # every child but the last (ReadingType) a reading, each with exactly
-                    # one timeStamp and one value (a timeStamp at most per reading, and
-                    # the parser joins an element's text into one node) and nothing else
+                    # every child but the last (ReadingType) a reading (so a timeStamp each:
+                    # at most one a reading, by the schema), as many values, no quality
+                    # codes (their timeStamps would count too); the parser joins an
+                    # element's text into one node
                     if (
                         size >= limit
                         or len(texts) != size
                         or len(block) != size + 1
                         or block[size].tag != T_READING_TYPE
-                        or int(cast(float, _BLOCK_FIELDS(block))) != 2 * size
+                        or next(block.iter(T_QUALITIES), None) is not None
+                        or None in times
+                        or None in texts
                     ):
                         return None
-                    joined = "".join(texts)
+                    times_, texts_ = cast(list[str], times), cast(list[str], texts)
+                    joined = "".join(texts_)
                     if "n" in joined or "N" in joined:  # NaN, Infinity: not finite
                         return None
                     rt = self._reading_type(block.find(T_READING_TYPE))
-                    when = [stamps.get(t) or _stamp(stamps, t) for t in times]
-                    values = list(map(Decimal, texts))  # surrounding blanks allowed, as strip
+                    when = [stamps.get(t) or _stamp(stamps, t) for t in times_]
+                    values = list(map(Decimal, texts_))  # surrounding blanks allowed, as strip
                     blocks.append(ReadingBlock(item, rt, list(zip(when, values, repeat("")))))
                     seen += size
                 meters.append(MeterItem(item, ref))

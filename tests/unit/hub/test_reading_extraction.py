@@ -141,3 +141,35 @@ def test_a_meter_reading_without_meter_is_refused_with_its_xpath() -> None:
         StoreMeterReadingsRoute().prepare(frame)
     assert refused.value.errors[0].code == "2011"
     assert refused.value.errors[0].xpath == f"{MR}/MeterReading[1]/Meter"
+
+
+def test_fields_the_route_does_not_read_stay_on_the_fast_path() -> None:
+    body = day("F1").replace(
+        b"<m:IntervalReadings><m:timeStamp>",
+        b"<m:IntervalReadings><m:source>meter</m:source><m:timeStamp>",
+        2,
+    )
+    frame = frame_of(body)
+    assert frame.payload is not None
+    fast = ReadingExtractor(MR, False, 200_000, 1 << 62)
+    chunk = fast.tree_chunk(frame.payload)
+    assert chunk is not None
+    assert [chunk] == exact(frame)[1]
+
+
+def test_a_quality_code_on_a_later_reading_takes_the_exact_path() -> None:
+    body = day("F1")
+    last = body.rindex(b"</m:value></m:IntervalReadings>")
+    body = (
+        body[:last]
+        + b'</m:value><m:ReadingQualities><m:ReadingQualityType ref="1.4.9"/>'
+        + b"</m:ReadingQualities></m:IntervalReadings>"
+        + body[last + len(b"</m:value></m:IntervalReadings>") :]
+    )
+    frame = frame_of(body)
+    assert frame.payload is not None
+    assert ReadingExtractor(MR, False, 200_000, 1 << 62).tree_chunk(frame.payload) is None
+    prepared = StoreMeterReadingsRoute().prepare(frame)
+    readings = prepared.chunks[0].blocks[0].readings
+    assert readings[-1][2] == "1.4.9"
+    assert {q for _, _, q in readings[:-1]} == {""}
