@@ -221,7 +221,12 @@ class ReadingExtractor:
                     if "n" in joined or "N" in joined:  # NaN, Infinity: not finite
                         return None
                     rt = self._reading_type(block.find(T_READING_TYPE))
-                    when = [stamps.get(t) or _stamp(stamps, t) for t in times_]
+                    found = list(map(stamps.get, times_))  # a fleet repeats its instants
+                    when = (
+                        cast(list[datetime], found)
+                        if None not in found
+                        else [w or _stamp(stamps, t) for w, t in zip(found, times_, strict=True)]
+                    )
                     values = list(map(Decimal, texts_))  # surrounding blanks allowed, as strip
                     blocks.append(ReadingBlock(item, rt, list(zip(when, values, repeat("")))))
                     seen += size
