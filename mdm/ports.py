@@ -280,14 +280,6 @@ class MessageState(NamedTuple):
     received_at: datetime
 
 
-class MessageStart(NamedTuple):
-    source: str
-    endpoint: str
-    content_hash: str
-    size: int
-    received_at: datetime
-
-
 class MessageConclusion(NamedTuple):
     log_id: int
     message_id: str | None
@@ -351,7 +343,6 @@ class MessageLogRepository(Protocol):
     def lifecycle(self, log_id: int) -> list[tuple[str, datetime, str | None]]: ...
 
     # bulk forms, for batches of small messages (one statement each, whatever the count)
-    def start_many(self, entries: Sequence[MessageStart]) -> list[int]: ...
     def find_many(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], MessageState]:
         """(source, message_id) -> the logged message, for the keys that are logged."""
         ...

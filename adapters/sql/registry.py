@@ -40,7 +40,6 @@ from mdm.ports import (
     AppliedMessage,
     DeadLetter,
     MessageConclusion,
-    MessageStart,
     MessageState,
 )
 
@@ -708,35 +707,6 @@ class SqlMessageLogRepository(_Repo):
         _ML.c.reply,
         _ML.c.received_at,
     )
-
-    @guarded
-    def start_many(self, entries: Sequence[MessageStart]) -> list[int]:
-        if not entries:
-            return []
-        rows = self._conn.execute(
-            insert(_ML).returning(_ML.c.id, sort_by_parameter_order=True),
-            [
-                {
-                    "source": e.source,
-                    "endpoint": e.endpoint,
-                    "content_hash": e.content_hash,
-                    "size": e.size,
-                    "state": "received",
-                    "received_at": e.received_at,
-                    "updated_at": e.received_at,
-                }
-                for e in entries
-            ],
-        )
-        ids = [int(r[0]) for r in rows]
-        self._conn.execute(
-            insert(t.message_lifecycle),
-            [
-                {"message_log_id": i, "state": "received", "at": e.received_at, "detail": None}
-                for i, e in zip(ids, entries, strict=True)
-            ],
-        )
-        return ids
 
     @guarded
     def find_many(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], MessageState]:
