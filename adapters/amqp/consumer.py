@@ -294,7 +294,9 @@ class AmqpConsumer:
                 log.exception("%s: unexpected error checking %s", self.name, d.request_id)
                 d.error = exc
         work = _Round(deliveries)
-        plain = [d for d in deliveries if d.refusal is None and d.error is None and not d.mapping]
+        plain = [
+            d for d in deliveries if d.refusal is None and d.error is None and d.mapping is None
+        ]
         prepare = getattr(self.pipeline, "prepare_batch", None)
         if prepare is not None and len(plain) > 1 and self.overlapped:
             try:
