@@ -4,10 +4,10 @@ PostgreSQL: one statement on the raw psycopg connection of the unit of work, in
 its transaction: ids drawn from the table's sequence for the batch, ``INSERT
 message_log ... SELECT FROM unnest(...)`` and ``INSERT message_lifecycle ...
 SELECT FROM unnest(...)`` as data-modifying CTEs, the ids returned in input
-order; the arrays are sent in binary (six times cheaper to dump than text). It replaces three statements a batch for the start rows, the steps and
-the conclusion (seven rows written a message, two of them updates) with one
-(five rows a message, no update). SQLite: the same with two executemany
-statements.
+order; the arrays are sent in binary (six times cheaper to dump than text). It
+replaces three statements a batch for the start rows, the steps and the
+conclusion (seven rows written a message, two of them updates) with one (five
+rows a message, no update). SQLite: the same with two executemany statements.
 
 The MessageID is claimed by the row itself: the unique index on ``(source,
 message_id)`` refuses one claimed meanwhile by another process, raised as
