@@ -28,20 +28,16 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 
 from hes.client.session import (
     AssociationRefused,
+    DelegatingSession,
     MeterCredentials,
-    MeterEvent,
     MeterSession,
-    Profile,
-    RegisterValue,
     Security,
 )
 from hes.dlms.acse import AcseDiagnostic
-from hes.dlms.axdr import Value
 from hes.engine import MeterTarget, SessionFactory
 from hes.push import KnownMeter
 from hes.security.keystore import KeyStore
@@ -261,7 +257,7 @@ def _credentials(
     return MeterCredentials(Security.LOW, password=sim.password)
 
 
-class _Reloading:
+class _Reloading(DelegatingSession):
     """A MeterSession whose association, refused for authentication, is tried once more
     with the keys of a changed key store file."""
 
@@ -276,7 +272,7 @@ class _Reloading:
         self._sessions = sessions
         self._target = target
         self._timeout = timeout
-        self._inner = sessions(target, timeout)
+        super().__init__(sessions(target, timeout))
 
     def associate(self) -> None:
         try:
@@ -293,42 +289,3 @@ class _Reloading:
             self._target = fresh
             self._inner = self._sessions(fresh, self._timeout)
             self._inner.associate()
-
-    def read_clock(self) -> datetime:
-        return self._inner.read_clock()
-
-    def read_registers(self, obis: Sequence[str]) -> list[RegisterValue]:
-        return self._inner.read_registers(obis)
-
-    def read_profile(self, start: datetime, end: datetime) -> Profile:
-        return self._inner.read_profile(start, end)
-
-    def read_event_log(self) -> list[MeterEvent]:
-        return self._inner.read_event_log()
-
-    def read_control_state(self) -> int:
-        return self._inner.read_control_state()
-
-    def set_clock(self, ts: datetime) -> None:
-        self._inner.set_clock(ts)
-
-    def disconnect(self) -> None:
-        self._inner.disconnect()
-
-    def reconnect(self) -> None:
-        self._inner.reconnect()
-
-    def get_attribute(self, class_id: int, obis: str, attribute: int) -> Value:
-        return self._inner.get_attribute(class_id, obis, attribute)
-
-    def set_attribute(self, class_id: int, obis: str, attribute: int, value: bytes) -> None:
-        self._inner.set_attribute(class_id, obis, attribute, value)
-
-    def invoke(self, class_id: int, obis: str, method: int, parameters: bytes) -> None:
-        self._inner.invoke(class_id, obis, method, parameters)
-
-    def release(self) -> None:
-        self._inner.release()
-
-    def close(self) -> None:
-        self._inner.close()

@@ -12,60 +12,18 @@ its meter's lock from connection to ``close()``; a meter still busy after
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
-from datetime import datetime
 
-from hes.client.session import MeterEvent, MeterSession, Profile, RegisterValue
-from hes.dlms.axdr import Value
+from hes.client.session import DelegatingSession, MeterSession
 from hes.engine import MeterTarget, SessionFactory
 from hub.errors import MeterUnreachable
 
 
-class _Locked:
+class _Locked(DelegatingSession):
     """A MeterSession that releases its meter's lock when closed."""
 
     def __init__(self, inner: MeterSession, lock: threading.Lock) -> None:
-        self._inner = inner
+        super().__init__(inner)
         self._lock: threading.Lock | None = lock
-
-    def associate(self) -> None:
-        self._inner.associate()
-
-    def read_clock(self) -> datetime:
-        return self._inner.read_clock()
-
-    def read_registers(self, obis: Sequence[str]) -> list[RegisterValue]:
-        return self._inner.read_registers(obis)
-
-    def read_profile(self, start: datetime, end: datetime) -> Profile:
-        return self._inner.read_profile(start, end)
-
-    def read_event_log(self) -> list[MeterEvent]:
-        return self._inner.read_event_log()
-
-    def read_control_state(self) -> int:
-        return self._inner.read_control_state()
-
-    def set_clock(self, ts: datetime) -> None:
-        self._inner.set_clock(ts)
-
-    def disconnect(self) -> None:
-        self._inner.disconnect()
-
-    def reconnect(self) -> None:
-        self._inner.reconnect()
-
-    def get_attribute(self, class_id: int, obis: str, attribute: int) -> Value:
-        return self._inner.get_attribute(class_id, obis, attribute)
-
-    def set_attribute(self, class_id: int, obis: str, attribute: int, value: bytes) -> None:
-        self._inner.set_attribute(class_id, obis, attribute, value)
-
-    def invoke(self, class_id: int, obis: str, method: int, parameters: bytes) -> None:
-        self._inner.invoke(class_id, obis, method, parameters)
-
-    def release(self) -> None:
-        self._inner.release()
 
     def close(self) -> None:
         try:

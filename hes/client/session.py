@@ -182,6 +182,56 @@ class MeterSession(Protocol):
     def close(self) -> None: ...
 
 
+class DelegatingSession:
+    """A MeterSession that hands every call to ``inner``: the base of wrappers that
+    change one or two calls (locks, a retried association) and pass on the rest."""
+
+    def __init__(self, inner: MeterSession) -> None:
+        self._inner = inner
+
+    def associate(self) -> None:
+        self._inner.associate()
+
+    def read_clock(self) -> datetime:
+        return self._inner.read_clock()
+
+    def read_registers(self, obis: Sequence[str]) -> list[RegisterValue]:
+        return self._inner.read_registers(obis)
+
+    def read_profile(self, start: datetime, end: datetime) -> Profile:
+        return self._inner.read_profile(start, end)
+
+    def read_event_log(self) -> list[MeterEvent]:
+        return self._inner.read_event_log()
+
+    def read_control_state(self) -> int:
+        return self._inner.read_control_state()
+
+    def set_clock(self, ts: datetime) -> None:
+        self._inner.set_clock(ts)
+
+    def disconnect(self) -> None:
+        self._inner.disconnect()
+
+    def reconnect(self) -> None:
+        self._inner.reconnect()
+
+    def get_attribute(self, class_id: int, obis: str, attribute: int) -> axdr.Value:
+        return self._inner.get_attribute(class_id, obis, attribute)
+
+    def set_attribute(self, class_id: int, obis: str, attribute: int, value: bytes) -> None:
+        self._inner.set_attribute(class_id, obis, attribute, value)
+
+    def invoke(self, class_id: int, obis: str, method: int, parameters: bytes) -> None:
+        self._inner.invoke(class_id, obis, method, parameters)
+
+    def release(self) -> None:
+        self._inner.release()
+
+    def close(self) -> None:
+        self._inner.close()
+
+
 @dataclass
 class MeterConfiguration:
     """What does not change between reads of one meter: scalers/units, capture objects.
