@@ -11,7 +11,7 @@ ancestors (``../@serial``) and to their earlier children (``../md:Serial``).
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from decimal import Decimal
 from typing import IO, Any, cast
 
@@ -67,6 +67,24 @@ def _drop_done_siblings(element: etree._Element) -> None:
         prev = before
 
 
+def _field_reader(
+    record: etree._Element, number: int, line: int | None, errors: list[LineError]
+) -> Callable[[str, etree.XPath | None], str | None]:
+    """A record's field by its XPath (None: not mapped); an XPath that fails is an
+    error of the record, named by field and line."""
+
+    def get(name: str, path: etree.XPath | None) -> str | None:
+        if path is None:
+            return None
+        try:
+            return _text(path(record))
+        except etree.XPathError as exc:
+            errors.append(LineError(number, name, BAD_FIELD, f"XPath failed: {exc}", line))
+            return None
+
+    return get
+
+
 class _Fields:
     def __init__(self, spec: XmlSpec, tables: Mapping[str, CodeTable]) -> None:
         ns = spec.xml.namespaces
@@ -93,15 +111,7 @@ class _Fields:
         errors = batch.errors
         n_err = len(errors)
         line = record.sourceline if isinstance(record.sourceline, int) else None
-
-        def get(name: str, path: etree.XPath | None) -> str | None:
-            if path is None:
-                return None
-            try:
-                return _text(path(record))
-            except etree.XPathError as exc:
-                errors.append(LineError(number, name, BAD_FIELD, f"XPath failed: {exc}", line))
-                return None
+        get = _field_reader(record, number, line, errors)
 
         def fail(name: str, exc: FieldError | ValueError, code: str = BAD_FIELD) -> None:
             if isinstance(exc, FieldError):
@@ -219,15 +229,7 @@ class _EventFields:
         errors = batch.errors
         n_err = len(errors)
         line = record.sourceline if isinstance(record.sourceline, int) else None
-
-        def get(name: str, path: etree.XPath | None) -> str | None:
-            if path is None:
-                return None
-            try:
-                return _text(path(record))
-            except etree.XPathError as exc:
-                errors.append(LineError(number, name, BAD_FIELD, f"XPath failed: {exc}", line))
-                return None
+        get = _field_reader(record, number, line, errors)
 
         def optional(name: str, path: etree.XPath | None) -> str | None:
             return (get(name, path) or "").strip() or None
