@@ -48,3 +48,33 @@ def test_an_earlier_schema_error_does_not_leak_into_a_later_parse() -> None:
     # lxml keeps a per-thread error log: the next failure must be reported as itself
     with pytest.raises(NotWellFormed, match="Premature end"):
         events(b"<a><b>")
+
+
+def test_the_reused_parser_reports_each_document_on_its_own() -> None:
+    """parse_bytes keeps one parser a thread: an error names only its own document, a
+    good document after a bad one parses, and another thread parses at the same time."""
+    import threading
+
+    with pytest.raises(NotWellFormed, match="line 3"):
+        parse_bytes(b"<a>\n<b>\n</a>")
+    good = meter_readings_bytes(["M"], datetime(2026, 1, 1, tzinfo=UTC), 2)
+    assert parse_bytes(good).getroot().tag.endswith("EventMessage")
+    with pytest.raises(NotWellFormed, match="line 1"):
+        parse_bytes(b"<a><b></a>")
+    with pytest.raises(ForbiddenXml):
+        parse_bytes(b"<a>&x;</a>")  # the entity is refused, not resolved by a kept state
+    roots: list[str] = []
+
+    def other() -> None:
+        for _ in range(50):
+            roots.append(parse_bytes(good).getroot().tag)
+
+    threads = [threading.Thread(target=other) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for _ in range(50):
+        assert len(parse_bytes(good).getroot()) == 2
+    for t in threads:
+        t.join()
+    assert len(roots) == 150
+    assert all(r.endswith("EventMessage") for r in roots)
