@@ -155,7 +155,15 @@ class AmqpConfirms:
         return tag
 
     def _settle(self, delivery_tag: int, multiple: bool, error: Exception | None) -> None:
-        tags = [t for t in self._unsettled if t <= delivery_tag] if multiple else [delivery_tag]
+        if multiple:
+            # every tag up to _confirmed is settled already: only the new ones are looked
+            # at (was: the whole unsettled set scanned on every ack frame)
+            low = self._confirmed + 1
+            self._confirmed = max(self._confirmed, delivery_tag)
+            unsettled = self._unsettled
+            tags = [t for t in range(low, delivery_tag + 1) if t in unsettled]
+        else:
+            tags = [delivery_tag]
         for tag in tags:
             self._unsettled.discard(tag)
             self._settled[tag] = error
