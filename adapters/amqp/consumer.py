@@ -115,6 +115,8 @@ def _text(value: Any) -> str:
 
 
 def _int(value: Any) -> int:
+    if value is None:  # the usual case: no such header (an exception costs ~0.6 us)
+        return 0
     try:
         return int(value)
     except (TypeError, ValueError):
@@ -286,7 +288,8 @@ class AmqpConsumer:
 
     def _begin(self, messages: Sequence[Message]) -> _Round:
         """In the consuming thread, without IO: checks, then the pipeline's prepare."""
-        deliveries = [self._delivery(m) for m in messages]
+        received_at = datetime.now(UTC)  # one clock reading for the round's deliveries
+        deliveries = [self._delivery(m, received_at) for m in messages]
         for d in deliveries:
             try:
                 self._check(d)
@@ -357,7 +360,7 @@ class AmqpConsumer:
         self.rounds += 1
         self.handled += len(deliveries)
 
-    def _delivery(self, message: Message) -> Delivery:
+    def _delivery(self, message: Message, received_at: datetime) -> Delivery:
         headers = dict(message.headers or {})
         info = message.delivery_info
         props = message.properties
@@ -374,7 +377,7 @@ class AmqpConsumer:
             redelivered=bool(info.get("redelivered")) or attempts > 0,
             reply_to=props.get("reply_to") or None,
             amqp_message_id=props.get("message_id") or None,
-            received_at=datetime.now(UTC),
+            received_at=received_at,
         )
         user_id = props.get("user_id") or None
         d.sender = self.senders.resolve(user_id, headers, own_user=self._own_user)
