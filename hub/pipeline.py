@@ -519,12 +519,7 @@ class Pipeline:
         header = frame.header
         log_id = steps.log_id
         reply = self._render(header, frame.style, result.result, result.errors, result.payload)
-        dead_letter_id = None
-        # a get answered PARTIAL/FAILED (an unknown meter) is an answer, not an input
-        # to fix and replay: only changes are kept as dead letters
-        if result.result != "OK" and header.verb != "get":
-            dead_letter_id = self._dead_letter(uow, msg, log_id, result.errors)
-        queued = self._queue_async_reply(uow, msg, header, reply)
+        outcome = self._applied_outcome(uow, msg, header, log_id, result, reply)
         conclusion = MessageConclusion(
             log_id=log_id,
             message_id=header.message_id if msg.replay_of is None else None,
@@ -534,21 +529,6 @@ class Pipeline:
             state=steps.plan(S.REPLIED),
             result=result.result,
             reply=reply,
-        )
-        outcome = Outcome(
-            result=result.result,
-            reply=reply,
-            errors=result.errors,
-            message_log_id=log_id,
-            dead_letter_id=dead_letter_id,
-            verb=header.verb,
-            noun=header.noun,
-            message_id=header.message_id,
-            correlation_id=header.message_id,
-            reply_address=header.reply_address,
-            async_reply=bool(header.async_reply_flag),
-            reply_queued=queued,
-            counts=result.counts,
         )
         return outcome, conclusion
 
@@ -853,7 +833,10 @@ class Pipeline:
         result: RouteResult,
         reply: bytes,
     ) -> Outcome:
-        """A batch member's outcome: its dead letter unless OK, its async reply queued."""
+        """A processed message's outcome: its dead letter unless OK, its async reply queued.
+
+        A get answered PARTIAL/FAILED (an unknown meter) is an answer, not an input to
+        fix and replay: only changes are kept as dead letters."""
         dead_letter_id = None
         if result.result != "OK" and header.verb != "get":
             dead_letter_id = self._dead_letter(uow, msg, log_id, result.errors)
