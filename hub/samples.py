@@ -19,7 +19,7 @@ from xml.sax.saxutils import escape
 
 from lxml import etree
 
-from cim_schemas.envelope import Style
+from cim_schemas.envelope import Header, RequestInfo, Style
 from cim_schemas.namespaces import MESSAGE_NS, profile_ns
 
 #: 15-minute +A energy, delta (kWh)
@@ -138,19 +138,27 @@ def meter_readings_bytes(
 # -- master data messages (CIS side) ----------------------------------------------------
 
 
-def _request(
-    verb: str, noun: str, payload: etree._Element, style: Style, message_id: str | None
-) -> bytes:
-    from cim_schemas.envelope import Header, render_request
-
-    header = Header(
+def _header(verb: str, noun: str, message_id: str | None) -> Header:
+    return Header(
         verb=verb,
         noun=noun,
         timestamp=datetime.now(UTC),
         source="amihub-samples",
         message_id=message_id or str(uuid.uuid4()),
     )
-    return render_request(header, None, payload, style=style)
+
+
+def _request(
+    verb: str,
+    noun: str,
+    payload: etree._Element | None,
+    style: Style,
+    message_id: str | None,
+    request: RequestInfo | None = None,
+) -> bytes:
+    from cim_schemas.envelope import render_request
+
+    return render_request(_header(verb, noun, message_id), request, payload, style=style)
 
 
 def usage_point_config(
@@ -350,7 +358,7 @@ def get_end_device_events(
 ) -> bytes:
     """get EndDeviceEvents: meters and usage points as Request/ID, the period as
     StartTime/EndTime, filters as Options (``EndDeviceEventType``, ``job``)."""
-    from cim_schemas.envelope import Header, RequestID, RequestInfo, render_request
+    from cim_schemas.envelope import RequestID
 
     options = [("EndDeviceEventType", t) for t in event_types]
     if job is not None:
@@ -362,14 +370,7 @@ def get_end_device_events(
         ids=tuple(RequestID(m, id_type="EndDevice") for m in meters)
         + tuple(RequestID(u, id_type="UsagePoint") for u in usage_points),
     )
-    header = Header(
-        verb="get",
-        noun="EndDeviceEvents",
-        timestamp=datetime.now(UTC),
-        source="amihub-samples",
-        message_id=message_id or str(uuid.uuid4()),
-    )
-    return render_request(header, request, None, style=style)
+    return _request("get", "EndDeviceEvents", None, style, message_id, request)
 
 
 def end_device_events(
@@ -381,7 +382,7 @@ def end_device_events(
 ) -> bytes:
     """EndDeviceEvents from another head-end (create / created). Each dict: ``meter``,
     ``type``, ``at`` (datetime), and optionally ``mrid``, ``reason``, ``details`` (dict)."""
-    from cim_schemas.envelope import Header, render_event
+    from cim_schemas.envelope import render_event
     from cim_schemas.profiles.common import IdentifiedObject
     from cim_schemas.profiles.end_device_events import (
         EndDeviceEvent,
@@ -408,14 +409,7 @@ def end_device_events(
         )
     payload = render_end_device_events(EndDeviceEvents(tuple(items)))
     if verb.endswith("ed"):
-        header = Header(
-            verb=verb,
-            noun="EndDeviceEvents",
-            timestamp=datetime.now(UTC),
-            source="amihub-samples",
-            message_id=message_id or str(uuid.uuid4()),
-        )
-        return render_event(header, payload, style=style)
+        return render_event(_header(verb, "EndDeviceEvents", message_id), payload, style=style)
     return _request(verb, "EndDeviceEvents", payload, style, message_id)
 
 
