@@ -12,12 +12,10 @@ from typing import Any
 
 import pytest
 
-from adapters.dlms import MeterDirectory
 from adapters.dlms.configured_schedules import SyncReport, sync_read_schedules
 from hes.simulator.fleet import Fleet, SimulatorThread
-from hub.bootstrap import App, bootstrap
+from hub.bootstrap import App
 from tests.conftest import free_port
-from tests.unit.hub.conftest import add_meters
 from tests.unit.hub.test_configured_schedules import (
     created_updated_removed,
     daily,
@@ -26,7 +24,7 @@ from tests.unit.hub.test_configured_schedules import (
     set_area,
     sync,
 )
-from tests.unit.hub.test_headend_routes import hub_settings, mrids
+from tests.unit.hub.test_headend_routes import mrids
 
 pytestmark = pytest.mark.postgres
 
@@ -36,18 +34,6 @@ def fleet() -> Iterator[Fleet]:
     f = Fleet.build(3, free_port(), seed=22)
     with SimulatorThread(f):
         yield f
-
-
-@pytest.fixture
-def two(postgres_url: str, fleet: Fleet) -> Iterator[tuple[App, App]]:
-    """Two hub processes' worth of head-ends on one PostgreSQL store."""
-    directory = MeterDirectory.from_fleet(fleet)
-    first = bootstrap(hub_settings(postgres_url), migrate=True, meters=directory)
-    add_meters(first, *mrids(fleet))
-    second = bootstrap(hub_settings(postgres_url), meters=directory)
-    yield first, second
-    second.close()
-    first.close()
 
 
 def test_configured_schedules_created_changed_removed_on_postgres(

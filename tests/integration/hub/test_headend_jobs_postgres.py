@@ -9,22 +9,19 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from adapters.dlms import MeterDirectory
 from adapters.dlms.scheduler import floor_quarter
 from hes.simulator.fleet import Fleet, SimulatorThread
 from hes.simulator.meter import ControlState
-from hub.bootstrap import App, bootstrap
+from hub.bootstrap import App
 from hub.headend import ControlReport, ControlRequest
 from hub.samples import end_device_controls, meter_read_schedule
 from mdm.hes_jobs import JobKind
 from tests.conftest import free_port
-from tests.unit.hub.conftest import add_meters
 from tests.unit.hub.test_headend_jobs import FakeClock, headend, job, utility_id
 from tests.unit.hub.test_headend_routes import (
     CLOCK_SET,
     DISCONNECT,
     events,
-    hub_settings,
     mrids,
     relay,
     send,
@@ -38,18 +35,6 @@ def fleet() -> Iterator[Fleet]:
     f = Fleet.build(4, free_port(), seed=12)
     with SimulatorThread(f):
         yield f
-
-
-@pytest.fixture
-def two(postgres_url: str, fleet: Fleet) -> Iterator[tuple[App, App]]:
-    """Two hub processes' worth of head-ends on one PostgreSQL store."""
-    directory = MeterDirectory.from_fleet(fleet)
-    first = bootstrap(hub_settings(postgres_url), migrate=True, meters=directory)
-    add_meters(first, *mrids(fleet))
-    second = bootstrap(hub_settings(postgres_url), meters=directory)
-    yield first, second
-    second.close()
-    first.close()
 
 
 def test_two_schedulers_on_one_store_run_each_job_once(two: tuple[App, App], fleet: Fleet) -> None:
