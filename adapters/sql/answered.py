@@ -23,7 +23,7 @@ from sqlalchemy.dialects import sqlite
 
 from adapters.sql import tables as t
 from hub.errors import PermanentError, StoreUnavailable
-from mdm.ports import AnsweredMessage
+from mdm.ports import AnsweredMessage, AppliedMessage
 
 _PG_RECORD: Final = """
 WITH m AS (
@@ -76,7 +76,9 @@ def _unclaimed(entry: AnsweredMessage) -> AnsweredMessage:
     return entry._replace(message_id=None, steps=steps)
 
 
-def _values(entry: AnsweredMessage) -> dict[str, Any]:
+def log_row(entry: AnsweredMessage | AppliedMessage) -> dict[str, Any]:
+    """The message_log columns of a message logged whole (final state from its last step;
+    the reply is the caller's: none for an answered get, the stored reply of a change)."""
     last_state, last_at, _ = entry.steps[-1]
     return {
         "source": entry.source,
@@ -112,7 +114,7 @@ def record_answered(conn: Connection, entry: AnsweredMessage) -> int:
 
 def _pg(conn: Connection, entry: AnsweredMessage) -> int | None:
     raw: Any = conn.connection.driver_connection
-    params = _values(entry)
+    params = log_row(entry)
     for i, (state, at, detail) in enumerate(entry.steps):
         params[f"s{i}"], params[f"a{i}"], params[f"d{i}"] = state, at, detail
     with _driver_errors(), raw.cursor() as cur:
@@ -125,7 +127,7 @@ def _sqlite(conn: Connection, entry: AnsweredMessage) -> int | None:
     ml = t.message_log
     stmt = (
         sqlite.insert(ml)
-        .values(reply=None, **_values(entry))
+        .values(reply=None, **log_row(entry))
         .on_conflict_do_nothing(
             index_elements=[ml.c.source, ml.c.message_id],
             index_where=ml.c.message_id.is_not(None),

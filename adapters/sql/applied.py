@@ -26,6 +26,7 @@ from sqlalchemy import Connection, insert
 from sqlalchemy import exc as sa_exc
 
 from adapters.sql import tables as t
+from adapters.sql.answered import log_row
 from adapters.sql.errors import is_unique_violation
 from hub.errors import PermanentError, StoreUnavailable
 from mdm.ports import AppliedMessage
@@ -72,22 +73,7 @@ def _driver_errors() -> Iterator[None]:
 
 
 def _row(entry: AppliedMessage) -> dict[str, Any]:
-    state, at, _ = entry.steps[-1]
-    return {
-        "source": entry.source,
-        "message_id": entry.message_id,
-        "endpoint": entry.endpoint,
-        "verb": entry.verb,
-        "noun": entry.noun,
-        "correlation_id": entry.correlation_id,
-        "content_hash": entry.content_hash,
-        "size": entry.size,
-        "state": state,
-        "result": entry.result,
-        "reply": entry.reply,
-        "received_at": entry.received_at,
-        "updated_at": at,
-    }
+    return {**log_row(entry), "reply": entry.reply}
 
 
 def record_applied_many(conn: Connection, entries: Sequence[AppliedMessage]) -> list[int]:
