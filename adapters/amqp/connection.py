@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 
 from kombu.connection import Connection
 
+from adapters.amqp.buffered import BufferedTransport
 from hub.errors import ConfigurationError, TransportUnavailable
 from hub.settings import AmqpSettings
 
@@ -67,6 +68,9 @@ def make_connection(settings: AmqpSettings, name: str = "amihub") -> Connection:
             kwargs["ssl"] = ssl_options(settings)
         elif settings.tls is not None:
             raise ConfigurationError("[amqp.tls] is set but the URL is not amqps://")
+        if scheme == "amqp":
+            # frames read in large chunks, served from a buffer (adapters/amqp/buffered.py)
+            kwargs["transport"] = BufferedTransport
     return Connection(url, **kwargs)
 
 
