@@ -19,7 +19,6 @@ empties the buffer too.
 from __future__ import annotations
 
 import errno
-import socket
 from struct import Struct
 from typing import Any
 
@@ -98,7 +97,7 @@ class BufferedTCPTransport(amqp.transport.TCPTransport):
             frame_type, channel, size = _HEADER.unpack_from(self._buf, self._start)
             if self._end - self._start < size + 8:
                 self._fill(size + 8, initial=False)
-        except socket.timeout:
+        except TimeoutError:
             raise
         except OSError as exc:
             if exc.errno not in amqp.transport._UNAVAIL:
@@ -118,7 +117,7 @@ class BufferedTCPTransport(amqp.transport.TCPTransport):
             except OSError as exc:
                 if exc.errno in _RETRY:
                     if initial and self.raise_on_initial_eintr and self._end == self._start:
-                        raise socket.timeout() from exc
+                        raise TimeoutError() from exc
                     continue
                 raise
             if not got:

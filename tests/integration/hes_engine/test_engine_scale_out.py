@@ -232,12 +232,24 @@ def test_two_engines_store_every_meter_exactly_once(
     assert "engine stopped after" in fleet60.logs()
 
 
+def ready_jobs(conn: Connection, queue: str) -> int:
+    """Jobs waiting on the queue, not yet delivered to any engine."""
+    with conn.channel() as ch:
+        return int(ch.queue_declare(queue, passive=True).message_count)
+
+
 def test_engine_killed_mid_run_loses_nothing(
     fleet60: Setup, replies: tuple[Connection, str]
 ) -> None:
+    """SIGKILL an engine while it provably holds unacknowledged jobs; another engine,
+    started afterwards, gets them redelivered and every interval is stored once.
+
+    The victim runs alone first (2 jobs at a time, prefetch 3), so while jobs are still
+    waiting on the queue it always holds some unacknowledged: it takes a new one as
+    soon as it acks one. It is killed right after a reply of its own, with jobs
+    still ready on the queue."""
     conn, reply_to = replies
     victim = fleet60.engine(concurrency=2, prefetch=3)
-    survivor = fleet60.engine(concurrency=4, prefetch=2)
     start, end = window(6)
     dispatcher = JobDispatcher(fleet60.hes, fleet60.amqp)
     try:
@@ -245,26 +257,27 @@ def test_engine_killed_mid_run_loses_nothing(
             fleet60.mrids, start, end, reply_to=reply_to, registers=[], job_meters=3
         )
         assert len(ids) == 20
-        victim_tag = f":{victim.pid}"
         seen: list[dict[str, Any]] = []
 
-        def victim_replied() -> bool:
+        def victim_replied_with_jobs_left() -> bool:
             with conn.channel() as ch:
-                m = ch.basic_get(reply_to, no_ack=True)
-                if m is not None:
+                while (m := ch.basic_get(reply_to, no_ack=True)) is not None:
                     seen.append(json.loads(m.body))
-            return any(r["engine"].endswith(victim_tag) for r in seen)
+            return bool(seen) and ready_jobs(conn, fleet60.hes.jobs_queue) > 0
 
-        wait_for(victim_replied, 30, "a reply from the engine to be killed")
+        wait_for(victim_replied_with_jobs_left, 30, "a reply while jobs are still queued")
         victim.send_signal(signal.SIGKILL)
         victim.wait(10)
         assert len(seen) < len(ids) - 3, "killed too late: nothing was left in its hands"
+        survivor = fleet60.engine(concurrency=4, prefetch=2)
         rest = [i for i in ids if i not in {r["job"] for r in seen}]
         got = seen + collect(conn, reply_to, rest, 40)
         assert {r["job"] for r in got} == set(ids)
         assert {r["state"] for r in got} == {"succeeded"}
-        assert any(r["redelivered"] for r in got)  # the victim's unacked jobs
-        assert all(r["engine"].endswith(f":{survivor.pid}") for r in got if r["redelivered"])
+        assert all(r["engine"].endswith(f":{victim.pid}") for r in seen)
+        redelivered = [r for r in got if r["redelivered"]]
+        assert redelivered, "the victim's unacknowledged jobs were not redelivered"
+        assert all(r["engine"].endswith(f":{survivor.pid}") for r in redelivered)
         counts = store_counts(fleet60)
         assert counts["meters"] == set(fleet60.mrids)
         assert counts["series"] == {24}  # 6 h: each interval exactly once
