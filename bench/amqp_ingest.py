@@ -14,7 +14,8 @@ run and on the same broker:
 
 Every line shows the load average; the amihub lines also the CPU per message of
 the worker processes and of the PostgreSQL backends serving the bench database,
-sampled while the queue drains (steadier than the rate on a shared machine).
+sampled while the queue drains (from the first reply to the last; steadier than the
+rate on a shared machine), and the workers' peak resident memory.
 
 The queue is filled before the consumer starts. amihub's rate is measured in
 the store: messages / (last commit - first receipt) over the message log, so
@@ -137,6 +138,17 @@ def _cpu(procs: list[Any]) -> float:
     return total
 
 
+def _rss(procs: list[Any]) -> int:
+    """Resident bytes of the processes still running."""
+    import psutil
+
+    total = 0
+    for p in procs:
+        with contextlib.suppress(psutil.Error):
+            total += p.memory_info().rss
+    return total
+
+
 def _workers(pid: int) -> list[Any]:
     """The ``amihub serve`` process and its worker children."""
     import psutil
@@ -167,9 +179,9 @@ def amihub_run(url: str, bodies: list[bytes], workers: int, prefetch: int) -> di
     """Fill the request queue, start ``amihub serve --workers N``, wait until all is stored.
 
     Besides the rate, CPU per message is sampled while the queue drains (from the
-    first logged message to the last reply): the worker processes', and that of
-    the PostgreSQL backends serving the bench database; both are steadier than
-    the rate on a shared machine.
+    first reply to the last, progress read from the reply queue): the worker
+    processes', and that of the PostgreSQL backends serving the bench database; both
+    are steadier than the rate on a shared machine.
     """
     import psycopg
     from kombu import Connection
@@ -214,24 +226,26 @@ def amihub_run(url: str, bodies: list[bytes], workers: int, prefetch: int) -> di
         database = db.rsplit("/", 1)[-1]
         try:
             with psycopg.connect(plain(db), autocommit=True) as pg:
+                # progress from the reply queue's depth (one reply a message): a passive
+                # declare costs the broker next to nothing, where counting the message log
+                # every 50 ms cost PostgreSQL about a quarter of a core, taken from the
+                # worker on this 2-core machine
+                watch = conn.channel()
                 deadline = time.monotonic() + 600
                 first: tuple[int, float, float] | None = None  # replied, worker CPU, PG CPU
                 procs: list[Any] = []
                 backends: list[Any] = []
                 done = 0
+                peak_rss = 0
                 while time.monotonic() < deadline:
-                    row = pg.execute(
-                        "SELECT count(*) FILTER (WHERE state = 'replied'), count(*) "
-                        "FROM message_log"
-                    ).fetchone()
-                    assert row is not None
-                    done, logged = int(row[0]), int(row[1])
-                    if first is None and logged:
+                    done = int(watch.queue_declare(replies, passive=True).message_count)
+                    if first is None and done:
                         procs, backends = _workers(proc.pid), _backends(pg, database)
                         first = (done, _cpu(procs), _cpu(backends))
+                    peak_rss = max(peak_rss, _rss(procs))
                     if done >= len(bodies):
                         break
-                    time.sleep(0.05)
+                    time.sleep(0.1)
                 last = (done, _cpu(procs), _cpu(backends))
                 window = pg.execute(
                     "SELECT count(*), extract(epoch FROM max(updated_at) - min(received_at)) "
@@ -268,6 +282,7 @@ def amihub_run(url: str, bodies: list[bytes], workers: int, prefetch: int) -> di
         "depth": depth,
         "worker_ms": (last[1] - first[1]) * 1000 / measured,
         "postgres_ms": (last[2] - first[2]) * 1000 / measured,
+        "peak_rss_mb": peak_rss / 1e6,
     }
 
 
@@ -368,6 +383,7 @@ def main(argv: list[str]) -> None:
         figures[f"workers_{workers}"] = run["rate"]
         figures[f"workers_{workers}_cpu_ms"] = run["worker_ms"]
         figures[f"workers_{workers}_postgres_ms"] = run["postgres_ms"]
+        figures[f"workers_{workers}_rss_mb"] = run["peak_rss_mb"]
         label = f"amihub, {workers} worker{'s' if workers > 1 else ''}:"
         print(
             f"{label:<46}{run['rate']:>9,.0f} messages/s = {run['rate'] * PER_DAY:,.0f} "
@@ -380,7 +396,8 @@ def main(argv: list[str]) -> None:
         )
         print(
             f"{'':<46}CPU per message: workers {run['worker_ms']:.3f} ms, PostgreSQL "
-            f"backends {run['postgres_ms']:.3f} ms{bound}"
+            f"backends {run['postgres_ms']:.3f} ms{bound}; peak RSS of the worker"
+            f"{'s' if workers > 1 else ''} {run['peak_rss_mb']:,.0f} MB"
         )
     one = figures["workers_1"]
     if not only_one:

@@ -1,0 +1,45 @@
+"""``amihub serve``'s process settings: the garbage collector's thresholds while the
+services run, and Python's own again after they stop."""
+
+from __future__ import annotations
+
+import gc
+import threading
+
+import pytest
+
+from hub.bootstrap import App
+from hub.errors import ConfigurationError
+from hub.serve import run_services
+from hub.settings import load_settings
+from tests.unit.amqp.partner import unique_settings
+
+
+def test_services_run_with_the_configured_gc_thresholds(hub_app: App) -> None:
+    before = gc.get_threshold()
+    hub_app.settings = hub_app.settings.model_copy(
+        update={"amqp": unique_settings("memory://"), "gc_thresholds": (12_345, 7, 3)}
+    )
+    stop = threading.Event()
+    seen: list[tuple[int, ...]] = []
+    runner = threading.Thread(target=run_services, args=(hub_app, stop))
+    runner.start()
+    try:
+        for _ in range(200):  # the thresholds are set before the services start
+            if gc.get_threshold() == (12_345, 7, 3):
+                seen.append(gc.get_threshold())
+                break
+            stop.wait(0.01)
+    finally:
+        stop.set()
+        runner.join(20)
+    assert seen == [(12_345, 7, 3)]
+    assert gc.get_threshold() == before
+
+
+def test_gc_thresholds_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AMIHUB_GC_THRESHOLDS", "[20000, 10, 5]")
+    assert load_settings().gc_thresholds == (20_000, 10, 5)
+    monkeypatch.setenv("AMIHUB_GC_THRESHOLDS", "[0, 10, 5]")
+    with pytest.raises(ConfigurationError, match="gc_thresholds"):
+        load_settings()
