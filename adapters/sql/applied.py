@@ -1,4 +1,14 @@
-"""The message-log write of a batch of applied messages: rows and lifecycles at once.
+"""The message log of a batch of applied messages: which MessageIDs it has seen already,
+and the write of their rows and lifecycles at once.
+
+Seen already (:func:`find_logged`), on PostgreSQL: the batch's (source, MessageID)
+pairs as two binary arrays joined with the table on its unique index, one short
+statement whatever the table's size. The generic ``source IN (...) AND message_id
+IN (...)`` of the other stores was planned as a sequential scan of the whole log
+(measured: 2 ms a batch of 256 at 20,000 logged messages, 122 ms at 500,000) and
+cost ~2 ms of Python a batch to render.
+
+The write:
 
 PostgreSQL: one statement on the raw psycopg connection of the unit of work, in
 its transaction: ids drawn from the table's sequence for the batch, ``INSERT
@@ -22,6 +32,7 @@ from contextlib import contextmanager
 from typing import Any, Final
 
 import psycopg
+from psycopg.rows import namedtuple_row
 from sqlalchemy import Connection, insert
 from sqlalchemy import exc as sa_exc
 
@@ -61,15 +72,35 @@ SELECT id FROM r ORDER BY n
 
 
 @contextmanager
-def _driver_errors() -> Iterator[None]:
+def _driver_errors(doing: str = "logging") -> Iterator[None]:
     try:
         yield
     except psycopg.errors.UniqueViolation as exc:
         raise StoreUnavailable(_CLAIMED) from exc
     except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
-        raise StoreUnavailable(f"database unavailable while logging messages: {exc}") from exc
+        raise StoreUnavailable(f"database unavailable while {doing} messages: {exc}") from exc
     except psycopg.Error as exc:
-        raise PermanentError(f"store error while logging messages: {exc}") from exc
+        raise PermanentError(f"store error while {doing} messages: {exc}") from exc
+
+
+_PG_FIND: Final = """
+SELECT m.id, m.source, m.message_id, m.verb, m.noun, m.content_hash, m.state, m.result,
+    m.reply, m.received_at
+FROM unnest(%(source)b::text[], %(message_id)b::text[]) AS k(source, message_id)
+JOIN message_log m ON m.source = k.source AND m.message_id = k.message_id
+WHERE m.message_id IS NOT NULL
+"""
+
+
+def find_logged(conn: Connection, keys: Sequence[tuple[str, str]]) -> list[Any]:
+    """PostgreSQL: the message-log rows of these (source, MessageID) pairs, as rows with
+    the columns by name (id, source, message_id, verb, noun, content_hash, state,
+    result, reply, received_at)."""
+    raw: Any = conn.connection.driver_connection
+    params = {"source": [s for s, _ in keys], "message_id": [m for _, m in keys]}
+    with _driver_errors("reading"), raw.cursor(row_factory=namedtuple_row) as cur:
+        cur.execute(_PG_FIND, params, prepare=True)
+        return list(cur.fetchall())
 
 
 def _row(entry: AppliedMessage) -> dict[str, Any]:

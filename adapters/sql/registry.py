@@ -713,12 +713,18 @@ class SqlMessageLogRepository(_Repo):
         if not keys:
             return {}
         wanted = set(keys)
-        rows = self._conn.execute(
-            select(*self._cols).where(
-                _ML.c.source.in_({s for s, _ in wanted}),
-                _ML.c.message_id.in_({m for _, m in wanted}),
+        rows: Any
+        if self._conn.dialect.name == "postgresql":  # one indexed join (adapters/sql/applied.py)
+            from adapters.sql.applied import find_logged
+
+            rows = find_logged(self._conn, sorted(wanted))
+        else:
+            rows = self._conn.execute(
+                select(*self._cols).where(
+                    _ML.c.source.in_({s for s, _ in wanted}),
+                    _ML.c.message_id.in_({m for _, m in wanted}),
+                )
             )
-        )
         found = {}
         for row in rows:
             key = (row.source, row.message_id)

@@ -659,6 +659,30 @@ class StoreContract:
         with pytest.raises(PayloadInvalid), uow_factory() as uow:
             uow.messages.transition(9999, "validated")
 
+    def test_find_many_matches_source_and_message_id_pairs(
+        self, uow_factory: SqlUnitOfWorkFactory
+    ) -> None:
+        """A batch's lookup of MessageIDs seen before: a pair matches only as a pair."""
+        with uow_factory() as uow:
+            ids = {}
+            for n, (source, message_id) in enumerate(
+                [("cis", "M-1"), ("cis", "M-2"), ("mdus", "M-3"), ("cis", None)]
+            ):
+                ids[(source, message_id)] = log_id = uow.messages.start(
+                    source, "/e", f"h{n}", 1, q(n)
+                )
+                uow.messages.identify(log_id, message_id, "created", "MeterReadings", None)
+            uow.messages.finish(ids[("cis", "M-2")], "replied", "OK", b"<r/>")
+            uow.commit()
+        with uow_factory() as uow:
+            asked = [("cis", "M-1"), ("cis", "M-2"), ("cis", "M-3"), ("mdus", "M-1"), ("x", "")]
+            found = uow.messages.find_many(asked + [("cis", "M-1")])  # a repeat is harmless
+            assert sorted(found) == [("cis", "M-1"), ("cis", "M-2")]
+            assert found[("cis", "M-2")].id == ids[("cis", "M-2")]
+            assert found[("cis", "M-2")].reply == b"<r/>"
+            assert found[("cis", "M-1")] == uow.messages.find("cis", "M-1")
+            assert uow.messages.find_many([]) == {}
+
     def test_applied_messages_logged_at_once(self, uow_factory: SqlUnitOfWorkFactory) -> None:
         def applied(n: int, message_id: str | None) -> AppliedMessage:
             steps = [
