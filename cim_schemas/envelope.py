@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import base64
 import copy
+import os
+import threading
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -585,8 +587,32 @@ def parse_message(root: etree._Element) -> ParsedMessage:
 # -- rendering ----------------------------------------------------------------------------
 
 
+#: random version-4 UUIDs drawn per thread, 256 at a time (see :func:`new_message_id`)
+_IDS_AT_ONCE: Final = 256
+_ids = threading.local()
+
+
+def _forget_ids() -> None:
+    """A forked child must not hand out the ids its parent drew."""
+    global _ids
+    _ids = threading.local()
+
+
+os.register_at_fork(after_in_child=_forget_ids)
+
+
 def new_message_id() -> str:
-    return str(uuid.uuid4())
+    """A random (version 4) UUID, as ``uuid.uuid4()``. The random bytes come from
+    ``os.urandom`` 256 ids at a time: one call each released the GIL in the thread
+    that renders a batch of replies, which then waits for another thread to give it
+    back (the AMQP worker's threads wait ~1.8 ms on average for it, seen with strace)."""
+    pool: list[str] | None = getattr(_ids, "pool", None)
+    if not pool:
+        data = os.urandom(16 * _IDS_AT_ONCE)
+        pool = _ids.pool = [
+            str(uuid.UUID(bytes=data[i : i + 16], version=4)) for i in range(0, len(data), 16)
+        ]
+    return pool.pop()
 
 
 def now_utc() -> datetime:
