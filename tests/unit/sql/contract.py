@@ -676,7 +676,7 @@ class StoreContract:
             uow.commit()
         with uow_factory() as uow:
             asked = [("cis", "M-1"), ("cis", "M-2"), ("cis", "M-3"), ("mdus", "M-1"), ("x", "")]
-            found = uow.messages.find_many(asked + [("cis", "M-1")])  # a repeat is harmless
+            found = uow.messages.find_many([*asked, ("cis", "M-1")])  # a repeat is harmless
             assert sorted(found) == [("cis", "M-1"), ("cis", "M-2")]
             assert found[("cis", "M-2")].id == ids[("cis", "M-2")]
             assert found[("cis", "M-2")].reply == b"<r/>"
