@@ -183,15 +183,7 @@ def add(
     utility: str | None,
 ) -> None:
     """Add meters to GROUP (mRID or name); members already in it are left as they are."""
-    with _store(ctx, utility) as (app, uow, utility_id):
-        members = _resolve(uow, utility_id, meters_file, meters)
-        if not members:
-            raise click.UsageError("name meters with --meters-file or --meter")
-        change = app.bus.handle(
-            AddGroupMembers(utility_id, _group(uow, utility_id, group), members), uow, _context()
-        )
-        uow.commit()
-    _print_change("changed", change)
+    _change_members(ctx, AddGroupMembers, group, meters_file, meters, utility)
 
 
 @groups.command("remove")
@@ -208,14 +200,23 @@ def remove(
     utility: str | None,
 ) -> None:
     """Remove meters from GROUP (mRID or name)."""
+    _change_members(ctx, RemoveGroupMembers, group, meters_file, meters, utility)
+
+
+def _change_members(
+    ctx: click.Context,
+    command: type[AddGroupMembers] | type[RemoveGroupMembers],
+    group: str,
+    meters_file: Path | None,
+    meters: tuple[str, ...],
+    utility: str | None,
+) -> None:
     with _store(ctx, utility) as (app, uow, utility_id):
         members = _resolve(uow, utility_id, meters_file, meters)
         if not members:
             raise click.UsageError("name meters with --meters-file or --meter")
         change = app.bus.handle(
-            RemoveGroupMembers(utility_id, _group(uow, utility_id, group), members),
-            uow,
-            _context(),
+            command(utility_id, _group(uow, utility_id, group), members), uow, _context()
         )
         uow.commit()
     _print_change("changed", change)

@@ -29,7 +29,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any, Final, Protocol
+from typing import Any, ClassVar, Final, Protocol
 
 from lxml import etree
 
@@ -212,19 +212,50 @@ def cim_event(event: EndDeviceEvent) -> CimEvent:
     )
 
 
-class EventPublisher:
-    """``created EndDeviceEvents`` into the outbox, for every adapter that delivers events:
-    AMQP (``[amqp] enabled``: events exchange, key ``created.EndDeviceEvents``) and SOAP
-    subscribers (``[soap] subscribers.EndDeviceEvents``: SendEndDeviceEvents)."""
+class _CreatedPublisher:
+    """``created <noun>`` EventMessages into the outbox, for every adapter that delivers
+    them: AMQP (``[amqp] enabled``: events exchange, key ``created.<noun>``) and the SOAP
+    subscribers of the noun (``[soap] subscribers.<noun>``: Send<noun>)."""
 
-    def __init__(self, settings: Settings, max_events: int = MAX_EVENTS_PER_MESSAGE) -> None:
+    noun: ClassVar[str]
+    amqp_destination: ClassVar[str]
+    soap_service: ClassVar[str]
+
+    def __init__(self, settings: Settings) -> None:
         self.amqp = settings.amqp.enabled and settings.amqp.outbox
-        self.soap_urls = list(settings.soap.subscribers.get("EndDeviceEvents", []))
-        self.max_events = max_events
+        self.soap_urls = list(settings.soap.subscribers.get(self.noun, []))
 
     @property
     def enabled(self) -> bool:
         return bool(self.amqp or self.soap_urls)
+
+    def _enqueue(
+        self,
+        uow: UnitOfWork,
+        payload: Callable[[], etree._Element],
+        correlation_id: str | None,
+    ) -> int:
+        return _enqueue(
+            uow,
+            self.noun,
+            payload,
+            amqp_destination=self.amqp_destination if self.amqp else None,
+            soap_urls=self.soap_urls,
+            soap_service=self.soap_service,
+            correlation_id=correlation_id,
+        )
+
+
+class EventPublisher(_CreatedPublisher):
+    """``created EndDeviceEvents``: meter and security events."""
+
+    noun = "EndDeviceEvents"
+    amqp_destination = AMQP_DESTINATION
+    soap_service = SOAP_SERVICE
+
+    def __init__(self, settings: Settings, max_events: int = MAX_EVENTS_PER_MESSAGE) -> None:
+        super().__init__(settings)
+        self.max_events = max_events
 
     def publish(
         self, uow: UnitOfWork, events: Sequence[EndDeviceEvent], correlation_id: str | None
@@ -236,14 +267,8 @@ class EventPublisher:
         written = 0
         for start in range(0, len(events), self.max_events):
             chunk = EndDeviceEvents(tuple(map(cim_event, events[start : start + self.max_events])))
-            written += _enqueue(
-                uow,
-                "EndDeviceEvents",
-                functools.partial(render_end_device_events, chunk),
-                amqp_destination=AMQP_DESTINATION if self.amqp else None,
-                soap_urls=self.soap_urls,
-                soap_service=SOAP_SERVICE,
-                correlation_id=correlation_id,
+            written += self._enqueue(
+                uow, functools.partial(render_end_device_events, chunk), correlation_id
             )
         return written
 
@@ -348,20 +373,18 @@ def _interval_ts(r: mr.IntervalReading) -> datetime:
     return r.time_stamp
 
 
-class ReadingPublisher:
-    """``created MeterReadings`` into the outbox for what the head-end read: AMQP (key
-    ``created.MeterReadings``) and SOAP subscribers (``[soap] subscribers.MeterReadings``:
-    SendMeterReadings). One EventMessage per read batch, split between meters so that no
-    message holds more than ``max_readings`` readings (a meter with more goes alone)."""
+class ReadingPublisher(_CreatedPublisher):
+    """``created MeterReadings`` for what the head-end read. One EventMessage per read
+    batch, split between meters so that no message holds more than ``max_readings``
+    readings (a meter with more goes alone)."""
+
+    noun = "MeterReadings"
+    amqp_destination = READINGS_AMQP_DESTINATION
+    soap_service = READINGS_SOAP_SERVICE
 
     def __init__(self, settings: Settings, max_readings: int = MAX_READINGS_PER_MESSAGE) -> None:
-        self.amqp = settings.amqp.enabled and settings.amqp.outbox
-        self.soap_urls = list(settings.soap.subscribers.get("MeterReadings", []))
+        super().__init__(settings)
         self.max_readings = max_readings
-
-    @property
-    def enabled(self) -> bool:
-        return bool(self.amqp or self.soap_urls)
 
     def publish(
         self, uow: UnitOfWork, meters: Sequence[MeterValues], correlation_id: str | None = None
@@ -387,16 +410,12 @@ class ReadingPublisher:
     def _message(
         self, uow: UnitOfWork, batch: Sequence[MeterValues], correlation_id: str | None
     ) -> int:
-        return _enqueue(
+        return self._enqueue(
             uow,
-            "MeterReadings",
             lambda: mr.render_meter_readings(
                 mr.MeterReadings(tuple(meter_reading(d, rows) for d, rows in batch))
             ),
-            amqp_destination=READINGS_AMQP_DESTINATION if self.amqp else None,
-            soap_urls=self.soap_urls,
-            soap_service=READINGS_SOAP_SERVICE,
-            correlation_id=correlation_id,
+            correlation_id,
         )
 
 

@@ -23,7 +23,7 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import IO, cast
+from typing import IO, Any, cast
 from urllib.parse import urlsplit
 
 from lxml import etree
@@ -113,6 +113,20 @@ class BatchPlan:
     measured: list[tuple[int, str]]
     #: (route, utility) -> the members applied together
     groups: dict[tuple[int, str], list[_Member]]
+
+
+def _header_fields(header: Header | None) -> dict[str, Any]:
+    """What an Outcome repeats of the request's Header (nothing without one)."""
+    if header is None:
+        return {}
+    return {
+        "verb": header.verb,
+        "noun": header.noun,
+        "message_id": header.message_id,
+        "correlation_id": header.message_id,
+        "reply_address": header.reply_address,
+        "async_reply": bool(header.async_reply_flag),
+    }
 
 
 def _with_transport_id(frame: MessageFrame, msg: InboundMessage) -> MessageFrame:
@@ -269,12 +283,8 @@ class Pipeline:
             reply=b"",
             errors=result.errors,
             message_log_id=log_id,
-            verb=header.verb,
-            noun=header.noun,
-            message_id=header.message_id,
-            correlation_id=header.message_id,
-            reply_address=header.reply_address,
             counts=result.counts,
+            **_header_fields(header),
         )
         if msg.stream_reply and not spool.in_memory:
             outcome.reply_chunks, outcome.reply_size = spool.chunks(), spool.size
@@ -604,12 +614,7 @@ class Pipeline:
             reply=earlier.reply,
             message_log_id=steps.log_id,
             duplicate=True,
-            verb=header.verb,
-            noun=header.noun,
-            message_id=header.message_id,
-            correlation_id=header.message_id,
-            reply_address=header.reply_address,
-            async_reply=bool(header.async_reply_flag),
+            **_header_fields(header),
         )
 
     # -- inputs that are not CIM messages --------------------------------------------------
@@ -846,14 +851,9 @@ class Pipeline:
             errors=result.errors,
             message_log_id=log_id,
             dead_letter_id=dead_letter_id,
-            verb=header.verb,
-            noun=header.noun,
-            message_id=header.message_id,
-            correlation_id=header.message_id,
-            reply_address=header.reply_address,
-            async_reply=bool(header.async_reply_flag),
             reply_queued=self._queue_async_reply(uow, msg, header, reply),
             counts=result.counts,
+            **_header_fields(header),
         )
 
     # -- failure paths -------------------------------------------------------------------
@@ -906,12 +906,7 @@ class Pipeline:
             errors=errors,
             message_log_id=log_id,
             dead_letter_id=dead_letter_id,
-            verb=header.verb if header else None,
-            noun=header.noun if header else None,
-            message_id=header.message_id if header else None,
-            correlation_id=header.message_id if header else None,
-            reply_address=header.reply_address if header else None,
-            async_reply=bool(header.async_reply_flag) if header else False,
+            **_header_fields(header),
         )
 
     def _dead_letter(

@@ -518,9 +518,7 @@ class CsvEventsSpec(_Model):
         out += _rules_problems(
             self.timestamp, ("timestamp",), self.timestamp.dst_column is not None
         )
-        if self.meter.by == "usage_point":
-            out.append((("meter", "by"), "events belong to devices: by serial, mrid or name"))
-        out += _event_table_problems(self.event.table, tables)
+        out += _event_problems(self.meter.by, self.event.table, tables)
         return out
 
 
@@ -668,10 +666,19 @@ class XmlEventsSpec(_Model):
         for loc, expr in self.xpaths():
             out += xpath_problem(loc, expr, self.xml.namespaces)
         out += _rules_problems(self.timestamp, ("timestamp",), self.timestamp.dst_xpath is not None)
-        if self.meter.by == "usage_point":
-            out.append((("meter", "by"), "events belong to devices: by serial, mrid or name"))
-        out += _event_table_problems(self.event.table, tables)
+        out += _event_problems(self.meter.by, self.event.table, tables)
         return out
+
+
+def _event_problems(
+    meter_by: str, name: str | None, tables: dict[str, CodeTable] | None
+) -> list[Problem]:
+    """What an event spec (CSV or XML) may not say: meters by usage point (events belong
+    to devices), a code table that is missing or gives no EndDeviceEventTypes."""
+    out: list[Problem] = []
+    if meter_by == "usage_point":
+        out.append((("meter", "by"), "events belong to devices: by serial, mrid or name"))
+    return out + _event_table_problems(name, tables)
 
 
 def _event_table_problems(name: str | None, tables: dict[str, CodeTable] | None) -> list[Problem]:
