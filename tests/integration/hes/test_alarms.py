@@ -74,14 +74,6 @@ def fleet() -> Iterator[Fleet]:
 
 
 @pytest.fixture
-def store(sqlite_url: str) -> Iterator[Engine]:
-    engine = make_engine(sqlite_url)
-    upgrade(engine)
-    yield engine
-    engine.dispose()
-
-
-@pytest.fixture
 def factory(store: Engine, fleet: Fleet) -> SqlUnitOfWorkFactory:
     f = SqlUnitOfWorkFactory(store)
     with f() as uow:

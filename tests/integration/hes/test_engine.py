@@ -9,8 +9,6 @@ from decimal import Decimal
 import pytest
 from sqlalchemy import Engine
 
-from adapters.sql.engine import make_engine
-from adapters.sql.migrate import upgrade
 from adapters.sql.uow import SqlUnitOfWorkFactory
 from cim_schemas.codes import event_type
 from cim_schemas.codes.reading_type import obis_to_reading_type
@@ -40,14 +38,6 @@ def fleet() -> Iterator[Fleet]:
     f = Fleet.build(5, free_port(), seed=5)
     with SimulatorThread(f):
         yield f
-
-
-@pytest.fixture
-def store(sqlite_url: str) -> Iterator[Engine]:
-    engine = make_engine(sqlite_url)
-    upgrade(engine)
-    yield engine
-    engine.dispose()
 
 
 @pytest.fixture

@@ -10,8 +10,6 @@ from decimal import Decimal
 import pytest
 from sqlalchemy import Engine
 
-from adapters.sql.engine import make_engine
-from adapters.sql.migrate import upgrade
 from adapters.sql.uow import SqlUnitOfWorkFactory
 from cim_schemas.codes.reading_type import obis_to_reading_type
 from hes.dlms.wrapper import HEADER_SIZE
@@ -148,14 +146,6 @@ def test_plain_push_for_a_secured_meter_rejected(
     fleet.send_push(fleet.push_frame(0, ciphered=False), server.host, server.port)
     got.wait(0, 1)
     assert "plain push for secured meter" in got.events[0].reason
-
-
-@pytest.fixture
-def store(sqlite_url: str) -> Iterator[Engine]:
-    engine = make_engine(sqlite_url)
-    upgrade(engine)
-    yield engine
-    engine.dispose()
 
 
 def test_pushes_stored_and_unknown_meter_discovered(fleet: Fleet, store: Engine) -> None:
