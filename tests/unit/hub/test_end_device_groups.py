@@ -8,21 +8,27 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from adapters.dlms import MeterDirectory
 from adapters.dlms.scheduler import floor_quarter
 from cim_schemas.profiles.end_device_groups import parse_end_device_groups
 from cim_schemas.profiles.meter_read_schedule import parse_meter_read_schedule
 from cim_schemas.xml import parse_bytes
 from hes.simulator.fleet import Fleet, SimulatorThread
 from hes.simulator.meter import ControlState
-from hub.bootstrap import App, bootstrap
+from hub.bootstrap import App
 from hub.samples import end_device_controls, end_device_groups, meter_read_schedule
 from mdm.hes_jobs import JobKind
 from mdm.model import DeviceRef
 from tests.conftest import free_port
 from tests.unit.hub.conftest import add_meters
 from tests.unit.hub.test_headend_jobs import PROFILE_15, FakeClock, headend, job, utility_id
-from tests.unit.hub.test_headend_routes import DISCONNECT, hub_settings, mrids, relay, send
+from tests.unit.hub.test_headend_routes import (
+    DISCONNECT,
+    fleet_app,
+    hub_settings,
+    mrids,
+    relay,
+    send,
+)
 
 EDG = "{http://iec.ch/TC57/2011/EndDeviceGroups#}"
 BASE = "/RequestMessage/Payload/EndDeviceGroups/EndDeviceGroup"
@@ -37,10 +43,7 @@ def fleet() -> Iterator[Fleet]:
 
 @pytest.fixture
 def app(sqlite_url: str, fleet: Fleet) -> Iterator[App]:
-    application = bootstrap(
-        hub_settings(sqlite_url), migrate=True, meters=MeterDirectory.from_fleet(fleet)
-    )
-    add_meters(application, *mrids(fleet))
+    application = fleet_app(hub_settings(sqlite_url), fleet)
     add_meters(application, "MTR-NO-ADDRESS")  # in the MDM, not in the fleet
     yield application
     application.close()

@@ -16,17 +16,16 @@ from pathlib import Path
 
 import pytest
 
-from adapters.dlms import MeterDirectory
 from hes.simulator.fleet import Fleet
 from hes.simulator.meter import FIRMWARE, ImageTransferStatus, make_firmware_image
-from hub.bootstrap import App, bootstrap
+from hub.bootstrap import App
 from hub.samples import end_device_controls, get_end_device_events
 from tests.unit.hub import test_headend_routes as routes
-from tests.unit.hub.conftest import add_meters
 from tests.unit.hub.test_headend_routes import (
     EDC,
     EDE,
     events,
+    fleet_app,
     hub_settings,
     mrids,
     payload,
@@ -77,8 +76,7 @@ def app(sqlite_url: str, fleet: Fleet, folders: Folders) -> Iterator[App]:
     settings = hub_settings(
         sqlite_url, firmware_dir=folders.firmware, calendars_dir=folders.calendars
     )
-    application = bootstrap(settings, migrate=True, meters=MeterDirectory.from_fleet(fleet))
-    add_meters(application, *mrids(fleet))
+    application = fleet_app(settings, fleet)
     yield application
     application.close()
 
@@ -334,8 +332,7 @@ def test_load_limit_over_soap_with_zeep(sqlite_url: str, fleet: Fleet, folders: 
             "soap": SoapSettings(enabled=True, port=free_port(), threads=4),
         }
     )
-    app = bootstrap(settings, migrate=True, meters=MeterDirectory.from_fleet(fleet))
-    add_meters(app, *mrids(fleet))
+    app = fleet_app(settings, fleet)
     service = SoapService(app)
     service.start()
     try:

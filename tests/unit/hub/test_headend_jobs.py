@@ -32,11 +32,11 @@ from hub.samples import end_device_controls, meter_read_schedule
 from mdm.hes_jobs import HeadEndJob, JobKind
 from mdm.model import DeviceRef
 from tests.conftest import free_port
-from tests.unit.hub.conftest import add_meters
 from tests.unit.hub.test_headend_routes import (
     CLOCK_SET,
     DISCONNECT,
     events,
+    fleet_app,
     hub_settings,
     mrids,
     relay,
@@ -64,10 +64,7 @@ def fleet() -> Iterator[Fleet]:
 
 @pytest.fixture
 def app(sqlite_url: str, fleet: Fleet) -> Iterator[App]:
-    application = bootstrap(
-        hub_settings(sqlite_url), migrate=True, meters=MeterDirectory.from_fleet(fleet)
-    )
-    add_meters(application, *mrids(fleet))
+    application = fleet_app(hub_settings(sqlite_url), fleet)
     yield application
     application.close()
 

@@ -63,6 +63,13 @@ def mrids(fleet: Fleet) -> list[str]:
     return [f"MTR-{m.serial}" for m in fleet.meters]
 
 
+def fleet_app(settings: Settings, fleet: Fleet) -> App:
+    """The hub over a migrated store, reaching ``fleet``'s meters, which the MDM knows."""
+    application = bootstrap(settings, migrate=True, meters=MeterDirectory.from_fleet(fleet))
+    add_meters(application, *mrids(fleet))
+    return application
+
+
 @pytest.fixture
 def fleet() -> Iterator[Fleet]:
     f = Fleet.build(3, free_port(), seed=6)
@@ -72,10 +79,7 @@ def fleet() -> Iterator[Fleet]:
 
 @pytest.fixture
 def app(sqlite_url: str, fleet: Fleet) -> Iterator[App]:
-    application = bootstrap(
-        hub_settings(sqlite_url), migrate=True, meters=MeterDirectory.from_fleet(fleet)
-    )
-    add_meters(application, *mrids(fleet))
+    application = fleet_app(hub_settings(sqlite_url), fleet)
     yield application
     application.close()
 
@@ -491,8 +495,7 @@ def test_execute_end_device_controls_over_soap(sqlite_url: str, fleet: Fleet) ->
             )
         }
     )
-    app = bootstrap(settings, migrate=True, meters=MeterDirectory.from_fleet(fleet))
-    add_meters(app, *mrids(fleet))
+    app = fleet_app(settings, fleet)
     service = SoapService(app)
     service.start()
     try:
