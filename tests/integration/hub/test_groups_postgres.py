@@ -8,15 +8,20 @@ from pathlib import Path
 
 import pytest
 
-from adapters.dlms import MeterDirectory
 from hes.simulator.fleet import Fleet, SimulatorThread
 from hes.simulator.meter import ControlState
-from hub.bootstrap import App, bootstrap
+from hub.bootstrap import App
 from hub.samples import end_device_controls, end_device_groups
 from tests.conftest import free_port
-from tests.unit.hub.conftest import add_meters
 from tests.unit.hub.test_groups_cli import groups_cli_checks
-from tests.unit.hub.test_headend_routes import DISCONNECT, hub_settings, mrids, relay, send
+from tests.unit.hub.test_headend_routes import (
+    DISCONNECT,
+    fleet_app,
+    hub_settings,
+    mrids,
+    relay,
+    send,
+)
 
 pytestmark = pytest.mark.postgres
 
@@ -34,10 +39,7 @@ def fleet() -> Iterator[Fleet]:
 
 @pytest.fixture
 def app(postgres_url: str, fleet: Fleet) -> Iterator[App]:
-    application = bootstrap(
-        hub_settings(postgres_url), migrate=True, meters=MeterDirectory.from_fleet(fleet)
-    )
-    add_meters(application, *mrids(fleet))
+    application = fleet_app(hub_settings(postgres_url), fleet)
     yield application
     application.close()
 

@@ -7,14 +7,12 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from adapters.dlms import MeterDirectory
 from cim_schemas.xml import parse_bytes
 from hes.simulator.fleet import Fleet, SimulatorThread
 from hes.simulator.meter import ControlState
-from hub.bootstrap import App, bootstrap
+from hub.bootstrap import App
 from hub.samples import end_device_controls, get_end_device_events, meter_read_schedule
 from tests.conftest import free_port
-from tests.unit.hub.conftest import add_meters
 from tests.unit.hub.test_headend_routes import (
     CONNECTED,
     DISCONNECT,
@@ -22,6 +20,7 @@ from tests.unit.hub.test_headend_routes import (
     EDE,
     RECONNECT,
     events,
+    fleet_app,
     hub_settings,
     mrids,
     outbox_bodies,
@@ -41,10 +40,7 @@ def fleet() -> Iterator[Fleet]:
 
 @pytest.fixture
 def pg_app(postgres_url: str, fleet: Fleet) -> Iterator[App]:
-    app = bootstrap(
-        hub_settings(postgres_url), migrate=True, meters=MeterDirectory.from_fleet(fleet)
-    )
-    add_meters(app, *mrids(fleet))
+    app = fleet_app(hub_settings(postgres_url), fleet)
     yield app
     app.close()
 
