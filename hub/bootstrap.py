@@ -19,6 +19,7 @@ from adapters.sql.migrate import upgrade
 from adapters.sql.uow import SqlUnitOfWorkFactory
 from cim_schemas.schemas import message_schema
 from hub.bus import MessageBus
+from hub.forwarding import EventForwarder
 from hub.headend import ControlJournal, EventPublisher, HeadEnd, HeadEndOutbox
 from hub.nouns import build_routes
 from hub.pipeline import Pipeline
@@ -95,7 +96,14 @@ def bootstrap(
             publisher=HeadEndOutbox(settings),  # scheduled reads publish events and readings
         )
     routes = build_routes(settings, headend=headend, journal=journal)
-    pipeline = Pipeline(uow_factory, bus, routes, settings.limits, settings.default_utility)
+    pipeline = Pipeline(
+        uow_factory,
+        bus,
+        routes,
+        settings.limits,
+        settings.default_utility,
+        forwarder=EventForwarder.from_settings(settings),
+    )
     pipeline.variants = cim_variants(settings)  # the specs are read at first use
     if migrate:
         ensure_utility(uow_factory, settings.default_utility, settings.default_utility_name)

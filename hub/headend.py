@@ -33,10 +33,8 @@ from typing import Any, ClassVar, Final, Protocol
 
 from lxml import etree
 
-from cim_schemas import envelope
 from cim_schemas.codes.event_type import EndDeviceControlType
 from cim_schemas.codes.reading_type import ReadingType
-from cim_schemas.envelope import Header
 from cim_schemas.profiles import meter_readings as mr
 from cim_schemas.profiles.common import IdentifiedObject
 from cim_schemas.profiles.end_device_events import EndDeviceEvent as CimEvent
@@ -48,6 +46,7 @@ from hub.control_parameters import (
     parameters_to_dict,
 )
 from hub.errors import AmihubError
+from hub.forwarding import EventForwarder
 from hub.settings import Settings
 from mdm.hes_jobs import JobKind
 from mdm.model import EndDeviceEvent
@@ -213,21 +212,21 @@ def cim_event(event: EndDeviceEvent) -> CimEvent:
 
 
 class _CreatedPublisher:
-    """``created <noun>`` EventMessages into the outbox, for every adapter that delivers
-    them: AMQP (``[amqp] enabled``: events exchange, key ``created.<noun>``) and the SOAP
-    subscribers of the noun (``[soap] subscribers.<noun>``: Send<noun>)."""
+    """``created <noun>`` EventMessages of the head-end's own, through the one event
+    writer (:class:`hub.forwarding.EventForwarder`): the AMQP events exchange (``[amqp]
+    enabled``: key ``created.<noun>``) and the SOAP subscribers of the noun (``[soap]
+    subscribers.<noun>``: Send<noun>), in the caller's transaction."""
 
     noun: ClassVar[str]
     amqp_destination: ClassVar[str]
     soap_service: ClassVar[str]
 
     def __init__(self, settings: Settings) -> None:
-        self.amqp = settings.amqp.enabled and settings.amqp.outbox
-        self.soap_urls = list(settings.soap.subscribers.get(self.noun, []))
+        self.forwarder = EventForwarder.from_settings(settings)
 
     @property
     def enabled(self) -> bool:
-        return bool(self.amqp or self.soap_urls)
+        return self.forwarder.raises(self.noun)
 
     def _enqueue(
         self,
@@ -235,12 +234,11 @@ class _CreatedPublisher:
         payload: Callable[[], etree._Element],
         correlation_id: str | None,
     ) -> int:
-        return _enqueue(
+        return self.forwarder.raise_created(
             uow,
             self.noun,
             payload,
-            amqp_destination=self.amqp_destination if self.amqp else None,
-            soap_urls=self.soap_urls,
+            amqp_destination=self.amqp_destination,
             soap_service=self.soap_service,
             correlation_id=correlation_id,
         )
@@ -285,52 +283,6 @@ class EventPublisher(_CreatedPublisher):
         new = uow.events.add_new(utility_id, events)
         self.publish(uow, new, correlation_id)
         return new
-
-
-def _enqueue(
-    uow: UnitOfWork,
-    noun: str,
-    payload: Callable[[], etree._Element],
-    *,
-    amqp_destination: str | None,
-    soap_urls: Sequence[str],
-    soap_service: str,
-    correlation_id: str | None,
-) -> int:
-    """One ``created <noun>`` EventMessage into the outbox, for the AMQP events exchange
-    and each SOAP subscriber (one Header: the same MessageID on every channel)."""
-    header = Header(
-        verb="created",
-        noun=noun,
-        timestamp=envelope.now_utc(),
-        source="amihub",
-        message_id=envelope.new_message_id(),
-        correlation_id=correlation_id,
-    )
-    written = 0
-    if amqp_destination is not None:
-        uow.outbox.enqueue(
-            channel="amqp",
-            destination=amqp_destination,
-            verb="created",
-            noun=noun,
-            body=envelope.render_event(header, payload()),
-            headers={"kind": "event"},
-            correlation_id=correlation_id,
-        )
-        written += 1
-    for url in soap_urls:
-        uow.outbox.enqueue(
-            channel="soap",
-            destination=url,
-            verb="created",
-            noun=noun,
-            body=envelope.render_event(header, payload(), style="wrapper"),
-            headers={"service": soap_service, "operation": f"Created{noun}", "kind": "event"},
-            correlation_id=correlation_id,
-        )
-        written += 1
-    return written
 
 
 #: what the head-end read from one meter: (mRID, [(ReadingType, ts, value, quality)])

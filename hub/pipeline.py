@@ -47,6 +47,7 @@ from hub.errors import (
     SchemaInvalid,
     UnknownMapping,
 )
+from hub.forwarding import EventForwarder
 from hub.lifecycle import LifecycleRecorder
 from hub.lifecycle import MessageLifecycle as S
 from hub.messages import InboundMessage, Outcome
@@ -146,8 +147,11 @@ class Pipeline:
         limits: LimitSettings,
         default_utility: str,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        forwarder: EventForwarder | None = None,
     ) -> None:
         self.uow_factory = uow_factory
+        #: accepted inbound events go on to their subscribers, in the effect's transaction
+        self.forwarder = forwarder or EventForwarder()
         self.bus = bus
         self.routes = routes
         self.limits = limits
@@ -529,7 +533,7 @@ class Pipeline:
         header = frame.header
         log_id = steps.log_id
         reply = self._render(header, frame.style, result.result, result.errors, result.payload)
-        outcome = self._applied_outcome(uow, msg, header, log_id, result, reply)
+        outcome = self._applied_outcome(uow, msg, frame, log_id, result, reply)
         conclusion = MessageConclusion(
             log_id=log_id,
             message_id=header.message_id if msg.replay_of is None else None,
@@ -819,7 +823,7 @@ class Pipeline:
                 ]
             )
             done = {
-                i: self._applied_outcome(uow, msgs[i], frame.header, log_id, result, reply)
+                i: self._applied_outcome(uow, msgs[i], frame, log_id, result, reply)
                 for (i, frame, _, _), result, reply, log_id in zip(
                     members, results, replies, ids, strict=True
                 )
@@ -833,15 +837,20 @@ class Pipeline:
         self,
         uow: UnitOfWork,
         msg: InboundMessage,
-        header: Header,
+        frame: MessageFrame,
         log_id: int,
         result: RouteResult,
         reply: bytes,
     ) -> Outcome:
-        """A processed message's outcome: its dead letter unless OK, its async reply queued.
+        """A processed message's outcome, in the transaction of its effect: its dead
+        letter unless OK, its async reply queued, an accepted event forwarded to the
+        noun's subscribers (:mod:`hub.forwarding`).
 
         A get answered PARTIAL/FAILED (an unknown meter) is an answer, not an input to
         fix and replay: only changes are kept as dead letters."""
+        header = frame.header
+        if result.result != "FAILED":
+            self.forwarder.forward(uow, header, frame.payload)
         dead_letter_id = None
         if result.result != "OK" and header.verb != "get":
             dead_letter_id = self._dead_letter(uow, msg, log_id, result.errors)

@@ -34,7 +34,6 @@ implemented yet" (1011). No business logic lives here.
 
 from __future__ import annotations
 
-import copy
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -179,7 +178,6 @@ class SoapGateway:
         max_body_bytes: int,
         public_url: str | None = None,
         enqueue: Enqueue | None = None,
-        subscribers: dict[str, list[str]] | None = None,
         services: Iterable[ServiceSpec] | None = None,
     ) -> None:
         self.pipeline = pipeline
@@ -188,7 +186,6 @@ class SoapGateway:
         self.max_body_bytes = max_body_bytes
         self.public_url = public_url.rstrip("/") if public_url else None
         self.enqueue = enqueue
-        self.subscribers = subscribers or {}
         self.specs = {s.name: s for s in (services or SERVICES.values())}
         self.wsdl = WsdlStore()
 
@@ -368,12 +365,6 @@ class SoapGateway:
             reply = self._acknowledgement(spec, outcome)
         elif outcome.async_reply and outcome.reply_address and self.enqueue is not None:
             reply = self._async(spec, outcome)  # a duplicate request: its stored reply again
-        if (
-            request.operation.verb in ("created", "changed")
-            and outcome.result != "FAILED"
-            and not outcome.duplicate  # forwarded when it was first accepted
-        ):
-            self._publish(spec, request, outcome)
         parts = [ENVELOPE_HEAD, strip_declaration(reply), ENVELOPE_TAIL]
         return parts, sum(len(p) for p in parts)
 
@@ -412,35 +403,6 @@ class SoapGateway:
         return envelope.render_response(
             ack_header, ack, style="wrapper", noun=noun, namespace=spec.namespace
         )
-
-    def _publish(self, spec: ServiceSpec, request: _Request, outcome: Outcome) -> None:
-        """Accepted events go on to the noun's subscribers (Send<Noun>)."""
-        urls = self.subscribers.get(spec.noun) or []
-        if not urls or self.enqueue is None:
-            return
-        payload_parent = request.body.find(f"{{{spec.namespace}}}Payload")
-        if payload_parent is None or len(payload_parent) == 0:
-            return
-        header = Header(
-            verb=request.operation.verb,
-            noun=spec.noun,
-            timestamp=envelope.now_utc(),
-            source="amihub",
-            message_id=envelope.new_message_id(),
-            correlation_id=outcome.message_id,
-        )
-        event = envelope.render_event(header, copy.deepcopy(payload_parent[0]), style="wrapper")
-        service = f"Send{spec.noun}"
-        for url in urls:
-            self.enqueue(
-                url,
-                request.operation.verb,
-                spec.noun,
-                service,
-                event,
-                {"service": service, "operation": request.operation.name, "kind": "event"},
-                header.message_id,
-            )
 
     # -- small answers ---------------------------------------------------------------------
 

@@ -81,7 +81,6 @@ class SoapService:
             max_body_bytes=s.max_body_bytes,
             public_url=s.public_url,
             enqueue=self._enqueue,
-            subscribers=s.subscribers,
         )
         wsgi_app: Any = AccessLog(self.gateway) if s.access_log else self.gateway
         self.server = wsgi.Server(
