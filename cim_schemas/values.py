@@ -7,7 +7,7 @@ into the amihub error with the element's xpath.
 from __future__ import annotations
 
 import re
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Final
 
@@ -35,9 +35,22 @@ def parse_datetime(text: str | None) -> datetime:
     if frac is not None and len(frac) > 7:
         s = s[: m.start("frac") + 7] + s[m.end("frac") :]
     try:
-        return datetime.fromisoformat(s)
+        value = datetime.fromisoformat(s)
     except ValueError as exc:
         raise ValueError(f"not a valid dateTime: {text.strip()!r} ({exc})") from None
+    check_instant(value, s)
+    return value
+
+
+def check_instant(value: datetime, text: str) -> None:
+    """Refuse an aware datetime whose instant falls outside years 1-9999 in UTC
+    (``9999-12-31T23:59:59-14:00``): Python cannot convert it, and amihub stores instants."""
+    try:
+        value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError(
+            f"dateTime {text!r} is outside the range of instants (years 0001-9999 in UTC)"
+        ) from None
 
 
 def format_datetime(value: datetime) -> str:

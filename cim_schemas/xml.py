@@ -170,6 +170,22 @@ def _syntax_error(exc: etree.XMLSyntaxError) -> NotWellFormed:
     return NotWellFormed(f"not well-formed XML{where}: {msg}")
 
 
+def _namespace_error(errors: Any) -> NotWellFormed | None:
+    """The first undeclared-prefix error of a parser's log, as the tree parser reports it.
+
+    libxml2 reports an undeclared namespace prefix as a recoverable error: a streaming
+    parser goes on (giving the element a name without namespace) and raises only when
+    the document is closed, so the streaming paths look for it themselves."""
+    for entry in errors or ():
+        if entry.domain_name == "NAMESPACE":
+            where = f" at line {entry.line}" if entry.line else ""
+            return NotWellFormed(
+                f"not well-formed XML{where}: {entry.message}, line {entry.line}, "
+                f"column {entry.column}"
+            )
+    return None
+
+
 def parse_bytes(data: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) -> etree._ElementTree:
     """Parse a whole document held in memory. Raises the amihub errors only."""
     if len(data) > max_bytes:
@@ -203,6 +219,12 @@ def pull_events(head: bytes) -> Iterator[tuple[str, etree._Element]]:
     )
     try:
         parser.feed(head)
+    except etree.XMLSyntaxError as exc:
+        raise _syntax_error(exc) from exc
+    undeclared = _namespace_error(parser.feed_error_log)
+    if undeclared is not None:
+        raise undeclared
+    try:
         yield from parser.read_events()  # type: ignore[misc]
     except etree.XMLSyntaxError as exc:
         raise _syntax_error(exc) from exc
@@ -235,8 +257,9 @@ def iterparse(
     if schema is not None:
         kwargs["schema"] = schema
     checked = False
+    events_of = etree.iterparse(source, **kwargs)
     try:
-        for event, element in etree.iterparse(source, **kwargs):
+        for event, element in events_of:
             if not checked:
                 _refuse_doctype(element.getroottree())
                 checked = True
@@ -248,6 +271,11 @@ def iterparse(
         # last entry caused this exception, and it is a schema error only with a schema
         errors: Any = exc.error_log  # lxml-stubs: no last_error on _ErrorLog
         last: Any = errors.last_error if errors else None
+        # an undeclared prefix seen before: the document is not well-formed, whatever
+        # the validator says of the unqualified element it made of it (as on the tree path)
+        undeclared = _namespace_error(events_of.error_log)
+        if undeclared is not None:
+            raise undeclared from exc
         if schema is not None and last is not None and last.domain_name == "SCHEMASV":
             raise SchemaInvalid(f"schema invalid: {last.message}", xpath=last.path) from exc
         if "entity" in (exc.msg or "").lower():

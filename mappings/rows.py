@@ -259,6 +259,13 @@ class UnitResolver:
         return self.factors[unit]
 
 
+def out_of_range(text: str) -> FieldError:
+    return FieldError(
+        BAD_TIMESTAMP,
+        f"{text.strip()!r} is outside the range of instants (years 0001-9999 in UTC)",
+    )
+
+
 def parse_local(text: str, fmt: str) -> datetime:
     """Parse with ``fmt`` (or ISO 8601); ``24:00`` means 00:00 of the next day."""
     t = text.strip()
@@ -272,6 +279,8 @@ def parse_local(text: str, fmt: str) -> datetime:
                 return _parse(t.replace("24:00", "00:00", 1), fmt) + timedelta(days=1)
             except ValueError:
                 pass
+            except OverflowError:  # 24:00 of 9999-12-31
+                raise out_of_range(t) from None
         raise FieldError(
             BAD_TIMESTAMP,
             f"{t!r} does not match the format {'ISO 8601' if fmt == 'iso8601' else fmt!r}",
@@ -314,6 +323,14 @@ class TimeResolver:
         return self.cache.get((text, flag))
 
     def instant(
+        self, text: str, *, meter: MeterKey, reading_type: str, flag: str | None = None
+    ) -> datetime:
+        try:
+            return self._instant(text, meter=meter, reading_type=reading_type, flag=flag)
+        except OverflowError:  # a time whose instant is before year 1 or after 9999 in UTC
+            raise out_of_range(text) from None
+
+    def _instant(
         self, text: str, *, meter: MeterKey, reading_type: str, flag: str | None = None
     ) -> datetime:
         key = (text, flag)
@@ -398,10 +415,17 @@ class TimeResolver:
 def day_bounds(day: date, zone: ZoneInfo) -> tuple[datetime, datetime]:
     """UTC instants of local midnight of ``day`` and of the next day."""
     out: list[datetime] = []
-    for d in (day, day + timedelta(days=1)):
+    try:
+        days = (day, day + timedelta(days=1))
+    except OverflowError:
+        raise out_of_range(day.isoformat()) from None
+    for d in days:
         naive = datetime(d.year, d.month, d.day)
         aware = naive.replace(tzinfo=zone)
-        utc = aware.astimezone(UTC)
+        try:
+            utc = aware.astimezone(UTC)
+        except OverflowError:
+            raise out_of_range(day.isoformat()) from None
         if utc.astimezone(zone).replace(tzinfo=None) != naive:
             raise FieldError(BAD_TIMESTAMP, f"local midnight of {d} does not exist in {zone.key}")
         out.append(utc)

@@ -66,7 +66,14 @@ def parse_timestamp(text: str | None) -> datetime:
         raise _Invalid("2006", f"timestamp {text!r} is not ISO 8601", "/timeStamp") from None
     if ts.tzinfo is None:
         raise _Invalid("2006", f"timestamp {text!r} has no zone offset", "/timeStamp")
-    return ts.astimezone(UTC)
+    try:
+        return ts.astimezone(UTC)
+    except OverflowError:
+        raise _Invalid(
+            "2006",
+            f"timestamp {text!r} is outside the range of instants (years 0001-9999 in UTC)",
+            "/timeStamp",
+        ) from None
 
 
 def parse_value(text: str | None) -> Decimal:
