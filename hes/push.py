@@ -274,7 +274,10 @@ class PushDecoder:
         ):
             raise PushRejected("unexpected notification body")
         ldn = name.decode("ascii", "replace")
-        ts = compat.decode_datetime(clock)
+        try:
+            ts = compat.decode_datetime(clock)
+        except compat.BadDateTime as exc:
+            raise PushRejected(f"bad notification clock: {exc}") from None
         if len(numbers) == 1:  # alarm / event push
             return PushedData(
                 None, ldn, ts, None, None, False, events=(MeterEvent(ts, numbers[0]),)
@@ -665,7 +668,7 @@ class PushListener:
         except SecurityViolation as exc:
             self._refuse(str(exc), system_title, apdu, peer)
             return
-        except (ValueError, IndexError) as exc:  # a malformed field the decoder did not expect
+        except (AmihubError, ValueError, IndexError) as exc:  # a field the decoder did not expect
             self._refuse(f"malformed push: {type(exc).__name__}: {exc}", system_title, apdu, peer)
             return
         self.on_push(data)

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 
 from hes.security.gcm import decode_length, encode_length
-from hub.errors import SecurityViolation
+from hub.errors import PermanentError, SecurityViolation
 
 AARQ_TAG = 0x60
 AARE_TAG = 0x61
@@ -96,7 +96,7 @@ class Conformance:
     )
 
 
-class AcseError(ValueError):
+class AcseError(PermanentError):
     """A malformed ACSE or Initiate APDU."""
 
 

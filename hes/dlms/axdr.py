@@ -11,7 +11,7 @@ import struct
 from dataclasses import dataclass
 
 from hes.security.gcm import decode_length
-from hub.errors import SecurityViolation
+from hub.errors import PermanentError, SecurityViolation
 
 Value = None | bool | int | float | bytes | str | list["Value"]
 
@@ -30,7 +30,13 @@ _FIXED: dict[int, tuple[int, str]] = {
 }
 
 
-class AxdrError(ValueError):
+#: the deepest nesting of arrays and structures accepted. COSEM data nests a few levels
+#: (a profile: array of structures of values; an activity calendar: four); a hostile
+#: answer of 1,000 levels in 2 KB would otherwise exhaust the interpreter's stack.
+MAX_DEPTH = 16
+
+
+class AxdrError(PermanentError):
     """Malformed A-XDR data."""
 
 
@@ -41,17 +47,21 @@ def _length(data: bytes, pos: int) -> tuple[int, int]:
         raise AxdrError(str(exc)) from None
 
 
-def decode(data: bytes, pos: int = 0) -> tuple[Value, int]:
+def decode(data: bytes, pos: int = 0, depth: int = 0) -> tuple[Value, int]:
     """One Data value at ``pos`` -> (value, position after it)."""
     if pos >= len(data):
         raise AxdrError("truncated data")
     tag = data[pos]
     pos += 1
     if tag in (0x01, 0x02):  # array, structure
+        if depth >= MAX_DEPTH:
+            raise AxdrError(
+                f"arrays and structures nested deeper than {MAX_DEPTH} levels (at byte {pos - 1})"
+            )
         count, pos = _length(data, pos)
         items: list[Value] = []
         for _ in range(count):
-            item, pos = decode(data, pos)
+            item, pos = decode(data, pos, depth + 1)
             items.append(item)
         return items, pos
     if tag in _FIXED:

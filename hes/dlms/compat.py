@@ -95,6 +95,7 @@ from gurux_dlms.objects import (
 )
 
 from hes.dlms.wrapper import WrapperFrame, decode
+from hub.errors import PermanentError
 
 GuruxObject = Any  # a gurux COSEM object: untyped library, kept inside hes.dlms
 
@@ -510,17 +511,25 @@ def encode_datetime(ts: datetime) -> bytes:
     )
 
 
+class BadDateTime(PermanentError, ValueError):
+    """A COSEM date-time that is no instant (wrong length, month 13, year 10218, ...).
+    A ValueError too, for the gurux callbacks of the simulator that catch those."""
+
+
 def decode_datetime(raw: bytes) -> datetime:
     """COSEM date-time (12 bytes) -> aware UTC datetime (deviation applied if given)."""
     if len(raw) != 12:
-        raise ValueError("a COSEM date-time is 12 bytes")
+        raise BadDateTime(f"a COSEM date-time is 12 bytes, not {len(raw)}")
     year = int.from_bytes(raw[0:2], "big")
     hundredths = raw[8] if raw[8] != 0xFF else 0
     second = raw[7] if raw[7] != 0xFF else 0
-    ts = datetime(year, raw[2], raw[3], raw[5], raw[6], second, hundredths * 10000, tzinfo=UTC)
-    deviation = int.from_bytes(raw[9:11], "big", signed=True)
-    if deviation != -0x8000:  # 0x8000 = not specified: take as UTC
-        ts += timedelta(minutes=deviation)  # deviation = UTC - local, in minutes
+    try:
+        ts = datetime(year, raw[2], raw[3], raw[5], raw[6], second, hundredths * 10000, tzinfo=UTC)
+        deviation = int.from_bytes(raw[9:11], "big", signed=True)
+        if deviation != -0x8000:  # 0x8000 = not specified: take as UTC
+            ts += timedelta(minutes=deviation)  # deviation = UTC - local, in minutes
+    except (ValueError, OverflowError) as exc:
+        raise BadDateTime(f"not a valid COSEM date-time {raw.hex()}: {exc}") from None
     return ts
 
 

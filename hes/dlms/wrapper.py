@@ -9,6 +9,8 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
+from hub.errors import PermanentError
+
 WRAPPER_VERSION = 1
 HEADER = struct.Struct(">HHHH")
 HEADER_SIZE = HEADER.size
@@ -19,7 +21,7 @@ MANAGEMENT_CLIENT = 1
 MANAGEMENT_LOGICAL_DEVICE = 1
 
 
-class FrameError(ValueError):
+class FrameError(PermanentError):
     """A malformed WRAPPER header (wrong version or impossible length)."""
 
 
