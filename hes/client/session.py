@@ -300,9 +300,13 @@ class DlmsMeterSession:
         credentials: MeterCredentials,
         identity: ClientIdentity | None = None,
         cache_key: str | None = None,
+        *,
+        max_receive_pdu: int = CLIENT_MAX_PDU,
     ) -> None:
         self.transport = transport
         self.credentials = credentials
+        #: proposed in the InitiateRequest: no APDU of the association may be longer
+        self.max_receive_pdu = max_receive_pdu
         self.identity = identity or ClientIdentity()
         self.client_address = (
             PUBLIC_CLIENT if credentials.security is Security.PUBLIC else MANAGEMENT_CLIENT
@@ -342,7 +346,13 @@ class DlmsMeterSession:
     # --- exchange ---
     def _exchange_raw(self, client: int, apdu: bytes) -> bytes:
         self.transport.send(client, apdu)
-        return self.transport.receive(client)
+        out = self.transport.receive(client)
+        if self._associated and len(out) > self.max_receive_pdu:
+            raise MeterProtocolError(
+                f"meter sent an APDU of {len(out)} bytes, over the max receive PDU size of "
+                f"{self.max_receive_pdu} bytes we proposed"
+            )
+        return out
 
     def _check_exception(self, apdu: bytes) -> None:
         if apdu[:1] == b"\xd8":
@@ -456,7 +466,12 @@ class DlmsMeterSession:
 
     # --- association ---
     def _read_counter_publicly(self) -> int:
-        public = DlmsMeterSession(self.transport, MeterCredentials(Security.PUBLIC), self.identity)
+        public = DlmsMeterSession(
+            self.transport,
+            MeterCredentials(Security.PUBLIC),
+            self.identity,
+            max_receive_pdu=self.max_receive_pdu,
+        )
         public.associate()
         try:
             return _as_int(public.read_data(INVOCATION_COUNTER))
@@ -482,7 +497,7 @@ class DlmsMeterSession:
 
     def _associate(self) -> None:
         security = self.credentials.security
-        initiate = InitiateRequest(PROPOSED_CONFORMANCE, CLIENT_MAX_PDU).encode()
+        initiate = InitiateRequest(PROPOSED_CONFORMANCE, self.max_receive_pdu).encode()
         if security is Security.PUBLIC:
             aarq = Aarq(ApplicationContext.LOGICAL_NAME, user_information=initiate)
         elif security is Security.LOW:

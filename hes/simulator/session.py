@@ -82,6 +82,11 @@ TRANSITIONS: dict[tuple[AssociationState, Transition], AssociationState] = {
 }
 
 
+#: what glo-ciphering adds to an APDU: tag, length (up to 3 bytes), security control,
+#: invocation counter (4), GCM tag (12)
+GLO_CIPHERING_OVERHEAD = 1 + 3 + 1 + 4 + 12
+
+
 def exception_response(service_error: int) -> bytes:
     return bytes([EXCEPTION_RESPONSE, STATE_ERROR_SERVICE_NOT_ALLOWED, service_error])
 
@@ -198,6 +203,8 @@ class ServerSession:
     def _initiate(self, initiate: InitiateRequest, server: compat.CompatServer) -> InitiateResponse:
         self.conformance = initiate.conformance & acse.Conformance.SERVER_DEFAULT
         max_pdu = min(initiate.max_receive_pdu, SERVER_MAX_PDU)
+        if self.ciphered:  # the client's limit is on the ciphered APDU: leave room for it
+            max_pdu -= GLO_CIPHERING_OVERHEAD
         compat.mark_server_associated(server, self.conformance, max_pdu)
         self.server = server
         return InitiateResponse(self.conformance, SERVER_MAX_PDU)
