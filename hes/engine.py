@@ -149,6 +149,14 @@ class RunReport:
     def count(self, outcome: MeterOutcome) -> int:
         return sum(1 for r in self.results if r.outcome is outcome)
 
+    def failures(self) -> dict[str, str]:
+        """The meters that failed or were read in part, by mRID, with the reason."""
+        return {
+            r.mrid: r.error or f"{len(r.missing)} interval(s) missing"
+            for r in self.results
+            if r.outcome in (MeterOutcome.FAILED, MeterOutcome.PARTIAL)
+        }
+
 
 def result_events(result: MeterResult, source: str = "read") -> list[EndDeviceEvent]:
     """The meter's events (hes.meter_events: CIM codes, stable mRIDs; unknown codes kept)
@@ -368,6 +376,11 @@ class ReadingEngine:
                 result.error = f"{type(exc).__name__}: {exc}"
                 result.failed_at = datetime.now(UTC)
                 break
+            except Exception as exc:  # a defect met on this meter's answer: this meter only
+                log.exception("meter %s: unexpected error while reading it", target.mrid)
+                result.error = f"internal error ({type(exc).__name__}): {exc}"[:500]
+                result.failed_at = datetime.now(UTC)
+                break
         intervals = [
             r
             for r in (
@@ -397,9 +410,18 @@ class ReadingEngine:
         with ThreadPoolExecutor(
             max_workers=self.policy.concurrency, thread_name_prefix="hes-read"
         ) as pool:
-            futures = [pool.submit(self.read_meter, t, command) for t in command.targets]
+            futures = {pool.submit(self.read_meter, t, command): t for t in command.targets}
             for future in as_completed(futures):
-                result = future.result()
+                try:
+                    result = future.result()
+                except Exception as exc:  # read_meter keeps its errors: a defect, this meter
+                    log.exception("meter %s: unexpected error", futures[future].mrid)
+                    result = MeterResult(
+                        futures[future].mrid,
+                        MeterOutcome.FAILED,
+                        error=f"internal error ({type(exc).__name__}): {exc}"[:500],
+                        failed_at=datetime.now(UTC),
+                    )
                 results.append(result)
                 batch.append(result)
                 if len(batch) >= self.policy.batch_meters:

@@ -4,7 +4,9 @@ Protocol logic (:class:`PushDecoder`) is pure; :class:`PushListener` is the asyn
 TCP side (WRAPPER frames). A ciphered push is accepted only if its sender's system
 title is known, its tag verifies and its invocation counter goes forward (a replayed
 or rewound push is rejected and reported as a security event). A plain push names
-its meter by logical device name; an unknown one is handed on as *discovered*.
+its meter by logical device name: it is refused unless the decoder accepts
+unauthenticated pushes (``[hes.push] accept_unauthenticated``) and the directory knows
+that meter without keys; a plain push of a meter nobody knows is always refused.
 
 Keys: the meter's active keys, then its pending keys (a key change not settled yet:
 the meter may already use them); when both fail the tag and the decoder has a
@@ -83,7 +85,7 @@ class MeterDirectory(Protocol):
 class PushedData:
     """One accepted push: registers (a data push) or events (an alarm push)."""
 
-    mrid: str | None  # None: a meter nobody knows (discovered)
+    mrid: str | None  # None only before the decoder named the meter
     logical_device_name: str
     ts: datetime
     import_wh: Decimal | None  # None: an alarm / event push
@@ -164,10 +166,14 @@ class PushDecoder:
         tracker: InvocationCounterTracker | None = None,
         *,
         refresh: Callable[[], bool] | None = None,
+        accept_unauthenticated: bool = False,
     ) -> None:
         self.directory = directory
         self.tracker = tracker or InvocationCounterTracker()
         self.refresh = refresh
+        #: plain pushes of meters the directory knows without keys (LLS meters) are
+        #: accepted; off by default: every unauthenticated push is refused
+        self.accept_unauthenticated = accept_unauthenticated
 
     def _decipher(self, apdu: bytes, known: KnownMeter) -> tuple[gcm.Deciphered, KeyRole]:
         """Verify with the active keys, then the pending ones (tag failures only)."""
@@ -246,7 +252,19 @@ class PushDecoder:
                 SecurityKind.PLAIN_FOR_SECURED,
                 known.mrid,
             )
-        return replace(data, mrid=known.mrid if known else None)
+        if known is None:
+            raise PushRejected(
+                f"unauthenticated push from unknown meter {data.logical_device_name[:64]!r}: "
+                "meters are registered from authenticated pushes only"
+            )
+        if not self.accept_unauthenticated:
+            raise PushRejected(
+                f"unauthenticated push from {known.mrid} refused "
+                "([hes.push] accept_unauthenticated is off)",
+                SecurityKind.VIOLATION,
+                known.mrid,
+            )
+        return replace(data, mrid=known.mrid)
 
     @staticmethod
     def _parse(apdu: bytes) -> PushedData:
@@ -308,10 +326,25 @@ class PushWrite:
     replays: int = 0  # ciphered pushes the store's counters refused (counted in refused)
 
 
+def _without_meter_refused(item: PushedData | SecurityEvent) -> PushedData | SecurityEvent:
+    """A push that names no known meter is refused (no meter is made from it)."""
+    if isinstance(item, SecurityEvent) or item.mrid is not None:
+        return item
+    return SecurityEvent(
+        f"push of {item.logical_device_name[:64]!r} names no known meter",
+        item.system_title,
+        datetime.now(UTC),
+        SecurityKind.VIOLATION,
+        None,
+        item.apdu,
+    )
+
+
 class MdmPushSink:
     """Stores accepted pushes: +A / -A as register readings, pushed events as
-    EndDeviceEvents (once: stable mRIDs); a meter nobody knows is registered as
-    DISCOVERED (mRID ``DISCOVERED-<logical device name>``). A refused push is stored
+    EndDeviceEvents (once: stable mRIDs); with ``register_unknown`` a meter of the
+    directory that authenticated its push but is not in the MDM is registered as
+    DISCOVERED (its directory mRID). A refused push is stored
     as a security EndDeviceEvent of its meter, or of the pseudo-asset
     ``UNKNOWN-SYSTEM-TITLE-<hex>`` when no meter has its system title.
 
@@ -327,10 +360,16 @@ class MdmPushSink:
         uow_factory: UnitOfWorkFactory,
         utility_code: str,
         publisher: ResultPublisher | None = None,
+        *,
+        register_unknown: bool = False,
     ) -> None:
         self.uow_factory = uow_factory
         self.utility_code = utility_code
         self.publisher = publisher
+        #: a meter that authenticated its push (the directory has its keys) but is not in
+        #: the MDM is registered as DISCOVERED and its readings stored; off by default
+        #: (its events are stored, its readings are not)
+        self.register_unknown = register_unknown
         self._lock = threading.Lock()
 
     def _utility(self, uow: UnitOfWork) -> int:
@@ -353,6 +392,7 @@ class MdmPushSink:
             return uow.invocation_counters.last(CounterChannel.PUSH)
 
     def write(self, items: Sequence[PushedData | SecurityEvent]) -> PushWrite:
+        items = [_without_meter_refused(i) for i in items]
         with self._lock, self.uow_factory() as uow:
             checked, replays = self._replays_refused(uow, items)
             pushes = [i for i in checked if isinstance(i, PushedData)]
@@ -448,11 +488,15 @@ class MdmPushSink:
         return checked, replays
 
     def _meter(self, uow: UnitOfWork, utility_id: int, data: PushedData) -> str:
-        """The push's meter mRID; an unknown meter registered as DISCOVERED."""
-        if data.mrid is not None:
-            return data.mrid
-        mrid = f"DISCOVERED-{data.logical_device_name}"
-        if uow.devices.find(utility_id, DeviceRef(mrid=mrid)) is None:
+        """The push's meter mRID; with ``register_unknown``, a meter that authenticated
+        its push and is not in the MDM is registered as DISCOVERED."""
+        mrid = data.mrid
+        assert mrid is not None  # pushes without a known meter were refused before
+        if (
+            self.register_unknown
+            and data.ciphered
+            and uow.devices.find(utility_id, DeviceRef(mrid=mrid)) is None
+        ):
             uow.devices.add(
                 utility_id,
                 EndDevice(
@@ -462,7 +506,7 @@ class MdmPushSink:
                     state=DeviceState.DISCOVERED,
                 ),
             )
-            log.info("meter %s discovered by its push", mrid)
+            log.info("meter %s registered (DISCOVERED) from its authenticated push", mrid)
         return mrid
 
     @staticmethod

@@ -242,6 +242,13 @@ class HesPushSettings(BaseModel):
     #: pushes held between the listener and the writer; when full the listener stops
     #: reading (TCP backpressure on the meters) until the store catches up
     queue_size: int = Field(default=20_000, gt=0)
+    #: accept plain (unauthenticated) pushes of meters the manifest knows without keys
+    #: (LLS meters); off: every unauthenticated push is refused (a security event)
+    accept_unauthenticated: bool = False
+    #: register a meter of the manifest that authenticated its push (ciphered under its
+    #: keys) but is not in the MDM, as DISCOVERED, and store its readings; off: its
+    #: events are stored, its readings are not. Never from an unauthenticated push.
+    register_unknown: bool = False
 
 
 class HesSettings(BaseModel):

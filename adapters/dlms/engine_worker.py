@@ -38,7 +38,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -464,6 +464,8 @@ class FleetRead:
     outcomes: dict[str, int]
     stats: dict[str, int]
     seconds: float
+    #: the meters that failed or were read in part: mRID -> the reason
+    failed: dict[str, str] = field(default_factory=dict)
 
 
 def fleet_read(
@@ -530,26 +532,36 @@ def fleet_read(
                 replies = collect(connection, reply.name, ids, settings.hes.job_timeout)
         finally:
             dispatcher.close()
+        failed: dict[str, str] = {}
         for r in replies:
             for m in r["meters"]:
                 outcomes[m["outcome"]] = outcomes.get(m["outcome"], 0) + 1
+                if m["outcome"] in ("failed", "partial"):
+                    failed[m["mrid"]] = m.get("error") or f"{m.get('missing', 0)} missing"
             for key, value in r["stats"].items():
                 stats[key] = stats.get(key, 0) + int(value)
-        return FleetRead(len(ids), len(meters), outcomes, stats, time.perf_counter() - started)
+        return FleetRead(
+            len(ids), len(meters), outcomes, stats, time.perf_counter() - started, failed
+        )
     from adapters.sql.engine import make_engine
     from adapters.sql.uow import SqlUnitOfWorkFactory
 
     engine_ = make_engine(settings.database_url)
+    uow_factory = SqlUnitOfWorkFactory(engine_)
+    #: the meters' counters are checked against, and recorded in, the store (as the
+    #: engines and the in-process head-end do): a replayed answer of an earlier run fails
+    counters = StoredMeterCounters(uow_factory)
     try:
+        identity = ClientIdentity(counter_store=counters)
         reader = ReadingEngine(
-            MdmReadingSink(
-                SqlUnitOfWorkFactory(engine_), settings.default_utility, HeadEndOutbox(settings)
-            ),
+            MdmReadingSink(uow_factory, settings.default_utility, HeadEndOutbox(settings)),
             policy=EnginePolicy(
                 concurrency=settings.hes.concurrency,
                 timeout=settings.hes.timeout,
                 attempts=settings.hes.attempts,
             ),
+            sessions=directory.reloading(tcp_sessions(identity)),
+            identity=identity,
         )
         report = reader.run(
             ReadCommand(
@@ -563,6 +575,7 @@ def fleet_read(
             )
         )
     finally:
+        counters.close()  # the counters of this run written before the store goes
         engine_.dispose()
     for result in report.results:
         outcomes[result.outcome.value] = outcomes.get(result.outcome.value, 0) + 1
@@ -572,7 +585,9 @@ def fleet_read(
         "superseded": report.stats.superseded,
         "events": report.events_stored,
     }
-    return FleetRead(0, len(meters), outcomes, stats, time.perf_counter() - started)
+    return FleetRead(
+        0, len(meters), outcomes, stats, time.perf_counter() - started, report.failures()
+    )
 
 
 @click.group(invoke_without_command=True)

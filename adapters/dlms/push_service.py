@@ -144,6 +144,14 @@ def build(app: App) -> PushService:
             "finds the pushing meters and their keys in the head-end's directory"
         )
     directory = headend.directory
-    decoder = PushDecoder(directory, refresh=directory.refresh)
-    sink = MdmPushSink(app.uow_factory, app.settings.default_utility, HeadEndOutbox(app.settings))
+    push = app.settings.hes.push
+    decoder = PushDecoder(
+        directory, refresh=directory.refresh, accept_unauthenticated=push.accept_unauthenticated
+    )
+    sink = MdmPushSink(
+        app.uow_factory,
+        app.settings.default_utility,
+        HeadEndOutbox(app.settings),
+        register_unknown=push.register_unknown,
+    )
     return PushService(app.settings.hes.push, decoder, sink, meters=len(directory))

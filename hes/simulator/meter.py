@@ -107,6 +107,9 @@ class Faults:
     drop_after_key_transfer: bool = False  # one shot: die after applying a key transfer
     #: one shot: after applying a key transfer, die and stay silent (sets no_answer)
     silent_after_key_transfer: bool = False
+    #: a hostile or broken meter: every GET of the management client is answered with
+    #: this Data (raw A-XDR, ciphered as the association is), e.g. 1,000 nested arrays
+    answer_get_with: bytes | None = None
 
 
 class ImageTransferStatus(IntEnum):

@@ -333,6 +333,9 @@ class ServerSession:
         assert self.server is not None
         if apdu[0] == 0xC3 and apdu[3:5] == b"\x00\x0f":
             return exception_response(SERVICE_ERROR_OPERATION_NOT_POSSIBLE)  # no HLS replay
+        hostile = self.meter.faults.answer_get_with
+        if hostile is not None and apdu[0] == 0xC0 and self.client == MANAGEMENT_CLIENT:
+            return bytes([0xC4, 0x01, apdu[2] if len(apdu) > 2 else 0x81, 0x00]) + hostile
         try:
             out = compat.server_handle_apdu(self.server, self.client, self.logical_device, apdu)
         except compat.GuruxFailure as exc:

@@ -27,6 +27,7 @@ from cim_schemas.codes.reading_type import obis_to_reading_type
 from hes.cli import fleet_manifest
 from hes.dlms.wrapper import MANAGEMENT_LOGICAL_DEVICE, WrapperFrame
 from hes.push import MdmPushSink, PushedData, notification
+from hes.security import gcm
 from hes.simulator.fleet import PUSH_CLIENT, Fleet
 from hes.simulator.meter import EventCode, SecurityPolicy, interval_end
 from hub.bootstrap import App, bootstrap
@@ -34,7 +35,7 @@ from hub.errors import ConfigurationError
 from hub.headend import HeadEndOutbox
 from hub.serve import enabled_services
 from hub.settings import load_settings
-from mdm.model import EndDevice, EndDeviceEvent, Utility
+from mdm.model import DeviceRef, DeviceState, EndDevice, EndDeviceEvent, Utility
 from mdm.ports import OutboxItem, UnitOfWork, UnitOfWorkFactory
 from tests.conftest import free_port
 
@@ -180,13 +181,11 @@ def test_amihub_serve_runs_the_push_listener(tmp_path: Path) -> None:
         send(first)  # replayed: refused, a security event, nothing stored again
         at = datetime.now(UTC).replace(microsecond=0)
         send(fleet.alarm_frame(1, EventCode.TERMINAL_COVER_OPENED, at=at))
-        send(fleet.push_frame(3, ciphered=False))  # a meter nobody knows: discovered
-        wait_for(lambda: len(events(factory)) >= 2)
+        send(fleet.push_frame(3, ciphered=False))  # unauthenticated, unknown: refused
+        wait_for(lambda: len(events(factory)) >= 3)
         send(fleet.push_frame(2, at=now))  # the service goes on after a refused push
         expected |= pushed(fleet, 2, now)
         wait_for(lambda: len(readings(factory, mrid(fleet, 2))) == 2)
-        discovered = f"DISCOVERED-{fleet.meters[3].logical_device_name}"
-        wait_for(lambda: len(readings(factory, discovered)) == 2)
     finally:
         proc.send_signal(signal.SIGTERM)
         output, _ = proc.communicate(timeout=60)
@@ -196,15 +195,14 @@ def test_amihub_serve_runs_the_push_listener(tmp_path: Path) -> None:
     assert found == {
         (mrid(fleet, 0), "3.12.43.257", "replay"),
         (mrid(fleet, 1), "3.12.29.212", ""),
+        ("UNKNOWN-SYSTEM-TITLE-NONE", "3.12.0.85", "security_violation"),
     }
     assert readings(factory, mrid(fleet, 1)) == set()  # an alarm push has no registers
     published = [
         r for item in outbox(factory, "MeterReadings", "soap") for r in published_readings(item)
     ]
-    discovered_rows = {r for r in published if r[0].startswith("DISCOVERED-")}
-    assert len(discovered_rows) == 2
-    assert sorted(set(published) - discovered_rows) == sorted(expected)  # each once
-    assert len(published) == len(expected) + 2
+    assert not [r for r in published if r[0].startswith("DISCOVERED-")]
+    assert sorted(published) == sorted(expected)  # each once
     event_messages = outbox(factory, "EndDeviceEvents", "soap")
     assert b"3.12.43.257" in b"".join(i.body for i in event_messages)
 
@@ -212,7 +210,7 @@ def test_amihub_serve_runs_the_push_listener(tmp_path: Path) -> None:
     assert f"push listener on 127.0.0.1:{port}" in output, output
     assert f"push refused from system title {st}" in output, output
     assert "replayed or rewound" in output
-    assert "push listener stopped: 4 push(es) stored, 1 refused" in output, output
+    assert "push listener stopped: 3 push(es) stored, 2 refused" in output, output
     for m in fleet.meters:  # no key material in the log
         assert m.keys.encryption_key.hex() not in output
         assert m.keys.authentication_key.hex() not in output
@@ -249,7 +247,14 @@ def make_app(sqlite_url: str, fleet: Fleet, tmp_path: Path, **push: object) -> A
 
 @pytest.fixture
 def service(sqlite_url: str, fleet: Fleet, tmp_path: Path) -> Iterator[tuple[App, PushService]]:
-    app = make_app(sqlite_url, fleet, tmp_path, batch_wait=1.0, max_frame_bytes=512)
+    app = make_app(
+        sqlite_url,
+        fleet,
+        tmp_path,
+        batch_wait=1.0,
+        max_frame_bytes=512,
+        accept_unauthenticated=True,
+    )
     (service,) = enabled_services(app)
     assert isinstance(service, PushService)
     service.start()
@@ -338,6 +343,100 @@ def test_idle_connections_are_closed(sqlite_url: str, fleet: Fleet, tmp_path: Pa
 
 
 # -- settings and start-up errors ---------------------------------------------------------------
+
+
+def test_push_policy_defaults_and_registering_unknown_meters(fleet: Fleet, tmp_path: Path) -> None:
+    """[hes.push] as `amihub serve` builds it (issue 12, point 18). By default an
+    unauthenticated push (meter 3: an LLS meter of the manifest) and a push from an
+    unknown system title are refused and kept as security events, and a manifest meter
+    that is not in the MDM stores no readings. With register_unknown that meter is
+    registered as DISCOVERED from its authenticated push; with accept_unauthenticated
+    the LLS meter's plain push is stored; a plain push never registers a meter."""
+    stranger = Fleet.build(6, free_port(), seed=SEED).meters[5]  # in no manifest
+
+    def started(db: str, **push: object) -> tuple[App, PushService, SqlUnitOfWorkFactory]:
+        url = f"sqlite:///{tmp_path}/{db}.db"
+        app = make_app(url, fleet, tmp_path, batch_wait=0.05, **push)
+        factory = app.uow_factory
+        assert isinstance(factory, SqlUnitOfWorkFactory)
+        with factory() as uow:  # meter 2: in the manifest, not in the MDM
+            device = uow.devices.find(utility_id(uow), DeviceRef(mrid=mrid(fleet, 2)))
+            assert device is not None
+            assert device.id is not None
+            uow.devices.delete(utility_id(uow), device.id)
+            uow.commit()
+        (svc,) = enabled_services(app)
+        assert isinstance(svc, PushService)
+        svc.start()
+        return app, svc, factory
+
+    def kinds(factory: SqlUnitOfWorkFactory) -> set[tuple[str, str, str]]:
+        return {
+            (e.device_mrid, e.details["kind"], e.details["detail"])
+            for e in events(factory)
+            if e.details.get("kind")
+        }
+
+    def stored(i: int) -> set[tuple[str, str, str]]:  # what pushed() gives, as readings() does
+        return {(rt, ts.isoformat(), str(kwh)) for _, rt, ts, kwh in pushed(fleet, i, now)}
+
+    def device(factory: SqlUnitOfWorkFactory, name: str) -> EndDevice | None:
+        with factory() as uow:
+            return uow.devices.find(utility_id(uow), DeviceRef(mrid=name))
+
+    now = fleet.now()
+    stranger_push = notification(stranger.logical_device_name.encode(), now, 1, 2)
+    ciphered_stranger = gcm.general_glo_cipher(
+        stranger_push, keys=stranger.keys, system_title=stranger.system_title, invocation_counter=1
+    )
+    app, svc, factory = started("defaults")
+    try:
+        send = lambda frame: fleet.send_push(frame, "127.0.0.1", svc.port)  # noqa: E731
+        send(fleet.push_frame(3, ciphered=False, at=now))
+        send(WrapperFrame(MANAGEMENT_LOGICAL_DEVICE, PUSH_CLIENT, ciphered_stranger).encode())
+        send(fleet.push_frame(2, at=now))
+        send(fleet.push_frame(0, at=now))
+        wait_for(lambda: svc.writer.totals.pushes == 2 and svc.writer.totals.refused == 2)
+    finally:
+        svc.stop()
+        app.close()
+    assert readings(factory, mrid(fleet, 0)) == stored(0)
+    assert readings(factory, mrid(fleet, 3)) == set()
+    assert readings(factory, mrid(fleet, 2)) == set()
+    assert device(factory, mrid(fleet, 2)) is None
+    assert kinds(factory) == {
+        (
+            mrid(fleet, 3),
+            "security_violation",
+            f"unauthenticated push from {mrid(fleet, 3)} refused "
+            "([hes.push] accept_unauthenticated is off)",
+        ),
+        (
+            f"UNKNOWN-SYSTEM-TITLE-{stranger.system_title.hex().upper()}",
+            "unknown_system_title",
+            f"push from unknown system title {stranger.system_title.hex()}",
+        ),
+    }
+
+    app, svc, factory = started("allowed", register_unknown=True, accept_unauthenticated=True)
+    try:
+        send = lambda frame: fleet.send_push(frame, "127.0.0.1", svc.port)  # noqa: E731
+        send(fleet.push_frame(3, ciphered=False, at=now))
+        send(fleet.push_frame(2, at=now))
+        send(WrapperFrame(MANAGEMENT_LOGICAL_DEVICE, PUSH_CLIENT, stranger_push).encode())
+        wait_for(lambda: svc.writer.totals.pushes == 2 and svc.writer.totals.refused == 1)
+    finally:
+        svc.stop()
+        app.close()
+    registered = device(factory, mrid(fleet, 2))
+    assert registered is not None
+    assert registered.state is DeviceState.DISCOVERED
+    assert readings(factory, mrid(fleet, 2)) == stored(2)
+    assert readings(factory, mrid(fleet, 3)) == stored(3)
+    ((who, kind, detail),) = kinds(factory)
+    assert (who, kind) == ("UNKNOWN-SYSTEM-TITLE-NONE", "security_violation")
+    assert detail.startswith("unauthenticated push from unknown meter")
+    assert device(factory, f"DISCOVERED-{stranger.logical_device_name}") is None
 
 
 def test_bad_push_settings_are_named() -> None:
