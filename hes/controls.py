@@ -47,7 +47,7 @@ from hes.client.session import MeterSession
 from hes.dlms import axdr, cosem_data
 from hes.dlms.cosem_data import ActivityCalendar
 from hes.engine import EnginePolicy, MeterTarget, SessionFactory
-from hub.errors import AmihubError, ConfigurationError, MeterUnreachable
+from hub.errors import AmihubError, ConfigurationError, MeterUnreachable, SecurityViolation
 
 REMOTE_DISCONNECT = str(event_type.REMOTE_DISCONNECT)  # 3.31.0.23
 REMOTE_RECONNECT = str(event_type.REMOTE_CONNECT)  # 3.31.0.18
@@ -244,6 +244,17 @@ class DeviceOutcome:
     event_type: str  # the EndDeviceEventType code reported for it
     detail: str = ""
     at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    #: the meter's answer to the operation was lost or failed authentication, and what
+    #: the meter did could not be read back either: the outcome is not known
+    unknown: bool = False
+    #: a security failure met on the way (``"SecurityViolation: ..."``), also when the
+    #: outcome was then settled by reading the meter back
+    security_error: str | None = None
+
+    @property
+    def security_failure(self) -> str | None:
+        """What to record as a security event for this device, if anything."""
+        return self.security_error or (None if self.ok else self.detail)
 
 
 @dataclass
@@ -366,7 +377,14 @@ class ControlJobs:
             if session.read_control_state() == wanted:
                 session.release()
                 return DeviceOutcome(target.mrid, True, done_event, "already")
-            session.disconnect() if disconnect else session.reconnect()
+            try:
+                session.disconnect() if disconnect else session.reconnect()
+            except (SecurityViolation, MeterUnreachable) as exc:
+                # the meter may have operated the relay: what it did is read back
+                session.close()
+                return self._relay_read_back(
+                    target, wanted, done_event, failed, f"{type(exc).__name__}: {exc}"
+                )
             state = session.read_control_state()
             session.release()
             if state != wanted:
@@ -376,6 +394,56 @@ class ControlJobs:
             return DeviceOutcome(target.mrid, False, failed, f"{type(exc).__name__}: {exc}")
         finally:
             session.close()
+
+    def _relay_read_back(
+        self,
+        target: MeterTarget,
+        wanted: ControlState,
+        done_event: str,
+        failed: str,
+        why: str,
+    ) -> DeviceOutcome:
+        """The answer to a relay operation was lost or failed authentication: its outcome
+        is unknown until a new association reads the disconnector's control_state. The
+        outcome then follows the meter; if that read fails too, it stays unknown."""
+        security = why if why.startswith("SecurityViolation") else None
+        try:
+            session = self.sessions(target, self.policy.timeout)
+            try:
+                session.associate()
+                state = session.read_control_state()
+                session.release()
+            finally:
+                session.close()
+        except AmihubError as exc:
+            return DeviceOutcome(
+                target.mrid,
+                False,
+                failed,
+                f"outcome unknown: {why}; control_state not read back "
+                f"({type(exc).__name__}: {exc})",
+                unknown=True,
+                security_error=security,
+            )
+        try:
+            name = ControlState(state).name
+        except ValueError:
+            name = str(state)
+        if state == wanted:
+            return DeviceOutcome(
+                target.mrid,
+                True,
+                done_event,
+                f"{why}; control_state read back: {name} (operated)",
+                security_error=security,
+            )
+        return DeviceOutcome(
+            target.mrid,
+            False,
+            failed,
+            f"{why}; control_state read back: {name} (not operated)",
+            security_error=security,
+        )
 
     def _load_limit(
         self, session: MeterSession, target: MeterTarget, threshold: int

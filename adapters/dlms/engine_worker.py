@@ -409,7 +409,7 @@ class EngineWorker:
             tuple(DeviceResult(o.mrid, o.ok, o.event_type, o.detail, o.at) for o in done.outcomes),
             tuple(
                 failure_security_events(
-                    ((o.mrid, o.detail, o.at) for o in done.outcomes if not o.ok), "control"
+                    ((o.mrid, o.security_failure, o.at) for o in done.outcomes), "control"
                 )
             ),
         )

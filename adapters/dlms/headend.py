@@ -209,7 +209,7 @@ class DlmsHeadEnd:
             tuple(DeviceResult(o.mrid, o.ok, o.event_type, o.detail, o.at) for o in job.outcomes),
             tuple(
                 failure_security_events(
-                    ((o.mrid, o.detail, o.at) for o in job.outcomes if not o.ok),
+                    ((o.mrid, o.security_failure, o.at) for o in job.outcomes),
                     "control",
                 )
             ),

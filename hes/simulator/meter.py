@@ -110,6 +110,11 @@ class Faults:
     #: a hostile or broken meter: every GET of the management client is answered with
     #: this Data (raw A-XDR, ciphered as the association is), e.g. 1,000 nested arrays
     answer_get_with: bytes | None = None
+    #: one shot: the meter carries out the next ACTION (e.g. opens the relay), then its
+    #: ciphered answer is tampered on the way (one bit flipped: the tag fails)
+    tamper_action_answer: bool = False
+    #: one shot: after answering the next ciphered ACTION, stay silent (sets no_answer)
+    silent_after_action: bool = False
 
 
 class ImageTransferStatus(IntEnum):

@@ -291,7 +291,16 @@ class ServerSession:
         plain = self._data(clear.apdu)
         if plain is None or plain[0] == EXCEPTION_RESPONSE:
             return plain  # exception responses have no glo-ciphered form
-        return self._cipher(plain, protection)
+        out = self._cipher(plain, protection)
+        if self.meter.faults.silent_after_action and plain[:1] == b"\xc7":
+            self.meter.faults.silent_after_action = False
+            self.meter.faults.no_answer = True  # this answer goes out, then silence
+        if self.meter.faults.tamper_action_answer and plain[:1] == b"\xc7":
+            self.meter.faults.tamper_action_answer = False  # one shot: the action was done
+            tampered = bytearray(out)
+            tampered[-13] ^= 0x01  # last byte of the body: the tag fails
+            return bytes(tampered)
+        return out
 
     def _hls_pass3(self, apdu: bytes, protection: gcm.Protection) -> bytes:
         # ACTION-Request-Normal: c3 01 invoke | class 000f | LN | method 01 | 01 | 09 len f(StoC)
