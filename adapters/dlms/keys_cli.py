@@ -29,6 +29,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from adapters.dlms.counters import StoredMeterCounters
 from adapters.dlms.directory import MeterDirectory
 from hes.client.session import ClientIdentity, Security
 from hes.engine import EnginePolicy, MeterTarget, tcp_sessions
@@ -209,17 +210,30 @@ def _run(
         ) as progress,
     ):
         task = progress.add_task(what, total=len(targets))
+        # with the store's audit log, the meters' counters are checked against and recorded
+        # in that store too (as every head-end association does); --audit log: in memory
+        counters = (
+            StoredMeterCounters(auditor.uow_factory) if isinstance(auditor, StoreKeyAudit) else None
+        )
         changer = KeyChanger(
-            store, file.save, tcp_sessions(ClientIdentity()), policy=policy, audit=auditor
+            store,
+            file.save,
+            tcp_sessions(ClientIdentity(counter_store=counters)),
+            policy=policy,
+            audit=auditor,
         )
 
         def advance(_: object) -> None:
             progress.advance(task)
 
-        if change_kek is None:
-            results = changer.settle(SettleKeys(tuple(targets), who), advance)
-        else:
-            results = changer.change(ChangeKeys(tuple(targets), who, change_kek), advance)
+        try:
+            if change_kek is None:
+                results = changer.settle(SettleKeys(tuple(targets), who), advance)
+            else:
+                results = changer.change(ChangeKeys(tuple(targets), who, change_kek), advance)
+        finally:
+            if counters is not None:
+                counters.close()
     counts = Counter(r.outcome for r in results)
     problems = [r for r in results if r.outcome is not KeyChangeOutcome.CHANGED]
     if problems:

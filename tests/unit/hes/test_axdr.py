@@ -59,3 +59,22 @@ def test_get_responses() -> None:
     with pytest.raises(axdr.AxdrError):
         axdr.parse_get_response(bytes.fromhex("c402c100000000010005010203"))
     assert axdr.next_block_request(0xC1, 1) == bytes.fromhex("c002c100000001")
+
+
+def test_nesting_is_bounded() -> None:
+    """COSEM data nests a few levels; 1,000 levels in 2 KB are refused with the project's
+    own error (a RecursionError before), and so is one level past the bound."""
+    from hub.errors import AmihubError
+
+    def nested(levels: int) -> bytes:
+        return b"\x01\x01" * levels + b"\x00"
+
+    value = axdr.decode_all(nested(axdr.MAX_DEPTH))
+    for _ in range(axdr.MAX_DEPTH):
+        assert isinstance(value, list)
+        (value,) = value
+    assert value is None
+    for levels in (axdr.MAX_DEPTH + 1, 1000):
+        with pytest.raises(axdr.AxdrError, match="nested deeper than 16 levels") as error:
+            axdr.decode_all(nested(levels))
+        assert isinstance(error.value, AmihubError)
