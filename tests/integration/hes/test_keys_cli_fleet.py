@@ -17,6 +17,7 @@ from hes.security.keystore import KeyStore
 from hes.simulator.fleet import Fleet, SimulatorThread
 from hes.simulator.meter import SecurityPolicy, make_meter
 from hub.cli import cli
+from mdm.security_counters import CounterChannel
 from tests.conftest import free_port
 
 MASTER = bytes(range(32))
@@ -94,7 +95,10 @@ def test_change_all_meters_audited_in_the_store(
     engine = make_engine(env["AMIHUB_DATABASE_URL"])
     with SqlUnitOfWorkFactory(engine)() as uow:
         audit = [e for e in uow.audit.list(20) if e[2] == "key-change"]
+        # the meters' counters of these associations are recorded in the store too
+        counters = uow.invocation_counters.last(CounterChannel.RESPONSE)
     engine.dispose()
+    assert counters == {m.system_title: m.counter.value for m in fleet.meters[:3]}
     assert sorted((actor, obj_type, obj) for _, actor, _, obj_type, obj, _ in audit) == [
         ("ops", "EndDevice", f"MTR-{m.serial}") for m in fleet.meters[:3]
     ]
