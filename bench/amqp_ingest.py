@@ -40,7 +40,6 @@ import tempfile
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 from bench.common import plain, scratch_database
@@ -214,7 +213,7 @@ def amihub_run(url: str, bodies: list[bytes], workers: int, prefetch: int) -> di
             {
                 "AMIHUB_DATABASE_URL": db,
                 "AMIHUB_LOG_LEVEL": "WARNING",
-                "AMIHUB_CONFIG": str(Path(tempfile.gettempdir()) / "amihub-bench-none.toml"),
+                "AMIHUB_CONFIG": "",  # empty: no settings file
             }
         )
         for key, value in settings.model_dump(exclude={"partners", "tls", "password"}).items():

@@ -258,7 +258,7 @@ def amqp_engines(n: int, c: int, engines: int, job_meters: int) -> None:
                 env = {key: v for key, v in os.environ.items() if not key.startswith("AMIHUB_")}
                 env.update(
                     {
-                        "AMIHUB_CONFIG": str(work / "none.toml"),
+                        "AMIHUB_CONFIG": "",  # empty: no settings file
                         "AMIHUB_DATABASE_URL": url,
                         "AMIHUB_DEFAULT_UTILITY": "BENCH",
                         "AMIHUB_LOG_LEVEL": "WARNING",

@@ -184,10 +184,12 @@ def read(
     concurrency: int,
     timeout: float,
 ) -> None:
-    """Read a simulated fleet once (registers + load profile) and print a summary.
+    """Read a simulated fleet once (registers + load profile) and print a summary; stores
+    nothing (a trial run: `amihub engine read` reads the [hes] manifest into the store).
 
-    Storing into the MDM is the engine's job inside the hub (``hes.engine.MdmReadingSink``);
-    this command only counts what it would store."""
+    Every meter that failed or was read in part is printed with the reason on stderr;
+    then the exit code is 1. Storing into the MDM is the engine's job inside the hub
+    (``hes.engine.MdmReadingSink``); this command only counts what it would store."""
     targets = simulated_targets(count, base_port, seed, security, addressing, host)
     end = interval_end(interval_index(datetime.now(UTC)) - 1)
     sink = _CountingSink()
@@ -203,12 +205,14 @@ def read(
         n = report.count(outcome)
         if n:
             click.echo(f"{outcome.value:>8}: {n}")
-    failed = [r for r in report.results if r.outcome is MeterOutcome.FAILED]
-    for r in failed[:10]:
-        click.echo(f"  {r.mrid}: {r.error}", err=True)
-    if len(failed) > 10:
-        click.echo(f"  ... and {len(failed) - 10} more", err=True)
     click.echo(
         f"{sink.rows} readings from {count} meters in {seconds:.2f} s "
-        f"({count / seconds:.0f} meters/s)"
+        f"({count / seconds:.0f} meters/s); nothing stored (a trial read: "
+        "`amihub engine read` stores)"
     )
+    failures = report.failures()
+    if failures:
+        click.echo(f"{len(failures)} of {count} meter(s) failed or read in part:", err=True)
+        for mrid, reason in sorted(failures.items()):
+            click.echo(f"  {mrid}: {reason}", err=True)
+        raise SystemExit(1)

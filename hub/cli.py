@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import logging
 import sys
@@ -9,7 +10,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 from rich.console import Console
@@ -26,8 +27,24 @@ from rich.table import Table
 from hub.errors import AmihubError, ConfigurationError
 from hub.settings import Settings, load_settings
 
-console = Console(stderr=True)
-out = Console()
+
+def _console(stderr: bool = False) -> Console:
+    """A rich console that wraps and cuts to the terminal's width only when it writes to a
+    terminal: piped or redirected output is data, never truncated to 80 columns."""
+    stream = sys.stderr if stderr else sys.stdout
+    try:
+        terminal = stream.isatty()
+    except (AttributeError, ValueError):
+        terminal = False
+    return Console(stderr=stderr, width=None if terminal else UNBOUNDED_WIDTH)
+
+
+#: the width of a console that does not write to a terminal (rich's default is 80)
+UNBOUNDED_WIDTH = 1_000_000
+
+console = _console(stderr=True)
+out = _console()
+log = logging.getLogger("amihub.cli")
 
 
 def _setup_logging(level: str) -> None:
@@ -60,7 +77,14 @@ def _parse_when(value: str | None, option: str) -> datetime | None:
         raise click.BadParameter(
             f"{value!r} is not an ISO 8601 date or time", param_hint=option
         ) from None
-    return when if when.tzinfo else when.replace(tzinfo=UTC)
+    when = when if when.tzinfo else when.replace(tzinfo=UTC)
+    try:
+        when.astimezone(UTC)
+    except OverflowError:
+        raise click.BadParameter(
+            f"{value!r} is outside the calendar once converted to UTC", param_hint=option
+        ) from None
+    return when
 
 
 #: commands that live with their package, imported only when used (gurux, paramiko...)
@@ -94,12 +118,64 @@ class AmihubGroup(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except (click.exceptions.Exit, click.ClickException, click.Abort, BrokenPipeError):
+            raise  # click's own exits and usage errors (exit 2); a closed pipe: main()
         except AmihubError as exc:
-            console.print(f"[red]error:[/red] {escape(str(exc))}")  # "[hes] ..." shown as is
-            sys.exit(2)
+            fail(str(exc))
+        except OSError as exc:  # a file or folder that is not there, a port in use, ...
+            fail(_os_error(exc))
+        except Exception as exc:
+            crashed(exc)
+
+
+def fail(message: str, code: int = 2) -> NoReturn:
+    """The project's errors: one clear line on stderr, exit code 2, never a traceback."""
+    console.print(f"[red]error:[/red] {escape(message)}")  # "[hes] ..." shown as is
+    sys.exit(code)
+
+
+def _os_error(exc: OSError) -> str:
+    what = exc.strerror or str(exc)
+    if exc.filename is not None:
+        return f"{exc.filename}: {what}"
+    return what
+
+
+def crashed(exc: BaseException) -> NoReturn:
+    """An unexpected error (a defect): one line, exit code 3, the traceback in a log file
+    the line names (and in the log at DEBUG)."""
+    import tempfile
+    import traceback
+
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    detail = "".join(traceback.format_exception(exc))
+    where = "the log (at DEBUG)"
+    try:
+        fd, name = tempfile.mkstemp(prefix=f"amihub-crash-{stamp}-", suffix=".log")
+        with open(fd, "w", encoding="utf-8") as f:
+            f.write(f"amihub {_version()} {' '.join(sys.argv)}\n{detail}")
+        where = name
+    except OSError:
+        pass
+    log.debug("internal error:\n%s", detail)
+    summary = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
+    console.print(
+        f"[red]internal error:[/red] {escape(summary)} (a defect; the traceback is in {where})"
+    )
+    sys.exit(3)
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("amihub")
+    except PackageNotFoundError:
+        return "unknown"
 
 
 @click.group(cls=AmihubGroup)
+@click.version_option(package_name="amihub", prog_name="amihub", message="%(prog)s %(version)s")
 @click.option(
     "--config",
     type=click.Path(dir_okay=False, path_type=Path),
@@ -370,6 +446,8 @@ def export(
         raise click.UsageError(
             f"name --usage-point or --group (the mapping {mapping!r} selects no usage_point_groups)"
         )
+    if not out_path.parent.is_dir():
+        raise click.BadParameter(f"the folder {out_path.parent} does not exist", param_hint="--out")
     what = ", ".join([*usage_points, *(f"group {g}" for g in groups)])
     tmp = out_path.with_name(f".{out_path.name}.tmp")
     with (
@@ -455,10 +533,25 @@ def readings(
         if fmt == "csv":
             writer = csv.writer(sys.stdout)
             writer.writerow(["meter", "reading_type", "timestamp", "value", "quality", "version"])
-            for r in result.readings:
-                writer.writerow(
-                    [r.device_mrid, r.reading_type, r.ts.isoformat(), r.value, r.quality, r.version]
-                )
+            # the rows stream from an open cursor: closed here, before the store, also when
+            # the reader goes away (``| head``: BrokenPipeError)
+            rows = result.readings
+            try:
+                for r in rows:
+                    writer.writerow(
+                        [
+                            r.device_mrid,
+                            r.reading_type,
+                            r.ts.isoformat(),
+                            r.value,
+                            r.quality,
+                            r.version,
+                        ]
+                    )
+            finally:
+                close = getattr(rows, "close", None)
+                if close is not None:
+                    close()
             return
         table = Table("meter", "reading type", "timestamp (UTC)", "value", "quality", "v")
         shown = 0
@@ -591,7 +684,33 @@ def demo(ctx: click.Context, meters: int, days: int, demo_url: str | None) -> No
 
 
 def main() -> None:
-    cli(prog_name="amihub")
+    """The ``amihub`` script. Errors are one line (exit 2; a defect: exit 3, see
+    :func:`crashed`); output piped into a reader that stops early (``| head``) ends
+    quietly."""
+    try:
+        cli.main(prog_name="amihub")
+    except BrokenPipeError:
+        _quiet_pipe()
+        sys.exit(1)
+    except AmihubError as exc:  # raised outside a command (e.g. while parsing arguments)
+        fail(str(exc))
+    except Exception as exc:
+        crashed(exc)
+    finally:
+        try:
+            sys.stdout.flush()
+        except (BrokenPipeError, ValueError):
+            _quiet_pipe()
+
+
+def _quiet_pipe() -> None:
+    """The reader closed the pipe: send what is still buffered to /dev/null, so that
+    Python's flush at exit does not print a traceback either."""
+    import os
+
+    with contextlib.suppress(OSError, ValueError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
 
 
 if __name__ == "__main__":

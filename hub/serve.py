@@ -86,7 +86,13 @@ def run_services(app: App, stop_event: threading.Event | None = None) -> None:
     started: list[Service] = []
     try:
         for service in services:
-            service.start()
+            try:
+                service.start()
+            except OSError as exc:  # e.g. the port is in use: one clear line, no traceback
+                raise ConfigurationError(
+                    f"{service.name} cannot start: {exc.strerror or exc}"
+                    + (f" ({exc.filename})" if exc.filename else "")
+                ) from exc
             started.append(service)
             log.info("started %s", service.name)
         stop.wait()

@@ -359,12 +359,20 @@ class Settings(BaseSettings):
 
 def load_settings(**overrides: Any) -> Settings:
     """Read settings now (TOML file, environment), with explicit overrides on top."""
+    import tomllib
+
     from pydantic import ValidationError
 
     from hub.errors import ConfigurationError
 
+    named = os.environ.get("AMIHUB_CONFIG")
+    if named and not Path(named).is_file():  # never a silent fallback to the defaults
+        raise ConfigurationError(f"settings file {named} (AMIHUB_CONFIG) does not exist")
     try:
         return Settings(**overrides)
+    except tomllib.TOMLDecodeError as exc:
+        where = named or DEFAULT_CONFIG_FILE
+        raise ConfigurationError(f"settings file {where} is not valid TOML: {exc}") from exc
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()

@@ -590,6 +590,29 @@ def fleet_read(
     )
 
 
+def _settings(ctx: click.Context) -> Settings:
+    """The settings ``amihub`` read (``--config``), else read now."""
+    root = ctx.find_root().obj
+    known = root.get("settings") if isinstance(root, dict) else None
+    if isinstance(known, Settings):
+        return known
+    from hub.settings import load_settings
+
+    return load_settings()
+
+
+def _needs_broker(settings: Settings, what: str) -> None:
+    """An engine, or a read dispatched to engines, on the in-process ``memory://`` transport
+    would wait forever for jobs or replies no other process can send: refuse it."""
+    from hub.errors import ConfigurationError
+
+    if settings.amqp.url.startswith("memory://"):
+        raise ConfigurationError(
+            f"{what} needs RabbitMQ: set [amqp] url (AMIHUB_AMQP__URL) to an amqp:// or "
+            "amqps:// URL (memory:// reaches this process only)"
+        )
+
+
 @click.group(invoke_without_command=True)
 @click.option(
     "--concurrency",
@@ -610,9 +633,8 @@ def engine(ctx: click.Context, concurrency: int | None, prefetch: int | None) ->
     ``amihub engine read`` reads the whole fleet once (a scheduled read, e.g. from cron)."""
     if ctx.invoked_subcommand is not None:
         return
-    from hub.settings import load_settings
-
-    settings = load_settings()
+    settings = _settings(ctx)
+    _needs_broker(settings, "amihub engine (jobs come from [hes] jobs_queue)")
     logging.basicConfig(
         level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
@@ -648,15 +670,20 @@ def engine(ctx: click.Context, concurrency: int | None, prefetch: int | None) ->
     show_default=True,
     help="Read the meters' event logs too (the window's events, published as alarms).",
 )
-def read_command(hours: int, job_meters: int | None, wait: bool, events: bool) -> None:
-    """Read every meter of [hes] manifest: jobs for the engines ([hes] dispatch = "amqp")
-    or in-process (the default)."""
+@click.pass_context
+def read_command(
+    ctx: click.Context, hours: int, job_meters: int | None, wait: bool, events: bool
+) -> None:
+    """Read every meter of [hes] manifest into the store: jobs for the engines ([hes]
+    dispatch = "amqp") or in-process (the default). Every meter that failed or was read
+    in part is printed with the reason on stderr; then the exit code is 1."""
     from datetime import UTC, timedelta
 
     from hes.simulator.meter import interval_end, interval_index
-    from hub.settings import load_settings
 
-    settings = load_settings()
+    settings = _settings(ctx)
+    if settings.hes.dispatch == "amqp":
+        _needs_broker(settings, '[hes] dispatch = "amqp"')
     end = interval_end(interval_index(datetime.now(UTC)) - 1)
     done = fleet_read(
         settings, end - timedelta(hours=hours), end, job_meters=job_meters, wait=wait, events=events
@@ -667,3 +694,10 @@ def read_command(hours: int, job_meters: int | None, wait: bool, events: bool) -
         click.echo(f"{outcome:>8}: {n}")
     if done.stats:
         click.echo(" ".join(f"{k} {v}" for k, v in sorted(done.stats.items())))
+    if done.failed:
+        click.echo(
+            f"{len(done.failed)} of {done.meters} meter(s) failed or read in part:", err=True
+        )
+        for mrid, reason in sorted(done.failed.items()):
+            click.echo(f"  {mrid}: {reason}", err=True)
+        raise SystemExit(1)

@@ -77,7 +77,7 @@ def worker_env(settings: AmqpSettings, database_url: str) -> dict[str, str]:
     env.update(
         {
             "AMIHUB_DATABASE_URL": database_url,
-            "AMIHUB_CONFIG": str(REPO / "tests" / "no-such-amihub.toml"),
+            "AMIHUB_CONFIG": "",  # empty: no settings file
             "AMIHUB_LOG_LEVEL": "WARNING",
             "PYTHONPATH": str(REPO),
         }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 from click.testing import CliRunner
@@ -34,6 +35,7 @@ def test_read_command_reads_the_fleet() -> None:
     assert "done: 3" in result.output
     # 4 registers + 8 intervals x 2 channels per meter
     assert "60 readings from 3 meters" in result.output
+    assert "nothing stored" in result.output  # hes read is a trial read
 
 
 def test_read_command_reports_refusals() -> None:
@@ -55,8 +57,12 @@ def test_read_command_reports_refusals() -> None:
                 "1",
             ],
         )
-    assert result.exit_code == 0
+    assert result.exit_code == 1  # failed meters: the run failed
     assert "failed: 2" in result.output
+    # each failed meter with its reason, and that nothing was stored
+    assert "2 of 2 meter(s) failed or read in part:" in result.output
+    assert len(re.findall(r"^  MTR-\S+: \S", result.output, re.MULTILINE)) == 2
+    assert "nothing stored" in result.output
 
 
 def test_manifest_has_no_keys(tmp_path: Path) -> None:

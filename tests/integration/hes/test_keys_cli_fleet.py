@@ -42,7 +42,7 @@ def env(fleet: Fleet, tmp_path: Path) -> dict[str, str]:
     (tmp_path / "keys.json").write_text(store.dumps())
     return {
         "COLUMNS": "200",
-        "AMIHUB_CONFIG": str(tmp_path / "none.toml"),
+        "AMIHUB_CONFIG": "",  # empty: no settings file
         "AMIHUB_DATABASE_URL": f"sqlite:///{tmp_path / 'store.db'}",
         "AMIHUB_HES__MANIFEST": str(tmp_path / "manifest.json"),
         "AMIHUB_HES__KEYSTORE": str(tmp_path / "keys.json"),

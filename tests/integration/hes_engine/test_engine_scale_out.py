@@ -61,7 +61,7 @@ class Setup:
         env.update(
             {
                 "AMIHUB_DATABASE_URL": self.database_url,
-                "AMIHUB_CONFIG": str(REPO / "tests" / "no-such-amihub.toml"),
+                "AMIHUB_CONFIG": "",  # empty: no settings file
                 "AMIHUB_LOG_LEVEL": "INFO",
                 "AMIHUB_AMQP__URL": self.amqp.url,
                 "AMIHUB_AMQP__RECONNECT_DELAY": "0.2",
@@ -369,11 +369,13 @@ def test_fleet_read_command_publishes_jobs_and_waits(fleet6: Setup) -> None:
         timeout=60,
         check=False,
     )
-    out = done.stdout.decode()
-    assert done.returncode == 0, done.stderr.decode()[-2000:]
+    out, err = done.stdout.decode(), done.stderr.decode()
+    assert done.returncode == 1, err[-2000:]  # a meter failed: the run is not a success
     assert "7 meters, 4 job(s)" in out  # 6 answering meters and the dead one, 2 a job
     assert "    done: 6" in out
     assert "  failed: 1" in out
+    assert "1 of 7 meter(s) failed or read in part:" in err
+    assert f"  {fleet6.dead}: " in err  # the failed meter, with its reason
     assert store_counts(fleet6)["meters"] == set(fleet6.mrids)
 
 

@@ -46,7 +46,7 @@ def test_password_from_settings_overrides_the_url(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setenv("AMIHUB_AMQP__URL", "amqp://hub@broker:5672/%2f")
     monkeypatch.setenv("AMIHUB_AMQP__PASSWORD", "from-env")
     monkeypatch.setenv("AMIHUB_AMQP__PARTNERS", '[{"name": "cis", "events": ["created.*"]}]')
-    monkeypatch.setenv("AMIHUB_CONFIG", "/nonexistent/amihub.toml")
+    monkeypatch.setenv("AMIHUB_CONFIG", "")  # empty: no settings file
     settings = load_settings().amqp
     conn = make_connection(settings)
     assert conn.password == "from-env"

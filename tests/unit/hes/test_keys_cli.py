@@ -33,7 +33,7 @@ def test_rotate_the_master_key(tmp_path: Path) -> None:
         "AMIHUB_HES__KEYSTORE": str(path),
         "AMIHUB_HES__MASTER_KEY": OLD.hex(),
         "NEW_KEY": NEW.hex(),
-        "AMIHUB_CONFIG": str(tmp_path / "none.toml"),
+        "AMIHUB_CONFIG": "",  # empty: no settings file
     }
     code, output = run("keys", "list", env=env)
     assert code == 0, output
@@ -61,7 +61,7 @@ def test_a_wrong_master_key_is_one_clear_line(tmp_path: Path) -> None:
         "AMIHUB_HES__KEYSTORE": str(path),
         "AMIHUB_HES__MASTER_KEY": NEW.hex(),  # not the store's
         "NEW_KEY": OLD.hex(),
-        "AMIHUB_CONFIG": str(tmp_path / "none.toml"),
+        "AMIHUB_CONFIG": "",  # empty: no settings file
     }
     code, output = run("keys", "rotate", "--new-master-key-env", "NEW_KEY", env=env)
     assert code == 2
