@@ -45,6 +45,9 @@ class InboundMessage:
     message_id: str | None = None
     #: async replies: queued in the outbox in the transaction of the effect
     async_replies: ReplyRoute | None = None
+    #: (verb, noun) the transport named (the AMQP routing key ``<verb>.<Noun>``, which
+    #: the broker's topic permissions restrict): the Header must say the same (else 1006)
+    operation: tuple[str, str] | None = None
     #: the adapter can send a large reply in chunks (Outcome.reply_chunks): the read path
     #: then keeps a large reply in a temp file instead of returning it as bytes
     stream_reply: bool = False

@@ -46,6 +46,7 @@ from hub.errors import (
     ReplayConflict,
     SchemaInvalid,
     UnknownMapping,
+    UnsupportedOperation,
 )
 from hub.forwarding import EventForwarder
 from hub.lifecycle import LifecycleRecorder
@@ -223,6 +224,8 @@ class Pipeline:
         principal = msg.principal
         if principal is not None and not principal.may(header.verb, header.noun):
             return None
+        if msg.operation is not None and msg.operation != (header.verb, header.noun):
+            return None  # refused by the full path (1006)
         route = self._reply_writer(header)
         if route is None:
             return None
@@ -464,7 +467,22 @@ class Pipeline:
         return msg.utility or self.default_utility
 
     @staticmethod
-    def _authorise(msg: InboundMessage, header: Header) -> None:
+    def _authorise(msg: InboundMessage, header: Header, *, mapped: bool = False) -> None:
+        """The sender may do what the Header says, and the Header says what the transport
+        said (a mapped input has no Header of its own: its noun must be the key's)."""
+        if mapped:
+            if msg.operation is not None and msg.operation[1] != header.noun:
+                raise UnsupportedOperation(
+                    f"the mapping gives {header.noun} but the message was sent as "
+                    f"{'.'.join(msg.operation)}: the routing key must name its noun"
+                )
+        elif msg.operation is not None and msg.operation != (header.verb, header.noun):
+            verb, noun = msg.operation
+            raise UnsupportedOperation(
+                f"the Header says {header.verb} {header.noun} but the message was sent as "
+                f"{verb}.{noun}: the routing key must name the Header's verb and noun",
+                xpath="/*/Header/Verb",
+            )
         principal = msg.principal
         if principal is not None and not principal.may(header.verb, header.noun):
             raise MessageRejected(
@@ -645,7 +663,7 @@ class Pipeline:
         try:
             if msg.size > limit:
                 raise InputTooLarge(f"input of {msg.size} bytes exceeds the limit of {limit} bytes")
-            self._authorise(msg, header)
+            self._authorise(msg, header, mapped=True)
             with self.uow_factory() as uow, msg.open() as raw:
                 duplicate = self._earlier_reply(uow, msg, header, steps, content_hash)
                 if duplicate is not None:

@@ -408,6 +408,7 @@ class AmqpConsumer:
             metadata=metadata,
             principal=d.sender.principal,
             message_id=d.amqp_message_id,
+            operation=self._operation_of(d),
         )
         if d.attempts >= self.settings.max_attempts:
             d.error = RecoverableError(
@@ -428,6 +429,15 @@ class AmqpConsumer:
             return
         if d.mapping is not None:
             d.refusal = self.mappings.refusal(d.mapping)
+
+    def _operation_of(self, d: Delivery) -> tuple[str, str] | None:
+        """(verb, noun) the routing key names, which the Header must repeat (1006 in the
+        pipeline): RabbitMQ's topic permissions on the key then limit what a partner may
+        do. None for a message sent straight to the queue (its Header alone says)."""
+        if d.exchange == "" and d.routing_key in ("", self.settings.request_queue):
+            return None
+        verb, dot, noun = d.routing_key.partition(".")
+        return (verb, noun) if dot else None
 
     def _routing_key_ok(self, d: Delivery) -> bool:
         if d.exchange == "" and d.routing_key in ("", self.settings.request_queue):

@@ -220,7 +220,8 @@ def test_a_vendor_cim_variant_named_in_the_mapping_header(rabbit: Start, tmp_pat
         add_meters(app, "m-1001")
         _, partner = rabbit(app, importer=mapping_importer(app.pipeline, load_dir(BUILTIN_DIR)))
         body = (BUILTIN_DIR / "samples" / "cim-vendor-draft-message.xml").read_bytes()
-        partner.send(body, headers={"amihub-mapping": "cim-vendor-draft"})
+        # the message is a created MeterReadings: its routing key says so
+        partner.send(body, "created.MeterReadings", headers={"amihub-mapping": "cim-vendor-draft"})
         [reply] = partner.replies()
         assert result_of(reply.body) == ("OK", [])
         assert reading_count(app) == 2
