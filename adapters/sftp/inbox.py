@@ -347,7 +347,10 @@ class InboxWatcher:
             target = partner.folder("error") / stamped
             self._move(item.path, target)
             write_atomic(target.with_name(target.name + ".error.txt"), report)
-        result = partner.folder("outbox") / f"{item.name}.result.txt"
+        # a duplicate is mostly a second copy under the same name: its report must not
+        # replace the applied file's <name>.result.txt, so it goes under the stamped name
+        result_name = stamped if status == "duplicate" else item.name
+        result = partner.folder("outbox") / f"{result_name}.result.txt"
         write_atomic(result, report)
         return Processed(partner.username, item.name, status, item.sha256, target, result)
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import errno
+import functools
 import hashlib
 import hmac
 import logging
@@ -98,6 +99,20 @@ def verify_password(password: str, stored: str) -> bool:
     except (ValueError, TypeError):
         return False
     return hmac.compare_digest(got, expected)
+
+
+@functools.cache
+def _decoy_hash() -> str:
+    """Checked instead of a hash when the user is unknown or has none, so that a refusal
+    takes as long as a wrong password."""
+    return hash_password(secrets.token_hex(8))
+
+
+def _offered_methods(accounts: dict[str, PartnerAccount]) -> str:
+    methods = ["publickey"]
+    if any(acc.password_hash for acc in accounts.values()):
+        methods.append("password")
+    return ",".join(methods)
 
 
 def parse_public_key(line: str) -> paramiko.PKey:
@@ -291,13 +306,10 @@ class _Auth(paramiko.ServerInterface):
             self.transport.close()
 
     def get_allowed_auths(self, username: str) -> str:
-        acc = self.accounts.get(username)
-        methods = []
-        if acc is None or acc.authorized_keys:
-            methods.append("publickey")
-        if acc is None or acc.password_hash:
-            methods.append("password")
-        return ",".join(methods)
+        """The same methods for every user name, known or not (no user enumeration): what
+        the server offers at all. A method an account does not allow fails like a wrong
+        secret."""
+        return _offered_methods(self.accounts)
 
     def check_auth_none(self, username: str) -> int:
         return AUTH_FAILED
@@ -305,6 +317,7 @@ class _Auth(paramiko.ServerInterface):
     def check_auth_password(self, username: str, password: str) -> int:
         acc = self.accounts.get(username)
         if acc is None or acc.password_hash is None:
+            verify_password(password, _decoy_hash())  # as long as a real check: no timing oracle
             self._report(
                 username,
                 "password",

@@ -256,13 +256,36 @@ def test_same_checksum_twice_is_not_applied_twice(
     (inbox / "b.csv").write_bytes(GOOD)
     [dup] = watcher.poll_once()
     assert dup.status == "duplicate"
-    result = (sftp_server.account.folder("outbox") / "b.csv.result.txt").read_text()
+    assert dup.result_file is not None
+    result = dup.result_file.read_text()
     assert "status: duplicate" in result
     assert "a.csv at" in result
     # the ledger survives a restart
     again = watcher_for(sftp_server, store, tmp_path)
     (inbox / "c.csv").write_bytes(GOOD)
     assert [p.status for p in again.poll_once()] == ["duplicate"]
+    assert readings(store) == 6
+
+
+def test_a_duplicate_does_not_overwrite_the_applied_files_report(
+    sftp_server: Sftp, store: SqlUnitOfWorkFactory, tmp_path: Path
+) -> None:
+    """The same file uploaded again under the same name: the applied file's report stays
+    at outbox/<name>.result.txt, the duplicate's goes under its stamped name."""
+    watcher = watcher_for(sftp_server, store, tmp_path)
+    inbox = sftp_server.account.folder("inbox")
+    outbox = sftp_server.account.folder("outbox")
+    (inbox / "reads.csv").write_bytes(GOOD)
+    [first] = watcher.poll_once()
+    assert first.status == "applied"
+    (inbox / "reads.csv").write_bytes(GOOD)
+    [dup] = watcher.poll_once()
+    assert dup.status == "duplicate"
+    assert "status: applied" in (outbox / "reads.csv.result.txt").read_text()
+    assert dup.result_file is not None
+    assert dup.result_file.parent == outbox
+    assert dup.result_file.name.endswith("_reads.csv.result.txt")
+    assert "status: duplicate" in dup.result_file.read_text()
     assert readings(store) == 6
 
 
