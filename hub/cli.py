@@ -421,6 +421,12 @@ def mappings_list(ctx: click.Context) -> None:
     type=click.Path(dir_okay=False, path_type=Path),
     help="File to write (written under a temporary name, then renamed).",
 )
+@click.option(
+    "--push",
+    "push_to",
+    metavar="TARGET",
+    help="Then push the file to this [[sftp.push_targets]] entry (a partner's SFTP server).",
+)
 @click.pass_context
 def export(
     ctx: click.Context,
@@ -432,12 +438,14 @@ def export(
     reading_types: tuple[str, ...],
     utility: str | None,
     out_path: Path,
+    push_to: str | None,
 ) -> None:
     """Export readings of usage points or usage point groups with an export mapping
-    (the Data File Tool)."""
+    (the Data File Tool); with --push, deliver the file to a partner's SFTP server."""
     from mappings.export import rows_from_store, write_export
 
     settings: Settings = ctx.obj["settings"]
+    target = settings.sftp.push_target(push_to) if push_to is not None else None
     catalog = _catalog(settings)
     spec = catalog.export(mapping)
     if not usage_points and not groups:
@@ -486,6 +494,30 @@ def export(
             raise
     tmp.replace(out_path)
     out.print(f"{written} row(s) written to {out_path}")
+    if target is not None:
+        _push_export(ctx, target, out_path)
+
+
+def _push_export(ctx: click.Context, target: Any, path: Path) -> None:
+    """Push an export to a configured target and record the receipt in the audit log."""
+    from adapters.sftp.push import push
+
+    with console.status(f"pushing {path.name} to {target.name}"):
+        receipt = push(target, path)
+    with _app(ctx) as app, app.uow_factory() as uow:
+        uow.audit.record(
+            "cli",
+            "sftp-push",
+            "PushTarget",
+            target.name,
+            f"{receipt.remote_path} on {receipt.target}: {receipt.size} bytes, "
+            f"sha256 {receipt.sha256}, {receipt.attempts} attempt(s)",
+        )
+        uow.commit()
+    out.print(
+        f"pushed to {target.name} ({receipt.target}): {receipt.remote_path}, "
+        f"{receipt.size} bytes, sha256 {receipt.sha256}"
+    )
 
 
 @cli.command()

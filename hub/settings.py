@@ -201,6 +201,36 @@ class SftpPartnerSettings(BaseModel):
     )
 
 
+class SftpPushTargetSettings(BaseModel):
+    """``[[sftp.push_targets]]``: a partner's own SFTP server amihub pushes files to
+    (``amihub export --push NAME``, replies of the partner's CIM messages whose
+    ReplyAddress is ``sftp://NAME/``). The server's host key is pinned here."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    #: the ``[[sftp.partners]]`` name whose replies may be pushed here (default: ``name``)
+    partner: str | None = None
+    host: str = Field(min_length=1)
+    port: int = Field(default=22, ge=1, le=65535)
+    user: str = Field(min_length=1)
+    #: private key file (RSA, ECDSA or Ed25519) and/or a password (better: environment)
+    key_file: Path | None = None
+    password: SecretStr | None = None
+    remote_dir: str = "."
+    #: the server's public host key as in known_hosts / ssh-keyscan: ``type base64``
+    host_key: str = Field(min_length=1)
+    timeout: float = Field(default=15.0, gt=0)
+    #: connection attempts of one push (transport failures only), backoff doubling
+    attempts: int = Field(default=5, gt=0)
+    retry_delay: float = Field(default=1.0, ge=0)
+    retry_max_delay: float = Field(default=60.0, ge=0)
+
+    @property
+    def owner(self) -> str:
+        return self.partner or self.name
+
+
 class SftpSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -218,6 +248,17 @@ class SftpSettings(BaseModel):
     max_auth_failures: int = Field(default=6, gt=0)
     ledger: Literal["store", "file"] = "store"
     partners: list[SftpPartnerSettings] = Field(default_factory=list)
+    #: partners' SFTP servers amihub pushes to (``amihub export --push``, replies)
+    push_targets: list[SftpPushTargetSettings] = Field(default_factory=list)
+
+    def push_target(self, name: str) -> SftpPushTargetSettings:
+        from hub.errors import ConfigurationError
+
+        for target in self.push_targets:
+            if target.name == name:
+                return target
+        known = ", ".join(t.name for t in self.push_targets) or "none configured"
+        raise ConfigurationError(f"no [[sftp.push_targets]] named {name!r} ({known})")
 
 
 class HesPushSettings(BaseModel):

@@ -49,11 +49,13 @@ class PushTarget:
     host: str
     port: int
     username: str
-    known_hosts: Path
+    #: the server's host key: a known_hosts file, or pinned as ``host_key`` (``type base64``)
+    known_hosts: Path | None = None
     remote_dir: str = "."
     private_key: Path | None = None
     password: str | None = None
     timeout: float = 15.0
+    host_key: str | None = None
 
     def __str__(self) -> str:
         return f"{self.username}@{self.host}:{self.port}"
@@ -91,12 +93,27 @@ def _load_key(path: Path) -> paramiko.PKey:
     raise ConfigurationError(f"{path}: not an RSA, ECDSA or Ed25519 private key")
 
 
-def _connect(target: PushTarget) -> paramiko.SSHClient:
-    if not target.known_hosts.is_file():
-        raise ConfigurationError(f"known_hosts file {target.known_hosts} does not exist")
+def _trusted_keys(target: PushTarget) -> paramiko.SSHClient:
+    """A client that trusts the pinned host key, or those of the known_hosts file."""
     client = paramiko.SSHClient()
-    client.load_host_keys(str(target.known_hosts))
+    if target.host_key is not None:
+        from adapters.sftp.server import parse_public_key
+
+        key = parse_public_key(target.host_key)
+        entry = target.host if target.port == 22 else f"[{target.host}]:{target.port}"
+        client.get_host_keys().add(entry, key.get_name(), key)
+    elif target.known_hosts is not None:
+        if not target.known_hosts.is_file():
+            raise ConfigurationError(f"known_hosts file {target.known_hosts} does not exist")
+        client.load_host_keys(str(target.known_hosts))
+    else:
+        raise ConfigurationError(f"{target}: no host key pinned and no known_hosts file")
     client.set_missing_host_key_policy(paramiko.RejectPolicy())
+    return client
+
+
+def _connect(target: PushTarget) -> paramiko.SSHClient:
+    client = _trusted_keys(target)
     pkey = _load_key(target.private_key) if target.private_key else None
     try:
         client.connect(
@@ -114,7 +131,7 @@ def _connect(target: PushTarget) -> paramiko.SSHClient:
     except paramiko.BadHostKeyException as exc:
         client.close()
         raise SecurityViolation(
-            f"{target}: host key does not match known_hosts "
+            f"{target}: host key does not match the trusted one "
             f"({exc.key.get_name()} {exc.key.fingerprint})"
         ) from exc
     except paramiko.AuthenticationException as exc:
@@ -123,7 +140,8 @@ def _connect(target: PushTarget) -> paramiko.SSHClient:
     except paramiko.SSHException as exc:
         client.close()
         if "known_hosts" in str(exc):
-            raise SecurityViolation(f"{target}: host key not in {target.known_hosts}") from exc
+            trusted = target.known_hosts if target.host_key is None else "the pinned host key"
+            raise SecurityViolation(f"{target}: host key not in {trusted}") from exc
         raise TransportUnavailable(f"{target}: SSH failed: {exc}") from exc
     except (OSError, EOFError) as exc:  # refused, reset, timeout, no route
         client.close()

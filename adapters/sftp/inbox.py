@@ -57,7 +57,7 @@ from hub.errors import (
     RecoverableError,
     ReplayConflict,
 )
-from hub.messages import InboundMessage
+from hub.messages import InboundMessage, ReplyRoute
 from hub.messages import Outcome as HubOutcome
 from hub.security import Principal
 from hub.variants import VARIANT
@@ -387,6 +387,7 @@ def import_handler(run: Callable[[ImportFile], AppliedFile]) -> Handler:
 def cim_handler(
     process: Callable[[InboundMessage], HubOutcome],
     principals: Callable[[PartnerAccount], Principal | None] = lambda _: None,
+    replies: Callable[[PartnerAccount], ReplyRoute | None] = lambda _: None,
 ) -> Handler:
     """A handler for partners whose files are CIM messages (RequestMessage /
     EventMessage) in a vendor's variant: the partner's mapping names the
@@ -394,7 +395,8 @@ def cim_handler(
     ``Pipeline.process``: message log, the variant undone, XSD, routes, one
     transaction, dead letter when refused). Applied = a reply OK or PARTIAL (the
     items that failed are listed); FAILED = refused. ``principals`` gives the
-    partner's permissions (verb:Noun)."""
+    partner's permissions (verb:Noun); ``replies`` how an asynchronous reply it asks
+    for is delivered (its push targets: adapters/sftp/push.py)."""
 
     def handle(item: InboxFile) -> Outcome:
         partner = item.partner
@@ -409,6 +411,7 @@ def cim_handler(
             utility=partner.utility,
             metadata={VARIANT: partner.mapping, "file": item.name},
             principal=principals(partner),
+            async_replies=replies(partner),
         )
         out = process(msg)
         return Outcome(out.result in ("OK", "PARTIAL"), cim_report(item.name, partner.mapping, out))

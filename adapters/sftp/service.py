@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING
 
 import paramiko
 
+from adapters.sftp import push
 from adapters.sftp.inbox import (
     ChecksumLedger,
     FileLedger,
@@ -51,6 +52,7 @@ from adapters.sftp.server import AuthEvent, PartnerAccount, SftpServer, SftpServ
 from hub.errors import AmihubError, ConfigurationError
 from hub.messages import InboundMessage
 from hub.messages import Outcome as HubOutcome
+from hub.outbox import OutboxDispatcher
 from hub.security import Permission, Principal
 from hub.settings import SftpSettings
 from mappings.importer import apply_file
@@ -148,6 +150,21 @@ class SftpService:
         self.process = process
         self.server: SftpServer | None = None
         self.watcher: InboxWatcher | None = None
+        # replies pushed to the partners' own servers ([[sftp.push_targets]])
+        names = {a.username for a in self.accounts}
+        for target in settings.push_targets:
+            if target.partner is not None and target.partner not in names:
+                raise ConfigurationError(
+                    f"[[sftp.push_targets]] {target.name}: no [[sftp.partners]] named "
+                    f"{target.partner!r}"
+                )
+        self.pushing = sorted({t.owner for t in settings.push_targets} & self.cim_partners)
+        self.dispatchers = [
+            OutboxDispatcher(
+                uow_factory, push.channel(partner), send=push.PushDelivery(settings, partner).send
+            )
+            for partner in self.pushing
+        ]
 
     def audit(self, event: AuthEvent) -> None:
         action = "sftp-session" if event.accepted else "sftp-login-refused"
@@ -194,6 +211,8 @@ class SftpService:
         )
         port = self.server.start()
         self.watcher.start(interval=s.poll_interval)
+        for dispatcher in self.dispatchers:
+            dispatcher.start()
         log.info("SFTP server on %s:%d for %d partner(s)", s.host, port, len(self.accounts))
 
     def handler(self) -> Handler:
@@ -204,7 +223,14 @@ class SftpService:
         if not self.cim_partners:
             return mapped
         assert self.process is not None
-        cim = cim_handler(self.process, lambda partner: self.principals.get(partner.username))
+        pushing = set(self.pushing)
+        cim = cim_handler(
+            self.process,
+            lambda partner: self.principals.get(partner.username),
+            lambda partner: (
+                push.reply_route(partner.username) if partner.username in pushing else None
+            ),
+        )
 
         def handle(item: InboxFile) -> Outcome:
             return (cim if item.partner.username in self.cim_partners else mapped)(item)
@@ -216,6 +242,8 @@ class SftpService:
         return self.server.port if self.server else self.settings.port
 
     def stop(self) -> None:
+        for dispatcher in self.dispatchers:
+            dispatcher.stop()
         if self.watcher is not None:
             self.watcher.stop()
         if self.server is not None:
