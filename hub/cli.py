@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import click
-from rich.console import Console
 from rich.markup import escape
 from rich.progress import (
     BarColumn,
@@ -24,26 +23,12 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from hub.console import make_console
 from hub.errors import AmihubError, ConfigurationError
 from hub.settings import Settings, load_settings
 
-
-def _console(stderr: bool = False) -> Console:
-    """A rich console that wraps and cuts to the terminal's width only when it writes to a
-    terminal: piped or redirected output is data, never truncated to 80 columns."""
-    stream = sys.stderr if stderr else sys.stdout
-    try:
-        terminal = stream.isatty()
-    except (AttributeError, ValueError):
-        terminal = False
-    return Console(stderr=stderr, width=None if terminal else UNBOUNDED_WIDTH)
-
-
-#: the width of a console that does not write to a terminal (rich's default is 80)
-UNBOUNDED_WIDTH = 1_000_000
-
-console = _console(stderr=True)
-out = _console()
+console = make_console(stderr=True)
+out = make_console()
 log = logging.getLogger("amihub.cli")
 
 

@@ -25,7 +25,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import click
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -44,11 +43,12 @@ from hes.security.keychange import (
 )
 from hes.security.keyfile import KeyStoreFile
 from hes.security.keystore import MASTER_KEY_LENGTH, KeyStore
+from hub.console import make_console
 from hub.errors import AmihubError, ConfigurationError
 from hub.settings import Settings
 
-out = Console()
-console = Console(stderr=True)
+out = make_console()
+console = make_console(stderr=True)
 
 
 def parse_master_key(text: str, where: str) -> bytes:
