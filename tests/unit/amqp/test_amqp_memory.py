@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import pytest
 from lxml import etree
 
 from adapters.amqp.client import AmqpClient
@@ -102,6 +103,28 @@ def test_unknown_routing_key_is_refused(start_service: Start, hub_app: App) -> N
     assert result_of(reply.body) == ("FAILED", ["1006"])
     assert_dead_lettered(partner, hub_app, "1006")
     assert reading_count(hub_app) == 0
+
+
+@pytest.mark.parametrize(
+    "key", ["create.MeterConfig", "created.MeterReadings", "get.MeterReadings"]
+)
+def test_a_routing_key_other_than_the_headers_operation_is_refused(
+    start_service: Start, hub_app: App, key: str
+) -> None:
+    """The Header says create MeterReadings: any other supported key is refused (1006),
+    in the batch path and one by one alike, and nothing is stored."""
+    _, partner = start_service()
+    for n in range(3):  # a round of several: the batch path
+        partner.send(readings_request("MTR-1", day=n), routing_key=key)
+    replies = partner.replies(3)
+    assert [result_of(r.body) for r in replies] == [("FAILED", ["1006"])] * 3
+    dead = partner.dead_letters(3)
+    assert len(dead) == 3
+    assert all(key in d.headers["amihub-error-reason"] for d in dead)
+    assert reading_count(hub_app) == 0
+    partner.send(readings_request("MTR-1"), routing_key="create.MeterReadings")
+    [ok] = partner.replies()
+    assert result_of(ok.body) == ("OK", [])
 
 
 def test_message_straight_to_the_queue_is_accepted(start_service: Start, hub_app: App) -> None:
