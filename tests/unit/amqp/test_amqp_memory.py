@@ -174,6 +174,25 @@ def test_a_body_in_a_mapped_format_is_applied(start_service: Start, hub_app: App
     assert reading_count(hub_app) == 1
 
 
+def test_a_mapped_body_under_another_nouns_key_is_refused(
+    start_service: Start, hub_app: App
+) -> None:
+    """Readings in a mapping's format published as create.MeterConfig: 1006."""
+    _, partner = start_service()
+    csv = (
+        b"meter,obis,timestamp,dst,value,unit,status\n"
+        b"SN-MTR-1,1-0:1.8.0*255,2026-10-25 00:00:00,S,12345.678,kWh,OK\n"
+    )
+    partner.send(csv, "create.MeterConfig", headers={"amihub-mapping": "register-obis"})
+    [reply] = partner.replies()
+    assert result_of(reply.body) == ("FAILED", ["1006"])
+    assert reading_count(hub_app) == 0
+    partner.send(csv, "created.MeterReadings", headers={"amihub-mapping": "register-obis"})
+    [reply] = partner.replies()
+    assert result_of(reply.body) == ("OK", [])
+    assert reading_count(hub_app) == 1
+
+
 def test_mapping_importer_hook_receives_the_body(hub_app: App) -> None:
     seen: list[tuple[bytes, str]] = []
 
