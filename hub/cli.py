@@ -103,6 +103,8 @@ class AmihubGroup(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except click.BadParameter as exc:  # a value of an option: one line, as for errors
+            fail(exc.format_message())
         except (click.exceptions.Exit, click.ClickException, click.Abort, BrokenPipeError):
             raise  # click's own exits and usage errors (exit 2); a closed pipe: main()
         except AmihubError as exc:

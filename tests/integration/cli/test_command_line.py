@@ -119,6 +119,7 @@ def test_export_into_a_missing_folder(store: Path) -> None:
         str(target),
     )
     line = one_clear_line(done)
+    assert done.stderr.strip() == line  # the one line, no usage text around it
     assert f"the folder {target.parent} does not exist" in line
     assert not target.parent.exists()
 
@@ -170,6 +171,7 @@ def test_output_piped_into_head(store: Path, fmt: str) -> None:
 def test_a_date_outside_the_calendar_is_one_line(store: Path) -> None:
     done = amihub(store, "readings", "--meter", "MTR-1", "--from", "0001-01-01T00:00:00+14:00")
     line = one_clear_line(done)
+    assert done.stderr.strip() == line
     assert "--from" in line
     assert "outside the calendar" in line
 
