@@ -121,8 +121,9 @@ def profile_svg(points: Sequence[Point], *, title: str, unit: str = "") -> str:
         x = LEFT + plot_w * n / labels
         when = datetime.fromtimestamp(ts, points[0].ts.tzinfo)
         text = when.strftime("%d %b %H:%M")
+        anchor = "start" if n == 0 else "end" if n == labels else "middle"
         parts.append(
-            f'<text x="{x:.1f}" y="{HEIGHT - BOTTOM + 18}" text-anchor="middle">{text}</text>'
+            f'<text x="{x:.1f}" y="{HEIGHT - BOTTOM + 18}" text-anchor="{anchor}">{text}</text>'
         )
     if unit:
         parts.append(f'<text x="8" y="{TOP + 10}" class="unit">{escape(unit)}</text>')
