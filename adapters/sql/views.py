@@ -7,20 +7,40 @@ commits itself).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Engine, and_, func, literal, or_, select, text, update
+from sqlalchemy import Engine, and_, bindparam, func, literal, or_, select, text, update
 
 from adapters.sql import tables as t
 from adapters.sql.errors import guard
 from cim_schemas.codes import event_type as et
-from mdm.model import EndDeviceEvent
+from mdm.model import EndDeviceEvent, StoredReading
 from mdm.views import RelayState, SearchHit, StoreFigures
 
 _RELAY = {str(et.REMOTE_CONNECTED): "connected", str(et.REMOTE_DISCONNECTED): "disconnected"}
 #: the security events the head-end raises (association refused, bad tag, replay, ...)
 SECURITY_TYPES = sorted(str(getattr(et, name)) for name in dir(et) if name.startswith("SECURITY_"))
+
+
+def _meter_readings_statement(has_start: bool, has_end: bool, has_types: bool) -> Any:
+    """One meter's current readings, by reading type and time (the handler's order)."""
+    d, r, rt = t.end_device, t.reading, t.reading_type
+    query = (
+        select(d.c.mrid, rt.c.code, r.c.ts, r.c.value, r.c.quality, r.c.version, r.c.recorded_at)
+        .select_from(d.join(r, r.c.device_id == d.c.id).join(rt, rt.c.id == r.c.reading_type_id))
+        .where(d.c.utility_id == bindparam("utility_id"), d.c.mrid == bindparam("mrid"))
+        .order_by(r.c.reading_type_id, r.c.ts)
+        .limit(bindparam("limit"))
+    )
+    if has_start:
+        query = query.where(r.c.ts > bindparam("start", type_=r.c.ts.type))
+    if has_end:
+        query = query.where(r.c.ts <= bindparam("end", type_=r.c.ts.type))
+    if has_types:
+        query = query.where(rt.c.code.in_(bindparam("types", expanding=True)))
+    return query
 
 
 def _like(value: str) -> str:
@@ -31,6 +51,8 @@ def _like(value: str) -> str:
 class SqlOperatorViews:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        #: (has start, has end, has types) -> the statement, built once
+        self._readings_statements: dict[tuple[bool, bool, bool], Any] = {}
 
     def search(self, utility_id: int, text_: str, limit: int = 25) -> list[SearchHit]:
         needle = text_.strip()
@@ -108,6 +130,39 @@ class SqlOperatorViews:
             return (0 if exact else 1, hit.mrid)
 
         return sorted(hits, key=rank)[:limit]
+
+    def meter_readings(
+        self,
+        utility_id: int,
+        mrid: str,
+        reading_types: Sequence[str] | None,
+        start: datetime | None,
+        end: datetime | None,
+        limit: int,
+    ) -> list[StoredReading] | None:
+        key = (start is not None, end is not None, bool(reading_types))
+        query = self._readings_statements.get(key)
+        if query is None:
+            query = self._readings_statements[key] = _meter_readings_statement(*key)
+        params: dict[str, Any] = {
+            "utility_id": utility_id,
+            "mrid": mrid,
+            "start": start,
+            "end": end,
+            "limit": limit + 1,
+        }
+        if reading_types:
+            params["types"] = list(reading_types)
+        d = t.end_device
+        with guard(), self.engine.connect() as conn:
+            rows = conn.execute(query, params).all()
+            if not rows:
+                known = conn.execute(
+                    select(d.c.id).where(d.c.utility_id == utility_id, d.c.mrid == mrid)
+                ).first()
+                return [] if known is not None else None
+        new = StoredReading
+        return [new(*row) for row in rows]
 
     def relay_states(self, utility_id: int, device_mrids: list[str]) -> dict[str, RelayState]:
         if not device_mrids:

@@ -8,6 +8,7 @@ reading that is not plain valid, or that has more than one version.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from datetime import datetime
 from decimal import Decimal
@@ -28,6 +29,7 @@ class Point(NamedTuple):
     version: int
 
 
+@functools.lru_cache(maxsize=1024)
 def quality_kind(quality: str) -> str:
     """``valid``, ``estimated`` (category 8), ``edited`` (7) or ``flagged`` (any other
     category but 0); the most telling of several codes."""

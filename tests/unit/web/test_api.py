@@ -11,6 +11,7 @@ import requests
 
 from adapters.web import api as api_models
 from hes.simulator.meter import ControlState
+from hub.samples import RT_A_PLUS_TOTAL
 from tests.unit.web.conftest import DAY, Site, dead_letter, load_day, start_site, until
 
 
@@ -62,6 +63,37 @@ def check_readings_and_versions(site: Site) -> None:
     assert "start" in bad.json()["error"]
     missing = s.get(f"{site.url}/api/meters/MTR-NOPE/readings", params=period(), timeout=10)
     assert missing.status_code == 404
+    check_fast_path_equals_handler(site)
+
+
+def check_fast_path_equals_handler(site: Site) -> None:
+    """One meter's readings in one statement (mdm/views.py) equal the bus handler's."""
+    from adapters.web.context import WebContext
+
+    ctx = site.web.wsgi.extensions["amihub"]
+    assert isinstance(ctx, WebContext)
+    ops = ctx.ops
+    principal = ctx.users.principal("operator")
+    assert principal is not None
+    meter = site.meters[0]
+    questions = [
+        {"start": DAY, "end": DAY + timedelta(days=1)},
+        {"start": DAY + timedelta(hours=3), "end": DAY + timedelta(hours=5)},
+        {"start": None, "end": None},
+        {"start": DAY, "end": DAY + timedelta(days=1), "reading_types": (RT_A_PLUS_TOTAL,)},
+    ]
+    for question in questions:
+        try:
+            ops.fast_readings = True
+            fast = ops.readings(principal, meter=meter, **question)  # type: ignore[arg-type]
+            ops.fast_readings = False
+            plain = ops.readings(principal, meter=meter, **question)  # type: ignore[arg-type]
+        finally:
+            ops.fast_readings = True
+        assert fast == plain, question
+        assert fast
+    with pytest.raises(OverflowError):
+        ops.readings(principal, meter=meter, limit=10)
 
 
 def test_readings_quality_and_versions(loaded: Site) -> None:

@@ -86,6 +86,16 @@ class Pages:
     def text(self, selector: str) -> str:
         return str(self.one(selector).text)
 
+    def job_state(self) -> str:
+        """The job page's state line, read while the page reloads itself ("" meanwhile)."""
+        from selenium.common.exceptions import StaleElementReferenceException
+
+        try:
+            found = self.css("#job-state")
+            return str(found[0].text) if found else ""
+        except StaleElementReferenceException:
+            return ""
+
     def label_for(self, field_id: str) -> str:
         return str(self.one(f'label[for="{field_id}"]').text)
 
@@ -152,7 +162,7 @@ def test_operator_story(site: Site, browser: WebDriver) -> None:
     p.one("#confirm").click()
     until(lambda: "/ui/jobs/" in browser.current_url)
     p.shot("07-job-running")
-    until(lambda: "succeeded" in p.css("#job-state")[0].text if p.css("#job-state") else False)
+    until(lambda: p.job_state().startswith("succeeded"))
     assert site.fleet.meters[0].control_state == ControlState.DISCONNECTED
     assert "moving out today" in browser.page_source
     p.shot("08-job-finished")
@@ -166,7 +176,7 @@ def test_operator_story(site: Site, browser: WebDriver) -> None:
     p.one("#reason").send_keys("paid")
     p.one("#confirm").click()
     until(lambda: "/ui/jobs/" in browser.current_url)
-    until(lambda: "succeeded" in p.css("#job-state")[0].text if p.css("#job-state") else False)
+    until(lambda: p.job_state().startswith("succeeded"))
     assert site.fleet.meters[0].control_state == ControlState.CONNECTED
     p.open(f"/ui/meters/{meter}")
     assert p.text("#relay-state").startswith("connected")
