@@ -45,6 +45,9 @@ class WebService:
             numthreads=s.threads,
             timeout=int(max(1, s.socket_timeout)),
             server_name="amihub-web",
+            # several serve processes of one host may share a fixed port (SO_REUSEPORT;
+            # `amihub serve --workers N`): the kernel spreads connections over them
+            reuse_port=s.port != 0,
         )
         if s.tls_cert is not None and s.tls_key is not None:
             self.server.ssl_adapter = BuiltinSSLAdapter(str(s.tls_cert), str(s.tls_key))
