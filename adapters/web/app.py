@@ -28,7 +28,7 @@ import secrets
 import time
 import uuid
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from flask import Flask, Response, g, redirect, render_template, request, session, url_for
 from werkzeug.exceptions import HTTPException
@@ -36,6 +36,7 @@ from werkzeug.exceptions import HTTPException
 from adapters.soap.auth import AuthenticationFailed, Authenticator
 from adapters.web.api import SPEC, BadRequest, api
 from adapters.web.context import WebContext, web
+from adapters.web.hub_app import HubApp
 from adapters.web.observability import HTTP_SECONDS, Exposition, readiness
 from adapters.web.operations import Forbidden, NotFound, Operations, Refused
 from adapters.web.ui import ui
@@ -45,9 +46,6 @@ from hub.security import Principal, UserDirectory
 from hub.web_settings import WebSettings
 from mdm.views import OperatorViews
 
-if TYPE_CHECKING:
-    from hub.bootstrap import App
-
 log = logging.getLogger("amihub.web")
 access_log = logging.getLogger("amihub.web.access")
 
@@ -56,7 +54,7 @@ OPEN_PATHS = frozenset({"/healthz", "/readyz", "/login", "/api/openapi.json", "/
 SESSION_COOKIE = "amihub_session"
 
 
-def create_app(app: App, settings: WebSettings, views: OperatorViews | None = None) -> Flask:
+def create_app(app: HubApp, settings: WebSettings, views: OperatorViews | None = None) -> Flask:
     from adapters.sql.views import SqlOperatorViews
 
     views = views or SqlOperatorViews(app.engine)

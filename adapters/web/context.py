@@ -3,23 +3,21 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, cast
+from typing import cast
 
 from flask import current_app
 
 from adapters.soap.auth import Authenticator
+from adapters.web.hub_app import HubApp
 from adapters.web.operations import Operations
 from hub.security import UserDirectory
 from hub.web_settings import WebSettings
 from mdm.views import OperatorViews
 
-if TYPE_CHECKING:
-    from hub.bootstrap import App
-
 
 @dataclass
 class WebContext:
-    app: App
+    app: HubApp
     settings: WebSettings
     ops: Operations
     views: OperatorViews

@@ -19,8 +19,9 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any, cast
 
+from adapters.web.hub_app import HubApp
 from cim_schemas.codes import event_type as et
 from cim_schemas.envelope import Header, render_request
 from hub.errors import AmihubError, ErrorDetail
@@ -34,9 +35,6 @@ from mdm.hes_jobs import HeadEndJob, JobKind
 from mdm.model import DeviceRef, EndDevice, EndDeviceEvent, Installation, StoredReading, UsagePoint
 from mdm.ports import DeadLetter, UnitOfWork
 from mdm.views import OperatorViews, RelayState, SearchHit
-
-if TYPE_CHECKING:
-    from hub.bootstrap import App
 
 #: the controls an operator starts from the interface
 CONTROLS: dict[str, str] = {
@@ -120,7 +118,7 @@ class ReadResult:
 
 
 class Operations:
-    def __init__(self, app: App, views: OperatorViews) -> None:
+    def __init__(self, app: HubApp, views: OperatorViews) -> None:
         self.app = app
         self.views = views
         self._utility_ids: dict[str, int] = {}
@@ -459,7 +457,9 @@ class Operations:
                 Outcome("FAILED", b""),
             )
         with bound(action=f"replay-{dead_letter_id}"):
-            return replay(self.app, dead_letter_id)
+            # hub.replay takes the App; this interface sees it through HubApp (the
+            # composition root is not imported by adapters)
+            return replay(cast(Any, self.app), dead_letter_id)
 
     def dismiss(self, principal: Principal, dead_letter_id: int) -> None:
         self.require(principal, DISMISS_DEAD_LETTERS)

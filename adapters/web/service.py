@@ -10,17 +10,14 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import TYPE_CHECKING
 
 from cheroot import wsgi
 from cheroot.ssl.builtin import BuiltinSSLAdapter
 
 from adapters.web.app import create_app
+from adapters.web.hub_app import HubApp
 from hub.errors import ConfigurationError
 from hub.web_settings import WebSettings
-
-if TYPE_CHECKING:
-    from hub.bootstrap import App
 
 log = logging.getLogger("amihub.web")
 
@@ -28,7 +25,7 @@ log = logging.getLogger("amihub.web")
 class WebService:
     name = "web"
 
-    def __init__(self, app: App, settings: WebSettings | None = None) -> None:
+    def __init__(self, app: HubApp, settings: WebSettings | None = None) -> None:
         self.app = app
         self.settings = s = settings or app.settings.web
         if (s.tls_cert is None) != (s.tls_key is None):
@@ -75,5 +72,5 @@ class WebService:
             self._thread = None
 
 
-def build(app: App) -> WebService:
+def build(app: HubApp) -> WebService:
     return WebService(app)
