@@ -23,6 +23,7 @@ from adapters.web.operations import (
     Operations,
     Refused,
     iter_json_readings,
+    readings_json,
 )
 from hub.messages import Outcome
 from mdm.groups import EndDeviceGroup
@@ -480,14 +481,9 @@ def _readings(**target: str) -> Response:
         )
     except OverflowError as exc:
         raise BadRequest(str(exc)) from None
-    return _json(
-        {
-            "start": start.isoformat(),
-            "end": end.isoformat(),
-            "count": len(rows),
-            "readings": list(iter_json_readings(rows)),
-        }
-    )
+    head = json.dumps({"start": start.isoformat(), "end": end.isoformat(), "count": len(rows)})
+    body = f'{head[:-1]},"readings":{readings_json(rows)}}}'
+    return Response(body, mimetype="application/json")
 
 
 _READ_PARAMS = (MRID, *PERIOD, READING_TYPE)

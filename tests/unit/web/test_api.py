@@ -4,6 +4,7 @@ the pipeline to simulated meters over TCP, the OpenAPI document."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import timedelta
 
 import pytest
@@ -94,6 +95,15 @@ def check_fast_path_equals_handler(site: Site) -> None:
         assert fast
     with pytest.raises(OverflowError):
         ops.readings(principal, meter=meter, limit=10)
+    # the API's direct JSON writer equals json.dumps of the plain form
+    import json
+
+    from adapters.web.operations import iter_json_readings, readings_json
+
+    rows = ops.readings(principal, meter=meter)
+    odd = [replace(rows[0], device_mrid='M "quoted" \\ ü', quality="3.8.0,1.4.9")]
+    for sample in (rows, odd, []):
+        assert json.loads(readings_json(sample)) == list(iter_json_readings(sample))
 
 
 def test_readings_quality_and_versions(loaded: Site) -> None:
