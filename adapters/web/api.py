@@ -481,7 +481,10 @@ def _readings(**target: str) -> Response:
         )
     except OverflowError as exc:
         raise BadRequest(str(exc)) from None
-    head = json.dumps({"start": start.isoformat(), "end": end.isoformat(), "count": len(rows)})
+    head = json.dumps(
+        {"start": start.isoformat(), "end": end.isoformat(), "count": len(rows)},
+        separators=(",", ":"),
+    )
     body = f'{head[:-1]},"readings":{readings_json(rows)}}}'
     return Response(body, mimetype="application/json")
 
