@@ -8,10 +8,23 @@ commits itself).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Engine, and_, bindparam, func, literal, or_, select, text, update
+from sqlalchemy import (
+    DateTime,
+    Engine,
+    Numeric,
+    and_,
+    bindparam,
+    func,
+    literal,
+    or_,
+    select,
+    text,
+    type_coerce,
+    update,
+)
 
 from adapters.sql import tables as t
 from adapters.sql.errors import guard
@@ -24,11 +37,20 @@ _RELAY = {str(et.REMOTE_CONNECTED): "connected", str(et.REMOTE_DISCONNECTED): "d
 SECURITY_TYPES = sorted(str(getattr(et, name)) for name in dir(et) if name.startswith("SECURITY_"))
 
 
-def _meter_readings_statement(has_start: bool, has_end: bool, has_types: bool) -> Any:
-    """One meter's current readings, by reading type and time (the handler's order)."""
+def _meter_readings_statement(has_start: bool, has_end: bool, has_types: bool, native: bool) -> Any:
+    """One meter's current readings, by reading type and time (the handler's order).
+    ``native`` (PostgreSQL): instants and values come as the driver makes them (aware
+    datetimes, Decimals), without the column types' per-value result processing."""
     d, r, rt = t.end_device, t.reading, t.reading_type
+    ts: Any = r.c.ts
+    value: Any = r.c.value
+    recorded_at: Any = r.c.recorded_at
+    if native:
+        ts = type_coerce(ts, DateTime(timezone=True))
+        value = type_coerce(value, Numeric(asdecimal=True))
+        recorded_at = type_coerce(recorded_at, DateTime(timezone=True))
     query = (
-        select(d.c.mrid, rt.c.code, r.c.ts, r.c.value, r.c.quality, r.c.version, r.c.recorded_at)
+        select(d.c.mrid, rt.c.code, ts, value, r.c.quality, r.c.version, recorded_at)
         .select_from(d.join(r, r.c.device_id == d.c.id).join(rt, rt.c.id == r.c.reading_type_id))
         .where(d.c.utility_id == bindparam("utility_id"), d.c.mrid == bindparam("mrid"))
         .order_by(r.c.reading_type_id, r.c.ts)
@@ -51,8 +73,8 @@ def _like(value: str) -> str:
 class SqlOperatorViews:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        #: (has start, has end, has types) -> the statement, built once
-        self._readings_statements: dict[tuple[bool, bool, bool], Any] = {}
+        #: (has start, has end, has types, native) -> the statement, built once
+        self._readings_statements: dict[tuple[bool, bool, bool, bool], Any] = {}
 
     def search(self, utility_id: int, text_: str, limit: int = 25) -> list[SearchHit]:
         needle = text_.strip()
@@ -140,7 +162,8 @@ class SqlOperatorViews:
         end: datetime | None,
         limit: int,
     ) -> list[StoredReading] | None:
-        key = (start is not None, end is not None, bool(reading_types))
+        native = self.engine.dialect.name == "postgresql"
+        key = (start is not None, end is not None, bool(reading_types), native)
         query = self._readings_statements.get(key)
         if query is None:
             query = self._readings_statements[key] = _meter_readings_statement(*key)
@@ -164,6 +187,11 @@ class SqlOperatorViews:
                 ).first()
                 return [] if known is not None else None
         new = StoredReading
+        if native:  # the driver's own aware datetimes and Decimals, taken to UTC here
+            return [
+                new(m, rt, ts.astimezone(UTC), v, q, ver, rec.astimezone(UTC))
+                for m, rt, ts, v, q, ver, rec in rows
+            ]
         return [new(*row) for row in rows]
 
     def relay_states(self, utility_id: int, device_mrids: list[str]) -> dict[str, RelayState]:
