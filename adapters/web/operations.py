@@ -95,6 +95,10 @@ class JobView:
 
     @property
     def finished(self) -> bool:
+        """Nothing more to follow: a final state, or a read schedule waiting for its
+        next run (the UI's job page stops reloading)."""
+        if self.job.kind == JobKind.READ and self.job.state == "active":
+            return True
         return self.job.state in {"succeeded", "partial", "failed", "cancelled", "finished"}
 
     @property
