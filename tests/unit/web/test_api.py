@@ -300,3 +300,25 @@ def test_readings_on_postgres(postgres_url: str, fleet: object) -> None:
         s = pg_site.session()
         hits = s.get(f"{pg_site.url}/api/search", params={"q": pg_site.meters[1]}).json()
         assert hits["hits"][0]["mrid"] == pg_site.meters[1]
+
+
+def test_read_schedule_job(site: Site) -> None:
+    from datetime import UTC, datetime
+
+    from hub.samples import meter_read_schedule
+
+    first = datetime.now(UTC).replace(microsecond=0) + timedelta(days=1)
+    made = site.send(
+        meter_read_schedule(site.meters[:2], first, recurrence_period=3600, mrid="RS-1")
+    )
+    assert made.result == "OK", made.errors
+    s = site.session()
+    job = s.get(f"{site.url}/api/jobs/RS-1", timeout=10).json()
+    assert (job["kind"], job["state"], job["targets"]) == (
+        "read",
+        "active",
+        sorted(site.meters[:2]),
+    )
+    page = s.get(f"{site.url}/ui/jobs/RS-1", timeout=10)
+    assert page.status_code == 200
+    assert 'http-equiv="refresh"' not in page.text  # waiting for its next run: nothing to follow
