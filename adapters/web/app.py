@@ -13,7 +13,9 @@ Who is calling: HTTP Basic, checked as the SOAP front door checks it
 session cookie (signed; ``[web] session_secret``) set by ``/login`` with the same
 password check. The principal's permissions and utility then rule every operation
 (adapters/web/operations.py). A change made with the session cookie needs the
-session's CSRF token (a form field, or the ``X-CSRF-Token`` header).
+session's CSRF token (a form field, or the ``X-CSRF-Token`` header); a change a
+browser sends from another site (``Sec-Fetch-Site: cross-site`` / ``same-site``) is
+refused whatever its credentials.
 
 Each request gets an id (``X-Request-ID`` when the caller sends one, else made up),
 answered in the response's ``X-Request-ID`` header and bound to the log lines of the
@@ -160,6 +162,14 @@ def _authenticate() -> Any:
         return None
     if path == "/metrics" and ctx.settings.metrics_public:
         return None
+    unsafe = request.method not in ("GET", "HEAD", "OPTIONS")
+    if unsafe and request.headers.get("Sec-Fetch-Site", "same-origin") not in (
+        "same-origin",
+        "none",
+    ):
+        # a browser sending another site's form or script here: refused whatever the
+        # credentials (a browser that once answered the Basic challenge resends them)
+        return _json_error(403, "cross-site request refused")
     authorization = request.headers.get("Authorization")
     principal: Principal | None = None
     if authorization:
@@ -172,7 +182,7 @@ def _authenticate() -> Any:
         name = session.get("user")
         if isinstance(name, str):
             principal = ctx.users.principal(name)
-        if principal is not None and request.method not in ("GET", "HEAD", "OPTIONS"):
+        if principal is not None and unsafe:
             sent = request.headers.get("X-CSRF-Token") or request.form.get("csrf_token", "")
             expected = session.get("csrf", "")
             if not sent or not expected or not hmac.compare_digest(str(sent), str(expected)):

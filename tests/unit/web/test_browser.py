@@ -235,6 +235,17 @@ def test_forms_without_the_session_token_are_refused(site: Site, browser: WebDri
     )
     assert forged.status_code == 403
     assert site.fleet.meters[0].control_state == ControlState.CONNECTED
+    # a browser that answered the API's Basic challenge resends the credentials, also
+    # with another site's form: refused
+    cross = requests.post(
+        f"{site.url}/api/meters/{meter}/disconnect",
+        json={"reason": "x"},
+        auth=("operator", PASSWORD),
+        headers={"Sec-Fetch-Site": "cross-site"},
+        timeout=10,
+    )
+    assert cross.status_code == 403
+    assert site.fleet.meters[0].control_state == ControlState.CONNECTED
     wrong = requests.post(
         f"{site.url}/login", data={"username": "operator", "password": "no"}, timeout=10
     )
