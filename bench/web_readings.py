@@ -64,6 +64,10 @@ def serve(url: str, port: int, threads: int, mode: str) -> None:
     from hub.bootstrap import bootstrap
 
     service: Any
+    partner = None
+    if mode == "web2":  # a second server process on the same port (SO_REUSEPORT)
+        partner = Child(url, port, threads, "web")
+        mode = "web"
     if mode == "web":
         from adapters.web.service import WebService
 
@@ -81,6 +85,8 @@ def serve(url: str, port: int, threads: int, mode: str) -> None:
     stop.wait()
     service.stop()
     app.close()
+    if partner is not None:
+        partner.stop()
 
 
 class Child:
@@ -162,7 +168,11 @@ def main(argv: list[str]) -> None:
         names = meters(args.meters)
         counter = iter(range(1 << 62))
         best: dict[str, dict[str, float]] = {}
-        modes = (("JSON API readings", "web"), ("SOAP GetMeterReadings", "soap"))
+        modes = (
+            ("JSON API readings", "web"),
+            ("SOAP GetMeterReadings", "soap"),
+            ("JSON API, 2 processes", "web2"),
+        )
         page: list[float] = []
         page_cpu = 0.0
         for _ in range(args.rounds):  # alternate: a noisy neighbour hurts both alike
@@ -170,7 +180,7 @@ def main(argv: list[str]) -> None:
                 port = free_port()
                 child = Child(url, port, args.threads, mode)
                 try:
-                    if mode == "web":
+                    if mode in ("web", "web2"):
                         make = lambda p=port: api_request(  # noqa: E731
                             names[next(counter) % len(names)], 1, p
                         )
@@ -203,13 +213,18 @@ def main(argv: list[str]) -> None:
                 finally:
                     child.stop()
         api, soap = best["JSON API readings"], best["SOAP GetMeterReadings"]
+        two = best["JSON API, 2 processes"]
         print()
         print(
             f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} now; "
             f"cheroot {args.threads} threads, {args.clients} keep-alive clients, best of "
             f"{args.rounds} rounds of {args.seconds:.0f}s"
         )
-        for label, f in (("JSON API, one meter-day:", api), ("SOAP GetMeterReadings, same:", soap)):
+        for label, f in (
+            ("JSON API, one meter-day:", api),
+            ("SOAP GetMeterReadings, same:", soap),
+            ("JSON API, 2 processes:", two),
+        ):
             print(
                 f"{label:<30} {f['per_s']:7.0f} replies/s  p50 {f['p50_ms']:.1f} ms  "
                 f"p99 {f['p99_ms']:.1f} ms  server CPU {f['server_cpu_ms']:.2f} ms/reply  "
@@ -227,6 +242,7 @@ def main(argv: list[str]) -> None:
         result = {
             "api": api,
             "soap": soap,
+            "api_two_processes": two,
             "ratio": api["per_s"] / soap["per_s"],
             "page_median_ms": statistics.median(page) * 1000,
             "page_worst_ms": max(page) * 1000,

@@ -14,6 +14,7 @@ the failing check otherwise (readiness: a load balancer takes the process out).
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Iterator
@@ -151,9 +152,17 @@ class Exposition:
         return bytes(generate_latest(REGISTRY)) + bytes(generate_latest(self.store))
 
 
+@functools.cache
+def _head() -> str:
+    """The migrations' head, read once a process (its scripts ship with its code)."""
+    from adapters.sql.migrate import head_revision
+
+    return head_revision()
+
+
 def readiness(views: OperatorViews, settings: Settings, engine: Any) -> dict[str, str]:
     """Each check's result: "ok" or what failed."""
-    from adapters.sql.migrate import current_revision, head_revision
+    from adapters.sql.migrate import current_revision
 
     checks: dict[str, str] = {}
     try:
@@ -163,7 +172,7 @@ def readiness(views: OperatorViews, settings: Settings, engine: Any) -> dict[str
         checks["database"] = f"unreachable: {exc}"
     if checks["database"] == "ok":
         try:
-            current, head = current_revision(engine), head_revision()
+            current, head = current_revision(engine), _head()
             checks["migrations"] = (
                 "ok" if current == head else f"schema at {current}, migrations at {head}"
             )
