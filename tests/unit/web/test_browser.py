@@ -103,6 +103,7 @@ class Pages:
 def test_operator_story(site: Site, browser: WebDriver) -> None:
     load_day(site)
     letter = dead_letter(site)
+    other = dead_letter(site)
     from hub.samples import end_device_groups
 
     assert site.send(
@@ -216,9 +217,27 @@ def test_operator_story(site: Site, browser: WebDriver) -> None:
     p.open(f"/ui/dead-letters/{letter.dead_letter_id}")
     assert p.text("#resolved") != "no"
 
+    # another one dismissed: resolved without a replay
+    p.open(f"/ui/dead-letters/{other.dead_letter_id}")
+    p.one("#dismiss").click()
+    until(lambda: p.text("#resolved") != "no" if p.css("#resolved") else False)
+    assert not p.css("#replay")
+
+    # the usage point the meter is installed at
+    p.open(f"/ui/usage-points/UP-{meter}")
+    assert meter in p.text("main")
+    p.shot("16-usage-point")
+
     p.open("/api/docs")
     assert "/api/meters/{mrid}/readings" in browser.page_source
-    p.shot("16-api-docs")
+    p.shot("17-api-docs")
+
+    # log out: the pages ask for a login again
+    p.open("/")
+    p.one(".who button").click()
+    until(lambda: "/login" in browser.current_url)
+    p.open(f"/ui/meters/{meter}")
+    assert "/login" in browser.current_url
 
 
 def test_forms_without_the_session_token_are_refused(site: Site, browser: WebDriver) -> None:
