@@ -14,11 +14,16 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	@touch $(STAMP)
 
-# Debian tools the SFTP tests use as real peers (OpenSSH server and client).
+# Debian tools the tests use as real peers: OpenSSH server and client (SFTP tests),
+# Chromium and its WebDriver (the web UI's browser tests; nothing is downloaded at test time).
 tools:
 	@if ! command -v sshd >/dev/null 2>&1 && ! test -x /usr/sbin/sshd || ! command -v sftp >/dev/null 2>&1; then \
 		echo "installing openssh-server and openssh-client"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssh-server openssh-client >/dev/null; \
+	fi
+	@if ! test -x /usr/bin/chromium || ! test -x /usr/bin/chromedriver; then \
+		echo "installing chromium and chromium-driver"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; \
 	fi
 
 demo: $(STAMP)

@@ -11,6 +11,7 @@ BENCHMARKS = {
     "amqp": "bench.amqp_ingest",
     "soap-get": "bench.soap_get",
     "hes-read": "bench.hes_read",
+    "web-readings": "bench.web_readings",
 }
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import logging
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -32,13 +31,10 @@ out = make_console()
 log = logging.getLogger("amihub.cli")
 
 
-def _setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    logging.getLogger("alembic").setLevel(logging.WARNING)
+def _setup_logging(level: str, log_format: str = "text") -> None:
+    from hub.logs import setup_logging
+
+    setup_logging(level, log_format)
 
 
 @contextmanager
@@ -186,7 +182,7 @@ def cli(ctx: click.Context, config: Path | None, database_url: str | None) -> No
     if database_url:
         overrides["database_url"] = database_url
     settings = load_settings(**overrides)
-    _setup_logging(settings.log_level)
+    _setup_logging(settings.log_level, settings.log_format)
     ctx.obj = {"settings": settings}
 
 

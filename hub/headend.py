@@ -47,6 +47,7 @@ from hub.control_parameters import (
 )
 from hub.errors import AmihubError
 from hub.forwarding import EventForwarder
+from hub.metrics import CONTROL_JOBS
 from hub.settings import Settings
 from mdm.hes_jobs import JobKind
 from mdm.model import EndDeviceEvent
@@ -480,6 +481,7 @@ class ControlJournal:
                     return []
             events = self.write_report(uow, report)
             uow.commit()
+        CONTROL_JOBS.labels(request.control_type, report.state).inc()
         log.info(
             "control job %s (%s, %d device(s)): %s",
             request.job_id,

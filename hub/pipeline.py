@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import re
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -52,6 +53,7 @@ from hub.forwarding import EventForwarder
 from hub.lifecycle import LifecycleRecorder
 from hub.lifecycle import MessageLifecycle as S
 from hub.messages import InboundMessage, Outcome
+from hub.metrics import observe_message
 from hub.replies import SPOOL_MEMORY_BYTES, ReplySpool
 from hub.reply_templates import ReplyTemplates
 from hub.routing import (
@@ -170,6 +172,15 @@ class Pipeline:
     # -- entry point -------------------------------------------------------------------
 
     def process(self, msg: InboundMessage) -> Outcome:
+        started = time.perf_counter()
+        outcome: Outcome | None = None
+        try:
+            outcome = self._process(msg)
+            return outcome
+        finally:
+            observe_message(msg, outcome, time.perf_counter() - started)
+
+    def _process(self, msg: InboundMessage) -> Outcome:
         limit, content_hash = self._measure(msg)
         frame = self._frame_of_read(msg, limit)
         if frame is not None:
@@ -654,6 +665,20 @@ class Pipeline:
         (without committing) and returns the result; it raises MessageRejected (e.g.
         PayloadInvalid with one Error per bad line) to refuse the input whole.
         """
+        started = time.perf_counter()
+        outcome: Outcome | None = None
+        try:
+            outcome = self._process_with(msg, noun, apply)
+            return outcome
+        finally:
+            observe_message(msg, outcome, time.perf_counter() - started)
+
+    def _process_with(
+        self,
+        msg: InboundMessage,
+        noun: str,
+        apply: Callable[[UnitOfWork, IO[bytes], str], RouteResult],
+    ) -> Outcome:
         limit, content_hash = self._measure(msg)
         with self.uow_factory() as uow:
             steps = LifecycleRecorder(self._start(uow, msg, content_hash))
@@ -729,9 +754,12 @@ class Pipeline:
         msgs = plan.msgs
         outcomes: list[Outcome | None] = [None] * len(msgs)
         for (_, utility_code), group in plan.groups.items():
+            started = time.perf_counter()
             done = self._dispatch_batch(group, msgs, plan.measured, utility_code)
+            each = (time.perf_counter() - started) / max(1, len(done))
             for i, outcome in done.items():
                 outcomes[i] = outcome
+                observe_message(msgs[i], outcome, each)
         return [o if o is not None else self.process(msgs[i]) for i, o in enumerate(outcomes)]
 
     def _batchable(self, route: object) -> bool:

@@ -1,7 +1,7 @@
 """``amihub serve``: start the adapters enabled in the settings and wait for a signal.
 
 Each adapter is a :class:`Service`. :data:`SERVICE_ALIASES` maps a settings
-section (``[soap]``, ``[amqp]``, ``[sftp]``, ``[hes]``, ``[hes.push]``) to the import
+section (``[soap]``, ``[amqp]``, ``[sftp]``, ``[hes]``, ``[hes.push]``, ``[web]``) to the import
 path of the factory that builds it from the bootstrapped app, as kombu maps transport
 aliases: an adapter is imported only when it is enabled.
 """
@@ -38,6 +38,7 @@ SERVICE_ALIASES: dict[str, str] = {
     "sftp": "adapters.sftp.service:build",
     "hes": "adapters.dlms.service:build",
     "hes.push": "adapters.dlms.push_service:build",
+    "web": "adapters.web.service:build",
 }
 
 
@@ -48,7 +49,7 @@ def _load(path: str) -> Callable[[App], Service]:
 
 def enabled_services(app: App) -> list[Service]:
     services: list[Service] = []
-    for section in ("soap", "amqp", "sftp", "hes", "hes.push"):
+    for section in ("soap", "amqp", "sftp", "hes", "hes.push", "web"):
         settings: object = app.settings
         for part in section.split("."):  # "hes.push": the [hes.push] subsection
             settings = getattr(settings, part, None)

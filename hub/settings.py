@@ -22,6 +22,7 @@ from pydantic_settings import (
 
 from hub.read_schedule_settings import ReadSchedules
 from hub.security import UserSettings
+from hub.web_settings import WebSettings
 
 DEFAULT_CONFIG_FILE = "amihub.toml"
 
@@ -364,6 +365,8 @@ class Settings(BaseSettings):
     default_utility: str = "DEFAULT"
     default_utility_name: str = "Default utility"
     log_level: str = "INFO"
+    #: "json": one JSON object a log line, with the request's and the action's ids (hub/logs.py)
+    log_format: Literal["text", "json"] = "text"
     limits: LimitSettings = LimitSettings()
     #: principals for every adapter (see hub/security.py)
     users: list[UserSettings] = Field(default_factory=list)
@@ -371,6 +374,8 @@ class Settings(BaseSettings):
     amqp: AmqpSettings = AmqpSettings()
     sftp: SftpSettings = SftpSettings()
     hes: HesSettings = HesSettings()
+    #: the operator interface: JSON API, web UI, metrics, health (hub/web_settings.py)
+    web: WebSettings = WebSettings()
     #: folder of mapping specs for `amihub import --mapping` / `export` (default: shipped)
     mappings_dir: str | None = None
     #: the cyclic garbage collector's thresholds in `amihub serve` (gc.set_threshold):

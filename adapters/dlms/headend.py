@@ -69,6 +69,7 @@ from hub.headend import (
     MeterRead,
     UnknownJob,
 )
+from hub.metrics import METER_READS
 from hub.settings import AmqpSettings, HesSettings
 from mdm.group_targets import group_targets
 from mdm.hes_jobs import SCHEDULED, HeadEndJob, JobKind
@@ -228,6 +229,8 @@ class DlmsHeadEnd:
             _Collect(), policy=self.policy, sessions=self.sessions, identity=self.identity
         )
         report = engine.run(ReadCommand(targets, start, end, read_events=events))
+        for r in report.results:
+            METER_READS.labels(r.outcome.value).inc()
         return [
             MeterRead(
                 device_mrid=r.mrid,
