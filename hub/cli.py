@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import logging
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
