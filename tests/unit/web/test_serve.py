@@ -21,7 +21,7 @@ def test_amihub_serve_runs_the_web_server(tmp_path: Path) -> None:
     port = free_port()
     env = {
         **os.environ,
-        "AMIHUB_CONFIG": str(tmp_path / "absent.toml"),
+        "AMIHUB_CONFIG": "",  # no settings file: the environment only
         "AMIHUB_DATABASE_URL": f"sqlite:///{tmp_path / 'serve.db'}",
         "AMIHUB_LOG_FORMAT": "json",
         "AMIHUB_WEB__ENABLED": "true",
