@@ -509,9 +509,7 @@ class ControlJobs:
         last: AmihubError | None = None
         for attempt in range(attempts):
             if attempt:
-                time.sleep(
-                    min(self.policy.backoff_base * 2 ** (attempt - 1), self.policy.backoff_max)
-                )
+                time.sleep(self.policy.backoff.delay(attempt))
             try:
                 session = self.sessions(target, self.policy.timeout)
             except MeterUnreachable as exc:

@@ -22,7 +22,6 @@ Lifecycle of one meter in a run (explicit transition table)::
 from __future__ import annotations
 
 import logging
-import random
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -52,6 +51,7 @@ from hes.readings import (
     register_readings,
 )
 from hub.errors import AmihubError, RecoverableError
+from mdm.backoff import Backoff
 from mdm.model import DeviceRef, EndDeviceEvent, IngestStats
 from mdm.ports import StagedReading, UnitOfWork, UnitOfWorkFactory
 
@@ -116,6 +116,11 @@ class EnginePolicy:
     clock_tolerance: timedelta = timedelta(seconds=30)
     batch_meters: int = 200  # meters per store transaction
     profile_chunk: timedelta = timedelta(hours=48)  # span asked per profile request
+
+    @property
+    def backoff(self) -> Backoff:
+        """The wait between attempts on one meter (:mod:`mdm.backoff`)."""
+        return Backoff(self.backoff_base, self.backoff_max)
 
 
 @dataclass
@@ -311,10 +316,6 @@ class ReadingEngine:
                 lo = top + INTERVAL
         return out
 
-    def _backoff(self, attempt: int) -> float:
-        base = min(self.policy.backoff_max, self.policy.backoff_base * 2.0 ** (attempt - 1))
-        return base * (0.5 + random.random() / 2)
-
     def read_meter(self, target: MeterTarget, command: ReadCommand) -> MeterResult:
         result = MeterResult(target.mrid)
         # one capture before the window so the first interval's delta can be computed
@@ -371,7 +372,7 @@ class ReadingEngine:
                 result.error = str(exc)
                 if attempt < self.policy.attempts:
                     result.go(MeterOutcome.WAITING)
-                    self._sleep(self._backoff(attempt))
+                    self._sleep(self.policy.backoff.delay(attempt))
             except AmihubError as exc:  # security violation, refused association, protocol
                 result.error = f"{type(exc).__name__}: {exc}"
                 result.failed_at = datetime.now(UTC)

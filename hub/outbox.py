@@ -13,13 +13,13 @@ item is marked dead and kept in the dead-letter store for an operator.
 from __future__ import annotations
 
 import logging
-import random
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from hub.errors import AmihubError, RecoverableError
+from mdm.backoff import JITTER, Backoff
 from mdm.ports import OutboxItem, UnitOfWorkFactory
 
 log = logging.getLogger("amihub.outbox")
@@ -36,12 +36,11 @@ class RetryPolicy:
     max_attempts: int = 8
     first_delay: float = 1.0  # seconds
     max_delay: float = 600.0
-    jitter: float = 0.2  # +-20 %
+    jitter: float = JITTER  # the share of a delay taken off at random (mdm.backoff)
 
     def delay(self, attempt: int) -> float:
         """Seconds to wait after the ``attempt``-th failure (1-based)."""
-        base = min(self.max_delay, self.first_delay * (2 ** (attempt - 1)))
-        return float(base * (1 + random.uniform(-self.jitter, self.jitter)))
+        return Backoff(self.first_delay, self.max_delay, self.jitter).delay(attempt)
 
 
 class OutboxDispatcher:

@@ -18,6 +18,8 @@ from kombu.connection import Connection
 from adapters.amqp.buffered import BufferedTransport
 from hub.errors import ConfigurationError, TransportUnavailable
 from hub.settings import AmqpSettings
+from mdm.backoff import JITTER
+from mdm.backoff import Backoff as RetryBackoff
 
 log = logging.getLogger("amihub.amqp")
 
@@ -80,11 +82,13 @@ def safe_url(connection: Connection) -> str:
 
 
 class Backoff:
-    """Exponential delays: first, doubling, capped; :meth:`wait` returns False once stopped."""
+    """Consecutive failures counted against the one backoff policy (:mod:`mdm.backoff`);
+    :meth:`wait` returns False once stopped."""
 
-    def __init__(self, first: float, maximum: float, stop: threading.Event) -> None:
-        self.first = first
-        self.maximum = maximum
+    def __init__(
+        self, first: float, maximum: float, stop: threading.Event, jitter: float = JITTER
+    ) -> None:
+        self.policy = RetryBackoff(first, maximum, jitter)
         self.stop = stop
         self.failures = 0
 
@@ -92,12 +96,17 @@ class Backoff:
         self.failures = 0
 
     def next_delay(self) -> float:
-        delay = float(min(self.maximum, self.first * (2**self.failures)))
         self.failures += 1
-        return delay
+        return self.policy.delay(self.failures)
 
     def wait(self) -> bool:
         return not self.stop.wait(self.next_delay())
+
+
+def retry_backoff(settings: AmqpSettings) -> RetryBackoff:
+    """The wait before a recoverably failed message is tried again (``retry_delay``,
+    ``retry_max_delay``)."""
+    return RetryBackoff(settings.retry_delay, settings.retry_max_delay)
 
 
 def reconnecting(

@@ -41,7 +41,7 @@ from kombu.message import Message
 from kombu.messaging import Consumer
 
 from adapters.amqp import headers as hdr
-from adapters.amqp.connection import Backoff, reconnecting, safe_url
+from adapters.amqp.connection import Backoff, reconnecting, retry_backoff, safe_url
 from adapters.amqp.events import build_event
 from adapters.amqp.identity import Sender, SenderResolver
 from adapters.amqp.mapping import MappingGate
@@ -578,9 +578,7 @@ class AmqpConsumer:
         ]
         if retries:
             attempt = max(retries)
-            delay = min(
-                self.settings.retry_max_delay, self.settings.retry_delay * 2 ** (attempt - 1)
-            )
+            delay = retry_backoff(self.settings).delay(attempt)
             log.warning(
                 "%s: %d message(s) failed recoverably (attempt %d of %d); retry in %.1f s",
                 self.name,

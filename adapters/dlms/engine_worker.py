@@ -47,7 +47,13 @@ from kombu.connection import Connection
 from kombu.message import Message
 from kombu.messaging import Consumer
 
-from adapters.amqp.connection import Backoff, make_connection, reconnecting, safe_url
+from adapters.amqp.connection import (
+    Backoff,
+    make_connection,
+    reconnecting,
+    retry_backoff,
+    safe_url,
+)
 from adapters.amqp.publisher import ConfirmingPublisher, Outgoing, Unroutable
 from adapters.dlms.counters import StoredMeterCounters
 from adapters.dlms.directory import MeterDirectory
@@ -224,7 +230,7 @@ class EngineWorker:
         for h in finished:
             reply, retry = h.future.result()
             if retry:
-                delay = min(self.amqp.retry_max_delay, self.amqp.retry_delay * 2**h.attempts)
+                delay = retry_backoff(self.amqp).delay(h.attempts + 1)
                 self.stop_event.wait(delay)
                 outgoing.append(
                     Outgoing(

@@ -26,6 +26,7 @@ from typing import Protocol
 
 from hes.push import PushedData, PushWrite, SecurityEvent
 from hub.errors import RecoverableError
+from mdm.backoff import Backoff
 
 log = logging.getLogger("amihub.hes.push")
 
@@ -141,12 +142,15 @@ class PushWriter:
         return batch
 
     def _write(self, batch: list[PushItem]) -> None:
-        delay = self.retry_delay
+        backoff = Backoff(self.retry_delay, self.retry_max_delay)
+        failures = 0
         while not self._abandon.is_set():
             try:
                 self.totals.add(self.sink.write(batch))
                 return
             except RecoverableError as exc:
+                failures += 1
+                delay = backoff.delay(failures)
                 log.warning(
                     "%d push(es) not stored yet (%s: %s); trying again in %.1fs",
                     len(batch),
@@ -155,7 +159,6 @@ class PushWriter:
                     delay,
                 )
                 self._abandon.wait(delay)
-                delay = min(delay * 2, self.retry_max_delay)
             except Exception as exc:  # refused for good (or a bug): keep the others
                 if len(batch) > 1:
                     log.warning(

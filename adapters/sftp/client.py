@@ -36,6 +36,7 @@ from hub.errors import (
     SecurityViolation,
     TransportUnavailable,
 )
+from mdm.backoff import JITTER, Backoff
 
 log = logging.getLogger(__name__)
 
@@ -65,12 +66,12 @@ class PushTarget:
 class RetryPolicy:
     attempts: int = 5
     initial_delay: float = 1.0
-    factor: float = 2.0
     max_delay: float = 60.0
+    jitter: float = JITTER  # the share of a delay taken off at random (mdm.backoff)
 
     def delay(self, attempt: int) -> float:
         """Seconds to wait after failed attempt number ``attempt`` (1-based)."""
-        return float(min(self.max_delay, self.initial_delay * self.factor ** (attempt - 1)))
+        return Backoff(self.initial_delay, self.max_delay, self.jitter).delay(attempt)
 
 
 @dataclass(frozen=True)

@@ -62,6 +62,7 @@ from hub.messages import Outcome as HubOutcome
 from hub.security import Principal
 from hub.variants import VARIANT
 from mappings.importer import AppliedFile, ImportFile
+from mdm.backoff import Backoff
 from mdm.ports import UnitOfWorkFactory
 
 log = logging.getLogger(__name__)
@@ -208,7 +209,7 @@ class InboxWatcher:
         self._seen: dict[Path, tuple[int, int, float]] = {}  # size, mtime_ns, since
         self.retry_delay = retry_delay
         self.max_retry_delay = max_retry_delay
-        self._retry: dict[Path, tuple[float, float]] = {}  # not before, last delay
+        self._retry: dict[Path, tuple[float, int]] = {}  # not before, failures
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         for partner in self.partners:
@@ -303,8 +304,9 @@ class InboxWatcher:
             self._retry.pop(path, None)
         except RecoverableError as exc:
             previous = self._retry.get(path)
-            delay = min(self.max_retry_delay, previous[1] * 2) if previous else self.retry_delay
-            self._retry[path] = (self.clock() + delay, delay)
+            failures = previous[1] + 1 if previous else 1
+            delay = Backoff(self.retry_delay, self.max_retry_delay).delay(failures)
+            self._retry[path] = (self.clock() + delay, failures)
             log.warning("%s of %s: %s; retry in %.0fs", path.name, partner.username, exc, delay)
             os.replace(work, path)
             return Processed(partner.username, path.name, "retry", sha, path, None)

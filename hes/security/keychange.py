@@ -31,7 +31,6 @@ Lifecycle of one meter (explicit transition table)::
 from __future__ import annotations
 
 import logging
-import random
 import secrets
 import time
 from collections.abc import Callable, Sequence
@@ -196,10 +195,6 @@ class KeyChanger:
         self._sleep = sleep
 
     # --- sessions ---
-    def _backoff(self, attempt: int) -> float:
-        base = min(self.policy.backoff_max, self.policy.backoff_base * 2.0 ** (attempt - 1))
-        return base * (0.5 + random.random() / 2)
-
     def _open(self, target: MeterTarget, keys: SecurityKeys) -> MeterSession:
         """An associated session with ``keys``; MeterUnreachable retried with backoff."""
         credentials = replace(target.credentials, keys=keys, pending_keys=None)
@@ -211,7 +206,7 @@ class KeyChanger:
             except MeterUnreachable:
                 if attempt == self.policy.attempts:
                     raise
-                self._sleep(self._backoff(attempt))
+                self._sleep(self.policy.backoff.delay(attempt))
                 continue
             try:
                 session.associate()
@@ -220,7 +215,7 @@ class KeyChanger:
                 session.close()
                 if not isinstance(exc, MeterUnreachable) or attempt == self.policy.attempts:
                     raise
-            self._sleep(self._backoff(attempt))
+            self._sleep(self.policy.backoff.delay(attempt))
         raise AssertionError("unreachable")
 
     @staticmethod

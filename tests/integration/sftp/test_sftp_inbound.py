@@ -386,9 +386,9 @@ def test_store_down_leaves_the_file_for_a_retry_and_crash_recovery(
     assert [p.status for p in watcher.poll_once()] == ["retry"]
     assert folder(sftp_server, "inbox") == ["r.csv"]
     assert folder(sftp_server, "outbox") == []
-    now[0] += 4
-    assert watcher.poll_once() == []  # backing off
-    now[0] += 1
+    now[0] += 2
+    assert watcher.poll_once() == []  # backing off (5 s, up to half taken off: 2.5 to 5)
+    now[0] += 3
     assert [p.status for p in watcher.poll_once()] == ["applied"]
     # a file left in the work folder by a crash goes back to the inbox on start
     work = tmp_path / "st" / "work" / "billing"

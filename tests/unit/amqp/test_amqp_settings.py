@@ -72,7 +72,10 @@ def test_topology_from_settings() -> None:
 def test_backoff_doubles_up_to_the_maximum() -> None:
     import threading
 
-    backoff = Backoff(0.5, 3.0, threading.Event())
+    backoff = Backoff(0.5, 3.0, threading.Event(), jitter=0)
     assert [backoff.next_delay() for _ in range(5)] == [0.5, 1.0, 2.0, 3.0, 3.0]
     backoff.reset()
     assert backoff.next_delay() == 0.5
+    jittered = Backoff(0.5, 3.0, threading.Event())  # the one rule: up to half taken off
+    delays = [jittered.next_delay() for _ in range(5)]
+    assert all(n / 2 <= d <= n for d, n in zip(delays, [0.5, 1.0, 2.0, 3.0, 3.0], strict=True))
