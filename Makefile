@@ -1,14 +1,20 @@
 # amihub: the two commands are `make demo` and `make test`.
 SHELL := /bin/bash
 VENV ?= .venv
-PYTHON ?= $(shell command -v python3.11 || echo python3)
+# the newest supported Python that runs here (a pyenv shim may exist and still fail:
+# .python-version makes pyenv's 3.11, 3.12 and 3.13 all available in this directory)
+PYTHON ?= $(shell for p in python3.13 python3.12 python3.11 python3; do \
+	$$p -c '' 2>/dev/null && { command -v $$p; break; }; done)
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
 .PHONY: demo test lint typecheck pytest bench tools clean
 
 $(STAMP): pyproject.toml
-	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "amihub needs Python 3.11 (spyne does not import on 3.12+); set PYTHON=/path/to/python3.11")'
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] >= (3, 11) else "amihub needs Python 3.11 or newer (3.11, 3.12 and 3.13 are tested); set PYTHON=/path/to/python3")'
+	@# a venv of another Python (e.g. made before the default moved to 3.13) is made anew
+	@if [ -x $(PY) ] && [ "$$($(PY) -c 'import sys; print(sys.version_info[:2])')" != \
+		"$$($(PYTHON) -c 'import sys; print(sys.version_info[:2])')" ]; then rm -rf $(VENV); fi
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev]'
@@ -42,7 +48,12 @@ pytest: $(STAMP) tools
 
 test: lint typecheck pytest
 
-bench: $(STAMP)
+# the benchmarks' own extra (spyne, the SOAP benchmark's baseline; on Python 3.11 only)
+$(VENV)/.bench-installed: $(STAMP)
+	$(PY) -m pip install --quiet -e '.[dev,bench]'
+	@touch $@
+
+bench: $(VENV)/.bench-installed
 	$(PY) -m bench
 
 clean:

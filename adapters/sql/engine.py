@@ -13,6 +13,8 @@ PostgreSQL: psycopg 3 (``postgresql+psycopg://``); ``postgresql://`` and
 
 from __future__ import annotations
 
+import sqlite3
+from datetime import date, datetime
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
@@ -67,7 +69,16 @@ def make_engine(
     return create_engine(u, echo=echo, connect_args=connect_args, **kwargs)
 
 
+def _register_sqlite_adapters() -> None:
+    """Dates and times handed to sqlite3 as they are (raw SQL, executemany) are stored
+    as ISO 8601 text, as sqlite3's default adapters did: those are deprecated since
+    Python 3.12 (a DeprecationWarning on every use) and go away later."""
+    sqlite3.register_adapter(datetime, lambda v: v.isoformat(" "))
+    sqlite3.register_adapter(date, lambda v: v.isoformat())
+
+
 def _sqlite_engine(u: URL, *, echo: bool, busy_timeout: float, **kwargs: Any) -> Engine:
+    _register_sqlite_adapters()
     connect_args: dict[str, Any] = dict(kwargs.pop("connect_args", {}))
     connect_args.setdefault("timeout", busy_timeout)
     connect_args.setdefault("check_same_thread", False)
