@@ -70,7 +70,7 @@ def make_connection(settings: AmqpSettings, name: str = "amihub") -> Connection:
             kwargs["ssl"] = ssl_options(settings)
         elif settings.tls is not None:
             raise ConfigurationError("[amqp.tls] is set but the URL is not amqps://")
-        if scheme == "amqp":
+        if scheme == "amqp" and settings.buffered_reader:
             # frames read in large chunks, served from a buffer (adapters/amqp/buffered.py)
             kwargs["transport"] = BufferedTransport
     return Connection(url, **kwargs)

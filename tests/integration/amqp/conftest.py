@@ -47,14 +47,17 @@ def sqlite_app(sqlite_url: str) -> Iterator[App]:
     app.close()
 
 
-@pytest.fixture
-def rabbit(amqp_url: str) -> Iterator[Start]:
-    """Starts the AMQP service against RabbitMQ, and a partner on the same names."""
+@pytest.fixture(params=[True, False], ids=["buffered-reader", "py-amqp-reader"])
+def rabbit(amqp_url: str, request: pytest.FixtureRequest) -> Iterator[Start]:
+    """Starts the AMQP service against RabbitMQ, and a partner on the same names; each
+    test runs with amihub's buffered frame reader and with py-amqp's own
+    (``[amqp] buffered_reader``)."""
     started: list[tuple[AmqpService, Partner]] = []
 
     def start(
         app: App, importer: MappingImporter | None = None, **overrides: Any
     ) -> tuple[AmqpService, Partner]:
+        overrides.setdefault("buffered_reader", request.param)
         settings = unique_settings(amqp_url, **overrides)
         app.settings = app.settings.model_copy(update={"amqp": settings})
         service = AmqpService(app, importer=importer)

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 from amqp.exceptions import UnexpectedFrame
+from kombu.transport import pyamqp
 
 from adapters.amqp.buffered import CHUNK, BufferedTCPTransport, BufferedTransport
 from adapters.amqp.connection import make_connection
@@ -129,3 +130,8 @@ def test_plain_amqp_urls_use_the_buffered_transport_and_tls_does_not() -> None:
     assert secure.get_transport_cls() is not BufferedTransport
     memory = make_connection(AmqpSettings(url="memory://"))
     assert memory.get_transport_cls() is not BufferedTransport
+    # the setting switches back to py-amqp's own frame reader
+    stock = make_connection(
+        AmqpSettings(url="amqp://guest@127.0.0.1:5672//", buffered_reader=False)
+    )
+    assert stock.get_transport_cls() is pyamqp.Transport
