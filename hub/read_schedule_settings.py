@@ -13,7 +13,7 @@ can only be checked against the store: the scheduler service does that when it s
 
 from __future__ import annotations
 
-from datetime import date, datetime, time
+from datetime import UTC, date, datetime, time
 from typing import Annotated, Any, Final, Self
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -27,6 +27,7 @@ from pydantic import (
 )
 
 from cim_schemas.codes.reading_type import ReadingType
+from mdm.recurrence import Recurrence
 
 DAY: Final = 86400
 #: the shortest period and window: one load profile interval (as for MeterReadSchedule)
@@ -45,14 +46,15 @@ class ReadScheduleSettings(BaseModel):
     ``reading_types`` keeps only those types (none: all), ``events = false`` leaves the
     event log alone, ``window_seconds`` is the window (default: the period).
 
-    When: ``period`` (seconds) or ``pattern`` (the iCalendar RRULE subset of
-    ``recurrencePattern``: ``FREQ=MINUTELY|HOURLY|DAILY|WEEKLY[;INTERVAL=n]``), at
-    least 900 s, both the same when both are given; runs at ``at`` (wall-clock time of
-    day) in ``time_zone``. A period of whole days keeps that wall-clock time across
-    daylight-saving changes; shorter periods count elapsed seconds. ``start`` (the day
-    the runs count from; needed for a period of more than a day or one that does not
-    divide a day) and ``end`` (no run after it); a ``start`` / ``end`` without offset
-    is a wall-clock time in ``time_zone``, a date its midnight.
+    When: ``period`` (seconds) or ``pattern`` (an iCalendar RRULE, RFC 5545 3.3.10,
+    e.g. ``FREQ=DAILY``, ``FREQ=WEEKLY;BYDAY=MO,TH``, ``FREQ=MONTHLY;BYDAY=MO;BYSETPOS=-1``;
+    :mod:`mdm.recurrence`), runs at least 900 s apart, period and FREQ x INTERVAL the
+    same when both are given; the first run is at ``at`` (wall-clock time of day) in
+    ``time_zone``. Daily and longer rules keep their wall-clock times across
+    daylight-saving changes; hourly and shorter ones count elapsed seconds. ``start``
+    (the day the runs count from; needed for a period of more than a day or one that
+    does not divide a day) and ``end`` (no run after it); a ``start`` / ``end`` without
+    offset is a wall-clock time in ``time_zone``, a date its midnight.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -137,24 +139,6 @@ class ReadScheduleSettings(BaseModel):
             problems.append("no recurrence: give period (seconds) or pattern (FREQ=...)")
         if self.period is not None and self.period < MIN_PERIOD:
             problems.append(f"period {self.period} must be at least {MIN_PERIOD} seconds")
-        if self.pattern is not None:
-            from hub.nouns.read_timing import pattern_seconds  # hub.nouns imports the settings
-
-            try:
-                seconds = pattern_seconds(self.pattern)
-            except ValueError as exc:
-                problems.append(f"pattern {self.pattern!r}: {exc}")
-            else:
-                if seconds < MIN_PERIOD:
-                    problems.append(
-                        f"pattern {self.pattern!r} repeats every {seconds} s, less than "
-                        f"{MIN_PERIOD}"
-                    )
-                elif self.period is not None and self.period != seconds:
-                    problems.append(
-                        f"pattern {self.pattern!r} ({seconds} s) and period {self.period} s "
-                        "disagree"
-                    )
         try:
             zone: ZoneInfo | None = ZoneInfo(self.time_zone)
         except (ZoneInfoNotFoundError, ValueError):
@@ -162,6 +146,19 @@ class ReadScheduleSettings(BaseModel):
             problems.append(
                 f"time_zone {self.time_zone!r} is not a known IANA time zone (e.g. Europe/Berlin)"
             )
+        if (self.pattern or "").strip():
+            from hub.nouns.read_timing import recurrence  # hub.nouns imports the settings
+
+            try:
+                recurrence(
+                    self.pattern,
+                    self.period,
+                    (self.start_at if zone is not None else None)
+                    or datetime(2000, 1, 3, tzinfo=UTC),
+                    self.time_zone if zone is not None else "UTC",
+                )
+            except ValueError as exc:
+                problems.append(f"pattern {self.pattern!r}: {exc}")
         if self.at.tzinfo is not None:
             problems.append("at is a wall-clock time: give its zone in time_zone")
         if problems or zone is None:
@@ -183,12 +180,20 @@ class ReadScheduleSettings(BaseModel):
 
     @property
     def period_seconds(self) -> int:
+        """The period, or FREQ x INTERVAL of the pattern (:mod:`mdm.recurrence`)."""
         if self.period is not None:
             return self.period
         from hub.nouns.read_timing import pattern_seconds
 
         assert self.pattern is not None
         return pattern_seconds(self.pattern)
+
+    def recurrence(self, first: datetime) -> Recurrence:
+        """The runs of this entry counted from ``first`` (its DTSTART)."""
+        from hub.nouns.read_timing import recurrence
+
+        pattern = (self.pattern or "").strip() or None
+        return recurrence(pattern, self.period, first, self.time_zone)
 
     @property
     def start_at(self) -> datetime | None:

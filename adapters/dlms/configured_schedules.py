@@ -29,17 +29,17 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, Final
 
 from adapters.dlms.read_targets import Selection, resolve
-from adapters.dlms.recurrence import FirstRun, first_run
 from cim_schemas.codes.reading_type import ReadingType
 from hub.errors import ConfigurationError, PayloadInvalid, StoreUnavailable
 from hub.read_schedule_settings import ReadScheduleSettings
 from mdm.hes_jobs import ACTIVE, CANCELLED, CONFIGURED, FINISHED, RUNNING, HeadEndJob, JobKind
 from mdm.model import Utility
 from mdm.ports import UnitOfWork, UnitOfWorkFactory
+from mdm.recurrence import Recurrence
 
 log = logging.getLogger("amihub.hes.schedules")
 
@@ -86,6 +86,31 @@ def definition(entry: ReadScheduleSettings, utility_code: str) -> dict[str, Any]
     return entry.model_dump(mode="json") | {"utility": utility_code}
 
 
+def wall_clock(day: date, at: time) -> datetime:
+    """Wall-clock ``at`` on ``day`` (naive: a DTSTART in the entry's zone)."""
+    return datetime.combine(day, at.replace(tzinfo=None, fold=0))
+
+
+def series(entry: ReadScheduleSettings, now: datetime) -> tuple[Recurrence | None, datetime]:
+    """The entry's runs from the first at or after ``now`` (and ``start``), and that
+    moment. DTSTART: ``at`` on ``start``'s day; without a start, on yesterday for a
+    daily or longer rule, and for an hourly or shorter one today's ``at`` moved back by
+    whole periods to before ``now`` (the runs keep their grid)."""
+    start = entry.start_at
+    not_before = now if start is None else max(now, start)
+    today = not_before.astimezone(entry.zone).date()
+    runs = entry.recurrence(wall_clock(today, entry.at))
+    if start is not None:
+        runs = entry.recurrence(wall_clock(start.astimezone(entry.zone).date(), entry.at))
+    elif not runs.sub_daily:
+        runs = entry.recurrence(wall_clock(today - timedelta(days=1), entry.at))
+    elif runs.first_instant > not_before:
+        step = timedelta(seconds=runs.nominal_seconds)
+        back = -((not_before - runs.first_instant) // step)  # ceiling division
+        runs = entry.recurrence(runs.first_instant - step * back)
+    return runs.starting_from(not_before), not_before
+
+
 def schedule_row(
     entry: ReadScheduleSettings,
     utility: Utility,
@@ -93,18 +118,13 @@ def schedule_row(
     now: datetime,
 ) -> HeadEndJob:
     """The job row an entry stands for at ``now`` (pure): due at its first run at or
-    after ``now`` (and ``start``); ``finished`` when that run would be after ``end``."""
+    after ``now`` (and ``start``); ``finished`` when that run would be after ``end``
+    (or the rule has none left)."""
     assert utility.id is not None
-    start, end = entry.start_at, entry.end_at
-    anchor = None if start is None else start.astimezone(entry.zone).date()
-    first: FirstRun = first_run(
-        entry.period_seconds,
-        entry.at,
-        entry.time_zone,
-        now if start is None else max(now, start),
-        anchor,
-    )
-    over = end is not None and first.at > end
+    end = entry.end_at
+    runs, not_before = series(entry, now)
+    first_at = (runs.run(0) if runs is not None else None) or not_before
+    over = runs is None or (end is not None and first_at > end)
     spec: dict[str, Any] = {
         "source": CONFIGURED,
         "definition": definition(entry, utility.code),
@@ -114,21 +134,21 @@ def schedule_row(
         "events": entry.events,
         "select": Selection(entry.all_meters, entry.areas, entry.meters).to_json(),
     }
-    if first.wall_clock is not None:
-        spec["wall_clock"] = first.wall_clock.to_json()
+    if runs is not None:
+        spec["recurrence"] = runs.to_json()
     return HeadEndJob(
         utility_id=utility.id,
         kind=JobKind.READ,
         mrid=entry.name,
         spec=spec,
         targets=devices,
-        due_at=first.at,
+        due_at=first_at,
         created_at=now,
         state=FINISHED if over else ACTIVE,
-        start_at=first.at,
+        start_at=first_at,
         end_at=None if end is None else end.astimezone(UTC),
         recurrence_seconds=entry.period_seconds,
-        recurrence_pattern=(entry.pattern or "").strip() or None,
+        recurrence_pattern=runs.rule if runs is not None and entry.pattern else None,
         last_outcome=f"no run left: the next would be after the end {end}" if over else None,
     )
 

@@ -30,12 +30,12 @@ from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Protocol
 
-from adapters.dlms.recurrence import WallClock
 from adapters.dlms.runners import ControlRun, JobRunner, ReadRun, failed_report
 from hub.errors import AmihubError
 from hub.headend import ControlReport, ControlRequest
 from mdm.hes_jobs import ACTIVE, FINISHED, RUNNING, HeadEndJob, JobKind
 from mdm.ports import UnitOfWork, UnitOfWorkFactory
+from mdm.recurrence import Recurrence
 
 log = logging.getLogger("amihub.hes.scheduler")
 
@@ -64,32 +64,52 @@ def floor_quarter(ts: datetime) -> datetime:
     return ts.replace(minute=ts.minute - ts.minute % 15, second=0, microsecond=0)
 
 
-def run_time(job: HeadEndJob, run: int | None = None) -> datetime:
+def recurrence_of(job: HeadEndJob) -> Recurrence | None:
+    """A read schedule's runs (:mod:`mdm.recurrence`; None: it runs once, at its start).
+    Rows written before the recurrence was kept in ``spec["recurrence"]`` are read as
+    their pattern or period from ``start_at``, in the zone of their ``wall_clock``."""
+    stored = job.spec.get("recurrence")
+    if isinstance(stored, dict):
+        return Recurrence.from_json(stored)
+    if job.start_at is None or not job.recurrence_seconds:
+        return None
+    wall = job.spec.get("wall_clock")
+    zone = str(wall["zone"]) if isinstance(wall, dict) else "UTC"
+    if job.recurrence_pattern:
+        return Recurrence.parse(job.recurrence_pattern, job.start_at, zone)
+    return Recurrence.every(job.recurrence_seconds, job.start_at, zone)
+
+
+def run_time(job: HeadEndJob, run: int | None = None) -> datetime | None:
     """When run number ``run`` (default: the current one, ``job.runs``) of a read
-    schedule is due: start + run x period, or, for a configured schedule of whole days in
-    a time zone (``spec["wall_clock"]``), its wall-clock time on the run's day
-    (:mod:`adapters.dlms.recurrence`). ``due_at`` may be later (a retry)."""
+    schedule is due (None: the recurrence has no such run). ``due_at`` may be later
+    (a retry)."""
     assert job.start_at is not None
     n = job.runs if run is None else run
-    wall = job.spec.get("wall_clock")
-    if isinstance(wall, dict):
-        return WallClock.from_json(wall).run(n)
-    return job.start_at + timedelta(seconds=(job.recurrence_seconds or 0) * n)
+    runs = recurrence_of(job)
+    if runs is None:
+        return job.start_at if n == 0 else None
+    return runs.run(n)
+
+
+def current_run(job: HeadEndJob) -> datetime:
+    """The run in hand (its due time if the recurrence has none left: a row of an
+    older definition)."""
+    at = run_time(job)
+    return at if at is not None else job.due_at
 
 
 def read_window(job: HeadEndJob) -> tuple[datetime, datetime]:
     """The window (start, end] of the current run: ``window_seconds`` (the period, or
     24 hours) up to its run time, in quarter-hours."""
-    end = floor_quarter(run_time(job))
+    end = floor_quarter(current_run(job))
     return end - timedelta(seconds=int(job.spec["window_seconds"])), end
 
 
 def next_due(job: HeadEndJob) -> datetime | None:
     """The run after the current one, or None when the schedule is over."""
-    if not job.recurrence_seconds:
-        return None
     following = run_time(job, job.runs + 1)
-    if job.end_at is not None and following > job.end_at:
+    if following is None or (job.end_at is not None and following > job.end_at):
         return None
     return following
 
@@ -213,7 +233,7 @@ class JobScheduler:
         state, due = (ACTIVE, following) if following is not None else (FINISHED, None)
         if job.attempts > self.max_attempts:
             outcome = (
-                f"run of {run_time(job).isoformat()} skipped after {self.max_attempts} attempts"
+                f"run of {current_run(job).isoformat()} skipped after {self.max_attempts} attempts"
             )
             error = job.last_error
         else:
@@ -234,7 +254,7 @@ class JobScheduler:
                     events=bool(job.spec.get("events", True)),
                 )
             )
-            outcome = f"run of {run_time(job).isoformat()}: {done.describe()}"
+            outcome = f"run of {current_run(job).isoformat()}: {done.describe()}"
             error = None
         with self.uow_factory() as uow:
             if uow.hes_jobs.finish(

@@ -53,7 +53,7 @@ def _echo(
         recurrence_pattern=timing.pattern,
         recurrence_period=None if timing.period is None else Decimal(timing.period),
         schedule_interval=DateTimeInterval(timing.start, timing.end),
-        time_points=(TimePoint(timing.start, 1),),
+        time_points=(TimePoint(timing.first_run or timing.start, 1),),
     )
     return MeterReadSchedule(
         end_devices=tuple(IdentifiedObject(d) for d in devices),
@@ -73,6 +73,8 @@ def store_schedule(
 ) -> RouteResult:
     """Write the schedule (2007 if its mRID is taken); the reply names its next run."""
     timing = schedule.timing
+    first = timing.first_run or timing.start
+    runs = timing.recurrence
     try:
         uow.hes_jobs.add(
             HeadEndJob(
@@ -84,6 +86,7 @@ def store_schedule(
                     "utility": ctx.utility_code,
                     "types": sorted(schedule.types) if schedule.types else None,
                     "window_seconds": timing.window_seconds,
+                    **({"recurrence": runs.to_json()} if runs is not None else {}),
                     **(
                         {"groups": list(schedule.groups), "fixed": list(schedule.fixed)}
                         if schedule.groups
@@ -91,7 +94,7 @@ def store_schedule(
                     ),
                 },
                 targets=schedule.devices,
-                due_at=timing.start,
+                due_at=first,
                 created_at=ctx.handler.now,
                 message_id=schedule.message_id,
                 start_at=timing.start,

@@ -9,24 +9,28 @@ A stored schedule runs at ``start``, then every period while the run time is not
 after ``scheduleInterval/end`` (no end: until cancelled); without a recurrence it
 runs once, at ``start``. Each run reads the window that ends at its run time (taken
 down to a quarter-hour) and is one period long (no recurrence: 24 hours, like a read
-now). ``recurrencePattern`` is a subset of the iCalendar RRULE (RFC 5545):
-``FREQ=MINUTELY|HOURLY|DAILY|WEEKLY`` with an optional ``INTERVAL=n``, in UTC; with
-``recurrencePeriod`` too, both must say the same.
+now). ``recurrencePattern`` is an iCalendar RRULE (RFC 5545 3.3.10, all of it, e.g.
+``FREQ=WEEKLY;BYDAY=MO,TH;BYHOUR=6``) counted from ``start`` in UTC
+(:mod:`mdm.recurrence`); its period is FREQ x INTERVAL (a month 31 days). With
+``recurrencePeriod`` too, both must say the same. Runs closer together than a
+quarter-hour are refused.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Final
 
 from cim_schemas.profiles.meter_read_schedule import TimeSchedule
 from hub.errors import ErrorDetail
+from mdm.recurrence import Recurrence
 
 #: the shortest period: one load profile interval
 MIN_PERIOD: Final = 900
 DEFAULT_WINDOW: Final = timedelta(hours=24)
-_FREQ: Final = {"MINUTELY": 60, "HOURLY": 3600, "DAILY": 86400, "WEEKLY": 7 * 86400}
+#: a first run for checking a pattern on its own (its period, its syntax)
+_ANY_START: Final = datetime(2000, 1, 3, tzinfo=UTC)
 
 
 @dataclass(frozen=True)
@@ -35,10 +39,17 @@ class Timing:
     end: datetime | None
     period: int | None  # seconds
     pattern: str | None
+    #: None: one run, at ``start``
+    recurrence: Recurrence | None = None
 
     @property
     def window_seconds(self) -> int:
         return self.period or int(DEFAULT_WINDOW.total_seconds())
+
+    @property
+    def first_run(self) -> datetime | None:
+        """The first run: ``start``, or the recurrence's first run at or after it."""
+        return self.start if self.recurrence is None else self.recurrence.run(0)
 
 
 def is_stored(ts: TimeSchedule, now: datetime) -> bool:
@@ -51,22 +62,34 @@ def is_stored(ts: TimeSchedule, now: datetime) -> bool:
 
 
 def pattern_seconds(pattern: str) -> int:
-    """The period of an RRULE subset; ValueError naming what is not understood."""
-    parts: dict[str, str] = {}
-    for item in pattern.strip().removeprefix("RRULE:").split(";"):
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise ValueError(f"{item!r} is not NAME=VALUE")
-        parts[key.strip().upper()] = value.strip().upper()
-    freq = parts.pop("FREQ", None)
-    if freq not in _FREQ:
-        raise ValueError(f"FREQ must be one of {', '.join(_FREQ)}")
-    interval = parts.pop("INTERVAL", "1")
-    if not interval.isdigit() or int(interval) < 1:
-        raise ValueError(f"INTERVAL {interval!r} is not a positive whole number")
-    if parts:
-        raise ValueError(f"{', '.join(sorted(parts))} not supported (FREQ and INTERVAL only)")
-    return _FREQ[freq] * int(interval)
+    """The period (FREQ x INTERVAL) of an RRULE; ValueError naming what is wrong."""
+    return Recurrence.parse(pattern, _ANY_START).nominal_seconds
+
+
+def recurrence(
+    pattern: str | None, period: int | None, start: datetime, zone: str = "UTC"
+) -> Recurrence:
+    """The runs of ``pattern`` (an RRULE) or of a fixed ``period`` (seconds) from
+    ``start`` in ``zone``; ValueError naming what is wrong: a pattern not understood,
+    runs closer than :data:`MIN_PERIOD`, a period that disagrees with the pattern."""
+    if pattern is None:
+        if period is None:
+            raise ValueError("no recurrence: give a period or a pattern")
+        if period < MIN_PERIOD:
+            raise ValueError(f"period {period} must be at least {MIN_PERIOD} seconds")
+        return Recurrence.every(period, start, zone)
+    rule = Recurrence.parse(pattern, start, zone)
+    seconds = rule.nominal_seconds
+    if seconds < MIN_PERIOD:
+        raise ValueError(f"repeats every {seconds} s, less than {MIN_PERIOD}")
+    gap = rule.shortest_gap()
+    if gap is not None and gap < MIN_PERIOD:
+        raise ValueError(f"has runs {gap} s apart, less than {MIN_PERIOD}")
+    if period is not None and period != seconds:
+        raise ValueError(f"({seconds} s) and period {period} s disagree")
+    if rule.run(0) is None:
+        raise ValueError("has no run at or after its start")
+    return rule
 
 
 def parse_timing(ts: TimeSchedule, xpath: str) -> Timing | list[ErrorDetail]:
@@ -98,9 +121,13 @@ def parse_timing(ts: TimeSchedule, xpath: str) -> Timing | list[ErrorDetail]:
         else:
             period = int(p)
     pattern = (ts.recurrence_pattern or "").strip() or None
+    interval = ts.schedule_interval
+    start = interval.start if interval is not None else None
+    end = interval.end if interval is not None else None
+    runs: Recurrence | None = None
     if pattern is not None:
         try:
-            from_pattern = pattern_seconds(pattern)
+            runs = recurrence(pattern, period, start or _ANY_START)
         except ValueError as exc:
             errors.append(
                 ErrorDetail(
@@ -110,29 +137,9 @@ def parse_timing(ts: TimeSchedule, xpath: str) -> Timing | list[ErrorDetail]:
                 )
             )
         else:
-            if from_pattern < MIN_PERIOD:
-                errors.append(
-                    ErrorDetail(
-                        "2013",
-                        f"recurrencePattern {pattern!r} repeats every {from_pattern} s, "
-                        f"less than {MIN_PERIOD}",
-                        xpath=f"{xpath}/recurrencePattern",
-                    )
-                )
-            elif period is not None and period != from_pattern:
-                errors.append(
-                    ErrorDetail(
-                        "2013",
-                        f"recurrencePattern {pattern!r} ({from_pattern} s) and "
-                        f"recurrencePeriod {period} s disagree",
-                        xpath=f"{xpath}/recurrencePattern",
-                    )
-                )
-            elif period is None and ts.recurrence_period is None:
-                period = from_pattern
-    interval = ts.schedule_interval
-    start = interval.start if interval is not None else None
-    end = interval.end if interval is not None else None
+            pattern, period = runs.rule, runs.nominal_seconds
+    elif period is not None:
+        runs = recurrence(None, period, start or _ANY_START)
     if start is None:
         errors.append(
             ErrorDetail(
@@ -152,4 +159,15 @@ def parse_timing(ts: TimeSchedule, xpath: str) -> Timing | list[ErrorDetail]:
         )
     if errors or start is None:
         return errors
-    return Timing(start, end, period, pattern)
+    if runs is not None:
+        first = runs.run(0)
+        if first is None or (end is not None and first > end):
+            return [
+                ErrorDetail(
+                    "2013",
+                    f"recurrencePattern {pattern!r} has no run between scheduleInterval "
+                    "start and end",
+                    xpath=f"{xpath}/recurrencePattern",
+                )
+            ]
+    return Timing(start, end, period, pattern, runs)

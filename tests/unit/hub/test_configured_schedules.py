@@ -14,8 +14,7 @@ from typing import Any
 import pytest
 
 from adapters.dlms import MeterDirectory
-from adapters.dlms.configured_schedules import schedule_row, sync_read_schedules
-from adapters.dlms.recurrence import first_run, local_instant
+from adapters.dlms.configured_schedules import schedule_row, series, sync_read_schedules
 from adapters.dlms.scheduler import next_due, read_window, run_time
 from adapters.dlms.service import build
 from hes.simulator.fleet import Fleet, SimulatorThread
@@ -26,6 +25,7 @@ from hub.samples import meter_read_schedule
 from hub.settings import load_settings
 from mdm.hes_jobs import HeadEndJob, JobKind
 from mdm.model import DeviceRef, Utility
+from mdm.recurrence import Recurrence
 from tests.conftest import free_port
 from tests.unit.hub.conftest import add_meters
 from tests.unit.hub.test_headend_jobs import FakeClock, headend, job, utility_id
@@ -86,7 +86,10 @@ def set_area(app: App, area: str, *meters: str) -> None:
     [
         ({"time_zone": "Europe/Berln"}, "'Europe/Berln' is not a known IANA time zone"),
         ({"pattern": None, "period": 0}, "period 0 must be at least 900 seconds"),
-        ({"pattern": "FREQ=YEARLY"}, "pattern 'FREQ=YEARLY': FREQ must be one of"),
+        ({"pattern": "FREQ=FORTNIGHTLY"}, "pattern 'FREQ=FORTNIGHTLY': FREQ must be one of"),
+        ({"pattern": "FREQ=DAILY;BYHOUR=1;BYMINUTE=0,5"}, "has runs 300 s apart, less than 900"),
+        ({"pattern": "FREQ=DAILY;EVERY=2"}, "EVERY is not an RRULE part"),
+        ({"pattern": "FREQ=WEEKLY;BYDAY=XX", "start": "2026-01-05"}, "invalid 'BYDAY': XX"),
         ({"pattern": "FREQ=DAILY", "period": 3600}, "(86400 s) and period 3600 s disagree"),
         ({"all_meters": False}, "no targets"),
         ({"areas": ["TA-1"]}, "all_meters reads every meter"),
@@ -158,6 +161,18 @@ start = 2026-12-01T00:00:00+01:00
 # -- local time across daylight-saving changes (pure, no clock) ------------------------------
 
 
+def first_run(
+    period: int, at: time, zone: str, now: datetime, anchor: date | None = None
+) -> Recurrence:
+    """The runs of a configured entry of ``period`` seconds at ``at`` from ``now``."""
+    values: dict[str, Any] = {"period": period, "at": at, "time_zone": zone}
+    if anchor is not None:
+        values["start"] = anchor
+    runs, _ = series(daily(pattern=None, **values), now)
+    assert runs is not None
+    return runs
+
+
 def test_a_daily_run_in_local_time_follows_daylight_saving() -> None:
     # Europe/Berlin: 2026-03-29 02:00 CET -> 03:00 CEST; 2026-10-25 03:00 CEST -> 02:00 CET
     spring = first_run(86400, time(1, 30), BERLIN, datetime(2026, 3, 27, 12, tzinfo=UTC))
@@ -173,25 +188,24 @@ def test_a_daily_run_in_local_time_follows_daylight_saving() -> None:
         datetime(2026, 10, 26, 0, 30, tzinfo=UTC),  # 26 Oct 01:30 CET: 25 hours later
         datetime(2026, 10, 27, 0, 30, tzinfo=UTC),
     ]
-    # a time in the spring gap is taken forward by the gap; a repeated one is the first
-    zone = spring.wall_clock.zone if spring.wall_clock else ""
-    assert zone == BERLIN
-    from zoneinfo import ZoneInfo
-
-    berlin = ZoneInfo(BERLIN)
-    assert local_instant(date(2026, 3, 29), time(2, 30), berlin) == datetime(
-        2026, 3, 29, 1, 30, tzinfo=UTC
-    )  # 03:30 CEST
-    assert local_instant(date(2026, 10, 25), time(2, 30), berlin) == datetime(
-        2026, 10, 25, 0, 30, tzinfo=UTC
-    )  # 02:30 CEST, the first of the two
+    assert spring.zone == BERLIN
+    # a time in the spring gap is taken forward by the gap on that day only; a repeated
+    # one is the first of the two
+    gap = first_run(86400, time(2, 30), BERLIN, datetime(2026, 3, 28, 12, tzinfo=UTC))
+    assert [gap.run(n) for n in range(3)] == [
+        datetime(2026, 3, 29, 1, 30, tzinfo=UTC),  # 03:30 CEST: 02:30 does not exist
+        datetime(2026, 3, 30, 0, 30, tzinfo=UTC),  # 02:30 CEST again
+        datetime(2026, 3, 31, 0, 30, tzinfo=UTC),
+    ]
+    twice = first_run(86400, time(2, 30), BERLIN, datetime(2026, 10, 24, 12, tzinfo=UTC))
+    assert twice.run(0) == datetime(2026, 10, 25, 0, 30, tzinfo=UTC)  # 02:30 CEST, the first
     # the first run is the next one at or after "now"; a weekly one counts from its start
     at_run = first_run(86400, time(1, 30), BERLIN, datetime(2026, 3, 29, 0, 30, tzinfo=UTC))
-    assert at_run.at == datetime(2026, 3, 29, 0, 30, tzinfo=UTC)
+    assert at_run.run(0) == datetime(2026, 3, 29, 0, 30, tzinfo=UTC)
     weekly = first_run(
         7 * 86400, time(6, 0), BERLIN, datetime(2026, 10, 23, 12, tzinfo=UTC), date(2026, 1, 5)
     )
-    assert (weekly.at, weekly.run(1)) == (
+    assert (weekly.run(0), weekly.run(1)) == (
         datetime(2026, 10, 26, 5, 0, tzinfo=UTC),  # a Monday, like 5 January, 06:00 CET
         datetime(2026, 11, 2, 5, 0, tzinfo=UTC),
     )
@@ -280,11 +294,12 @@ def created_updated_removed(app: App, fleet: Fleet) -> None:
         tuple(sorted(meters)),
     )
     assert row.spec["source"] == "configuration"
-    assert row.spec["wall_clock"] == {
+    assert row.spec["recurrence"] == {  # DTSTART yesterday 01:30 local; run 0: the next
+        "rule": "FREQ=DAILY",
+        "start": "2026-11-24T01:30:00",
+        "fold": 0,
         "zone": BERLIN,
-        "at": "01:30:00",
-        "day": "2026-11-26",
-        "days": 1,
+        "skip": 2,
     }
     assert (row.recurrence_seconds, row.recurrence_pattern, row.message_id) == (
         86400,

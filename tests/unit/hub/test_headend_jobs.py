@@ -6,13 +6,14 @@ against simulated meters over real TCP."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
 
 from adapters.dlms import DlmsHeadEnd, MeterDirectory
-from adapters.dlms.scheduler import floor_quarter
+from adapters.dlms.scheduler import floor_quarter, next_due, run_time
 from cim_schemas.profiles.common import DateTimeInterval, IdentifiedObject
 from cim_schemas.profiles.meter_read_schedule import (
     MeterReadSchedule,
@@ -324,6 +325,34 @@ def test_a_recurring_schedule_runs_twice_on_a_fake_clock_and_stops_at_its_end(
     assert max(r.ts for r in stored) == start + timedelta(hours=1)
 
 
+def test_a_full_rrule_is_stored_and_its_runs_follow_the_rule(app: App, fleet: Fleet) -> None:
+    """Twice a day at 06:00 and 18:00 UTC from a start at 05:00: the first run is 06:00
+    (the reply's TimePoints), then 18:00, then 06:00 the next day."""
+    day = (datetime.now(UTC) + timedelta(days=2)).replace(hour=0, minute=0, second=0, microsecond=0)
+    start = day + timedelta(hours=5)
+    created = send(
+        app,
+        meter_read_schedule(
+            mrids(fleet)[:1],
+            start,
+            None,
+            mrid="TWICE-DAILY",
+            recurrence_pattern="FREQ=DAILY;BYHOUR=6,18;BYMINUTE=0;BYSECOND=0",
+        ),
+    )
+    assert created.result == "OK", created.errors
+    ts = reply_schedule(created.reply)
+    assert ts.time_points == (TimePoint(day + timedelta(hours=6), 1),)
+    row = job(app, JobKind.READ, "TWICE-DAILY")
+    assert (row.due_at, row.start_at, row.recurrence_seconds) == (
+        day + timedelta(hours=6),
+        start,
+        86400,
+    )
+    assert (run_time(row), next_due(row)) == (day + timedelta(hours=6), day + timedelta(hours=18))
+    assert next_due(replace(row, runs=1)) == day + timedelta(days=1, hours=6)
+
+
 def test_a_future_schedule_is_answered_at_once_and_cancelled(app: App, fleet: Fleet) -> None:
     start = later()
     created = send(app, meter_read_schedule(mrids(fleet), start, None, mrid="TOMORROW"))
@@ -404,7 +433,7 @@ BASE = "/RequestMessage/Payload/MeterReadSchedule"
             "at least 900",
         ),
         (
-            {"recurrence_pattern": "FREQ=YEARLY"},
+            {"recurrence_pattern": "FREQ=FORTNIGHTLY"},
             "2013",
             f"{BASE}/TimeSchedule[1]/recurrencePattern",
             "FREQ must be one of",
@@ -444,10 +473,14 @@ def test_recurrence_patterns() -> None:
     assert pattern_seconds("FREQ=DAILY") == 86400
     assert pattern_seconds("RRULE:FREQ=HOURLY;INTERVAL=6") == 6 * 3600
     assert pattern_seconds("freq=weekly") == 7 * 86400
+    # the whole RRULE now (mdm.recurrence); the period is FREQ x INTERVAL
+    assert pattern_seconds("FREQ=DAILY;BYHOUR=2") == 86400
+    assert pattern_seconds("FREQ=MONTHLY;BYDAY=MO;BYSETPOS=-1") == 31 * 86400
     for bad, words in [
-        ("FREQ=DAILY;BYHOUR=2", "BYHOUR not supported"),
         ("FREQ=DAILY;INTERVAL=0", "INTERVAL"),
         ("DAILY", "not NAME=VALUE"),
+        ("FREQ=DAILY;COUNT=2;UNTIL=20270101T000000Z", "COUNT and UNTIL exclude each other"),
+        ("FREQ=DAILY;DTSTART=20260101T000000Z", "DTSTART is not an RRULE part"),
     ]:
         with pytest.raises(ValueError, match=words):
             pattern_seconds(bad)
