@@ -11,12 +11,14 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from hub.errors import RecoverableError
 from hub.messages import InboundMessage, Outcome
 from hub.pipeline import Pipeline
+from mdm.backoff import Backoff
 
 log = logging.getLogger("amihub.adapters.memory")
 
@@ -26,6 +28,9 @@ class MemoryAdapter:
     pipeline: Pipeline
     name: str = "memory"
     max_attempts: int = 3
+    #: the wait between attempts of a queued message (mdm.backoff: doubling, capped)
+    retry_delay: float = 0.05
+    retry_max_delay: float = 1.0
     _inbox: queue.Queue[InboundMessage | None] = field(default_factory=queue.Queue)
     _replies: queue.Queue[Outcome] = field(default_factory=queue.Queue)
     _worker: threading.Thread | None = None
@@ -85,6 +90,8 @@ class MemoryAdapter:
                     log.warning(
                         "attempt %d of %d failed, retrying: %s", attempt, self.max_attempts, exc
                     )
+                    if attempt < self.max_attempts:
+                        time.sleep(Backoff(self.retry_delay, self.retry_max_delay).delay(attempt))
             else:
                 log.error(
                     "giving up on a message from %s after %d attempts",
