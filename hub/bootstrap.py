@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy import Engine
 
-from adapters.sql.engine import make_engine
+from adapters.sql.engine import store_engine
 from adapters.sql.migrate import upgrade
 from adapters.sql.uow import SqlUnitOfWorkFactory
 from cim_schemas.schemas import message_schema
@@ -79,7 +79,7 @@ def bootstrap(
     message_schema()
     if migrate:
         upgrade(settings.database_url)
-    engine = make_engine(settings.database_url)
+    engine = store_engine(settings.database_url, settings.store)
     uow_factory = SqlUnitOfWorkFactory(engine, staging_batch_size=settings.limits.ingest_batch_rows)
     bus = MessageBus(HANDLERS)
     journal = ControlJournal(uow_factory, EventPublisher(settings))

@@ -44,6 +44,22 @@ class LimitSettings(BaseModel):
     max_group_meters: int = Field(default=10_000, gt=0)
 
 
+class StoreSettings(BaseModel):
+    """``[store]``: timeouts of every store connection (adapters/sql/engine.py), so that
+    no request holds a worker, a database session or its locks for ever."""
+
+    model_config = {"extra": "forbid"}
+
+    #: PostgreSQL ``statement_timeout`` (seconds; 0 = none): a statement running longer
+    #: is cancelled (the request fails with 3001, retry later)
+    statement_timeout: float = Field(default=300.0, ge=0)
+    #: PostgreSQL ``idle_in_transaction_session_timeout`` (seconds; 0 = none): a session
+    #: idle inside a transaction this long is ended by the server
+    idle_in_transaction_timeout: float = Field(default=120.0, ge=0)
+    #: SQLite busy timeout (seconds): how long a writer waits for another's lock
+    busy_timeout: float = Field(default=30.0, ge=0)
+
+
 class SoapSettings(BaseModel):
     """``[soap]``: the IEC 61968-9 web services (adapters/soap, docs/soap.md)."""
 
@@ -371,6 +387,7 @@ class Settings(BaseSettings):
     #: "json": one JSON object a log line, with the request's and the action's ids (hub/logs.py)
     log_format: Literal["text", "json"] = "text"
     limits: LimitSettings = LimitSettings()
+    store: StoreSettings = StoreSettings()
     #: principals for every adapter (see hub/security.py)
     users: list[UserSettings] = Field(default_factory=list)
     soap: SoapSettings = SoapSettings()

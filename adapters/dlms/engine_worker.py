@@ -448,14 +448,14 @@ def worker_from_settings(
     settings: Settings, *, concurrency: int | None = None, prefetch: int | None = None
 ) -> EngineWorker:
     from adapters.dlms.headend import directory_from_settings
-    from adapters.sql.engine import make_engine
+    from adapters.sql.engine import store_engine
     from adapters.sql.uow import SqlUnitOfWorkFactory
     from hub.errors import ConfigurationError
 
     directory = directory_from_settings(settings.hes)
     if directory is None:
         raise ConfigurationError("amihub engine needs [hes] manifest")
-    engine = make_engine(settings.database_url)
+    engine = store_engine(settings.database_url, settings.store)
     factory = SqlUnitOfWorkFactory(engine, staging_batch_size=settings.limits.ingest_batch_rows)
     return EngineWorker(settings, factory, directory, concurrency=concurrency, prefetch=prefetch)
 
@@ -549,10 +549,10 @@ def fleet_read(
         return FleetRead(
             len(ids), len(meters), outcomes, stats, time.perf_counter() - started, failed
         )
-    from adapters.sql.engine import make_engine
+    from adapters.sql.engine import store_engine
     from adapters.sql.uow import SqlUnitOfWorkFactory
 
-    engine_ = make_engine(settings.database_url)
+    engine_ = store_engine(settings.database_url, settings.store)
     uow_factory = SqlUnitOfWorkFactory(engine_)
     #: the meters' counters are checked against, and recorded in, the store (as the
     #: engines and the in-process head-end do): a replayed answer of an earlier run fails

@@ -158,10 +158,10 @@ def _audit(settings: Settings, kind: str) -> Iterator[KeyAudit]:
     if kind == "log":
         yield LogKeyAudit()
         return
-    from adapters.sql.engine import make_engine
+    from adapters.sql.engine import store_engine
     from adapters.sql.uow import SqlUnitOfWorkFactory
 
-    engine = make_engine(settings.database_url)
+    engine = store_engine(settings.database_url, settings.store)
     try:
         factory = SqlUnitOfWorkFactory(engine)
         try:

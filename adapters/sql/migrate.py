@@ -37,7 +37,8 @@ def head_revision() -> str:
 def _engine(target: str | URL | Engine) -> tuple[Engine, bool]:
     if isinstance(target, Engine):
         return target, False
-    return make_engine(target), True
+    # no statement timeouts: building an index over a large table may take long
+    return make_engine(target, statement_timeout=0, idle_in_transaction_timeout=0), True
 
 
 #: pg_advisory_xact_lock key: processes that start together migrate one after the other.

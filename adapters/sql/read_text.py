@@ -13,9 +13,10 @@ On SQLite the ordinary query is formatted in Python (the embedded default).
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Generator, Iterator, Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Final, cast
+from typing import TYPE_CHECKING, Any, Final
 
 import psycopg
 
@@ -26,7 +27,7 @@ from mdm.ports import MeterTexts, ReadingText
 if TYPE_CHECKING:
     from adapters.sql.readings import SqlReadingRepository
 
-#: rows fetched per round trip while streaming (libpq 17+: chunked rows)
+#: rows fetched per round trip while streaming (FETCH of a server-side cursor)
 STREAM_CHUNK: Final = 2_000
 #: up to this many meter-days a query runs as a prepared statement whose result is
 #: fetched whole (planned once per connection: a third of a meter-day get's database
@@ -101,9 +102,6 @@ def _params(
     return params
 
 
-_Rows = Generator[Any, None, None]
-
-
 def small(n_meters: int, start: datetime | None, end: datetime | None) -> bool:
     """Whether a query's result is small enough to fetch whole (see PREPARED_METER_DAYS)."""
     if start is None or end is None:
@@ -111,31 +109,34 @@ def small(n_meters: int, start: datetime | None, end: datetime | None) -> bool:
     return n_meters * (end - start).total_seconds() <= PREPARED_METER_DAYS * 86_400
 
 
+_cursor_numbers = itertools.count(1)
+
+
 def _stream(
     raw: psycopg.Connection[Any], sql: str, params: dict[str, Any], *, whole: bool = False
 ) -> Generator[Any, None, None]:
     """Rows of one statement: ``whole``, a prepared statement's result fetched at once,
-    else streamed in chunks. Close the iterator when not reading it to the end: while
-    streaming it holds the connection (psycopg's lock)."""
+    else through a server-side cursor (``DECLARE`` .. ``FETCH`` chunks) in the current
+    transaction. Several of these may be open on one connection at a time (a get with
+    several TimeSchedules reads one period after the other): each ``FETCH`` takes the
+    connection only while it runs. psycopg's ``cursor.stream`` held the connection's
+    lock until its result was read to the end, so a second statement from the same
+    thread waited on that lock for ever (issue 12, point 8). Close the iterator when
+    not reading it to the end: the server-side cursor is closed then."""
     try:
-        with raw.cursor() as cur:
-            if whole:
+        if whole:
+            with raw.cursor() as cur:
                 cur.execute(sql, params, prepare=True)
                 yield from cur.fetchall()
                 return
-            try:
-                rows = cast(_Rows, cur.stream(sql, params, size=STREAM_CHUNK))
-                first = next(rows, None)
-            except psycopg.NotSupportedError:  # libpq < 17: one row a result
-                rows = cast(_Rows, cur.stream(sql, params))
-                first = next(rows, None)
-            if first is None:
-                return
-            yield first
-            try:
+        name = f"amihub_read_{next(_cursor_numbers)}"
+        with raw.cursor(name=name) as named:
+            named.itersize = STREAM_CHUNK
+            named.execute(sql, params)
+            while rows := named.fetchmany(STREAM_CHUNK):
                 yield from rows
-            finally:
-                rows.close()
+                if len(rows) < STREAM_CHUNK:
+                    return
     except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
         raise StoreUnavailable(f"database unavailable while reading: {exc}") from exc
     except psycopg.Error as exc:

@@ -38,7 +38,7 @@ def run_migrations_online() -> None:
     )
     if not url:
         raise RuntimeError("no database URL: pass -x url=... or set sqlalchemy.url")
-    engine = make_engine(url)
+    engine = make_engine(url, statement_timeout=0, idle_in_transaction_timeout=0)
     try:
         with engine.connect() as conn:
             _run(conn)
