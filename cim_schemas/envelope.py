@@ -251,6 +251,12 @@ def _header_field(el: etree._Element, what: str, exc: ValueError) -> HeaderInval
     return HeaderInvalid(f"Header {what}: {exc}", xpath=local_xpath(el))
 
 
+#: the longest Header values amihub keeps (its store's columns: message log, outbox,
+#: head-end jobs); longer ones refuse the message (1008) instead of being cut: a
+#: MessageID is the idempotency key, a ReplyAddress a destination
+HEADER_MAX_CHARS: Final = {"MessageID": 200, "CorrelationID": 200, "Noun": 100, "ReplyAddress": 500}
+
+
 def parse_header(element: etree._Element) -> Header:
     """Parse a Header element (of either style). Raises HeaderInvalid."""
     values: dict[str, Any] = {}
@@ -269,6 +275,11 @@ def parse_header(element: etree._Element) -> Header:
                 "Comment",
             ):
                 values[name] = _text(child)
+                longest = HEADER_MAX_CHARS.get(name)
+                if longest is not None and len(values[name]) > longest:
+                    raise ValueError(
+                        f"{len(values[name])} characters long; amihub keeps at most {longest}"
+                    )
             elif name == "Timestamp":
                 values[name] = parse_datetime(child.text)
             elif name in ("AsyncReplyFlag", "AckRequired"):

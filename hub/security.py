@@ -13,18 +13,36 @@ Settings::
     password = "..."            # or AMIHUB_USERS='[{"name": ...}]' in the environment
     utility = "NORTH"
     permissions = ["get:MeterReadings", "create:*", "*:MasterDataLinkageConfig"]
+    reply_addresses = ["https://cis.example/amihub/*"]   # where amihub may call back
+
+A user's name is at most :data:`MAX_USER_NAME` characters (it is the message log's
+and audit's actor), without control characters; an empty password is refused at
+start-up (leave ``password`` out for a user that never logs in with one).
+``reply_addresses`` is the allow-list of URLs this user may name as ``ReplyAddress``
+(and, for subscribers, that ``[soap.subscribers]`` URLs must match): shell-style
+patterns (``fnmatch``, ``*`` any characters), nothing allowed when empty.
 """
 
 from __future__ import annotations
 
 import hmac
 from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
+from typing import Final
 
-from pydantic import BaseModel, Field, SecretStr, field_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 
 from hub.errors import ConfigurationError
 
 ANY = "*"
+#: longest user name (the audit log's actor and the message log's source hold 200)
+MAX_USER_NAME: Final = 200
+
+
+def address_allowed(patterns: tuple[str, ...] | list[str], url: str) -> bool:
+    """Whether ``url`` matches one of the allow-list's patterns (case-sensitive
+    ``fnmatch``; a pattern without ``*`` must equal the URL)."""
+    return any(fnmatchcase(url, pattern) for pattern in patterns)
 
 
 @dataclass(frozen=True)
@@ -53,6 +71,11 @@ class Principal:
     permissions: frozenset[Permission] = field(default_factory=frozenset)
     #: the ``cim-variant`` mapping this sender's CIM messages are normalised with
     cim_variant: str | None = None
+    #: URL patterns this principal may name as ReplyAddress (``[[users]] reply_addresses``)
+    reply_addresses: tuple[str, ...] = ()
+
+    def may_reply_to(self, url: str) -> bool:
+        return address_allowed(self.reply_addresses, url)
 
     def may(self, verb: str, noun: str) -> bool:
         return any(p.allows(verb, noun) for p in self.permissions)
@@ -61,13 +84,25 @@ class Principal:
 class UserSettings(BaseModel):
     model_config = {"extra": "forbid"}
 
-    name: str = Field(min_length=1)
+    name: str = Field(min_length=1, max_length=MAX_USER_NAME, pattern=r"^[^\x00-\x1f\x7f]+$")
     password: SecretStr | None = None
     utility: str | None = None
     permissions: list[str] = Field(default_factory=lambda: ["*:*"])
     #: a ``cim-variant`` mapping (docs/mappings.md): this user's CIM messages (SOAP,
     #: AMQP) are normalised with it before they are validated
     cim_variant: str | None = None
+    #: URLs this user may name as ReplyAddress (``fnmatch`` patterns; none: no async
+    #: replies by URL)
+    reply_addresses: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _password_not_empty(self) -> UserSettings:
+        if self.password is not None and not self.password.get_secret_value().strip():
+            raise ValueError(
+                f"user {self.name!r} has an empty password: set one, or leave password "
+                "out for a user that does not log in with a password"
+            )
+        return self
 
     @field_validator("permissions")
     @classmethod
@@ -82,6 +117,7 @@ class UserSettings(BaseModel):
             self.utility,
             frozenset(Permission.parse(p) for p in self.permissions),
             self.cim_variant,
+            tuple(self.reply_addresses),
         )
 
 

@@ -50,7 +50,7 @@ from adapters.soap.wsdl import WsdlStore
 from cim_schemas import envelope
 from cim_schemas.envelope import Header, Reply
 from cim_schemas.xml import parse_bytes
-from hub.errors import ErrorDetail, MessageRejected, RecoverableError
+from hub.errors import AmihubError, ErrorDetail, MessageRejected, RecoverableError
 from hub.messages import InboundMessage, Outcome, ReplyRoute
 from hub.pipeline import Pipeline
 from hub.security import Principal
@@ -313,7 +313,13 @@ class SoapGateway:
             try:
                 length = int(length_text)
             except ValueError:
-                raise SoapFault("Client", [ErrorDetail("1001", "bad Content-Length")]) from None
+                length = -1
+            if length < 0:  # cheroot hands a negative one on: it would read to the end
+                raise SoapFault(
+                    "Client",
+                    [ErrorDetail("1001", f"bad Content-Length {length_text[:40]!r}")],
+                    status="400 Bad Request",
+                )
             if length > limit:
                 raise too_large  # refused unread
             data = bytes(stream.read(length))
@@ -412,7 +418,7 @@ class SoapGateway:
             with self.uow_factory() as uow:
                 uow.audit.record(actor, "refused", "soap", f"/ws/{spec.name}", details)
                 uow.commit()
-        except RecoverableError:
+        except AmihubError:  # the Fault is answered all the same
             log.exception("could not audit a refused call to /ws/%s", spec.name)
 
     def _base_url(self, environ: dict[str, Any]) -> str:

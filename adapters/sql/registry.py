@@ -22,6 +22,7 @@ from adapters.sql.errors import (
     is_unique_violation,
     not_found,
 )
+from adapters.sql.types import fit
 from hub.errors import PayloadInvalid, ReplayConflict, StoreUnavailable
 from mdm.model import (
     DeviceKind,
@@ -1013,13 +1014,16 @@ class SqlAuditRepository(_Repo):
         object_id: str | None,
         details: str | None = None,
     ) -> None:
+        # what the columns hold: an over-long value (a refused caller's user name) is
+        # kept truncated, never lost with the whole entry
+        a = t.audit_log.c
         self._conn.execute(
             insert(t.audit_log).values(
                 at=utcnow(),
-                actor=actor,
-                action=action,
-                object_type=object_type,
-                object_id=object_id,
+                actor=fit(actor, a.actor),
+                action=fit(action, a.action),
+                object_type=fit(object_type, a.object_type),
+                object_id=fit(object_id, a.object_id) if object_id is not None else None,
                 details=details,
             )
         )

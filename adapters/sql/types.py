@@ -108,3 +108,13 @@ def copy_text(value: str) -> str:
     return (
         value.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
     )
+
+
+def fit(value: str, column: Any) -> str:
+    """``value`` cut to what a ``String(n)`` column holds (the end marked with ``…``):
+    for log columns (audit actor, message-log source) whose input may be longer; keys
+    (MessageID, mRIDs) are bounded at the edge instead, never truncated."""
+    length = getattr(column.type, "length", None)
+    if length is None or len(value) <= length:
+        return value
+    return value[: length - 1] + "…"

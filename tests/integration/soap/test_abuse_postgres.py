@@ -21,7 +21,7 @@ from adapters.memory import MemoryAdapter
 from hub.samples import meter_readings_bytes
 from tests.conftest import free_port
 from tests.integration.soap.conftest import Server
-from tests.integration.soap.test_bad_input import envelope, get_body
+from tests.integration.soap.test_bad_input import envelope, fault_of, get_body, post
 from tests.unit.hub.conftest import START
 
 pytestmark = pytest.mark.postgres
@@ -178,3 +178,100 @@ def test_serve_stops_within_15_s_on_sigterm_with_requests_in_flight(
     print(f"amihub serve stopped {took:.2f} s after SIGTERM ({len(answered)} gets answered)")
     assert took < 15, output[-3000:]
     assert proc.returncode == 0, output[-3000:]
+
+
+def raw_exchange(server: Server, request: bytes, timeout: float = 10) -> bytes:
+    """One request on its own connection; everything the server answers until it closes
+    or the answer's Content-Length is in."""
+    with socket.create_connection(("127.0.0.1", server.service.port), timeout=timeout) as s:
+        s.sendall(request)
+        data = b""
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                return data
+            data += chunk
+            head, sep, body = data.partition(b"\r\n\r\n")
+            if sep:
+                for line in head.split(b"\r\n")[1:]:
+                    name, _, value = line.partition(b":")
+                    if name.strip().lower() == b"content-length" and len(body) >= int(value):
+                        return data
+
+
+def test_a_long_user_name_gets_a_fault_and_an_audit_row(
+    soap_server_factory: Callable[..., Server], postgres_url: str
+) -> None:
+    server = soap_server_factory(database_url=postgres_url)
+    name = "u" * 250
+    response = requests.post(
+        server.endpoint("GetMeterReadings"),
+        data=envelope(get_body()),
+        headers={"Content-Type": "text/xml; charset=utf-8"},
+        auth=(name, "x"),
+        timeout=10,
+    )
+    assert response.status_code in (401, 500), response.text[:300]
+    assert b"1010" in response.content
+    with server.app.uow_factory() as uow:
+        rows = uow.audit.list(10)
+    assert rows[0][1] == name[:199] + "…"
+    assert rows[0][2] == "refused"
+
+
+def test_a_long_message_id_gets_a_fault_and_a_log_row(
+    soap_server_factory: Callable[..., Server], postgres_url: str
+) -> None:
+    server = soap_server_factory(database_url=postgres_url)
+    body = get_body().replace("<m:MessageID>", "<m:MessageID>" + "x" * 300)
+    response = post(server, envelope(body))
+    _faultcode, text, errors = fault_of(response)
+    assert errors[0][0] == "1008", text
+    assert "MessageID" in text
+    assert "at most 200" in text
+    with server.app.uow_factory() as uow:
+        letters = uow.dead_letters.list()
+    assert letters
+    assert letters[0].error_code == "1008"
+
+
+def test_a_negative_content_length_gets_400(
+    soap_server_factory: Callable[..., Server], postgres_url: str
+) -> None:
+    server = soap_server_factory(database_url=postgres_url)
+    answer = raw_exchange(
+        server,
+        b"POST /ws/GetMeterReadings HTTP/1.1\r\nHost: x\r\nContent-Type: text/xml\r\n"
+        b"Content-Length: -5\r\n\r\n" + envelope(get_body()),
+    )
+    assert answer.startswith(b"HTTP/1.1 400"), answer[:300]
+
+
+@pytest.mark.parametrize("field", ["mrid", "serial"])
+def test_an_over_long_mrid_in_a_payload_gets_a_failed_reply(
+    soap_server_factory: Callable[..., Server], postgres_url: str, field: str
+) -> None:
+    """Values longer than their store column (mRID 100, serial number 100 characters):
+    a FAILED reply naming the problem, the connection stays, nothing half-applied."""
+    from hub.samples import meter_config
+    from mdm.model import DeviceRef
+
+    server = soap_server_factory(database_url=postgres_url)
+    item = {"mrid": "MTR-LONG", "serial": "SN-LONG", field: "M" * 150}
+    body = meter_config("create", [item], style="wrapper")
+    response = post(
+        server,
+        envelope(strip(body)),
+        service="ExecuteMeterConfig",
+        action="http://iec.ch/TC57/2011/ExecuteMeterConfig/CreateMeterConfig",
+    )
+    assert response.status_code in (200, 500), response.text[:500]
+    assert b"<msg:Result>FAILED</msg:Result>" in response.content
+    assert b"value too long for type character varying(100)" in response.content
+    with server.app.uow_factory() as uow:
+        assert uow.devices.find_many(1, [DeviceRef(mrid=item["mrid"])]) == {}
+
+
+def strip(xml: bytes | str) -> str:
+    text = xml.decode() if isinstance(xml, bytes) else xml
+    return text.split("?>", 1)[1] if text.startswith("<?xml") else text
