@@ -353,6 +353,20 @@ class SqlEndDeviceRepository(_Repo):
         return found
 
     @guarded
+    def held_elsewhere(self, utility_id: int, mrids: Sequence[str]) -> set[str]:
+        d = t.end_device
+        wanted = sorted(set(mrids))
+        held: set[str] = set()
+        for start in range(0, len(wanted), 500):
+            rows = self._conn.execute(
+                select(d.c.mrid).where(
+                    d.c.utility_id != utility_id, d.c.mrid.in_(wanted[start : start + 500])
+                )
+            )
+            held.update(row.mrid for row in rows)
+        return held
+
+    @guarded
     def add(self, utility_id: int, device: EndDevice) -> EndDevice:
         now = utcnow()
         code = _utility_code(self._conn, utility_id)

@@ -277,6 +277,7 @@ def run_query(
             errors.extend(
                 _unknown(query.meters, found.unknown_meters, "2001", "meter", base, "EndDevice")
             )
+            _audit_other_utilities(found.unknown_meters, ctx, uow)
             errors.extend(
                 _unknown(
                     query.usage_points,
@@ -299,6 +300,22 @@ def run_query(
     unknown = sum(1 for e in errors if e.code in ("2001", "2002", "2015"))
     resolved = len(query.meters) + len(query.usage_points) + len(query.groups) - unknown
     return ReadResult(_chain(results), errors[:MAX_ERRORS], resolved, _chain_texts(texts))
+
+
+def _audit_other_utilities(unknown: list[DeviceRef], ctx: RouteContext, uow: UnitOfWork) -> None:
+    """A meter of another utility is answered as unknown (2001: its existence is not
+    told) and audited as a refused read, as a refused write is."""
+    mrids = [r.mrid for r in unknown if r.mrid]
+    if not mrids:
+        return
+    for mrid in sorted(uow.devices.held_elsewhere(ctx.utility_id, mrids)):
+        uow.audit.record(
+            ctx.handler.actor,
+            "refused",
+            "get MeterReadings",
+            mrid,
+            f"meter {mrid} is not a meter of utility {ctx.utility_code}",
+        )
 
 
 @dataclass
