@@ -7,6 +7,13 @@ behalf (the control job's mRID, the dead letter replayed). Both are context vari
 so they follow the request's thread and nothing else; :func:`bound` sets them for a
 block. A JSON line holds ``ts``, ``level``, ``logger``, ``message``, the two ids when
 set, and ``exc`` when an exception is logged.
+
+A log line carries values callers chose (a user name, a MessageID, a path, a request
+id): a line feed in one would write a second, forged line. The text format escapes
+every control character of its line (``\n`` -> ``\\n``, other C0/C1 controls and the
+Unicode line separators as ``\\xNN``/``\\uNNNN``); JSON escapes them itself. Either
+cuts a message longer than :data:`MAX_LINE_CHARS`, saying how much was left out. A
+traceback that follows a text line is the process's own and keeps its lines.
 """
 
 from __future__ import annotations
@@ -23,6 +30,30 @@ request_id: ContextVar[str | None] = ContextVar("amihub_request_id", default=Non
 action_id: ContextVar[str | None] = ContextVar("amihub_action_id", default=None)
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+#: longest log line (characters) before a traceback, if any
+MAX_LINE_CHARS = 8192
+
+
+def _escapes() -> dict[int, str]:
+    table = {c: f"\\x{c:02x}" for c in (*range(0x20), 0x7F, *range(0x80, 0xA0))}
+    table.update({ord("\n"): "\\n", ord("\r"): "\\r", ord("\t"): "\\t"})
+    table.update({0x2028: "\\u2028", 0x2029: "\\u2029", 0x85: "\\x85"})
+    return table
+
+
+_ESCAPES = _escapes()
+
+
+def bounded(text: str, max_chars: int = MAX_LINE_CHARS) -> str:
+    """``text`` cut to ``max_chars``, saying how much was left out."""
+    if len(text) > max_chars:
+        return f"{text[:max_chars]}... ({len(text) - max_chars} more characters)"
+    return text
+
+
+def escape(text: str, max_chars: int = MAX_LINE_CHARS) -> str:
+    """``text`` on one line, at most about ``max_chars`` characters."""
+    return bounded(text, max_chars).translate(_ESCAPES)
 
 
 @contextmanager
@@ -48,7 +79,7 @@ class JsonFormatter(logging.Formatter):
             "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname,
             "logger": record.name,
-            "message": record.getMessage(),
+            "message": bounded(record.getMessage()),
         }
         req, act = request_id.get(), action_id.get()
         if req is not None:
@@ -61,18 +92,22 @@ class JsonFormatter(logging.Formatter):
 
 
 class TextFormatter(logging.Formatter):
-    """The plain format, with ``[request=... action=...]`` when they are set."""
+    """The plain format, with ``[request=... action=...]`` when they are set: one line
+    (control characters escaped), bounded, before a traceback."""
 
-    def __init__(self) -> None:
-        super().__init__(TEXT_FORMAT)
+    def __init__(self, fmt: str = TEXT_FORMAT, max_chars: int = MAX_LINE_CHARS) -> None:
+        super().__init__(fmt)
+        self.max_chars = max_chars
 
-    def format(self, record: logging.LogRecord) -> str:
-        line = super().format(record)
+    def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 (logging's name)
+        line = super().formatMessage(record)
         req, act = request_id.get(), action_id.get()
-        if req is None and act is None:
-            return line
-        ids = " ".join(f"{k}={v}" for k, v in (("request", req), ("action", act)) if v is not None)
-        return f"{line} [{ids}]"
+        if req is not None or act is not None:
+            ids = " ".join(
+                f"{k}={v}" for k, v in (("request", req), ("action", act)) if v is not None
+            )
+            line = f"{line} [{ids}]"
+        return escape(line, self.max_chars)
 
 
 def setup_logging(level: str, log_format: str = "text") -> None:

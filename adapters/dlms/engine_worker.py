@@ -641,9 +641,9 @@ def engine(ctx: click.Context, concurrency: int | None, prefetch: int | None) ->
         return
     settings = _settings(ctx)
     _needs_broker(settings, "amihub engine (jobs come from [hes] jobs_queue)")
-    logging.basicConfig(
-        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    from hub.logs import setup_logging
+
+    setup_logging(settings.log_level, settings.log_format)
     worker = worker_from_settings(settings, concurrency=concurrency, prefetch=prefetch)
     install_signals(worker.stop)
     worker.run()

@@ -176,8 +176,9 @@ def _worker_main(settings: Settings) -> None:
     import signal
 
     from hub.bootstrap import bootstrap
+    from hub.logs import setup_logging
 
-    logging.basicConfig(level=settings.log_level)
+    setup_logging(settings.log_level, settings.log_format)
     app = bootstrap(settings)
     service = SoapService(app, worker=True)
     stop = threading.Event()
