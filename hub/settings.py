@@ -42,6 +42,10 @@ class LimitSettings(BaseModel):
     #: Meters one get MeterReadings may read through EndDeviceGroups (all its groups
     #: together); more: the get is refused (2013), nothing is read.
     max_group_meters: int = Field(default=10_000, gt=0)
+    #: Meters x days one get MeterReadings may read (meters named, one per usage point,
+    #: the groups' members; a period open at either end counts 366 days); more: the get
+    #: is refused with a Fault (1003) naming this limit, nothing is read.
+    max_get_meter_days: int = Field(default=100_000, gt=0)
 
 
 class StoreSettings(BaseModel):

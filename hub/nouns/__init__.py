@@ -30,7 +30,10 @@ def build_routes(
             max_block_readings=settings.limits.max_block_readings,
             chunk_rows=settings.limits.ingest_batch_rows,
         ),
-        GetMeterReadingsRoute(max_group_meters=settings.limits.max_group_meters),
+        GetMeterReadingsRoute(
+            max_group_meters=settings.limits.max_group_meters,
+            max_meter_days=settings.limits.max_get_meter_days,
+        ),
         usage_point_config_route(),
         meter_config_route(),
         MasterDataLinkageConfigRoute(),

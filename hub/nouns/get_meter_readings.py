@@ -73,6 +73,11 @@ MAX_ERRORS: Final = 100
 #: meters one get may read through EndDeviceGroups, all its groups together
 #: (``[limits] max_group_meters``): a meter-day of each is about 10 KB of reply
 DEFAULT_MAX_GROUP_METERS: Final = 10_000
+#: meters x days one get may read (``[limits] max_get_meter_days``): a meter-day of
+#: 15-minute values is about 10 KB of reply, so 100,000 about 1 GB
+DEFAULT_MAX_GET_METER_DAYS: Final = 100_000
+#: what a period without start or end counts for that limit (days)
+OPEN_PERIOD_DAYS: Final = 366
 #: the store is asked for a little more than the period; the route keeps (start, end]
 #: exactly, whichever boundary convention the store's query uses
 _MARGIN: Final = timedelta(seconds=1)
@@ -210,6 +215,41 @@ def read_query(frame: MessageFrame) -> ReadQuery:
 
 
 # -- reading the store ----------------------------------------------------------------------
+
+
+def check_meter_days(
+    query: ReadQuery, frame: MessageFrame, ctx: RouteContext, uow: UnitOfWork, limit: int
+) -> None:
+    """Refuse a get that would read more than ``limit`` meter-days (1003, a Fault naming
+    the limit) before any reading is read: the meters named, one per usage point, and
+    the member count of each group, times the days of all periods (a period open at
+    either end counts :data:`OPEN_PERIOD_DAYS`)."""
+    days = 0.0
+    for period in query.periods:
+        if period.start is None or period.end is None:
+            days += OPEN_PERIOD_DAYS
+        else:
+            days += (period.end - period.start).total_seconds() / 86_400
+    meters = len(set(query.meters)) + len(set(query.usage_points))
+    if meters * days <= limit and not query.groups:
+        return
+    for ref in dict.fromkeys(query.groups):
+        group = uow.end_device_groups.find(ctx.utility_id, ref)
+        if group is not None and group.is_open:
+            meters += group.members
+    asked = meters * days
+    if asked > limit:
+        reason = (
+            f"this get asks {asked:,.0f} meter-days ({meters} meters x {days:g} days); one get "
+            f"reads at most {limit:,} ([limits] max_get_meter_days): ask fewer meters or "
+            "shorter periods"
+        )
+        raise PayloadInvalid(
+            reason,
+            errors=[
+                ErrorDetail("1003", reason, xpath=f"/{frame.root_name}/Request/GetMeterReadings")
+            ],
+        )
 
 
 @dataclass
@@ -620,9 +660,12 @@ class GetMeterReadingsRoute:
     stream_tags: tuple[str, ...] = ()
     #: meters one get may read through EndDeviceGroups ([limits] max_group_meters)
     max_group_meters: int = DEFAULT_MAX_GROUP_METERS
+    #: meters x days one get may read ([limits] max_get_meter_days)
+    max_meter_days: int = DEFAULT_MAX_GET_METER_DAYS
 
     def handle(self, frame: MessageFrame, ctx: RouteContext, uow: UnitOfWork) -> RouteResult:
         query = read_query(frame)
+        check_meter_days(query, frame, ctx, uow, self.max_meter_days)
         found = run_query(query, frame, ctx, uow, max_group_meters=self.max_group_meters)
         payload, count = build_meter_readings(found.readings)
         return RouteResult(
@@ -639,6 +682,7 @@ class GetMeterReadingsRoute:
         pipeline that streams replies; the result carries no payload element. The
         readings come from the store as text (``ReadingRepository.query_text``)."""
         query = read_query(frame)
+        check_meter_days(query, frame, ctx, uow, self.max_meter_days)
         found = run_query(
             query, frame, ctx, uow, as_text=True, max_group_meters=self.max_group_meters
         )

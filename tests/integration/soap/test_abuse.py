@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,7 @@ from hub.bootstrap import ensure_utility
 from hub.errors import ConfigurationError
 from hub.settings import load_settings
 from tests.integration.soap.conftest import Server
-from tests.integration.soap.test_bad_input import envelope, get_body, post
+from tests.integration.soap.test_bad_input import envelope, fault_of, get_body, post
 
 
 def test_a_cross_utility_read_is_answered_unknown_and_audited(server: Server) -> None:
@@ -61,3 +62,37 @@ def test_a_user_with_an_empty_password_is_refused_at_start_up(tmp_path: Path) ->
     assert "user 'cis' has an empty password" in done.stderr
     assert "Traceback" not in done.stderr
     assert not (tmp_path / "amihub.db").exists()
+
+
+def _period(days: int) -> str:
+    from datetime import timedelta
+
+    from tests.unit.hub.conftest import START
+
+    end = START + timedelta(days=days)
+    return (
+        "<p:TimeSchedule><p:scheduleInterval>"
+        f"<p:end>{end.isoformat()}</p:end><p:start>{START.isoformat()}</p:start>"
+        "</p:scheduleInterval></p:TimeSchedule>"
+    )
+
+
+def test_a_get_over_the_meter_days_limit_gets_a_fault_naming_it(
+    soap_server_factory: Callable[..., Server], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AMIHUB_LIMITS__MAX_GET_METER_DAYS", "10")
+    server = soap_server_factory()
+    two = "<p:EndDevice><p:mRID>MTR-1</p:mRID></p:EndDevice>" + (
+        "<p:EndDevice><p:mRID>MTR-2</p:mRID></p:EndDevice>"
+    )
+    assert post(server, envelope(get_body(devices=two + _period(5)))).status_code == 200
+    for devices, asked in ((two + _period(6), "12"), (two, "732")):  # no period: 366 days each
+        response = post(server, envelope(get_body(devices=devices)))
+        faultcode, text, errors = fault_of(response)
+        assert faultcode.endswith("Client")
+        assert errors[0][0] == "1003"
+        assert f"asks {asked} meter-days" in text
+        assert "[limits] max_get_meter_days" in text
+        assert "at most 10 " in text
+    with server.app.uow_factory() as uow:  # refused as any refusal: dead-lettered
+        assert [d.error_code for d in uow.dead_letters.list()] == ["1003", "1003"]
