@@ -501,6 +501,23 @@ class Pipeline:
                 code="1010",
                 xpath="/*/Header/Verb",
             )
+        # amihub calls a ReplyAddress itself: only the URLs the user is allowed
+        # ([[users]] reply_addresses), never one a caller names freely (internal hosts)
+        address = header.reply_address or ""
+        route = msg.async_replies
+        if (
+            principal is not None
+            and header.async_reply_flag
+            and route is not None
+            and urlsplit(address).scheme in route.schemes
+            and not principal.may_reply_to(address)
+        ):
+            raise MessageRejected(
+                f"ReplyAddress {address!r} is not among the reply addresses allowed for "
+                f"{principal.name} ([[users]] reply_addresses)",
+                code="1010",
+                xpath="/*/Header/ReplyAddress",
+            )
 
     def _dispatch(
         self,

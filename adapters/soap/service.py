@@ -15,16 +15,16 @@ import multiprocessing
 import threading
 from typing import TYPE_CHECKING, Any
 
-from cheroot import wsgi
 from cheroot.ssl.builtin import BuiltinSSLAdapter
 
 from adapters.soap.auth import Authenticator
 from adapters.soap.client import CHANNEL, SoapSender
+from adapters.soap.front import GatedServer
 from adapters.soap.gateway import AccessLog, SoapGateway
 from cim_schemas import schemas
 from hub.errors import ConfigurationError
 from hub.outbox import OutboxDispatcher, RetryPolicy
-from hub.security import UserDirectory
+from hub.security import UserDirectory, address_allowed
 from hub.settings import Settings, SoapSettings
 
 if TYPE_CHECKING:
@@ -49,6 +49,14 @@ class SoapService:
         if s.processes > 1 and s.port == 0:
             raise ConfigurationError("[soap] processes > 1 needs a fixed port")
         users = UserDirectory(app.settings.users)
+        allowed = [pattern for user in app.settings.users for pattern in user.reply_addresses]
+        for noun, urls in s.subscribers.items():
+            for url in urls:
+                if not address_allowed(allowed, url):
+                    raise ConfigurationError(
+                        f"[soap.subscribers] {noun}: {url!r} matches no user's reply_addresses "
+                        "([[users]] reply_addresses lists where amihub may call)"
+                    )
         if not users and not s.allow_anonymous:
             log.warning("[soap] no [[users]] configured: every call will be refused")
         pool_size = getattr(app.engine.pool, "size", None)
@@ -83,13 +91,15 @@ class SoapService:
             enqueue=self._enqueue,
         )
         wsgi_app: Any = AccessLog(self.gateway) if s.access_log else self.gateway
-        self.server = wsgi.Server(
+        self.server = GatedServer(  # workers get whole requests only (adapters/soap/front.py)
             (s.host, s.port),
             wsgi_app,
             numthreads=s.threads,
             timeout=int(max(1, s.socket_timeout)),
             server_name="amihub",
             reuse_port=s.processes > 1,
+            request_timeout=s.request_timeout,
+            buffer_bytes=min(s.request_buffer_bytes, s.max_body_bytes),
         )
         if s.tls_cert is not None and s.tls_key is not None:
             self.server.ssl_adapter = BuiltinSSLAdapter(str(s.tls_cert), str(s.tls_key))

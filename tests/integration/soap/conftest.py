@@ -29,7 +29,12 @@ from tests.unit.hub.conftest import add_meters
 
 SOAP_ENV = "http://schemas.xmlsoap.org/soap/envelope/"
 USERS = [
-    UserSettings(name="cis", password="cis-secret", permissions=["*:*"]),  # type: ignore[arg-type]
+    UserSettings(  # type: ignore[arg-type]
+        name="cis",
+        password="cis-secret",
+        permissions=["*:*"],
+        reply_addresses=["http://127.0.0.1:*"],  # the tests' own receivers
+    ),
     UserSettings(name="reader", password="reader-secret", permissions=["get:MeterReadings"]),  # type: ignore[arg-type]
     UserSettings(name="north", password="north-secret", utility="NORTH"),  # type: ignore[arg-type]
 ]

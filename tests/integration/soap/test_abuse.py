@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import requests
 
 from hub.bootstrap import ensure_utility
 from hub.errors import ConfigurationError
 from hub.settings import load_settings
-from tests.integration.soap.conftest import Server
+from tests.integration.soap.conftest import Receiver, Server, header, start_server, zeep_client
 from tests.integration.soap.test_bad_input import envelope, fault_of, get_body, post
+from tests.integration.soap.test_delivery import async_get
 
 
 def test_a_cross_utility_read_is_answered_unknown_and_audited(server: Server) -> None:
@@ -96,3 +101,135 @@ def test_a_get_over_the_meter_days_limit_gets_a_fault_naming_it(
         assert "at most 10 " in text
     with server.app.uow_factory() as uow:  # refused as any refusal: dead-lettered
         assert [d.error_code for d in uow.dead_letters.list()] == ["1003", "1003"]
+
+
+def test_a_reply_address_outside_the_users_allow_list_is_refused_and_audited(
+    server: Server, receiver: Receiver
+) -> None:
+    """cis may be called back at http://127.0.0.1:* only (conftest): an internal
+    address elsewhere, or any address for reader (no reply_addresses), is refused as a
+    whole (1010, nothing queued, nothing posted) and audited; an allowed one is served."""
+    from zeep.exceptions import Fault
+
+    for user, password, address in (
+        ("cis", "cis-secret", "http://169.254.169.254/latest/meta-data/"),
+        ("cis", "cis-secret", "https://127.0.0.1:1/ws/ReplyMeterReadings"),  # other scheme
+        ("reader", "reader-secret", f"{receiver.url}/ws/ReplyMeterReadings"),
+    ):
+        client, _ = zeep_client(server, "GetMeterReadings", user=user, password=password)
+        head = header("get", "MeterReadings", AsyncReplyFlag=True, ReplyAddress=address)
+        with pytest.raises(Fault) as refused:
+            client.service.GetMeterReadings(
+                Header=head, Request={"GetMeterReadings": {"EndDevice": [{"mRID": "MTR-1"}]}}
+            )
+        assert "1010" in str(refused.value.message)
+        assert "reply addresses allowed" in str(refused.value.message)
+        with server.app.uow_factory() as uow:
+            entry = uow.audit.list(1)[0]
+            assert uow.outbox.pending_count("soap") == 0
+        assert entry[1:4] == (user, "refused", "get MeterReadings")
+        assert entry[4] == head["MessageID"]
+        assert address in (entry[5] or "")
+    async_get(server, f"{receiver.url}/ws/ReplyMeterReadings")  # allowed: served
+    assert receiver.arrived.wait(15)
+    assert len(receiver.received) == 1
+
+
+def test_a_subscriber_url_no_user_allows_is_refused_at_start(sqlite_url: str) -> None:
+    with pytest.raises(ConfigurationError, match="matches no user's reply_addresses"):
+        start_server(sqlite_url, subscribers={"MeterReadings": ["http://10.0.0.1/internal"]})
+
+
+class SlowClients:
+    """``count`` connections to the server, each sending one byte of a request header a
+    second, from one thread, for at most ``seconds``; counts the ones the server closed."""
+
+    def __init__(self, port: int, count: int, seconds: float) -> None:
+        self.port = port
+        self.count = count
+        self.seconds = seconds
+        self.opened = 0
+        self.closed_by_server = 0
+        self.answers: list[bytes] = []
+        self.ready = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> SlowClients:
+        self._thread.start()
+        assert self.ready.wait(30), "could not open the slow connections"
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(30)
+
+    def _run(self) -> None:
+        request = b"POST /ws/GetMeterReadings HTTP/1.1\r\nHost: slow\r\n" + b"X-Slow: " + b"a" * 64
+        sockets: dict[socket.socket, int] = {}
+        try:
+            for _ in range(self.count):
+                s = socket.create_connection(("127.0.0.1", self.port), timeout=5)
+                s.setblocking(False)
+                sockets[s] = 0
+            self.opened = len(sockets)
+            self.ready.set()
+            deadline = time.monotonic() + self.seconds
+            while sockets and not self._stop.is_set() and time.monotonic() < deadline:
+                for s, sent in list(sockets.items()):
+                    try:
+                        s.send(request[sent % len(request) : sent % len(request) + 1])
+                        sockets[s] = sent + 1
+                        data = s.recv(4096)  # nothing, until the server gives up on us
+                    except BlockingIOError:
+                        continue
+                    except OSError:
+                        data = b""
+                    self.answers.append(data)
+                    self.closed_by_server += 1
+                    del sockets[s]
+                    s.close()
+                self._stop.wait(1.0)
+        finally:
+            self.ready.set()
+            for s in sockets:
+                s.close()
+
+
+def test_slow_clients_do_not_hold_the_workers(
+    soap_server_factory: Callable[..., Server],
+) -> None:
+    """200 connections sending one header byte a second (the server has 6 worker
+    threads): normal gets are answered within a second all along; the slow ones are
+    answered 408 and closed after request_timeout."""
+    server = soap_server_factory(request_timeout=6.0)
+    session = requests.Session()
+    latencies: list[float] = []
+    with SlowClients(server.service.port, 200, seconds=12) as slow:
+        assert slow.opened == 200
+        started = time.monotonic()
+        while time.monotonic() - started < 9:  # past request_timeout: the gate closes them
+            before = time.monotonic()
+            response = session.post(
+                server.endpoint("GetMeterReadings"),
+                data=envelope(get_body()),
+                headers={"Content-Type": "text/xml; charset=utf-8"},
+                auth=("cis", "cis-secret"),
+                timeout=10,
+            )
+            latencies.append(time.monotonic() - before)
+            assert response.status_code == 200
+            time.sleep(0.1)
+        deadline = time.monotonic() + 10
+        while slow.closed_by_server < 200 and time.monotonic() < deadline:
+            time.sleep(0.1)
+    latencies.sort()
+    print(
+        f"{len(latencies)} gets while 200 slow connections were held: "
+        f"median {latencies[len(latencies) // 2] * 1000:.0f} ms, "
+        f"max {latencies[-1] * 1000:.0f} ms; {slow.closed_by_server} slow ones closed"
+    )
+    assert latencies[-1] < 1.0
+    assert slow.closed_by_server == 200
+    assert all(a.startswith(b"HTTP/1.1 408") or a == b"" for a in slow.answers)
+    assert any(a.startswith(b"HTTP/1.1 408") for a in slow.answers)
