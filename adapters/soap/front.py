@@ -39,6 +39,8 @@ log = logging.getLogger("amihub.soap")
 
 #: headers longer than this go to a worker at once; cheroot refuses them (413)
 MAX_HEADER_BYTES: Final = 64 * 1024
+#: the listening socket's backlog (the kernel caps it at net.core.somaxconn)
+LISTEN_BACKLOG: Final = 1024
 TIMEOUT_ANSWER: Final = (
     b"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
 )
@@ -262,6 +264,10 @@ class GatedServer(wsgi.Server):
     def __init__(
         self, *args: Any, request_timeout: float, buffer_bytes: int, **kwargs: Any
     ) -> None:
+        # cheroot listens with a backlog of 5: a burst of connections (or a client
+        # connecting while the accepting thread waits for the GIL) lost SYNs and waited
+        # a second for the retransmission
+        kwargs.setdefault("request_queue_size", LISTEN_BACKLOG)
         super().__init__(*args, **kwargs)
         self.request_timeout = request_timeout
         self.buffer_bytes = buffer_bytes
