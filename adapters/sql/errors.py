@@ -1,7 +1,9 @@
 """Driver errors -> amihub errors, at the edge of the SQL adapter.
 
-* connection lost / refused, lock timeouts, serialisation failures, deadlocks
-  -> :class:`hub.errors.StoreUnavailable` (recoverable: retry);
+* connection lost / refused, lock timeouts, serialisation failures, deadlocks, a
+  statement over ``statement_timeout``, a session ended by
+  ``idle_in_transaction_session_timeout`` -> :class:`hub.errors.StoreUnavailable`
+  (recoverable: retry);
 * schema missing -> :class:`hub.errors.ConfigurationError` (run ``amihub`` migrations);
 * constraint violations the caller can act on are raised by the repositories as
   :class:`hub.errors.PayloadInvalid` with a published code (2007 already exists,
@@ -70,7 +72,11 @@ def translate(error: Exception) -> AmihubError:
         state = _sqlstate(error)
         if error.connection_invalidated:
             return StoreUnavailable(f"database connection lost: {text}")
-        if state is not None and (state.startswith(("08", "40", "53", "57P")) or state == "55P03"):
+        # 57014: a statement cancelled by statement_timeout; 25P03: the session ended by
+        # idle_in_transaction_session_timeout ([store] settings): retry later
+        if state is not None and (
+            state.startswith(("08", "40", "53", "57P")) or state in ("55P03", "57014", "25P03")
+        ):
             return StoreUnavailable(f"database unavailable ({state}): {text}")
         if isinstance(error, sa_exc.IntegrityError):
             return PayloadInvalid(f"constraint violated: {text}", code=BAD_FIELD)

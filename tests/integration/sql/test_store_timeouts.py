@@ -10,6 +10,8 @@ import pytest
 from sqlalchemy import text
 
 from adapters.sql.engine import store_engine
+from adapters.sql.errors import translate
+from hub.errors import StoreUnavailable
 from hub.settings import StoreSettings, load_settings
 
 
@@ -24,9 +26,11 @@ def test_postgres_connections_carry_the_settings_timeouts(postgres_url: str) -> 
             assert conn.execute(text("SHOW idle_in_transaction_session_timeout")).scalar() == "1s"
             assert conn.execute(text("SHOW timezone")).scalar() == "UTC"
             started = time.monotonic()
-            with pytest.raises(Exception, match="statement timeout"):
+            with pytest.raises(Exception, match="statement timeout") as cancelled:
                 conn.execute(text("SELECT pg_sleep(5)"))
             assert time.monotonic() - started < 3
+            assert isinstance(translate(cancelled.value), StoreUnavailable)  # retry later
+            conn.rollback()
         with engine.connect() as conn:
             conn.execute(text("SELECT 1"))  # a transaction is open, then left idle
             pid = conn.execute(text("SELECT pg_backend_pid()")).scalar()
@@ -42,8 +46,9 @@ def test_postgres_connections_carry_the_settings_timeouts(postgres_url: str) -> 
                         break
                     time.sleep(0.1)
             assert gone, "the idle-in-transaction session was not ended"
-            with pytest.raises(Exception, match=r"idle-in-transaction|terminat|closed"):
+            with pytest.raises(Exception, match=r"idle-in-transaction|terminat|closed") as ended:
                 conn.execute(text("SELECT 1"))
+            assert isinstance(translate(ended.value), StoreUnavailable)
     finally:
         engine.dispose()
 
