@@ -13,7 +13,8 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import threading
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Final
 
 from cheroot.ssl.builtin import BuiltinSSLAdapter
 
@@ -31,6 +32,10 @@ if TYPE_CHECKING:
     from hub.bootstrap import App
 
 log = logging.getLogger("amihub.soap")
+
+#: seconds a stop waits for running requests (cheroot's shutdown_timeout of 5 s
+#: included) before it leaves them to end with the process
+STOP_GRACE: Final = 8.0
 
 
 class SoapService:
@@ -147,7 +152,7 @@ class SoapService:
         # seen to leave a schema that refused every valid message ("No matching global
         # declaration available for the validation root") for the life of the process.
         schemas.message_schema()
-        self.server.prepare()
+        _in_daemon_thread(self.server.prepare)
         self._thread = threading.Thread(target=self.server.serve, name="soap-server", daemon=True)
         self._thread.start()
         if self.worker:
@@ -170,10 +175,41 @@ class SoapService:
         self._children.clear()
         if not self.worker:
             self.dispatcher.stop()
-        self.server.stop()
+        # cheroot gives running requests shutdown_timeout, then closes their sockets and
+        # waits for them without a bound: a request waiting for the database would hold
+        # the stop (and SIGTERM) until its statement ends. Wait STOP_GRACE at most; the
+        # worker threads are daemons and end with the process.
+        stopper = threading.Thread(target=self.server.stop, name="soap-stop", daemon=True)
+        stopper.start()
+        stopper.join(STOP_GRACE)
+        if stopper.is_alive():
+            log.warning(
+                "SOAP requests still running %.0f s after the stop: not waiting for them",
+                STOP_GRACE,
+            )
         if self._thread is not None:
-            self._thread.join(10)
+            self._thread.join(1)
             self._thread = None
+
+
+def _in_daemon_thread(prepare: Callable[[], None]) -> None:
+    """Run cheroot's ``prepare`` (bind, start the worker threads) in a daemon thread,
+    so that its worker threads are daemons too (a thread inherits it): a request stuck
+    in the database cannot keep the process alive after a stop. Errors (the port in
+    use) are raised here."""
+    failures: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            prepare()
+        except BaseException as exc:  # handed to the caller
+            failures.append(exc)
+
+    thread = threading.Thread(target=run, name="soap-prepare", daemon=True)
+    thread.start()
+    thread.join()
+    if failures:
+        raise failures[0]
 
 
 def build(app: App) -> SoapService:

@@ -12,7 +12,9 @@ import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
+import psycopg
 import pytest
 import requests
 from lxml import etree
@@ -59,16 +61,26 @@ def values(response: requests.Response) -> list[str]:
 
 @pytest.mark.parametrize(
     ("meters", "days"),
-    [(["MTR-1"], 63), ([f"MTR-{n}" for n in range(1, 3)] * 1, 32)],
-    ids=["one meter, 2 x 63 days", "two meters, 2 x 32 days"],
+    [
+        (["MTR-1"], 63),
+        (["MTR-1", "MTR-2"], 32),
+        ([f"MTR-{n}" for n in range(1, 131)], 0.5),
+    ],
+    ids=["one meter, 2 x 63 days", "two meters, 2 x 32 days", "130 meters, 2 x 12 hours"],
 )
 def test_several_streamed_time_schedules_are_answered(
-    soap_server_factory: Callable[..., Server], postgres_url: str, meters: list[str], days: int
+    soap_server_factory: Callable[..., Server],
+    postgres_url: str,
+    meters: list[str],
+    days: float,
 ) -> None:
     """Two periods over the streamed path (more than 62 meter-days each) were two open
     streams on one connection: the second waited for psycopg's lock held by the first,
     for ever. Now both are answered, each period's readings once, in order."""
+    from tests.unit.hub.conftest import add_meters
+
     server = soap_server_factory(database_url=postgres_url)
+    add_meters(server.app, *meters[2:])  # the server has MTR-1 and MTR-2
     stored = MemoryAdapter(server.app.pipeline).request(
         meter_readings_bytes(meters, START, 192, registers=False)
     )
@@ -78,15 +90,18 @@ def test_several_streamed_time_schedules_are_answered(
     response = post_get(server, schedules(meters, periods), timeout=20)
     assert response.status_code == 200, response.text[:500]
     stamps = values(response)
-    assert len(stamps) == 192 * len(meters)
-    assert len(set(stamps)) == 192
+    stored_stamps = [START + timedelta(minutes=15 * k) for k in range(1, 193)]
+    expected = [t for t in stored_stamps if periods[0][0] < t <= periods[1][1]]
+    assert len(stamps) == len(expected) * len(meters)
+    assert sorted(set(stamps)) == [t.isoformat() for t in expected]
 
 
 def test_serve_stops_within_15_s_on_sigterm_with_requests_in_flight(
     postgres_url: str, tmp_path: Path
 ) -> None:
-    """``amihub serve`` on PostgreSQL with gets of several streamed periods running and
-    slow clients holding workers mid-body: SIGTERM ends it in under 15 s, exit 0."""
+    """``amihub serve`` on PostgreSQL with gets of several streamed periods answered,
+    slow clients mid-body, and gets waiting for a lock in the database (they would
+    wait up to statement_timeout): SIGTERM ends it in under 15 s, exit 0."""
     from hub.bootstrap import bootstrap
     from hub.settings import load_settings
     from tests.integration.soap.conftest import USERS
@@ -120,6 +135,7 @@ def test_serve_stops_within_15_s_on_sigterm_with_requests_in_flight(
     stop = threading.Event()
     answered: list[int] = []
     slow: list[socket.socket] = []
+    locker: psycopg.Connection[Any] | None = None
     try:
         deadline = time.monotonic() + 30
         while True:
@@ -164,11 +180,24 @@ def test_serve_stops_within_15_s_on_sigterm_with_requests_in_flight(
             assert time.monotonic() < deadline, "no get was answered"
             time.sleep(0.05)
         assert set(answered) == {200}
+        # the next gets wait for a lock in the database (as behind a long statement)
+        locker = psycopg.connect(postgres_url.replace("postgresql+psycopg", "postgresql"))
+        locker.execute("LOCK TABLE reading IN ACCESS EXCLUSIVE MODE")
+        with psycopg.connect(postgres_url.replace("postgresql+psycopg", "postgresql")) as watch:
+            watch.autocommit = True
+            while not watch.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                "AND wait_event_type = 'Lock'"
+            ).fetchone()[0]:  # type: ignore[index]
+                assert time.monotonic() < deadline, "no get waited for the lock"
+                time.sleep(0.05)
         started = time.monotonic()
         proc.send_signal(signal.SIGTERM)
         output, _ = proc.communicate(timeout=60)
         took = time.monotonic() - started
     finally:
+        if locker is not None:
+            locker.close()
         stop.set()
         if proc.poll() is None:
             proc.kill()
