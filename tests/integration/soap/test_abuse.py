@@ -243,3 +243,14 @@ def test_slow_clients_do_not_hold_the_workers(
     assert slow.closed_by_server == 200
     assert all(a.startswith(b"HTTP/1.1 408") or a == b"" for a in slow.answers)
     assert any(a.startswith(b"HTTP/1.1 408") for a in slow.answers)
+
+
+@pytest.mark.parametrize(
+    ("name", "problem"),
+    [("x" * 201, "at most 200 characters"), ("eve\nINFO forged", "should match pattern")],
+)
+def test_user_names_are_bounded_in_the_settings(name: str, problem: str) -> None:
+    """A configured user name fits the audit and message log (200 characters) and holds
+    no control character."""
+    with pytest.raises(ConfigurationError, match=problem):
+        load_settings(users=[{"name": name, "password": "secret"}])
