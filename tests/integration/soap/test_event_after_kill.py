@@ -76,6 +76,7 @@ def test_event_accepted_before_a_kill_is_delivered_after_restart(tmp_path: Path)
         'name = "cis"\n'
         'password = "cis-secret"\n'
         'permissions = ["*:*"]\n'
+        'reply_addresses = ["http://127.0.0.1:*"]\n'  # the subscriber below
     )
     settings = load_settings(database_url=database)
     app = bootstrap(settings, migrate=True)
