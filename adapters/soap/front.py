@@ -16,9 +16,11 @@ clients then cost a socket and at most ``buffer_bytes`` each, never a worker. A 
 larger than ``buffer_bytes``, chunked, or after ``Expect: 100-continue`` is read by
 the worker (``socket_timeout`` per read), as before.
 
-Kept-alive connections go through the same gate for their next request. With TLS the
-gate reads decrypted bytes (non-blocking); the TLS handshake itself is still done by
-cheroot in the accepting thread (see docs/soap.md, Open points).
+Kept-alive connections go through the same gate for their next request. With TLS
+(:class:`GatedTLSAdapter`) the gate also does the handshake, without blocking, on the
+connection's readable events (cheroot did it blocking in its accepting thread: a client
+that connected and sent no ClientHello stopped every new connection for
+``socket_timeout``); ``request_timeout`` counts from the accept, handshake included.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from typing import Any, Final
 
 from cheroot import connections, wsgi
 from cheroot.makefile import StreamReader
+from cheroot.ssl.builtin import BuiltinSSLAdapter
 
 log = logging.getLogger("amihub.soap")
 
@@ -135,6 +138,8 @@ class GatedConnections(connections.ConnectionManager):
         self._selector.register(conn.socket.fileno(), selectors.EVENT_READ, data=conn)
 
     def _admit(self, conn: Any) -> None:
+        if isinstance(conn.socket, ssl.SSLSocket):
+            conn.tls_handshaken = False  # GatedTLSAdapter: the gate does the handshake
         conn.rfile = _GatedReader(conn.socket, conn.rbufsize)
         now = time.time()
         conn.last_used = now
@@ -149,7 +154,29 @@ class GatedConnections(connections.ConnectionManager):
         self._pending[conn.socket.fileno()] = (conn, began)
         self._selector.register(conn.socket.fileno(), selectors.EVENT_READ, data=conn)
 
+    def _handshake(self, fd: int, conn: Any) -> bool:
+        """One step of a TLS handshake; whether it is done (False: wait, or dropped)."""
+        sock = conn.socket
+        timeout = sock.gettimeout()
+        sock.setblocking(False)
+        try:
+            sock.do_handshake()
+        except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+            return False
+        except (ssl.SSLError, OSError) as exc:
+            log.debug("TLS handshake with %s failed: %s", getattr(conn, "remote_addr", "?"), exc)
+            self._drop(fd, conn)
+            return False
+        finally:
+            with contextlib.suppress(OSError):
+                sock.settimeout(timeout)
+        conn.ssl_env = self.server.ssl_adapter.get_environ(sock)
+        conn.tls_handshaken = True
+        return True
+
     def _readable(self, fd: int, conn: Any) -> None:
+        if getattr(conn, "tls_handshaken", True) is False and not self._handshake(fd, conn):
+            return
         early = getattr(conn.rfile, "early_io", None)
         if early is None:  # not gated (cannot happen): as cheroot does
             self._selector.unregister(fd)
@@ -256,6 +283,16 @@ def _receive(sock: socket.socket) -> bytes | None:
         finally:
             sock.settimeout(timeout)
     return sock.recv(65536)
+
+
+class GatedTLSAdapter(BuiltinSSLAdapter):
+    """cheroot's TLS adapter, leaving the handshake to the gate (non-blocking)."""
+
+    context: ssl.SSLContext
+
+    def wrap(self, sock: socket.socket) -> tuple[ssl.SSLSocket, dict[str, Any]]:
+        wrapped = self.context.wrap_socket(sock, do_handshake_on_connect=False, server_side=True)
+        return wrapped, {}
 
 
 class GatedServer(wsgi.Server):

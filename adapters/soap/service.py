@@ -16,11 +16,9 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final
 
-from cheroot.ssl.builtin import BuiltinSSLAdapter
-
 from adapters.soap.auth import Authenticator
 from adapters.soap.client import CHANNEL, SoapSender
-from adapters.soap.front import GatedServer
+from adapters.soap.front import GatedServer, GatedTLSAdapter
 from adapters.soap.gateway import AccessLog, SoapGateway
 from cim_schemas import schemas
 from hub.errors import ConfigurationError
@@ -107,7 +105,7 @@ class SoapService:
             buffer_bytes=min(s.request_buffer_bytes, s.max_body_bytes),
         )
         if s.tls_cert is not None and s.tls_key is not None:
-            self.server.ssl_adapter = BuiltinSSLAdapter(str(s.tls_cert), str(s.tls_key))
+            self.server.ssl_adapter = GatedTLSAdapter(str(s.tls_cert), str(s.tls_key))
         self._thread: threading.Thread | None = None
 
     # -- outbox --------------------------------------------------------------------------

@@ -254,3 +254,59 @@ def test_user_names_are_bounded_in_the_settings(name: str, problem: str) -> None
     no control character."""
     with pytest.raises(ConfigurationError, match=problem):
         load_settings(users=[{"name": name, "password": "secret"}])
+
+
+def test_silent_tls_clients_do_not_hold_the_server(
+    soap_server_factory: Callable[..., Server], tmp_path: Path
+) -> None:
+    """50 clients connect to the HTTPS port and send no ClientHello (cheroot did the
+    handshake blocking, in its accepting thread): gets over HTTPS are answered within a
+    second meanwhile; the silent ones are closed after request_timeout."""
+    from tests.integration.soap.test_security import _self_signed
+
+    cert, key = _self_signed(tmp_path)
+    server = soap_server_factory(tls_cert=cert, tls_key=key, request_timeout=4.0)
+    session = requests.Session()
+    session.trust_env = False
+    session.verify = str(cert)
+
+    def get() -> requests.Response:
+        return session.post(
+            server.endpoint("GetMeterReadings"),
+            data=envelope(get_body()),
+            headers={"Content-Type": "text/xml; charset=utf-8"},
+            auth=("cis", "cis-secret"),
+            timeout=10,
+        )
+
+    assert get().status_code == 200
+    silent = [socket.create_connection(("127.0.0.1", server.service.port)) for _ in range(50)]
+    try:
+        latencies = []
+        fresh = requests.Session()  # a new connection each time: a handshake each
+        fresh.trust_env = False
+        fresh.verify = str(cert)
+        started = time.monotonic()
+        while time.monotonic() - started < 5:
+            before = time.monotonic()
+            response = fresh.post(
+                server.endpoint("GetMeterReadings"),
+                data=envelope(get_body()),
+                headers={"Content-Type": "text/xml; charset=utf-8", "Connection": "close"},
+                auth=("cis", "cis-secret"),
+                timeout=10,
+            )
+            latencies.append(time.monotonic() - before)
+            assert response.status_code == 200
+        print(f"{len(latencies)} HTTPS gets beside 50 silent TLS clients: max {max(latencies):.3f}")
+        assert max(latencies) < 1.0
+        for s in silent:  # closed by the server after request_timeout
+            s.settimeout(10)
+            try:
+                data = s.recv(100)
+            except ConnectionResetError:
+                data = b""
+            assert data == b""
+    finally:
+        for s in silent:
+            s.close()
