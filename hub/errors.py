@@ -69,7 +69,13 @@ ERROR_CODES: dict[str, ErrorCode] = {
             "forbidden XML construct",
             "DTD, entity declaration or external reference: refused by the hardened parser.",
         ),
-        _c("1003", _F, "input too large", "The input exceeds the configured size limit."),
+        _c(
+            "1003",
+            _F,
+            "input too large",
+            "The input exceeds the configured size limit, or a get asks more meter-days "
+            "than `[limits] max_get_meter_days`.",
+        ),
         _c(
             "1004",
             _F,
@@ -101,7 +107,8 @@ ERROR_CODES: dict[str, ErrorCode] = {
             "1010",
             _F,
             "not authorised",
-            "The sender is not authenticated, or may not use this verb and noun.",
+            "The sender is not authenticated, may not use this verb and noun, or names a "
+            "ReplyAddress outside its `reply_addresses`.",
         ),
         _c(
             "1011",
