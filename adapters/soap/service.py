@@ -1,10 +1,11 @@
 """``amihub serve`` with ``[soap] enabled = true``: the services on cheroot, plus delivery.
 
 :func:`build` is the factory named in :data:`hub.serve.SERVICE_ALIASES`. The
-service runs the WSGI gateway on cheroot's thread pool (``threads`` workers,
-``socket_timeout`` for silent clients, HTTPS when ``tls_cert``/``tls_key`` are
-set) and one outbox dispatcher for the ``soap`` channel (async replies and
-subscriber events, retried with backoff, dead-lettered after
+service runs the WSGI gateway on cheroot's thread pool (``threads`` workers), behind
+the request gate of :mod:`adapters.soap.front` (a worker gets a request only once it
+has arrived, ``request_timeout``; HTTPS when ``tls_cert``/``tls_key`` are set, the
+handshake done by the gate too) and one outbox dispatcher for the ``soap`` channel
+(async replies and subscriber events, retried with backoff, dead-lettered after
 ``delivery_max_attempts``).
 """
 
