@@ -80,12 +80,12 @@ class SoapSettings(BaseModel):
     #: seconds a connection may stay silent (an idle kept-alive connection; a worker
     #: reading a large or chunked body waits at most this long for each part)
     socket_timeout: float = Field(default=30.0, gt=0)
-    #: seconds a client has to send a whole request (headers, and a body up to
-    #: ``request_buffer_bytes``) from its first byte: until then no worker waits for
-    #: it (adapters/soap/front.py); later: 408 and the connection is closed
-    request_timeout: float = Field(default=10.0, gt=0)
-    #: a body up to this size is read before a worker takes the request (memory per
-    #: slow connection at most this); a larger one is read by the worker
+    #: seconds a client has to send a whole request (headers and body) from its first
+    #: byte: until then no worker waits for it (adapters/soap/front.py); later: 408 and
+    #: the connection is closed
+    request_timeout: float = Field(default=30.0, gt=0)
+    #: memory a request takes while it arrives; the rest of its body waits in a
+    #: temporary file
     request_buffer_bytes: int = Field(default=1024 * 1024, ge=0)
     #: HTTPS: PEM certificate (chain) and private key; both or neither
     tls_cert: Path | None = None

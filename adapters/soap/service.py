@@ -104,6 +104,7 @@ class SoapService:
             reuse_port=s.processes > 1,
             request_timeout=s.request_timeout,
             buffer_bytes=min(s.request_buffer_bytes, s.max_body_bytes),
+            max_body=s.max_body_bytes,
         )
         if s.tls_cert is not None and s.tls_key is not None:
             self.server.ssl_adapter = GatedTLSAdapter(str(s.tls_cert), str(s.tls_key))

@@ -165,32 +165,45 @@ class SlowClients:
         self._thread.join(30)
 
     def _run(self) -> None:
-        """Half of them trickle their headers, the other half (headers sent whole) a
-        body of 5000 bytes."""
-        request = b"POST /ws/GetMeterReadings HTTP/1.1\r\nHost: slow\r\n" + b"X-Slow: " + b"a" * 64
-        head = b"POST /ws/GetMeterReadings HTTP/1.1\r\nHost: slow\r\nContent-Length: 5000\r\n\r\n"
-        sockets: dict[socket.socket, int] = {}
+        """A quarter of them trickle their headers, the others (headers sent whole) a
+        body: by Content-Length, chunked, or after ``Expect: 100-continue``."""
+        post = b"POST /ws/GetMeterReadings HTTP/1.1\r\nHost: slow\r\n"
+        heads = [
+            b"",
+            post + b"Content-Length: 5000\r\n\r\n",
+            post + b"Transfer-Encoding: chunked\r\n\r\n",
+            post + b"Expect: 100-continue\r\nContent-Length: 5000\r\n\r\n",
+        ]
+        trickles = [
+            post + b"X-Slow: " + b"a" * 64,
+            b"a" * 5000,
+            b"1388\r\n" + b"a" * 5000,
+            b"a" * 5000,
+        ]
+        sockets: dict[socket.socket, tuple[int, int]] = {}
         try:
             for n in range(self.count):
                 s = socket.create_connection(("127.0.0.1", self.port), timeout=5)
-                if n % 2:
-                    s.sendall(head)
+                if heads[n % 4]:
+                    s.sendall(heads[n % 4])
                 s.setblocking(False)
-                sockets[s] = 0
+                sockets[s] = (n % 4, 0)
             self.opened = len(sockets)
             self.ready.set()
             deadline = time.monotonic() + self.seconds
             while sockets and not self._stop.is_set() and time.monotonic() < deadline:
-                for s, sent in list(sockets.items()):
+                for s, (kind, sent) in list(sockets.items()):
                     try:
-                        s.send(request[sent % len(request) : sent % len(request) + 1])
-                        sockets[s] = sent + 1
+                        s.send(trickles[kind][sent : sent + 1])
+                        sockets[s] = (kind, sent + 1)
                         data = s.recv(4096)  # nothing, until the server gives up on us
+                        if data == b"HTTP/1.1 100 Continue\r\n\r\n":  # to Expect: go on
+                            continue
                     except BlockingIOError:
                         continue
                     except OSError:
                         data = b""
-                    self.answers.append(data)
+                    self.answers.append(data.replace(b"HTTP/1.1 100 Continue\r\n\r\n", b""))
                     self.closed_by_server += 1
                     del sockets[s]
                     s.close()
@@ -205,9 +218,10 @@ def test_slow_clients_do_not_hold_the_workers(
     soap_server_factory: Callable[..., Server],
 ) -> None:
     """200 connections sending one byte a second, of their headers or of their body
-    (the server has 6 worker threads): normal gets are answered within a second all
-    along; the slow ones are answered 408 and closed after request_timeout."""
-    server = soap_server_factory(request_timeout=6.0)
+    (by Content-Length, over the gate's memory buffer; chunked; after Expect:
+    100-continue), the server having 6 worker threads: normal gets are answered within
+    a second all along; the slow ones are answered 408 and closed after request_timeout."""
+    server = soap_server_factory(request_timeout=6.0, request_buffer_bytes=1000)
     session = requests.Session()
 
     def get() -> requests.Response:
