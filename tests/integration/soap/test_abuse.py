@@ -7,7 +7,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -324,3 +324,27 @@ def test_silent_tls_clients_do_not_hold_the_server(
     finally:
         for s in silent:
             s.close()
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
+def test_a_large_body_waits_in_a_file_and_is_answered(
+    soap_server_factory: Callable[..., Server], chunked: bool
+) -> None:
+    """A 1.5 MB request over a gate buffer of 1,000 bytes: the body waits in the gate's
+    temporary file, the worker reads it whole, the get is answered."""
+    server = soap_server_factory(request_buffer_bytes=1000)
+    body = envelope("<!--" + "x" * 1_500_000 + "-->" + get_body())
+
+    def pieces() -> Iterator[bytes]:
+        for i in range(0, len(body), 65536):
+            yield body[i : i + 65536]
+
+    response = requests.post(
+        server.endpoint("GetMeterReadings"),
+        data=pieces() if chunked else body,
+        headers={"Content-Type": "text/xml; charset=utf-8"},
+        auth=("cis", "cis-secret"),
+        timeout=30,
+    )
+    assert response.status_code == 200, response.text[:300]
+    assert b"<msg:Result>OK</msg:Result>" in response.content
