@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
 import time
 from pathlib import Path
 
@@ -10,6 +9,7 @@ import pytest
 
 from adapters.amqp.service import event_destination
 from hub.bootstrap import App
+from tests.integration.amqp.broker import list_queues
 from tests.integration.amqp.conftest import Start, wait_for
 from tests.unit.amqp.partner import get_meter_readings_request, readings_request
 from tests.unit.amqp.test_amqp_memory import assert_dead_lettered, result_of
@@ -102,20 +102,14 @@ def test_user_id_validated_by_rabbitmq_names_the_partner(rabbit: Start, sqlite_a
     assert sorted(r.headers["amihub-result"] for r in replies) == ["FAILED", "OK"]
 
 
-def test_quorum_queues(rabbit: Start, sqlite_app: App) -> None:
+def test_quorum_queues(rabbit: Start, sqlite_app: App, amqp_url: str) -> None:
     service, partner = rabbit(sqlite_app, quorum=True)
     partner.send(readings_request("MTR-1"))
     [reply] = partner.replies()
     assert result_of(reply.body) == ("OK", [])
-    out = subprocess.run(
-        ["rabbitmqctl", "-q", "list_queues", "name", "type"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    types = dict(line.split("\t")[:2] for line in out.splitlines() if "\t" in line)
-    assert types[service.settings.request_queue] == "quorum"
-    assert types[service.settings.dead_letter_queue] == "quorum"
+    types = list_queues(amqp_url, "type")  # in the vhost of the URL
+    assert types[service.settings.request_queue] == ["quorum"]
+    assert types[service.settings.dead_letter_queue] == ["quorum"]
 
 
 def test_outbox_events_with_batched_confirms(rabbit: Start, sqlite_app: App) -> None:

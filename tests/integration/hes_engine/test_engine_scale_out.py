@@ -35,7 +35,9 @@ from hes.simulator.meter import interval_end, interval_index
 from hub.bootstrap import App, bootstrap
 from hub.settings import AmqpSettings, HesSettings, load_settings
 from tests.conftest import free_port
+from tests.integration.amqp.broker import ready_and_unacked
 from tests.unit.hub.conftest import add_meters
+from tests.waiting import wait_until
 
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.postgres]
 
@@ -238,6 +240,14 @@ def ready_jobs(conn: Connection, queue: str) -> int:
         return int(ch.queue_declare(queue, passive=True).message_count)
 
 
+def drain_replies(conn: Connection, queue: str, into: list[dict[str, Any]]) -> None:
+    """Every reply waiting on ``queue``, appended to ``into`` (duplicates kept)."""
+    with conn.channel() as ch:
+        while (m := ch.basic_get(queue, no_ack=True)) is not None:
+            into.append(json.loads(m.body))
+
+
+@pytest.mark.timeout(110)
 def test_engine_killed_mid_run_loses_nothing(
     fleet60: Setup, replies: tuple[Connection, str]
 ) -> None:
@@ -247,7 +257,11 @@ def test_engine_killed_mid_run_loses_nothing(
     The victim runs alone first (2 jobs at a time, prefetch 3), so while jobs are still
     waiting on the queue it always holds some unacknowledged: it takes a new one as
     soon as it acks one. It is killed right after a reply of its own, with jobs
-    still ready on the queue."""
+    still ready on the queue. Every reply is counted, whoever sent it and whenever:
+    a job the victim replied to but had not acknowledged comes again to the survivor,
+    whose second reply is a redelivery like any other (nothing is dropped as a
+    duplicate). The replies are read until the broker holds no job, ready or
+    unacknowledged, so no reply can still come."""
     conn, reply_to = replies
     victim = fleet60.engine(concurrency=2, prefetch=3)
     start, end = window(6)
@@ -257,27 +271,37 @@ def test_engine_killed_mid_run_loses_nothing(
             fleet60.mrids, start, end, reply_to=reply_to, registers=[], job_meters=3
         )
         assert len(ids) == 20
-        seen: list[dict[str, Any]] = []
+        got: list[dict[str, Any]] = []
 
         def victim_replied_with_jobs_left() -> bool:
-            with conn.channel() as ch:
-                while (m := ch.basic_get(reply_to, no_ack=True)) is not None:
-                    seen.append(json.loads(m.body))
-            return bool(seen) and ready_jobs(conn, fleet60.hes.jobs_queue) > 0
+            drain_replies(conn, reply_to, got)
+            return bool(got) and ready_jobs(conn, fleet60.hes.jobs_queue) > 0
 
-        wait_for(victim_replied_with_jobs_left, 30, "a reply while jobs are still queued")
+        wait_until(victim_replied_with_jobs_left, 30, "a reply while jobs are still queued")
         victim.send_signal(signal.SIGKILL)
         victim.wait(10)
-        assert len(seen) < len(ids) - 3, "killed too late: nothing was left in its hands"
+        assert len({r["job"] for r in got}) < len(ids) - 3, "killed too late"
         survivor = fleet60.engine(concurrency=4, prefetch=2)
-        rest = [i for i in ids if i not in {r["job"] for r in seen}]
-        got = seen + collect(conn, reply_to, rest, 40)
+
+        def every_job_answered_and_acked() -> bool:
+            drain_replies(conn, reply_to, got)
+            if {r["job"] for r in got} != set(ids):
+                return False
+            return ready_and_unacked(fleet60.amqp.url, fleet60.hes.jobs_queue) == (0, 0)
+
+        wait_until(every_job_answered_and_acked, 60, "a reply to every job, every job acked")
+        drain_replies(conn, reply_to, got)  # replies are published before their ack
         assert {r["job"] for r in got} == set(ids)
         assert {r["state"] for r in got} == {"succeeded"}
-        assert all(r["engine"].endswith(f":{victim.pid}") for r in seen)
-        redelivered = [r for r in got if r["redelivered"]]
+        engines = {f":{victim.pid}": "victim", f":{survivor.pid}": "survivor"}
+        by = [next(who for tag, who in engines.items() if r["engine"].endswith(tag)) for r in got]
+        redelivered = [who for r, who in zip(got, by, strict=True) if r["redelivered"]]
         assert redelivered, "the victim's unacknowledged jobs were not redelivered"
-        assert all(r["engine"].endswith(f":{survivor.pid}") for r in redelivered)
+        assert set(redelivered) == {"survivor"}
+        # a job answered twice was redelivered: the survivor's answer says so
+        for job in {r["job"] for r in got}:
+            answers = [(r, who) for r, who in zip(got, by, strict=True) if r["job"] == job]
+            assert all(r["redelivered"] for r, _ in answers[1:]), answers
         counts = store_counts(fleet60)
         assert counts["meters"] == set(fleet60.mrids)
         assert counts["series"] == {24}  # 6 h: each interval exactly once

@@ -6,6 +6,7 @@ import tracemalloc
 from datetime import timedelta
 from pathlib import Path
 
+import pytest
 from lxml import etree
 
 from adapters.memory import MemoryAdapter
@@ -195,16 +196,44 @@ def test_large_file_streams_within_bounded_memory(sqlite_url: str, tmp_path: Pat
     app.close()
 
 
-def test_streamed_file_with_a_schema_error_stores_nothing(sqlite_url: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("old", "new", "reason"),
+    [
+        # without the schema this value would be refused as a number (2005)
+        (
+            b"<m:value>",
+            b"<m:value><m:bad/>",
+            "schema invalid: Element '{http://iec.ch/TC57/2011/MeterReadings#}value': "
+            "Element content is not allowed, because the type definition is simple.",
+        ),
+        # without the schema this element would be skipped and the file stored
+        (
+            b"</m:value></m:IntervalReadings>",
+            b"</m:value><m:unknownElement>1</m:unknownElement></m:IntervalReadings>",
+            "schema invalid: Element '{http://iec.ch/TC57/2011/MeterReadings#}unknownElement': "
+            "This element is not expected. Expected is one of "
+            "( {http://iec.ch/TC57/2011/MeterReadings#}ReadingQualities, "
+            "{http://iec.ch/TC57/2011/MeterReadings#}timePeriod ).",
+        ),
+    ],
+    ids=["element-in-a-value", "unknown-element"],
+)
+def test_streamed_file_with_a_schema_error_stores_nothing(
+    sqlite_url: str, tmp_path: Path, old: bytes, new: bytes, reason: str
+) -> None:
+    """The streamed path validates with the schema as it parses (iterparse's schema):
+    the exact refusal is the schema's, not whatever the route makes of the element."""
     app = make_app(sqlite_url, tree_limit_bytes=1024)
     add_meters(app, "MTR-1")
     body = meter_readings_bytes(["MTR-1"], START, 50)
-    body = body.replace(b"<m:value>", b"<m:value><m:bad/>", 1)
+    assert len(body) > 1024  # streamed, not parsed whole
     path = tmp_path / "bad.xml"
-    path.write_bytes(body)
+    path.write_bytes(body.replace(old, new, 1))
     outcome = app.pipeline.process(InboundMessage(source="t", endpoint="t", path=path))
-    assert outcome.result == "FAILED"
-    assert outcome.errors[0].code in {"1005", "2005"}
+    assert (outcome.result, [(e.code, e.reason) for e in outcome.errors]) == (
+        "FAILED",
+        [("1005", reason)],
+    )
     assert reading_count(app) == 0
     app.close()
 
