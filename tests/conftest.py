@@ -2,7 +2,15 @@
 
 PostgreSQL and RabbitMQ tests use ``postgres_url`` / ``amqp_url``. Off CI a
 missing server skips those tests with the reason; with ``CI=true`` it fails
-them, so CI can never pass by skipping.
+them, so CI can never pass by skipping (anything else a test needs and may not
+find goes through :func:`unavailable` too).
+
+The markers tell the truth: a test that requests ``postgres_url`` (or
+``amqp_url``), directly or through its fixtures, without ``@pytest.mark.postgres``
+(``rabbitmq``) fails collection; one that gets it at run time
+(``request.getfixturevalue``, a fixture parametrised over the stores) without the
+marker fails when it asks. Parametrised over the stores:
+``pytest.param("postgresql", marks=pytest.mark.postgres)``.
 """
 
 from __future__ import annotations
@@ -12,7 +20,7 @@ import os
 import socket
 import uuid
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
 
@@ -23,8 +31,8 @@ POSTGRES_URL = os.environ.get(
 AMQP_URL = os.environ.get("AMIHUB_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672//")
 
 
-def unavailable(what: str, why: str) -> None:
-    """Skip off CI, fail on CI."""
+def unavailable(what: str, why: str) -> NoReturn:
+    """Skip off CI, fail on CI: the one way a test may be skipped for something missing."""
     message = f"{what} is not reachable ({why})"
     if ON_CI:
         pytest.fail(f"{message}: CI=true requires it", pytrace=False)
@@ -85,10 +93,49 @@ def postgres_server_url() -> str:
     return POSTGRES_URL
 
 
+#: marker -> the fixtures that mean a test needs that server
+SERVER_FIXTURES: dict[str, tuple[str, ...]] = {
+    "postgres": ("postgres_url", "postgres_server_url"),
+    "rabbitmq": ("amqp_url", "amqp_server_url"),
+}
+
+
+def unmarked(item: pytest.Item) -> list[str]:
+    """The server markers ``item`` lacks for the fixtures it requests."""
+    names = set(getattr(item, "fixturenames", ()))
+    return [
+        marker
+        for marker, fixtures in SERVER_FIXTURES.items()
+        if names.intersection(fixtures) and item.get_closest_marker(marker) is None
+    ]
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    wrong = [f"{item.nodeid}: not marked {', '.join(unmarked(item))}" for item in items]
+    wrong = [w for item, w in zip(items, wrong, strict=True) if unmarked(item)]
+    if wrong:
+        raise pytest.UsageError(
+            "tests that use a server must carry its marker (tests/conftest.py):\n"
+            + "\n".join(wrong)
+        )
+
+
+def _require_marker(request: pytest.FixtureRequest, marker: str) -> None:
+    """At run time too (``getfixturevalue``): the asking test carries ``marker``."""
+    if request.node.get_closest_marker(marker) is None:
+        pytest.fail(
+            f"{request.node.nodeid} uses {request.fixturename} without "
+            f"@pytest.mark.{marker} (pytest.param(..., marks=pytest.mark.{marker}))",
+            pytrace=False,
+        )
+
+
 @pytest.fixture
-def postgres_url(postgres_server_url: str) -> Iterator[str]:
+def postgres_url(postgres_server_url: str, request: pytest.FixtureRequest) -> Iterator[str]:
     """A fresh, empty PostgreSQL database for one test, dropped afterwards."""
     import psycopg
+
+    _require_marker(request, "postgres")
 
     plain = postgres_server_url.replace("postgresql+psycopg://", "postgresql://")
     name = f"amihub_t_{uuid.uuid4().hex[:12]}"
@@ -103,7 +150,7 @@ def postgres_url(postgres_server_url: str) -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def amqp_url() -> str:
+def amqp_server_url() -> str:
     from kombu import Connection
 
     try:
@@ -112,6 +159,13 @@ def amqp_url() -> str:
     except Exception as exc:  # kombu raises many driver types here
         unavailable("RabbitMQ", str(exc).strip())
     return AMQP_URL
+
+
+@pytest.fixture
+def amqp_url(amqp_server_url: str, request: pytest.FixtureRequest) -> str:
+    """The broker's URL, for a test marked ``rabbitmq`` (its own queue names)."""
+    _require_marker(request, "rabbitmq")
+    return amqp_server_url
 
 
 @pytest.fixture

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pytest
@@ -14,6 +13,7 @@ from tests.integration.amqp.conftest import Start, wait_for
 from tests.unit.amqp.partner import get_meter_readings_request, readings_request
 from tests.unit.amqp.test_amqp_memory import assert_dead_lettered, result_of
 from tests.unit.hub.conftest import add_meters, make_app, reading_count
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.rabbitmq
 
@@ -137,9 +137,12 @@ def test_outbox_events_with_batched_confirms(rabbit: Start, sqlite_app: App) -> 
     publisher = service.outbox_publisher
     assert publisher.published == 500
     assert publisher.batches <= 5  # one wait for confirms per batch of 200, not 500 round trips
-    time.sleep(0.2)
-    with sqlite_app.uow_factory() as uow:
-        assert uow.outbox.pending_count("amqp") == 0
+
+    def drained() -> bool:
+        with sqlite_app.uow_factory() as uow:
+            return uow.outbox.pending_count("amqp") == 0
+
+    wait_until(drained, 10, "every published event marked sent in the outbox")
 
 
 def test_partner_guide_create_get_and_events(rabbit: Start, sqlite_app: App) -> None:

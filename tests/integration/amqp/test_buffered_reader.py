@@ -7,6 +7,7 @@ import contextlib
 import time
 import uuid
 
+import pytest
 from kombu.entity import Queue
 from kombu.message import Message
 from kombu.messaging import Consumer, Producer
@@ -14,6 +15,8 @@ from kombu.messaging import Consumer, Producer
 from adapters.amqp.buffered import BufferedTCPTransport
 from adapters.amqp.connection import make_connection
 from hub.settings import AmqpSettings
+
+pytestmark = pytest.mark.rabbitmq
 
 
 def test_heartbeats_keep_an_idle_buffered_connection_alive(amqp_url: str) -> None:

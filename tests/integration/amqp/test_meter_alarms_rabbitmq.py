@@ -32,6 +32,8 @@ from tests.integration.amqp.conftest import Start
 from tests.integration.hes.test_push import Directory
 from tests.unit.hub.conftest import add_meters, make_app
 
+pytestmark = pytest.mark.rabbitmq
+
 
 @pytest.fixture
 def fleet() -> Iterator[Fleet]:
@@ -97,8 +99,9 @@ def test_partner_queue_receives_a_meter_alarm(rabbit: Start, app: App, fleet: Fl
     # the same alarm read again: nothing new is published
     again = engine.run(ReadCommand(targets(fleet), end - timedelta(hours=2), end, read_events=True))
     assert again.events_stored == 0
+    with app.uow_factory() as uow:
+        assert uow.outbox.pending_count("amqp") == 0  # nothing to publish was written
     service.dispatcher.wake()
-    time.sleep(0.5)
     assert partner.get(queue, 1, timeout=1) == []
 
 

@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import uuid
 
+import pytest
 from kombu import Connection
 
 from adapters.amqp.publisher import AmqpConfirms, ConfirmingPublisher, Outgoing, Unroutable
 from tests.unit.amqp.partner import unique_settings
+
+pytestmark = pytest.mark.rabbitmq
 
 
 def test_batches_of_confirms_settle_every_tag_once(amqp_url: str) -> None:

@@ -394,6 +394,7 @@ def test_malformed_pushes_are_kept_as_security_events_and_the_listener_goes_on(
     assert any(e.event_type == "3.12.29.212" for e in events)
 
 
+@pytest.mark.postgres
 def test_events_stored_and_published_once_on_postgresql(postgres_url: str, fleet: Fleet) -> None:
     engine = make_engine(postgres_url)
     try:

@@ -29,7 +29,7 @@ from hes.simulator.meter import (
     interval_index,
 )
 from hub.errors import MeterUnreachable, SecurityViolation
-from tests.conftest import free_port
+from tests.conftest import free_port, unavailable
 
 REGISTERS = ["1.0.1.8.0.255", "1.0.2.8.0.255", "1.0.1.8.1.255", "1.0.1.8.2.255"]
 
@@ -334,7 +334,7 @@ def test_clock_drift(fleet: Fleet) -> None:
 
 def _per_port_fleet() -> tuple[Fleet, SimulatorThread]:
     """Two consecutive free ports are not guaranteed: try a few bases."""
-    for _ in range(10):
+    for _ in range(50):
         f = Fleet.build(2, free_port(), seed=3, addressing=Addressing.PER_PORT)
         if f.base_port + 1 > 65535:
             continue
@@ -344,7 +344,7 @@ def _per_port_fleet() -> tuple[Fleet, SimulatorThread]:
         except OSError:
             continue
         return f, sim
-    pytest.skip("no two consecutive free ports")
+    return unavailable("two consecutive free ports", "50 tries")
 
 
 def test_per_port_addressing() -> None:

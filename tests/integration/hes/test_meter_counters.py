@@ -47,7 +47,7 @@ from tests.integration.hes.test_alarms import (
 )
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
 def factory(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SqlUnitOfWorkFactory]:
     if request.param == "sqlite":
         url = f"sqlite:///{tmp_path}/amihub.db"

@@ -482,6 +482,7 @@ def test_push_without_manifest_or_with_a_taken_port(
 # -- the sink on PostgreSQL: one transaction a batch, only what is new published ---------------
 
 
+@pytest.mark.postgres
 def test_batch_write_on_postgresql(postgres_url: str, fleet: Fleet) -> None:
     engine = make_engine(postgres_url)
     try:

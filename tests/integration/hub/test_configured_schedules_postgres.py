@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -16,6 +15,7 @@ from adapters.dlms.configured_schedules import SyncReport, sync_read_schedules
 from hes.simulator.fleet import Fleet, SimulatorThread
 from hub.bootstrap import App
 from tests.conftest import free_port
+from tests.postgres import lock_waiters
 from tests.unit.hub.test_configured_schedules import (
     created_updated_removed,
     daily,
@@ -25,6 +25,7 @@ from tests.unit.hub.test_configured_schedules import (
     sync,
 )
 from tests.unit.hub.test_headend_routes import mrids
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.postgres
 
@@ -56,7 +57,8 @@ class HeldCommit:
 
         def commit() -> None:
             self.written.set()
-            time.sleep(0.5)  # the other process is now waiting on our rows
+            # the race is on only once the other process waits on our rows
+            wait_until(lambda: lock_waiters(self.uow.engine) == 1, 20, "the other one waiting")
             real()
 
         self.uow.commit = commit

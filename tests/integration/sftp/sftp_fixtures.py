@@ -19,6 +19,7 @@ from adapters.sftp.server import (
     SftpServerConfig,
     hash_password,
 )
+from tests.conftest import unavailable
 
 SFTP_BIN = shutil.which("sftp")
 SSHD_BIN = shutil.which("sshd") or ("/usr/sbin/sshd" if os.path.exists("/usr/sbin/sshd") else None)
@@ -27,13 +28,13 @@ PASSWORD = "correct horse battery staple"
 
 def need_openssh_client() -> str:
     if SFTP_BIN is None:
-        pytest.skip("OpenSSH client (sftp) is not installed: run `make tools`")
+        unavailable("OpenSSH client (sftp)", "not installed: run `make tools`")
     return SFTP_BIN
 
 
 def need_sshd() -> str:
     if SSHD_BIN is None:
-        pytest.skip("OpenSSH server (sshd) is not installed: run `make tools`")
+        unavailable("OpenSSH server (sshd)", "not installed: run `make tools`")
     return SSHD_BIN
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -16,6 +15,8 @@ from adapters.sql import SqlUnitOfWorkFactory, make_engine, upgrade
 from hub.errors import StoreUnavailable
 from mdm.model import DeviceRef, EndDevice, IngestStats, Utility
 from mdm.ports import StagedReading, StagingResult
+from tests.postgres import lock_waiters
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.postgres
 
@@ -51,6 +52,7 @@ def _apply(factory: SqlUnitOfWorkFactory, utility_id: int) -> StagingResult:
     return result
 
 
+@pytest.mark.timeout(60)
 def test_concurrent_ingest_of_the_same_keys(factory: SqlUnitOfWorkFactory) -> None:
     with factory() as uow:
         utility = uow.utilities.add(Utility("ACME", "Acme"))
@@ -75,7 +77,8 @@ def test_concurrent_ingest_of_the_same_keys(factory: SqlUnitOfWorkFactory) -> No
 
         thread = threading.Thread(target=second)
         thread.start()
-        time.sleep(0.5)  # the second insert now waits on our uncommitted keys
+        # the race is on only once the second insert waits on our uncommitted keys
+        wait_until(lambda: lock_waiters(uow.engine) == 1, 20, "the second insert waiting")
         assert outcome == []
         uow.commit()
     thread.join(timeout=30)
