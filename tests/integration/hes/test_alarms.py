@@ -317,18 +317,24 @@ def test_pushed_alarms_and_refused_pushes(fleet: Fleet, factory: SqlUnitOfWorkFa
         send(fleet.alarm_frame(2, EventCode.POWER_DOWN, at=at))  # unknown system title
         # unauthenticated, from a meter nobody knows: refused, no meter made of it
         send(fleet.alarm_frame(2, EventCode.STRONG_DC_FIELD, at=at, ciphered=False))
-        wait_for(lambda: len(stored_events(factory)) >= 5)
-        time.sleep(0.1)
+        unknown = unknown_sender_mrid(fleet.meters[2].system_title)
+        wanted = {
+            (mrid(fleet, 0), "3.12.29.212", ""),
+            (mrid(fleet, 0), "3.12.43.257", "replay"),
+            (mrid(fleet, 1), "3.12.0.85", "authentication_failed"),
+            (unknown, "3.12.24.79", "unknown_system_title"),
+            (unknown_sender_mrid(None), "3.12.0.85", "security_violation"),
+        }
+
+        def found_now() -> set[tuple[str, str, str]]:
+            got = stored_events(factory)
+            return {(e.device_mrid, e.event_type, e.details.get("kind", "")) for e in got}
+
+        wait_for(lambda: found_now() == wanted)  # each of the five frames handled
     events = stored_events(factory)
     found = {(e.device_mrid, e.event_type, e.details.get("kind", "")) for e in events}
-    unknown = unknown_sender_mrid(fleet.meters[2].system_title)
-    assert found == {
-        (mrid(fleet, 0), "3.12.29.212", ""),
-        (mrid(fleet, 0), "3.12.43.257", "replay"),
-        (mrid(fleet, 1), "3.12.0.85", "authentication_failed"),
-        (unknown, "3.12.24.79", "unknown_system_title"),
-        (unknown_sender_mrid(None), "3.12.0.85", "security_violation"),
-    }
+    assert len(events) == 5
+    assert found == wanted
     tamper = next(e for e in events if e.event_type == "3.12.29.212")
     assert tamper.created_at == at
     assert tamper.details == {"meter_code": "40", "source": "push"}

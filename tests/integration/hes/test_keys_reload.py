@@ -34,6 +34,7 @@ from hes.simulator.meter import MeterState, make_meter
 from hub.bootstrap import App, bootstrap
 from hub.settings import Settings, load_settings
 from tests.conftest import free_port
+from tests.waiting import wait_until
 
 MASTER = bytes(range(32))
 SEED = 11
@@ -143,9 +144,11 @@ def test_a_running_headend_reads_a_meter_after_its_keys_changed(
     # without a refusal: the file is looked at again after a second
     change_keys(setup, m1)
     assert directory.watch.view.targets[mrid(m1)].credentials.keys == old1
-    time.sleep(1.1)
-    assert directory[mrid(m1)].credentials.keys == m1.keys
-    assert directory.watch.reloads == 2
+    watch = directory.watch
+    wait_until(
+        lambda: directory[mrid(m1)].credentials.keys == m1.keys, 5, "the file looked at again"
+    )
+    assert watch.reloads == 2
     assert read(headend, m0, m1, m2) == ["done", "done", "done"]
     assert "key store" in caplog.text
     assert "changed: re-read" in caplog.text
@@ -279,7 +282,10 @@ def test_a_broken_key_store_file_keeps_the_old_keys_with_an_error(
     m0, m1, _ = fleet.meters
     good = setup.file.path.read_text()
     setup.file.path.write_text(good[: len(good) // 2])  # half a file, written in place
-    time.sleep(1.1)
+    watch = headend.directory.watch
+    assert watch is not None
+    # once its interval has passed the watch looks at the file again and refuses it
+    wait_until(lambda: (watch.check(), watch.failures == 1)[1], 5, "the half file refused")
     assert read(headend, m0, m1) == ["done", "done"]  # the old keys, still in use
     fleet.send_push(fleet.push_frame(0), "127.0.0.1", port)
     pushes.wait(1)
@@ -294,7 +300,7 @@ def test_a_broken_key_store_file_keeps_the_old_keys_with_an_error(
         "AAAA" if ciphertext[-4:] != "AAAA" else "BBBB"
     )
     setup.file.path.write_text(json.dumps(data))
-    time.sleep(1.1)
+    wait_until(lambda: (watch.check(), watch.failures == 2)[1], 5, "the tampered file refused")
     assert read(headend, m1) == ["done"]
     assert f"key record of {mrid(m1)} does not decrypt" in caplog.text
     assert headend.directory.watch is not None

@@ -19,6 +19,7 @@ from adapters.sql.migrate import upgrade
 from adapters.sql.uow import SqlUnitOfWorkFactory
 from hes.push import MdmPushSink, PushedData, SecurityEvent
 from mdm.model import EndDevice, Utility
+from tests.waiting import wait_until
 
 TS = datetime(2026, 3, 1, 12, 15, tzinfo=UTC)
 
@@ -77,7 +78,11 @@ def test_a_locked_store_delays_pushes_and_loses_none(
         while not any("not stored yet" in r.getMessage() for r in caplog.records):
             assert time.monotonic() < deadline, "the writer never met the lock"
             time.sleep(0.02)
-        time.sleep(0.3)  # a few more attempts while the store stays locked
+        wait_until(  # a few more attempts while the store stays locked
+            lambda: sum("not stored yet" in r.getMessage() for r in caplog.records) >= 2,
+            10,
+            "a second attempt",
+        )
         assert writer.totals.pushes == 0
     finally:
         release.set()

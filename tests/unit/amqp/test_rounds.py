@@ -1,9 +1,10 @@
-"""Rounds overlap: the next one is prepared while one is stored; acks wait for the commit."""
+"""Rounds overlap: the next one is prepared while one is stored; acks wait for the commit
+(the broker's own count of unacknowledged deliveries: tests/integration/amqp/
+test_ack_after_commit.py)."""
 
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Sequence
 
 from hub.bootstrap import App
@@ -12,6 +13,7 @@ from hub.pipeline import BatchPlan, Pipeline
 from tests.unit.amqp.conftest import Start
 from tests.unit.amqp.partner import readings_request
 from tests.unit.hub.conftest import add_meters, reading_count
+from tests.waiting import wait_until
 
 
 class HeldPipeline:
@@ -58,7 +60,6 @@ def test_the_next_round_is_prepared_while_one_is_stored_and_nothing_is_acked_ear
         partner.send(readings_request(meter, intervals=4))
     # round 2 is prepared while round 1 waits to be stored
     assert held.second_prepared.wait(10)
-    time.sleep(0.2)
     assert held.applied == 0
     assert service.consumer.handled == 0  # nothing acknowledged
     assert partner.replies(1, timeout=0.3) == []  # nothing published
@@ -67,9 +68,6 @@ def test_the_next_round_is_prepared_while_one_is_stored_and_nothing_is_acked_ear
     replies = partner.replies(10)
     assert sorted(r.headers["amihub-result"] for r in replies) == ["OK"] * 10
     assert reading_count(hub_app) == 10 * 4
-    deadline = time.monotonic() + 5
-    while service.consumer.handled < 10 and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert service.consumer.handled == 10
+    wait_until(lambda: service.consumer.handled == 10, 5, "10 deliveries settled")
     assert held.prepared >= 2
     assert service.consumer.rounds >= 2
