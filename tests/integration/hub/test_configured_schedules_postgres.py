@@ -68,6 +68,7 @@ class HeldCommit:
         return self.uow.__exit__(*exc)
 
 
+@pytest.mark.timeout(90)
 def test_two_processes_starting_at_once_write_each_schedule_once(
     two: tuple[App, App], fleet: Fleet, caplog: pytest.LogCaptureFixture
 ) -> None:
