@@ -25,7 +25,7 @@ from kombu.connection import Connection
 from adapters.amqp.topology import Topology
 from hub.bootstrap import App
 from tests.integration.amqp.conftest import Start, Workers, delete_topology, wait_for
-from tests.unit.amqp.partner import Partner, readings_request, unique_settings
+from tests.unit.amqp.partner import Partner, Received, readings_request, unique_settings
 from tests.unit.hub.conftest import add_meters, make_app, reading_count
 
 #: messages in the stream (AMIHUB_TEST_STREAM_MESSAGES=10000 for 10,000 one-reading messages;
@@ -134,8 +134,13 @@ def test_worker_killed_with_sigkill_mid_stream(
         assert collect_replies(partner, sent) == sent
         assert_exactly_once(postgres_url, len(sent))
         # every accepted request's event survived the kill (at least once, stable ids)
-        got = partner.get(events, 2 * len(sent), timeout=3)
-        assert len({e.properties["correlation_id"] for e in got}) == len(sent)
+        got: list[Received] = []
+
+        def an_event_for_every_request() -> bool:  # published after the commit: they trail
+            got.extend(partner.get(events, 2 * len(sent), timeout=0.5))
+            return len({e.properties["correlation_id"] for e in got}) == len(sent)
+
+        wait_for(an_event_for_every_request, budget.left(60), "an event for every request")
         assert len({e.properties["message_id"] for e in got}) == len(sent)
     finally:
         workers.stop_all()
