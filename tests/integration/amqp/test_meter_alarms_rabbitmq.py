@@ -31,6 +31,7 @@ from tests.conftest import free_port
 from tests.integration.amqp.conftest import Start
 from tests.integration.hes.test_push import Directory
 from tests.unit.hub.conftest import add_meters, make_app
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.rabbitmq
 
@@ -99,9 +100,13 @@ def test_partner_queue_receives_a_meter_alarm(rabbit: Start, app: App, fleet: Fl
     # the same alarm read again: nothing new is published
     again = engine.run(ReadCommand(targets(fleet), end - timedelta(hours=2), end, read_events=True))
     assert again.events_stored == 0
-    with app.uow_factory() as uow:
-        assert uow.outbox.pending_count("amqp") == 0  # nothing to publish was written
     service.dispatcher.wake()
+
+    def drained() -> bool:
+        with app.uow_factory() as uow:
+            return uow.outbox.pending_count("amqp") == 0
+
+    wait_until(drained, 10, "the outbox delivered")  # then nothing more can be published
     assert partner.get(queue, 1, timeout=1) == []
 
 

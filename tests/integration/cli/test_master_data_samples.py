@@ -11,10 +11,10 @@ import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
-import pytest
 from lxml import etree
 
 from mdm.model import DeviceRef
+from tests.conftest import unavailable
 from tests.integration.cli.test_command_line import REPO, amihub
 from tests.integration.soap.conftest import Server
 from tests.unit.hub.conftest import make_app
@@ -63,7 +63,7 @@ def test_the_curl_example_creates_a_meter(
 ) -> None:
     curl = shutil.which("curl")
     if curl is None:
-        pytest.skip("curl is not installed")
+        unavailable("curl", "not installed")
     server = soap_server_factory(meters=False)
     command = [
         curl if word == "curl" else word.replace("http://127.0.0.1:8080", server.url)

@@ -21,6 +21,7 @@ from adapters.sftp.server import (
     SftpServerConfig,
     hash_password,
 )
+from tests.conftest import unavailable
 
 USERS = ("billing", "meters", "mallory")  # keys + password, keys only, unknown
 
@@ -83,7 +84,7 @@ def test_openssh_sees_the_same_methods_for_a_real_and_an_unknown_user(
 ) -> None:
     ssh = shutil.which("ssh")
     if ssh is None:
-        pytest.skip("OpenSSH client (ssh) is not installed: run `make tools`")
+        unavailable("OpenSSH client (ssh)", "not installed: run `make tools`")
     port, known = two_accounts
     offered: dict[str, list[str]] = {}
     for user in USERS:
