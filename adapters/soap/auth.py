@@ -5,7 +5,9 @@
 * ``Type="...#PasswordDigest"``: ``Base64(SHA-1(nonce + created + password))``;
   ``wsu:Created`` must be within ``token_max_age`` of now, and a nonce is
   accepted once within that window (replays refused).
-* ``Authorization: Basic ...`` when the SOAP header carries no token.
+* ``Authorization: Basic ...`` when the SOAP header carries no token. A call with
+  no credentials at all, or refused Basic ones, is challenged (HTTP 401,
+  ``WWW-Authenticate: Basic realm="amihub"``).
 
 Every refusal raises :class:`AuthenticationFailed` with a reason that is safe to
 send back (it never says whether the user exists).
@@ -37,10 +39,15 @@ PASSWORD_DIGEST: Final = _TOKEN_PROFILE + "#PasswordDigest"
 
 
 class AuthenticationFailed(Exception):
-    def __init__(self, reason: str, user: str | None = None) -> None:
+    """A refused call. ``challenge``: no credentials were sent, or HTTP Basic ones were
+    refused; the answer is HTTP 401 with ``WWW-Authenticate: Basic``, so a client that
+    sends credentials only when challenged (suds, urllib) sends them."""
+
+    def __init__(self, reason: str, user: str | None = None, *, challenge: bool = False) -> None:
         super().__init__(reason)
         self.reason = reason
         self.user = user
+        self.challenge = challenge
 
 
 class NonceCache:
@@ -88,11 +95,15 @@ class Authenticator:
         if token is not None:
             return self._username_token(token)
         if authorization:
-            return self._basic(authorization)
+            try:
+                return self._basic(authorization)
+            except AuthenticationFailed as exc:
+                exc.challenge = True
+                raise
         if self.allow_anonymous:
             return Principal("anonymous", None, frozenset({Permission("*", "*")}))
         raise AuthenticationFailed(
-            "authentication required: WS-Security UsernameToken or HTTP Basic"
+            "authentication required: WS-Security UsernameToken or HTTP Basic", challenge=True
         )
 
     # -- methods -------------------------------------------------------------------------

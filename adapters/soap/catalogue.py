@@ -63,6 +63,13 @@ class ServiceSpec:
     def soap_action(self, operation: str) -> str:
         return f"{IEC_WS}{self.name}/{operation}"
 
+    def accepts_soap_action(self, operation: str, action: str) -> bool:
+        """Whether a soapAction sent with ``operation`` names it: ours
+        (``.../<Service>/<Operation>``) or any other whose last segment is the operation,
+        e.g. ``http://iec.ch/TC57/2011/MeterConfig/CreateMeterConfig`` as other 61968-9
+        implementations generate it from the standard's WSDLs."""
+        return action.rstrip("/").rpartition("/")[2] == operation
+
     def operation_for(self, element: str) -> Operation | None:
         """The operation whose input is the body element ``{namespace}local``."""
         for op in self.operations:

@@ -8,7 +8,9 @@
       -> authentication: WS-Security UsernameToken (text/digest) or HTTP Basic
          (refused: Fault 1010 + audit entry)
       -> the body element must be an operation of this service, and a soapAction,
-         when sent, must be that operation's (else Fault 1006)
+         when sent, must name that operation in its last segment (ours
+         .../<Service>/<Operation> or other implementations' .../<Noun>/<Operation>;
+         else Fault 1006)
       -> hub pipeline (validation, authorisation, idempotency, handlers, reply)
       <- the pipeline's reply inside a SOAP envelope (a large reply of the read path
          streamed from its spool, with its Content-Length), or a SOAP Fault
@@ -70,6 +72,8 @@ ENVELOPE_HEAD: Final = (
 )
 ENVELOPE_TAIL: Final = b"</soapenv:Body></soapenv:Envelope>"
 XML_TYPE: Final = "text/xml; charset=utf-8"
+#: the answer to a call without (valid HTTP Basic) credentials, with HTTP 401
+CHALLENGE: Final = 'Basic realm="amihub"'
 
 #: pipeline error codes answered as a SOAP Fault (the message as a whole was refused).
 #: 1006 (no route for the verb and noun) is not among them: the front door has already
@@ -93,12 +97,14 @@ class SoapFault(Exception):
         status: str = "500 Internal Server Error",
         *,
         close: bool = True,
+        headers: tuple[tuple[str, str], ...] = (),
     ) -> None:
         super().__init__(errors[0].reason)
         self.faultcode = faultcode
         self.errors = errors
         self.status = status
         self.close = close
+        self.headers = headers
 
 
 def strip_declaration(xml: bytes) -> bytes:
@@ -224,7 +230,14 @@ class SoapGateway:
         except SoapFault as fault:
             environ["amihub.soap.fault"] = fault.errors[0].code
             body = render_fault(fault.faultcode, fault.errors, spec)
-            return self._send(start_response, fault.status, body, XML_TYPE, close=fault.close)
+            return self._send(
+                start_response,
+                fault.status,
+                body,
+                XML_TYPE,
+                close=fault.close,
+                headers=fault.headers,
+            )
         start_response("200 OK", [("Content-Type", XML_TYPE), ("Content-Length", str(length))])
         return chunks
 
@@ -268,6 +281,14 @@ class SoapGateway:
             )
         except AuthenticationFailed as exc:
             self._audit_refusal(exc.user or remote, spec, f"{exc.reason} (from {remote})")
+            if exc.challenge:  # no credentials, or refused HTTP Basic ones: ask for them
+                raise SoapFault(
+                    "Client",
+                    [ErrorDetail("1010", exc.reason)],
+                    "401 Unauthorized",
+                    close=False,
+                    headers=(("WWW-Authenticate", CHALLENGE),),
+                ) from None
             raise SoapFault("Client", [ErrorDetail("1010", exc.reason)]) from None
         body = children[0]
         operation = spec.operation_for(body.tag)
@@ -286,15 +307,16 @@ class SoapGateway:
                 ],
             )
         action = str(environ.get("HTTP_SOAPACTION", "")).strip().strip('"')
-        expected = spec.soap_action(operation.name)
-        if action and action != expected:
+        if action and not spec.accepts_soap_action(operation.name, action):
             raise SoapFault(
                 "Client",
                 [
                     ErrorDetail(
                         "1006",
                         f"soapAction {action!r} does not match the operation "
-                        f"{operation.name}, whose soapAction is {expected!r}",
+                        f"{operation.name}, whose soapAction is "
+                        f"{spec.soap_action(operation.name)!r} (or any whose last segment "
+                        f"is {operation.name})",
                     )
                 ],
             )
@@ -454,11 +476,12 @@ class SoapGateway:
         content_type: str,
         *,
         close: bool = False,
+        headers: tuple[tuple[str, str], ...] = (),
     ) -> list[bytes]:
-        headers = [("Content-Type", content_type), ("Content-Length", str(len(body)))]
+        sent = [("Content-Type", content_type), ("Content-Length", str(len(body))), *headers]
         if close:
-            headers.append(("Connection", "close"))
-        start_response(status, headers)
+            sent.append(("Connection", "close"))
+        start_response(status, sent)
         return [body]
 
 

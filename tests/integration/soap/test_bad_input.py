@@ -32,7 +32,11 @@ def get_body(
     )
 
 
-def envelope(body: str, prolog: str = "") -> bytes:
+def envelope(body: str | bytes, prolog: str = "") -> bytes:
+    if isinstance(body, bytes):
+        body = body.decode()
+        if body.startswith("<?xml"):
+            body = body[body.index("?>") + 2 :]
     return (
         f'{prolog}<soapenv:Envelope xmlns:soapenv="{SOAP_ENV}"><soapenv:Body>{body}'
         "</soapenv:Body></soapenv:Envelope>"

@@ -66,7 +66,8 @@ def test_bad_credentials_get_a_fault_and_an_audit_entry(
 
 def test_no_credentials_at_all(server: Server) -> None:
     response = post(server, envelope(get_body()), auth=None)
-    assert response.status_code == 500
+    assert response.status_code == 401  # a challenge (tests/integration/soap/test_conformance.py)
+    assert response.headers["WWW-Authenticate"] == 'Basic realm="amihub"'
     _, text, errors = fault_of(response)
     assert errors[0][0] == "1010"
     assert "authentication required" in text
