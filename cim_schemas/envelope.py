@@ -164,8 +164,9 @@ class PeerErrorDetail(ErrorDetail):
 class Reply:
     """IEC 61968-100 Reply: Result (OK | PARTIAL | FAILED) and Error*.
 
-    Each error renders as Error{code, level, reason, details?, xpath?, ID?}; the
-    ErrorDetail's ``object_id`` is the Error's ID.
+    Each error renders as Error{code, level, reason, details?, ID?}: the ErrorDetail's
+    ``xpath`` goes into details (Error/xpath is an xs:QName in the standard), its
+    ``object_id`` is the Error's ID (with kind, objectType, idType).
     """
 
     result: str
@@ -377,17 +378,44 @@ def parse_request(element: etree._Element) -> RequestInfo:
     return RequestInfo(start, end, tuple(options), tuple(ids), get)
 
 
+def error_details_text(err: ErrorDetail) -> str | None:
+    """Error/details of a reply: the path where the problem is (``ErrorDetail.xpath``;
+    the standard types Error/xpath as xs:QName, which no path is), then the details."""
+    if err.xpath and err.details:
+        return f"{err.xpath} ({err.details})"
+    return err.xpath or err.details
+
+
+def _split_details(text: str | None) -> tuple[str | None, str | None]:
+    """Inverse of :func:`error_details_text`: (xpath, details)."""
+    if not text or not text.startswith("/"):
+        return None, text
+    path, sep, rest = text.partition(" (")
+    if sep and rest.endswith(")"):
+        return path, rest[:-1]
+    if " " in text:
+        return None, text
+    return text, None
+
+
 def _parse_error(el: etree._Element) -> ErrorDetail:
     values: dict[str, str] = {}
-    object_id: str | None = None
+    object_id = kind = object_type = id_type = None
     for name, child in _children(el):
         if name in ("code", "level", "reason", "details", "xpath"):
             values[name] = _text(child)
         elif name == "ID":
             object_id = _text(child)
+            kind, object_type, id_type = (
+                child.get("kind"),
+                child.get("objectType"),
+                child.get("idType"),
+            )
         elif name == "object" and object_id is None:
             mrid = child.find(_m("mRID"))
             object_id = _text(mrid) if mrid is not None else None
+            object_type = child.get("objectType")
+    xpath, details = _split_details(values.get("details"))
     code = values.get("code", "")
     level_text = values.get("level")
     level = ErrorLevel(level_text) if level_text and level_text in ErrorLevel.__members__ else None
@@ -398,10 +426,13 @@ def _parse_error(el: etree._Element) -> ErrorDetail:
     return cls(
         code=code,
         reason=values.get("reason", ""),
-        xpath=values.get("xpath"),
-        details=values.get("details"),
+        xpath=xpath or values.get("xpath"),  # a peer's Error/xpath is a QName
+        details=details,
         level=level,
         object_id=object_id,
+        object_kind=kind,
+        object_type=object_type,
+        object_id_type=id_type,
     )
 
 
@@ -738,7 +769,12 @@ def build_request(
 def build_reply(
     reply: Reply, tag: str = _m("Reply"), parent: etree._Element | None = None
 ) -> etree._Element:
-    """A Reply element with Result and Error{code, level, reason, details?, xpath?, ID?}."""
+    """A Reply element with Result and Error{code, level, reason, details?, ID?}.
+
+    As the official IEC 61968-100 Message.xsd has it: Error/xpath is an xs:QName, so the
+    path where the problem is goes into Error/details (:func:`error_details_text`) and
+    the failed object into Error/ID with its kind, objectType and idType.
+    """
     el = _new(tag, parent)
     _sub(el, _m("Result"), reply.result)
     for err in reply.errors:
@@ -746,10 +782,18 @@ def build_reply(
         _sub(e, _m("code"), err.code)
         _sub(e, _m("level"), str(err.effective_level))
         _sub(e, _m("reason"), err.reason)
-        _sub(e, _m("details"), err.details)
-        _sub(e, _m("xpath"), err.xpath)
+        _sub(e, _m("details"), error_details_text(err))
         if err.object_id is not None:
-            _sub(e, _m("ID"), err.object_id)
+            _id_element(
+                e,
+                _m("ID"),
+                RequestID(
+                    err.object_id,
+                    id_type=err.object_id_type,
+                    kind=err.object_kind,
+                    object_type=err.object_type,
+                ),
+            )
     for rid in reply.ids:
         _id_element(el, _m("ID"), rid)
     if reply.operation_id is not None:

@@ -8,9 +8,15 @@ HEADER = """# amihub error codes
 
 IEC 61968-100 leaves Reply/Error/code to implementations. These are amihub's.
 A FAILED or PARTIAL reply carries one `Error` per failed item, with `code`,
-`level`, `reason`, the `xpath` of the offending element where there is one, and
-`details` / `ID` (the object) where they help. Codes are stable: a code is never
-reused for another meaning. 1xxx concern the message as a whole (nothing is
+`level`, `reason`, `details` and `ID` where they help. `details` starts with the
+path of the offending element where there is one (local names, e.g.
+`/GetMeterReadings/Request/GetMeterReadings/EndDevice[2]`, then any other detail in
+brackets: `/CreatedMeterReadings/Payload/... (line 12)`); `Error/xpath` is never
+used, as the official IEC 61968-100 Message.xsd types it `xs:QName`, which no path
+is. `ID` names the failed object: its mRID (`kind="uuid"`) or its name
+(`kind="name"`, `idType` = its NameType when one was given), with `objectType` its
+CIM class (`EndDevice`, `Meter`, `UsagePoint`, `EndDeviceGroup`, ...). Codes are
+stable: a code is never reused for another meaning. 1xxx concern the message as a whole (nothing is
 applied), 2xxx an item inside the payload (the other items may be applied:
 Result PARTIAL), 3xxx the system (retry later or ask the operator).
 

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import TypedDict
 
 
 class ErrorLevel(StrEnum):
@@ -86,8 +87,8 @@ ERROR_CODES: dict[str, ErrorCode] = {
             "1005",
             _F,
             "schema invalid",
-            "The message does not validate against the envelope or profile XSD; xpath names "
-            "the offending element.",
+            "The message does not validate against the envelope or profile XSD; details "
+            "name the offending element's path.",
         ),
         _c("1006", _F, "unsupported verb/noun", "No handler is routed for this verb and noun."),
         _c(
@@ -186,7 +187,16 @@ ERROR_CODES: dict[str, ErrorCode] = {
 
 @dataclass(frozen=True)
 class ErrorDetail:
-    """One Reply/Error of IEC 61968-100."""
+    """One Reply/Error of IEC 61968-100.
+
+    ``xpath`` is where in the input the problem is, as a path of local names; the
+    standard's ``Error/xpath`` is an ``xs:QName`` (no path fits), so a reply carries the
+    path in ``Error/details`` (cim_schemas.envelope.build_reply). The failed object goes
+    into ``Error/ID``: ``object_id`` its value, ``object_kind`` its ``kind`` (``uuid`` for
+    an mRID, ``name`` for a Names/name, whose NameType is ``object_id_type``, the
+    ``idType``) and ``object_type`` its CIM class (``objectType``: EndDevice,
+    UsagePoint, ...).
+    """
 
     code: str
     reason: str
@@ -194,6 +204,9 @@ class ErrorDetail:
     details: str | None = None
     level: ErrorLevel | None = None
     object_id: str | None = None
+    object_kind: str | None = None
+    object_type: str | None = None
+    object_id_type: str | None = None
 
     @property
     def effective_level(self) -> ErrorLevel:
@@ -205,6 +218,30 @@ class ErrorDetail:
     def __post_init__(self) -> None:
         if self.code not in ERROR_CODES:
             raise ValueError(f"unpublished error code {self.code!r}")
+
+
+class ErrorObject(TypedDict, total=False):
+    """The failed object of a Reply/Error (its Error/ID), as keyword arguments of
+    :class:`ErrorDetail` and :class:`ItemRejected`."""
+
+    object_id: str
+    object_kind: str  # uuid (an mRID) | name (a Names/name)
+    object_type: str  # the CIM class: EndDevice, UsagePoint, EndDeviceGroup, ...
+    object_id_type: str | None  # the NameType of a name
+
+
+def by_mrid(mrid: str, object_type: str) -> ErrorObject:
+    """An object named by its mRID (Error/ID kind="uuid")."""
+    return ErrorObject(
+        object_id=mrid, object_kind="uuid", object_type=object_type, object_id_type=None
+    )
+
+
+def by_name(name: str, object_type: str, name_type: str | None = None) -> ErrorObject:
+    """An object named by a Names/name (Error/ID kind="name", idType = its NameType)."""
+    return ErrorObject(
+        object_id=name, object_kind="name", object_type=object_type, object_id_type=name_type
+    )
 
 
 class AmihubError(Exception):
@@ -312,11 +349,35 @@ class SecurityViolation(PermanentError):
 class ItemRejected(PermanentError):
     """One item of a message cannot be applied; the other items may be."""
 
-    def __init__(self, code: str, reason: str, *, object_id: str | None = None) -> None:
+    def __init__(
+        self,
+        code: str,
+        reason: str,
+        *,
+        object_id: str | None = None,
+        object_kind: str | None = None,
+        object_type: str | None = None,
+        object_id_type: str | None = None,
+    ) -> None:
         super().__init__(reason)
         self.code = code
         self.reason = reason
         self.object_id = object_id
+        self.object_kind = object_kind
+        self.object_type = object_type
+        self.object_id_type = object_id_type
+
+    def detail(self, xpath: str | None = None) -> ErrorDetail:
+        """This rejection as a Reply/Error at ``xpath``, its object in Error/ID."""
+        return ErrorDetail(
+            self.code,
+            self.reason,
+            xpath=xpath,
+            object_id=self.object_id,
+            object_kind=self.object_kind,
+            object_type=self.object_type,
+            object_id_type=self.object_id_type,
+        )
 
 
 class BatchConflict(AmihubError):

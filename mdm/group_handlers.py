@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from hub.errors import ItemRejected
+from hub.errors import ItemRejected, by_mrid
 from mdm.group_commands import (
     AddGroupMembers,
     ChangeEndDeviceGroup,
@@ -57,13 +57,15 @@ def _device_ids(uow: UnitOfWork, utility_id: int, refs: Sequence[DeviceRef]) -> 
 def _group(uow: UnitOfWork, utility_id: int, ref: DeviceRef, *, open_: bool) -> EndDeviceGroup:
     group = uow.end_device_groups.find(utility_id, ref)
     if group is None or group.id is None:
-        raise ItemRejected("2008", f"no end device group {ref}", object_id=str(ref))
+        raise ItemRejected(
+            "2008", f"no end device group {ref}", **ref.error_object("EndDeviceGroup")
+        )
     if open_ and not group.is_open:
         assert group.closed_at is not None
         raise ItemRejected(
             "2009",
             f"end device group {group.describe()} was closed at {group.closed_at.isoformat()}",
-            object_id=group.mrid,
+            **by_mrid(group.mrid, "EndDeviceGroup"),
         )
     return group
 

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from hub.errors import ItemRejected
+from hub.errors import ItemRejected, by_mrid
 from mdm.commands import (
     ChangeMeter,
     ChangeUsagePoint,
@@ -161,7 +161,7 @@ def _group_members(
                 f"this get to {taken} meters through groups; one get reads at most "
                 f"{cmd.max_group_meters} ([limits] max_group_meters): name fewer or smaller "
                 "groups",
-                object_id=str(ref),
+                **ref.error_object("EndDeviceGroup"),
             )
         members |= uow.end_device_groups.member_ids(group.id)
     return members
@@ -170,21 +170,23 @@ def _group_members(
 def _usage_point(uow: UnitOfWork, utility_id: int, ref: DeviceRef) -> UsagePoint:
     up = uow.usage_points.find(utility_id, ref)
     if up is None or up.id is None:
-        raise ItemRejected("2002", f"unknown usage point {ref}", object_id=str(ref))
+        raise ItemRejected("2002", f"unknown usage point {ref}", **ref.error_object("UsagePoint"))
     return up
 
 
 def _device(uow: UnitOfWork, utility_id: int, ref: DeviceRef) -> EndDevice:
     device = uow.devices.find(utility_id, ref)
     if device is None or device.id is None:
-        raise ItemRejected("2001", f"unknown meter {ref}", object_id=str(ref))
+        raise ItemRejected("2001", f"unknown meter {ref}", **ref.error_object("Meter"))
     return device
 
 
 def create_usage_point(cmd: CreateUsagePoint, uow: UnitOfWork, ctx: HandlerContext) -> UsagePoint:
     up = cmd.usage_point
     if uow.usage_points.find(cmd.utility_id, DeviceRef(mrid=up.mrid)) is not None:
-        raise ItemRejected("2007", f"usage point {up.mrid} already exists", object_id=up.mrid)
+        raise ItemRejected(
+            "2007", f"usage point {up.mrid} already exists", **by_mrid(up.mrid, "UsagePoint")
+        )
     created = uow.usage_points.add(cmd.utility_id, up)
     uow.audit.record(ctx.actor, "create", "UsagePoint", up.mrid)
     return created
@@ -203,13 +205,15 @@ def close_usage_point(cmd: CloseUsagePoint, uow: UnitOfWork, ctx: HandlerContext
     up = _usage_point(uow, cmd.utility_id, cmd.ref)
     assert up.id is not None
     if up.status is UsagePointStatus.CLOSED:
-        raise ItemRejected("2009", f"usage point {up.mrid} is already closed", object_id=up.mrid)
+        raise ItemRejected(
+            "2009", f"usage point {up.mrid} is already closed", **by_mrid(up.mrid, "UsagePoint")
+        )
     if uow.installations.current_at_usage_point(up.id):
         raise ItemRejected(
             "2009",
             f"usage point {up.mrid} still has an installed meter: "
             "remove it first (MasterDataLinkageConfig close)",
-            object_id=up.mrid,
+            **by_mrid(up.mrid, "UsagePoint"),
         )
     closed = uow.usage_points.update(
         cmd.utility_id, dataclasses.replace(up, status=UsagePointStatus.CLOSED)
@@ -225,7 +229,7 @@ def delete_usage_point(cmd: DeleteUsagePoint, uow: UnitOfWork, ctx: HandlerConte
         raise ItemRejected(
             "2009",
             f"usage point {up.mrid} has an installation history: close it instead of deleting it",
-            object_id=up.mrid,
+            **by_mrid(up.mrid, "UsagePoint"),
         )
     uow.usage_points.delete(cmd.utility_id, up.id)
     uow.audit.record(ctx.actor, "delete", "UsagePoint", up.mrid)
@@ -234,7 +238,9 @@ def delete_usage_point(cmd: DeleteUsagePoint, uow: UnitOfWork, ctx: HandlerConte
 def create_meter(cmd: CreateMeter, uow: UnitOfWork, ctx: HandlerContext) -> EndDevice:
     device = cmd.device
     if uow.devices.find(cmd.utility_id, DeviceRef(mrid=device.mrid)) is not None:
-        raise ItemRejected("2007", f"meter {device.mrid} already exists", object_id=device.mrid)
+        raise ItemRejected(
+            "2007", f"meter {device.mrid} already exists", **by_mrid(device.mrid, "Meter")
+        )
     created = uow.devices.add(cmd.utility_id, device)
     uow.audit.record(ctx.actor, "create", "Meter", device.mrid)
     return created
@@ -257,7 +263,7 @@ def close_meter(cmd: CloseMeter, uow: UnitOfWork, ctx: HandlerContext) -> EndDev
         raise ItemRejected(
             "2009",
             f"meter {device.mrid} is installed: remove it first (MasterDataLinkageConfig close)",
-            object_id=device.mrid,
+            **by_mrid(device.mrid, "Meter"),
         )
     uow.devices.set_state(device.id, DeviceState.REMOVED)
     uow.audit.record(ctx.actor, "close", "Meter", device.mrid, f"at {cmd.at.isoformat()}")
@@ -271,7 +277,7 @@ def delete_meter(cmd: DeleteMeter, uow: UnitOfWork, ctx: HandlerContext) -> None
         raise ItemRejected(
             "2009",
             f"meter {device.mrid} has an installation history: close it instead of deleting it",
-            object_id=device.mrid,
+            **by_mrid(device.mrid, "Meter"),
         )
     uow.devices.delete(cmd.utility_id, device.id)
     uow.audit.record(ctx.actor, "delete", "Meter", device.mrid)
@@ -283,16 +289,20 @@ def install_meter(cmd: InstallMeter, uow: UnitOfWork, ctx: HandlerContext) -> In
     assert device.id is not None
     assert up.id is not None
     if up.status is UsagePointStatus.CLOSED:
-        raise ItemRejected("2009", f"usage point {up.mrid} is closed", object_id=up.mrid)
+        raise ItemRejected(
+            "2009", f"usage point {up.mrid} is closed", **by_mrid(up.mrid, "UsagePoint")
+        )
     if device.state is DeviceState.ERROR:
-        raise ItemRejected("2009", f"meter {device.mrid} is in error state", object_id=device.mrid)
+        raise ItemRejected(
+            "2009", f"meter {device.mrid} is in error state", **by_mrid(device.mrid, "Meter")
+        )
     current = uow.installations.current(device.id)
     if current is not None:
         raise ItemRejected(
             "2009",
             f"meter {device.mrid} is already installed at usage point "
             f"{current.usage_point_mrid} since {current.start.isoformat()}",
-            object_id=device.mrid,
+            **by_mrid(device.mrid, "Meter"),
         )
     for previous in uow.installations.history(device.id):
         if previous.end is not None and previous.end > cmd.start:
@@ -300,7 +310,7 @@ def install_meter(cmd: InstallMeter, uow: UnitOfWork, ctx: HandlerContext) -> In
                 "2009",
                 f"meter {device.mrid} was installed at {previous.usage_point_mrid} until "
                 f"{previous.end.isoformat()}, after the requested start {cmd.start.isoformat()}",
-                object_id=device.mrid,
+                **by_mrid(device.mrid, "Meter"),
             )
     installation = uow.installations.install(device.id, up.id, cmd.start)
     uow.devices.set_state(device.id, DeviceState.INSTALLED)
@@ -319,21 +329,23 @@ def remove_meter(cmd: RemoveMeter, uow: UnitOfWork, ctx: HandlerContext) -> Inst
     assert device.id is not None
     current = uow.installations.current(device.id)
     if current is None:
-        raise ItemRejected("2009", f"meter {device.mrid} is not installed", object_id=device.mrid)
+        raise ItemRejected(
+            "2009", f"meter {device.mrid} is not installed", **by_mrid(device.mrid, "Meter")
+        )
     if cmd.usage_point is not None:
         up = _usage_point(uow, cmd.utility_id, cmd.usage_point)
         if up.mrid != current.usage_point_mrid:
             raise ItemRejected(
                 "2009",
                 f"meter {device.mrid} is installed at {current.usage_point_mrid}, not {up.mrid}",
-                object_id=device.mrid,
+                **by_mrid(device.mrid, "Meter"),
             )
     if cmd.end < current.start:
         raise ItemRejected(
             "2009",
             f"removal at {cmd.end.isoformat()} is before the "
             f"installation start {current.start.isoformat()}",
-            object_id=device.mrid,
+            **by_mrid(device.mrid, "Meter"),
         )
     closed = uow.installations.remove(device.id, cmd.end)
     uow.devices.set_state(device.id, DeviceState.REMOVED)

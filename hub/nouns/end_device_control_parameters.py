@@ -30,7 +30,7 @@ from hub.control_parameters import (
     ControlParameters,
     LoadLimit,
 )
-from hub.errors import ErrorDetail
+from hub.errors import ErrorDetail, by_mrid
 
 LOAD_LIMIT_SET: Final = str(event_type.LOAD_LIMIT_SET)  # 3.15.0.18
 TOU_CALENDAR_UPDATE: Final = str(event_type.TARIFF_CHANGE)  # 3.20.0.24
@@ -142,7 +142,12 @@ def control_parameters(
         return _parameters(control, code, library), []
     except _Refused as refused:
         return None, [
-            ErrorDetail("2013", refused.reason, xpath=f"{base}/{refused.where}", object_id=code)
+            ErrorDetail(
+                "2013",
+                refused.reason,
+                xpath=f"{base}/{refused.where}",
+                **by_mrid(code, "EndDeviceControlType"),
+            )
         ]
 
 

@@ -49,7 +49,14 @@ from cim_schemas.profiles.end_device_controls import (
     render_end_device_controls,
 )
 from hub.control_parameters import ControlLibrary
-from hub.errors import AmihubError, ErrorDetail, MessageRejected, PayloadInvalid
+from hub.errors import (
+    AmihubError,
+    ErrorDetail,
+    MessageRejected,
+    PayloadInvalid,
+    by_mrid,
+    by_name,
+)
 from hub.headend import ControlJournal, ControlRequest, HeadEnd, JobNotCancellable, UnknownJob
 from hub.nouns.end_device_control_parameters import control_parameters
 from hub.routing import MessageFrame, RouteContext, RouteResult
@@ -119,7 +126,7 @@ def resolve_targets(
                     "2001",
                     f"meter {mrid} has no head-end address (not in the [hes] manifest)",
                     xpath=xpath,
-                    object_id=mrid,
+                    **by_mrid(mrid, "EndDevice"),
                 )
             )
         else:
@@ -134,7 +141,10 @@ def resolve_targets(
         if found is None:
             out.errors.append(
                 ErrorDetail(
-                    "2001", f"unknown meter {ref}", xpath=f"{base}/{t_dev}[{n}]", object_id=str(ref)
+                    "2001",
+                    f"unknown meter {ref}",
+                    xpath=f"{base}/{t_dev}[{n}]",
+                    **ref.error_object("EndDevice"),
                 )
             )
         else:
@@ -148,14 +158,22 @@ def resolve_targets(
         xpath = f"{base}/{t_up}[{n}]"
         if up is None or up.id is None:
             out.errors.append(
-                ErrorDetail("2002", f"unknown usage point {ref}", xpath=xpath, object_id=str(ref))
+                ErrorDetail(
+                    "2002",
+                    f"unknown usage point {ref}",
+                    xpath=xpath,
+                    **ref.error_object("UsagePoint"),
+                )
             )
             continue
         installed = uow.installations.current_at_usage_point(up.id)
         if not installed:
             out.errors.append(
                 ErrorDetail(
-                    "2008", f"no meter is installed at {up.mrid}", xpath=xpath, object_id=up.mrid
+                    "2008",
+                    f"no meter is installed at {up.mrid}",
+                    xpath=xpath,
+                    **by_mrid(up.mrid, "UsagePoint"),
                 )
             )
         for inst in installed:
@@ -175,7 +193,7 @@ def resolve_targets(
                         "2002",
                         f"no usage point of transformer area {area!r}",
                         xpath=xpath,
-                        object_id=area,
+                        **by_name(area, "UsagePointGroup"),
                     )
                 )
             for u in members:
@@ -194,7 +212,10 @@ def resolve_targets(
             why = "is closed" if group is not None else "does not exist"
             out.errors.append(
                 ErrorDetail(
-                    "2015", f"end device group {ref} {why}", xpath=xpath, object_id=str(ref)
+                    "2015",
+                    f"end device group {ref} {why}",
+                    xpath=xpath,
+                    **ref.error_object("EndDeviceGroup"),
                 )
             )
             continue
@@ -205,7 +226,7 @@ def resolve_targets(
                     "2015",
                     f"end device group {group.describe()} has no member",
                     xpath=xpath,
-                    object_id=group.mrid,
+                    **by_mrid(group.mrid, "EndDeviceGroup"),
                 )
             )
             continue
@@ -263,7 +284,7 @@ class EndDeviceControlsRoute:
                         "2007",
                         f"control job {job_id} appears twice in the message",
                         xpath=f"{base}/mRID",
-                        object_id=job_id,
+                        **by_mrid(job_id, "EndDeviceControl"),
                     )
                 )
                 continue
@@ -310,7 +331,7 @@ class EndDeviceControlsRoute:
                     f"control type {code} ({what}) is not supported; supported: "
                     + ", ".join(sorted(headend.control_types)),
                     xpath=type_xpath,
-                    object_id=code,
+                    **by_mrid(code, "EndDeviceControlType"),
                 )
             ]
         parameters, refused = control_parameters(control, code, base, self.library)
@@ -354,7 +375,9 @@ class EndDeviceControlsRoute:
         except AmihubError as exc:
             return None, [
                 *targets.errors,
-                ErrorDetail("2007", str(exc), xpath=f"{base}/mRID", object_id=job_id),
+                ErrorDetail(
+                    "2007", str(exc), xpath=f"{base}/mRID", **by_mrid(job_id, "EndDeviceControl")
+                ),
             ]
         journal.record_request(uow, request)
         echo = EndDeviceControl(
@@ -389,9 +412,17 @@ class EndDeviceControlsRoute:
         try:
             request = headend.cancel(uow, ctx.utility_id, job_id)
         except UnknownJob as exc:
-            return None, [ErrorDetail("2008", str(exc), xpath=f"{base}/mRID", object_id=job_id)]
+            return None, [
+                ErrorDetail(
+                    "2008", str(exc), xpath=f"{base}/mRID", **by_mrid(job_id, "EndDeviceControl")
+                )
+            ]
         except JobNotCancellable as exc:
-            return None, [ErrorDetail("2009", str(exc), xpath=f"{base}/mRID", object_id=job_id)]
+            return None, [
+                ErrorDetail(
+                    "2009", str(exc), xpath=f"{base}/mRID", **by_mrid(job_id, "EndDeviceControl")
+                )
+            ]
         journal.record_cancel(uow, request, ctx.handler.now)
         return (
             EndDeviceControl(

@@ -97,7 +97,7 @@ class EndDeviceEventsRoute:
                         "2001",
                         f"unknown meter {ref}",
                         xpath=f"{base}/Assets",
-                        object_id=str(ref),
+                        **ref.error_object("EndDevice"),
                     )
             if error is not None:
                 if len(result.errors) < MAX_ERRORS:
@@ -172,7 +172,12 @@ class GetEndDeviceEventsRoute:
                 found = uow.devices.find(ctx.utility_id, ref)
                 if found is None or found.id is None:
                     result.errors.append(
-                        ErrorDetail("2001", f"unknown meter {ref}", xpath=xpath, object_id=str(ref))
+                        ErrorDetail(
+                            "2001",
+                            f"unknown meter {ref}",
+                            xpath=xpath,
+                            **ref.error_object("EndDevice"),
+                        )
                     )
                 else:
                     device_ids.add(found.id)
@@ -182,7 +187,10 @@ class GetEndDeviceEventsRoute:
                 if up is None or up.id is None:
                     result.errors.append(
                         ErrorDetail(
-                            "2002", f"unknown usage point {ref}", xpath=xpath, object_id=str(ref)
+                            "2002",
+                            f"unknown usage point {ref}",
+                            xpath=xpath,
+                            **ref.error_object("UsagePoint"),
                         )
                     )
                 else:

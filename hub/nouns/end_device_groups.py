@@ -32,7 +32,7 @@ from cim_schemas.profiles.end_device_groups import (
     parse_end_device_groups,
     render_end_device_groups,
 )
-from hub.errors import ErrorDetail, ItemRejected, PayloadInvalid
+from hub.errors import ErrorDetail, ItemRejected, PayloadInvalid, by_mrid
 from hub.nouns.end_device_controls import _ref
 from hub.routing import MessageFrame, RouteContext, RouteResult
 from mdm.group_commands import (
@@ -75,11 +75,13 @@ class EndDeviceGroupsRoute:
                 continue
             except (ItemRejected, PayloadInvalid) as exc:
                 result.errors.append(
-                    ErrorDetail(
+                    exc.detail(base)
+                    if isinstance(exc, ItemRejected) and exc.object_id
+                    else ErrorDetail(
                         exc.code or "2013",
                         str(exc),
                         xpath=base,
-                        object_id=getattr(exc, "object_id", None) or item.mrid,
+                        **(by_mrid(item.mrid, "EndDeviceGroup") if item.mrid else {}),
                     )
                 )
                 continue
@@ -150,7 +152,7 @@ def _unknown(item: EndDeviceGroup, exc: UnknownMembers, base: str) -> list[Error
             "2001",
             f"unknown meter {ref}: the group is not applied",
             xpath=f"{base}/EndDevices[{where.get(ref, 1)}]",
-            object_id=str(ref),
+            **ref.error_object("EndDevice"),
         )
         for ref in exc.refs
     ]

@@ -297,17 +297,9 @@ def run_query(
         except ItemRejected as exc:  # the groups' limit: the get as a whole is refused
             for part in texts:
                 _close(part)
-            position = _position(query.groups, exc.object_id)
+            position = _position(query.groups, exc)
             raise PayloadInvalid(
-                exc.reason,
-                errors=[
-                    ErrorDetail(
-                        exc.code,
-                        exc.reason,
-                        xpath=f"{base}/EndDeviceGroup[{position}]",
-                        object_id=exc.object_id,
-                    )
-                ],
+                exc.reason, errors=[exc.detail(f"{base}/EndDeviceGroup[{position}]")]
             ) from exc
         if as_text:
             texts.append(found.texts)
@@ -332,8 +324,10 @@ def run_query(
                 ErrorDetail(
                     "2015",
                     g.reason,
-                    xpath=f"{base}/EndDeviceGroup[{_position(query.groups, str(g.ref))}]",
-                    object_id=str(g.ref),
+                    xpath=f"{base}/EndDeviceGroup[{query.groups.index(g.ref) + 1}]"
+                    if g.ref in query.groups
+                    else f"{base}/EndDeviceGroup[1]",
+                    **g.ref.error_object("EndDeviceGroup"),
                 )
                 for g in found.unusable_groups
             )
@@ -389,10 +383,12 @@ def _close(rows: Iterator[ReadingText]) -> None:
         close()
 
 
-def _position(asked: list[DeviceRef], object_id: str | None) -> int:
-    """1-based position of the reference written as ``object_id`` (1 if not found)."""
+def _position(asked: list[DeviceRef], refused: ItemRejected) -> int:
+    """1-based position of the reference a rejection names in its Error/ID (1 if none)."""
     for n, ref in enumerate(asked, 1):
-        if str(ref) == object_id:
+        if ref.error_object("EndDeviceGroup")["object_id"] == refused.object_id and (
+            refused.object_id_type is None or ref.name_type == refused.object_id_type
+        ):
             return n
     return 1
 
@@ -408,7 +404,7 @@ def _unknown(
                 code,
                 f"unknown {what} {ref}",
                 xpath=f"{base}/{tag}[{position}]",
-                object_id=str(ref),
+                **ref.error_object(tag),
             )
         )
     return out

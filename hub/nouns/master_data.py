@@ -32,7 +32,7 @@ from cim_schemas.profiles.master_data_linkage_config import parse_master_data_li
 from cim_schemas.profiles.meter_config import Meter, parse_meter_config
 from cim_schemas.profiles.usage_point_config import UsagePoint as CimUsagePoint
 from cim_schemas.profiles.usage_point_config import parse_usage_point_config
-from hub.errors import ErrorDetail, ItemRejected, PayloadInvalid
+from hub.errors import ItemRejected, PayloadInvalid, by_mrid
 from hub.routing import MessageFrame, RouteContext, RouteResult
 from mdm.commands import (
     ChangeMeter,
@@ -83,7 +83,7 @@ def usage_point_of(item: CimUsagePoint, utility_code: str) -> UsagePoint:
         raise ItemRejected(
             "2013",
             f"ServiceCategory/kind {kind!r} is not one of {', '.join(SERVICE_KINDS)}",
-            object_id=item.mrid,
+            **by_mrid(item.mrid, "UsagePoint"),
         )
     location = None
     if item.usage_point_location is not None:
@@ -129,9 +129,7 @@ def _apply_items(
         try:
             ctx.bus.handle(translate(item, ctx), uow, ctx.handler)
         except ItemRejected as exc:
-            result.errors.append(
-                ErrorDetail(exc.code, exc.reason, xpath=xpath(position), object_id=exc.object_id)
-            )
+            result.errors.append(exc.detail(xpath(position)))
         else:
             result.applied += 1
     result.counts = {"items": len(items), "applied": result.applied}

@@ -45,7 +45,7 @@ from typing import Final, Protocol
 
 from cim_schemas.codes.reading_type import ReadingType
 from cim_schemas.profiles.meter_read_schedule import parse_meter_read_schedule
-from hub.errors import ErrorDetail, MessageRejected, PayloadInvalid
+from hub.errors import ErrorDetail, MessageRejected, PayloadInvalid, by_mrid
 from hub.headend import HeadEnd, HeadEndOutbox, MeterRead
 from hub.nouns.end_device_controls import resolve_targets
 from hub.nouns.read_schedules import StoredSchedule, cancel_schedules, store_schedule
@@ -289,7 +289,7 @@ def _failures(result: RouteResult, reads: Sequence[MeterRead]) -> None:
                     "2014",
                     f"meter {read.device_mrid} answered nothing",
                     details=read.error,
-                    object_id=read.device_mrid,
+                    **by_mrid(read.device_mrid, "EndDevice"),
                 )
             )
         else:

@@ -507,5 +507,5 @@ def _unknown_meter(frame: MessageFrame, ref: DeviceRef | None, item: int) -> Err
         "2001",
         f"unknown meter {ref}; its readings were not stored",
         xpath=f"{frame.payload_xpath}/MeterReading[{item}]/Meter",
-        object_id=str(ref) if ref else None,
+        **(ref.error_object("Meter") if ref else {}),
     )

@@ -20,7 +20,7 @@ from cim_schemas.profiles.meter_read_schedule import (
     TimeSchedule,
     render_meter_read_schedule,
 )
-from hub.errors import AmihubError, ErrorDetail
+from hub.errors import AmihubError, ErrorDetail, by_mrid
 from hub.nouns.read_timing import Timing
 from hub.routing import RouteContext, RouteResult
 from mdm.hes_jobs import ACTIVE, CANCELLABLE, CONFIGURED, HeadEndJob, JobKind
@@ -105,7 +105,9 @@ def store_schedule(
         )
     except AmihubError as exc:
         result.errors.append(
-            ErrorDetail("2007", str(exc), xpath=mrid_xpath, object_id=schedule.mrid)
+            ErrorDetail(
+                "2007", str(exc), xpath=mrid_xpath, **by_mrid(schedule.mrid, "MeterReadSchedule")
+            )
         )
         return result
     result.applied += 1
@@ -140,7 +142,12 @@ def cancel_schedules(
         job = uow.hes_jobs.get(ctx.utility_id, JobKind.READ, mrid)
         if job is None or job.id is None:
             result.errors.append(
-                ErrorDetail("2008", f"no read schedule {mrid}", xpath=xpath, object_id=mrid)
+                ErrorDetail(
+                    "2008",
+                    f"no read schedule {mrid}",
+                    xpath=xpath,
+                    **by_mrid(mrid, "MeterReadSchedule"),
+                )
             )
             continue
         if job.spec.get("source") == CONFIGURED:  # the file owns it (it would come back)
@@ -150,7 +157,7 @@ def cancel_schedules(
                     f"read schedule {mrid} is defined in the configuration "
                     "([[hes.read_schedules]]): remove it there",
                     xpath=xpath,
-                    object_id=mrid,
+                    **by_mrid(mrid, "MeterReadSchedule"),
                 )
             )
             continue
@@ -164,7 +171,7 @@ def cancel_schedules(
                     "2009",
                     f"read schedule {mrid} is {state}: it cannot be cancelled",
                     xpath=xpath,
-                    object_id=mrid,
+                    **by_mrid(mrid, "MeterReadSchedule"),
                 )
             )
             continue

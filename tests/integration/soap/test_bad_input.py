@@ -12,6 +12,7 @@ import pytest
 import requests
 from lxml import etree
 
+from cim_schemas.envelope import parse_reply
 from tests.integration.soap.conftest import SOAP_ENV, Server, header, zeep_client
 
 GMR = "http://iec.ch/TC57/2011/GetMeterReadingsMessage"
@@ -61,16 +62,17 @@ def post(
 
 
 def fault_of(response: requests.Response) -> tuple[str, str, list[tuple[str, str | None]]]:
-    """(faultcode, faultstring, [(Error code, Error xpath)]) of a SOAP Fault answer."""
+    """(faultcode, faultstring, [(Error code, the path in Error details)]) of a SOAP Fault
+    answer (Error/xpath is an xs:QName in IEC 61968-100: the path is in details)."""
     root = etree.fromstring(response.content)
     fault = root.find(f"{{{SOAP_ENV}}}Body/{{{SOAP_ENV}}}Fault")
     assert fault is not None, response.content[:500]
     detail = fault.find("detail")
     assert detail is not None
-    errors = [
-        (e.findtext(f"{{{MSG}}}code") or "", e.findtext(f"{{{MSG}}}xpath"))
-        for e in detail.iter(f"{{{MSG}}}Error")
-    ]
+    reply = detail[0].find(f"{{{etree.QName(detail[0]).namespace}}}Reply")
+    assert reply is not None
+    assert detail[0].find(f".//{{{MSG}}}xpath") is None
+    errors = [(e.code, e.xpath) for e in parse_reply(reply).errors]
     return fault.findtext("faultcode") or "", fault.findtext("faultstring") or "", errors
 
 

@@ -121,3 +121,169 @@ def test_a_client_that_answers_the_challenge_works(server: Server) -> None:
         fault = etree.fromstring(refused.value.read()).find(f".//{{{SOAP_ENV}}}Fault")
     assert fault is not None
     assert "1010" in (fault.findtext("faultstring") or "")
+
+
+# -- 4. every FAILED / PARTIAL reply validates against the official envelope schema ---------
+
+MR_MSG = "http://iec.ch/TC57/2011/MeterReadingsMessage"
+MR = "http://iec.ch/TC57/2011/MeterReadings#"
+
+
+def _created_readings(meter: str) -> str:
+    return (
+        f'<w:CreatedMeterReadings xmlns:w="{MR_MSG}" xmlns:m="{MSG}" xmlns:r="{MR}">'
+        "<w:Header><m:Verb>created</m:Verb><m:Noun>MeterReadings</m:Noun>"
+        f"<m:MessageID>{uuid.uuid4()}</m:MessageID></w:Header>"
+        "<w:Payload><r:MeterReadings><r:MeterReading>"
+        f"<r:Meter><r:mRID>{meter}</r:mRID></r:Meter><r:Readings>"
+        "<r:timeStamp>2026-03-01T00:00:00Z</r:timeStamp><r:value>1.5</r:value>"
+        '<r:ReadingType ref="0.0.0.1.1.1.12.0.0.0.0.0.0.0.0.3.72.0"/></r:Readings>'
+        "</r:MeterReading></r:MeterReadings></w:Payload></w:CreatedMeterReadings>"
+    )
+
+
+def _failures() -> list[tuple[str, str, str, str | bytes]]:
+    """(case, service, operation, body) of calls answered FAILED, PARTIAL or with a Fault."""
+    from datetime import UTC, datetime
+
+    from hub.samples import end_device_controls, end_device_groups
+
+    day = datetime(2026, 3, 1, tzinfo=UTC)
+    gmr = "GetMeterReadings"
+    devices = (
+        "<p:EndDevice><p:mRID>MTR-1</p:mRID></p:EndDevice>"
+        "<p:EndDevice><p:mRID>GHOST</p:mRID></p:EndDevice>"
+        "<p:EndDevice><p:Names><p:name>nobody</p:name>"
+        "<p:NameType><p:name>MeterUniqueID</p:name></p:NameType></p:Names></p:EndDevice>"
+        "<p:EndDeviceGroup><p:mRID>NO-GROUP</p:mRID></p:EndDeviceGroup>"
+        "<p:UsagePoint><p:mRID>NO-UP</p:mRID></p:UsagePoint>"
+    )
+    return [
+        ("2001/2002/2015 PARTIAL", gmr, gmr, get_body(devices=devices)),
+        (
+            "2001 FAILED",
+            gmr,
+            gmr,
+            get_body(devices="<p:EndDevice><p:mRID>X</p:mRID></p:EndDevice>"),
+        ),
+        ("1005 Fault", gmr, gmr, get_body(devices="<p:EndDevice><p:colour/></p:EndDevice>")),
+        (
+            "1008 Fault",
+            gmr,
+            gmr,
+            get_body(extra_header="<m:Timestamp>2026-03-01T00:00:00</m:Timestamp>"),
+        ),
+        (
+            "2001 created readings",
+            "ReceiveMeterReadings",
+            "CreatedMeterReadings",
+            _created_readings("GHOST"),
+        ),
+        (
+            "2001 delete unknown meter",
+            "ExecuteMeterConfig",
+            "DeleteMeterConfig",
+            meter_config("delete", [{"mrid": "GHOST"}], style="wrapper"),
+        ),
+        (
+            "2008 delete unknown group",
+            "ExecuteEndDeviceGroups",
+            "DeleteEndDeviceGroups",
+            end_device_groups("delete", [{"mrid": "NO-G"}], style="wrapper"),
+        ),
+        (
+            "2007 create existing meter",
+            "ExecuteMeterConfig",
+            "CreateMeterConfig",
+            meter_config("create", [{"mrid": "MTR-1"}], style="wrapper"),
+        ),
+        (
+            "1011 no head-end",
+            "ExecuteEndDeviceControls",
+            "CreateEndDeviceControls",
+            end_device_controls(
+                "create",
+                [{"type": "3.31.0.23", "devices": ["MTR-1"], "start": day}],
+                style="wrapper",
+            ),
+        ),
+        (
+            "2001 group of unknown meters",
+            "ExecuteEndDeviceGroups",
+            "CreateEndDeviceGroups",
+            end_device_groups("create", [{"mrid": "G-1", "devices": ["GHOST"]}], style="wrapper"),
+        ),
+    ]
+
+
+def test_every_failed_or_partial_reply_validates_with_xpath_as_qname(server: Server) -> None:
+    from cim_schemas import schemas
+
+    seen: set[str] = set()
+    for case, service, operation, body in _failures():
+        response = post(
+            server,
+            envelope(body),
+            service=service,
+            action=f"http://iec.ch/TC57/2011/{service}/{operation}",
+        )
+        root = etree.fromstring(response.content)
+        answer = root.find(f"{{{SOAP_ENV}}}Body")
+        assert answer is not None
+        element = answer[0]
+        if element.tag == f"{{{SOAP_ENV}}}Fault":
+            detail = element.find("detail")
+            assert detail is not None, case
+            element = detail[0]
+        standalone = etree.fromstring(etree.tostring(element))
+        assert schemas.validate(standalone) == [], case  # our Message.xsd: xpath is xs:QName
+        result = standalone.findtext(f".//{{{MSG}}}Result")
+        assert result in ("PARTIAL", "FAILED"), (case, response.content[:800])
+        errors = standalone.findall(f".//{{{MSG}}}Error")
+        assert errors, case
+        for error in errors:
+            seen.add(error.findtext(f"{{{MSG}}}code") or "")
+            assert error.find(f"{{{MSG}}}xpath") is None, case
+            found = error.find(f"{{{MSG}}}ID")
+            if found is not None:  # the failed object, with its kind and class
+                assert found.get("kind") in ("uuid", "name"), case
+                assert found.get("objectType"), case
+    assert {"1005", "1008", "1011", "2001", "2002", "2007", "2008", "2015"} <= seen, seen
+
+
+def test_the_failed_object_and_its_path(server: Server) -> None:
+    """Error/ID carries the object (kind, objectType, idType = its NameType) and
+    Error/details the path where it was named."""
+    devices = (
+        "<p:EndDevice><p:mRID>MTR-1</p:mRID></p:EndDevice>"
+        "<p:EndDevice><p:Names><p:name>nobody</p:name>"
+        "<p:NameType><p:name>MeterUniqueID</p:name></p:NameType></p:Names></p:EndDevice>"
+    )
+    response = post(server, envelope(get_body(devices=devices)))
+    [error] = etree.fromstring(response.content).iter(f"{{{MSG}}}Error")
+    found = error.find(f"{{{MSG}}}ID")
+    assert found is not None
+    assert (found.text, found.get("kind"), found.get("objectType"), found.get("idType")) == (
+        "nobody",
+        "name",
+        "EndDevice",
+        "MeterUniqueID",
+    )
+    assert error.findtext(f"{{{MSG}}}details") == (
+        "/GetMeterReadings/Request/GetMeterReadings/EndDevice[2]"
+    )
+
+
+def test_our_envelope_schema_types_error_xpath_as_qname() -> None:
+    """As the official IEC 61968-100 Message.xsd: a path in Error/xpath is invalid."""
+    from cim_schemas import schemas
+
+    def fault(xpath: str) -> etree._Element:
+        return etree.fromstring(
+            f'<g:MeterReadingsFaultMessage xmlns:g="http://iec.ch/TC57/2011/GetMeterReadingsMessage"'
+            f' xmlns:m="{MSG}"><g:Reply><m:Result>FAILED</m:Result><m:Error><m:code>2001</m:code>'
+            f"<m:xpath>{xpath}</m:xpath></m:Error></g:Reply></g:MeterReadingsFaultMessage>"
+        )
+
+    assert schemas.validate(fault("m:EndDevice")) == []
+    assert schemas.validate(fault("/GetMeterReadings/Request/EndDevice[2]")) != []

@@ -103,8 +103,18 @@ def test_get_meter_readings_of_an_end_device_group(server: Server) -> None:
         },
     )
     assert response.Reply.Result == "PARTIAL"
-    assert [(e.code, e.ID._value_1, e.xpath) for e in response.Reply.Error] == [
-        ("2015", "G-NONE", "/GetMeterReadings/Request/GetMeterReadings/EndDeviceGroup[2]")
+    assert [
+        (e.code, e.ID._value_1, e.ID.kind, e.ID.objectType, e.details, e.xpath)
+        for e in response.Reply.Error
+    ] == [
+        (
+            "2015",
+            "G-NONE",
+            "uuid",
+            "EndDeviceGroup",
+            "/GetMeterReadings/Request/GetMeterReadings/EndDeviceGroup[2]",
+            None,
+        )
     ]
     [reading] = response.Payload.MeterReadings.MeterReading
     assert reading.Meter.mRID == "MTR-2"

@@ -114,7 +114,9 @@ def test_get_meter_readings_for_an_unknown_meter(server: Server) -> None:
         Request={"GetMeterReadings": {"EndDevice": [{"Names": [{"name": "nobody"}]}]}},
     )
     assert response.Reply.Result == "FAILED"
-    assert [(e.code, e.ID._value_1) for e in response.Reply.Error] == [("2001", "name=nobody")]
+    assert [(e.code, e.ID._value_1, e.ID.kind, e.ID.objectType) for e in response.Reply.Error] == [
+        ("2001", "nobody", "name", "EndDevice")
+    ]
     received_body(history)
 
 

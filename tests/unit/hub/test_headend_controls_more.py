@@ -356,7 +356,8 @@ def test_load_limit_over_soap_with_zeep(sqlite_url: str, fleet: Fleet, folders: 
         assert response.Reply.Result == "PARTIAL", response.Reply
         [error] = response.Reply.Error
         assert error.code == "2013"
-        assert error.xpath.endswith("EndDeviceControl[2]/EndDeviceAction/command")
+        assert error.xpath is None  # an xs:QName in IEC 61968-100: the path is in details
+        assert error.details.endswith("EndDeviceControl[2]/EndDeviceAction/command")
         received_body(history)
         assert app.headend is not None
         [report] = app.headend.run_due()

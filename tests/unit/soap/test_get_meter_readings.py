@@ -160,7 +160,12 @@ def test_unknown_meters_get_an_error_each(loaded: App) -> None:
     errors = reply.findall("g:Reply/m:Error", namespaces=NS)
     assert [e.findtext("m:code", namespaces=NS) for e in errors] == ["2001", "2001"]
     assert [e.findtext("m:ID", namespaces=NS) for e in errors] == ["NOPE-1", "NOPE-2"]
-    assert errors[1].findtext("m:xpath", namespaces=NS) == (
+    assert [(e.get("kind"), e.get("objectType")) for e in reply.findall(".//m:Error/m:ID", NS)] == [
+        ("uuid", "EndDevice"),
+        ("uuid", "EndDevice"),
+    ]
+    assert errors[1].find("m:xpath", namespaces=NS) is None  # an xs:QName in 61968-100
+    assert errors[1].findtext("m:details", namespaces=NS) == (
         "/GetMeterReadings/Request/GetMeterReadings/EndDevice[3]"
     )
     assert len(stamps(reply)) == 96
