@@ -2,7 +2,8 @@
 
 What to read: EndDevice*, EndDeviceGroup*, ReadingType*, TimeSchedule*
 {scheduleInterval}, UsagePoint*, UsagePointGroup*, each named by mRID and/or
-Names. It travels inside Request of the GetMeterReadings message.
+Names (each with its NameType); an EndDevice also by its serialNumber. It travels
+inside Request of the GetMeterReadings message.
 """
 
 from __future__ import annotations
@@ -23,11 +24,19 @@ from cim_schemas.profiles.common import (
     render_identified,
     render_interval,
     root,
+    text,
 )
 
 NOUN: Final = "GetMeterReadings"
 NAMESPACE: Final = profile_ns(NOUN)
 NS: Final = "{" + NAMESPACE + "}"
+
+
+@dataclass(frozen=True)
+class EndDeviceRef(IdentifiedObject):
+    """An EndDevice of the get: mRID, serialNumber and/or Names."""
+
+    serial_number: str | None = None
 
 
 @dataclass(frozen=True)
@@ -56,7 +65,13 @@ def parse_get_meter_readings(element: etree._Element) -> GetMeterReadings:
     schedules: list[DateTimeInterval] = []
     for tag, child in children(element):
         local = tag[len(NS) :]
-        if local in _LISTS:
+        if local == "EndDevice":
+            named = parse_identified(child, NS)
+            serial = child.find(NS + "serialNumber")
+            lists["end_devices"].append(
+                EndDeviceRef(named.mrid, named.names, text(serial) if serial is not None else None)
+            )
+        elif local in _LISTS:
             lists[_LISTS[local]].append(parse_identified(child, NS))
         elif local == "TimeSchedule":
             interval = child.find(NS + "scheduleInterval")
@@ -77,7 +92,12 @@ def render_get_meter_readings(obj: GetMeterReadings) -> etree._Element:
     """The ``GetMeterReadings`` profile element."""
     el = root("GetMeterReadings", NS)
     for item in obj.end_devices:
-        render_identified(el, NS + "EndDevice", item, NS)
+        device = render_identified(el, NS + "EndDevice", item, NS)
+        serial = item.serial_number if isinstance(item, EndDeviceRef) else None
+        if serial is not None:
+            node = etree.Element(NS + "serialNumber")
+            node.text = serial
+            device.insert(1 if item.mrid is not None else 0, node)
     for item in obj.end_device_groups:
         render_identified(el, NS + "EndDeviceGroup", item, NS)
     for item in obj.reading_types:

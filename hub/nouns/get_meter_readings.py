@@ -45,7 +45,11 @@ from cim_schemas.codes.reading_type import ReadingType
 from cim_schemas.envelope import Header, Reply, RequestInfo, response_writer
 from cim_schemas.namespaces import profile_ns
 from cim_schemas.profiles._common import IdentifiedObject
-from cim_schemas.profiles.get_meter_readings import GetMeterReadings, parse_get_meter_readings
+from cim_schemas.profiles.get_meter_readings import (
+    EndDeviceRef,
+    GetMeterReadings,
+    parse_get_meter_readings,
+)
 from hub.errors import ErrorDetail, ItemRejected, PayloadInvalid
 from hub.routing import MessageFrame, RouteContext, RouteResult
 from mdm.commands import QueryMeterReadings
@@ -103,12 +107,22 @@ class ReadQuery:
     periods: list[Period] = field(default_factory=list)
 
 
+#: the NameType of a DeviceRef made from an EndDevice's serialNumber
+SERIAL_NUMBER: Final = "serialNumber"
+
+
 def _ref(obj: IdentifiedObject) -> DeviceRef | None:
+    """How the get names an object: its mRID, else its first Names/name (with its
+    NameType), else an EndDevice's serialNumber (a name matches a meter's name or
+    serial number; docs/soap.md)."""
     if obj.mrid and obj.mrid.strip():
         return DeviceRef(mrid=obj.mrid.strip())
     name = obj.name()
     if name and name.strip():
         return DeviceRef(name=name.strip(), name_type=obj.name_type)
+    serial = obj.serial_number if isinstance(obj, EndDeviceRef) else None
+    if serial and serial.strip():
+        return DeviceRef(name=serial.strip(), name_type=SERIAL_NUMBER)
     return None
 
 
@@ -139,7 +153,7 @@ def read_query(frame: MessageFrame) -> ReadQuery:
             errors.append(
                 ErrorDetail(
                     "2011",
-                    "EndDevice has neither mRID nor Names/name",
+                    "EndDevice has neither mRID nor Names/name nor serialNumber",
                     xpath=f"{base}/EndDevice[{n}]",
                 )
             )

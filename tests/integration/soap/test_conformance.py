@@ -287,3 +287,50 @@ def test_our_envelope_schema_types_error_xpath_as_qname() -> None:
 
     assert schemas.validate(fault("m:EndDevice")) == []
     assert schemas.validate(fault("/GetMeterReadings/Request/EndDevice[2]")) != []
+
+
+# -- 3. GetMeterReadings: every identification of the get profile -------------------------
+
+
+def test_get_meter_readings_by_every_identification(server: Server) -> None:
+    from datetime import timedelta
+
+    from tests.integration.soap.conftest import header, received_body, zeep_client
+    from tests.integration.soap.test_services import _load_readings
+    from tests.unit.hub.conftest import START
+
+    _load_readings(server, days=1)
+    client, history = zeep_client(server, "GetMeterReadings")
+    day = {"scheduleInterval": {"end": START + timedelta(days=1), "start": START}}
+
+    def meters_read(request: dict[str, object]) -> tuple[str, list[str], list[tuple[str, ...]]]:
+        response = client.service.GetMeterReadings(
+            Header=header("get", "MeterReadings"),
+            Request={"GetMeterReadings": {**request, "TimeSchedule": [day]}},
+        )
+        received_body(history)  # valid against our XSDs
+        found = response.Payload.MeterReadings if response.Payload is not None else None
+        read = [] if found is None else [r.Meter.mRID for r in found.MeterReading]
+        errors = [
+            (e.code, e.ID._value_1, e.ID.kind, e.ID.idType or "") for e in response.Reply.Error
+        ]
+        return response.Reply.Result, sorted(read), errors
+
+    assert meters_read({"EndDevice": [{"serialNumber": "SN-MTR-1"}]}) == ("OK", ["MTR-1"], [])
+    assert meters_read(
+        {"EndDevice": [{"Names": [{"name": "name-MTR-2", "NameType": {"name": "MeterName"}}]}]}
+    ) == ("OK", ["MTR-2"], [])
+    assert meters_read(
+        {"EndDevice": [{"Names": [{"name": "SN-MTR-2", "NameType": {"name": "SerialNumber"}}]}]}
+    ) == ("OK", ["MTR-2"], [])
+    assert meters_read({"EndDevice": [{"mRID": "MTR-1"}, {"serialNumber": "SN-MTR-2"}]}) == (
+        "OK",
+        ["MTR-1", "MTR-2"],
+        [],
+    )
+    assert meters_read({"UsagePoint": [{"mRID": "UP-MTR-2"}]}) == ("OK", ["MTR-2"], [])
+    assert meters_read({"EndDevice": [{"serialNumber": "SN-NONE"}]}) == (
+        "FAILED",
+        [],
+        [("2001", "SN-NONE", "name", "serialNumber")],
+    )
