@@ -34,6 +34,7 @@ from lxml import etree
 from cim_schemas.namespaces import (
     DRAFT_MESSAGE_NS,
     EVENT_VERBS,
+    GET_END_DEVICE_EVENTS_MESSAGE_NS,
     GET_METER_READINGS_MESSAGE_NS,
     MESSAGE_NS,
     REQUEST_VERBS,
@@ -500,6 +501,14 @@ class _RootInfo:
 
 
 def _split_wrapper(local: str, namespace: str) -> _RootInfo | None:
+    if namespace == GET_END_DEVICE_EVENTS_MESSAGE_NS:
+        if local == "GetEndDeviceEvents":
+            return _RootInfo("request", "wrapper", "get", "EndDeviceEvents")
+        if local == "EndDeviceEventsResponseMessage":
+            return _RootInfo("response", "wrapper", None, "EndDeviceEvents")
+        if local == "EndDeviceEventsFaultMessage":
+            return _RootInfo("fault", "wrapper", None, "EndDeviceEvents")
+        return None
     ns_noun = noun_of_message_ns(namespace)
     if ns_noun is None:
         return None

@@ -60,6 +60,9 @@ EVENT_VERBS: Final = frozenset({"created", "changed", "canceled", "closed", "del
 
 #: Namespace of the GetMeterReadings service messages.
 GET_METER_READINGS_MESSAGE_NS: Final = _BASE + "GetMeterReadingsMessage"
+#: Namespace of the GetEndDeviceEvents service messages (the same request is accepted
+#: in the EndDeviceEventsMessage namespace too; each is answered in its own).
+GET_END_DEVICE_EVENTS_MESSAGE_NS: Final = _BASE + "GetEndDeviceEventsMessage"
 
 
 def profile_ns(noun: str) -> str:

@@ -94,6 +94,7 @@ class _Seen:
 
     header: Header | None = None
     style: Style = "envelope"
+    namespace: str | None = None
 
 
 def _variant_of(msg: InboundMessage) -> str | None:
@@ -340,6 +341,7 @@ class Pipeline:
             try:
                 if frame is not None:
                     seen.header, seen.style = frame.header, frame.style
+                    seen.namespace = frame.namespace
                     return self._dispatch(msg, frame, steps, content_hash, True)
                 return self._attempt(msg, limit, steps, content_hash, seen, allow_direct=True)
             except FastPathConflict as conflict:
@@ -349,13 +351,15 @@ class Pipeline:
                 steps.rolled_back()
                 return self._attempt(msg, limit, steps, content_hash, seen, allow_direct=False)
         except MessageRejected as exc:
-            return self._reject(msg, steps, exc.errors, seen.header, seen.style, exc)
+            return self._reject(
+                msg, steps, exc.errors, seen.header, seen.style, exc, seen.namespace
+            )
         except RecoverableError:
             self._retry(steps)
             raise
         except AmihubError as exc:
             detail = ErrorDetail("3002", f"{type(exc).__name__}: {exc}")
-            return self._reject(msg, steps, [detail], seen.header, seen.style, exc)
+            return self._reject(msg, steps, [detail], seen.header, seen.style, exc, seen.namespace)
         except Exception as exc:
             log.exception("internal error on message log %s from %s", log_id, msg.source)
             detail = ErrorDetail(
@@ -363,7 +367,7 @@ class Pipeline:
                 f"internal error ({type(exc).__name__}); "
                 "the input is kept in the dead-letter store",
             )
-            return self._reject(msg, steps, [detail], seen.header, seen.style, exc)
+            return self._reject(msg, steps, [detail], seen.header, seen.style, exc, seen.namespace)
 
     def _attempt(
         self,
@@ -390,6 +394,7 @@ class Pipeline:
                 frame = self._parse_stream(reader)
             frame = _with_transport_id(frame, msg)
             seen.header, seen.style = frame.header, frame.style
+            seen.namespace = frame.namespace
             return self._dispatch(msg, frame, steps, content_hash, allow_direct)
 
     # -- parsing -------------------------------------------------------------------------
@@ -439,6 +444,7 @@ class Pipeline:
             root_name=root_name,
             request=parsed.request,
             payload=parsed.payload,
+            namespace=parsed.namespace if parsed.style == "wrapper" else None,
         )
 
     def _parse_stream(self, reader: LimitedReader) -> MessageFrame:
@@ -446,9 +452,11 @@ class Pipeline:
         the schema attached, delivering only the end events the streaming routes use."""
         root_name: str | None = None
         style: Style | None = None
+        namespace: str | None = None
         for event, element in pull_events(reader.peek()):
             if root_name is None:
                 root_name = etree.QName(element).localname
+                namespace = etree.QName(element).namespace
                 style = envelope.message_style(element)
                 if style is None:
                     raise NotAnEnvelope(
@@ -468,7 +476,13 @@ class Pipeline:
         events = iterparse(
             reader, schema=schemas.message_schema(), events=("end",), tags=self.routes.stream_tags
         )
-        return MessageFrame(header=header, style=style, root_name=root_name, events=events)
+        return MessageFrame(
+            header=header,
+            style=style,
+            root_name=root_name,
+            events=events,
+            namespace=namespace if style == "wrapper" else None,
+        )
 
     # -- dispatch ------------------------------------------------------------------------
 
@@ -578,7 +592,9 @@ class Pipeline:
         returned conclusion (MessageID claimed, reply stored, replied) with its batch."""
         header = frame.header
         log_id = steps.log_id
-        reply = self._render(header, frame.style, result.result, result.errors, result.payload)
+        reply = self._render(
+            header, frame.style, result.result, result.errors, result.payload, frame.namespace
+        )
         outcome = self._applied_outcome(uow, msg, frame, log_id, result, reply)
         conclusion = MessageConclusion(
             log_id=log_id,
@@ -871,9 +887,14 @@ class Pipeline:
             at = self.clock()
             replies = [
                 _REPLIES.render(frame.header, frame.style, result.result)
-                if not result.errors and result.payload is None
+                if not result.errors and result.payload is None and frame.namespace is None
                 else self._render(
-                    frame.header, frame.style, result.result, result.errors, result.payload
+                    frame.header,
+                    frame.style,
+                    result.result,
+                    result.errors,
+                    result.payload,
+                    frame.namespace,
                 )
                 for (_, frame, _, _), result in zip(members, results, strict=True)
             ]
@@ -938,9 +959,10 @@ class Pipeline:
         header: Header | None,
         style: Style,
         exc: BaseException,
+        namespace: str | None = None,
     ) -> Outcome:
         log_id = steps.log_id
-        reply = self._render(header, style, "FAILED", errors, None)
+        reply = self._render(header, style, "FAILED", errors, None, namespace)
         with self.uow_factory() as uow:
             if (
                 header is not None
@@ -1039,11 +1061,15 @@ class Pipeline:
         result: str,
         errors: list[ErrorDetail],
         payload: etree._Element | None,
+        namespace: str | None = None,
     ) -> bytes:
+        """The reply; a wrapper answers in ``namespace``, the request's (else the noun's)."""
         noun = header.noun if header else "Message"
         request_header = header or Header(verb="reply", noun=noun)
         reply = Reply(result=result, errors=tuple(errors))
-        return envelope.render_response(request_header, reply, payload, style=style, noun=noun)
+        return envelope.render_response(
+            request_header, reply, payload, style=style, noun=noun, namespace=namespace
+        )
 
 
 def _batch_states() -> tuple[str, str, str]:

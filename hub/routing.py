@@ -32,6 +32,9 @@ class MessageFrame:
     request: RequestInfo | None = None
     payload: etree._Element | None = None
     events: XmlEvents | None = None
+    #: the root's namespace when it is a wrapper: the reply answers in the same one
+    #: (GetEndDeviceEvents is accepted in two, docs/soap.md)
+    namespace: str | None = None
 
     @property
     def payload_xpath(self) -> str:

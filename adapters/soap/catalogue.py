@@ -20,7 +20,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-from cim_schemas.namespaces import GET_METER_READINGS_MESSAGE_NS, message_ns
+from cim_schemas.namespaces import (
+    GET_END_DEVICE_EVENTS_MESSAGE_NS,
+    GET_METER_READINGS_MESSAGE_NS,
+    message_ns,
+)
 
 IEC_WS: Final = "http://iec.ch/TC57/2011/"
 WSDL_DIR: Final = Path(__file__).resolve().parents[2] / "cim_schemas" / "wsdl"
@@ -46,6 +50,8 @@ class ServiceSpec:
     operations: tuple[Operation, ...]
     #: inbound (amihub serves it) or outbound (amihub calls it: Reply*, Send*)
     inbound: bool = True
+    #: other wrapper namespaces whose body elements are accepted too (answered in theirs)
+    also_accepts: tuple[str, ...] = ()
 
     @property
     def port(self) -> str:
@@ -71,10 +77,12 @@ class ServiceSpec:
         return action.rstrip("/").rpartition("/")[2] == operation
 
     def operation_for(self, element: str) -> Operation | None:
-        """The operation whose input is the body element ``{namespace}local``."""
-        for op in self.operations:
-            if element == "{" + self.namespace + "}" + op.input:
-                return op
+        """The operation whose input is the body element ``{namespace}local`` (in the
+        service's namespace or one it also accepts)."""
+        for namespace in (self.namespace, *self.also_accepts):
+            for op in self.operations:
+                if element == "{" + namespace + "}" + op.input:
+                    return op
         return None
 
     @property
@@ -123,11 +131,11 @@ SERVICES: Final[dict[str, ServiceSpec]] = {
         _execute("MasterDataLinkageConfig"),
         _execute("EndDeviceGroups"),
         _execute("EndDeviceControls"),
-        ServiceSpec(
+        ServiceSpec(  # the IEC names: GetEndDeviceEventsMessage, as the standard's WSDL
             "GetEndDeviceEvents",
             "EndDeviceEvents",
-            message_ns("EndDeviceEvents"),
-            "messages/EndDeviceEventsMessage.xsd",
+            GET_END_DEVICE_EVENTS_MESSAGE_NS,
+            "messages/GetEndDeviceEventsMessage.xsd",
             (
                 Operation(
                     "GetEndDeviceEvents",
@@ -136,6 +144,7 @@ SERVICES: Final[dict[str, ServiceSpec]] = {
                     "EndDeviceEventsResponseMessage",
                 ),
             ),
+            also_accepts=(message_ns("EndDeviceEvents"),),
         ),
         _execute("MeterReadSchedule"),
         ServiceSpec(

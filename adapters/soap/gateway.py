@@ -115,17 +115,25 @@ def strip_declaration(xml: bytes) -> bytes:
     return xml
 
 
-def fault_detail(spec: ServiceSpec | None, errors: list[ErrorDetail]) -> etree._Element:
+def fault_detail(
+    spec: ServiceSpec | None, errors: list[ErrorDetail], namespace: str | None = None
+) -> etree._Element:
     reply = Reply("FAILED", tuple(errors))
     if spec is None:
         return envelope.build_fault_message(reply)
     return envelope.build_fault_message(
-        reply, noun=spec.noun, style="wrapper", namespace=spec.namespace
+        reply, noun=spec.noun, style="wrapper", namespace=namespace or spec.namespace
     )
 
 
-def render_fault(faultcode: str, errors: list[ErrorDetail], spec: ServiceSpec | None) -> bytes:
-    """A SOAP 1.1 Fault whose detail is the <Noun>FaultMessage of the service."""
+def render_fault(
+    faultcode: str,
+    errors: list[ErrorDetail],
+    spec: ServiceSpec | None,
+    namespace: str | None = None,
+) -> bytes:
+    """A SOAP 1.1 Fault whose detail is the <Noun>FaultMessage of the service (in the
+    request's wrapper namespace when the service accepts more than one)."""
     env = etree.Element(f"{{{SOAP_ENV}}}Envelope", nsmap={"soapenv": SOAP_ENV})
     body = etree.SubElement(env, f"{{{SOAP_ENV}}}Body")
     fault = etree.SubElement(body, f"{{{SOAP_ENV}}}Fault")
@@ -135,7 +143,7 @@ def render_fault(faultcode: str, errors: list[ErrorDetail], spec: ServiceSpec | 
     if first.xpath:
         text += f" (at {first.xpath})"
     etree.SubElement(fault, "faultstring").text = text
-    etree.SubElement(fault, "detail").append(fault_detail(spec, errors))
+    etree.SubElement(fault, "detail").append(fault_detail(spec, errors, namespace))
     return bytes(etree.tostring(env, xml_declaration=True, encoding="UTF-8"))
 
 
@@ -149,6 +157,11 @@ class _Request:
     body: etree._Element
     remote: str
     soap_action: str
+
+    @property
+    def namespace(self) -> str:
+        """The wrapper namespace the request used (its answer uses it too)."""
+        return etree.QName(self.body).namespace or self.spec.namespace
 
 
 def _enveloped(chunks: Iterator[bytes]) -> tuple[Iterator[bytes], int]:
@@ -229,7 +242,9 @@ class SoapGateway:
             chunks, length = self.invoke(request)
         except SoapFault as fault:
             environ["amihub.soap.fault"] = fault.errors[0].code
-            body = render_fault(fault.faultcode, fault.errors, spec)
+            body = render_fault(
+                fault.faultcode, fault.errors, spec, environ.get("amihub.soap.namespace")
+            )
             return self._send(
                 start_response,
                 fault.status,
@@ -292,6 +307,8 @@ class SoapGateway:
             raise SoapFault("Client", [ErrorDetail("1010", exc.reason)]) from None
         body = children[0]
         operation = spec.operation_for(body.tag)
+        if operation is not None:  # faults answer in the namespace the request used
+            environ["amihub.soap.namespace"] = etree.QName(body).namespace
         if operation is None:
             local = etree.QName(body).localname
             raise SoapFault(
@@ -390,13 +407,14 @@ class SoapGateway:
             raise SoapFault(faultcode, outcome.errors, close=False)
         reply = outcome.reply
         if outcome.reply_queued:  # queued with the effect, in the pipeline's transaction
-            reply = self._acknowledgement(spec, outcome)
+            reply = self._acknowledgement(spec, outcome, request.namespace)
         elif outcome.async_reply and outcome.reply_address and self.enqueue is not None:
-            reply = self._async(spec, outcome)  # a duplicate request: its stored reply again
+            # a duplicate request: its stored reply again
+            reply = self._async(spec, outcome, request.namespace)
         parts = [ENVELOPE_HEAD, strip_declaration(reply), ENVELOPE_TAIL]
         return parts, sum(len(p) for p in parts)
 
-    def _async(self, spec: ServiceSpec, outcome: Outcome) -> bytes:
+    def _async(self, spec: ServiceSpec, outcome: Outcome, namespace: str) -> bytes:
         """Queue the real reply for Reply<Noun> at ReplyAddress; answer an acknowledgement."""
         address = outcome.reply_address or ""
         noun = outcome.noun or spec.noun
@@ -414,9 +432,9 @@ class SoapGateway:
             {"service": service, "operation": service, "kind": "reply"},
             outcome.correlation_id,
         )
-        return self._acknowledgement(spec, outcome)
+        return self._acknowledgement(spec, outcome, namespace)
 
-    def _acknowledgement(self, spec: ServiceSpec, outcome: Outcome) -> bytes:
+    def _acknowledgement(self, spec: ServiceSpec, outcome: Outcome, namespace: str) -> bytes:
         """The synchronous answer to an async request: accepted, the reply follows."""
         noun = outcome.noun or spec.noun
         ack_header = Header(
@@ -429,7 +447,7 @@ class SoapGateway:
         )
         ack = Reply("OK")  # accepted; the reply itself follows at ReplyAddress
         return envelope.render_response(
-            ack_header, ack, style="wrapper", noun=noun, namespace=spec.namespace
+            ack_header, ack, style="wrapper", noun=noun, namespace=namespace
         )
 
     # -- small answers ---------------------------------------------------------------------

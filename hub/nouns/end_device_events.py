@@ -22,15 +22,20 @@ answered (more: FAILED with 2013, narrow the period).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Final
 
+from lxml import etree
+
 from cim_schemas.codes import event_type
+from cim_schemas.envelope import RequestInfo
 from cim_schemas.profiles.common import IdentifiedObject
 from cim_schemas.profiles.end_device_events import (
     EndDeviceEvents,
     parse_end_device_events,
     render_end_device_events,
 )
+from cim_schemas.values import parse_datetime
 from hub.errors import ErrorDetail, PayloadInvalid
 from hub.headend import cim_event
 from hub.routing import MessageFrame, RouteContext, RouteResult
@@ -139,6 +144,9 @@ class GetEndDeviceEventsRoute:
         start = request.start_time if request else None
         end = request.end_time if request else None
         root = frame.root_name
+        named = _get_profile(request, root) if request is not None else None
+        if named is not None and start is None and end is None:
+            start, end = named.start, named.end
         if start is not None and end is not None and end < start:
             raise PayloadInvalid(
                 f"the period ends ({end.isoformat()}) before it starts ({start.isoformat()})",
@@ -146,6 +154,9 @@ class GetEndDeviceEventsRoute:
             )
         meters: list[tuple[DeviceRef, str]] = []
         ups: list[tuple[DeviceRef, str]] = []
+        if named is not None:
+            meters.extend(named.meters)
+            ups.extend(named.usage_points)
         if request is not None:
             for n, rid in enumerate(request.ids, 1):
                 value = rid.value.strip()
@@ -220,3 +231,54 @@ class GetEndDeviceEventsRoute:
         )
         result.counts = {"events": len(found_events)}
         return result
+
+
+@dataclass
+class _Named:
+    """What a Get profile element in Request (the standard's
+    ``{http://iec.ch/TC57/2011/GetEndDeviceEvents#}GetEndDeviceEvents``, which our XSD
+    accepts lax) names: EndDevice and UsagePoint by mRID or Names/name, and the period
+    of its first TimeSchedule/scheduleInterval."""
+
+    meters: list[tuple[DeviceRef, str]]
+    usage_points: list[tuple[DeviceRef, str]]
+    start: datetime | None = None
+    end: datetime | None = None
+
+
+def _get_profile(request: RequestInfo, root: str) -> _Named | None:
+    get = request.get
+    if get is None:
+        return None
+    base = f"/{root}/Request/{etree.QName(get).localname}"
+    named = _Named([], [])
+    seen: dict[str, int] = {}
+    for child in get:
+        if not isinstance(child.tag, str):
+            continue
+        local = etree.QName(child).localname
+        n = seen[local] = seen.get(local, 0) + 1
+        where = f"{base}/{local}[{n}]"
+        if local in ("EndDevice", "EndDevices", "Meter", "UsagePoint", "UsagePoints"):
+            mrid = (child.findtext("{*}mRID") or "").strip()
+            name = (child.findtext("{*}Names/{*}name") or "").strip()
+            if not mrid and not name:
+                raise PayloadInvalid(
+                    f"{local} has neither mRID nor Names/name", code="2011", xpath=where
+                )
+            ref = DeviceRef(mrid=mrid) if mrid else DeviceRef(name=name)
+            target = named.usage_points if local.startswith("UsagePoint") else named.meters
+            target.append((ref, where))
+        elif local == "TimeSchedule" and named.start is None and named.end is None:
+            try:
+                named.start = _instant(child.findtext("{*}scheduleInterval/{*}start"))
+                named.end = _instant(child.findtext("{*}scheduleInterval/{*}end"))
+            except ValueError as exc:
+                raise PayloadInvalid(
+                    f"TimeSchedule/scheduleInterval: {exc}", code="2006", xpath=where
+                ) from None
+    return named
+
+
+def _instant(text: str | None) -> datetime | None:
+    return parse_datetime(text) if text is not None and text.strip() else None

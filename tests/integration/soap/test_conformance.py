@@ -334,3 +334,96 @@ def test_get_meter_readings_by_every_identification(server: Server) -> None:
         [],
         [("2001", "SN-NONE", "name", "serialNumber")],
     )
+
+
+# -- 2. GetEndDeviceEvents in the GetEndDeviceEventsMessage namespace (and the old one) ----
+
+GEDE = "http://iec.ch/TC57/2011/GetEndDeviceEventsMessage"
+EDE = "http://iec.ch/TC57/2011/EndDeviceEventsMessage"
+
+
+def test_get_end_device_events_answers_in_the_namespace_of_the_request(server: Server) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from cim_schemas import schemas
+    from hub.samples import end_device_events
+    from tests.integration.soap.conftest import header, received_body, zeep_client
+
+    at = datetime(2026, 3, 1, 12, tzinfo=UTC)
+    stored = post(
+        server,
+        envelope(
+            end_device_events(
+                "created",
+                [
+                    {"meter": "MTR-1", "type": "3.26.0.85", "at": at, "mrid": "EV-1"},
+                    {"meter": "MTR-2", "type": "3.26.0.85", "at": at, "mrid": "EV-2"},
+                ],
+                style="wrapper",
+            )
+        ),
+        service="ReceiveEndDeviceEvents",
+        action="http://iec.ch/TC57/2011/ReceiveEndDeviceEvents/CreatedEndDeviceEvents",
+    )
+    assert _result(stored.content) == "OK", stored.content[:600]
+
+    # a zeep client of our WSDL, which has the IEC names: GetEndDeviceEventsMessage
+    client, history = zeep_client(server, "GetEndDeviceEvents")
+    answer = client.service.GetEndDeviceEvents(
+        Header=header("get", "EndDeviceEvents"),
+        Request={"StartTime": at - timedelta(hours=1), "EndTime": at + timedelta(hours=1)},
+    )
+    assert answer.Reply.Result == "OK"
+    reply = received_body(history)  # valid against our XSDs
+    assert reply.tag == f"{{{GEDE}}}EndDeviceEventsResponseMessage"
+    assert sorted(e.mRID for e in answer.Payload.EndDeviceEvents.EndDeviceEvent) == ["EV-1", "EV-2"]
+
+    def raw(namespace: str, request: str) -> etree._Element:
+        body = (
+            f'<w:GetEndDeviceEvents xmlns:w="{namespace}" xmlns:m="{MSG}">'
+            "<w:Header><m:Verb>get</m:Verb><m:Noun>EndDeviceEvents</m:Noun>"
+            f"<m:MessageID>{uuid.uuid4()}</m:MessageID></w:Header>"
+            f"<w:Request>{request}</w:Request></w:GetEndDeviceEvents>"
+        )
+        response = post(
+            server,
+            envelope(body),
+            service="GetEndDeviceEvents",
+            action="http://iec.ch/TC57/2011/EndDeviceEvents/GetEndDeviceEvents",
+        )
+        found = etree.fromstring(response.content).find(f"{{{SOAP_ENV}}}Body")
+        assert found is not None
+        element = etree.fromstring(etree.tostring(found[0]))
+        assert schemas.validate(element) == []
+        return element
+
+    period = (
+        "<m:StartTime>2026-03-01T11:00:00Z</m:StartTime><m:EndTime>2026-03-01T13:00:00Z</m:EndTime>"
+    )
+    for namespace in (GEDE, EDE):  # each answered in its own namespace
+        element = raw(namespace, period)
+        assert element.tag == f"{{{namespace}}}EndDeviceEventsResponseMessage"
+        assert len(element.findall(".//{*}EndDeviceEvent")) == 2
+    # the standard's Get profile inside Request: one meter, its TimeSchedule
+    profile = (
+        '<g:GetEndDeviceEvents xmlns:g="http://iec.ch/TC57/2011/GetEndDeviceEvents#">'
+        "<g:EndDevice><g:mRID>MTR-2</g:mRID></g:EndDevice><g:TimeSchedule><g:scheduleInterval>"
+        "<g:end>2026-03-01T13:00:00Z</g:end><g:start>2026-03-01T11:00:00Z</g:start>"
+        "</g:scheduleInterval></g:TimeSchedule></g:GetEndDeviceEvents>"
+    )
+    element = raw(GEDE, profile)
+    assert [e.findtext("{*}mRID") for e in element.iterfind(".//{*}EndDeviceEvent")] == ["EV-2"]
+    # a fault (here: not authorised) answers in the request's namespace as well
+    refused = post(
+        server,
+        envelope(
+            f'<w:GetEndDeviceEvents xmlns:w="{GEDE}" xmlns:m="{MSG}"><w:Header>'
+            "<m:Verb>get</m:Verb><m:Noun>EndDeviceEvents</m:Noun></w:Header></w:GetEndDeviceEvents>"
+        ),
+        service="GetEndDeviceEvents",
+        action="http://iec.ch/TC57/2011/GetEndDeviceEvents/GetEndDeviceEvents",
+        auth=("cis", "wrong"),
+    )
+    detail = etree.fromstring(refused.content).find(f".//{{{SOAP_ENV}}}Fault/detail")
+    assert detail is not None
+    assert detail[0].tag == f"{{{GEDE}}}EndDeviceEventsFaultMessage"
