@@ -39,6 +39,7 @@ from cim_schemas.profiles import meter_readings as mr
 from cim_schemas.profiles.common import IdentifiedObject
 from cim_schemas.profiles.end_device_events import EndDeviceEvent as CimEvent
 from cim_schemas.profiles.end_device_events import EndDeviceEvents, render_end_device_events
+from cim_schemas.values import parse_datetime
 from hub.control_parameters import (
     ControlParameterInvalid,
     ControlParameters,
@@ -52,6 +53,7 @@ from hub.settings import Settings
 from mdm.hes_jobs import JobKind
 from mdm.model import EndDeviceEvent
 from mdm.ports import UnitOfWork, UnitOfWorkFactory
+from mdm.qualities import unpack
 
 log = logging.getLogger("amihub.headend")
 
@@ -304,13 +306,24 @@ def meter_reading(
     registers: list[mr.Reading] = []
     blocks: dict[str, list[mr.IntervalReading]] = {}
     for rt, ts, value, quality in rows:
-        qualities = tuple(mr.ReadingQuality(q) for q in quality.split(",") if q)
+        found = unpack(quality)  # the codes and what came with them (mdm/qualities.py)
+        qualities = tuple(
+            mr.ReadingQuality(
+                q.code,
+                q.comment,
+                q.source,
+                parse_datetime(q.time_stamp) if q.time_stamp else None,
+            )
+            for q in found.qualities
+        )
         if _is_interval(rt):
             blocks.setdefault(rt, []).append(
                 mr.IntervalReading(ts, value, reading_qualities=qualities)
             )
         else:
-            registers.append(mr.Reading(rt, ts, value, reading_qualities=qualities))
+            registers.append(
+                mr.Reading(rt, ts, value, reason=found.reason, reading_qualities=qualities)
+            )
     return mr.MeterReading(
         meter=mr.Meter(mrid=device_mrid),
         readings=tuple(registers),

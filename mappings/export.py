@@ -28,6 +28,7 @@ from hub.errors import ConfigurationError, PayloadInvalid
 from mappings.spec import CodeTable, ExportCsvSpec, ExportField, ExportXmlSpec
 from mdm.model import DeviceRef
 from mdm.ports import UnitOfWork
+from mdm.qualities import NOTES, codes_of, unpack
 
 
 class ExportRow(NamedTuple):
@@ -38,12 +39,12 @@ class ExportRow(NamedTuple):
     reading_type: str
     ts: datetime  # aware
     value: Decimal
-    quality: str  # comma-separated ReadingQualityType codes
+    quality: str  # the stored quality text: codes, then any notes (mdm/qualities.py)
 
 
 def is_estimated(quality: str) -> bool:
     """Any ReadingQualityType of category 8 (estimated)."""
-    for code in quality.split(","):
+    for code in codes_of(quality).split(","):
         parts = code.strip().split(".")
         if len(parts) == 3 and parts[1] == "8":
             return True
@@ -87,13 +88,14 @@ class _Formatter:
             return f.true_text if is_estimated(row.quality) else f.false_text
         if name == "literal":
             return f.text or ""
+        if name.startswith("quality") or name == "reason":
+            return _quality_field(name, row.quality)
         value = {
             "meter_mrid": row.meter_mrid,
             "meter_serial": row.meter_serial,
             "meter_name": row.meter_name,
             "usage_point": row.usage_point,
             "reading_type": row.reading_type,
-            "quality": row.quality,
         }[name]
         return value or ""
 
@@ -110,6 +112,24 @@ class _Formatter:
                 )
             found = self._obis[reading_type] = code
         return found
+
+
+def _quality_field(name: str, quality: str) -> str:
+    """``quality``: the codes (comma-separated); ``quality_comment``, ``quality_source``,
+    ``quality_timestamp``: each quality's attribute as it arrived, comma-separated in
+    the order of the codes (empty where a quality had none); ``reason``: a register
+    reading's reason as it arrived."""
+    if name == "quality" or NOTES not in quality:
+        return codes_of(quality) if name == "quality" else ""
+    found = unpack(quality)
+    if name == "reason":
+        return found.reason or ""
+    attribute = {
+        "quality_comment": "comment",
+        "quality_source": "source",
+        "quality_timestamp": "time_stamp",
+    }[name]
+    return ",".join(getattr(q, attribute) or "" for q in found.qualities)
 
 
 def _selected(

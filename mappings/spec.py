@@ -706,6 +706,10 @@ ExportFieldName = Literal[
     "time",
     "value",
     "quality",
+    "quality_comment",
+    "quality_source",
+    "quality_timestamp",
+    "reason",
     "estimated",
     "literal",
 ]

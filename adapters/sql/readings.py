@@ -32,7 +32,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from adapters.sql import tables as t
 from adapters.sql.errors import guard, guarded, is_unique_violation, translate
-from adapters.sql.types import COPY_SPECIALS, UTCDateTime, canonical_decimal, copy_text, sqlite_ts
+from adapters.sql.types import COPY_SPECIALS, UTCDateTime, copy_text, decimal_text, sqlite_ts
 from hub.errors import StoreUnavailable
 from mdm.model import DeviceRef, IngestStats, StoredReading
 from mdm.ports import (
@@ -61,6 +61,15 @@ _COPY_SLICE = 5_000
 def _pg_placeholders(sql: str) -> str:
     """``:name`` -> ``%(name)s`` (psycopg's style); ``::`` casts are left alone."""
     return re.sub(r"(?<![:\w]):([A-Za-z_]\w*)", r"%(\1)s", sql)
+
+
+def _sqlite_number(column: str) -> str:
+    """SQLite: a stored decimal text without the trailing zeros of its scale (``1.50``
+    -> ``1.5``, ``2.0`` -> ``2``), so that equal numbers compare equal."""
+    return (
+        f"(CASE WHEN instr({column}, '.') > 0 "
+        f"THEN rtrim(rtrim({column}, '0'), '.') ELSE {column} END)"
+    )
 
 
 def _pg_ts(ts: datetime) -> str:
@@ -200,7 +209,7 @@ class SqlReadingStaging:
         out: list[tuple[int, int, str, str, str]] = []
         append = out.append
         for item, code, ts, value, quality in rows:
-            append((item, types[code], cache[ts], canonical_decimal(value), quality))
+            append((item, types[code], cache[ts], decimal_text(value), quality))
         raw: Any = self._conn.connection.driver_connection
         raw.executemany(f"INSERT INTO {self._r} VALUES (?, ?, ?, ?, ?)", out)
 
@@ -343,7 +352,15 @@ class SqlReadingStaging:
             conn.exec_driver_sql(f"ANALYZE {self._x}")
         total = int(conn.exec_driver_sql(f"SELECT count(*) FROM {self._x}").scalar_one())
         keys = "r.device_id = x.device_id AND r.reading_type_id = x.reading_type_id AND r.ts = x.ts"
-        differs = "(r.value <> x.value OR r.quality <> x.quality)"
+        # a value differs when its number does (1.5 after 1.50 is unchanged and keeps the
+        # text first sent): numeric on PostgreSQL, the texts without trailing zeros on
+        # SQLite (whose values keep their scale: adapters/sql/types.py)
+        differs = (
+            "(r.value <> x.value OR r.quality <> x.quality)"
+            if self._pg
+            else f"({_sqlite_number('r.value')} <> {_sqlite_number('x.value')} "
+            "OR r.quality <> x.quality)"
+        )
         history = (
             "INSERT INTO reading_history (device_id, reading_type_id, ts, version, value, "
             "quality, recorded_at, superseded_at) SELECT {cols}, :now FROM {src}"

@@ -3,9 +3,12 @@
 * :class:`UTCDateTime` -- timezone-aware UTC in, timezone-aware UTC out. PostgreSQL
   stores ``timestamptz``; SQLite stores the UTC instant as ISO text
   ``YYYY-MM-DD HH:MM:SS.ffffff`` (sortable, comparable as text).
-* :class:`ExactDecimal` -- ``NUMERIC`` on PostgreSQL; on SQLite a canonical decimal
-  text (``1.50`` is stored as ``1.5``) so that no precision is lost and equal
-  numbers compare equal as text.
+* :class:`ExactDecimal` -- ``NUMERIC`` on PostgreSQL (which keeps the scale as sent:
+  ``0.2250`` stays ``0.2250``); on SQLite the same plain decimal text
+  (:func:`decimal_text`: digits and scale as sent, no exponent), so that both stores
+  give back the value as it arrived. Two values are the same reading value when
+  their numbers are equal (``1.5`` after ``1.50`` changes nothing and keeps
+  ``1.50``; adapters/sql/readings.py compares SQLite's texts without trailing zeros).
 """
 
 from __future__ import annotations
@@ -28,15 +31,16 @@ def sqlite_ts(ts: datetime) -> str:
     return ts.astimezone(UTC).isoformat(sep=" ", timespec="microseconds")[:26]
 
 
-def canonical_decimal(value: Decimal) -> str:
-    """Exact decimal text without trailing zeros or exponent (``1.500`` -> ``1.5``)."""
+def decimal_text(value: Decimal) -> str:
+    """Plain decimal text with the scale as sent, as PostgreSQL's ``numeric::text``
+    gives it: ``0.2250`` -> ``0.2250``, ``1.5E+3`` -> ``1500``, ``-0.0`` -> ``0.0``."""
     text = str(value)
-    if "E" in text or "e" in text or ("." in text and text.endswith("0")) or text == "-0":
+    if "E" in text or "e" in text or text.startswith("-0"):
         if not value.is_finite():
             raise ValueError(f"not a finite decimal: {value!r}")
-        text = format(value.normalize(), "f")
-        if text == "-0":
-            text = "0"
+        if value.is_zero():
+            value = abs(value)
+        text = format(value, "f")
     elif not value.is_finite():
         raise ValueError(f"not a finite decimal: {value!r}")
     return text
@@ -70,7 +74,7 @@ class UTCDateTime(TypeDecorator[datetime]):
 
 
 class ExactDecimal(TypeDecorator[Decimal]):
-    """NUMERIC on PostgreSQL, canonical decimal text on SQLite."""
+    """NUMERIC on PostgreSQL, plain decimal text with its scale on SQLite."""
 
     impl = Numeric(asdecimal=True)
     cache_ok = True
@@ -86,7 +90,7 @@ class ExactDecimal(TypeDecorator[Decimal]):
         if not isinstance(value, Decimal):
             value = Decimal(str(value))
         if dialect.name == "sqlite":
-            return canonical_decimal(value)
+            return decimal_text(value)
         return value
 
     def process_result_value(self, value: Any, dialect: Dialect) -> Decimal | None:

@@ -56,6 +56,7 @@ from mdm.commands import QueryMeterReadings
 from mdm.handlers import ReadingQueryResult
 from mdm.model import DeviceRef, StoredReading
 from mdm.ports import ReadingText, UnitOfWork
+from mdm.qualities import NOTES, unpack
 
 NAMESPACE: Final = profile_ns("MeterReadings")
 NS: Final = "{" + NAMESPACE + "}"
@@ -72,6 +73,9 @@ T_READING_TYPE: Final = NS + "ReadingType"
 T_METER: Final = NS + "Meter"
 T_MRID: Final = NS + "mRID"
 T_VALUES_INTERVAL: Final = NS + "valuesInterval"
+T_REASON: Final = NS + "reason"
+T_COMMENT: Final = NS + "comment"
+T_SOURCE: Final = NS + "source"
 
 MAX_ERRORS: Final = 100
 #: meters one get may read through EndDeviceGroups, all its groups together
@@ -456,9 +460,28 @@ def _num(value: Decimal) -> str:
 
 
 def _qualities(el: etree._Element, quality: str) -> None:
-    for code in quality.split(","):
-        if code:
-            etree.SubElement(etree.SubElement(el, T_QUALITIES), T_QUALITY_TYPE).set("ref", code)
+    """ReadingQualities of a stored quality text: each with the comment, source and
+    timeStamp it arrived with (mdm/qualities.py); a register's reason goes first."""
+    if NOTES not in quality:
+        for code in quality.split(","):
+            if code:
+                etree.SubElement(etree.SubElement(el, T_QUALITIES), T_QUALITY_TYPE).set("ref", code)
+        return
+    found = unpack(quality)
+    if found.reason is not None and el.tag == T_READINGS:
+        reason = etree.Element(T_REASON)
+        reason.text = found.reason
+        el.insert(0, reason)
+    for q in found.qualities:
+        rq = etree.SubElement(el, T_QUALITIES)
+        for tag, text in (
+            (T_COMMENT, q.comment),
+            (T_SOURCE, q.source),
+            (T_TIME_STAMP, q.time_stamp),
+        ):
+            if text is not None:
+                etree.SubElement(rq, tag).text = text
+        etree.SubElement(rq, T_QUALITY_TYPE).set("ref", q.code)
 
 
 @dataclass
@@ -594,6 +617,10 @@ def write_meter_readings(
                     xf.write(meter)
                 for r in registers:
                     with xf.element(T_READINGS):
+                        reason = unpack(r.quality).reason if NOTES in r.quality else None
+                        if reason is not None:
+                            with xf.element(T_REASON):
+                                xf.write(reason)
                         with xf.element(T_TIME_STAMP):
                             xf.write(r.ts)
                         with xf.element(T_VALUE):
@@ -621,6 +648,16 @@ def write_meter_readings(
                 block_ctx.enter_context(xf.element(T_BLOCKS))
             if raw is not None:
                 q = r.quality
+                if q and NOTES in q:  # qualities with their notes: as elements
+                    drain()
+                    with xf.element(T_INTERVAL_READINGS):
+                        with xf.element(T_TIME_STAMP):
+                            xf.write(r.ts)
+                        with xf.element(T_VALUE):
+                            xf.write(r.value)
+                        _write_qualities(xf, q)
+                    xf.flush()
+                    continue
                 pending.append(
                     f"<IntervalReadings><timeStamp>{r.ts}</timeStamp><value>{r.value}</value>"
                     + (_raw_qualities(q) if q else "")
@@ -651,9 +688,23 @@ def _raw_qualities(quality: str) -> str:
 
 
 def _write_qualities(xf: Any, quality: str) -> None:
-    for code in quality.split(","):
-        if code:
-            with xf.element(T_QUALITIES), xf.element(T_QUALITY_TYPE, {"ref": code}):
+    if NOTES not in quality:
+        for code in quality.split(","):
+            if code:
+                with xf.element(T_QUALITIES), xf.element(T_QUALITY_TYPE, {"ref": code}):
+                    pass
+        return
+    for q in unpack(quality).qualities:
+        with xf.element(T_QUALITIES):
+            for tag, text in (
+                (T_COMMENT, q.comment),
+                (T_SOURCE, q.source),
+                (T_TIME_STAMP, q.time_stamp),
+            ):
+                if text is not None:
+                    with xf.element(tag):
+                        xf.write(text)
+            with xf.element(T_QUALITY_TYPE, {"ref": q.code}):
                 pass
 
 

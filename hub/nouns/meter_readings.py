@@ -27,6 +27,7 @@ from hub.routing import MessageFrame, RouteContext, RouteResult, XmlEvents
 from mdm.commands import MeterItem, ReadingFeedChunk, StoreMeterReadings
 from mdm.model import DeviceRef
 from mdm.ports import ReadingBlock, StagingResult, UnitOfWork
+from mdm.qualities import Quality, pack
 
 NS: Final = "{" + profile_ns("MeterReadings") + "}"
 T_METER_READING: Final = NS + "MeterReading"
@@ -38,6 +39,9 @@ T_TS: Final = NS + "timeStamp"
 T_VALUE: Final = NS + "value"
 T_QUALITIES: Final = NS + "ReadingQualities"
 T_QUALITY_TYPE: Final = NS + "ReadingQualityType"
+T_REASON: Final = NS + "reason"
+T_COMMENT: Final = NS + "comment"
+T_SOURCE: Final = NS + "source"
 T_METER: Final = NS + "Meter"
 T_MRID: Final = NS + "mRID"
 T_NAMES: Final = NS + "Names"
@@ -152,20 +156,30 @@ class ReadingExtractor:
             self.rt_cache[code] = known
         return known
 
-    def _quality(self, element: etree._Element) -> str:
-        codes: list[str] = []
+    def _quality(self, element: etree._Element, reason: str | None = None) -> str:
+        """The stored quality text of a reading: its codes, and (mdm/qualities.py) each
+        ReadingQuality's comment, source and timeStamp and a register's reason, as sent."""
+        qualities: list[Quality] = []
         for n, rq in enumerate(element.iterchildren(T_QUALITIES), 1):
             qt = rq.find(T_QUALITY_TYPE)
             code = qt.get("ref") if qt is not None else None
             try:
-                codes.append(str(ReadingQualityType.parse(code or "")))
+                checked = str(ReadingQualityType.parse(code or ""))
             except ValueError as exc:
                 raise _Invalid(
                     "2010",
                     f"ReadingQualityType {code!r}: {exc}",
                     f"/ReadingQualities[{n}]/ReadingQualityType",
                 ) from None
-        return ",".join(codes)
+            qualities.append(
+                Quality(
+                    checked,
+                    rq.findtext(T_COMMENT),
+                    rq.findtext(T_SOURCE),
+                    rq.findtext(T_TS),
+                )
+            )
+        return pack(qualities, reason)
 
     def _free(self, element: etree._Element) -> None:
         """Stream mode: drop what was read, so memory stays bounded.
@@ -314,7 +328,7 @@ class ReadingExtractor:
                     rt = self._reading_type(el.find(T_READING_TYPE))
                     ts = parse_timestamp(el.findtext(T_TS))
                     value = parse_value(el.findtext(T_VALUE))
-                    quality = self._quality(el)
+                    quality = self._quality(el, el.findtext(T_REASON))
                 except _Invalid as exc:
                     self._error(exc, f"{self._mr_xpath(item)}/Readings[{register}]")
                 else:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import urllib.error
 import urllib.request
 import uuid
+from collections.abc import Callable
 
 import pytest
 from lxml import etree
@@ -427,3 +428,150 @@ def test_get_end_device_events_answers_in_the_namespace_of_the_request(server: S
     detail = etree.fromstring(refused.content).find(f".//{{{SOAP_ENV}}}Fault/detail")
     assert detail is not None
     assert detail[0].tag == f"{{{GEDE}}}EndDeviceEventsFaultMessage"
+
+
+# -- 6. nothing that arrives is dropped: qualities' notes, reasons, the value's text ------
+
+RT15 = "0.0.2.4.1.1.12.0.0.0.0.0.0.0.0.3.72.0"
+RT_REGISTER = "0.0.0.1.1.1.12.0.0.0.0.0.0.0.0.3.72.0"
+
+
+def _readings_with_notes() -> str:
+    return (
+        f'<w:CreatedMeterReadings xmlns:w="{MR_MSG}" xmlns:m="{MSG}" xmlns:r="{MR}">'
+        "<w:Header><m:Verb>created</m:Verb><m:Noun>MeterReadings</m:Noun>"
+        f"<m:MessageID>{uuid.uuid4()}</m:MessageID></w:Header>"
+        "<w:Payload><r:MeterReadings><r:MeterReading><r:IntervalBlocks>"
+        "<r:IntervalReadings><r:timeStamp>2026-03-01T00:15:00Z</r:timeStamp>"
+        "<r:value>0.2250</r:value></r:IntervalReadings>"
+        "<r:IntervalReadings><r:timeStamp>2026-03-01T00:30:00Z</r:timeStamp>"
+        "<r:value>1.50</r:value>"
+        '<r:ReadingQualities><r:comment>gap filled, "linear" &amp; checked</r:comment>'
+        "<r:source>MDM-7</r:source><r:timeStamp>2026-03-01T01:00:00+01:00</r:timeStamp>"
+        '<r:ReadingQualityType ref="3.8.0"/></r:ReadingQualities>'
+        '<r:ReadingQualities><r:ReadingQualityType ref="1.4.9"/></r:ReadingQualities>'
+        "</r:IntervalReadings>"
+        "<r:IntervalReadings><r:timeStamp>2026-03-01T00:45:00Z</r:timeStamp>"
+        "<r:value>12</r:value></r:IntervalReadings>"
+        f'<r:ReadingType ref="{RT15}"/></r:IntervalBlocks>'
+        "<r:Meter><r:mRID>MTR-1</r:mRID></r:Meter>"
+        "<r:Readings><r:reason>billing</r:reason>"
+        "<r:timeStamp>2026-03-01T00:00:00Z</r:timeStamp><r:value>6519.0950</r:value>"
+        '<r:ReadingQualities><r:source>HES</r:source><r:ReadingQualityType ref="3.0.1"/>'
+        f'</r:ReadingQualities><r:ReadingType ref="{RT_REGISTER}"/></r:Readings>'
+        "</r:MeterReading></r:MeterReadings></w:Payload></w:CreatedMeterReadings>"
+    )
+
+
+def _get_day(server: Server) -> etree._Element:
+    from cim_schemas import schemas
+
+    get = get_body(
+        devices="<p:EndDevice><p:mRID>MTR-1</p:mRID></p:EndDevice>"
+        "<p:TimeSchedule><p:scheduleInterval><p:end>2026-03-02T00:00:00Z</p:end>"
+        "<p:start>2026-02-28T00:00:00Z</p:start></p:scheduleInterval></p:TimeSchedule>"
+    )
+    response = post(server, envelope(get))
+    body = etree.fromstring(response.content).find(f"{{{SOAP_ENV}}}Body")
+    assert body is not None
+    reply = etree.fromstring(etree.tostring(body[0]))
+    assert schemas.validate(reply) == []
+    return reply
+
+
+def _shape(reply: etree._Element) -> list[tuple[str | None, ...]]:
+    """Every reading of the reply with what came with it."""
+    out: list[tuple[str | None, ...]] = []
+    for el in reply.iter(f"{{{MR}}}IntervalReadings", f"{{{MR}}}Readings"):
+        qualities = [
+            (
+                q.findtext(f"{{{MR}}}comment"),
+                q.findtext(f"{{{MR}}}source"),
+                q.findtext(f"{{{MR}}}timeStamp"),
+                q.find(f"{{{MR}}}ReadingQualityType").get("ref"),  # type: ignore[union-attr]
+            )
+            for q in el.iterfind(f"{{{MR}}}ReadingQualities")
+        ]
+        out.append(
+            (
+                el.findtext(f"{{{MR}}}reason"),
+                el.findtext(f"{{{MR}}}timeStamp"),
+                el.findtext(f"{{{MR}}}value"),
+                repr(qualities),
+            )
+        )
+    return out
+
+
+EXPECTED_SHAPE = [
+    (None, "2026-03-01T00:15:00+00:00", "0.2250", "[]"),
+    (
+        None,
+        "2026-03-01T00:30:00+00:00",
+        "1.50",
+        repr(
+            [
+                ('gap filled, "linear" & checked', "MDM-7", "2026-03-01T01:00:00+01:00", "3.8.0"),
+                (None, None, None, "1.4.9"),
+            ]
+        ),
+    ),
+    (None, "2026-03-01T00:45:00+00:00", "12", "[]"),
+    (
+        "billing",
+        "2026-03-01T00:00:00+00:00",
+        "6519.0950",
+        repr([(None, "HES", None, "3.0.1")]),
+    ),
+]
+
+
+@pytest.mark.parametrize("store", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def test_notes_reasons_and_value_texts_come_back(
+    request: pytest.FixtureRequest, soap_server_factory: Callable[..., Server], store: str
+) -> None:
+    url = request.getfixturevalue("postgres_url") if store == "postgres" else None
+    server = soap_server_factory(database_url=url)
+    sent = post(
+        server,
+        envelope(_readings_with_notes()),
+        service="ReceiveMeterReadings",
+        action="http://iec.ch/TC57/2011/ReceiveMeterReadings/CreatedMeterReadings",
+    )
+    assert _result(sent.content) == "OK", sent.content[:800]
+    assert _shape(_get_day(server)) == EXPECTED_SHAPE
+    # the same message again changes nothing; 1.5 for 1.50 neither (the same number)
+    again = post(
+        server,
+        envelope(
+            _readings_with_notes().replace("<r:value>1.50</r:value>", "<r:value>1.5</r:value>")
+        ),
+        service="ReceiveMeterReadings",
+        action="http://iec.ch/TC57/2011/ReceiveMeterReadings/CreatedMeterReadings",
+    )
+    assert _result(again.content) == "OK"
+    assert _shape(_get_day(server)) == EXPECTED_SHAPE
+    # a changed note is a new version, as a changed quality code
+    changed = post(
+        server,
+        envelope(_readings_with_notes().replace("MDM-7", "MDM-8")),
+        service="ReceiveMeterReadings",
+        action="http://iec.ch/TC57/2011/ReceiveMeterReadings/CreatedMeterReadings",
+    )
+    assert _result(changed.content) == "OK"
+    shape = _shape(_get_day(server))
+    assert "MDM-8" in shape[1][3]
+    with server.app.uow_factory() as uow:
+        utility = uow.utilities.get(server.app.settings.default_utility)
+        assert utility is not None
+        assert utility.id is not None
+        from mdm.model import DeviceRef
+
+        device = uow.devices.find(utility.id, DeviceRef(mrid="MTR-1"))
+        assert device is not None
+        assert device.id is not None
+        from datetime import UTC, datetime
+
+        versions = uow.readings.versions(device.id, RT15, datetime(2026, 3, 1, 0, 30, tzinfo=UTC))
+    assert [v.version for v in versions] == [2, 1]
+    assert "MDM-7" in versions[1].quality
