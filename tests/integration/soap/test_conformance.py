@@ -526,6 +526,30 @@ EXPECTED_SHAPE = [
 ]
 
 
+def _exported(server: Server) -> list[str]:
+    """The store's readings through a mappings export naming every field of a reading."""
+    import io
+
+    from mappings.export import rows_from_store, write_export
+    from mappings.load import parse_spec_text
+    from mappings.spec import ExportCsvSpec
+    from tests.unit.mappings.test_mappings_export import NOTES_EXPORT
+
+    spec, _ = parse_spec_text(NOTES_EXPORT, "export-notes")
+    assert isinstance(spec, ExportCsvSpec)
+    out = io.BytesIO()
+    with server.app.uow_factory() as uow:
+        rows = rows_from_store(
+            uow,
+            server.app.settings.default_utility,
+            usage_points=["UP-MTR-1"],
+            start=None,
+            end=None,
+        )
+        write_export(spec, rows, out, tables={})
+    return out.getvalue().decode().splitlines()[1:]
+
+
 @pytest.mark.parametrize("store", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def test_notes_reasons_and_value_texts_come_back(
     request: pytest.FixtureRequest, soap_server_factory: Callable[..., Server], store: str
@@ -540,6 +564,12 @@ def test_notes_reasons_and_value_texts_come_back(
     )
     assert _result(sent.content) == "OK", sent.content[:800]
     assert _shape(_get_day(server)) == EXPECTED_SHAPE
+    assert _exported(server)[:3] == [
+        "MTR-1;0.2250;;;;;;N",
+        'MTR-1;1.50;3.8.0,1.4.9;"gap filled, ""linear"" & checked,";MDM-7,;'
+        "2026-03-01T01:00:00+01:00,;;J",
+        "MTR-1;12;;;;;;N",
+    ]
     # the same message again changes nothing; 1.5 for 1.50 neither (the same number)
     again = post(
         server,
@@ -575,3 +605,38 @@ def test_notes_reasons_and_value_texts_come_back(
         versions = uow.readings.versions(device.id, RT15, datetime(2026, 3, 1, 0, 30, tzinfo=UTC))
     assert [v.version for v in versions] == [2, 1]
     assert "MDM-7" in versions[1].quality
+
+
+def test_head_end_events_carry_the_notes() -> None:
+    """created MeterReadings of the head-end (AMQP, SFTP, SOAP subscribers) are built from
+    stored quality texts: their notes and a register's reason come along."""
+    from datetime import UTC, datetime
+    from decimal import Decimal
+
+    from cim_schemas.profiles.meter_readings import MeterReadings, render_meter_readings
+    from hub.headend import meter_reading
+    from mdm.qualities import Quality, pack
+
+    at = datetime(2026, 3, 1, tzinfo=UTC)
+    quality = pack([Quality("3.8.0", "filled", "MDM", "2026-03-01T01:00:00Z")], "billing")
+    element = render_meter_readings(
+        MeterReadings(
+            (
+                meter_reading(
+                    "MTR-1",
+                    [
+                        (RT_REGISTER, at, Decimal("6519.0950"), quality),
+                        (RT15, at, Decimal("1"), ""),
+                    ],
+                ),
+            )
+        )
+    )
+    register = element.find(f".//{{{MR}}}Readings")
+    assert register is not None
+    assert register.findtext(f"{{{MR}}}reason") == "billing"
+    assert register.findtext(f"{{{MR}}}value") == "6519.0950"
+    rq = register.find(f"{{{MR}}}ReadingQualities")
+    assert rq is not None
+    assert [rq.findtext(f"{{{MR}}}{t}") for t in ("comment", "source")] == ["filled", "MDM"]
+    assert rq.findtext(f"{{{MR}}}timeStamp") is not None

@@ -66,8 +66,10 @@ def test_billing_csv_export(store: SqlUnitOfWorkFactory, catalog: Catalog) -> No
     assert count == 6  # the profile readings are not selected
     assert lines[0] == "Zählpunkt;Zählernummer;OBIS;Zeit;Wert;Ersatzwert"
     assert lines[1] == "UP1;SN1001;1.0.1.8.0.255;25.10.2026 00:00;12345,678;N"
-    assert "UP1;SN1001;1.0.1.8.0.255;26.10.2026 00:00;12350;J" in lines  # estimated
-    assert "UP2;SN1002;1.0.1.8.0.255;24.11.2026 00:00;2000,5;N" in lines  # Wh -> kWh
+    # estimated; the value's text as the file gave it (12350.000)
+    assert "UP1;SN1001;1.0.1.8.0.255;26.10.2026 00:00;12350,000;J" in lines
+    # Wh -> kWh: 2000500 x 0.001, the scale of the product (Wh resolution) kept
+    assert "UP2;SN1002;1.0.1.8.0.255;24.11.2026 00:00;2000,500;N" in lines
 
 
 def test_xml_export_round_trips_through_an_inbound_spec(
@@ -262,3 +264,91 @@ def test_unknown_usage_point_group_is_refused_before_any_row(
     assert "'TR-X'" in str(caught.value)
     with grouped() as uow, pytest.raises(PayloadInvalid, match="name usage points or"):
         rows_from_store(uow, "DEMO", start=None, end=None)
+
+
+NOTES_EXPORT = """
+kind = "export-csv"
+name = "export-notes"
+timezone = "UTC"
+
+[csv]
+delimiter = ";"
+header = true
+
+[[columns]]
+header = "meter"
+field = "meter_mrid"
+
+[[columns]]
+header = "value"
+field = "value"
+
+[[columns]]
+header = "quality"
+field = "quality"
+
+[[columns]]
+header = "comment"
+field = "quality_comment"
+
+[[columns]]
+header = "source"
+field = "quality_source"
+
+[[columns]]
+header = "stamp"
+field = "quality_timestamp"
+
+[[columns]]
+header = "reason"
+field = "reason"
+
+[[columns]]
+header = "estimated"
+field = "estimated"
+true_text = "J"
+false_text = "N"
+"""
+
+
+def test_export_gives_back_the_notes_and_the_value_text(
+    store: SqlUnitOfWorkFactory, catalog: Catalog
+) -> None:
+    """ReadingQuality comment/source/timeStamp, a register's reason and the value's text
+    as it arrived (0.2250 stays 0.2250) reach the export (issue 12, point 6)."""
+    from mdm.ports import StagedReading
+    from mdm.qualities import Quality, pack
+
+    rt = "0.0.0.1.1.1.12.0.0.0.0.0.0.0.0.3.72.0"
+    at = datetime(2026, 12, 1, tzinfo=UTC)
+    quality = pack(
+        [Quality("3.8.0", "gap; filled", "MDM", "2026-12-01T01:00:00+01:00"), Quality("1.4.9")],
+        "billing",
+    )
+    with store() as uow:
+        utility = uow.utilities.get("DEMO")
+        assert utility is not None
+        assert utility.id is not None
+        staging = uow.readings.staging()
+        staging.add_meter(1, DeviceRef(mrid="m-1001"))
+        staging.add_readings(
+            [
+                StagedReading(1, rt, at, Decimal("0.2250"), quality),
+                StagedReading(1, rt, at.replace(day=2), Decimal("7.10"), ""),
+            ]
+        )
+        assert staging.apply(utility.id).stats.stored == 2
+        uow.commit()
+    spec, _ = parse_spec_text(NOTES_EXPORT, "export-notes")
+    assert isinstance(spec, ExportCsvSpec)
+    out = io.BytesIO()
+    with store() as uow:
+        rows = rows_from_store(uow, "DEMO", usage_points=["UP1"], start=None, end=None)
+        write_export(spec, rows, out, tables=catalog.tables)
+    lines = out.getvalue().decode().splitlines()
+    assert (
+        'm-1001;0.2250;3.8.0,1.4.9;"gap; filled,";MDM,;2026-12-01T01:00:00+01:00,;billing;J'
+        in lines
+    )
+    assert "m-1001;7.10;;;;;;N" in lines
+    assert is_estimated(quality)
