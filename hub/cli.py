@@ -527,6 +527,7 @@ def readings(
     from mdm.commands import QueryMeterReadings
     from mdm.handlers import HandlerContext, ReadingQueryResult
     from mdm.model import DeviceRef
+    from mdm.qualities import NOTES, codes_of
 
     with _app(ctx) as app, app.uow_factory() as uow:
         code = utility or app.settings.default_utility
@@ -548,22 +549,17 @@ def readings(
             console.print(f"[yellow]unknown meter {ref}[/yellow]")
         if fmt == "csv":
             writer = csv.writer(sys.stdout)
-            writer.writerow(["meter", "reading_type", "timestamp", "value", "quality", "version"])
+            writer.writerow(
+                ["meter", "reading_type", "timestamp", "value", "quality", "version", "notes"]
+            )
             # the rows stream from an open cursor: closed here, before the store, also when
             # the reader goes away (``| head``: BrokenPipeError)
             rows = result.readings
             try:
                 for r in rows:
-                    writer.writerow(
-                        [
-                            r.device_mrid,
-                            r.reading_type,
-                            r.ts.isoformat(),
-                            r.value,
-                            r.quality,
-                            r.version,
-                        ]
-                    )
+                    codes, _, notes = r.quality.partition(NOTES)  # mdm/qualities.py
+                    row = [r.device_mrid, r.reading_type, r.ts.isoformat(), r.value, codes]
+                    writer.writerow([*row, r.version, notes])
             finally:
                 close = getattr(rows, "close", None)
                 if close is not None:
@@ -577,7 +573,7 @@ def readings(
                 r.reading_type,
                 r.ts.isoformat(),
                 str(r.value),
-                r.quality,
+                codes_of(r.quality),
                 str(r.version),
             )
             shown += 1

@@ -90,7 +90,9 @@ def test_a_rejected_mapped_file_applies_nothing(sqlite_url: str, tmp_path: Path)
     code, output = run(
         "--database-url", sqlite_url, "readings", "--meter", "M-1", "--format", "csv"
     )
-    assert output.strip().splitlines() == ["meter,reading_type,timestamp,value,quality,version"]
+    assert output.strip().splitlines() == [
+        "meter,reading_type,timestamp,value,quality,version,notes"
+    ]
 
 
 def test_mappings_check_and_list(tmp_path: Path) -> None:
