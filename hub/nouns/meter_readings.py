@@ -159,26 +159,27 @@ class ReadingExtractor:
     def _quality(self, element: etree._Element, reason: str | None = None) -> str:
         """The stored quality text of a reading: its codes, and (mdm/qualities.py) each
         ReadingQuality's comment, source and timeStamp and a register's reason, as sent."""
-        qualities: list[Quality] = []
+        codes: list[str] = []
+        noted: list[etree._Element] = []  # ReadingQualities with more than their type
         for n, rq in enumerate(element.iterchildren(T_QUALITIES), 1):
             qt = rq.find(T_QUALITY_TYPE)
             code = qt.get("ref") if qt is not None else None
             try:
-                checked = str(ReadingQualityType.parse(code or ""))
+                codes.append(str(ReadingQualityType.parse(code or "")))
             except ValueError as exc:
                 raise _Invalid(
                     "2010",
                     f"ReadingQualityType {code!r}: {exc}",
                     f"/ReadingQualities[{n}]/ReadingQualityType",
                 ) from None
-            qualities.append(
-                Quality(
-                    checked,
-                    rq.findtext(T_COMMENT),
-                    rq.findtext(T_SOURCE),
-                    rq.findtext(T_TS),
-                )
-            )
+            if len(rq) > 1:
+                noted.append(rq)
+        if not noted and reason is None:  # the common case: the codes only
+            return ",".join(codes)
+        qualities = [
+            Quality(code, rq.findtext(T_COMMENT), rq.findtext(T_SOURCE), rq.findtext(T_TS))
+            for code, rq in zip(codes, element.iterchildren(T_QUALITIES), strict=True)
+        ]
         return pack(qualities, reason)
 
     def _free(self, element: etree._Element) -> None:
