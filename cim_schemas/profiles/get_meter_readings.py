@@ -34,7 +34,8 @@ NS: Final = "{" + NAMESPACE + "}"
 
 @dataclass(frozen=True)
 class EndDeviceRef(IdentifiedObject):
-    """An EndDevice of the get: mRID, serialNumber and/or Names."""
+    """An EndDevice of the get named (also) by its serialNumber; one named by mRID
+    and/or Names only parses as a plain IdentifiedObject."""
 
     serial_number: str | None = None
 
@@ -69,7 +70,7 @@ def parse_get_meter_readings(element: etree._Element) -> GetMeterReadings:
             named = parse_identified(child, NS)
             serial = child.find(NS + "serialNumber")
             lists["end_devices"].append(
-                EndDeviceRef(named.mrid, named.names, text(serial) if serial is not None else None)
+                named if serial is None else EndDeviceRef(named.mrid, named.names, text(serial))
             )
         elif local in _LISTS:
             lists[_LISTS[local]].append(parse_identified(child, NS))

@@ -453,3 +453,21 @@ def test_end_device_control_schedule() -> None:
     control = samples()["EndDeviceControls"].end_device_controls[0]
     assert control.scheduled_at == T0
     assert edc.EndDeviceControl("3.31.0.18").scheduled_at is None
+
+
+def test_get_meter_readings_end_device_by_serial_number_round_trips() -> None:
+    from cim_schemas.profiles.common import Name
+    from cim_schemas.profiles.get_meter_readings import (
+        EndDeviceRef,
+        GetMeterReadings,
+        parse_get_meter_readings,
+        render_get_meter_readings,
+    )
+
+    get = GetMeterReadings(
+        end_devices=(EndDeviceRef("M-1", (Name("one"),), "SN-1"), EndDeviceRef(None, (), "SN-2"))
+    )
+    element = render_get_meter_readings(get)
+    first = element[0]
+    assert [c.tag.rpartition("}")[2] for c in first] == ["mRID", "serialNumber", "Names"]
+    assert parse_get_meter_readings(element) == get
