@@ -30,7 +30,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import TypedDict
+from typing import Protocol, TypedDict
 
 
 class ErrorLevel(StrEnum):
@@ -242,6 +242,28 @@ def by_name(name: str, object_type: str, name_type: str | None = None) -> ErrorO
     return ErrorObject(
         object_id=name, object_kind="name", object_type=object_type, object_id_type=name_type
     )
+
+
+class NamedRef(Protocol):
+    """How a message names an object (mdm.model.DeviceRef): mRID, or a name and its
+    NameType."""
+
+    @property
+    def mrid(self) -> str | None: ...
+
+    @property
+    def name(self) -> str | None: ...
+
+    @property
+    def name_type(self) -> str | None: ...
+
+
+def named_object(ref: NamedRef, object_type: str) -> ErrorObject:
+    """A reference as the Error/ID of a reply: kind uuid (its mRID) or name (its name,
+    idType = its NameType), for an object of the CIM class ``object_type``."""
+    if ref.mrid:
+        return by_mrid(ref.mrid, object_type)
+    return by_name(ref.name or "", object_type, ref.name_type)
 
 
 class AmihubError(Exception):

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from hub.errors import ItemRejected, by_mrid
+from hub.errors import ItemRejected, by_mrid, named_object
 from mdm.group_commands import (
     AddGroupMembers,
     ChangeEndDeviceGroup,
@@ -58,7 +58,7 @@ def _group(uow: UnitOfWork, utility_id: int, ref: DeviceRef, *, open_: bool) -> 
     group = uow.end_device_groups.find(utility_id, ref)
     if group is None or group.id is None:
         raise ItemRejected(
-            "2008", f"no end device group {ref}", **ref.error_object("EndDeviceGroup")
+            "2008", f"no end device group {ref}", **named_object(ref, "EndDeviceGroup")
         )
     if open_ and not group.is_open:
         assert group.closed_at is not None

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from hub.errors import ItemRejected, by_mrid
+from hub.errors import ItemRejected, by_mrid, named_object
 from mdm.commands import (
     ChangeMeter,
     ChangeUsagePoint,
@@ -161,7 +161,7 @@ def _group_members(
                 f"this get to {taken} meters through groups; one get reads at most "
                 f"{cmd.max_group_meters} ([limits] max_group_meters): name fewer or smaller "
                 "groups",
-                **ref.error_object("EndDeviceGroup"),
+                **named_object(ref, "EndDeviceGroup"),
             )
         members |= uow.end_device_groups.member_ids(group.id)
     return members
@@ -170,14 +170,14 @@ def _group_members(
 def _usage_point(uow: UnitOfWork, utility_id: int, ref: DeviceRef) -> UsagePoint:
     up = uow.usage_points.find(utility_id, ref)
     if up is None or up.id is None:
-        raise ItemRejected("2002", f"unknown usage point {ref}", **ref.error_object("UsagePoint"))
+        raise ItemRejected("2002", f"unknown usage point {ref}", **named_object(ref, "UsagePoint"))
     return up
 
 
 def _device(uow: UnitOfWork, utility_id: int, ref: DeviceRef) -> EndDevice:
     device = uow.devices.find(utility_id, ref)
     if device is None or device.id is None:
-        raise ItemRejected("2001", f"unknown meter {ref}", **ref.error_object("Meter"))
+        raise ItemRejected("2001", f"unknown meter {ref}", **named_object(ref, "Meter"))
     return device
 
 

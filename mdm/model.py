@@ -12,8 +12,6 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import NamedTuple
 
-from hub.errors import ErrorObject, by_mrid, by_name
-
 
 class ServiceCategory(StrEnum):
     """UsagePoint.ServiceCategory.kind (CIM ServiceKind, the ones we meter)."""
@@ -101,13 +99,6 @@ class DeviceRef:
         if self.mrid:
             return self.mrid
         return f"{self.name_type or 'name'}={self.name}"
-
-    def error_object(self, object_type: str) -> ErrorObject:
-        """This reference as the Error/ID of a reply (kind uuid or name, idType = the
-        NameType), for an object of the CIM class ``object_type``."""
-        if self.mrid:
-            return by_mrid(self.mrid, object_type)
-        return by_name(self.name or "", object_type, self.name_type)
 
 
 class ReadingRow(NamedTuple):

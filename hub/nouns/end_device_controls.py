@@ -56,6 +56,7 @@ from hub.errors import (
     PayloadInvalid,
     by_mrid,
     by_name,
+    named_object,
 )
 from hub.headend import ControlJournal, ControlRequest, HeadEnd, JobNotCancellable, UnknownJob
 from hub.nouns.end_device_control_parameters import control_parameters
@@ -144,7 +145,7 @@ def resolve_targets(
                     "2001",
                     f"unknown meter {ref}",
                     xpath=f"{base}/{t_dev}[{n}]",
-                    **ref.error_object("EndDevice"),
+                    **named_object(ref, "EndDevice"),
                 )
             )
         else:
@@ -162,7 +163,7 @@ def resolve_targets(
                     "2002",
                     f"unknown usage point {ref}",
                     xpath=xpath,
-                    **ref.error_object("UsagePoint"),
+                    **named_object(ref, "UsagePoint"),
                 )
             )
             continue
@@ -215,7 +216,7 @@ def resolve_targets(
                     "2015",
                     f"end device group {ref} {why}",
                     xpath=xpath,
-                    **ref.error_object("EndDeviceGroup"),
+                    **named_object(ref, "EndDeviceGroup"),
                 )
             )
             continue

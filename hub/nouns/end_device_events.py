@@ -36,7 +36,7 @@ from cim_schemas.profiles.end_device_events import (
     render_end_device_events,
 )
 from cim_schemas.values import parse_datetime
-from hub.errors import ErrorDetail, PayloadInvalid
+from hub.errors import ErrorDetail, PayloadInvalid, named_object
 from hub.headend import cim_event
 from hub.routing import MessageFrame, RouteContext, RouteResult
 from mdm.model import DeviceRef, EndDeviceEvent
@@ -102,7 +102,7 @@ class EndDeviceEventsRoute:
                         "2001",
                         f"unknown meter {ref}",
                         xpath=f"{base}/Assets",
-                        **ref.error_object("EndDevice"),
+                        **named_object(ref, "EndDevice"),
                     )
             if error is not None:
                 if len(result.errors) < MAX_ERRORS:
@@ -187,7 +187,7 @@ class GetEndDeviceEventsRoute:
                             "2001",
                             f"unknown meter {ref}",
                             xpath=xpath,
-                            **ref.error_object("EndDevice"),
+                            **named_object(ref, "EndDevice"),
                         )
                     )
                 else:
@@ -201,7 +201,7 @@ class GetEndDeviceEventsRoute:
                             "2002",
                             f"unknown usage point {ref}",
                             xpath=xpath,
-                            **ref.error_object("UsagePoint"),
+                            **named_object(ref, "UsagePoint"),
                         )
                     )
                 else:

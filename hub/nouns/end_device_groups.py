@@ -32,7 +32,7 @@ from cim_schemas.profiles.end_device_groups import (
     parse_end_device_groups,
     render_end_device_groups,
 )
-from hub.errors import ErrorDetail, ItemRejected, PayloadInvalid, by_mrid
+from hub.errors import ErrorDetail, ItemRejected, PayloadInvalid, by_mrid, named_object
 from hub.nouns.end_device_controls import _ref
 from hub.routing import MessageFrame, RouteContext, RouteResult
 from mdm.group_commands import (
@@ -152,7 +152,7 @@ def _unknown(item: EndDeviceGroup, exc: UnknownMembers, base: str) -> list[Error
             "2001",
             f"unknown meter {ref}: the group is not applied",
             xpath=f"{base}/EndDevices[{where.get(ref, 1)}]",
-            **ref.error_object("EndDevice"),
+            **named_object(ref, "EndDevice"),
         )
         for ref in exc.refs
     ]

@@ -50,7 +50,7 @@ from cim_schemas.profiles.get_meter_readings import (
     GetMeterReadings,
     parse_get_meter_readings,
 )
-from hub.errors import ErrorDetail, ItemRejected, PayloadInvalid
+from hub.errors import ErrorDetail, ItemRejected, PayloadInvalid, named_object
 from hub.routing import MessageFrame, RouteContext, RouteResult
 from mdm.commands import QueryMeterReadings
 from mdm.handlers import ReadingQueryResult
@@ -345,7 +345,7 @@ def run_query(
                     xpath=f"{base}/EndDeviceGroup[{query.groups.index(g.ref) + 1}]"
                     if g.ref in query.groups
                     else f"{base}/EndDeviceGroup[1]",
-                    **g.ref.error_object("EndDeviceGroup"),
+                    **named_object(g.ref, "EndDeviceGroup"),
                 )
                 for g in found.unusable_groups
             )
@@ -404,7 +404,7 @@ def _close(rows: Iterator[ReadingText]) -> None:
 def _position(asked: list[DeviceRef], refused: ItemRejected) -> int:
     """1-based position of the reference a rejection names in its Error/ID (1 if none)."""
     for n, ref in enumerate(asked, 1):
-        if ref.error_object("EndDeviceGroup")["object_id"] == refused.object_id and (
+        if named_object(ref, "EndDeviceGroup")["object_id"] == refused.object_id and (
             refused.object_id_type is None or ref.name_type == refused.object_id_type
         ):
             return n
@@ -422,7 +422,7 @@ def _unknown(
                 code,
                 f"unknown {what} {ref}",
                 xpath=f"{base}/{tag}[{position}]",
-                **ref.error_object(tag),
+                **named_object(ref, tag),
             )
         )
     return out

@@ -22,7 +22,7 @@ from lxml import etree
 from cim_schemas.codes.quality import ReadingQualityType
 from cim_schemas.codes.reading_type import ReadingType
 from cim_schemas.namespaces import profile_ns
-from hub.errors import BatchConflict, ErrorDetail, PayloadInvalid
+from hub.errors import BatchConflict, ErrorDetail, PayloadInvalid, named_object
 from hub.routing import MessageFrame, RouteContext, RouteResult, XmlEvents
 from mdm.commands import MeterItem, ReadingFeedChunk, StoreMeterReadings
 from mdm.model import DeviceRef
@@ -522,5 +522,5 @@ def _unknown_meter(frame: MessageFrame, ref: DeviceRef | None, item: int) -> Err
         "2001",
         f"unknown meter {ref}; its readings were not stored",
         xpath=f"{frame.payload_xpath}/MeterReading[{item}]/Meter",
-        **(ref.error_object("Meter") if ref else {}),
+        **(named_object(ref, "Meter") if ref else {}),
     )
