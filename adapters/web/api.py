@@ -110,6 +110,12 @@ class Reading(BaseModel):
     ts: datetime = Field(description="end of the interval, or the register's instant")
     value: str = Field(description="exact decimal")
     quality: str = Field(description="comma-separated ReadingQualityType codes, empty = valid")
+    notes: dict[str, Any] | None = Field(
+        default=None,
+        description="what came with the reading beyond its codes, as sent: q = each "
+        "ReadingQuality's comment, source, timeStamp (in the order of the codes), reason = "
+        "a register reading's reason (docs/store.md)",
+    )
     version: int = Field(description="1 = as first received; higher = edited / re-sent")
     recorded_at: datetime
 

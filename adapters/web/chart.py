@@ -16,6 +16,7 @@ from html import escape
 from typing import NamedTuple
 
 from cim_schemas.codes.quality import ReadingQualityType
+from mdm.qualities import codes_of
 
 WIDTH = 900
 HEIGHT = 320
@@ -34,7 +35,7 @@ def quality_kind(quality: str) -> str:
     """``valid``, ``estimated`` (category 8), ``edited`` (7) or ``flagged`` (any other
     category but 0); the most telling of several codes."""
     kinds = set()
-    for code in filter(None, (c.strip() for c in quality.split(","))):
+    for code in filter(None, (c.strip() for c in codes_of(quality).split(","))):
         try:
             q = ReadingQualityType.parse(code)
         except ValueError:

@@ -36,6 +36,7 @@ from mdm.handling import HandlerContext
 from mdm.hes_jobs import HeadEndJob, JobKind
 from mdm.model import DeviceRef, EndDevice, EndDeviceEvent, Installation, StoredReading, UsagePoint
 from mdm.ports import DeadLetter, UnitOfWork
+from mdm.qualities import NOTES, codes_of
 from mdm.views import OperatorViews, RelayState, SearchHit
 
 #: the controls an operator starts from the interface
@@ -489,7 +490,9 @@ def iter_json_readings(rows: list[StoredReading]) -> Iterator[dict[str, Any]]:
             "reading_type": r.reading_type,
             "ts": r.ts.isoformat(),
             "value": str(r.value),
-            "quality": r.quality,
+            "quality": codes_of(r.quality),
+            # what came with the qualities and a register's reason (mdm/qualities.py)
+            "notes": json.loads(r.quality.partition(NOTES)[2]) if NOTES in r.quality else None,
             "version": r.version,
             "recorded_at": r.recorded_at.isoformat(),
         }
@@ -498,6 +501,13 @@ def iter_json_readings(rows: list[StoredReading]) -> Iterator[dict[str, Any]]:
 @functools.lru_cache(maxsize=4096)
 def _json_text(value: str) -> str:
     return json.dumps(value, ensure_ascii=False)
+
+
+@functools.lru_cache(maxsize=4096)
+def _quality_json(quality: str) -> str:
+    """``"quality":<codes>,"notes":<the notes' JSON, as stored, or null>``."""
+    codes, sep, notes = quality.partition(NOTES)
+    return f'"quality":{_json_text(codes)},"notes":{notes if sep else "null"}'
 
 
 def readings_json(rows: list[StoredReading]) -> str:
@@ -510,7 +520,7 @@ def readings_json(rows: list[StoredReading]) -> str:
         "["
         + ",".join(
             f'{{"meter":{text(r.device_mrid)},"reading_type":{text(r.reading_type)},'
-            f'"ts":"{r.ts.isoformat()}","value":"{r.value}","quality":{text(r.quality)},'
+            f'"ts":"{r.ts.isoformat()}","value":"{r.value}",{_quality_json(r.quality)},'
             f'"version":{int(r.version)},"recorded_at":"{r.recorded_at.isoformat()}"}}'
             for r in rows
         )

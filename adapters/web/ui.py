@@ -26,6 +26,7 @@ from cim_schemas.codes.event_type import EndDeviceEventType
 from cim_schemas.codes.quality import ReadingQualityType
 from cim_schemas.codes.reading_type import ReadingType
 from hub.messages import Outcome
+from mdm.qualities import codes_of
 
 ui = Blueprint("ui", __name__)
 
@@ -52,10 +53,10 @@ def describe_event(code: str) -> str:
 
 @functools.lru_cache(maxsize=1024)
 def describe_quality(quality: str) -> str:
-    if not quality:
+    if not codes_of(quality):
         return "valid"
     names = []
-    for code in quality.split(","):
+    for code in codes_of(quality).split(","):
         try:
             names.append(ReadingQualityType.parse(code).describe())
         except ValueError:

@@ -102,8 +102,16 @@ def check_fast_path_equals_handler(site: Site) -> None:
 
     rows = ops.readings(principal, meter=meter)
     odd = [replace(rows[0], device_mrid='M "quoted" \\ ü', quality="3.8.0,1.4.9")]
-    for sample in (rows, odd, []):
+    from mdm.qualities import Quality, pack
+
+    noted = [replace(rows[0], quality=pack([Quality("3.8.0", 'a "c" \\', "MDM")], "billing"))]
+    for sample in (rows, odd, noted, []):
         assert json.loads(readings_json(sample)) == list(iter_json_readings(sample))
+    [plain] = iter_json_readings(noted)  # the codes, and what came with them
+    assert (plain["quality"], plain["notes"]) == (
+        "3.8.0",
+        {"q": [{"comment": 'a "c" \\', "source": "MDM"}], "reason": "billing"},
+    )
 
 
 def test_readings_quality_and_versions(loaded: Site) -> None:
