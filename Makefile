@@ -8,7 +8,7 @@ PYTHON ?= $(shell for p in python3.13 python3.12 python3.11 python3; do \
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck pytest bench tools clean
+.PHONY: demo test lint typecheck pytest bench tools clean mutate
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] >= (3, 11) else "amihub needs Python 3.11 or newer (3.11, 3.12 and 3.13 are tested); set PYTHON=/path/to/python3")'
@@ -55,6 +55,15 @@ $(VENV)/.bench-installed: $(STAMP)
 
 bench: $(VENV)/.bench-installed
 	$(PY) -m bench
+
+# Mutation testing of the critical modules (docs/testing.md), not part of `make test`:
+# mutmut, one worker, niced; `make mutate AREAS="dst parser"` for some areas.
+$(VENV)/.mutate-installed: $(STAMP)
+	$(PY) -m pip install --quiet -e '.[dev,mutate]'
+	@touch $@
+
+mutate: $(VENV)/.mutate-installed tools
+	nice -n 19 $(PY) mutation/run.py $(AREAS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info amihub.db
