@@ -12,6 +12,7 @@ surviving mutant with its diff go to stdout and ``build/mutate/report.md``.
     python mutation/run.py                 # every area
     python mutation/run.py dst parser      # some areas
     python mutation/run.py --report-only   # the report of the last runs
+    python mutation/run.py --resume dst    # on after an interruption (sources unchanged)
 """
 
 from __future__ import annotations
@@ -81,21 +82,27 @@ def prepare(name: str, area: dict[str, Any]) -> Path:
     return where
 
 
-def run(name: str, area: dict[str, Any]) -> float:
+def run(name: str, area: dict[str, Any], *, resume: bool = False) -> float:
     where = prepare(name, area)
     mutmut = Path(sys.executable).parent / "mutmut"
-    print(f"== {name}: {area['title']}", flush=True)
+    names = area["patterns"]
+    if resume:  # only the mutants an interrupted run did not get to
+        names = sorted(k for k, (s, _) in results(name, area).items() if s == "not checked")
+        if not names:
+            return 0.0
+    print(f"== {name}: {area['title']} ({len(names)} names)", flush=True)
     start, used = time.monotonic(), _cpu()
     # the venv's own mutmut with the patterns of mutation/areas.toml
     done = subprocess.run(  # noqa: S603
-        [str(mutmut), "run", "--max-children", "1", *area["patterns"]],
+        [str(mutmut), "run", "--max-children", "1", *names],
         cwd=where,
         check=False,
     )
     seconds, cpu = time.monotonic() - start, _cpu() - used
     if done.returncode != 0:
         raise SystemExit(f"mutmut failed on area {name} (exit {done.returncode})")
-    (where / "seconds").write_text(f"{seconds:.0f} s ({cpu:.0f} s CPU)\n")
+    if not resume:
+        (where / "seconds").write_text(f"{seconds:.0f} s ({cpu:.0f} s CPU)\n")
     return seconds
 
 
@@ -179,16 +186,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("areas", nargs="*", help="areas of mutation/areas.toml (default: all)")
     parser.add_argument("--report-only", action="store_true", help="no run, the last results")
+    parser.add_argument(
+        "--resume", action="store_true", help="run only the mutants an interrupted run left"
+    )
     args = parser.parse_args()
     areas: dict[str, dict[str, Any]] = tomllib.loads(AREAS.read_text())["areas"]
     unknown = set(args.areas) - set(areas)
     if unknown:
         raise SystemExit(f"unknown areas {sorted(unknown)}; known: {sorted(areas)}")
-    chosen = {n: a for n, a in areas.items() if not args.areas or n in args.areas}
+    chosen = {n: areas[n] for n in args.areas} if args.areas else areas  # in the order given
     os.environ.setdefault("CI", "true")  # a missing PostgreSQL or RabbitMQ fails, never skips
     if not args.report_only:
         for name, area in chosen.items():
-            run(name, area)
+            run(name, area, resume=args.resume)
     text = report(areas)
     WORK.mkdir(parents=True, exist_ok=True)
     (WORK / "report.md").write_text(text)
