@@ -127,3 +127,43 @@ def test_keys_are_checked_and_never_shown() -> None:
     assert repr(GB_KEYS) == "SecurityKeys(<hidden>)"
     with pytest.raises(ValueError, match=r"^security suite 0 keys are 16 bytes$"):
         gcm.SecurityKeys(b"short", GB_KEYS.authentication_key)
+
+
+def test_the_iv_takes_an_8_byte_title_and_a_4_byte_counter() -> None:
+    for ic in (0, gcm.MAX_INVOCATION_COUNTER):
+        out = gcm.protect(GB_PLAIN, keys=GB_KEYS, system_title=GB_ST, invocation_counter=ic)
+        assert gcm.unprotect(out, keys=GB_KEYS, system_title=GB_ST).invocation_counter == ic
+    for ic in (-1, gcm.MAX_INVOCATION_COUNTER + 1):
+        with pytest.raises(ValueError, match=r"^invocation counter out of range$"):
+            gcm.protect(GB_PLAIN, keys=GB_KEYS, system_title=GB_ST, invocation_counter=ic)
+    with pytest.raises(ValueError, match=r"^a system title is 8 bytes$"):
+        gcm.protect(GB_PLAIN, keys=GB_KEYS, system_title=GB_ST[:7], invocation_counter=1)
+
+
+@pytest.mark.parametrize(
+    ("data", "why"),
+    [
+        ("", r"truncated ciphered APDU \(length\)"),
+        ("80", "bad length in ciphered APDU"),  # indefinite form
+        ("850000000001", "bad length in ciphered APDU"),  # 5 length bytes
+        ("8201", "bad length in ciphered APDU"),  # truncated
+    ],
+)
+def test_ber_length_refusals(data: str, why: str) -> None:
+    with pytest.raises(SecurityViolation, match=f"^{why}$"):
+        gcm.decode_length(bytes.fromhex(data), 0)
+
+
+def test_glo_decipher_refusals() -> None:
+    glo = gcm.glo_cipher(GB_PLAIN, keys=GB_KEYS, system_title=GB_ST, invocation_counter=9)
+    for bad, why in (
+        (GB_PLAIN, "not a glo-ciphered APDU"),
+        (glo + b"\x00", "glo-ciphered APDU length mismatch"),
+        # glo-set-request around a get-request: the outer tag is not authenticated
+        (
+            bytes([gcm.ApduTag.GLO_SET_REQUEST]) + glo[1:],
+            "ciphered content does not match its glo tag",
+        ),
+    ):
+        with pytest.raises(SecurityViolation, match=f"^{why}$"):
+            gcm.glo_decipher(bad, keys=GB_KEYS, system_title=GB_ST)

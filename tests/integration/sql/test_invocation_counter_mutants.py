@@ -1,0 +1,55 @@
+"""The invocation counter store on SQLite and PostgreSQL: an update stays in its channel
+and says when it happened. `make mutate` found both untested (docs/testing.md)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine
+
+from adapters.sql.engine import make_engine
+from adapters.sql.migrate import upgrade
+from adapters.sql.uow import SqlUnitOfWorkFactory
+from mdm.security_counters import CounterChannel, CounterClaim
+
+A = bytes.fromhex("414d480000000001")
+PUSH, RESPONSE = CounterChannel.PUSH, CounterChannel.RESPONSE
+T1 = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+T2 = T1 + timedelta(hours=1)
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def factory(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SqlUnitOfWorkFactory]:
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path}/counters.db"
+    else:
+        url = request.getfixturevalue("postgres_url")
+    engine: Engine = make_engine(url)
+    upgrade(engine)
+    try:
+        yield SqlUnitOfWorkFactory(engine)
+    finally:
+        engine.dispose()
+
+
+def advance(factory: SqlUnitOfWorkFactory, channel: CounterChannel, n: int, at: datetime) -> bool:
+    with factory() as uow:
+        (decision,) = uow.invocation_counters.advance(channel, [CounterClaim(A, n)], at)
+        uow.commit()
+    return decision.accepted
+
+
+def test_an_update_stays_in_its_channel_and_is_dated(factory: SqlUnitOfWorkFactory) -> None:
+    assert advance(factory, PUSH, 5, T1)
+    assert advance(factory, RESPONSE, 3, T1)
+    assert advance(factory, PUSH, 9, T2)  # an update of the stored row
+    with factory() as uow:
+        counters = uow.invocation_counters
+        assert counters.last(PUSH) == {A: 9}
+        assert counters.last(RESPONSE) == {A: 3}
+        assert counters.last(PUSH, changed_since=T2) == {A: 9}
+        assert counters.last(RESPONSE, changed_since=T2) == {}
+        assert counters.last(PUSH, changed_since=T2 + timedelta(seconds=1)) == {}
