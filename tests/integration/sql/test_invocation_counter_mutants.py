@@ -53,3 +53,17 @@ def test_an_update_stays_in_its_channel_and_is_dated(factory: SqlUnitOfWorkFacto
         assert counters.last(PUSH, changed_since=T2) == {A: 9}
         assert counters.last(RESPONSE, changed_since=T2) == {}
         assert counters.last(PUSH, changed_since=T2 + timedelta(seconds=1)) == {}
+
+
+def test_more_titles_than_a_statement_names(factory: SqlUnitOfWorkFactory) -> None:
+    # CHUNK (1000) system titles a statement: 2001 need three
+    titles = [bytes.fromhex(f"414d48{i:010x}") for i in range(2001)]
+    with factory() as uow:
+        first = uow.invocation_counters.advance(PUSH, [CounterClaim(t, 5) for t in titles], T1)
+        uow.commit()
+    assert all(d.accepted for d in first)
+    with factory() as uow:
+        again = uow.invocation_counters.advance(PUSH, [CounterClaim(t, 4) for t in titles], T2)
+        uow.commit()
+    assert [d.last for d in again] == [5] * len(titles)
+    assert not any(d.accepted for d in again)
