@@ -13,7 +13,7 @@ from sqlalchemy import Engine
 from adapters.sql.engine import make_engine
 from adapters.sql.migrate import upgrade
 from adapters.sql.uow import SqlUnitOfWorkFactory
-from mdm.security_counters import CounterChannel, CounterClaim
+from mdm.security_counters import MAX_COUNTER, CounterChannel, CounterClaim, CounterDecision
 
 A = bytes.fromhex("414d480000000001")
 PUSH, RESPONSE = CounterChannel.PUSH, CounterChannel.RESPONSE
@@ -35,21 +35,24 @@ def factory(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SqlUnitO
         engine.dispose()
 
 
-def advance(factory: SqlUnitOfWorkFactory, channel: CounterChannel, n: int, at: datetime) -> bool:
+def advance(
+    factory: SqlUnitOfWorkFactory, channel: CounterChannel, n: int, at: datetime
+) -> CounterDecision:
     with factory() as uow:
         (decision,) = uow.invocation_counters.advance(channel, [CounterClaim(A, n)], at)
         uow.commit()
-    return decision.accepted
+    return decision
 
 
 def test_an_update_stays_in_its_channel_and_is_dated(factory: SqlUnitOfWorkFactory) -> None:
-    assert advance(factory, PUSH, 5, T1)
-    assert advance(factory, RESPONSE, 3, T1)
-    assert advance(factory, PUSH, 9, T2)  # an update of the stored row
+    assert advance(factory, PUSH, 5, T1).accepted
+    assert advance(factory, RESPONSE, 100, T1).accepted
+    # decided against this channel's row (5), not the other's (100), and stored there
+    assert advance(factory, PUSH, 9, T2) == CounterDecision(True, 5)
     with factory() as uow:
         counters = uow.invocation_counters
         assert counters.last(PUSH) == {A: 9}
-        assert counters.last(RESPONSE) == {A: 3}
+        assert counters.last(RESPONSE) == {A: 100}
         assert counters.last(PUSH, changed_since=T2) == {A: 9}
         assert counters.last(RESPONSE, changed_since=T2) == {}
         assert counters.last(PUSH, changed_since=T2 + timedelta(seconds=1)) == {}
@@ -67,3 +70,13 @@ def test_more_titles_than_a_statement_names(factory: SqlUnitOfWorkFactory) -> No
         uow.commit()
     assert [d.last for d in again] == [5] * len(titles)
     assert not any(d.accepted for d in again)
+
+
+def test_a_claim_is_checked_when_made() -> None:
+    assert CounterClaim(A, 0).invocation_counter == 0
+    assert CounterClaim(A, MAX_COUNTER).invocation_counter == MAX_COUNTER
+    with pytest.raises(ValueError) as caught:
+        CounterClaim(b"", 1)
+    assert str(caught.value) == "counter claim: system title (empty) is 0 bytes, not 8"
+    with pytest.raises(ValueError, match=r"is outside 0\.\.4294967295$"):
+        CounterClaim(A, -1)

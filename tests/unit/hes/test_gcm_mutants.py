@@ -167,3 +167,45 @@ def test_glo_decipher_refusals() -> None:
     ):
         with pytest.raises(SecurityViolation, match=f"^{why}$"):
             gcm.glo_decipher(bad, keys=GB_KEYS, system_title=GB_ST)
+
+
+def _auth_only(ic: int = 3, body: bytes = GB_PLAIN) -> bytes:
+    return gcm.protect(
+        body,
+        keys=GB_KEYS,
+        system_title=GB_ST,
+        invocation_counter=ic,
+        protection=gcm.Protection.AUTHENTICATED,
+    )
+
+
+def test_unprotect_refuses_every_header_it_does_not_accept() -> None:
+    sealed = _auth_only()
+    for sc, why in (
+        (0x31, "security suite 1 not supported"),
+        (0x30 | gcm.SC_BROADCAST, "compressed or broadcast-key APDUs are not accepted"),
+        (0x30 | gcm.SC_COMPRESSED, "compressed or broadcast-key APDUs are not accepted"),
+        (gcm.SC_ENCRYPTED, "APDU is not authenticated: refused"),
+        (0x00, "APDU is not authenticated: refused"),
+    ):
+        with pytest.raises(SecurityViolation, match=f"^{why}$"):
+            gcm.unprotect(bytes([sc]) + sealed[1:], keys=GB_KEYS, system_title=GB_ST)
+    with pytest.raises(SecurityViolation, match=r"^ciphered APDU too short$"):
+        gcm.unprotect(sealed[:16], keys=GB_KEYS, system_title=GB_ST)
+
+
+def test_unprotect_an_empty_body_and_what_it_says() -> None:
+    empty = _auth_only(ic=0x01000002, body=b"")
+    assert len(empty) == 5 + gcm.TAG_LENGTH
+    out = gcm.unprotect(empty, keys=GB_KEYS, system_title=GB_ST)
+    assert out == gcm.Deciphered(b"", GB_ST, 0x01000002, gcm.SC_AUTHENTICATED)
+
+
+@pytest.mark.parametrize("protection", list(gcm.Protection))
+def test_a_flipped_tag_bit_is_a_tag_mismatch(protection: gcm.Protection) -> None:
+    sealed = gcm.protect(
+        GB_PLAIN, keys=GB_KEYS, system_title=GB_ST, invocation_counter=4, protection=protection
+    )
+    flipped = sealed[:-1] + bytes([sealed[-1] ^ 0x01])
+    with pytest.raises(SecurityViolation, match=r"^authentication tag mismatch$"):
+        gcm.unprotect(flipped, keys=GB_KEYS, system_title=GB_ST)
