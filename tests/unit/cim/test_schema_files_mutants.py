@@ -39,3 +39,44 @@ def test_a_fresh_compile_validates_as_the_cached_schema() -> None:
     fresh = schemas.load_schema()
     assert isinstance(fresh, etree.XMLSchema)
     assert fresh is not schemas.message_schema()
+
+
+def _payload(xml: bytes) -> etree._Element:
+    return etree.fromstring(b"<P>\n" + xml + b"</P>")[0]
+
+
+def test_the_payload_must_be_a_profile_of_the_header_noun() -> None:
+    from cim_schemas.namespaces import profile_ns
+
+    ns = profile_ns("MeterReadings").encode()
+    get_ns = profile_ns("GetMeterReadings").encode()
+    events_ns = profile_ns("EndDeviceEvents").encode()
+    own = _payload(b'<MeterReadings xmlns="' + ns + b'"/>')
+    query = _payload(b'<GetMeterReadings xmlns="' + get_ns + b'"/>')
+    assert schemas.payload_problems("MeterReadings", own, "/x") == []
+    assert schemas.payload_problems("MeterReadings", query, "/x") == []  # a get's query
+    assert schemas.payload_problems("EndDeviceEvents", query, "/x") != []
+    for wrong in (
+        _payload(b'<EndDeviceEvents xmlns="' + events_ns + b'"/>'),  # another noun's profile
+        _payload(b'<EndDeviceEvents xmlns="' + ns + b'"/>'),  # its namespace, another name
+        _payload(b"<MeterReadings/>"),  # no namespace
+    ):
+        (problem,) = schemas.payload_problems("MeterReadings", wrong, "/EventMessage/Payload")
+        qname = etree.QName(wrong)
+        assert problem == schemas.SchemaError(
+            xpath="/EventMessage/Payload",
+            line=2,
+            message=(
+                f"Payload element {{{qname.namespace or ''}}}{qname.localname} is not a "
+                "profile of the noun MeterReadings: expected "
+                f"{{{profile_ns('GetMeterReadings')}}}GetMeterReadings or "
+                f"{{{profile_ns('MeterReadings')}}}MeterReadings"
+            ),
+        )
+
+
+def test_a_path_that_leads_nowhere_is_reported_as_libxml2_wrote_it() -> None:
+    doc = etree.fromstring(b"<a><b/><b/></a>").getroottree()
+    assert schemas._friendly_path(doc, "/*/*[2]") == "/a/b[2]"
+    assert schemas._friendly_path(doc, "/*/*[3]") == "/*/*[3]"
+    assert schemas._friendly_path(doc, "") == ""
