@@ -112,17 +112,16 @@ def test_stream_errors_are_told_apart() -> None:
     from hub.errors import ForbiddenXml, SchemaInvalid
     from hub.samples import meter_readings_bytes
 
-    bad = meter_readings_bytes(["M"], datetime(2026, 1, 1, tzinfo=UTC), 2).replace(
-        b"<m:value>", b"<m:value><m:x/>", 1
-    )
+    good = meter_readings_bytes(["M"], datetime(2026, 1, 1, tzinfo=UTC), 2)
+    bad = good.replace(b"<m:value>", b"<m:value><m:x/>", 1)
     with pytest.raises(SchemaInvalid) as invalid:
         _events(bad, schema=message_schema())
     assert str(invalid.value).startswith("schema invalid: ")
     (detail,) = invalid.value.errors
     assert detail.code == "1005"
     with pytest.raises(NotWellFormed) as broken:
-        _events(b"<a>\n<b>", schema=message_schema())
-    assert str(broken.value).startswith("not well-formed XML at line 2")
+        _events(good[: len(good) // 2])
+    assert str(broken.value).startswith("not well-formed XML at line 2: ")
     with pytest.raises(ForbiddenXml) as entity:
         _events(b"<a>&x;</a>")
     assert str(entity.value).startswith("entity reference refused: ")
@@ -142,3 +141,20 @@ def test_parse_bytes_limits_and_empty_input() -> None:
     with pytest.raises(ForbiddenXml) as entity:
         parse_bytes(b"<a>&x;</a>")
     assert str(entity.value).startswith("entity reference refused: ")
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="iterparse with a schema ends without an error on a document cut short "
+    "(lxml raises nothing at the premature end); without a schema it is NotWellFormed "
+    "(found while writing the tests for make mutate, docs/testing.md)",
+)
+def test_a_document_cut_short_is_not_well_formed_with_a_schema_too() -> None:
+    from datetime import UTC, datetime
+
+    from cim_schemas.schemas import message_schema
+    from hub.samples import meter_readings_bytes
+
+    good = meter_readings_bytes(["M"], datetime(2026, 1, 1, tzinfo=UTC), 2)
+    with pytest.raises(NotWellFormed):
+        _events(good[: len(good) // 2], schema=message_schema())
