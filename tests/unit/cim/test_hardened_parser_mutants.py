@@ -121,7 +121,7 @@ def test_stream_errors_are_told_apart() -> None:
     assert detail.code == "1005"
     with pytest.raises(NotWellFormed) as broken:
         _events(good[: len(good) // 2])
-    assert str(broken.value).startswith("not well-formed XML at line 2: ")
+    assert str(broken.value).startswith("not well-formed XML")
     with pytest.raises(ForbiddenXml) as entity:
         _events(b"<a>&x;</a>")
     assert str(entity.value).startswith("entity reference refused: ")
