@@ -158,3 +158,15 @@ def test_a_document_cut_short_is_not_well_formed_with_a_schema_too() -> None:
     good = meter_readings_bytes(["M"], datetime(2026, 1, 1, tzinfo=UTC), 2)
     with pytest.raises(NotWellFormed):
         _events(good[: len(good) // 2], schema=message_schema())
+
+
+def test_read_all_and_the_head_of_a_document() -> None:
+    from cim_schemas.xml import pull_events
+
+    data = b"<a>" + b"y" * (3 << 20) + b"</a>"
+    assert LimitedReader(io.BytesIO(data), 8 << 20).read_all() == data
+    events = [(e, el.tag) for e, el in pull_events(b"<a><!--c--><b/><c")]  # cut: fine
+    assert events == [("start", "a"), ("start", "b"), ("end", "b")]
+    with pytest.raises(NotWellFormed) as caught:
+        list(pull_events(b"<a>\n<b></a>"))
+    assert str(caught.value).startswith("not well-formed XML at line 2: ")
