@@ -170,3 +170,42 @@ def test_read_all_and_the_head_of_a_document() -> None:
     with pytest.raises(NotWellFormed) as caught:
         list(pull_events(b"<a>\n<b></a>"))
     assert str(caught.value).startswith("not well-formed XML at line 2: ")
+
+
+DOCTYPE = b'<!DOCTYPE a SYSTEM "file:///etc/passwd"><a/>'
+
+
+@pytest.mark.parametrize(
+    "prefix",
+    [
+        DOCTYPE,
+        b'<?xml version="1.0"?>\n<!-- c -->\n<?pi x?>\t' + DOCTYPE,
+        b"\xef\xbb\xbf" + DOCTYPE,  # UTF-8 byte order mark
+        b"\xef\xbb\xbf<!-- c -->" + DOCTYPE,
+        '<?xml version="1.0" encoding="UTF-16"?><!DOCTYPE a><a/>'.encode("utf-16"),
+        "<!DOCTYPE a><a/>".encode("utf-16-be").join([b"\xfe\xff", b""]),
+        b"<!doctype a><a/>",
+    ],
+)
+def test_the_prolog_check_itself_refuses_a_doctype(prefix: bytes) -> None:
+    from cim_schemas.xml import check_prolog
+    from hub.errors import ForbiddenXml
+
+    with pytest.raises(ForbiddenXml) as caught:
+        check_prolog(prefix)
+    assert str(caught.value) == "DOCTYPE declarations are not accepted (no DTD, no entities)"
+
+
+def test_the_prolog_check_lets_documents_through_and_refuses_text_before_the_root() -> None:
+    from cim_schemas.xml import check_prolog
+
+    for fine in (
+        b"<a/>",
+        b'<?xml version="1.0"?>\n<!-- ! --><a>x</a>',
+        b"<a><![CDATA[<!DOCTYPE x>]]></a>",  # the word inside an element
+        b"\xef\xbb\xbf<a/>",
+    ):
+        check_prolog(fine)
+    with pytest.raises(NotWellFormed) as caught:
+        check_prolog(b"junk <!DOCTYPE a><a/>")
+    assert str(caught.value) == "not well-formed XML: content before the root element"
