@@ -148,8 +148,8 @@ def report(areas: dict[str, dict[str, Any]]) -> str:
     lines = [
         "# mutmut over the critical areas",
         "",
-        "| area | killed | timeout | survived | no tests | not checked | other | total | score "
-        "| run |",
+        "| area | killed | timeout | survived | no tests | not checked | other | total "
+        "| score (of those tried) | run |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     survivors: list[tuple[str, str, str]] = []
@@ -160,22 +160,22 @@ def report(areas: dict[str, dict[str, Any]]) -> str:
             continue
         counts = Counter(s if s in COLUMNS else "other" for s, _ in status.values())
         total.update(counts)
-        tested = sum(counts.values())
-        score = 100 * (counts["killed"] + counts["timeout"]) / tested
+        tested = sum(counts.values()) - counts["not checked"]
+        score = 100 * (counts["killed"] + counts["timeout"]) / max(tested, 1)
         took_file = WORK / name / "seconds"
         took = took_file.read_text().strip() if took_file.exists() else ""
         cells = " | ".join(str(counts[c]) for c in COLUMNS)
-        lines.append(f"| {name} | {cells} | {tested} | {score:.1f} % | {took} |")
+        lines.append(f"| {name} | {cells} | {sum(counts.values())} | {score:.1f} % | {took} |")
         survivors += [
             (name, key, path)
             for key, (s, path) in sorted(status.items())
             if s in ("survived", "no tests")
         ]
-    tested = sum(total.values())
+    tested = sum(total.values()) - total["not checked"]
     if tested:
         score = 100 * (total["killed"] + total["timeout"]) / tested
         cells = " | ".join(str(total[c]) for c in COLUMNS)
-        lines.append(f"| **all** | {cells} | {tested} | {score:.1f} % | |")
+        lines.append(f"| **all** | {cells} | {sum(total.values())} | {score:.1f} % | |")
     lines += ["", f"## Surviving mutants ({len(survivors)})", ""]
     for name, key, path in survivors:
         lines += [f"### {key} ({name})", "", "```diff", diff(name, key, path), "```", ""]
