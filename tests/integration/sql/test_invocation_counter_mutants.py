@@ -80,3 +80,13 @@ def test_a_claim_is_checked_when_made() -> None:
     assert str(caught.value) == "counter claim: system title (empty) is 0 bytes, not 8"
     with pytest.raises(ValueError, match=r"is outside 0\.\.4294967295$"):
         CounterClaim(A, -1)
+
+
+def test_an_update_leaves_the_other_channels_lower_counter(
+    factory: SqlUnitOfWorkFactory,
+) -> None:
+    assert advance(factory, PUSH, 5, T1).accepted
+    assert advance(factory, RESPONSE, 3, T1).accepted
+    assert advance(factory, PUSH, 9, T2).accepted
+    with factory() as uow:
+        assert uow.invocation_counters.last(RESPONSE) == {A: 3}
