@@ -147,6 +147,16 @@ def check_prolog(prefix: bytes) -> None:
         pos = m.end()
     if prefix[pos : pos + 9].upper() == b"<!DOCTYPE":
         raise ForbiddenXml("DOCTYPE declarations are not accepted (no DTD, no entities)")
+    if len(prefix) >= PROLOG_SCAN_BYTES and (
+        pos == len(prefix) or prefix[pos : pos + 2] in (b"<!", b"<?")
+    ):
+        # the prolog goes on past what was scanned (a comment or processing instruction
+        # of 64 KiB): a DOCTYPE behind it would reach libxml2, which reads an external
+        # subset before any check after parsing could refuse it
+        raise ForbiddenXml(
+            f"the prolog (what comes before the root element) is longer than "
+            f"{PROLOG_SCAN_BYTES} bytes"
+        )
     # (a DOCTYPE has a "!": the one-byte search spares upper-casing the whole prefix)
     if (
         b"!" in prefix
@@ -257,13 +267,16 @@ def iterparse(
     if schema is not None:
         kwargs["schema"] = schema
     checked = False
-    events_of = etree.iterparse(source, **kwargs)
+    read = _TailReader(source)
+    events_of = etree.iterparse(read, **kwargs)
     try:
         for event, element in events_of:
             if not checked:
                 _refuse_doctype(element.getroottree())
                 checked = True
             yield event, element
+        if schema is not None and events_of.root is not None:
+            _check_complete(read.tail(), events_of.root)
     except etree.XMLSyntaxError as exc:
         from hub.errors import SchemaInvalid
 
@@ -281,3 +294,48 @@ def iterparse(
         if "entity" in (exc.msg or "").lower():
             raise ForbiddenXml(f"entity reference refused: {exc.msg}") from exc
         raise _syntax_error(exc) from exc
+
+
+class _TailReader:
+    """What the streaming parser reads, passed through; keeps the last two reads so the
+    end of the document can be looked at (:func:`_check_complete`)."""
+
+    def __init__(self, source: IO[bytes] | io.RawIOBase) -> None:
+        self._source = source
+        self._before = b""
+        self._last = b""
+
+    def read(self, n: int = -1) -> bytes:
+        data = self._source.read(n) or b""
+        if data:
+            self._before, self._last = self._last, data
+        return data
+
+    def tail(self) -> bytes:
+        return self._before + self._last
+
+
+_TRAILING_MISC = re.compile(rb"(?:\s+|<!--(?:(?!-->).)*-->|<\?(?:(?!\?>).)*\?>)\Z", re.DOTALL)
+
+
+def _check_complete(tail: bytes, root: etree._Element) -> None:
+    """A document cut short must not pass as whole.
+
+    libxml2 streaming with a schema (and entities left unresolved) ends without an error
+    at a premature end of the input: the events simply stop. A document is whole when,
+    after any trailing white space, comments and processing instructions, it ends with
+    the root element's end tag (a schema-valid IEC 61968-100 message always has children,
+    so its root is never an empty-element tag)."""
+    end = tail
+    while True:
+        m = _TRAILING_MISC.search(end)
+        if m is None or m.start() == len(end):
+            break
+        end = end[: m.start()]
+    qname = etree.QName(root)
+    name = f"{root.prefix}:{qname.localname}" if root.prefix else qname.localname
+    if re.search(rb"</" + re.escape(name.encode()) + rb"\s*>\Z", end) is None:
+        raise NotWellFormed(
+            f"not well-formed XML: the input ends before the root element {name} is closed "
+            "(cut short?)"
+        )

@@ -238,6 +238,27 @@ def test_streamed_file_with_a_schema_error_stores_nothing(
     app.close()
 
 
+@pytest.mark.parametrize("cut_after", [b"</m:IntervalReadings>", b"</m:MeterReading>"])
+def test_streamed_file_cut_short_stores_nothing(
+    sqlite_url: str, tmp_path: Path, cut_after: bytes
+) -> None:
+    """A file cut short at an element boundary (an interrupted upload) is well-formed as
+    far as it goes: it is refused whole (1001), not stored in part."""
+    app = make_app(sqlite_url, tree_limit_bytes=1024)
+    add_meters(app, "MTR-1", "MTR-2")
+    body = meter_readings_bytes(["MTR-1", "MTR-2"], START, 50)
+    assert len(body) > 1024  # streamed, not parsed whole
+    middle = len(body) // 2
+    cut = body.index(cut_after, middle) + len(cut_after)
+    path = tmp_path / "cut.xml"
+    path.write_bytes(body[:cut])
+    outcome = app.pipeline.process(InboundMessage(source="t", endpoint="t", path=path))
+    assert (outcome.result, [e.code for e in outcome.errors]) == ("FAILED", ["1001"])
+    assert "cut short" in outcome.errors[0].reason
+    assert reading_count(app) == 0
+    app.close()
+
+
 def test_reading_for_an_unknown_meter_only(app: App) -> None:
     body = meter_readings_bytes(["NOPE"], START, 4)
     outcome = MemoryAdapter(app.pipeline).request(body)
