@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from hub.errors import RecoverableError
+from cim_schemas.errors import RecoverableError
 from hub.messages import InboundMessage, Outcome
 from hub.pipeline import Pipeline
 from mdm.backoff import Backoff

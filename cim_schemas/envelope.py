@@ -12,8 +12,8 @@ Two styles of message carry the same parts:
 
 Parsing reads children by local name (the XSD checks namespaces and order);
 it expects an already validated tree and raises amihub errors only:
-:class:`~hub.errors.NotAnEnvelope` for a root that is no message and
-:class:`~hub.errors.HeaderInvalid` for unusable header fields.
+:class:`~cim_schemas.errors.NotAnEnvelope` for a root that is no message and
+:class:`~cim_schemas.errors.HeaderInvalid` for unusable header fields.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from typing import IO, Any, Final, Literal
 
 from lxml import etree
 
+from cim_schemas.errors import ERROR_CODES, ErrorDetail, ErrorLevel, HeaderInvalid, NotAnEnvelope
 from cim_schemas.namespaces import (
     DRAFT_MESSAGE_NS,
     EVENT_VERBS,
@@ -51,7 +52,6 @@ from cim_schemas.values import (
     parse_datetime,
     parse_int,
 )
-from hub.errors import ERROR_CODES, ErrorDetail, ErrorLevel, HeaderInvalid, NotAnEnvelope
 
 Kind = Literal["request", "response", "event", "fault"]
 Style = Literal["envelope", "wrapper"]

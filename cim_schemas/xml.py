@@ -18,7 +18,7 @@ from typing import IO, Any, Final
 
 from lxml import etree
 
-from hub.errors import ForbiddenXml, InputTooLarge, NotWellFormed
+from cim_schemas.errors import ForbiddenXml, InputTooLarge, NotWellFormed
 
 DEFAULT_MAX_BYTES: Final = 64 * 1024 * 1024
 PROLOG_SCAN_BYTES: Final = 64 * 1024
@@ -278,7 +278,7 @@ def iterparse(
         if schema is not None and events_of.root is not None:
             _check_complete(read.tail(), events_of.root)
     except etree.XMLSyntaxError as exc:
-        from hub.errors import SchemaInvalid
+        from cim_schemas.errors import SchemaInvalid
 
         # lxml's error log is per thread and keeps entries of earlier parses: only the
         # last entry caused this exception, and it is a schema error only with a schema

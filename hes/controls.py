@@ -43,11 +43,11 @@ from enum import IntEnum, StrEnum
 from pathlib import Path
 
 from cim_schemas.codes import event_type
+from cim_schemas.errors import AmihubError, ConfigurationError, MeterUnreachable, SecurityViolation
 from hes.client.session import MeterSession
 from hes.dlms import axdr, cosem_data
 from hes.dlms.cosem_data import ActivityCalendar
 from hes.engine import EnginePolicy, MeterTarget, SessionFactory
-from hub.errors import AmihubError, ConfigurationError, MeterUnreachable, SecurityViolation
 
 REMOTE_DISCONNECT = str(event_type.REMOTE_DISCONNECT)  # 3.31.0.23
 REMOTE_RECONNECT = str(event_type.REMOTE_CONNECT)  # 3.31.0.18

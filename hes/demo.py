@@ -12,6 +12,7 @@ from __future__ import annotations
 import socket
 from datetime import UTC, datetime, timedelta
 
+from cim_schemas.errors import ConfigurationError
 from hes.client.session import ClientIdentity, MeterCredentials, Security
 from hes.engine import (
     EnginePolicy,
@@ -23,7 +24,6 @@ from hes.engine import (
 )
 from hes.simulator.fleet import Fleet, SimulatorThread
 from hes.simulator.meter import interval_end, interval_index
-from hub.errors import ConfigurationError
 from mdm.model import DeviceRef, DeviceState, EndDevice
 from mdm.ports import UnitOfWorkFactory
 

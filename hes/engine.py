@@ -5,7 +5,7 @@ re-reads, and hand the results to the MDM store in bulk.
   one meter at a time over a blocking socket (the DLMS work itself is short;
   the GIL is released while waiting on the network);
 * retries with exponential backoff (and jitter) for recoverable failures only
-  (:class:`hub.errors.MeterUnreachable`); a security violation or a refused
+  (:class:`cim_schemas.errors.MeterUnreachable`); a security violation or a refused
   association is permanent for the run: recorded, never retried;
 * missing-interval detection: after each attempt the profile window is checked
   interval by interval; the next attempt (or a targeted re-read in the same
@@ -32,6 +32,7 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import Protocol
 
+from cim_schemas.errors import AmihubError, RecoverableError
 from hes.client.session import (
     ClientIdentity,
     DlmsMeterSession,
@@ -50,7 +51,6 @@ from hes.readings import (
     profile_readings,
     register_readings,
 )
-from hub.errors import AmihubError, RecoverableError
 from mdm.backoff import Backoff
 from mdm.model import DeviceRef, EndDeviceEvent, IngestStats
 from mdm.ports import StagedReading, UnitOfWork, UnitOfWorkFactory

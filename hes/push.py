@@ -41,6 +41,7 @@ from decimal import Decimal
 from typing import Protocol
 
 from cim_schemas.codes.reading_type import obis_to_reading_type
+from cim_schemas.errors import AmihubError, ConfigurationError, SecurityViolation
 from hes.client.session import KeyRole, MeterEvent
 from hes.dlms import axdr, compat, wrapper
 from hes.engine import ResultPublisher
@@ -52,7 +53,6 @@ from hes.meter_events import (
 )
 from hes.security import gcm
 from hes.security.gcm import InvocationCounterTracker, SecurityKeys
-from hub.errors import AmihubError, ConfigurationError, SecurityViolation
 from mdm.model import DeviceRef, DeviceState, EndDevice, EndDeviceEvent
 from mdm.ports import StagedReading, UnitOfWork, UnitOfWorkFactory
 from mdm.security_counters import CounterChannel, CounterClaim

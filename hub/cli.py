@@ -23,8 +23,8 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from cim_schemas.errors import AmihubError, ConfigurationError
 from hub.console import make_console
-from hub.errors import AmihubError, ConfigurationError
 from hub.settings import Settings, load_settings
 
 console = make_console(stderr=True)

@@ -33,7 +33,7 @@ from typing import Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from hub.errors import PermanentError
+from cim_schemas.errors import PermanentError
 
 #: a calendar or image name: a plain file name in its folder, nothing that walks out of it
 NAME: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,63}")

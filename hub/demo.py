@@ -24,9 +24,9 @@ from rich.progress import Progress
 from rich.table import Table
 
 from adapters.memory import MemoryAdapter
+from cim_schemas.errors import AmihubError
 from cim_schemas.xml import parse_bytes
 from hub.bootstrap import App, bootstrap
-from hub.errors import AmihubError
 from hub.messages import InboundMessage
 from hub.samples import (
     RT_15MIN_A_PLUS,

@@ -1,8 +1,8 @@
-"""Render the published error-code table (docs/error-codes.md) from hub.errors."""
+"""Render the published error-code table (docs/error-codes.md) from cim_schemas.errors."""
 
 from __future__ import annotations
 
-from hub.errors import ERROR_CODES
+from cim_schemas.errors import ERROR_CODES
 
 HEADER = """# amihub error codes
 
@@ -20,7 +20,7 @@ stable: a code is never reused for another meaning. 1xxx concern the message as 
 applied), 2xxx an item inside the payload (the other items may be applied:
 Result PARTIAL), 3xxx the system (retry later or ask the operator).
 
-This file is generated from `hub/errors.py` (`python -m hub.error_table`); a
+This file is generated from `cim_schemas/errors.py` (`python -m hub.error_table`); a
 test keeps them in step.
 
 | code | level | title | meaning |

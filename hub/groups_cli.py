@@ -20,7 +20,7 @@ import click
 from rich.markup import escape
 from rich.table import Table
 
-from hub.errors import ConfigurationError, ItemRejected
+from cim_schemas.errors import ConfigurationError, ItemRejected
 from mdm.group_commands import (
     AddGroupMembers,
     CloseEndDeviceGroup,

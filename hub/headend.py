@@ -35,6 +35,7 @@ from lxml import etree
 
 from cim_schemas.codes.event_type import EndDeviceControlType
 from cim_schemas.codes.reading_type import ReadingType
+from cim_schemas.errors import AmihubError
 from cim_schemas.profiles import meter_readings as mr
 from cim_schemas.profiles.common import IdentifiedObject
 from cim_schemas.profiles.end_device_events import EndDeviceEvent as CimEvent
@@ -46,7 +47,6 @@ from hub.control_parameters import (
     parameters_from_dict,
     parameters_to_dict,
 )
-from hub.errors import AmihubError
 from hub.forwarding import EventForwarder
 from hub.metrics import CONTROL_JOBS
 from hub.settings import Settings

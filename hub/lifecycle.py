@@ -11,7 +11,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import TYPE_CHECKING
 
-from hub.errors import AmihubError
+from cim_schemas.errors import AmihubError
 
 if TYPE_CHECKING:
     from mdm.ports import MessageLogRepository

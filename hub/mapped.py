@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import IO
 
-from hub.errors import ERROR_CODES, ErrorDetail, PayloadInvalid
+from cim_schemas.errors import ERROR_CODES, ErrorDetail, PayloadInvalid
 from hub.messages import InboundMessage, Outcome
 from hub.pipeline import Pipeline
 from hub.routing import RouteResult

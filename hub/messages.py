@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO
 
-from hub.errors import ErrorDetail
+from cim_schemas.errors import ErrorDetail
 from hub.security import Principal
 
 

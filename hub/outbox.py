@@ -5,7 +5,7 @@ partners) is written to the outbox in the same transaction as the change it
 reports (:meth:`mdm.ports.OutboxRepository.enqueue`), so nothing is lost
 between commit and send, and it survives a restart. A dispatcher claims due
 items of its channel, hands each to the adapter's ``send``, and records the
-result: sent; or, on :class:`~hub.errors.RecoverableError`, a retry after an
+result: sent; or, on :class:`~cim_schemas.errors.RecoverableError`, a retry after an
 exponential backoff; or, after ``max_attempts`` or on a permanent error, the
 item is marked dead and kept in the dead-letter store for an operator.
 """
@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from hub.errors import AmihubError, RecoverableError
+from cim_schemas.errors import AmihubError, RecoverableError
 from mdm.backoff import JITTER, Backoff
 from mdm.ports import OutboxItem, UnitOfWorkFactory
 

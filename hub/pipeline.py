@@ -31,11 +31,7 @@ from lxml import etree
 
 from cim_schemas import envelope, schemas
 from cim_schemas.envelope import Header, Reply, Style
-from cim_schemas.namespaces import DRAFT_MESSAGE_NS
-from cim_schemas.xml import LimitedReader, iterparse, parse_bytes, pull_events
-from cim_schemas.xml import content_hash as content_hash_of
-from hub.bus import MessageBus
-from hub.errors import (
+from cim_schemas.errors import (
     AmihubError,
     ErrorDetail,
     FastPathConflict,
@@ -49,6 +45,10 @@ from hub.errors import (
     UnknownMapping,
     UnsupportedOperation,
 )
+from cim_schemas.namespaces import DRAFT_MESSAGE_NS
+from cim_schemas.xml import LimitedReader, iterparse, parse_bytes, pull_events
+from cim_schemas.xml import content_hash as content_hash_of
+from hub.bus import MessageBus
 from hub.forwarding import EventForwarder
 from hub.lifecycle import LifecycleRecorder
 from hub.lifecycle import MessageLifecycle as S

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from hub.errors import ConfigurationError
+from cim_schemas.errors import ConfigurationError
 from hub.messages import InboundMessage, Outcome
 
 if TYPE_CHECKING:

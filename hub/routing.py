@@ -9,8 +9,8 @@ from typing import IO, Protocol, runtime_checkable
 from lxml import etree
 
 from cim_schemas.envelope import Header, RequestInfo, Style
+from cim_schemas.errors import ErrorDetail, UnsupportedOperation
 from hub.bus import MessageBus
-from hub.errors import ErrorDetail, UnsupportedOperation
 from mdm.handlers import HandlerContext
 from mdm.ports import UnitOfWork
 

@@ -32,7 +32,7 @@ from typing import Final
 
 from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 
-from hub.errors import ConfigurationError
+from cim_schemas.errors import ConfigurationError
 
 ANY = "*"
 #: longest user name (the audit log's actor and the message log's source hold 200)

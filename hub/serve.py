@@ -16,7 +16,7 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol, cast
 
-from hub.errors import ConfigurationError
+from cim_schemas.errors import ConfigurationError
 
 if TYPE_CHECKING:
     from hub.bootstrap import App

@@ -284,7 +284,7 @@ class SftpSettings(BaseModel):
     push_targets: list[SftpPushTargetSettings] = Field(default_factory=list)
 
     def push_target(self, name: str) -> SftpPushTargetSettings:
-        from hub.errors import ConfigurationError
+        from cim_schemas.errors import ConfigurationError
 
         for target in self.push_targets:
             if target.name == name:
@@ -441,7 +441,7 @@ def load_settings(**overrides: Any) -> Settings:
 
     from pydantic import ValidationError
 
-    from hub.errors import ConfigurationError
+    from cim_schemas.errors import ConfigurationError
 
     named = os.environ.get("AMIHUB_CONFIG")
     if named and not Path(named).is_file():  # never a silent fallback to the defaults

@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from hub.errors import UnknownMapping
+from cim_schemas.errors import UnknownMapping
 
 if TYPE_CHECKING:
     from lxml import etree

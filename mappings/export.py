@@ -24,7 +24,7 @@ from zoneinfo import ZoneInfo
 
 from lxml import etree
 
-from hub.errors import ConfigurationError, PayloadInvalid
+from cim_schemas.errors import ConfigurationError, PayloadInvalid
 from mappings.spec import CodeTable, ExportCsvSpec, ExportField, ExportXmlSpec
 from mdm.model import DeviceRef
 from mdm.ports import UnitOfWork

@@ -12,7 +12,7 @@ only if every line was read, no reading occurs twice, and every meter is known
 (or the mapping's ``policy.unknown_meters = "skip"`` lets the readings of
 known meters through, the rest reported line by line). A problem with the file
 as a whole (encoding, empty, not well-formed XML) raises a
-:class:`hub.errors.MessageRejected`; nothing is written then either.
+:class:`cim_schemas.errors.MessageRejected`; nothing is written then either.
 
 Meters are staged by distinct meter, not by line: item ``n`` is the n-th
 distinct meter of the file, so memory grows with the number of meters, never
@@ -25,7 +25,7 @@ into the readings table, one write instead of two). Readings go to it in whole
 runs of a meter (the consecutive rows of one meter are never split between two
 of its batches), so a file whose meters' rows are together never meets its own
 earlier batches. If a reading is stored already or repeats in the file, the
-writer raises :class:`hub.errors.FastPathConflict`: the transaction is rolled
+writer raises :class:`cim_schemas.errors.FastPathConflict`: the transaction is rolled
 back and the file read again through the exact staged path (versions,
 unchanged readings, duplicates reported). The result is the same either way.
 """
@@ -42,7 +42,7 @@ from itertools import groupby
 from pathlib import Path
 from typing import IO, Any, Protocol
 
-from hub.errors import ConfigurationError, FastPathConflict
+from cim_schemas.errors import ConfigurationError, FastPathConflict
 from mappings.csv_reader import read_csv, read_csv_events
 from mappings.load import Catalog
 from mappings.rows import (
@@ -434,7 +434,7 @@ def import_stream(
     far (for a progress bar: compare ``bytes_read`` with the file size).
 
     ``direct``: use the store's optimistic bulk path if it has one; it raises
-    :class:`hub.errors.FastPathConflict` when a reading is stored already or
+    :class:`cim_schemas.errors.FastPathConflict` when a reading is stored already or
     repeats: the caller then rolls back and calls again with ``direct=False``
     (:func:`import_file` does).
     """

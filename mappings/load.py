@@ -6,7 +6,7 @@ are always there: ``obis``, ``obis-15min`` and ``obis-60min`` generated from
 :mod:`cim_schemas.codes.reading_type`, and the tables shipped in
 ``mappings/specs``; a folder's own table of the same name replaces one.
 Every problem becomes a :class:`SpecProblem`; a :class:`SpecError`
-(a :class:`hub.errors.ConfigurationError`) carries them all.
+(a :class:`cim_schemas.errors.ConfigurationError`) carries them all.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
 
-from hub.errors import ConfigurationError
+from cim_schemas.errors import ConfigurationError
 from mappings.spec import (
     KINDS,
     AnySpec,

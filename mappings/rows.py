@@ -4,7 +4,7 @@ A reader turns a file into :class:`Batch` es of :class:`SourceRow` (a reading
 with its line and the meter as the file names it) and :class:`LineError` (a
 line that could not be read, naming line and column or field). A problem with
 the file as a whole (not decodable, not well-formed, empty) raises
-:class:`FileRejected` or :class:`hub.errors.NotWellFormed`.
+:class:`FileRejected` or :class:`cim_schemas.errors.NotWellFormed`.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from decimal import Decimal
 from typing import Literal, NamedTuple
 from zoneinfo import ZoneInfo
 
-from hub.errors import PayloadInvalid
+from cim_schemas.errors import PayloadInvalid
 from mappings.spec import (
     EVENT_TYPE_RE,
     READING_TYPE_RE,
@@ -38,7 +38,7 @@ METER_CACHE_SIZE = 8192
 #: NameType sent for a meter identified by serial number when the spec names none.
 SERIAL_NAME_TYPE = "SerialNumber"
 
-# error codes of hub.errors.ERROR_CODES used per line
+# error codes of cim_schemas.errors.ERROR_CODES used per line
 BAD_VALUE = "2005"
 BAD_TIMESTAMP = "2006"
 BAD_READING_TYPE = "2003"
@@ -78,7 +78,7 @@ class SourceRow(NamedTuple):
 class LineError:
     line: int  # CSV: line; XML: record number
     field: str | None  # column header / "column N" (CSV) or field name (XML)
-    code: str  # hub.errors.ERROR_CODES
+    code: str  # cim_schemas.errors.ERROR_CODES
     message: str
     source_line: int | None = None  # XML: line of the record element
 

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from hub.errors import ItemRejected, by_mrid, named_object
+from cim_schemas.errors import ItemRejected, by_mrid, named_object
 from mdm.group_commands import (
     AddGroupMembers,
     ChangeEndDeviceGroup,

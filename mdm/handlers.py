@@ -2,7 +2,7 @@
 
 Handlers never commit: the caller owns the transaction (the hub commits the
 effect together with the reply, so a replayed message cannot apply twice).
-Item-level problems raise :class:`hub.errors.ItemRejected` *before* anything
+Item-level problems raise :class:`cim_schemas.errors.ItemRejected` *before* anything
 is written for that item.
 """
 
@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from hub.errors import ItemRejected, by_mrid, named_object
+from cim_schemas.errors import ItemRejected, by_mrid, named_object
 from mdm.commands import (
     ChangeMeter,
     ChangeUsagePoint,

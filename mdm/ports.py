@@ -123,7 +123,7 @@ class DirectReadingWriter(Protocol):
 
     ``add`` takes blocks whose MeterReadings are complete (their meters in
     ``meters``). If a key of a batch is already stored, or repeats, it raises
-    :class:`hub.errors.FastPathConflict`: the caller rolls back and uses
+    :class:`cim_schemas.errors.FastPathConflict`: the caller rolls back and uses
     :class:`ReadingStaging`, which merges versions and reports duplicates exactly.
     """
 

@@ -25,7 +25,7 @@ from kombu.messaging import Producer
 
 from adapters.amqp import headers as hdr
 from adapters.amqp.connection import make_connection
-from hub.errors import TransportUnavailable
+from cim_schemas.errors import TransportUnavailable
 from hub.settings import AmqpSettings
 
 

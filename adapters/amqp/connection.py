@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 from kombu.connection import Connection
 
 from adapters.amqp.buffered import BufferedTransport
-from hub.errors import ConfigurationError, TransportUnavailable
+from cim_schemas.errors import ConfigurationError, TransportUnavailable
 from hub.settings import AmqpSettings
 from mdm.backoff import JITTER
 from mdm.backoff import Backoff as RetryBackoff

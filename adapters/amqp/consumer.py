@@ -49,7 +49,7 @@ from adapters.amqp.publisher import ConfirmingPublisher, Outgoing, Unroutable
 from adapters.amqp.topology import Topology
 from cim_schemas import envelope
 from cim_schemas.envelope import Header, Reply
-from hub.errors import ErrorDetail, RecoverableError, StoreUnavailable
+from cim_schemas.errors import ErrorDetail, RecoverableError, StoreUnavailable
 from hub.lifecycle import MessageLifecycle
 from hub.messages import InboundMessage, Outcome
 from hub.pipeline import DEAD_LETTER_BODY_LIMIT, BatchPlan, Pipeline

@@ -35,10 +35,10 @@ from lxml import etree
 
 from cim_schemas import envelope
 from cim_schemas.envelope import Header
+from cim_schemas.errors import AmihubError
 from cim_schemas.namespaces import MESSAGE_NS
 from cim_schemas.values import format_datetime
 from cim_schemas.xml import parse_bytes
-from hub.errors import AmihubError
 from hub.messages import Outcome
 
 log = logging.getLogger("amihub.amqp")

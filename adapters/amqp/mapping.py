@@ -23,7 +23,7 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from hub.errors import ErrorDetail
+from cim_schemas.errors import ErrorDetail
 from hub.messages import InboundMessage, Outcome
 
 log = logging.getLogger("amihub.amqp")

@@ -32,7 +32,7 @@ from kombu.connection import Connection
 from kombu.messaging import Producer
 
 from adapters.amqp.connection import make_connection, safe_url
-from hub.errors import PermanentError, TransportUnavailable
+from cim_schemas.errors import PermanentError, TransportUnavailable
 from hub.settings import AmqpSettings
 
 log = logging.getLogger("amihub.amqp")
@@ -229,7 +229,7 @@ CONFIRMS: dict[str, type[AmqpConfirms] | type[ImmediateConfirms]] = {
 class ConfirmingPublisher:
     """Publishes batches and returns, per message, what the broker said.
 
-    Connection errors raise :class:`~hub.errors.TransportUnavailable` (the
+    Connection errors raise :class:`~cim_schemas.errors.TransportUnavailable` (the
     connection is dropped and made again on the next call); per-message
     failures (nack, return) come back in the result, index -> exception.
     """

@@ -27,7 +27,7 @@ from adapters.amqp.consumer import AmqpConsumer
 from adapters.amqp.identity import SenderResolver
 from adapters.amqp.mapping import MappingGate, MappingImporter
 from adapters.amqp.publisher import ConfirmingPublisher, Outgoing
-from hub.errors import TransportUnavailable
+from cim_schemas.errors import TransportUnavailable
 from hub.outbox import OutboxDispatcher
 from hub.security import UserDirectory
 from mdm.ports import OutboxItem

@@ -34,7 +34,7 @@ from typing import Any, Final
 
 from adapters.dlms.read_targets import Selection, resolve
 from cim_schemas.codes.reading_type import ReadingType
-from hub.errors import ConfigurationError, PayloadInvalid, StoreUnavailable
+from cim_schemas.errors import ConfigurationError, PayloadInvalid, StoreUnavailable
 from hub.read_schedule_settings import ReadScheduleSettings
 from mdm.hes_jobs import ACTIVE, CANCELLED, CONFIGURED, FINISHED, RUNNING, HeadEndJob, JobKind
 from mdm.model import Utility

@@ -29,7 +29,7 @@ import threading
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
-from hub.errors import AmihubError
+from cim_schemas.errors import AmihubError
 from mdm.ports import UnitOfWorkFactory
 from mdm.security_counters import CounterChannel, CounterClaim
 

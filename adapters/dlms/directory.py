@@ -30,6 +30,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from cim_schemas.errors import ConfigurationError
 from hes.client.session import (
     AssociationRefused,
     DelegatingSession,
@@ -44,7 +45,6 @@ from hes.security.keystore import KeyStore
 from hes.security.keywatch import KeyStoreSource, KeyStoreWatch
 from hes.simulator.fleet import Fleet
 from hes.simulator.meter import SecurityPolicy, make_meter
-from hub.errors import ConfigurationError
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,7 @@
 the meters are split into jobs of ``[hes] job_meters``, published on ``[hes]
 jobs_queue`` with an exclusive reply queue of the call, and the call returns once
 every job replied (its readings committed by the engine that ran it). A job with no
-reply within ``[hes] job_timeout`` raises :class:`hub.errors.TransportUnavailable`
+reply within ``[hes] job_timeout`` raises :class:`cim_schemas.errors.TransportUnavailable`
 (the request is retried or answered as the adapter does for a broker outage).
 """
 
@@ -16,7 +16,7 @@ from datetime import datetime
 from kombu.exceptions import OperationalError
 
 from adapters.dlms.jobs import JobDispatcher
-from hub.errors import TransportUnavailable
+from cim_schemas.errors import TransportUnavailable
 from hub.headend import MeterRead
 from hub.nouns.meter_read_schedule import StoredReads
 from hub.settings import AmqpSettings, HesSettings

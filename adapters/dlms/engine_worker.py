@@ -60,6 +60,7 @@ from adapters.dlms.directory import MeterDirectory
 from adapters.dlms.jobs import CONTENT_TYPE, control_request, jobs_queue, reply_body
 from adapters.dlms.parameters import command_parameters
 from adapters.dlms.sessions import one_at_a_time
+from cim_schemas.errors import AmihubError
 from hes.client.session import ClientIdentity
 from hes.controls import ControlCommand, ControlJobs
 from hes.engine import (
@@ -73,7 +74,6 @@ from hes.engine import (
     tcp_sessions,
 )
 from hes.meter_events import failure_security_events
-from hub.errors import AmihubError
 from hub.headend import ControlJournal, ControlReport, DeviceResult, EventPublisher, HeadEndOutbox
 from hub.settings import Settings
 from mdm.ports import UnitOfWorkFactory
@@ -450,7 +450,7 @@ def worker_from_settings(
     from adapters.dlms.headend import directory_from_settings
     from adapters.sql.engine import store_engine
     from adapters.sql.uow import SqlUnitOfWorkFactory
-    from hub.errors import ConfigurationError
+    from cim_schemas.errors import ConfigurationError
 
     directory = directory_from_settings(settings.hes)
     if directory is None:
@@ -494,7 +494,7 @@ def fleet_read(
 
     from adapters.dlms.headend import directory_from_settings
     from adapters.dlms.jobs import JobDispatcher, collect
-    from hub.errors import ConfigurationError
+    from cim_schemas.errors import ConfigurationError
 
     directory = directory_from_settings(settings.hes)
     if directory is None:
@@ -610,7 +610,7 @@ def _settings(ctx: click.Context) -> Settings:
 def _needs_broker(settings: Settings, what: str) -> None:
     """An engine, or a read dispatched to engines, on the in-process ``memory://`` transport
     would wait forever for jobs or replies no other process can send: refuse it."""
-    from hub.errors import ConfigurationError
+    from cim_schemas.errors import ConfigurationError
 
     if settings.amqp.url.startswith("memory://"):
         raise ConfigurationError(

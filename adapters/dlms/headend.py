@@ -40,6 +40,7 @@ from adapters.dlms.read_targets import ConfiguredTargets
 from adapters.dlms.runners import AmqpRunner, InProcessRunner, JobRunner, failed_report
 from adapters.dlms.scheduler import JobRecorder, JobScheduler
 from adapters.dlms.sessions import one_at_a_time
+from cim_schemas.errors import AmihubError, ConfigurationError
 from hes.client.session import ClientIdentity
 from hes.controls import (
     SUPPORTED,
@@ -59,7 +60,6 @@ from hes.engine import (
 from hes.meter_events import failure_security_events
 from hes.security.keyfile import KeyStoreFile, KeyStoreUnreadable
 from hes.security.keywatch import KeyStoreSource
-from hub.errors import AmihubError, ConfigurationError
 from hub.headend import (
     ControlJournal,
     ControlReport,

@@ -41,7 +41,7 @@ from kombu.entity import Queue
 
 from adapters.amqp.connection import make_connection
 from adapters.amqp.publisher import ConfirmingPublisher, Outgoing
-from hub.errors import AmihubError
+from cim_schemas.errors import AmihubError
 from hub.headend import ControlRequest
 from hub.settings import AmqpSettings, HesSettings
 

@@ -30,6 +30,7 @@ from rich.table import Table
 
 from adapters.dlms.counters import StoredMeterCounters
 from adapters.dlms.directory import MeterDirectory
+from cim_schemas.errors import AmihubError, ConfigurationError
 from hes.client.session import ClientIdentity, Security
 from hes.engine import EnginePolicy, MeterTarget, tcp_sessions
 from hes.security.keychange import (
@@ -44,7 +45,6 @@ from hes.security.keychange import (
 from hes.security.keyfile import KeyStoreFile
 from hes.security.keystore import MASTER_KEY_LENGTH, KeyStore
 from hub.console import make_console
-from hub.errors import AmihubError, ConfigurationError
 from hub.settings import Settings
 
 out = make_console()

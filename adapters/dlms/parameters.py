@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from cim_schemas.errors import ConfigurationError
 from hes import controls
 from hes.dlms.cosem_data import ActivityCalendar, Day, DayAction, Season, Week
 from hub import control_parameters as cp
-from hub.errors import ConfigurationError
 
 
 def activity_calendar(calendar: cp.TouCalendar) -> ActivityCalendar:

@@ -32,8 +32,8 @@ import logging
 from typing import TYPE_CHECKING
 
 from adapters.dlms.push_writer import PushWriter
+from cim_schemas.errors import ConfigurationError, RecoverableError
 from hes.push import MdmPushSink, PushDecoder, PushListener
-from hub.errors import ConfigurationError, RecoverableError
 from hub.headend import HeadEndOutbox
 from hub.settings import HesPushSettings
 

@@ -7,7 +7,7 @@ TCP slows the meters down). The writer thread takes what has arrived, up to
 :meth:`hes.push.MdmPushSink.write` (one transaction: readings, events, security events
 and their EventMessages).
 
-A batch the store cannot take now (:class:`hub.errors.RecoverableError`) is kept and
+A batch the store cannot take now (:class:`cim_schemas.errors.RecoverableError`) is kept and
 tried again with a doubling delay, so nothing is lost while the database is away. A
 batch refused for good (any other error) is written again push by push, so that one
 bad push does not take the others with it; a push that fails alone is logged (meter,
@@ -24,8 +24,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from cim_schemas.errors import RecoverableError
 from hes.push import PushedData, PushWrite, SecurityEvent
-from hub.errors import RecoverableError
 from mdm.backoff import Backoff
 
 log = logging.getLogger("amihub.hes.push")

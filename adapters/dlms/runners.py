@@ -23,6 +23,7 @@ from datetime import UTC, datetime
 from typing import Protocol
 
 from adapters.dlms.directory import MeterDirectory
+from cim_schemas.errors import TransportUnavailable
 from hes.controls import EVENTS
 from hes.engine import (
     EnginePolicy,
@@ -33,7 +34,6 @@ from hes.engine import (
     ResultPublisher,
     SessionFactory,
 )
-from hub.errors import TransportUnavailable
 from hub.headend import ControlReport, ControlRequest, DeviceResult
 from hub.settings import AmqpSettings, HesSettings
 from mdm.model import IngestStats

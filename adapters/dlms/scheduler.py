@@ -31,7 +31,7 @@ from datetime import datetime, timedelta
 from typing import Protocol
 
 from adapters.dlms.runners import ControlRun, JobRunner, ReadRun, failed_report
-from hub.errors import AmihubError
+from cim_schemas.errors import AmihubError
 from hub.headend import ControlReport, ControlRequest
 from mdm.hes_jobs import ACTIVE, FINISHED, RUNNING, HeadEndJob, JobKind
 from mdm.ports import UnitOfWork, UnitOfWorkFactory

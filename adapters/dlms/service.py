@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 
 from adapters.dlms.configured_schedules import sync_read_schedules
 from adapters.dlms.headend import DlmsHeadEnd
-from hub.errors import ConfigurationError
+from cim_schemas.errors import ConfigurationError
 
 if TYPE_CHECKING:
     from hub.bootstrap import App

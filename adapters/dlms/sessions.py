@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import threading
 
+from cim_schemas.errors import MeterUnreachable
 from hes.client.session import DelegatingSession, MeterSession
 from hes.engine import MeterTarget, SessionFactory
-from hub.errors import MeterUnreachable
 
 
 class _Locked(DelegatingSession):

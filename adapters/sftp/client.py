@@ -1,14 +1,14 @@
 """Push a file to a partner's SFTP server (paramiko client).
 
 - The server's host key must be in the configured ``known_hosts`` file; an
-  unknown or changed key is a :class:`hub.errors.SecurityViolation` (never retried).
+  unknown or changed key is a :class:`cim_schemas.errors.SecurityViolation` (never retried).
 - The file is written under a temporary dot-name (``.<name>.<random>.part``) in
   the remote folder and renamed to its name only once complete (POSIX rename
   when the server offers it, otherwise remove + rename), so the partner never
   picks up half a file.
 - Network trouble (refused, reset, timeout) is a
-  :class:`hub.errors.TransportUnavailable` and is retried with exponential
-  backoff; a refused login is :class:`hub.errors.NotAuthorised`; the server
+  :class:`cim_schemas.errors.TransportUnavailable` and is retried with exponential
+  backoff; a refused login is :class:`cim_schemas.errors.NotAuthorised`; the server
   refusing the write (no such folder, permission) is :class:`PushRefused`.
 - The :class:`PushReceipt` says what landed where (size, SHA-256, attempts) for
   the caller to record.
@@ -29,7 +29,7 @@ from pathlib import Path
 
 import paramiko
 
-from hub.errors import (
+from cim_schemas.errors import (
     ConfigurationError,
     NotAuthorised,
     PermanentError,

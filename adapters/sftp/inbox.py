@@ -16,10 +16,10 @@ applied again: the file goes to ``error/`` with a report saying so. Otherwise
 the handler gets it and says whether it was applied:
 
 - applied: the file goes to ``archive/``, its checksum into the ledger;
-- refused (handler outcome not ok, or a :class:`hub.errors.PermanentError`, or
+- refused (handler outcome not ok, or a :class:`cim_schemas.errors.PermanentError`, or
   an unexpected exception): the file goes to ``error/`` with ``<name>.error.txt``
   beside it;
-- :class:`hub.errors.RecoverableError` (store down): the file goes back to
+- :class:`cim_schemas.errors.RecoverableError` (store down): the file goes back to
   ``inbox/`` and is tried again later.
 
 Either way a result file ``outbox/<name>.result.txt`` is written (atomically) for
@@ -49,7 +49,7 @@ from adapters.sftp.server import (
     prepare_home,
     write_atomic,
 )
-from hub.errors import (
+from cim_schemas.errors import (
     AmihubError,
     ConfigurationError,
     MessageRejected,

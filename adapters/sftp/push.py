@@ -23,7 +23,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 from adapters.sftp.client import PushReceipt, PushTarget, RetryPolicy, push_file
-from hub.errors import ConfigurationError, NotAuthorised, PermanentError
+from cim_schemas.errors import ConfigurationError, NotAuthorised, PermanentError
 from hub.messages import ReplyRoute
 from hub.settings import SftpPushTargetSettings, SftpSettings
 from mdm.ports import OutboxItem

@@ -50,7 +50,7 @@ from paramiko.common import (
 )
 from paramiko.sftp import SFTP_FAILURE, SFTP_OK, SFTP_OP_UNSUPPORTED, SFTP_PERMISSION_DENIED
 
-from hub.errors import ConfigurationError
+from cim_schemas.errors import ConfigurationError
 
 if TYPE_CHECKING:
     from typing_extensions import Buffer  # types only (collections.abc.Buffer is 3.12+)

@@ -49,7 +49,7 @@ from adapters.sftp.inbox import (
     import_handler,
 )
 from adapters.sftp.server import AuthEvent, PartnerAccount, SftpServer, SftpServerConfig
-from hub.errors import AmihubError, ConfigurationError
+from cim_schemas.errors import AmihubError, ConfigurationError
 from hub.messages import InboundMessage
 from hub.messages import Outcome as HubOutcome
 from hub.outbox import OutboxDispatcher

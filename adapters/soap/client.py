@@ -1,7 +1,7 @@
 """Outbound SOAP with zeep: async replies to Reply<Noun>, events to Send<Noun>.
 
 Items come from the transactional outbox (channel ``soap``); the dispatcher in
-:mod:`hub.outbox` retries what raises :class:`~hub.errors.TransportUnavailable`
+:mod:`hub.outbox` retries what raises :class:`~cim_schemas.errors.TransportUnavailable`
 with backoff and dead-letters after the configured attempts. The body is our own
 already rendered message element; zeep posts it in a SOAP envelope with the
 operation's soapAction from our WSDL and parses the answer (a Fault raises).
@@ -24,8 +24,8 @@ from zeep.exceptions import Fault as ZeepFault
 from zeep.exceptions import TransportError
 
 from adapters.soap.catalogue import OUTBOUND, ServiceSpec
+from cim_schemas.errors import PermanentError, TransportUnavailable
 from cim_schemas.xml import parse_bytes
-from hub.errors import PermanentError, TransportUnavailable
 from mdm.ports import OutboxItem
 
 log = logging.getLogger("amihub.soap.client")

@@ -51,8 +51,8 @@ from adapters.soap.client import CHANNEL
 from adapters.soap.wsdl import WsdlStore
 from cim_schemas import envelope
 from cim_schemas.envelope import Header, Reply
+from cim_schemas.errors import AmihubError, ErrorDetail, MessageRejected, RecoverableError
 from cim_schemas.xml import parse_bytes
-from hub.errors import AmihubError, ErrorDetail, MessageRejected, RecoverableError
 from hub.messages import InboundMessage, Outcome, ReplyRoute
 from hub.pipeline import Pipeline
 from hub.security import Principal

@@ -22,7 +22,7 @@ from adapters.soap.client import CHANNEL, SoapSender
 from adapters.soap.front import GatedServer, GatedTLSAdapter
 from adapters.soap.gateway import AccessLog, SoapGateway
 from cim_schemas import schemas
-from hub.errors import ConfigurationError
+from cim_schemas.errors import ConfigurationError
 from hub.outbox import OutboxDispatcher, RetryPolicy
 from hub.security import UserDirectory, address_allowed
 from hub.settings import Settings, SoapSettings

@@ -22,7 +22,7 @@ from sqlalchemy import Connection, insert
 from sqlalchemy.dialects import sqlite
 
 from adapters.sql import tables as t
-from hub.errors import PermanentError, StoreUnavailable
+from cim_schemas.errors import PermanentError, StoreUnavailable
 from mdm.ports import AnsweredMessage, AppliedMessage
 
 _PG_RECORD: Final = """

@@ -21,7 +21,7 @@ rows a message, no update). SQLite: the same with two executemany statements.
 
 The MessageID is claimed by the row itself: the unique index on ``(source,
 message_id)`` refuses one claimed meanwhile by another process, raised as
-:class:`hub.errors.StoreUnavailable` (the caller's transaction is rolled back and
+:class:`cim_schemas.errors.StoreUnavailable` (the caller's transaction is rolled back and
 the batch retried one by one, where the duplicate is answered with the stored reply).
 """
 
@@ -39,7 +39,7 @@ from sqlalchemy import exc as sa_exc
 from adapters.sql import tables as t
 from adapters.sql.answered import log_row
 from adapters.sql.errors import is_unique_violation
-from hub.errors import PermanentError, StoreUnavailable
+from cim_schemas.errors import PermanentError, StoreUnavailable
 from mdm.ports import AppliedMessage
 
 _CLAIMED: Final = "a MessageID of the batch was claimed by another process meanwhile; retry"

@@ -10,7 +10,7 @@ thread.
 It never merges, and it does not probe first: the primary key is the check. A
 reading stored already (every stored key is in ``reading``, its earlier
 versions in ``reading_history``) or repeated in the input makes the COPY fail
-with a unique violation, raised as :class:`hub.errors.FastPathConflict`; the
+with a unique violation, raised as :class:`cim_schemas.errors.FastPathConflict`; the
 caller rolls the transaction back and runs the exact staged path (versions,
 duplicates reported per item). So a re-sent message costs at most one batch of
 wasted work, a new one half the
@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 import psycopg
 
 from adapters.sql.types import copy_text
-from hub.errors import FastPathConflict, PermanentError, StoreUnavailable
+from cim_schemas.errors import FastPathConflict, PermanentError, StoreUnavailable
 from mdm.model import DeviceRef, IngestStats
 from mdm.ports import ReadingBlock, StagedReading, StagingResult
 

@@ -27,7 +27,7 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import URL, Connection, make_url
 from sqlalchemy.pool import ConnectionPoolEntry
 
-from hub.errors import ConfigurationError
+from cim_schemas.errors import ConfigurationError
 
 if TYPE_CHECKING:
     from hub.settings import StoreSettings

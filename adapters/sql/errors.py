@@ -2,15 +2,15 @@
 
 * connection lost / refused, lock timeouts, serialisation failures, deadlocks, a
   statement over ``statement_timeout``, a session ended by
-  ``idle_in_transaction_session_timeout`` -> :class:`hub.errors.StoreUnavailable`
+  ``idle_in_transaction_session_timeout`` -> :class:`cim_schemas.errors.StoreUnavailable`
   (recoverable: retry);
-* schema missing -> :class:`hub.errors.ConfigurationError` (run ``amihub`` migrations);
+* schema missing -> :class:`cim_schemas.errors.ConfigurationError` (run ``amihub`` migrations);
 * constraint violations the caller can act on are raised by the repositories as
-  :class:`hub.errors.PayloadInvalid` with a published code (2007 already exists,
+  :class:`cim_schemas.errors.PayloadInvalid` with a published code (2007 already exists,
   2008 not found, 2009 invalid state change) or
-  :class:`hub.errors.ReplayConflict` (1007); any other integrity or data error
+  :class:`cim_schemas.errors.ReplayConflict` (1007); any other integrity or data error
   -> ``PayloadInvalid`` code 2013;
-* anything else -> :class:`hub.errors.PermanentError`.
+* anything else -> :class:`cim_schemas.errors.PermanentError`.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from typing import ParamSpec, TypeVar
 
 from sqlalchemy import exc as sa_exc
 
-from hub.errors import (
+from cim_schemas.errors import (
     AmihubError,
     ConfigurationError,
     PayloadInvalid,

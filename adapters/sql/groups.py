@@ -20,7 +20,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from adapters.sql import tables as t
 from adapters.sql.errors import already_exists, guarded, is_unique_violation, not_found
 from adapters.sql.registry import _Repo
-from hub.errors import PayloadInvalid
+from cim_schemas.errors import PayloadInvalid
 from mdm.groups import EndDeviceGroup, MrIdList
 from mdm.model import DeviceRef
 

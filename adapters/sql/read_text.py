@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 import psycopg
 
-from hub.errors import PermanentError, StoreUnavailable
+from cim_schemas.errors import PermanentError, StoreUnavailable
 from mdm.model import DeviceRef
 from mdm.ports import MeterTexts, ReadingText
 

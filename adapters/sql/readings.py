@@ -33,7 +33,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from adapters.sql import tables as t
 from adapters.sql.errors import guard, guarded, is_unique_violation, translate
 from adapters.sql.types import COPY_SPECIALS, UTCDateTime, copy_text, decimal_text, sqlite_ts
-from hub.errors import StoreUnavailable
+from cim_schemas.errors import StoreUnavailable
 from mdm.model import DeviceRef, IngestStats, StoredReading
 from mdm.ports import (
     DuplicateReading,

@@ -23,7 +23,7 @@ from adapters.sql.errors import (
     not_found,
 )
 from adapters.sql.types import fit
-from hub.errors import PayloadInvalid, ReplayConflict, StoreUnavailable
+from cim_schemas.errors import PayloadInvalid, ReplayConflict, StoreUnavailable
 from mdm.model import (
     DeviceKind,
     DeviceRef,

@@ -42,7 +42,7 @@ from adapters.web.hub_app import HubApp
 from adapters.web.observability import HTTP_SECONDS, Exposition, readiness
 from adapters.web.operations import Forbidden, NotFound, Operations, Refused
 from adapters.web.ui import ui
-from hub.errors import AmihubError, RecoverableError
+from cim_schemas.errors import AmihubError, RecoverableError
 from hub.logs import action_id, request_id
 from hub.security import Principal, UserDirectory
 from hub.web_settings import WebSettings

@@ -26,7 +26,7 @@ from typing import Any, cast
 from adapters.web.hub_app import HubApp
 from cim_schemas.codes import event_type as et
 from cim_schemas.envelope import Header, render_request
-from hub.errors import AmihubError, ErrorDetail
+from cim_schemas.errors import AmihubError, ErrorDetail
 from hub.logs import bound
 from hub.messages import InboundMessage, Outcome
 from hub.security import Principal

@@ -16,7 +16,7 @@ from cheroot.ssl.builtin import BuiltinSSLAdapter
 
 from adapters.web.app import create_app
 from adapters.web.hub_app import HubApp
-from hub.errors import ConfigurationError
+from cim_schemas.errors import ConfigurationError
 from hub.web_settings import WebSettings
 
 log = logging.getLogger("amihub.web")

@@ -16,6 +16,7 @@ from decimal import Decimal
 
 from lxml import etree
 
+from cim_schemas.errors import PayloadInvalid
 from cim_schemas.schemas import local_xpath
 from cim_schemas.values import (
     format_bool,
@@ -26,7 +27,6 @@ from cim_schemas.values import (
     parse_decimal,
     parse_int,
 )
-from hub.errors import PayloadInvalid
 
 # -- shared classes -----------------------------------------------------------------------
 

@@ -44,6 +44,7 @@ from gurux_dlms.objects import (
     GXDLMSRegister,
 )
 
+from cim_schemas.errors import NotAuthorised, PermanentError, RecoverableError, SecurityViolation
 from hes.client.transport import TcpTransport, Transport
 from hes.dlms import acse, axdr, compat
 from hes.dlms.acse import (
@@ -59,7 +60,6 @@ from hes.dlms.acse import (
 )
 from hes.dlms.wrapper import MANAGEMENT_CLIENT, PUBLIC_CLIENT
 from hes.security import gcm
-from hub.errors import NotAuthorised, PermanentError, RecoverableError, SecurityViolation
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """IO for the reading client: WRAPPER frames over a blocking TCP socket with timeouts.
 
 The only module of the client that touches a socket. Every network failure
-becomes :class:`hub.errors.MeterUnreachable` (recoverable: the engine retries).
+becomes :class:`cim_schemas.errors.MeterUnreachable` (recoverable: the engine retries).
 """
 
 from __future__ import annotations
@@ -9,9 +9,9 @@ from __future__ import annotations
 import socket
 from typing import Protocol
 
+from cim_schemas.errors import MeterUnreachable
 from hes.dlms import wrapper
 from hes.dlms.wrapper import WrapperFrame
-from hub.errors import MeterUnreachable
 
 
 class Transport(Protocol):

@@ -12,8 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import IntEnum
 
+from cim_schemas.errors import PermanentError, SecurityViolation
 from hes.security.gcm import decode_length, encode_length
-from hub.errors import PermanentError, SecurityViolation
 
 AARQ_TAG = 0x60
 AARE_TAG = 0x61

@@ -10,8 +10,8 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
+from cim_schemas.errors import PermanentError, SecurityViolation
 from hes.security.gcm import decode_length
-from hub.errors import PermanentError, SecurityViolation
 
 Value = None | bool | int | float | bytes | str | list["Value"]
 

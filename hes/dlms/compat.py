@@ -94,8 +94,8 @@ from gurux_dlms.objects import (
     GXDLMSSecuritySetup,
 )
 
+from cim_schemas.errors import PermanentError
 from hes.dlms.wrapper import WrapperFrame, decode
-from hub.errors import PermanentError
 
 GuruxObject = Any  # a gurux COSEM object: untyped library, kept inside hes.dlms
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
-from hub.errors import PermanentError
+from cim_schemas.errors import PermanentError
 
 WRAPPER_VERSION = 1
 HEADER = struct.Struct(">HHHH")

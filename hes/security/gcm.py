@@ -16,7 +16,7 @@ Security suite 0 (Green Book 9.2.7.2):
 * the tag is the GCM tag truncated to 12 bytes.
 
 Parsing ALWAYS verifies the tag: an APDU that is encrypted only (SC 0x20) or not
-protected at all is refused with :class:`hub.errors.SecurityViolation`, as is a
+protected at all is refused with :class:`cim_schemas.errors.SecurityViolation`, as is a
 wrong tag, an unknown suite, or an invocation counter that does not go forward
 (:class:`InvocationCounterTracker`).
 
@@ -37,7 +37,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from hub.errors import SecurityViolation
+from cim_schemas.errors import SecurityViolation
 
 TAG_LENGTH = 12
 SYSTEM_TITLE_LENGTH = 8

@@ -39,6 +39,7 @@ from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Protocol
 
+from cim_schemas.errors import AmihubError, MeterUnreachable
 from hes.client.session import (
     ActionRefused,
     AssociationRefused,
@@ -57,7 +58,6 @@ from hes.security.keywrap import (
     KeyId,
     encode_key_transfer,
 )
-from hub.errors import AmihubError, MeterUnreachable
 from mdm.ports import UnitOfWorkFactory
 
 log = logging.getLogger(__name__)

@@ -14,8 +14,8 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+from cim_schemas.errors import ConfigurationError
 from hes.security.keystore import KeyStore
-from hub.errors import ConfigurationError
 
 
 @dataclass(frozen=True)
@@ -71,7 +71,7 @@ class KeyStoreFile:
         replaced meanwhile is either read whole or not at all), every record checked
         under ``master_key`` (:meth:`KeyStore.verify`). Raises
         :class:`KeyStoreUnreadable` (no file, not a key store) or
-        :class:`hub.errors.SecurityViolation` (a record that does not decrypt)."""
+        :class:`cim_schemas.errors.SecurityViolation` (a record that does not decrypt)."""
         try:
             with open(self.path, "rb") as f:
                 signature = FileSignature.of(os.fstat(f.fileno()))

@@ -31,8 +31,8 @@ from dataclasses import dataclass
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from cim_schemas.errors import ConfigurationError, PermanentError, SecurityViolation
 from hes.security.gcm import KEY_LENGTH, SYSTEM_TITLE_LENGTH, SecurityKeys
-from hub.errors import ConfigurationError, PermanentError, SecurityViolation
 
 MASTER_KEY_LENGTH = 32
 FORMAT = "amihub-keystore-1"

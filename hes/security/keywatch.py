@@ -26,9 +26,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
+from cim_schemas.errors import AmihubError
 from hes.security.keyfile import FileSignature, KeyStoreFile
 from hes.security.keystore import KeyStore
-from hub.errors import AmihubError
 
 log = logging.getLogger(__name__)
 

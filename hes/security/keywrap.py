@@ -13,7 +13,7 @@ global keys with method 2 (``global_key_transfer``) of the security setup object
 
 (the layout gurux-dlms' ``GXDLMSSecuritySetup.globalKeyTransfer`` sends). A 16-byte
 key wraps to 24 bytes; unwrapping checks RFC 3394's integrity value, so a key wrapped
-under another KEK is detected and refused (:class:`hub.errors.SecurityViolation`).
+under another KEK is detected and refused (:class:`cim_schemas.errors.SecurityViolation`).
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ from typing import Any
 
 from cryptography.hazmat.primitives.keywrap import InvalidUnwrap, aes_key_unwrap, aes_key_wrap
 
+from cim_schemas.errors import SecurityViolation
 from hes.security.gcm import KEY_LENGTH, encode_length
-from hub.errors import SecurityViolation
 
 SECURITY_SETUP_CLASS = 64
 SECURITY_SETUP = "0.0.43.0.0.255"  # the management client association's security setup (IDIS)

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from enum import Enum
 
+from cim_schemas.errors import SecurityViolation
 from hes.dlms import acse, compat
 from hes.dlms.acse import (
     Aare,
@@ -36,7 +37,6 @@ from hes.dlms.wrapper import MANAGEMENT_CLIENT, PUBLIC_CLIENT
 from hes.security import gcm
 from hes.simulator.cosem import SERVER_MAX_PDU, MeterObjects
 from hes.simulator.meter import MeterState, SecurityPolicy
-from hub.errors import SecurityViolation
 
 log = logging.getLogger(__name__)
 

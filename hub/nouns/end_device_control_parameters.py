@@ -22,6 +22,7 @@ import re
 from typing import Final
 
 from cim_schemas.codes import event_type
+from cim_schemas.errors import ErrorDetail, by_mrid
 from cim_schemas.profiles.end_device_controls import EndDeviceControl
 from hub.control_parameters import (
     CalendarUpdate,
@@ -30,7 +31,6 @@ from hub.control_parameters import (
     ControlParameters,
     LoadLimit,
 )
-from hub.errors import ErrorDetail, by_mrid
 
 LOAD_LIMIT_SET: Final = str(event_type.LOAD_LIMIT_SET)  # 3.15.0.18
 TOU_CALENDAR_UPDATE: Final = str(event_type.TARIFF_CHANGE)  # 3.20.0.24

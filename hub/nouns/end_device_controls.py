@@ -41,15 +41,7 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from cim_schemas.codes import event_type
-from cim_schemas.profiles.common import IdentifiedObject
-from cim_schemas.profiles.end_device_controls import (
-    EndDeviceControl,
-    EndDeviceControls,
-    parse_end_device_controls,
-    render_end_device_controls,
-)
-from hub.control_parameters import ControlLibrary
-from hub.errors import (
+from cim_schemas.errors import (
     AmihubError,
     ErrorDetail,
     MessageRejected,
@@ -58,6 +50,14 @@ from hub.errors import (
     by_name,
     named_object,
 )
+from cim_schemas.profiles.common import IdentifiedObject
+from cim_schemas.profiles.end_device_controls import (
+    EndDeviceControl,
+    EndDeviceControls,
+    parse_end_device_controls,
+    render_end_device_controls,
+)
+from hub.control_parameters import ControlLibrary
 from hub.headend import ControlJournal, ControlRequest, HeadEnd, JobNotCancellable, UnknownJob
 from hub.nouns.end_device_control_parameters import control_parameters
 from hub.routing import MessageFrame, RouteContext, RouteResult

@@ -29,6 +29,7 @@ from lxml import etree
 
 from cim_schemas.codes import event_type
 from cim_schemas.envelope import RequestInfo
+from cim_schemas.errors import ErrorDetail, PayloadInvalid, named_object
 from cim_schemas.profiles.common import IdentifiedObject
 from cim_schemas.profiles.end_device_events import (
     EndDeviceEvents,
@@ -36,7 +37,6 @@ from cim_schemas.profiles.end_device_events import (
     render_end_device_events,
 )
 from cim_schemas.values import parse_datetime
-from hub.errors import ErrorDetail, PayloadInvalid, named_object
 from hub.headend import cim_event
 from hub.routing import MessageFrame, RouteContext, RouteResult
 from mdm.model import DeviceRef, EndDeviceEvent

@@ -25,6 +25,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Final
 
+from cim_schemas.errors import ErrorDetail, ItemRejected, PayloadInvalid, by_mrid, named_object
 from cim_schemas.profiles.common import Name
 from cim_schemas.profiles.end_device_groups import (
     EndDeviceGroup,
@@ -32,7 +33,6 @@ from cim_schemas.profiles.end_device_groups import (
     parse_end_device_groups,
     render_end_device_groups,
 )
-from hub.errors import ErrorDetail, ItemRejected, PayloadInvalid, by_mrid, named_object
 from hub.nouns.end_device_controls import _ref
 from hub.routing import MessageFrame, RouteContext, RouteResult
 from mdm.group_commands import (

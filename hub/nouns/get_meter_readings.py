@@ -43,6 +43,7 @@ from lxml import etree
 
 from cim_schemas.codes.reading_type import ReadingType
 from cim_schemas.envelope import Header, Reply, RequestInfo, response_writer
+from cim_schemas.errors import ErrorDetail, ItemRejected, PayloadInvalid, named_object
 from cim_schemas.namespaces import profile_ns
 from cim_schemas.profiles._common import IdentifiedObject
 from cim_schemas.profiles.get_meter_readings import (
@@ -50,7 +51,6 @@ from cim_schemas.profiles.get_meter_readings import (
     GetMeterReadings,
     parse_get_meter_readings,
 )
-from hub.errors import ErrorDetail, ItemRejected, PayloadInvalid, named_object
 from hub.routing import MessageFrame, RouteContext, RouteResult
 from mdm.commands import QueryMeterReadings
 from mdm.handlers import ReadingQueryResult

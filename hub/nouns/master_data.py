@@ -27,12 +27,12 @@ from typing import Any, Final
 
 from lxml import etree
 
+from cim_schemas.errors import ItemRejected, PayloadInvalid, by_mrid
 from cim_schemas.profiles.common import ConfigurationEvent, IdentifiedObject, Name
 from cim_schemas.profiles.master_data_linkage_config import parse_master_data_linkage_config
 from cim_schemas.profiles.meter_config import Meter, parse_meter_config
 from cim_schemas.profiles.usage_point_config import UsagePoint as CimUsagePoint
 from cim_schemas.profiles.usage_point_config import parse_usage_point_config
-from hub.errors import ItemRejected, PayloadInvalid, by_mrid
 from hub.routing import MessageFrame, RouteContext, RouteResult
 from mdm.commands import (
     ChangeMeter,

@@ -44,8 +44,8 @@ from decimal import Decimal
 from typing import Final, Protocol
 
 from cim_schemas.codes.reading_type import ReadingType
+from cim_schemas.errors import ErrorDetail, MessageRejected, PayloadInvalid, by_mrid
 from cim_schemas.profiles.meter_read_schedule import parse_meter_read_schedule
-from hub.errors import ErrorDetail, MessageRejected, PayloadInvalid, by_mrid
 from hub.headend import HeadEnd, HeadEndOutbox, MeterRead
 from hub.nouns.end_device_controls import resolve_targets
 from hub.nouns.read_schedules import StoredSchedule, cancel_schedules, store_schedule

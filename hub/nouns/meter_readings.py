@@ -21,8 +21,8 @@ from lxml import etree
 
 from cim_schemas.codes.quality import ReadingQualityType
 from cim_schemas.codes.reading_type import ReadingType
+from cim_schemas.errors import BatchConflict, ErrorDetail, PayloadInvalid, named_object
 from cim_schemas.namespaces import profile_ns
-from hub.errors import BatchConflict, ErrorDetail, PayloadInvalid, named_object
 from hub.routing import MessageFrame, RouteContext, RouteResult, XmlEvents
 from mdm.commands import MeterItem, ReadingFeedChunk, StoreMeterReadings
 from mdm.model import DeviceRef

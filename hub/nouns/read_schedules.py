@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from decimal import Decimal
 
+from cim_schemas.errors import AmihubError, ErrorDetail, by_mrid
 from cim_schemas.profiles.common import DateTimeInterval, IdentifiedObject
 from cim_schemas.profiles.meter_read_schedule import (
     MeterReadSchedule,
@@ -20,7 +21,6 @@ from cim_schemas.profiles.meter_read_schedule import (
     TimeSchedule,
     render_meter_read_schedule,
 )
-from hub.errors import AmihubError, ErrorDetail, by_mrid
 from hub.nouns.read_timing import Timing
 from hub.routing import RouteContext, RouteResult
 from mdm.hes_jobs import ACTIVE, CANCELLABLE, CONFIGURED, HeadEndJob, JobKind

@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Final
 
+from cim_schemas.errors import ErrorDetail
 from cim_schemas.profiles.meter_read_schedule import TimeSchedule
-from hub.errors import ErrorDetail
 from mdm.recurrence import Recurrence
 
 #: the shortest period: one load profile interval

@@ -14,6 +14,7 @@ from sqlalchemy import Engine
 from adapters.sql.engine import make_engine
 from adapters.sql.migrate import upgrade
 from adapters.sql.uow import SqlUnitOfWorkFactory
+from cim_schemas.errors import StoreUnavailable
 from hes.client.session import ClientIdentity, MeterCredentials, Security
 from hes.controls import (
     FIRMWARE_UPDATE,
@@ -40,7 +41,6 @@ from hes.push import MdmPushSink, PushDecoder, PushListener
 from hes.security.gcm import SecurityKeys
 from hes.simulator.fleet import Fleet, SimulatorThread
 from hes.simulator.meter import EventCode, interval_end, interval_index, make_firmware_image
-from hub.errors import StoreUnavailable
 from hub.headend import HeadEndOutbox
 from hub.settings import Settings, load_settings
 from mdm.model import DeviceRef, EndDevice, EndDeviceEvent, Utility

@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from cim_schemas.codes import event_type
+from cim_schemas.errors import ConfigurationError
 from hes.client.session import ClientIdentity, MeterCredentials, Security
 from hes.controls import (
     CLOCK_SET,
@@ -21,7 +22,6 @@ from hes.controls import (
 from hes.engine import EnginePolicy, MeterTarget, tcp_sessions
 from hes.simulator.fleet import Fleet, SimulatorThread
 from hes.simulator.meter import ControlState, EventCode
-from hub.errors import ConfigurationError
 from tests.conftest import free_port
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from cim_schemas.codes import event_type
+from cim_schemas.errors import ConfigurationError
 from hes.client.session import ClientIdentity
 from hes.controls import (
     FIRMWARE_UPDATE,
@@ -35,7 +36,6 @@ from hes.simulator.meter import (
     ImageTransferStatus,
     make_firmware_image,
 )
-from hub.errors import ConfigurationError
 from tests.conftest import free_port
 from tests.integration.hes.test_controls import _targets
 

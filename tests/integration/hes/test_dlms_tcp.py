@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from cim_schemas.errors import MeterUnreachable, SecurityViolation
 from hes.client.session import (
     AssociationRefused,
     ClientIdentity,
@@ -28,7 +29,6 @@ from hes.simulator.meter import (
     interval_end,
     interval_index,
 )
-from hub.errors import MeterUnreachable, SecurityViolation
 from tests.conftest import free_port, unavailable
 
 REGISTERS = ["1.0.1.8.0.255", "1.0.2.8.0.255", "1.0.1.8.1.255", "1.0.1.8.2.255"]

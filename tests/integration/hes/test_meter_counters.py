@@ -18,6 +18,7 @@ from adapters.dlms.counters import StoredMeterCounters
 from adapters.sql.engine import make_engine
 from adapters.sql.migrate import upgrade
 from adapters.sql.uow import SqlUnitOfWorkFactory
+from cim_schemas.errors import StoreUnavailable
 from hes.cli import fleet_manifest
 from hes.client.session import ClientIdentity
 from hes.engine import (
@@ -33,7 +34,6 @@ from hes.security.gcm import InvocationCounter
 from hes.simulator.fleet import Fleet, SimulatorThread
 from hes.simulator.meter import interval_end, interval_index
 from hub.bootstrap import bootstrap
-from hub.errors import StoreUnavailable
 from hub.headend import HeadEndOutbox
 from hub.settings import load_settings
 from mdm.model import EndDevice, IngestStats, Utility

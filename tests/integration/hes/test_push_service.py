@@ -24,6 +24,7 @@ from adapters.sql.engine import make_engine
 from adapters.sql.migrate import upgrade
 from adapters.sql.uow import SqlUnitOfWorkFactory
 from cim_schemas.codes.reading_type import obis_to_reading_type
+from cim_schemas.errors import ConfigurationError
 from hes.cli import fleet_manifest
 from hes.dlms.wrapper import MANAGEMENT_LOGICAL_DEVICE, WrapperFrame
 from hes.push import MdmPushSink, PushedData, notification
@@ -31,7 +32,6 @@ from hes.security import gcm
 from hes.simulator.fleet import PUSH_CLIENT, Fleet
 from hes.simulator.meter import EventCode, SecurityPolicy, interval_end
 from hub.bootstrap import App, bootstrap
-from hub.errors import ConfigurationError
 from hub.headend import HeadEndOutbox
 from hub.serve import enabled_services
 from hub.settings import load_settings

@@ -25,7 +25,7 @@ from adapters.sftp.inbox import (
 )
 from adapters.sftp.server import SftpServer, SftpServerConfig
 from adapters.sql import SqlUnitOfWorkFactory, make_engine, upgrade
-from hub.errors import StoreUnavailable
+from cim_schemas.errors import StoreUnavailable
 from mappings.importer import import_file
 from mappings.load import BUILTIN_DIR, load_dir
 from mdm.model import EndDevice, Utility

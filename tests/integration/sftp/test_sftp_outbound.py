@@ -16,7 +16,7 @@ import pytest
 from sftp_fixtures import KeyPair, make_key, need_sshd
 
 from adapters.sftp.client import PushRefused, PushTarget, RetryPolicy, push_file
-from hub.errors import NotAuthorised, SecurityViolation, TransportUnavailable
+from cim_schemas.errors import NotAuthorised, SecurityViolation, TransportUnavailable
 from tests.conftest import free_port
 
 

@@ -11,8 +11,8 @@ import pytest
 from sftp_fixtures import make_key, need_openssh_client
 
 from adapters.sftp.service import SftpService, build
+from cim_schemas.errors import ConfigurationError
 from hub.bootstrap import bootstrap
-from hub.errors import ConfigurationError
 from hub.settings import Settings, SftpPartnerSettings, SftpSettings
 from mappings.load import BUILTIN_DIR
 from mdm.model import EndDevice

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import requests
 
+from cim_schemas.errors import ConfigurationError
 from hub.bootstrap import ensure_utility
-from hub.errors import ConfigurationError
 from hub.settings import load_settings
 from tests.integration.soap.conftest import Receiver, Server, header, start_server, zeep_client
 from tests.integration.soap.test_bad_input import envelope, fault_of, get_body, post

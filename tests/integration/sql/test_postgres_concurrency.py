@@ -12,7 +12,7 @@ from sqlalchemy import Engine
 
 import adapters.sql.readings as readings_module
 from adapters.sql import SqlUnitOfWorkFactory, make_engine, upgrade
-from hub.errors import StoreUnavailable
+from cim_schemas.errors import StoreUnavailable
 from mdm.model import DeviceRef, EndDevice, IngestStats, Utility
 from mdm.ports import StagedReading, StagingResult
 from tests.postgres import lock_waiters

@@ -11,7 +11,7 @@ from sqlalchemy import text
 
 from adapters.sql.engine import store_engine
 from adapters.sql.errors import translate
-from hub.errors import StoreUnavailable
+from cim_schemas.errors import StoreUnavailable
 from hub.settings import StoreSettings, load_settings
 
 

@@ -11,8 +11,8 @@ from lxml import etree
 from adapters.amqp.client import AmqpClient
 from adapters.amqp.mapping import MappingGate
 from adapters.amqp.service import event_destination, queue_destination
+from cim_schemas.errors import StoreUnavailable
 from hub.bootstrap import App
-from hub.errors import StoreUnavailable
 from hub.messages import InboundMessage, Outcome
 from hub.pipeline import Pipeline
 from hub.security import UserSettings

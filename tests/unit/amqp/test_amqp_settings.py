@@ -8,7 +8,7 @@ import pytest
 
 from adapters.amqp.connection import Backoff, make_connection, ssl_options
 from adapters.amqp.topology import Topology
-from hub.errors import ConfigurationError
+from cim_schemas.errors import ConfigurationError
 from hub.settings import AmqpSettings, load_settings
 
 

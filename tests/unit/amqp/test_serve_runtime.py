@@ -9,8 +9,8 @@ import time
 
 import pytest
 
+from cim_schemas.errors import ConfigurationError
 from hub.bootstrap import App
-from hub.errors import ConfigurationError
 from hub.serve import run_services
 from hub.settings import load_settings
 from tests.unit.amqp.partner import unique_settings

@@ -13,12 +13,12 @@ import pytest
 from lxml import etree
 
 from cim_schemas import envelope as env
+from cim_schemas.errors import ErrorDetail, ErrorLevel, HeaderInvalid, NotAnEnvelope
 from cim_schemas.namespaces import GET_METER_READINGS_MESSAGE_NS, MESSAGE_NS, message_ns
 from cim_schemas.profiles import get_meter_readings as gmr
 from cim_schemas.profiles import meter_readings as mr
 from cim_schemas.profiles.common import IdentifiedObject
 from cim_schemas.xml import parse_bytes
-from hub.errors import ErrorDetail, ErrorLevel, HeaderInvalid, NotAnEnvelope
 
 Golden = Callable[[str], etree._ElementTree]
 Valid = Callable[[bytes | etree._Element], etree._Element]

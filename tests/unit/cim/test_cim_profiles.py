@@ -14,6 +14,7 @@ import pytest
 from lxml import etree
 
 from cim_schemas import envelope as env
+from cim_schemas.errors import PayloadInvalid
 from cim_schemas.profiles import (
     MODULES,
     codec,
@@ -38,7 +39,6 @@ from cim_schemas.profiles.common import (
     Status,
 )
 from cim_schemas.xml import parse_bytes
-from hub.errors import PayloadInvalid
 
 Golden = Callable[[str], etree._ElementTree]
 Valid = Callable[[bytes | etree._Element], etree._Element]

@@ -143,8 +143,8 @@ def test_local_xpath_indexes_only_repeated_names() -> None:
 def test_streaming_validation_with_the_cached_schema() -> None:
     from pathlib import Path
 
+    from cim_schemas.errors import SchemaInvalid
     from cim_schemas.xml import LimitedReader, iterparse
-    from hub.errors import SchemaInvalid
 
     data = Path(__file__).parent / "data"
     with (data / "created_meter_readings.xml").open("rb") as f:

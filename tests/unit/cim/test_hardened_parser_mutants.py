@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
+from cim_schemas.errors import NotWellFormed
 from cim_schemas.xml import LimitedReader, parse_bytes
-from hub.errors import NotWellFormed
 
 
 def in_a_new_thread(job: Callable[[], Any]) -> Any:
@@ -76,8 +76,8 @@ LATE_DOCTYPE = b"<!--" + b"x" * 70_000 + b'-->\n<!DOCTYPE a SYSTEM "file:///etc/
 
 
 def test_a_doctype_past_the_scanned_prolog_is_refused_by_the_stream() -> None:
+    from cim_schemas.errors import ForbiddenXml
     from cim_schemas.xml import iterparse
-    from hub.errors import ForbiddenXml
 
     with pytest.raises(ForbiddenXml) as caught:
         for _ in iterparse(LimitedReader(io.BytesIO(LATE_DOCTYPE), 1 << 20)):
@@ -90,7 +90,7 @@ def test_a_doctype_past_the_scanned_prolog_is_refused_by_the_stream() -> None:
 def test_a_doctype_past_the_scanned_prolog_is_refused_by_parse_bytes() -> None:
     """A prolog longer than the scan is refused before libxml2 could read a late
     DOCTYPE's external subset (a local file: found by make mutate, docs/testing.md)."""
-    from hub.errors import ForbiddenXml
+    from cim_schemas.errors import ForbiddenXml
 
     with pytest.raises(ForbiddenXml) as caught:
         parse_bytes(LATE_DOCTYPE)
@@ -108,8 +108,8 @@ def test_the_stream_drops_comments_and_pis_and_keeps_the_tags_asked_for() -> Non
 def test_stream_errors_are_told_apart() -> None:
     from datetime import UTC, datetime
 
+    from cim_schemas.errors import SchemaInvalid
     from cim_schemas.schemas import message_schema
-    from hub.errors import SchemaInvalid
     from hub.samples import meter_readings_bytes
 
     good = meter_readings_bytes(["M"], datetime(2026, 1, 1, tzinfo=UTC), 2)
@@ -128,7 +128,7 @@ def test_stream_errors_are_told_apart() -> None:
 
 
 def test_parse_bytes_limits_and_empty_input() -> None:
-    from hub.errors import ForbiddenXml, InputTooLarge
+    from cim_schemas.errors import ForbiddenXml, InputTooLarge
 
     doc = b"<a/>"
     assert parse_bytes(doc, max_bytes=len(doc)).getroot().tag == "a"
@@ -184,8 +184,8 @@ DOCTYPE = b'<!DOCTYPE a SYSTEM "file:///etc/passwd"><a/>'
     ],
 )
 def test_the_prolog_check_itself_refuses_a_doctype(prefix: bytes) -> None:
+    from cim_schemas.errors import ForbiddenXml
     from cim_schemas.xml import check_prolog
-    from hub.errors import ForbiddenXml
 
     with pytest.raises(ForbiddenXml) as caught:
         check_prolog(prefix)

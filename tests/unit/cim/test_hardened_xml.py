@@ -7,9 +7,9 @@ from datetime import UTC, datetime
 
 import pytest
 
+from cim_schemas.errors import ForbiddenXml, InputTooLarge, NotWellFormed, SchemaInvalid
 from cim_schemas.schemas import message_schema
 from cim_schemas.xml import LimitedReader, iterparse, parse_bytes
-from hub.errors import ForbiddenXml, InputTooLarge, NotWellFormed, SchemaInvalid
 from hub.samples import meter_readings_bytes
 
 BAD = meter_readings_bytes(["M"], datetime(2026, 1, 1, tzinfo=UTC), 2).replace(

@@ -1,7 +1,7 @@
 """Fuzzing the head-end's decoders of what meters send: A-XDR data, GET responses and
 pushes (plain and general-glo-ciphered under the meter's real keys, so the body parser
 behind the tag is reached). Seeded with real messages of the simulated meters. The only
-exceptions allowed out are amihub's own (hub.errors.AmihubError)."""
+exceptions allowed out are amihub's own (cim_schemas.errors.AmihubError)."""
 
 from __future__ import annotations
 
@@ -12,12 +12,12 @@ from datetime import UTC, datetime
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+from cim_schemas.errors import AmihubError
 from hes.dlms import axdr
 from hes.push import KnownMeter, PushDecoder, event_notification, notification
 from hes.security import gcm
 from hes.simulator.fleet import Fleet
 from hes.simulator.meter import default_calendar
-from hub.errors import AmihubError
 from tests.unit.fuzz.strategies import mutated
 
 AT = datetime(2026, 11, 24, 13, 15, tzinfo=UTC)

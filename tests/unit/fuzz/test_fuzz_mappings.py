@@ -16,8 +16,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from cim_schemas.errors import AmihubError
 from hub.bootstrap import App
-from hub.errors import AmihubError
 from hub.messages import InboundMessage
 from hub.variants import VARIANT
 from mappings.importer import ImportFile, apply_file, import_file

@@ -64,7 +64,7 @@ def test_get_responses() -> None:
 def test_nesting_is_bounded() -> None:
     """COSEM data nests a few levels; 1,000 levels in 2 KB are refused with the project's
     own error (a RecursionError before), and so is one level past the bound."""
-    from hub.errors import AmihubError
+    from cim_schemas.errors import AmihubError
 
     def nested(levels: int) -> bytes:
         return b"\x01\x01" * levels + b"\x00"

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from cim_schemas.errors import SecurityViolation
 from hes.security import gcm
-from hub.errors import SecurityViolation
 
 # Green Book (DLMS UA 1000-2) security suite 0 example: glo-get-request of the clock.
 GB_KEYS = gcm.SecurityKeys(

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from cim_schemas.errors import SecurityViolation
 from hes.security import gcm
-from hub.errors import SecurityViolation
 from tests.unit.hes.test_gcm import GB_KEYS, GB_PLAIN, GB_ST
 
 GDB = gcm.ApduTag.GENERAL_GLO_CIPHERING

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from cim_schemas.errors import SecurityViolation
 from hes.security.gcm import SecurityKeys
 from hes.security.keystore import KeyStore
 from hub.cli import cli
-from hub.errors import SecurityViolation
 
 OLD = bytes(range(32))
 NEW = bytes(range(32, 64))

@@ -6,9 +6,9 @@ import json
 
 import pytest
 
+from cim_schemas.errors import ConfigurationError, SecurityViolation
 from hes.security.gcm import SecurityKeys
 from hes.security.keystore import KeyStateError, KeyStore
-from hub.errors import ConfigurationError, SecurityViolation
 
 MASTER = bytes(range(32))
 KEYS = SecurityKeys(

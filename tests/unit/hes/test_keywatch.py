@@ -12,13 +12,13 @@ from pathlib import Path
 import pytest
 
 from adapters.dlms.directory import MeterDirectory
+from cim_schemas.errors import ConfigurationError, SecurityViolation
 from hes.cli import fleet_manifest
 from hes.security.gcm import SecurityKeys
 from hes.security.keyfile import FileSignature, KeyStoreFile, KeyStoreUnreadable
 from hes.security.keystore import KeyStore
 from hes.security.keywatch import KeyStoreSource, KeyStoreWatch
 from hes.simulator.fleet import Fleet
-from hub.errors import ConfigurationError, SecurityViolation
 
 MASTER = bytes(range(32))
 TITLE = b"SIM00001"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from gurux_dlms.secure.GXDLMSSecureClient import GXDLMSSecureClient
 
+from cim_schemas.errors import SecurityViolation
 from hes.dlms import axdr
 from hes.security.keywrap import (
     KeyId,
@@ -14,7 +15,6 @@ from hes.security.keywrap import (
     unwrap,
     wrap,
 )
-from hub.errors import SecurityViolation
 
 # RFC 3394 section 4.1: wrap 128 bits of key data with a 128-bit KEK
 RFC_KEK = bytes.fromhex("000102030405060708090A0B0C0D0E0F")

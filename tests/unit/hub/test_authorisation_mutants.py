@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
+from cim_schemas.errors import ConfigurationError
 from hub.bootstrap import App
-from hub.errors import ConfigurationError
 from hub.messages import InboundMessage
 from hub.samples import meter_readings_bytes
 from hub.security import Permission, Principal, UserDirectory, UserSettings

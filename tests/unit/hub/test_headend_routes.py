@@ -18,13 +18,13 @@ from adapters.dlms import DlmsHeadEnd, MeterDirectory, directory_from_settings
 from adapters.dlms.service import build as build_hes_service
 from adapters.memory import MemoryAdapter
 from cim_schemas.codes import event_type
+from cim_schemas.errors import ConfigurationError, SecurityViolation
 from cim_schemas.xml import parse_bytes
 from hes.cli import fleet_manifest
 from hes.security.keystore import KeyStore
 from hes.simulator.fleet import Fleet, SimulatorThread
 from hes.simulator.meter import ControlState
 from hub.bootstrap import App, bootstrap
-from hub.errors import ConfigurationError, SecurityViolation
 from hub.headend import ControlRequest
 from hub.messages import Outcome
 from hub.samples import (

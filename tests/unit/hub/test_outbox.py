@@ -8,8 +8,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from cim_schemas.errors import ConfigurationError, TransportUnavailable
 from hub.bootstrap import App
-from hub.errors import ConfigurationError, TransportUnavailable
 from hub.outbox import OutboxDispatcher, RetryPolicy
 from mdm.ports import OutboxItem
 from tests.unit.hub.conftest import make_app

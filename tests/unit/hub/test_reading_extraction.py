@@ -8,8 +8,8 @@ import pytest
 from lxml import etree
 
 from cim_schemas import envelope
+from cim_schemas.errors import PayloadInvalid
 from cim_schemas.xml import parse_bytes
-from hub.errors import PayloadInvalid
 from hub.nouns.meter_readings import STREAM_TAGS, ReadingExtractor, StoreMeterReadingsRoute
 from hub.routing import MessageFrame
 from hub.samples import meter_readings_bytes

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from cim_schemas.errors import ERROR_CODES, ConfigurationError, ErrorDetail
 from hub.error_table import render
-from hub.errors import ERROR_CODES, ConfigurationError, ErrorDetail
 from hub.settings import load_settings
 
 ROOT = Path(__file__).resolve().parents[3]

@@ -182,7 +182,7 @@ def test_xml_bad_records_are_named_and_nothing_is_stored(
 def test_xml_events_unknown_meter_and_not_well_formed(
     store: SqlUnitOfWorkFactory, catalog: Catalog, tmp_path: Path
 ) -> None:
-    from hub.errors import NotWellFormed
+    from cim_schemas.errors import NotWellFormed
 
     path = tmp_path / "unknown.xml"
     path.write_text(

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from adapters.sql import SqlUnitOfWorkFactory, make_engine, upgrade
-from hub.errors import PayloadInvalid
+from cim_schemas.errors import PayloadInvalid
 from mappings.csv_reader import read_csv
 from mappings.export import ExportRow, is_estimated, rows_from_store, write_export
 from mappings.importer import ImportFile, import_file

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from adapters.sql import SqlUnitOfWorkFactory, make_engine, upgrade
-from hub.errors import ConfigurationError, NotWellFormed
+from cim_schemas.errors import ConfigurationError, NotWellFormed
 from mappings.importer import ImportFile, import_file
 from mappings.load import BUILTIN_DIR, Catalog, load_dir, parse_spec_text
 from mappings.rows import FileRejected

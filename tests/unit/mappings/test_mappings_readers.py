@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from hub.errors import ForbiddenXml, NotWellFormed
+from cim_schemas.errors import ForbiddenXml, NotWellFormed
 from mappings.csv_reader import read_csv
 from mappings.load import BUILTIN_DIR, load_dir, parse_spec_text
 from mappings.rows import Batch, FileRejected, LineError, SourceRow

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from hub.errors import ConfigurationError
+from cim_schemas.errors import ConfigurationError
 from mappings.check import check_dir
 from mappings.load import BUILTIN_DIR, SpecError, key_lines, load_dir, load_spec
 from mappings.spec import CodeTable, CsvSpec, XmlSpec, normalise_obis

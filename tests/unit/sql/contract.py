@@ -21,7 +21,7 @@ from adapters.sql import (
     make_engine,
     upgrade,
 )
-from hub.errors import PayloadInvalid, ReplayConflict, StoreUnavailable
+from cim_schemas.errors import PayloadInvalid, ReplayConflict, StoreUnavailable
 from mdm.model import (
     DeviceRef,
     DeviceState,

@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from sqlalchemy import Engine
 
 from adapters.sql import SqlUnitOfWorkFactory, make_engine, upgrade
-from hub.errors import ItemRejected, PayloadInvalid
+from cim_schemas.errors import ItemRejected, PayloadInvalid
 from mdm.group_commands import (
     AddGroupMembers,
     ChangeEndDeviceGroup,

@@ -20,7 +20,7 @@ from sqlalchemy import Engine
 
 import adapters.sql.readings as readings_module
 from adapters.sql import SqlUnitOfWorkFactory, make_engine, upgrade
-from hub.errors import PayloadInvalid, PermanentError
+from cim_schemas.errors import PayloadInvalid, PermanentError
 from mdm.groups import EndDeviceGroup
 from mdm.hes_jobs import HeadEndJob, JobKind
 from mdm.model import DeviceRef, EndDevice, EndDeviceEvent, UsagePoint, Utility

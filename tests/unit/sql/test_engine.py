@@ -21,7 +21,7 @@ from adapters.sql import (
 from adapters.sql.engine import POOL_SIZE
 from adapters.sql.errors import translate
 from adapters.sql.migrate import MIGRATIONS
-from hub.errors import (
+from cim_schemas.errors import (
     ConfigurationError,
     PayloadInvalid,
     PermanentError,
