@@ -515,15 +515,19 @@ class Pipeline:
                 code="1010",
                 xpath="/*/Header/Verb",
             )
-        # amihub calls a ReplyAddress itself: only the URLs the user is allowed
-        # ([[users]] reply_addresses), never one a caller names freely (internal hosts)
+        # amihub calls an http(s) ReplyAddress itself: only the URLs the user is allowed
+        # ([[users]] reply_addresses), never one a caller names freely (internal hosts);
+        # an sftp:// ReplyAddress names one of the partner's own push targets, which the
+        # SFTP adapter's reply route checks ([[sftp.push_targets]] partner)
         address = header.reply_address or ""
         route = msg.async_replies
+        scheme = urlsplit(address).scheme
         if (
             principal is not None
             and header.async_reply_flag
             and route is not None
-            and urlsplit(address).scheme in route.schemes
+            and scheme in route.schemes
+            and scheme in ("http", "https")
             and not principal.may_reply_to(address)
         ):
             raise MessageRejected(

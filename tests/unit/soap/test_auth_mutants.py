@@ -73,7 +73,14 @@ def refusal(
     return caught.value.reason, caught.value.user
 
 
-NOW = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+NOW = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")  # refusals that never read the age
+
+
+def now() -> str:
+    """Created for a token checked now (NOW is taken at collection: minutes old later)."""
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 NONCE = base64.b64encode(b"n" * 16).decode()
 MALFORMED = "malformed HTTP Basic credentials"
 
@@ -159,11 +166,12 @@ def test_a_stale_token_says_how_far_away_it_is() -> None:
 
 def test_a_replayed_nonce_is_refused_with_the_user() -> None:
     auth = Authenticator(USERS)
+    created = now()
     soap = header(
-        password=digest(b"r" * 16, NOW, "s3cret"),
+        password=digest(b"r" * 16, created, "s3cret"),
         kind=PASSWORD_DIGEST,
         nonce=base64.b64encode(b"r" * 16).decode(),
-        created=NOW,
+        created=created,
     )
     assert auth.authenticate(soap, None).name == "cis"
     with pytest.raises(AuthenticationFailed) as caught:
@@ -191,24 +199,26 @@ def test_a_user_known_by_name_alone_has_its_principal() -> None:
 
 
 def test_a_digest_for_an_unknown_user_is_an_invalid_login() -> None:
+    created = now()
     soap = header(
         user="eve",
-        password=digest(b"e" * 16, NOW, "s3cret"),
+        password=digest(b"e" * 16, created, "s3cret"),
         kind=PASSWORD_DIGEST,
         nonce=base64.b64encode(b"e" * 16).decode(),
-        created=NOW,
+        created=created,
     )
     assert refusal(soap) == ("invalid user name or password", "eve")
 
 
 def test_each_nonce_is_remembered_by_itself() -> None:
     auth = Authenticator(USERS)
+    created = now()
     for n in (b"a" * 16, b"b" * 16):
         soap = header(
-            password=digest(n, NOW, "s3cret"),
+            password=digest(n, created, "s3cret"),
             kind=PASSWORD_DIGEST,
             nonce=base64.b64encode(n).decode(),
-            created=NOW,
+            created=created,
         )
         assert auth.authenticate(soap, None).name == "cis"
 
