@@ -32,6 +32,11 @@ def test_a_refused_key_is_audited_with_its_fingerprint(sftp_server: Sftp) -> Non
         f"key not authorised ({KEY_TYPE} {other.fingerprint})",
     ) in refused
     assert ("mallory", "publickey", "unknown user") in refused
+    with pytest.raises(paramiko.AuthenticationException):
+        sftp_server.paramiko_client(password="wrong")
+    logins = [e for e in sftp_server.events if e.method != "session"]
+    assert {e.method for e in logins} == {"publickey", "password"}
+    assert all(e.accepted is False for e in logins)  # a bool in the audit, not just falsy
     assert all(e.remote.startswith("127.0.0.1") for e in sftp_server.events)
 
 
@@ -42,6 +47,7 @@ def test_rename_does_not_overwrite_and_posix_rename_does(sftp_server: Sftp) -> N
         sftp = client.open_sftp()
         sftp.putfo(io.BytesIO(b"first"), "inbox/a.csv.part")
         sftp.putfo(io.BytesIO(b"second"), "inbox/b.csv.part")
+        assert (inbox / "b.csv.part").stat().st_mode & 0o777 == 0o640  # new uploads
         with pytest.raises(OSError):  # SSH_FX_FAILURE: the target exists
             sftp.rename("inbox/a.csv.part", "inbox/b.csv.part")
         assert (inbox / "a.csv.part").read_bytes() == b"first"
