@@ -16,8 +16,8 @@ from sqlalchemy import select
 
 from adapters.sql import tables as t
 from adapters.sql.uow import SqlUnitOfWork
+from cim_schemas.errors import StoreUnavailable
 from hub.bootstrap import App
-from hub.errors import StoreUnavailable
 from mdm.ports import AnsweredMessage, AppliedMessage, MessageLogRepository
 from tests.unit.hub.conftest import START, make_app
 
