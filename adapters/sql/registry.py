@@ -673,18 +673,20 @@ class SqlEventRepository(_Repo):
                 for row in self._conn.execute(stmt.where(e.c.device_id.in_(ids[i : i + 5_000])))
             ]
             rows.sort(key=lambda r: (r.created_at, r.id))
-        return [
-            EndDeviceEvent(
-                device_mrid=r.device_mrid,
-                event_type=r.event_type,
-                created_at=r.created_at,
-                reason=r.reason,
-                severity=r.severity,
-                mrid=r.mrid,
-                details={str(k): str(v) for k, v in (r.details or {}).items()},
-            )
-            for r in rows
-        ]
+        return [event_from_row(r) for r in rows]
+
+
+def event_from_row(r: Any) -> EndDeviceEvent:
+    """An EndDeviceEvent of a row joined with its device's mRID (``device_mrid``)."""
+    return EndDeviceEvent(
+        device_mrid=r.device_mrid,
+        event_type=r.event_type,
+        created_at=r.created_at,
+        reason=r.reason,
+        severity=r.severity,
+        mrid=r.mrid,
+        details={str(k): str(v) for k, v in (r.details or {}).items()},
+    )
 
 
 # --------------------------------------------------------------------------- message log

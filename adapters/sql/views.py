@@ -28,6 +28,7 @@ from sqlalchemy import (
 
 from adapters.sql import tables as t
 from adapters.sql.errors import guard
+from adapters.sql.registry import event_from_row
 from cim_schemas.codes import event_type as et
 from mdm.model import EndDeviceEvent, StoredReading
 from mdm.views import RelayState, SearchHit, StoreFigures
@@ -245,18 +246,7 @@ class SqlOperatorViews:
         )
         with guard(), self.engine.connect() as conn:
             rows = conn.execute(query).all()
-        return [
-            EndDeviceEvent(
-                device_mrid=r.device_mrid,
-                event_type=r.event_type,
-                created_at=r.created_at,
-                reason=r.reason,
-                severity=r.severity,
-                mrid=r.mrid,
-                details={str(k): str(v) for k, v in (r.details or {}).items()},
-            )
-            for r in rows
-        ]
+        return [event_from_row(r) for r in rows]
 
     def device_job_ids(self, utility_id: int, device_mrid: str, limit: int = 20) -> list[str]:
         e = t.end_device_event
