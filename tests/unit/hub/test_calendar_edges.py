@@ -24,6 +24,7 @@ SAMPLES = BUILTIN_DIR / "samples"
 EDGES = ("9999-12-31T23:59:59-14:00", "0001-01-01T00:00:00+14:00")
 #: streamed: any file over 1 KiB; tree: every file here
 PATHS = {"tree": "10000000", "stream": "1024"}
+INTERNAL_ERROR = re.compile(r"\b3002\b")
 
 
 def run(*args: str, tree_limit: str = PATHS["tree"]) -> tuple[int, str]:
@@ -49,7 +50,8 @@ def cim_file(tmp_path: Path, body: bytes) -> Path:
     body = re.sub(
         rb"<MessageID>[^<]*</MessageID>", f"<MessageID>{uuid.uuid4()}</MessageID>".encode(), body
     )
-    path = tmp_path / f"{uuid.uuid4().hex}.xml"
+    # not a random name: one could hold the result codes the tests look for ("33002bcc….xml")
+    path = tmp_path / f"input-{len(list(tmp_path.glob('input-*.xml')))}.xml"
     path.write_bytes(body)
     return path
 
@@ -73,7 +75,7 @@ def test_cim_reading_timestamp_at_the_calendar_edge(
     assert "FAILED" in output
     assert "2006" in output, output
     assert "outside the range of instants" in output, output
-    assert "3002" not in output
+    assert not INTERNAL_ERROR.search(output), output
 
 
 @pytest.mark.parametrize("path_kind", sorted(PATHS))
@@ -118,7 +120,7 @@ def test_undeclared_prefix_is_1001_on_both_paths(store: str, tmp_path: Path, whe
         assert "Namespace prefix zz" in output, (path_kind, output)
         assert "line 2" in output
         outputs[path_kind] = output
-    assert "3002" not in "".join(outputs.values())
+    assert not INTERNAL_ERROR.search("".join(outputs.values()))
 
 
 # -- the shipped mappings: `amihub import --mapping` -------------------------------------
