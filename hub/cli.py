@@ -76,6 +76,7 @@ LAZY_COMMANDS: dict[str, str] = {
     "simulate": "hes.cli:simulate",
     "keys": "adapters.dlms.keys_cli:keys",
     "groups": "hub.groups_cli:groups",
+    "vee": "hub.vee_cli:vee",
 }
 
 

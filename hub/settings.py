@@ -22,6 +22,7 @@ from pydantic_settings import (
 
 from hub.read_schedule_settings import ReadSchedules
 from hub.security import UserSettings
+from hub.vee_settings import VeeSettings
 from hub.web_settings import WebSettings
 
 DEFAULT_CONFIG_FILE = "amihub.toml"
@@ -408,6 +409,8 @@ class Settings(BaseSettings):
     hes: HesSettings = HesSettings()
     #: the operator interface: JSON API, web UI, metrics, health (hub/web_settings.py)
     web: WebSettings = WebSettings()
+    #: validation rules and runs (hub/vee_settings.py, docs/vee.md)
+    vee: VeeSettings = VeeSettings()
     #: folder of mapping specs for `amihub import --mapping` / `export` (default: shipped)
     mappings_dir: str | None = None
     #: the cyclic garbage collector's thresholds in `amihub serve` (gc.set_threshold):

@@ -41,6 +41,7 @@ from mdm.model import (
     UsagePointStatus,
 )
 from mdm.ports import ReadingText, StagingResult, UnitOfWork
+from mdm.vee.handlers import VEE_HANDLERS
 
 
 def store_meter_readings(
@@ -374,4 +375,5 @@ HANDLERS: dict[type[Any], Handler] = {
     InstallMeter: install_meter,
     RemoveMeter: remove_meter,
     **GROUP_HANDLERS,
+    **VEE_HANDLERS,
 }

@@ -28,6 +28,7 @@ from mdm.model import (
     Utility,
 )
 from mdm.security_counters import InvocationCounterRepository
+from mdm.vee.ports import ValidationStore
 
 
 class StagedReading(NamedTuple):
@@ -441,6 +442,7 @@ class UnitOfWork(Protocol):
     hes_jobs: HeadEndJobRepository
     end_device_groups: EndDeviceGroupRepository
     invocation_counters: InvocationCounterRepository
+    vee: ValidationStore
 
     def __enter__(self) -> Self: ...
     def __exit__(

@@ -338,3 +338,50 @@ invocation_counter = Table(
     Column("updated_at", UTCDateTime(), nullable=False),
     Index(None, "channel", "updated_at"),  # the rows other processes changed lately
 )
+
+# Validation runs (mdm/vee): a run of the rules over a period, and its result set. The
+# kind (validate; estimate will follow) and trigger (demand; ingest will follow) keep
+# room for the rest of VEE. vee_finding has no FOREIGN KEY to end_device for the same
+# bulk reason as reading: its rows come only from the rules' INSERT ... SELECT over
+# stored readings, whose devices exist.
+vee_run = Table(
+    "vee_run",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("utility_id", Id, ForeignKey("utility.id"), nullable=False),
+    Column("kind", String(20), nullable=False),  # validate
+    Column("trigger", String(20), nullable=False),  # demand
+    Column("scope", String(300), nullable=False),  # all meters | meter M | group G
+    Column("period_start", UTCDateTime(), nullable=False),
+    Column("period_end", UTCDateTime(), nullable=False),
+    Column("started_at", UTCDateTime(), nullable=False),
+    Column("finished_at", UTCDateTime()),
+    Column("actor", String(200), nullable=False),
+    Column("state", String(10), nullable=False),  # running | done
+    Column("meters", Integer, nullable=False),
+    Column("readings", BigInteger, nullable=False),
+    Column("findings", BigInteger, nullable=False),
+    Column("failing_meters", Integer, nullable=False),
+    Column("marked", BigInteger, nullable=False),
+    Column("rules", JSON, nullable=False),  # the rules as configured, and their counts
+    Index(None, "utility_id", "id"),
+)
+
+vee_finding = Table(
+    "vee_finding",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("run_id", Id, ForeignKey("vee_run.id"), nullable=False),
+    Column("device_id", Id, nullable=False),  # no FK: see the note above
+    Column("reading_type_id", Integer, nullable=False),
+    Column("rule", String(100), nullable=False),
+    Column("kind", String(30), nullable=False),
+    Column("quality", String(20), nullable=False),  # the ReadingQuality code of the finding
+    Column("ts", UTCDateTime(), nullable=False),  # the reading, or the first missing interval
+    Column("ts_end", UTCDateTime(), nullable=False),  # the last reading / interval
+    Column("intervals", Integer, nullable=False),
+    Column("value", ExactDecimal()),  # None: missing
+    Column("detail", Text, nullable=False),
+    Index(None, "run_id", "rule"),
+    Index(None, "device_id", "reading_type_id", "ts"),
+)

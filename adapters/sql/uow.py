@@ -13,6 +13,7 @@ from adapters.sql.groups import SqlEndDeviceGroupRepository
 from adapters.sql.hes_jobs import SqlHeadEndJobRepository
 from adapters.sql.outbox import SqlOutboxRepository
 from adapters.sql.readings import DEFAULT_BATCH_SIZE, SqlReadingRepository
+from adapters.sql.vee import SqlValidationStore
 from adapters.sql.registry import (
     SqlAuditRepository,
     SqlDeadLetterRepository,
@@ -40,6 +41,7 @@ from mdm.ports import (
     UtilityRepository,
 )
 from mdm.security_counters import InvocationCounterRepository
+from mdm.vee.ports import ValidationStore
 
 
 class SqlUnitOfWork:
@@ -66,6 +68,7 @@ class SqlUnitOfWork:
         self.hes_jobs: HeadEndJobRepository = SqlHeadEndJobRepository(self)
         self.end_device_groups: EndDeviceGroupRepository = SqlEndDeviceGroupRepository(self)
         self.invocation_counters: InvocationCounterRepository = SqlInvocationCounterRepository(self)
+        self.vee: ValidationStore = SqlValidationStore(self)
 
     def next_staging_number(self) -> int:
         """Temp table names are unique within a unit of work and reused across them

@@ -1,0 +1,1 @@
+"""VEE: validation, estimation and editing of readings (docs/vee.md)."""

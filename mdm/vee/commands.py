@@ -1,0 +1,37 @@
+"""Commands of VEE: frozen dataclasses, one intent each."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from mdm.model import DeviceRef
+from mdm.vee.rules import ValidationRule
+
+
+@dataclass(frozen=True)
+class ValidateReadings:
+    """Validate the current readings of ``(start, end]`` with the rules that apply to the
+    utility: of one meter, of an end device group's members, or of every meter."""
+
+    utility_id: int
+    utility_code: str
+    start: datetime
+    end: datetime
+    rules: tuple[ValidationRule, ...]
+    meter: DeviceRef | None = None
+    group: str | None = None  # an end device group's mRID or name
+    only: tuple[str, ...] = ()  # rule names (empty: every enabled rule)
+
+
+@dataclass(frozen=True)
+class SaveFailingMeters:
+    """The meters with findings in a run become an end device group (a re-read or an
+    export can target it)."""
+
+    utility_id: int
+    run_id: int
+    mrid: str
+    name: str
+    rule: str | None = None
+    description: str | None = None
