@@ -95,7 +95,9 @@ def rules(ctx: click.Context, utility: str | None) -> None:
 
 
 @vee.command("validate")
-@click.option("--from", "start", required=True, help="Start (ISO 8601; UTC if no offset), exclusive.")
+@click.option(
+    "--from", "start", required=True, help="Start (ISO 8601; UTC if no offset), exclusive."
+)
 @click.option("--to", "end", required=True, help="End (ISO 8601; UTC if no offset), inclusive.")
 @click.option("--meter", help="Only this meter (mRID).")
 @click.option("--group", help="Only the members of this end device group (mRID or name).")
@@ -118,7 +120,8 @@ def validate(
     if meter and group:
         raise click.UsageError("name --meter or --group, not both")
     begin, finish = _parse_when(start, "--from"), _parse_when(end, "--to")
-    assert begin is not None and finish is not None
+    assert begin is not None
+    assert finish is not None
     with _store(ctx, utility, migrate=True) as (app, uow, utility_id, code):
         run: ValidationRun = app.bus.handle(
             ValidateReadings(

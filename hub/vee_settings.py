@@ -159,17 +159,26 @@ class VeeRuleSettings(BaseModel):
         if self.kind == RuleKind.LIMITS:
             if self.minimum is None and self.maximum is None:
                 problems.append("a limits rule needs minimum, maximum or both")
-            if self.minimum is not None and self.maximum is not None:
-                if self.minimum >= self.maximum:
-                    problems.append(
-                        f"minimum {self.minimum} is not below maximum {self.maximum}: "
-                        "the limits contradict each other"
-                    )
+            if (
+                self.minimum is not None
+                and self.maximum is not None
+                and self.minimum >= self.maximum
+            ):
+                problems.append(
+                    f"minimum {self.minimum} is not below maximum {self.maximum}: "
+                    "the limits contradict each other"
+                )
         if self.factor is not None and self.factor <= 1:
-            problems.append(f"factor {self.factor} must be more than 1 (a spike is above its median)")
+            problems.append(
+                f"factor {self.factor} must be more than 1 (a spike is above its median)"
+            )
         if self.floor is not None and self.floor < 0:
             problems.append(f"floor {self.floor} is negative")
-        if self.min_samples is not None and self.weeks is not None and self.min_samples > self.weeks:
+        if (
+            self.min_samples is not None
+            and self.weeks is not None
+            and self.min_samples > self.weeks
+        ):
             problems.append(
                 f"min_samples {self.min_samples} is more than weeks {self.weeks}: "
                 "a weekday's time of day has one reading a week"

@@ -13,7 +13,6 @@ from adapters.sql.groups import SqlEndDeviceGroupRepository
 from adapters.sql.hes_jobs import SqlHeadEndJobRepository
 from adapters.sql.outbox import SqlOutboxRepository
 from adapters.sql.readings import DEFAULT_BATCH_SIZE, SqlReadingRepository
-from adapters.sql.vee import SqlValidationStore
 from adapters.sql.registry import (
     SqlAuditRepository,
     SqlDeadLetterRepository,
@@ -24,6 +23,7 @@ from adapters.sql.registry import (
     SqlUsagePointRepository,
     SqlUtilityRepository,
 )
+from adapters.sql.vee import SqlValidationStore
 from mdm.groups import EndDeviceGroupRepository
 from mdm.hes_jobs import HeadEndJobRepository
 from mdm.ports import (

@@ -30,7 +30,7 @@ from adapters.sql.errors import guard, guarded
 from adapters.sql.registry import _Repo
 from adapters.sql.types import UTCDateTime
 from mdm.vee.model import Finding, RuleCount, ValidationRun
-from mdm.vee.rules import RuleKind, ValidationRule
+from mdm.vee.rules import ValidationRule
 from mdm.vee.zones import offset_spans
 
 METER = "amihub_vee_meter"
@@ -142,8 +142,12 @@ class SqlValidationStore(_Repo):
         d = self._d()
         for sql in (
             *d.temp(METER, "device_id BIGINT PRIMARY KEY"),
-            *d.temp(FLAG, "device_id BIGINT, reading_type_id INTEGER, ts "
-                    + ("TIMESTAMPTZ" if d.pg else "TEXT") + ", code VARCHAR(20)"),
+            *d.temp(
+                FLAG,
+                "device_id BIGINT, reading_type_id INTEGER, ts "
+                + ("TIMESTAMPTZ" if d.pg else "TEXT")
+                + ", code VARCHAR(20)",
+            ),
         ):
             self._conn.execute(text(sql))
         config = [
@@ -209,7 +213,8 @@ class SqlValidationStore(_Repo):
             total += int(
                 self._conn.execute(
                     _stmt(
-                        f"SELECT count(*) FROM reading r JOIN {METER} m ON m.device_id = r.device_id "
+                        f"SELECT count(*) FROM reading r JOIN {METER} m "
+                        "ON m.device_id = r.device_id "
                         "WHERE r.reading_type_id = :rt AND r.ts > :start AND r.ts <= :end"
                     ),
                     {"rt": rt, "start": start, "end": end},
@@ -287,10 +292,15 @@ class SqlValidationStore(_Repo):
         readings = int(
             self._conn.execute(
                 _stmt(
-                    f"WITH {rd} SELECT count(*) FROM reading r JOIN rd ON rd.device_id = r.device_id "
+                    f"WITH {rd} SELECT count(*) FROM reading r "
+                    "JOIN rd ON rd.device_id = r.device_id "
                     "WHERE r.reading_type_id = :rt AND r.ts > :start AND r.ts <= :end"
                 ),
-                {k: v for k, v in params.items() if k in ("rt", "start", "end", "rule_group", "area")},
+                {
+                    k: v
+                    for k, v in params.items()
+                    if k in ("rt", "start", "end", "rule_group", "area")
+                },
             ).scalar_one()
         )
         count = RuleCount(
@@ -310,11 +320,11 @@ class SqlValidationStore(_Repo):
     @staticmethod
     def _one(value: str, detail: str) -> str:
         """The finding columns of a finding on one reading ``r``."""
-        return (
-            f"SELECT :run, r.device_id, :rt, :rule, :kind, :q, r.ts, r.ts, 1, {value}, {detail}"
-        )
+        return f"SELECT :run, r.device_id, :rt, :rule, :kind, :q, r.ts, r.ts, 1, {value}, {detail}"
 
-    def _limits(self, rule: ValidationRule, d: _Dialect, p: dict[str, Any]) -> tuple[str, str, bool]:
+    def _limits(
+        self, rule: ValidationRule, d: _Dialect, p: dict[str, Any]
+    ) -> tuple[str, str, bool]:
         v = d.num("r.value")
         parts, detail = [], "CASE"
         if rule.maximum is not None:
@@ -332,7 +342,9 @@ class SqlValidationStore(_Repo):
             True,
         )
 
-    def _negative(self, rule: ValidationRule, d: _Dialect, p: dict[str, Any]) -> tuple[str, str, bool]:
+    def _negative(
+        self, rule: ValidationRule, d: _Dialect, p: dict[str, Any]
+    ) -> tuple[str, str, bool]:
         p["detail"] = "negative consumption"
         return (
             self._readings(),
@@ -340,7 +352,9 @@ class SqlValidationStore(_Repo):
             True,
         )
 
-    def _future(self, rule: ValidationRule, d: _Dialect, p: dict[str, Any]) -> tuple[str, str, bool]:
+    def _future(
+        self, rule: ValidationRule, d: _Dialect, p: dict[str, Any]
+    ) -> tuple[str, str, bool]:
         after = p["now"] + timedelta(seconds=rule.future_seconds)
         p["future_after"] = max(after, p["start"])
         p["detail"] = f"stamped after the run time {after.isoformat()}"
@@ -370,7 +384,9 @@ class SqlValidationStore(_Repo):
         )
         return f"{self._readings()}, {c}", sql, True
 
-    def _missing(self, rule: ValidationRule, d: _Dialect, p: dict[str, Any]) -> tuple[str, str, bool]:
+    def _missing(
+        self, rule: ValidationRule, d: _Dialect, p: dict[str, Any]
+    ) -> tuple[str, str, bool]:
         step = rule.interval_seconds
         assert step is not None
         end_clip = min(p["end"], p["now"])
@@ -397,9 +413,12 @@ class SqlValidationStore(_Repo):
         )
         return ctes, sql, False
 
-    def _zero_run(self, rule: ValidationRule, d: _Dialect, p: dict[str, Any]) -> tuple[str, str, bool]:
+    def _zero_run(
+        self, rule: ValidationRule, d: _Dialect, p: dict[str, Any]
+    ) -> tuple[str, str, bool]:
         step, most = rule.interval_seconds, rule.max_intervals
-        assert step is not None and most is not None
+        assert step is not None
+        assert most is not None
         p.update(step=step, most=most, lookback=p["start"] - timedelta(seconds=step * most))
         ctes = (
             f"{self._readings(lower=':lookback')}, z AS (SELECT r.device_id, r.ts, "
@@ -454,7 +473,8 @@ class SqlValidationStore(_Repo):
         v = d.num("cur.value")
         sql = (
             "SELECT :run, cur.device_id, :rt, :rule, :kind, :q, cur.ts, cur.ts, 1, cur.value, "
-            f":detail || {d.text('round(med.m, 4)')} FROM cur JOIN med ON med.device_id = cur.device_id "
+            f":detail || {d.text('round(med.m, 4)')} FROM cur "
+            "JOIN med ON med.device_id = cur.device_id "
             "AND med.dow = cur.dow AND med.tod = cur.tod "
             f"WHERE med.n >= :samples AND {v} > :factor * med.m AND {v} > :floor"
         )
@@ -485,7 +505,11 @@ class SqlValidationStore(_Repo):
             most = rule.max_rollover_advance
             if most is None:
                 most = modulus / 10
-            p.update(modulus=d.number(modulus), most=d.number(most), rolled=f"rolled over at {rule.digits} digits from ")
+            p.update(
+                modulus=d.number(modulus),
+                most=d.number(most),
+                rolled=f"rolled over at {rule.digits} digits from ",
+            )
             detail = (
                 f"CASE WHEN {v} + :modulus - {prev} <= :most THEN :rolled || "
                 f"{d.text('w.prev')} ELSE {detail} END"
@@ -499,7 +523,8 @@ class SqlValidationStore(_Repo):
     def _register_vs_profile(
         self, rule: ValidationRule, d: _Dialect, p: dict[str, Any]
     ) -> tuple[str, str, bool]:
-        assert rule.profile_reading_type is not None and rule.profile_interval_seconds
+        assert rule.profile_reading_type is not None
+        assert rule.profile_interval_seconds
         prt = self._type_id(rule.profile_reading_type)
         p.update(
             prt=prt if prt is not None else -1,
@@ -538,7 +563,10 @@ class SqlValidationStore(_Repo):
             "('%,' || f.code || ',%')"
         )
         if d.pg:
-            agg = f"SELECT {key}, string_agg(code, ',' ORDER BY code) AS codes FROM ({fresh}) a GROUP BY {key}"
+            agg = (
+                f"SELECT {key}, string_agg(code, ',' ORDER BY code) AS codes "
+                f"FROM ({fresh}) a GROUP BY {key}"
+            )
         else:
             agg = (
                 f"SELECT {key}, group_concat(code, ',') AS codes FROM ({fresh} ORDER BY "
@@ -550,9 +578,7 @@ class SqlValidationStore(_Repo):
         else:
             self._conn.execute(text(f"DROP TABLE IF EXISTS temp.{MARK}"))
             self._conn.execute(text(f"CREATE TEMP TABLE {MARK} AS {agg}"))
-        on = (
-            "r.device_id = m.device_id AND r.reading_type_id = m.reading_type_id AND r.ts = m.ts"
-        )
+        on = "r.device_id = m.device_id AND r.reading_type_id = m.reading_type_id AND r.ts = m.ts"
         self._exec(
             "INSERT INTO reading_history (device_id, reading_type_id, ts, version, value, quality, "
             "recorded_at, superseded_at) SELECT r.device_id, r.reading_type_id, r.ts, r.version, "
@@ -613,7 +639,9 @@ class SqlValidationStore(_Repo):
     @guarded
     def get(self, utility_id: int, run_id: int | None) -> ValidationRun | None:
         stmt = select(_R).where(_R.c.utility_id == utility_id)
-        stmt = stmt.where(_R.c.id == run_id) if run_id is not None else stmt.order_by(_R.c.id.desc())
+        stmt = (
+            stmt.where(_R.c.id == run_id) if run_id is not None else stmt.order_by(_R.c.id.desc())
+        )
         row = self._conn.execute(stmt.limit(1)).first()
         return _run(row) if row is not None else None
 
@@ -667,4 +695,3 @@ class SqlValidationStore(_Repo):
             .order_by(dev.c.mrid)
         )
         return [str(m) for m in self._conn.execute(stmt).scalars()]
-

@@ -68,9 +68,7 @@ def validate_readings(cmd: ValidateReadings, uow: UnitOfWork, ctx: HandlerContex
         name = rule.scope.end_device_group
         what = f"vee rule {rule.name!r} end_device_group"
         rule_groups[rule.name] = _group_id(uow, cmd.utility_id, name, what) if name else None
-    run_id = uow.vee.start_run(
-        cmd.utility_id, cmd.start, cmd.end, scope, ctx.actor, ctx.now, rules
-    )
+    run_id = uow.vee.start_run(cmd.utility_id, cmd.start, cmd.end, scope, ctx.actor, ctx.now, rules)
     meters = uow.vee.select_meters(cmd.utility_id, device_id, group_id)
     for rule in rules:
         uow.vee.validate(run_id, rule, cmd.start, cmd.end, ctx.now, rule_groups[rule.name])

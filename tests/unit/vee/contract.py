@@ -33,8 +33,8 @@ from tests.unit.vee.data import (
     POWER_FAILURE,
     PROFILE,
     REGISTER,
-    Q,
     Meter,
+    Q,
     local_midnight,
     store,
     usual,
@@ -138,11 +138,19 @@ class VeeContract:
     def utility(self, app: App) -> int:
         with app.uow_factory() as uow:
             u = uow.utilities.get(app.settings.default_utility)
-            assert u is not None and u.id is not None
+            assert u is not None
+            assert u.id is not None
             return u.id
 
-    def meters(self, app: App, meters: list[Meter], start: datetime, end: datetime,
-               zone: ZoneInfo = BERLIN, extra: list[StagedReading] | None = None) -> int:  # fmt: skip
+    def meters(
+        self,
+        app: App,
+        meters: list[Meter],
+        start: datetime,
+        end: datetime,
+        zone: ZoneInfo = BERLIN,
+        extra: list[StagedReading] | None = None,
+    ) -> int:
         uid = self.utility(app)
         with app.uow_factory() as uow:
             for m in meters:
@@ -156,9 +164,7 @@ class VeeContract:
         uid = self.utility(app)
         with app.uow_factory() as uow:
             run: ValidationRun = app.bus.handle(
-                ValidateReadings(
-                    uid, "DEFAULT", start, end, settings.rules_for("DEFAULT"), **kw
-                ),
+                ValidateReadings(uid, "DEFAULT", start, end, settings.rules_for("DEFAULT"), **kw),
                 uow,
                 CTX,
             )
@@ -193,7 +199,9 @@ class VeeContract:
         uid = self.utility(app)
         with app.uow_factory() as uow:
             [again] = uow.vee.runs(uid)
-            assert again.id == run.id and again.state == "done" and again.findings == run.findings
+            assert again.id == run.id
+            assert again.state == "done"
+            assert again.findings == run.findings
             details = {(f.device_mrid, f.rule): f for f in uow.vee.findings(run.id)}
         assert details[("M3", "register-back")].detail.startswith("rolled over at 6 digits")
         assert details[("M4", "register-back")].detail.startswith("went back from")
@@ -212,7 +220,10 @@ class VeeContract:
         with app.uow_factory() as uow:
             m3 = uow.devices.find(uid, DeviceRef(mrid="M3"))
             m5 = uow.devices.find(uid, DeviceRef(mrid="M5"))
-            assert m3 is not None and m3.id is not None and m5 is not None and m5.id is not None
+            assert m3 is not None
+            assert m3.id is not None
+            assert m5 is not None
+            assert m5.id is not None
             spike = uow.readings.versions(m3.id, PROFILE, z("2026-03-29T00:45"))
             flagged = uow.readings.versions(m5.id, PROFILE, z("2026-03-30T03:00"))
             clean = uow.readings.versions(m3.id, PROFILE, z("2026-03-29T01:00"))
@@ -228,13 +239,16 @@ class VeeContract:
         assert flagged[1].quality == POWER_FAILURE
         # validating again finds the same, and adds no version
         again = self.validate(app, SPRING, SPRING_END, settings)
-        assert again.id != run.id and again.findings == run.findings and again.marked == 0
+        assert again.id != run.id
+        assert again.findings == run.findings
+        assert again.marked == 0
 
     def test_scope_one_meter_or_a_group(self, app: App) -> None:
         self.spring(app)
         settings = VeeSettings(rules=RULES)
         run = self.validate(app, SPRING, SPRING_END, settings, meter=DeviceRef(mrid="M4"))
-        assert run.meters == 1 and run.scope == "meter M4"
+        assert run.meters == 1
+        assert run.scope == "meter M4"
         assert {f[0] for f in result_set(app, run)} == {"M4"}
         assert result_set(app, run) == {f for f in spring_expected() if f[0] == "M4"}
         run = self.validate(app, SPRING, SPRING_END, settings, group="ONLY-M1")
@@ -286,6 +300,4 @@ class VeeContract:
         run = self.validate(app, day, end, settings)
         assert result_set(app, run) == {("M1", "spike", spike, spike, 1)}
         utc = VeeSettings(rules=[rule])  # the same data read in UTC: wrong slots
-        assert ("M1", "spike", fine, fine, 1) in result_set(
-            app, self.validate(app, day, end, utc)
-        )
+        assert ("M1", "spike", fine, fine, 1) in result_set(app, self.validate(app, day, end, utc))

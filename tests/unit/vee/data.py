@@ -92,5 +92,6 @@ def store(
         n += len(batch)
         staging.add_readings(batch)
     result = staging.apply(utility_id)
-    assert not result.unknown_items and not result.duplicates
+    assert not result.unknown_items
+    assert not result.duplicates
     return n
