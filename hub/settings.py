@@ -443,6 +443,7 @@ def load_settings(**overrides: Any) -> Settings:
     import tomllib
 
     from pydantic import ValidationError
+    from pydantic_settings import SettingsError
 
     from cim_schemas.errors import ConfigurationError
 
@@ -451,6 +452,9 @@ def load_settings(**overrides: Any) -> Settings:
         raise ConfigurationError(f"settings file {named} (AMIHUB_CONFIG) does not exist")
     try:
         return Settings(**overrides)
+    except SettingsError as exc:  # an AMIHUB_* value that is not the JSON its field needs
+        cause = f": {exc.__cause__}" if exc.__cause__ is not None else ""
+        raise ConfigurationError(f"invalid settings: {exc}{cause}") from exc
     except tomllib.TOMLDecodeError as exc:
         where = named or DEFAULT_CONFIG_FILE
         raise ConfigurationError(f"settings file {where} is not valid TOML: {exc}") from exc
