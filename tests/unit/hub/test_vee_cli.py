@@ -89,7 +89,8 @@ def test_validate_findings_and_group(store: str, tmp_path: Path) -> None:
 
     code, out, err = run(*base, "findings", "--run", "1", "--rule", "zero-15")
     assert code == 0, err
-    assert "M4" in out and "10 intervals of zero consumption" in out
+    assert "M4" in out
+    assert "10 intervals of zero consumption" in out
     assert "1 finding(s) of validation run 1" in err
 
     code, _, err = run(*base, "group", "failing-2026-03", "--run", "1", "--rule", "missing-15")
@@ -104,7 +105,8 @@ def test_validate_findings_and_group(store: str, tmp_path: Path) -> None:
 
     code, out, err = run(*base, "rules")
     assert code == 0, err
-    assert "register-profile" in out and "group ONLY-M1" in out
+    assert "register-profile" in out
+    assert "group ONLY-M1" in out
 
 
 @pytest.mark.parametrize(
@@ -138,7 +140,8 @@ def test_bad_rule_settings(store: str, tmp_path: Path, content: str, message: st
                        "--from", SPRING.isoformat(), "--to", SPRING_END.isoformat())  # fmt: skip
     assert code == 2
     assert message in err
-    assert "Traceback" not in err and "internal error" not in err
+    assert "Traceback" not in err
+    assert "internal error" not in err
     code, out, _ = run("--config", str(tmp_path / "empty.toml"), "--database-url", store,
                        "vee", "runs")  # fmt: skip
     assert code == 0
@@ -150,8 +153,10 @@ def test_bad_rule_in_the_environment(store: str) -> None:
     code, _, err = run("--database-url", store, "vee", "validate", *period,
                        env={"AMIHUB_VEE__RULES": '[{"name": "x"'})  # fmt: skip
     assert code == 2
-    assert "invalid settings" in err and "EnvSettingsSource" in err
-    assert "Traceback" not in err and "internal error" not in err
+    assert "invalid settings" in err
+    assert "EnvSettingsSource" in err
+    assert "Traceback" not in err
+    assert "internal error" not in err
     bad = json.dumps([{**RULES[0], "reading_type": "energy"}])
     code, _, err = run("--database-url", store, "vee", "validate", *period,
                        env={"AMIHUB_VEE__RULES": bad})  # fmt: skip
@@ -179,7 +184,8 @@ def test_bad_options_and_references(store: str, tmp_path: Path) -> None:
         code, _, err = run(*base, *args)
         assert code == 2, args
         assert message in err, (args, err)
-        assert "Traceback" not in err and "internal error" not in err
+        assert "Traceback" not in err
+        assert "internal error" not in err
     # a rule naming a group the store does not have: refused before anything is written
     config.write_text(toml([{**RULES[1], "end_device_group": "NOPE"}]), encoding="utf-8")
     code, _, err = run(*base, "validate", *period)
