@@ -12,6 +12,7 @@ BENCHMARKS = {
     "soap-get": "bench.soap_get",
     "hes-read": "bench.hes_read",
     "web-readings": "bench.web_readings",
+    "vee": "bench.vee",
 }
 
 
