@@ -101,9 +101,7 @@ def prepare(url: str, meters: int, days: int) -> None:
             "FROM generate_series(0, %s - 1) n",
             (meters,),
         )
-        conn.execute(
-            "INSERT INTO reading_type (code) VALUES (%s), (%s)", (PROFILE, REGISTER)
-        )
+        conn.execute("INSERT INTO reading_type (code) VALUES (%s), (%s)", (PROFILE, REGISTER))
         conn.execute(
             "CREATE TEMP TABLE fault AS SELECT d.id AS device_id, n %% 10 AS kind, "
             "%s::timestamptz + make_interval(days => 1 + n %% (%s - 2)) AS day "

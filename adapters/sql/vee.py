@@ -119,6 +119,7 @@ class SqlValidationStore(_Repo):
     def __init__(self, uow: Any) -> None:
         super().__init__(uow)
         self._counts: list[RuleCount] = []
+        self._counted: dict[tuple[tuple[str, str], ...], int] = {}
 
     def _d(self) -> _Dialect:
         return _Dialect(self._conn.dialect.name)
@@ -150,6 +151,10 @@ class SqlValidationStore(_Repo):
             ),
         ):
             self._conn.execute(text(sql))
+        if d.pg:
+            # the rules' estimated costs are high enough for JIT compilation, which cost
+            # more (1.8 s a statement, measured) than it saved: off for this transaction
+            self._conn.execute(text("SET LOCAL jit = off"))
         config = [
             {k: (str(v) if isinstance(v, Decimal) else v) for k, v in asdict(r).items()}
             for r in rules
@@ -175,7 +180,7 @@ class SqlValidationStore(_Repo):
             )
             .returning(_R.c.id)
         ).scalar_one()
-        self._counts = []
+        self._counts, self._counted = [], {}
         return int(run_id)
 
     @guarded
@@ -208,18 +213,10 @@ class SqlValidationStore(_Repo):
         ids = [i for i in (self._type_id(c) for c in reading_types) if i is not None]
         if not ids:
             return 0
+        rd = f"rd AS (SELECT s.device_id FROM {METER} s WHERE 1 = 1)"
         total = 0
         for rt in ids:
-            total += int(
-                self._conn.execute(
-                    _stmt(
-                        f"SELECT count(*) FROM reading r JOIN {METER} m "
-                        "ON m.device_id = r.device_id "
-                        "WHERE r.reading_type_id = :rt AND r.ts > :start AND r.ts <= :end"
-                    ),
-                    {"rt": rt, "start": start, "end": end},
-                ).scalar_one()
-            )
+            total += self._count(rd, {"rt": rt, "start": start, "end": end})
         return total
 
     # -- rules ------------------------------------------------------------------------------
@@ -289,25 +286,31 @@ class SqlValidationStore(_Repo):
             run=run_id,
             rule=rule.name,
         ).one()
-        readings = int(
-            self._conn.execute(
-                _stmt(
-                    f"WITH {rd} SELECT count(*) FROM reading r "
-                    "JOIN rd ON rd.device_id = r.device_id "
-                    "WHERE r.reading_type_id = :rt AND r.ts > :start AND r.ts <= :end"
-                ),
-                {
-                    k: v
-                    for k, v in params.items()
-                    if k in ("rt", "start", "end", "rule_group", "area")
-                },
-            ).scalar_one()
-        )
+        readings = self._count(rd, params)
         count = RuleCount(
             rule.name, str(rule.kind), rule.reading_type, readings, int(found[0]), int(found[1])
         )
         self._counts.append(count)
         return count
+
+    def _count(self, rd: str, params: dict[str, Any]) -> int:
+        """Readings of the rule's type, period and meters: counted once for the rules that
+        share them."""
+        keys = ("rt", "start", "end", "rule_group", "area")
+        given = {k: v for k, v in params.items() if k in keys}
+        key = tuple(sorted((k, str(v)) for k, v in given.items()))
+        if key not in self._counted:
+            self._counted[key] = int(
+                self._conn.execute(
+                    _stmt(
+                        f"WITH {rd} SELECT count(*) FROM reading r "
+                        "JOIN rd ON rd.device_id = r.device_id "
+                        "WHERE r.reading_type_id = :rt AND r.ts > :start AND r.ts <= :end"
+                    ),
+                    given,
+                ).scalar_one()
+            )
+        return self._counted[key]
 
     @staticmethod
     def _readings(alias: str = "r", lower: str = ":start") -> str:
@@ -436,13 +439,6 @@ class SqlValidationStore(_Repo):
     def _spike(self, rule: ValidationRule, d: _Dialect, p: dict[str, Any]) -> tuple[str, str, bool]:
         assert rule.factor is not None
         history_start = p["start"] - timedelta(weeks=rule.weeks)
-        spans = offset_spans(ZoneInfo(rule.time_zone), history_start, p["end"])
-        for sql in d.temp(ZONE, "lo BIGINT, hi BIGINT, shift BIGINT"):
-            self._conn.execute(text(sql))
-        self._conn.execute(
-            text(f"INSERT INTO {ZONE} (lo, hi, shift) VALUES (:lo, :hi, :offset)"),
-            [s._asdict() for s in spans],
-        )
         p.update(
             history_start=history_start,
             factor=d.number(rule.factor),
@@ -450,11 +446,25 @@ class SqlValidationStore(_Repo):
             samples=rule.min_samples,
             detail=f"more than {rule.factor} times the median of ",
         )
-        local = f"({d.epoch('x.ts')} + z.shift)"
+        if d.pg:  # the local wall-clock time as if it were UTC: its epoch is local seconds
+            p["tz"] = rule.time_zone
+            local = "CAST(EXTRACT(EPOCH FROM (x.ts AT TIME ZONE :tz)) AS BIGINT)"
+            join = ""
+        else:  # SQLite knows no zones: the offsets of the span, joined by instant
+            spans = offset_spans(ZoneInfo(rule.time_zone), history_start, p["end"])
+            for sql in d.temp(ZONE, "lo BIGINT, hi BIGINT, shift BIGINT"):
+                self._conn.execute(text(sql))
+            self._conn.execute(
+                text(f"INSERT INTO {ZONE} (lo, hi, shift) VALUES (:lo, :hi, :offset)"),
+                [s._asdict() for s in spans],
+            )
+            local = f"({d.epoch('x.ts')} + z.shift)"
+            join = f" JOIN {ZONE} z ON {d.epoch('x.ts')} >= z.lo AND {d.epoch('x.ts')} < z.hi"
+        # one key for the weekday and time of day: local seconds since a Monday 00:00
+        # (1970-01-01 was a Thursday, 3 days after one)
         slot = (
-            f"SELECT x.device_id, x.ts, x.value, ({local} / 86400 + 3) % 7 AS dow, "
-            f"{local} % 86400 AS tod FROM {{src}} x JOIN {ZONE} z "
-            f"ON {d.epoch('x.ts')} >= z.lo AND {d.epoch('x.ts')} < z.hi"
+            f"SELECT x.device_id, x.ts, x.value, ({local} + 259200) % 604800 AS slot "
+            f"FROM {{src}} x{join}"
         )
         hist = (
             "h0 AS (SELECT x.device_id, x.ts, x.value FROM reading x "
@@ -463,19 +473,18 @@ class SqlValidationStore(_Repo):
         )
         ctes = (
             f"{self._readings()}, {hist}, h AS ({slot.format(src='h0')}), "
-            f"hk AS (SELECT device_id, dow, tod, {d.num('value')} AS v, ROW_NUMBER() OVER "
-            "(PARTITION BY device_id, dow, tod ORDER BY " + d.num("value") + ") AS rn, "
-            "COUNT(*) OVER (PARTITION BY device_id, dow, tod) AS n FROM h), "
-            "med AS (SELECT device_id, dow, tod, AVG(v) AS m, MAX(n) AS n FROM hk "
-            "WHERE rn = (n + 1) / 2 OR rn = (n + 2) / 2 GROUP BY device_id, dow, tod), "
+            f"hk AS (SELECT device_id, slot, {d.num('value')} AS v, ROW_NUMBER() OVER "
+            "(PARTITION BY device_id, slot ORDER BY " + d.num("value") + ") AS rn, "
+            "COUNT(*) OVER (PARTITION BY device_id, slot) AS n FROM h), "
+            "med AS (SELECT device_id, slot, AVG(v) AS m, MAX(n) AS n FROM hk "
+            "WHERE rn = (n + 1) / 2 OR rn = (n + 2) / 2 GROUP BY device_id, slot), "
             f"cur AS ({slot.format(src='r')})"
         )
         v = d.num("cur.value")
         sql = (
             "SELECT :run, cur.device_id, :rt, :rule, :kind, :q, cur.ts, cur.ts, 1, cur.value, "
             f":detail || {d.text('round(med.m, 4)')} FROM cur "
-            "JOIN med ON med.device_id = cur.device_id "
-            "AND med.dow = cur.dow AND med.tod = cur.tod "
+            "JOIN med ON med.device_id = cur.device_id AND med.slot = cur.slot "
             f"WHERE med.n >= :samples AND {v} > :factor * med.m AND {v} > :floor"
         )
         return ctes, sql, True
