@@ -541,15 +541,35 @@ class SqlValidationStore(_Repo):
             tol=d.number(rule.tolerance),
             pct=d.number(rule.tolerance_percent / 100),
         )
+        # one sorted pass: registers and profile of each meter in time order (the profile
+        # before a register of the same instant); k, the registers before a row, puts each
+        # quarter-hour with the register that closes its interval (prev, ts]
         v, prev = d.num("w.value"), d.num("w.prev")
         ctes = (
-            f"{self._register_pairs(d)}, cmp AS (SELECT w.device_id, w.ts, w.value, "
-            f"{v} - {prev} AS adv, SUM({d.num('pv.value')}) AS total, COUNT(*) AS n, "
+            f"{self._readings()}, p0 AS (SELECT rd.device_id, (SELECT max(y.ts) FROM reading y "
+            "WHERE y.device_id = rd.device_id AND y.reading_type_id = :rt AND y.ts <= :start) "
+            "AS ts FROM rd), pr AS (SELECT x.device_id, x.ts, x.value FROM reading x "
+            "JOIN p0 ON x.device_id = p0.device_id AND x.ts = p0.ts "
+            "WHERE x.reading_type_id = :rt), "
+            "pf AS (SELECT x.device_id, x.ts, x.value FROM reading x "
+            "JOIN p0 ON p0.device_id = x.device_id WHERE x.reading_type_id = :prt "
+            "AND x.ts > COALESCE(p0.ts, :start) AND x.ts <= :end), "
+            "u AS (SELECT device_id, ts, value, 1 AS reg FROM r UNION ALL "
+            "SELECT device_id, ts, value, 1 FROM pr UNION ALL "
+            "SELECT device_id, ts, value, 0 FROM pf), "
+            "g AS (SELECT device_id, ts, value, reg, SUM(reg) OVER (PARTITION BY device_id "
+            "ORDER BY ts, reg ROWS UNBOUNDED PRECEDING) - reg AS k FROM u), "
+            "per AS (SELECT device_id, k, MAX(CASE WHEN reg = 1 THEN ts END) AS ts, "
+            "MAX(CASE WHEN reg = 1 THEN value END) AS value, "
+            f"SUM(CASE WHEN reg = 0 THEN {d.num('value')} END) AS total, "
+            "SUM(1 - reg) AS n FROM g GROUP BY device_id, k), "
+            "w AS (SELECT device_id, ts, value, total, n, "
+            "LAG(value) OVER (PARTITION BY device_id ORDER BY k) AS prev, "
+            "LAG(ts) OVER (PARTITION BY device_id ORDER BY k) AS prev_ts "
+            "FROM per WHERE ts IS NOT NULL), "
+            f"cmp AS (SELECT device_id, ts, value, total, {v} - {prev} AS adv, n, "
             f"({d.epoch('w.ts')} - {d.epoch('w.prev_ts')}) / :pstep AS expected FROM w "
-            "JOIN reading pv ON pv.device_id = w.device_id AND pv.reading_type_id = :prt "
-            "AND pv.ts > w.prev_ts AND pv.ts <= w.ts "
-            f"WHERE w.ts > :start AND w.prev IS NOT NULL AND {v} >= {prev} "
-            "GROUP BY w.device_id, w.ts, w.value, w.prev, w.prev_ts)"
+            f"WHERE w.ts > :start AND w.prev IS NOT NULL AND {v} >= {prev})"
         )
         sql = (
             "SELECT :run, device_id, :rt, :rule, :kind, :q, ts, ts, 1, value, "
