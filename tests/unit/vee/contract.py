@@ -19,10 +19,10 @@ import pytest
 
 from hub.bootstrap import App
 from hub.vee_settings import VeeSettings
-from mdm.commands import CreateMeter
+from mdm.commands import CreateMeter, CreateUsagePoint, InstallMeter
 from mdm.group_commands import CreateEndDeviceGroup
 from mdm.handlers import HandlerContext
-from mdm.model import DeviceRef, EndDevice
+from mdm.model import DeviceRef, EndDevice, UsagePoint
 from mdm.ports import StagedReading
 from mdm.qualities import unpack
 from mdm.vee.commands import SaveFailingMeters, ValidateReadings
@@ -301,3 +301,25 @@ class VeeContract:
         assert result_set(app, run) == {("M1", "spike", spike, spike, 1)}
         utc = VeeSettings(rules=[rule])  # the same data read in UTC: wrong slots
         assert ("M1", "spike", fine, fine, 1) in result_set(app, self.validate(app, day, end, utc))
+
+    def test_rule_of_a_usage_point_group(self, app: App) -> None:
+        """A rule for one transformer area sees only the meters installed there."""
+        self.spring(app)
+        uid = self.utility(app)
+        with app.uow_factory() as uow:
+            for up, area, meter in (("UP-1", "TA-1", "M1"), ("UP-3", "TA-2", "M3")):
+                point = UsagePoint(up, "DEFAULT", transformer_area=area)
+                app.bus.handle(CreateUsagePoint(uid, point), uow, CTX)
+                app.bus.handle(
+                    InstallMeter(uid, DeviceRef(mrid=meter), DeviceRef(mrid=up), SPRING - HISTORY),
+                    uow,
+                    CTX,
+                )
+            uow.commit()
+        rule = {**RULES[3], "name": "ta1-high", "usage_point_group": "TA-1"}
+        del rule["end_device_group"]
+        run = self.validate(app, SPRING, SPRING_END, VeeSettings(rules=[rule]))
+        m1 = {(m, "ta1-high", a, b, n) for m, r, a, b, n in spring_expected() if r == "m1-high"}
+        assert result_set(app, run) == m1
+        [count] = run.rules
+        assert count.readings == 188  # M1's quarter-hours only
