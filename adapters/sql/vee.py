@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -535,6 +535,19 @@ class SqlValidationStore(_Repo):
         assert rule.profile_reading_type is not None
         assert rule.profile_interval_seconds
         prt = self._type_id(rule.profile_reading_type)
+        # the earliest register before the period bounds the profile read, one range for
+        # every meter (a meter's quarter-hours before its own first register fall in the
+        # group of that register, which has no previous one and is not compared)
+        first = self._conn.execute(
+            _stmt(
+                f"SELECT min((SELECT max(y.ts) FROM reading y WHERE y.device_id = s.device_id "
+                f"AND y.reading_type_id = :rt AND y.ts <= :start)) FROM {METER} s"
+            ),
+            {"rt": p["rt"], "start": p["start"]},
+        ).scalar()
+        if isinstance(first, str):  # SQLite: the stored text
+            first = datetime.fromisoformat(first).replace(tzinfo=UTC)
+        p["lookback"] = min(first, p["start"]) if first is not None else p["start"]
         p.update(
             prt=prt if prt is not None else -1,
             pstep=rule.profile_interval_seconds,
@@ -552,8 +565,8 @@ class SqlValidationStore(_Repo):
             "JOIN p0 ON x.device_id = p0.device_id AND x.ts = p0.ts "
             "WHERE x.reading_type_id = :rt), "
             "pf AS (SELECT x.device_id, x.ts, x.value FROM reading x "
-            "JOIN p0 ON p0.device_id = x.device_id WHERE x.reading_type_id = :prt "
-            "AND x.ts > COALESCE(p0.ts, :start) AND x.ts <= :end), "
+            "JOIN rd ON rd.device_id = x.device_id WHERE x.reading_type_id = :prt "
+            "AND x.ts > :lookback AND x.ts <= :end), "
             "u AS (SELECT device_id, ts, value, 1 AS reg FROM r UNION ALL "
             "SELECT device_id, ts, value, 1 FROM pr UNION ALL "
             "SELECT device_id, ts, value, 0 FROM pf), "
