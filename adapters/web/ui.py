@@ -26,6 +26,7 @@ from cim_schemas.codes.event_type import EndDeviceEventType
 from cim_schemas.codes.quality import ReadingQualityType
 from cim_schemas.codes.reading_type import ReadingType
 from hub.messages import Outcome
+from mdm.ports import AuditQuery
 from mdm.qualities import codes_of
 
 ui = Blueprint("ui", __name__)
@@ -302,6 +303,54 @@ def groups() -> str:
 def group(mrid: str) -> str:
     found, members = _ops().group(g.principal, mrid)
     return render_template("group.html", group=found, members=members)
+
+
+# -- audit log ---------------------------------------------------------------------------
+
+AUDIT_PAGE = 50
+
+
+def _day(name: str) -> date | None:
+    text = request.args.get(name, "")
+    try:
+        return date.fromisoformat(text) if text else None
+    except ValueError:
+        return None
+
+
+@ui.get("/ui/audit")
+def audit() -> str:
+    """The audit log, newest first, filtered by days, user, action and object; a page of
+    :data:`AUDIT_PAGE` entries with a link to the older ones."""
+    first, last = _day("from"), _day("to")
+    before = request.args.get("before", "")
+    filters = {k: request.args.get(k, "").strip() for k in ("user", "action", "object_type")}
+    filters["object_id"] = request.args.get("object_id", "").strip()
+    query = AuditQuery(
+        start=datetime.combine(first, time(), UTC) if first else None,
+        end=datetime.combine(last + timedelta(days=1), time(), UTC) if last else None,
+        actors=frozenset({filters["user"]}) if filters["user"] else None,
+        action=filters["action"] or None,
+        object_type=filters["object_type"] or None,
+        object_id=filters["object_id"] or None,
+        before=int(before) if before.isdigit() else None,
+        limit=AUDIT_PAGE,
+    )
+    entries = _ops().audit(g.principal, query)
+    older = None
+    if len(entries) == AUDIT_PAGE:
+        args: dict[str, Any] = {k: v for k, v in request.args.items() if k != "before"}
+        args["before"] = entries[-1].id
+        older = url_for("ui.audit", **args)
+    return render_template(
+        "audit.html",
+        entries=entries,
+        filters=filters,
+        first=first.isoformat() if first else "",
+        last=last.isoformat() if last else "",
+        older=older,
+        scoped=g.principal.utility,
+    )
 
 
 # -- dead letters ------------------------------------------------------------------------
