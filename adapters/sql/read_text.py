@@ -13,6 +13,7 @@ On SQLite the ordinary query is formatted in Python (the embedded default).
 
 from __future__ import annotations
 
+import functools
 import itertools
 from collections.abc import Generator, Iterator, Sequence
 from datetime import datetime
@@ -251,12 +252,22 @@ def pg_meter_records(
     params["utility"] = utility_id
     params["mrid"] = mrid
     params["limit"] = limit + 1
-    new = tuple.__new__
-    rows = [new(ReadingRecord, row) for row in _stream(raw, sql, params, whole=True)]
-    if rows:
-        return rows
-    found = list(_stream(raw, _PG_METER_EXISTS, {"utility": utility_id, "mrid": mrid}, whole=True))
-    return [] if found else None
+    try:
+        with raw.cursor() as cur:
+            cur.execute(sql, params, prepare=True)
+            rows = cur.fetchall()
+            if rows:
+                return list(map(_record, rows))
+            cur.execute(_PG_METER_EXISTS, {"utility": utility_id, "mrid": mrid}, prepare=True)
+            return [] if cur.fetchone() is not None else None
+    except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+        raise StoreUnavailable(f"database unavailable while reading: {exc}") from exc
+    except psycopg.Error as exc:
+        raise PermanentError(f"store error while reading: {type(exc).__name__}: {exc}") from exc
+
+
+#: a row of :func:`pg_records_sql` as the record it is (no conversion)
+_record = functools.partial(tuple.__new__, ReadingRecord)
 
 
 def plain_meter_records(
