@@ -403,3 +403,36 @@ def test_audit_log_filtered_paged_and_scoped(site: Site) -> None:
     assert {e["user"] for e in theirs} == {"north"}
     assert len(theirs) == 5
     assert north.get(url, params={"user": "operator"}, timeout=10).json()["entries"] == []
+
+
+def test_one_decorator_registers_the_route_and_its_entry() -> None:
+    """SPEC.route: the Flask rule comes from the documented path (an integer parameter
+    becomes Flask's int converter); an undeclared path parameter or a path outside the
+    blueprint is refused when the module is read, not when a request comes."""
+    from flask import Blueprint, Flask
+
+    from adapters.web.openapi import ApiSpec, Param
+
+    bp = Blueprint("t", __name__, url_prefix="/api")
+    spec = ApiSpec(bp, "t", "1", "t")
+
+    @spec.route(
+        "/api/things/{id}",
+        "post",
+        summary="a thing",
+        tag="t",
+        params=(Param("id", "path", "id", True, {"type": "integer"}),),
+    )
+    def thing(id: int) -> str:
+        return f"thing {id + 1}"
+
+    with pytest.raises(ValueError, match="not declared"):
+        spec.route("/api/things/{mrid}", "get", summary="x", tag="t")
+    with pytest.raises(ValueError, match="not under"):
+        spec.route("/other/things", "get", summary="x", tag="t")
+    app = Flask(__name__)
+    app.register_blueprint(bp)
+    [rule] = [r for r in app.url_map.iter_rules() if r.rule.startswith("/api/")]
+    assert (rule.rule, rule.methods) == ("/api/things/<int:id>", {"POST", "OPTIONS"})
+    assert app.test_client().post("/api/things/41").text == "thing 42"
+    assert list(spec.document()["paths"]) == ["/api/things/{id}"]
