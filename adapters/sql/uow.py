@@ -55,9 +55,10 @@ class SqlUnitOfWork:
         read_only: bool = False,
     ) -> None:
         self.engine = engine
-        #: PostgreSQL: each statement on its own (autocommit), no transaction to begin
-        #: and roll back; SQLite: an ordinary unit of work (rolled back)
-        self.read_only = read_only and engine.dialect.name == "postgresql"
+        #: nothing to commit; on PostgreSQL each statement on its own (autocommit), no
+        #: transaction to begin and roll back; on SQLite an ordinary one (rolled back)
+        self.read_only = read_only
+        self._autocommit = read_only and engine.dialect.name == "postgresql"
         self._conn: Connection | None = None
         self._staging_number = 0
         self.transaction_number = 0  # bumped by commit / rollback
@@ -94,7 +95,7 @@ class SqlUnitOfWork:
         with guard():
             conn = self.engine.connect()
             try:
-                if self.read_only:
+                if self._autocommit:
                     conn = conn.execution_options(isolation_level="AUTOCOMMIT")
                 else:
                     conn.begin()
