@@ -17,12 +17,20 @@ BENCHMARKS = {
 
 
 def main(argv: list[str]) -> int:
-    names = argv or list(BENCHMARKS)
+    """``python -m bench [NAME ...]``, or ``python -m bench NAME --option ...``: one
+    benchmark with its own options (``--help`` lists them)."""
+    names = [a for a in argv if not a.startswith("-")] or list(BENCHMARKS)
+    options: list[str] = []
+    if any(a.startswith("-") for a in argv):
+        names, options = argv[:1], argv[1:]
+        if not names or names[0].startswith("-"):
+            print("usage: python -m bench NAME [--option ...] (options for one benchmark)")
+            return 2
     for name in names:
         if name not in BENCHMARKS:
             print(f"unknown benchmark {name!r}; known: {', '.join(BENCHMARKS)}")
             return 2
-        importlib.import_module(BENCHMARKS[name]).main([])
+        importlib.import_module(BENCHMARKS[name]).main(options)
     return 0
 
 

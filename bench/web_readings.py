@@ -11,7 +11,8 @@ p50/p99, the server's and PostgreSQL's CPU per reply, and the ratio API / SOAP.
 Then the web UI's readings page of one meter-month (2,976 values: the SVG chart and the
 table) fetched ``--page-calls`` times one after the other: median and worst time.
 
-Usage: ``python -m bench.web_readings [--seconds 8] [--clients 8] [--threads 8]``
+Usage: ``python -m bench web-readings [--seconds 8] [--clients 8] [--threads 8]
+[--rounds 2]`` (``--help``: every option).
 """
 
 from __future__ import annotations
@@ -149,7 +150,7 @@ def main(argv: list[str]) -> None:
     if argv and argv[0] == "_serve":
         serve(argv[1], int(argv[2]), int(argv[3]), argv[4])
         return
-    parser = argparse.ArgumentParser(prog="python -m bench.web_readings")
+    parser = argparse.ArgumentParser(prog="python -m bench web-readings")
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--threads", type=int, default=8)

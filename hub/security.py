@@ -126,6 +126,8 @@ class UserDirectory:
 
     def __init__(self, users: list[UserSettings]) -> None:
         self._users = {u.name: u for u in users}
+        #: each user's principal, made once (immutable; asked on every request)
+        self._principals = {u.name: u.principal() for u in users}
 
     def __bool__(self) -> bool:
         return bool(self._users)
@@ -134,13 +136,12 @@ class UserDirectory:
         return self._users.get(name)
 
     def principal(self, name: str) -> Principal | None:
-        user = self._users.get(name)
-        return user.principal() if user else None
+        return self._principals.get(name)
 
     def check_password(self, name: str, password: str) -> Principal | None:
         user = self._users.get(name)
         if user is None or user.password is None:
             return None
         if hmac.compare_digest(user.password.get_secret_value().encode(), password.encode()):
-            return user.principal()
+            return self._principals[name]
         return None

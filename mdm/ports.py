@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from types import TracebackType
 from typing import NamedTuple, Protocol, Self
@@ -56,6 +56,41 @@ class ReadingText(NamedTuple):
     ts: str
     value: str
     quality: str
+
+
+class ReadingRecord(NamedTuple):
+    """A stored reading as text with its version and when that version was recorded: what
+    the operator API answers. ``ts`` and ``recorded_at`` as :class:`ReadingText` writes
+    instants (``datetime.isoformat()`` of an aware UTC instant), ``value`` as plain
+    decimal text."""
+
+    device_mrid: str
+    reading_type: str
+    ts: str
+    value: str
+    quality: str
+    version: int
+    recorded_at: str
+
+    @classmethod
+    def of(cls, r: StoredReading) -> ReadingRecord:
+        """The record of a stored reading (the plain path: what the store's own text
+        must equal)."""
+        return cls(
+            r.device_mrid,
+            r.reading_type,
+            r.ts.astimezone(UTC).isoformat(),
+            plain_decimal(r.value),
+            r.quality,
+            int(r.version),
+            r.recorded_at.astimezone(UTC).isoformat(),
+        )
+
+
+def plain_decimal(value: Decimal) -> str:
+    """A decimal as plain text with the scale it has (``1.50``), never an exponent."""
+    text = str(value)
+    return format(value, "f") if "E" in text or "e" in text else text
 
 
 class MeterTexts(NamedTuple):
@@ -245,6 +280,23 @@ class ReadingRepository(Protocol):
         statement where the store allows it (one round trip)."""
         ...
 
+    def meter_records(
+        self,
+        utility_id: int,
+        mrid: str,
+        reading_types: Sequence[str] | None,
+        start: datetime | None,
+        end: datetime | None,
+        limit: int,
+    ) -> list[ReadingRecord] | None:
+        """One meter's current readings with their versions, as text (the operator API's
+        commonest question): what :meth:`query` answers for the meter, each as
+        :meth:`ReadingRecord.of` writes it, in the same order, at most ``limit + 1`` (more
+        than ``limit`` tells the caller the period is too long). None: no meter ``mrid``
+        in the utility. Where the store can write the text itself it does, in one
+        statement (no per-reading datetime or Decimal)."""
+        ...
+
     def versions(self, device_id: int, reading_type: str, ts: datetime) -> list[StoredReading]:
         """Every version of one reading, newest first."""
         ...
@@ -412,6 +464,38 @@ class DeadLetterRepository(Protocol):
 AuditEntry = tuple[datetime, str, str, str, str | None, str | None]
 
 
+class AuditRecord(NamedTuple):
+    """One entry of the audit log, with its id (the order entries were written in)."""
+
+    id: int
+    at: datetime
+    actor: str
+    action: str
+    object_type: str
+    object_id: str | None
+    details: str | None
+
+
+@dataclass(frozen=True)
+class AuditQuery:
+    """Which audit entries: ``start < at <= end``, by actor (any of ``actors``; None:
+    anyone), action, object type and object id (exact), written before entry ``before``
+    (the page after one ending there), at most ``limit``, newest first."""
+
+    start: datetime | None = None
+    end: datetime | None = None
+    actors: frozenset[str] | None = None
+    action: str | None = None
+    object_type: str | None = None
+    object_id: str | None = None
+    before: int | None = None
+    limit: int = 100
+
+
+#: what :meth:`AuditRepository.query` answers (a name: the class's ``list`` hides the type)
+AuditRecords = list[AuditRecord]
+
+
 class AuditRepository(Protocol):
     def record(
         self,
@@ -424,6 +508,9 @@ class AuditRepository(Protocol):
     def list(
         self, limit: int = 100
     ) -> list[tuple[datetime, str, str, str, str | None, str | None]]: ...
+    def query(self, query: AuditQuery) -> AuditRecords:
+        """The entries the query selects, newest first (by id), at most ``query.limit``."""
+        ...
 
 
 class UnitOfWork(Protocol):
@@ -457,6 +544,12 @@ class UnitOfWork(Protocol):
 
 class UnitOfWorkFactory(Protocol):
     def __call__(self) -> UnitOfWork: ...
+
+    def read_only(self) -> UnitOfWork:
+        """A unit of work for reads of one statement each, without a transaction where
+        the store allows it (fewer round trips); nothing to commit. Not for streamed
+        reads (:meth:`ReadingRepository.query`)."""
+        ...
 
 
 class OutboxItem(NamedTuple):

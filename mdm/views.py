@@ -9,12 +9,11 @@ events of one job, the figures monitoring scrapes) is this port, implemented in
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
-from mdm.model import EndDeviceEvent, StoredReading
+from mdm.model import EndDeviceEvent
 
 
 @dataclass(frozen=True)
@@ -61,22 +60,6 @@ class OperatorViews(Protocol):
     def search(self, utility_id: int, text: str, limit: int = 25) -> list[SearchHit]:
         """Meters and usage points whose mRID, name or serial number contains ``text``
         (case-insensitive), exact matches first."""
-        ...
-
-    def meter_readings(
-        self,
-        utility_id: int,
-        mrid: str,
-        reading_types: Sequence[str] | None,
-        start: datetime | None,
-        end: datetime | None,
-        limit: int,
-    ) -> list[StoredReading] | None:
-        """The fast path of one meter's readings (the API's commonest question): what the
-        QueryMeterReadings handler answers for it (current versions, ``start < ts <=
-        end``, by reading type and time), in one statement, at most ``limit + 1`` rows
-        (more than ``limit`` tells the caller the period is too long). None: no such
-        meter in the utility."""
         ...
 
     def relay_states(self, utility_id: int, device_mrids: list[str]) -> dict[str, RelayState]:

@@ -13,6 +13,7 @@ On SQLite the ordinary query is formatted in Python (the embedded default).
 
 from __future__ import annotations
 
+import functools
 import itertools
 from collections.abc import Generator, Iterator, Sequence
 from datetime import datetime
@@ -22,7 +23,7 @@ import psycopg
 
 from cim_schemas.errors import PermanentError, StoreUnavailable
 from mdm.model import DeviceRef
-from mdm.ports import MeterTexts, ReadingText
+from mdm.ports import MeterTexts, ReadingRecord, ReadingText
 
 if TYPE_CHECKING:
     from adapters.sql.readings import SqlReadingRepository
@@ -34,10 +35,17 @@ STREAM_CHUNK: Final = 2_000
 #: time is planning); more, or an open period, are streamed in chunks
 PREPARED_METER_DAYS: Final = 62
 
-_ISO: Final = (
-    "to_char(r.ts AT TIME ZONE 'UTC', CASE WHEN date_trunc('second', r.ts) = r.ts "
-    """THEN 'YYYY-MM-DD"T"HH24:MI:SS"+00:00"' ELSE 'YYYY-MM-DD"T"HH24:MI:SS.US"+00:00"' END)"""
-)
+
+def _iso(column: str) -> str:
+    """SQL writing the instant ``column`` as ``datetime.isoformat()`` writes it in UTC."""
+    return (
+        f"to_char({column} AT TIME ZONE 'UTC', CASE WHEN date_trunc('second', {column}) = "
+        f"""{column} THEN 'YYYY-MM-DD"T"HH24:MI:SS"+00:00"' """
+        """ELSE 'YYYY-MM-DD"T"HH24:MI:SS.US"+00:00"' END)"""
+    )
+
+
+_ISO: Final = _iso("r.ts")
 
 
 def _filters(*, reading_types: bool, start: bool, end: bool) -> str:
@@ -81,6 +89,26 @@ def pg_meters_sql(*, reading_types: bool, start: bool, end: bool) -> str:
         + _filters(reading_types=reading_types, start=start, end=end)
         + ") AS u ORDER BY kind, device, rt, ts"
     )
+
+
+def pg_records_sql(*, reading_types: bool, start: bool, end: bool) -> str:
+    """One meter's readings (by utility and mRID) with their versions, in the order of
+    :func:`pg_sql`, at most ``limit`` rows."""
+    return (
+        f"SELECT d.mrid, rt.code, {_ISO}, r.value::text, r.quality, r.version, "
+        f"{_iso('r.recorded_at')} "
+        "FROM end_device d JOIN reading r ON r.device_id = d.id "
+        "JOIN reading_type rt ON rt.id = r.reading_type_id "
+        "WHERE d.utility_id = %(utility)s AND d.mrid = %(mrid)s"
+        + _filters(reading_types=reading_types, start=start, end=end)
+        + " ORDER BY r.reading_type_id, r.ts LIMIT %(limit)s"
+    )
+
+
+#: whether a meter exists (asked only when :func:`pg_records_sql` found no reading)
+_PG_METER_EXISTS: Final = (
+    "SELECT 1 FROM end_device WHERE utility_id = %(utility)s AND mrid = %(mrid)s"
+)
 
 
 def text_array(values: Sequence[str]) -> str:
@@ -204,6 +232,65 @@ def _texts(first: Any, rows: Generator[Any, None, None]) -> Iterator[ReadingText
             yield new(ReadingText, row[1:])
     finally:
         rows.close()
+
+
+def pg_meter_records(
+    raw: psycopg.Connection[Any],
+    utility_id: int,
+    mrid: str,
+    reading_types: Sequence[str] | None,
+    start: datetime | None,
+    end: datetime | None,
+    limit: int,
+) -> list[ReadingRecord] | None:
+    """:func:`pg_records_sql` as a prepared statement (planned once per connection), its
+    text rows taken as they come: no per-reading datetime or Decimal."""
+    sql = pg_records_sql(
+        reading_types=reading_types is not None, start=start is not None, end=end is not None
+    )
+    params = _params(reading_types, start, end)
+    params["utility"] = utility_id
+    params["mrid"] = mrid
+    params["limit"] = limit + 1
+    try:
+        with raw.cursor() as cur:
+            cur.execute(sql, params, prepare=True)
+            rows = cur.fetchall()
+            if rows:
+                return list(map(_record, rows))
+            cur.execute(_PG_METER_EXISTS, {"utility": utility_id, "mrid": mrid}, prepare=True)
+            return [] if cur.fetchone() is not None else None
+    except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+        raise StoreUnavailable(f"database unavailable while reading: {exc}") from exc
+    except psycopg.Error as exc:
+        raise PermanentError(f"store error while reading: {type(exc).__name__}: {exc}") from exc
+
+
+#: a row of :func:`pg_records_sql` as the record it is (no conversion)
+_record = functools.partial(tuple.__new__, ReadingRecord)
+
+
+def plain_meter_records(
+    repo: SqlReadingRepository,
+    utility_id: int,
+    mrid: str,
+    reading_types: Sequence[str] | None,
+    start: datetime | None,
+    end: datetime | None,
+    limit: int,
+) -> list[ReadingRecord] | None:
+    """The plain path: the meter looked up, :meth:`SqlReadingRepository.query`, each row
+    written by :meth:`ReadingRecord.of` (SQLite; and what PostgreSQL's text must equal)."""
+    device = repo.devices.find(utility_id, DeviceRef(mrid=mrid))
+    if device is None or device.id is None:
+        return None
+    rows = repo.query([device.id], reading_types, start, end)
+    try:
+        return [ReadingRecord.of(r) for r in itertools.islice(rows, limit + 1)]
+    finally:
+        close = getattr(rows, "close", None)
+        if close is not None:
+            close()
 
 
 def sqlite_reading_text(

@@ -38,6 +38,7 @@ from mdm.model import DeviceRef, IngestStats, StoredReading
 from mdm.ports import (
     DuplicateReading,
     MeterTexts,
+    ReadingRecord,
     ReadingText,
     StagedReading,
     StagingResult,
@@ -698,6 +699,29 @@ class SqlReadingRepository:
             raw: Any = self._conn.connection.driver_connection
             return read_text.pg_meter_texts(raw, utility_id, mrids, reading_types, start, end)
         return read_text.sqlite_meter_texts(self, utility_id, mrids, reading_types, start, end)
+
+    def meter_records(
+        self,
+        utility_id: int,
+        mrid: str,
+        reading_types: Sequence[str] | None,
+        start: datetime | None,
+        end: datetime | None,
+        limit: int,
+    ) -> list[ReadingRecord] | None:
+        """One meter's readings with their versions as text: on PostgreSQL one prepared
+        statement whose text the server writes (adapters/sql/read_text.py), equal to the
+        plain path (tests/integration/sql/test_read_text_mutants.py)."""
+        from adapters.sql import read_text
+
+        if self._conn.dialect.name == "postgresql":
+            raw: Any = self._conn.connection.driver_connection
+            return read_text.pg_meter_records(
+                raw, utility_id, mrid, reading_types, start, end, limit
+            )
+        return read_text.plain_meter_records(
+            self, utility_id, mrid, reading_types, start, end, limit
+        )
 
     @property
     def devices(self) -> SqlEndDeviceRepository:

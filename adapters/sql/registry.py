@@ -39,6 +39,9 @@ from mdm.model import (
 from mdm.ports import (
     AnsweredMessage,
     AppliedMessage,
+    AuditQuery,
+    AuditRecord,
+    AuditRecords,
     DeadLetter,
     MessageConclusion,
     MessageState,
@@ -1051,3 +1054,29 @@ class SqlAuditRepository(_Repo):
         a = t.audit_log
         rows = self._conn.execute(select(a).order_by(a.c.id.desc()).limit(limit))
         return [(r.at, r.actor, r.action, r.object_type, r.object_id, r.details) for r in rows]
+
+    @guarded
+    def query(self, query: AuditQuery) -> AuditRecords:
+        a = t.audit_log
+        stmt = select(a).order_by(a.c.id.desc()).limit(query.limit)
+        if query.start is not None:
+            stmt = stmt.where(a.c.at > query.start)
+        if query.end is not None:
+            stmt = stmt.where(a.c.at <= query.end)
+        if query.actors is not None:
+            if not query.actors:
+                return []
+            stmt = stmt.where(a.c.actor.in_(sorted(query.actors)))
+        for column, value in (
+            (a.c.action, query.action),
+            (a.c.object_type, query.object_type),
+            (a.c.object_id, query.object_id),
+        ):
+            if value is not None:
+                stmt = stmt.where(column == value)
+        if query.before is not None:
+            stmt = stmt.where(a.c.id < query.before)
+        return [
+            AuditRecord(int(r.id), r.at, r.actor, r.action, r.object_type, r.object_id, r.details)
+            for r in self._conn.execute(stmt)
+        ]

@@ -49,8 +49,18 @@ class SqlUnitOfWork:
     back whatever was not committed. :meth:`commit` may be called more than once:
     the next statement starts a new transaction on the same connection."""
 
-    def __init__(self, engine: Engine, *, staging_batch_size: int = DEFAULT_BATCH_SIZE) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        staging_batch_size: int = DEFAULT_BATCH_SIZE,
+        read_only: bool = False,
+    ) -> None:
         self.engine = engine
+        #: nothing to commit; on PostgreSQL each statement on its own (autocommit), no
+        #: transaction to begin and roll back; on SQLite an ordinary one (rolled back)
+        self.read_only = read_only
+        self._autocommit = read_only and engine.dialect.name == "postgresql"
         self._conn: Connection | None = None
         self._staging_number = 0
         self.transaction_number = 0  # bumped by commit / rollback
@@ -88,7 +98,10 @@ class SqlUnitOfWork:
         with guard():
             conn = self.engine.connect()
             try:
-                conn.begin()
+                if self._autocommit:
+                    conn = conn.execution_options(isolation_level="AUTOCOMMIT")
+                else:
+                    conn.begin()
             except BaseException:
                 conn.close()
                 raise
@@ -117,6 +130,8 @@ class SqlUnitOfWork:
             conn.close()
 
     def commit(self) -> None:
+        if self.read_only:
+            raise RuntimeError("a read-only unit of work has nothing to commit")
         self.transaction_number += 1
         try:
             with guard():
@@ -142,6 +157,12 @@ class SqlUnitOfWorkFactory:
 
     def __call__(self) -> SqlUnitOfWork:
         return SqlUnitOfWork(self.engine, staging_batch_size=self.staging_batch_size)
+
+    def read_only(self) -> SqlUnitOfWork:
+        """A unit of work that only reads, one statement at a time: on PostgreSQL in
+        autocommit (no BEGIN and ROLLBACK round trips; no snapshot across statements,
+        and no server-side cursor, so no streamed ``query``)."""
+        return SqlUnitOfWork(self.engine, read_only=True)
 
 
 def _conforms(engine: Engine) -> tuple[UnitOfWork, UnitOfWorkFactory]:

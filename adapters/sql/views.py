@@ -7,22 +7,17 @@ commits itself).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
-    DateTime,
     Engine,
-    Numeric,
     and_,
-    bindparam,
     func,
     literal,
     or_,
     select,
     text,
-    type_coerce,
     update,
 )
 
@@ -30,40 +25,12 @@ from adapters.sql import tables as t
 from adapters.sql.errors import guard
 from adapters.sql.registry import event_from_row
 from cim_schemas.codes import event_type as et
-from mdm.model import EndDeviceEvent, StoredReading
+from mdm.model import EndDeviceEvent
 from mdm.views import RelayState, SearchHit, StoreFigures
 
 _RELAY = {str(et.REMOTE_CONNECTED): "connected", str(et.REMOTE_DISCONNECTED): "disconnected"}
 #: the security events the head-end raises (association refused, bad tag, replay, ...)
 SECURITY_TYPES = sorted(str(getattr(et, name)) for name in dir(et) if name.startswith("SECURITY_"))
-
-
-def _meter_readings_statement(has_start: bool, has_end: bool, has_types: bool, native: bool) -> Any:
-    """One meter's current readings, by reading type and time (the handler's order).
-    ``native`` (PostgreSQL): instants and values come as the driver makes them (aware
-    datetimes, Decimals), without the column types' per-value result processing."""
-    d, r, rt = t.end_device, t.reading, t.reading_type
-    ts: Any = r.c.ts
-    value: Any = r.c.value
-    recorded_at: Any = r.c.recorded_at
-    if native:
-        ts = type_coerce(ts, DateTime(timezone=True))
-        value = type_coerce(value, Numeric(asdecimal=True))
-        recorded_at = type_coerce(recorded_at, DateTime(timezone=True))
-    query = (
-        select(d.c.mrid, rt.c.code, ts, value, r.c.quality, r.c.version, recorded_at)
-        .select_from(d.join(r, r.c.device_id == d.c.id).join(rt, rt.c.id == r.c.reading_type_id))
-        .where(d.c.utility_id == bindparam("utility_id"), d.c.mrid == bindparam("mrid"))
-        .order_by(r.c.reading_type_id, r.c.ts)
-        .limit(bindparam("limit"))
-    )
-    if has_start:
-        query = query.where(r.c.ts > bindparam("start", type_=r.c.ts.type))
-    if has_end:
-        query = query.where(r.c.ts <= bindparam("end", type_=r.c.ts.type))
-    if has_types:
-        query = query.where(rt.c.code.in_(bindparam("types", expanding=True)))
-    return query
 
 
 def _like(value: str) -> str:
@@ -74,8 +41,6 @@ def _like(value: str) -> str:
 class SqlOperatorViews:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        #: (has start, has end, has types, native) -> the statement, built once
-        self._readings_statements: dict[tuple[bool, bool, bool, bool], Any] = {}
 
     def search(self, utility_id: int, text_: str, limit: int = 25) -> list[SearchHit]:
         needle = text_.strip()
@@ -153,47 +118,6 @@ class SqlOperatorViews:
             return (0 if exact else 1, hit.mrid)
 
         return sorted(hits, key=rank)[:limit]
-
-    def meter_readings(
-        self,
-        utility_id: int,
-        mrid: str,
-        reading_types: Sequence[str] | None,
-        start: datetime | None,
-        end: datetime | None,
-        limit: int,
-    ) -> list[StoredReading] | None:
-        native = self.engine.dialect.name == "postgresql"
-        key = (start is not None, end is not None, bool(reading_types), native)
-        query = self._readings_statements.get(key)
-        if query is None:
-            query = self._readings_statements[key] = _meter_readings_statement(*key)
-        params: dict[str, Any] = {
-            "utility_id": utility_id,
-            "mrid": mrid,
-            "start": start,
-            "end": end,
-            "limit": limit + 1,
-        }
-        if reading_types:
-            params["types"] = list(reading_types)
-        d = t.end_device
-        # one read, no transaction to begin and roll back (two round trips fewer)
-        with guard(), self.engine.connect() as conn:
-            conn = conn.execution_options(isolation_level="AUTOCOMMIT")
-            rows = conn.execute(query, params).all()
-            if not rows:
-                known = conn.execute(
-                    select(d.c.id).where(d.c.utility_id == utility_id, d.c.mrid == mrid)
-                ).first()
-                return [] if known is not None else None
-        new = StoredReading
-        if native:  # the driver's own aware datetimes and Decimals, taken to UTC here
-            return [
-                new(m, rt, ts.astimezone(UTC), v, q, ver, rec.astimezone(UTC))
-                for m, rt, ts, v, q, ver, rec in rows
-            ]
-        return [new(*row) for row in rows]
 
     def relay_states(self, utility_id: int, device_mrids: list[str]) -> dict[str, RelayState]:
         if not device_mrids:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import urlencode
 
 from flask import Blueprint, Response, g, request
 from pydantic import BaseModel, Field
@@ -19,7 +20,6 @@ from adapters.web.context import web
 from adapters.web.openapi import ApiSpec, Param
 from adapters.web.operations import (
     ControlResult,
-    NotFound,
     Operations,
     Refused,
     iter_json_readings,
@@ -29,15 +29,17 @@ from hub.messages import Outcome
 from mdm.groups import EndDeviceGroup
 from mdm.hes_jobs import HeadEndJob
 from mdm.model import EndDevice, EndDeviceEvent, Installation, UsagePoint
-from mdm.ports import DeadLetter
+from mdm.ports import AuditQuery, AuditRecord, DeadLetter
 
 api = Blueprint("api", __name__, url_prefix="/api")
 SPEC = ApiSpec(
+    api,
     "amihub operator API",
     "1",
-    "Meters, usage points, readings, events, head-end jobs, controls, end device groups "
-    "and dead letters, behind the users, permissions and utility of `[[users]]` (HTTP "
-    "Basic, or the web UI's session cookie with the `X-CSRF-Token` header on changes). "
+    "Meters, usage points, readings, events, head-end jobs, controls, end device groups, "
+    "dead letters and the audit log, behind the users, permissions and utility of "
+    "`[[users]]` (HTTP Basic, or the web UI's session cookie with the `X-CSRF-Token` "
+    "header on changes). "
     "Periods are `(start, end]`; values are exact decimals as strings.",
 )
 
@@ -227,6 +229,23 @@ class ReplayOut(BaseModel):
     dead_letter_id: int | None = Field(None, description="a new dead letter if it failed again")
 
 
+class AuditEntryOut(BaseModel):
+    id: int
+    at: datetime
+    user: str = Field(description="who did it (a user, amihub itself, or a refused caller)")
+    action: str
+    object_type: str
+    object_id: str | None = None
+    details: str | None = None
+
+
+class AuditPage(BaseModel):
+    entries: list[AuditEntryOut] = Field(description="newest first")
+    next: str | None = Field(
+        None, description="the next (older) page's URL; null: this is the last page"
+    )
+
+
 # -- helpers -------------------------------------------------------------------------------
 
 
@@ -383,13 +402,14 @@ PERIOD = (
     Param("start", "query", "period start (exclusive), ISO 8601 with offset; default: end - 1 day"),
     Param("end", "query", "period end (inclusive), ISO 8601 with offset; default: now"),
 )
+_INTEGER = {"type": "integer"}
+DEAD_LETTER_ID = Param("id", "path", "dead letter id", True, _INTEGER)
 READING_TYPE = Param("reading_type", "query", "ReadingType code (repeat for several); default all")
 
 
 # -- routes --------------------------------------------------------------------------------
 
 
-@api.get("/search")
 @SPEC.route(
     "/api/search",
     "get",
@@ -407,7 +427,6 @@ def search() -> Response:
     return _json({"query": text, "hits": [h.__dict__ for h in hits]})
 
 
-@api.get("/meters")
 @SPEC.route(
     "/api/meters",
     "get",
@@ -420,7 +439,6 @@ def meters() -> Response:
     return _json({"meters": [meter_json(d) for d in _ops().meters(g.principal)]})
 
 
-@api.get("/meters/<mrid>")
 @SPEC.route(
     "/api/meters/{mrid}",
     "get",
@@ -441,7 +459,6 @@ def meter(mrid: str) -> Response:
     return _json(data)
 
 
-@api.get("/usage-points")
 @SPEC.route(
     "/api/usage-points",
     "get",
@@ -454,7 +471,6 @@ def usage_points() -> Response:
     return _json({"usage_points": [usage_point_json(u) for u in _ops().usage_points(g.principal)]})
 
 
-@api.get("/usage-points/<mrid>")
 @SPEC.route(
     "/api/usage-points/{mrid}",
     "get",
@@ -482,23 +498,22 @@ def _readings(**target: str) -> Response:
     types = tuple(request.args.getlist("reading_type"))
     limit = web().settings.max_readings
     try:
-        rows = _ops().readings(
+        rows = _ops().reading_records(
             g.principal, reading_types=types, start=start, end=end, limit=limit, **target
         )
     except OverflowError as exc:
         raise BadRequest(str(exc)) from None
-    head = json.dumps(
-        {"start": start.isoformat(), "end": end.isoformat(), "count": len(rows)},
-        separators=(",", ":"),
+    # instants and a count are JSON as they are written
+    body = (
+        f'{{"start":"{start.isoformat()}","end":"{end.isoformat()}","count":{len(rows)},'
+        f'"readings":{readings_json(rows)}}}'
     )
-    body = f'{head[:-1]},"readings":{readings_json(rows)}}}'
     return Response(body, mimetype="application/json")
 
 
 _READ_PARAMS = (MRID, *PERIOD, READING_TYPE)
 
 
-@api.get("/meters/<mrid>/readings")
 @SPEC.route(
     "/api/meters/{mrid}/readings",
     "get",
@@ -512,7 +527,6 @@ def meter_readings(mrid: str) -> Response:
     return _readings(meter=mrid)
 
 
-@api.get("/usage-points/<mrid>/readings")
 @SPEC.route(
     "/api/usage-points/{mrid}/readings",
     "get",
@@ -526,7 +540,6 @@ def usage_point_readings(mrid: str) -> Response:
     return _readings(usage_point=mrid)
 
 
-@api.get("/groups/<mrid>/readings")
 @SPEC.route(
     "/api/groups/{mrid}/readings",
     "get",
@@ -540,7 +553,6 @@ def group_readings(mrid: str) -> Response:
     return _readings(group=mrid)
 
 
-@api.get("/meters/<mrid>/readings/versions")
 @SPEC.route(
     "/api/meters/{mrid}/readings/versions",
     "get",
@@ -563,7 +575,6 @@ def reading_versions(mrid: str) -> Response:
     return _json({"versions": list(iter_json_readings(rows))})
 
 
-@api.get("/meters/<mrid>/events")
 @SPEC.route(
     "/api/meters/{mrid}/events",
     "get",
@@ -577,7 +588,6 @@ def meter_events(mrid: str) -> Response:
     return _events(mrid)
 
 
-@api.get("/events")
 @SPEC.route(
     "/api/events",
     "get",
@@ -598,7 +608,6 @@ def _events(meter: str | None) -> Response:
     return _json({"events": [event_json(e) for e in found]})
 
 
-@api.get("/jobs")
 @SPEC.route(
     "/api/jobs",
     "get",
@@ -613,7 +622,6 @@ def jobs() -> Response:
     return _json({"jobs": [job_json(j) for j in found]})
 
 
-@api.get("/jobs/<mrid>")
 @SPEC.route(
     "/api/jobs/{mrid}",
     "get",
@@ -646,7 +654,6 @@ def _control(mrid: str, action: str) -> Response:
     )
 
 
-@api.post("/meters/<mrid>/disconnect")
 @SPEC.route(
     "/api/meters/{mrid}/disconnect",
     "post",
@@ -662,7 +669,6 @@ def disconnect(mrid: str) -> Response:
     return _control(mrid, "disconnect")
 
 
-@api.post("/meters/<mrid>/reconnect")
 @SPEC.route(
     "/api/meters/{mrid}/reconnect",
     "post",
@@ -678,7 +684,6 @@ def reconnect(mrid: str) -> Response:
     return _control(mrid, "reconnect")
 
 
-@api.post("/meters/<mrid>/read")
 @SPEC.route(
     "/api/meters/{mrid}/read",
     "post",
@@ -701,7 +706,6 @@ def read_now(mrid: str) -> Response:
     )
 
 
-@api.get("/groups")
 @SPEC.route(
     "/api/groups",
     "get",
@@ -716,7 +720,6 @@ def groups() -> Response:
     return _json({"groups": [group_json(x) for x in _ops().groups(g.principal, closed)]})
 
 
-@api.get("/groups/<mrid>")
 @SPEC.route(
     "/api/groups/{mrid}",
     "get",
@@ -733,7 +736,6 @@ def group(mrid: str) -> Response:
     return _json(data)
 
 
-@api.get("/dead-letters")
 @SPEC.route(
     "/api/dead-letters",
     "get",
@@ -749,25 +751,17 @@ def dead_letters() -> Response:
     return _json({"dead_letters": [dead_letter_json(d) for d in found]})
 
 
-def _dead_letter_id(text: str) -> int:
-    try:
-        return int(text)
-    except ValueError:
-        raise NotFound(f"no dead letter {text}") from None
-
-
-@api.get("/dead-letters/<ident>")
 @SPEC.route(
     "/api/dead-letters/{id}",
     "get",
     summary="One dead letter with the input kept and its lifecycle",
     tag="dead letters",
     permission="get:DeadLetters",
-    params=(Param("id", "path", "dead letter id", True, {"type": "integer"}),),
+    params=(DEAD_LETTER_ID,),
     response=DeadLetterOut,
 )
-def dead_letter(ident: str) -> Response:
-    letter, steps = _ops().dead_letter(g.principal, _dead_letter_id(ident))
+def dead_letter(id: int) -> Response:
+    letter, steps = _ops().dead_letter(g.principal, id)
     data = dead_letter_json(letter)
     data["body"] = letter.body.decode("utf-8", errors="replace")
     data["lifecycle"] = [
@@ -776,18 +770,17 @@ def dead_letter(ident: str) -> Response:
     return _json(data)
 
 
-@api.post("/dead-letters/<ident>/replay")
 @SPEC.route(
     "/api/dead-letters/{id}/replay",
     "post",
     summary="Run a dead letter's input through the hub again (resolved when OK)",
     tag="dead letters",
     permission="replay:DeadLetters",
-    params=(Param("id", "path", "dead letter id", True, {"type": "integer"}),),
+    params=(DEAD_LETTER_ID,),
     response=ReplayOut,
 )
-def replay(ident: str) -> Response:
-    outcome = _ops().replay(g.principal, _dead_letter_id(ident))
+def replay(id: int) -> Response:
+    outcome = _ops().replay(g.principal, id)
     return _json(
         {
             "result": outcome.result,
@@ -797,19 +790,78 @@ def replay(ident: str) -> Response:
     )
 
 
-@api.post("/dead-letters/<ident>/dismiss")
 @SPEC.route(
     "/api/dead-letters/{id}/dismiss",
     "post",
     summary="Mark a dead letter resolved without replaying it (audited)",
     tag="dead letters",
     permission="dismiss:DeadLetters",
-    params=(Param("id", "path", "dead letter id", True, {"type": "integer"}),),
+    params=(DEAD_LETTER_ID,),
     status=204,
 )
-def dismiss(ident: str) -> Response:
-    _ops().dismiss(g.principal, _dead_letter_id(ident))
+def dismiss(id: int) -> Response:
+    _ops().dismiss(g.principal, id)
     return Response(status=204)
+
+
+def audit_json(e: AuditRecord) -> dict[str, Any]:
+    return {
+        "id": e.id,
+        "at": e.at.isoformat(),
+        "user": e.actor,
+        "action": e.action,
+        "object_type": e.object_type,
+        "object_id": e.object_id,
+        "details": e.details,
+    }
+
+
+def audit_query(limit_default: int) -> AuditQuery:
+    """The audit filters of the request's query string (the API's and the UI's)."""
+    start, end = _instant("start"), _instant("end")
+    if start is not None and end is not None and start >= end:
+        raise BadRequest("start must be before end")
+    user = request.args.get("user") or None
+    before = request.args.get("before")
+    return AuditQuery(
+        start=start,
+        end=end,
+        actors=frozenset({user}) if user else None,
+        action=request.args.get("action") or None,
+        object_type=request.args.get("object_type") or None,
+        object_id=request.args.get("object_id") or None,
+        before=_int("before", 0, 1, 2**62) if before else None,
+        limit=_int("limit", limit_default, 1, 1000),
+    )
+
+
+@SPEC.route(
+    "/api/audit",
+    "get",
+    summary="The audit log (who did what to which object), newest first, in pages",
+    tag="audit",
+    permission="get:AuditLog",
+    params=(
+        Param("start", "query", "after this instant (exclusive), ISO 8601 with offset"),
+        Param("end", "query", "up to this instant (inclusive), ISO 8601 with offset"),
+        Param("user", "query", "who (exact user name)"),
+        Param("action", "query", "what (exact: create, change, delete, dismiss, refused, ...)"),
+        Param("object_type", "query", "the object's type (exact: Meter, DeadLetter, ...)"),
+        Param("object_id", "query", "the object's id or mRID (exact)"),
+        Param("before", "query", "entries older than this id (the next page)", False, _INTEGER),
+        Param("limit", "query", "at most this many (default 100, at most 1000)", False, _INTEGER),
+    ),
+    response=AuditPage,
+)
+def audit() -> Response:
+    query = audit_query(100)
+    entries = _ops().audit(g.principal, query)
+    following = None
+    if len(entries) == query.limit:
+        args = request.args.to_dict()
+        args["before"] = str(entries[-1].id)
+        following = f"{request.path}?{urlencode(args)}"
+    return _json({"entries": [audit_json(e) for e in entries], "next": following})
 
 
 __all__ = ["SPEC", "BadRequest", "Refused", "api"]

@@ -33,6 +33,8 @@ from datetime import timedelta
 from typing import Any
 
 from flask import Flask, Response, g, redirect, render_template, request, session, url_for
+from flask.sessions import SecureCookieSessionInterface
+from itsdangerous import URLSafeTimedSerializer
 from werkzeug.exceptions import HTTPException
 
 from adapters.soap.auth import AuthenticationFailed, Authenticator
@@ -56,11 +58,25 @@ OPEN_PATHS = frozenset({"/healthz", "/readyz", "/login", "/api/openapi.json", "/
 SESSION_COOKIE = "amihub_session"
 
 
+class _CookieSessions(SecureCookieSessionInterface):
+    """Flask's signed-cookie sessions, with the signing serializer built once (Flask
+    builds one, and derives its key, on every request, API calls included)."""
+
+    def __init__(self) -> None:
+        self._serializer: URLSafeTimedSerializer | None = None
+
+    def get_signing_serializer(self, app: Flask) -> URLSafeTimedSerializer | None:
+        if self._serializer is None:
+            self._serializer = super().get_signing_serializer(app)
+        return self._serializer
+
+
 def create_app(app: HubApp, settings: WebSettings, views: OperatorViews | None = None) -> Flask:
     from adapters.sql.views import SqlOperatorViews
 
     views = views or SqlOperatorViews(app.engine)
     flask = Flask(__name__, static_folder="static", template_folder="templates")
+    flask.session_interface = _CookieSessions()
     secret = settings.session_secret
     flask.secret_key = secret.get_secret_value() if secret else secrets.token_hex(32)
     flask.config.update(
@@ -142,11 +158,15 @@ def create_app(app: HubApp, settings: WebSettings, views: OperatorViews | None =
 
         return Response(exposition.render(), mimetype=None, content_type=CONTENT_TYPE_LATEST)
 
+    openapi_json: list[str] = []  # the document's text, written once
+
     @flask.get("/api/openapi.json")
     def openapi() -> Response:
         import json
 
-        return Response(json.dumps(SPEC.document(), indent=1), mimetype="application/json")
+        if not openapi_json:
+            openapi_json.append(json.dumps(SPEC.document(), indent=1))
+        return Response(openapi_json[0], mimetype="application/json")
 
     @flask.get("/api/docs")
     def docs() -> str:

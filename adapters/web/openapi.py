@@ -1,18 +1,22 @@
 """The OpenAPI 3.1 document of the JSON API, built from the routes as they are declared.
 
-Each API route is declared once with :meth:`ApiSpec.route`: its path, method, summary,
-the permission it needs, its parameters and its pydantic response (and body) model.
-The same declaration registers the Flask view and its entry in the document, so the
-document cannot describe a route that is not there; the models' JSON Schemas come
-from pydantic.
+Each API route is declared once, with one decorator (:meth:`ApiSpec.route`): its path
+(in OpenAPI's form, ``/api/meters/{mrid}``), method, summary, the permission it needs,
+its parameters and its pydantic response (and body) model. That decorator registers
+both the Flask view on the blueprint (the rule derived from the path: ``{mrid}`` ->
+``<mrid>``, an integer path parameter -> ``<int:id>``) and its entry in the document,
+so the document cannot describe a route that is not there nor miss one that is; the
+models' JSON Schemas come from pydantic. The document is built once.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from flask import Blueprint
 from pydantic import BaseModel
 
 OPENAPI_VERSION = "3.1.0"
@@ -40,12 +44,36 @@ class Operation:
     tag: str
 
 
+_PATH_PARAM = re.compile(r"\{(\w+)\}")
+
+
 class ApiSpec:
-    def __init__(self, title: str, version: str, description: str) -> None:
+    def __init__(self, blueprint: Blueprint, title: str, version: str, description: str) -> None:
+        self.blueprint = blueprint
         self.title = title
         self.version = version
         self.description = description
         self.operations: list[Operation] = []
+        self._document: dict[str, Any] | None = None
+
+    def flask_rule(self, path: str, params: tuple[Param, ...]) -> str:
+        """The blueprint's rule of an OpenAPI path (without the blueprint's prefix)."""
+        prefix = self.blueprint.url_prefix or ""
+        if not path.startswith(prefix + "/"):
+            raise ValueError(f"API path {path!r} is not under the blueprint's {prefix!r}")
+        integers = {
+            p.name for p in params if p.where == "path" and p.schema.get("type") == "integer"
+        }
+        declared = {p.name for p in params if p.where == "path"}
+        for name in _PATH_PARAM.findall(path):
+            if name not in declared:
+                raise ValueError(f"API path {path!r}: path parameter {name!r} is not declared")
+
+        def convert(match: re.Match[str]) -> str:
+            name = match.group(1)
+            return f"<int:{name}>" if name in integers else f"<{name}>"
+
+        return _PATH_PARAM.sub(convert, path[len(prefix) :])
 
     def route(
         self,
@@ -60,7 +88,11 @@ class ApiSpec:
         body: type[BaseModel] | None = None,
         status: int = 200,
     ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        rule = self.flask_rule(path, params)
+
         def register(view: Callable[..., Any]) -> Callable[..., Any]:
+            self.blueprint.add_url_rule(rule, view_func=view, methods=[method.upper()])
+            self._document = None
             self.operations.append(
                 Operation(
                     path,
@@ -79,6 +111,12 @@ class ApiSpec:
         return register
 
     def document(self) -> dict[str, Any]:
+        """The OpenAPI document (built on first use: the routes are declared at import)."""
+        if self._document is None:
+            self._document = self._build()
+        return self._document
+
+    def _build(self) -> dict[str, Any]:
         schemas: dict[str, Any] = {
             "Error": {
                 "type": "object",

@@ -126,3 +126,56 @@ def test_values_are_plain_decimal_text(
             ]
     finally:
         app.close()
+
+
+def test_meter_records_equal_the_plain_path(app: App) -> None:
+    """One meter's readings with their versions as text (the operator API's question):
+    the store's own text (one prepared statement on PostgreSQL) equals the plain path's
+    (the meter looked up, ``query``, each row written by ``ReadingRecord.of``), with
+    every filter, a second version, the limit, an unknown meter and another utility."""
+    from adapters.sql.read_text import plain_meter_records
+    from adapters.sql.readings import SqlReadingRepository
+
+    with app.uow_factory() as uow:  # a second version of one reading, noted and flagged
+        staging = uow.readings.staging()
+        staging.add_meter(1, DeviceRef(mrid="MTR-1"))
+        staging.add_readings(
+            [StagedReading(1, RT_15MIN_A_PLUS, START + 2 * Q, Decimal("1E-7"), "3.8.0")]
+        )
+        staging.apply(1)
+        uow.commit()
+    questions: list[tuple[list[str] | None, int | None, int | None]] = [
+        (None, None, None),
+        ([RT_15MIN_A_PLUS], 1, 3),
+        ([RT_A_PLUS_TOTAL], None, 4),
+        (None, 3, None),
+        (None, None, 1),
+        ([RT_15MIN_A_PLUS, RT_A_PLUS_TOTAL], 0, 4),
+    ]
+    with app.uow_factory() as uow:
+        repo = uow.readings
+        assert isinstance(repo, SqlReadingRepository)
+        for types, k0, k1 in questions:
+            start = None if k0 is None else START + Q * k0
+            end = None if k1 is None else START + Q * k1
+            for limit in (100, 2):
+                got = repo.meter_records(1, "MTR-1", types, start, end, limit)
+                plain = plain_meter_records(repo, 1, "MTR-1", types, start, end, limit)
+                assert got == plain, (types, k0, k1, limit)
+                assert got is not None
+                assert len(got) <= limit + 1
+        everything = repo.meter_records(1, "MTR-1", None, None, None, 100)
+        assert everything is not None
+        assert len(everything) == 5
+        [second] = [r for r in everything if r.version == 2]
+        assert (second.ts, second.value, second.quality, second.version) == (
+            at(2),
+            "0.0000001",
+            "3.8.0",
+            2,
+        )
+        assert second.recorded_at.endswith("+00:00")
+        assert repo.meter_records(1, "NOPE", None, None, None, 100) is None
+        assert repo.meter_records(2, "MTR-1", None, None, None, 100) is None  # another utility
+        empty = repo.meter_records(1, "MTR-2", [RT_A_PLUS_TOTAL], None, None, 100)
+        assert empty == []  # known, nothing in the period

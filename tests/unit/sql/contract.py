@@ -785,3 +785,62 @@ class StoreContract:
             ]
             assert entries[0][0].tzinfo is not None
             assert len(uow.audit.list(limit=1)) == 1
+
+    def test_audit_query(self, uow_factory: SqlUnitOfWorkFactory) -> None:
+        """The audit log filtered by time, actors, action, object type and id, paged by
+        id (newest first); every filter narrows, none is ignored."""
+        from mdm.ports import AuditQuery
+
+        with uow_factory() as uow:
+            uow.audit.record("alice", "create", "UsagePoint", "UP1", "via CLI")
+            uow.audit.record("bob", "delete", "EndDevice", "M1")
+            uow.audit.record("alice", "change", "UsagePoint", "UP2")
+            uow.audit.record("carol", "create", "EndDevice", "M1")
+            uow.commit()
+        with uow_factory() as uow:
+            everything = uow.audit.query(AuditQuery())
+            assert [(e.actor, e.action) for e in everything] == [
+                ("carol", "create"),
+                ("alice", "change"),
+                ("bob", "delete"),
+                ("alice", "create"),
+            ]
+            ids = [e.id for e in everything]
+            assert ids == sorted(ids, reverse=True)
+            assert everything[-1].details == "via CLI"
+            assert everything[0].at.tzinfo is not None
+
+            def who(**filters: object) -> list[str]:
+                found = uow.audit.query(AuditQuery(**filters))  # type: ignore[arg-type]
+                return [f"{e.actor}:{e.action}:{e.object_id}" for e in found]
+
+            assert who(actors=frozenset({"alice"})) == ["alice:change:UP2", "alice:create:UP1"]
+            assert who(actors=frozenset({"alice", "carol"}), action="create") == [
+                "carol:create:M1",
+                "alice:create:UP1",
+            ]
+            assert who(actors=frozenset()) == []  # nobody's entries
+            assert who(object_type="EndDevice", object_id="M1") == [
+                "carol:create:M1",
+                "bob:delete:M1",
+            ]
+            assert who(object_id="UP2") == ["alice:change:UP2"]
+            assert who(before=ids[1]) == ["bob:delete:M1", "alice:create:UP1"]
+            assert who(limit=1) == ["carol:create:M1"]
+            at = everything[1].at  # alice's change: (start, end]
+            assert "alice:change:UP2" in who(end=at)
+            assert "alice:change:UP2" not in who(start=at)
+            assert who(start=everything[0].at) == []
+
+    def test_read_only_unit_of_work(self, uow_factory: SqlUnitOfWorkFactory) -> None:
+        with uow_factory() as uow:
+            uow.audit.record("alice", "create", "UsagePoint", "UP1")
+            uow.commit()
+        with uow_factory.read_only() as uow:
+            assert len(uow.audit.list()) == 1
+            raw = uow.connection.connection.driver_connection
+            if uow.connection.dialect.name == "postgresql":  # no transaction was begun
+                assert raw.autocommit
+                assert raw.info.transaction_status.name == "IDLE"
+            with pytest.raises(RuntimeError, match="nothing to commit"):
+                uow.commit()

@@ -39,6 +39,11 @@ def users() -> list[UserSettings]:
             permissions=["get:*"],
         ),
         UserSettings(
+            name="clerk",
+            password=SecretStr(PASSWORD),
+            permissions=["get:MeterConfig"],
+        ),
+        UserSettings(
             name="north",
             password=SecretStr(PASSWORD),
             utility="NORTH",

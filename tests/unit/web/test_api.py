@@ -4,6 +4,7 @@ the pipeline to simulated meters over TCP, the OpenAPI document."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 from datetime import timedelta
 
@@ -13,6 +14,7 @@ import requests
 from adapters.web import api as api_models
 from hes.simulator.meter import ControlState
 from hub.samples import RT_A_PLUS_TOTAL
+from mdm.ports import ReadingRecord
 from tests.unit.web.conftest import DAY, Site, dead_letter, load_day, start_site, until
 
 
@@ -68,7 +70,9 @@ def check_readings_and_versions(site: Site) -> None:
 
 
 def check_fast_path_equals_handler(site: Site) -> None:
-    """One meter's readings in one statement (mdm/views.py) equal the bus handler's."""
+    """One meter's readings (the readings repository's text, one statement on
+    PostgreSQL) equal the bus handler's, written as records; the API's JSON writer
+    equals json.dumps of the plain form."""
     from adapters.web.context import WebContext
 
     ctx = site.web.wsgi.extensions["amihub"]
@@ -84,15 +88,12 @@ def check_fast_path_equals_handler(site: Site) -> None:
         {"start": DAY, "end": DAY + timedelta(days=1), "reading_types": (RT_A_PLUS_TOTAL,)},
     ]
     for question in questions:
-        try:
-            ops.fast_readings = True
-            fast = ops.readings(principal, meter=meter, **question)  # type: ignore[arg-type]
-            ops.fast_readings = False
-            plain = ops.readings(principal, meter=meter, **question)  # type: ignore[arg-type]
-        finally:
-            ops.fast_readings = True
-        assert fast == plain, question
+        fast = ops.reading_records(principal, meter=meter, limit=10_000, **question)  # type: ignore[arg-type]
+        plain = ops.readings(principal, meter=meter, **question)  # type: ignore[arg-type]
+        assert fast == [ReadingRecord.of(r) for r in plain], question
         assert fast
+    with pytest.raises(OverflowError):
+        ops.reading_records(principal, meter=meter, limit=10)
     with pytest.raises(OverflowError):
         ops.readings(principal, meter=meter, limit=10)
     # the API's direct JSON writer equals json.dumps of the plain form
@@ -106,9 +107,10 @@ def check_fast_path_equals_handler(site: Site) -> None:
 
     noted = [replace(rows[0], quality=pack([Quality("3.8.0", 'a "c" \\', "MDM")], "billing"))]
     for sample in (rows, odd, noted, []):
-        assert json.loads(readings_json(sample)) == list(iter_json_readings(sample))
-    [plain] = iter_json_readings(noted)  # the codes, and what came with them
-    assert (plain["quality"], plain["notes"]) == (
+        records = [ReadingRecord.of(r) for r in sample]
+        assert json.loads(readings_json(records)) == list(iter_json_readings(sample))
+    [plain_json] = iter_json_readings(noted)  # the codes, and what came with them
+    assert (plain_json["quality"], plain_json["notes"]) == (
         "3.8.0",
         {"q": [{"comment": 'a "c" \\', "source": "MDM"}], "reason": "billing"},
     )
@@ -283,13 +285,19 @@ def test_dead_letters_show_replay_dismiss(site: Site) -> None:
 def test_openapi_document_describes_every_route(site: Site) -> None:
     doc = requests.get(f"{site.url}/api/openapi.json", timeout=10).json()
     assert doc["openapi"].startswith("3.1")
-    paths = doc["paths"]
-    rules = {
-        r.rule.replace("<", "{").replace(">", "}").replace("{ident}", "{id}")
-        for r in site.web.wsgi.url_map.iter_rules()
-        if r.rule.startswith("/api/") and r.rule not in ("/api/openapi.json", "/api/docs")
+    documented = {(method.upper(), path) for path, ops in doc["paths"].items() for method in ops}
+    served = {
+        (method, re.sub(r"<(?:\w+:)?(\w+)>", r"{\1}", rule.rule))
+        for rule in site.web.wsgi.url_map.iter_rules()
+        if rule.rule.startswith("/api/") and rule.rule not in ("/api/openapi.json", "/api/docs")
+        for method in (rule.methods or set()) - {"HEAD", "OPTIONS"}
     }
-    assert rules == set(paths)
+    # every API route Flask serves is in the document, and every documented one is served
+    assert served == documented
+    assert ("POST", "/api/dead-letters/{id}/replay") in served
+    # an integer path parameter is an integer to Flask too: anything else is no route
+    s = site.session()
+    assert s.get(f"{site.url}/api/dead-letters/x1", timeout=10).status_code == 404
     reading = doc["components"]["schemas"]["Reading"]
     assert set(reading["required"]) >= {"ts", "value", "quality", "version"}
     page = requests.get(f"{site.url}/api/docs", timeout=10)
@@ -330,3 +338,101 @@ def test_read_schedule_job(site: Site) -> None:
     page = s.get(f"{site.url}/ui/jobs/RS-1", timeout=10)
     assert page.status_code == 200
     assert 'http-equiv="refresh"' not in page.text  # waiting for its next run: nothing to follow
+
+
+def test_audit_log_filtered_paged_and_scoped(site: Site) -> None:
+    """GET /api/audit: what the operator did (a dismissed dead letter), a refused login,
+    filtered by user, action, object and time, paged by the next link, behind
+    get:AuditLog, and a user of utility NORTH sees what NORTH's users did only."""
+    from datetime import UTC, datetime
+
+    from mdm.model import Utility
+
+    s = site.session()
+    letter = dead_letter(site)
+    dismissed = s.post(f"{site.url}/api/dead-letters/{letter.dead_letter_id}/dismiss", timeout=10)
+    assert dismissed.status_code == 204
+    refused = requests.get(f"{site.url}/api/meters", auth=("operator", "wrong"), timeout=10)
+    assert refused.status_code == 401
+    with site.app.uow_factory() as uow:
+        uow.utilities.add(Utility("NORTH", "North"))
+        for n in range(5):
+            uow.audit.record("north", "change", "Meter", f"N-{n}", f"change {n}")
+        uow.commit()
+
+    url = f"{site.url}/api/audit"
+    mine = s.get(url, params={"user": "operator", "action": "dismiss"}, timeout=10)
+    assert mine.status_code == 200, mine.text
+    [entry] = api_models.AuditPage.model_validate(mine.json()).entries
+    assert (entry.user, entry.object_type, entry.object_id) == (
+        "operator",
+        "DeadLetter",
+        str(letter.dead_letter_id),
+    )
+    assert mine.json()["next"] is None
+    by_object = s.get(url, params={"object_type": "Meter", "object_id": "N-3"}, timeout=10)
+    assert [e["details"] for e in by_object.json()["entries"]] == ["change 3"]
+    everything = s.get(url, params={"limit": 1000}, timeout=10).json()["entries"]
+    assert {"refused", "dismiss", "change", "create"} <= {e["action"] for e in everything}
+    assert [e["id"] for e in everything] == sorted((e["id"] for e in everything), reverse=True)
+
+    # a time range: nothing after now, everything up to now
+    now = datetime.now(UTC).isoformat()
+    assert s.get(url, params={"start": now}, timeout=10).json()["entries"] == []
+    upto = s.get(url, params={"end": now, "limit": 1000}, timeout=10).json()["entries"]
+    assert len(upto) == len(everything)
+
+    # pages of two, newest first, following "next" to the end: each entry once
+    seen: list[int] = []
+    page_url: str | None = f"{url}?limit=2"
+    while page_url is not None:
+        page = s.get(page_url if page_url.startswith("http") else f"{site.url}{page_url}").json()
+        assert len(page["entries"]) <= 2
+        seen.extend(e["id"] for e in page["entries"])
+        page_url = page["next"]
+    assert seen == [e["id"] for e in everything]
+
+    # bad parameters, a user without the permission
+    assert s.get(url, params={"start": "yesterday"}, timeout=10).status_code == 400
+    assert s.get(url, params={"before": "x"}, timeout=10).status_code == 400
+    assert site.session("clerk").get(url, timeout=10).status_code == 403
+
+    # utility scoping: NORTH's user sees what NORTH's users did, nothing of the rest
+    north = site.session("north")
+    theirs = north.get(url, params={"limit": 1000}, timeout=10).json()["entries"]
+    assert {e["user"] for e in theirs} == {"north"}
+    assert len(theirs) == 5
+    assert north.get(url, params={"user": "operator"}, timeout=10).json()["entries"] == []
+
+
+def test_one_decorator_registers_the_route_and_its_entry() -> None:
+    """SPEC.route: the Flask rule comes from the documented path (an integer parameter
+    becomes Flask's int converter); an undeclared path parameter or a path outside the
+    blueprint is refused when the module is read, not when a request comes."""
+    from flask import Blueprint, Flask
+
+    from adapters.web.openapi import ApiSpec, Param
+
+    bp = Blueprint("t", __name__, url_prefix="/api")
+    spec = ApiSpec(bp, "t", "1", "t")
+
+    @spec.route(
+        "/api/things/{id}",
+        "post",
+        summary="a thing",
+        tag="t",
+        params=(Param("id", "path", "id", True, {"type": "integer"}),),
+    )
+    def thing(id: int) -> str:
+        return f"thing {id + 1}"
+
+    with pytest.raises(ValueError, match="not declared"):
+        spec.route("/api/things/{mrid}", "get", summary="x", tag="t")
+    with pytest.raises(ValueError, match="not under"):
+        spec.route("/other/things", "get", summary="x", tag="t")
+    app = Flask(__name__)
+    app.register_blueprint(bp)
+    [rule] = [r for r in app.url_map.iter_rules() if r.rule.startswith("/api/")]
+    assert (rule.rule, rule.methods) == ("/api/things/<int:id>", {"POST", "OPTIONS"})
+    assert app.test_client().post("/api/things/41").text == "thing 42"
+    assert list(spec.document()["paths"]) == ["/api/things/{id}"]

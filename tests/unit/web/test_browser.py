@@ -223,14 +223,29 @@ def test_operator_story(site: Site, browser: WebDriver) -> None:
     until(lambda: p.text("#resolved") != "no" if p.css("#resolved") else False)
     assert not p.css("#replay")
 
+    # the audit log: the dismissal, found by its action, typed in the filter form
+    p.one('nav a[href="/ui/audit"]').click()
+    until(lambda: "/ui/audit" in browser.current_url)
+    assert p.label_for("audit-action") == "Action"
+    field = p.one("#audit-action")
+    field.send_keys("dismiss")
+    field.send_keys(Keys.ENTER)
+    until(lambda: "action=dismiss" in browser.current_url)
+    rows = [r.text for r in p.css("#audit tbody tr")]
+    assert len(rows) == 1, rows
+    assert "operator" in rows[0]
+    assert "DeadLetter" in rows[0]
+    assert str(other.dead_letter_id) in rows[0]
+    p.shot("16-audit")
+
     # the usage point the meter is installed at
     p.open(f"/ui/usage-points/UP-{meter}")
     assert meter in p.text("main")
-    p.shot("16-usage-point")
+    p.shot("17-usage-point")
 
     p.open("/api/docs")
     assert "/api/meters/{mrid}/readings" in browser.page_source
-    p.shot("17-api-docs")
+    p.shot("18-api-docs")
 
     # log out: the pages ask for a login again
     p.open("/")
