@@ -23,7 +23,6 @@ from sqlalchemy import (
     select,
     text,
     type_coerce,
-    update,
 )
 
 from adapters.sql import tables as t
@@ -260,16 +259,6 @@ class SqlOperatorViews:
         )
         with guard(), self.engine.connect() as conn:
             return [str(r[0]) for r in conn.execute(query)]
-
-    def dismiss_dead_letter(self, dead_letter_id: int, at: datetime) -> bool:
-        dl = t.dead_letter
-        with guard(), self.engine.begin() as conn:
-            result = conn.execute(
-                update(dl)
-                .where(dl.c.id == dead_letter_id, dl.c.resolved_at.is_(None))
-                .values(resolved_at=at)
-            )
-            return bool(result.rowcount)
 
     def figures(self) -> StoreFigures:
         m, o, j, e, dl = t.message_log, t.outbox, t.hes_job, t.end_device_event, t.dead_letter
