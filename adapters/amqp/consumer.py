@@ -515,9 +515,9 @@ class AmqpConsumer:
             correlation_id=d.amqp_message_id,
         )
 
-    def _poison(self, d: Delivery) -> tuple[ErrorDetail, int | None]:
+    def _poison(self, d: Delivery) -> Outcome:
         """Gave up after ``max_attempts``: journalled (row and dead letter) if the store
-        can take it, else the dead-letter queue alone keeps it."""
+        can take it, else the dead-letter queue alone keeps it (no ids then)."""
         assert d.inbound is not None
         code = "3001" if isinstance(d.error, StoreUnavailable) else "3002"
         detail = ErrorDetail(
@@ -525,12 +525,15 @@ class AmqpConsumer:
             f"gave up after {d.attempts + 1} delivery attempt(s): "
             f"{type(d.error).__name__}: {d.error}",
         )
+        failed = Outcome(result="FAILED", reply=_failed_reply(d, detail), errors=[detail])
         try:
-            journalled = self.journal.refuse(d.inbound, [detail], reply=_failed_reply(d, detail))
+            journalled = self.journal.refuse(d.inbound, [detail], reply=failed.reply)
         except RecoverableError as exc:
             log.error("dead-letter store unavailable (%s): the dead-letter queue keeps it", exc)
-            return detail, None
-        return detail, journalled.dead_letter_id
+            return failed
+        failed.message_log_id = journalled.message_log_id
+        failed.dead_letter_id = journalled.dead_letter_id
+        return failed
 
     # -- what to publish -------------------------------------------------------------------
 
@@ -572,15 +575,10 @@ class AmqpConsumer:
             return items
         if d.error is not None:
             if d.attempts + 1 >= self.settings.max_attempts:
-                detail, dead_letter_id = self._poison(d)
-                items.append(self._dead_letter(d, detail, dead_letter_id, None))
+                failed = self._poison(d)
+                detail = failed.errors[0]
+                items.append(self._dead_letter(d, detail, failed.dead_letter_id, failed))
                 if d.reply_to:  # the partner learns it was given up
-                    failed = Outcome(
-                        result="FAILED",
-                        reply=_failed_reply(d, detail),
-                        errors=[detail],
-                        dead_letter_id=dead_letter_id,
-                    )
                     items.append(self._reply(d, failed))
             else:
                 items.append(self._retry(d))
