@@ -408,7 +408,7 @@ class SoapGateway:
             chunks.append(bytes(chunk))
             if size > limit:  # the head read is kept; the rest is not read
                 environ["amihub.soap.body"] = b"".join(chunks)
-                environ["amihub.soap.declared"] = size + 1
+                environ["amihub.soap.declared"] = size + 1  # at least: more was sent
                 raise too_large
         return b"".join(chunks)
 
