@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from sqlalchemy import Engine
@@ -21,6 +21,7 @@ from cim_schemas.schemas import message_schema
 from hub.bus import MessageBus
 from hub.forwarding import EventForwarder
 from hub.headend import ControlJournal, EventPublisher, HeadEnd, HeadEndOutbox
+from hub.journal import MessageJournal
 from hub.nouns import build_routes
 from hub.pipeline import Pipeline
 from hub.routing import RouteTable
@@ -47,6 +48,11 @@ class App:
     #: the DLMS head-end (None without a [hes] manifest) and the control job records
     headend: HeadEnd | None = None
     journal: ControlJournal | None = None
+    #: the one writer of the message log, lifecycle, dead letters and audit (the pipeline's)
+    message_journal: MessageJournal = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.message_journal = self.pipeline.journal
 
     def close(self) -> None:
         if self.headend is not None:
@@ -59,7 +65,7 @@ def ensure_utility(uow_factory: UnitOfWorkFactory, code: str, name: str) -> Util
         utility = uow.utilities.get(code)
         if utility is None:
             utility = uow.utilities.add(Utility(code=code, name=name))
-            uow.audit.record("amihub", "create", "Utility", code)
+            MessageJournal.audit(uow, "amihub", "create", "Utility", code)
             uow.commit()
             log.info("created utility %s (%s)", code, name)
         return utility

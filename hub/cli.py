@@ -490,7 +490,8 @@ def _push_export(ctx: click.Context, target: Any, path: Path) -> None:
     with console.status(f"pushing {path.name} to {target.name}"):
         receipt = push(target, path)
     with _app(ctx) as app, app.uow_factory() as uow:
-        uow.audit.record(
+        app.message_journal.audit(
+            uow,
             "cli",
             "sftp-push",
             "PushTarget",

@@ -9,12 +9,8 @@ received -> validated -> dispatched -> replied
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import TYPE_CHECKING
 
 from cim_schemas.errors import AmihubError
-
-if TYPE_CHECKING:
-    from mdm.ports import MessageLogRepository
 
 
 class MessageLifecycle(StrEnum):
@@ -53,40 +49,23 @@ def check_transition(current: MessageLifecycle, new: MessageLifecycle) -> Messag
 
 
 class LifecycleRecorder:
-    """Records one message's steps in the message log, refusing illegal transitions.
+    """One message's place in the lifecycle: its message-log row and its state.
 
-    ``MessageLogRepository.start`` records *received*; ``finish`` records the
-    terminal state; :meth:`advance` records the steps between.
+    It refuses an illegal step (:meth:`plan`); the message journal
+    (:mod:`hub.journal`) writes the steps it takes, alone or in bulk with other
+    messages'.
     """
 
     def __init__(self, log_id: int) -> None:
         self.log_id = log_id
         self.state = MessageLifecycle.RECEIVED
 
-    def advance(
-        self, log: MessageLogRepository, new: MessageLifecycle, detail: str | None = None
-    ) -> None:
-        check_transition(self.state, new)
-        log.transition(self.log_id, new, detail)
-        self.state = new
-
-    def finish(
-        self,
-        log: MessageLogRepository,
-        new: MessageLifecycle,
-        result: str | None,
-        reply: bytes | None,
-    ) -> None:
-        check_transition(self.state, new)
-        log.finish(self.log_id, new, result, reply)
-        self.state = new
-
     def rolled_back(self) -> None:
         """The transaction that held the steps after *received* was rolled back."""
         self.state = MessageLifecycle.RECEIVED
 
     def plan(self, new: MessageLifecycle) -> MessageLifecycle:
-        """Check and take a step the caller writes itself, in bulk with other messages'."""
+        """Check and take a step (the journal writes it)."""
         check_transition(self.state, new)
         self.state = new
         return new

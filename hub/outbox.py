@@ -18,7 +18,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from cim_schemas.errors import AmihubError, RecoverableError
+from cim_schemas.errors import AmihubError, ErrorDetail, RecoverableError
+from hub.journal import MessageJournal
 from mdm.backoff import JITTER, Backoff
 from mdm.ports import OutboxItem, UnitOfWorkFactory
 
@@ -100,21 +101,19 @@ class OutboxDispatcher:
                         attempt,
                         error,
                     )
-                    uow.dead_letters.add(
+                    MessageJournal.undeliverable(
+                        uow,
                         source=f"outbox:{self.channel}",
                         endpoint=item.destination,
                         received_at=item.created_at,
-                        error_code="3001",
-                        reason=f"delivery failed {attempt} time(s): {error}",
+                        error=ErrorDetail("3001", f"delivery failed {attempt} time(s): {error}"),
                         body=item.body,
-                        truncated=False,
                         metadata={
                             "outbox_id": str(item.id),
                             "verb": item.verb,
                             "noun": item.noun,
                             **item.headers,
                         },
-                        message_log_id=None,
                     )
                 else:
                     log.warning(

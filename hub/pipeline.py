@@ -50,6 +50,7 @@ from cim_schemas.xml import LimitedReader, iterparse, parse_bytes, pull_events
 from cim_schemas.xml import content_hash as content_hash_of
 from hub.bus import MessageBus
 from hub.forwarding import EventForwarder
+from hub.journal import DEAD_LETTER_BODY_LIMIT, MessageJournal
 from hub.lifecycle import LifecycleRecorder
 from hub.lifecycle import MessageLifecycle as S
 from hub.messages import InboundMessage, Outcome
@@ -79,9 +80,7 @@ log = logging.getLogger("amihub.pipeline")
 
 DRAFT_NS_BYTES = DRAFT_MESSAGE_NS.encode()
 
-
-#: dead letters keep inputs up to this size whole; larger ones keep their head and a flag
-DEAD_LETTER_BODY_LIMIT = 64 * 1024 * 1024
+__all__ = ["DEAD_LETTER_BODY_LIMIT", "BatchPlan", "Pipeline"]
 
 #: a message is tried on the read path when its Verb, in the first bytes, says get
 _GET_HINT = re.compile(rb"<(?:[A-Za-z_][\w.-]*:)?Verb>\s*get\s*</")
@@ -152,8 +151,11 @@ class Pipeline:
         default_utility: str,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         forwarder: EventForwarder | None = None,
+        journal: MessageJournal | None = None,
     ) -> None:
         self.uow_factory = uow_factory
+        #: the one writer of the message log, lifecycle, dead letters and audit
+        self.journal = journal or MessageJournal(uow_factory, clock)
         #: accepted inbound events go on to their subscribers, in the effect's transaction
         self.forwarder = forwarder or EventForwarder()
         self.bus = bus
@@ -188,10 +190,8 @@ class Pipeline:
             answered = self._answer_read(msg, frame, content_hash)
             if answered is not None:
                 return answered
-        with self.uow_factory() as uow:
-            log_id = self._start(uow, msg, content_hash)
-            uow.commit()
-        return self._run(msg, LifecycleRecorder(log_id), limit, content_hash, frame)
+        steps = self.journal.begin(msg, content_hash)
+        return self._run(msg, steps, limit, content_hash, frame)
 
     # -- the read path -----------------------------------------------------------------
 
@@ -262,7 +262,8 @@ class Pipeline:
                 )
                 result = route.write_reply(cast(IO[bytes], spool), frame, ctx, uow)
                 replied = f"{result.result}; reply of {spool.size} bytes, {spool.digest}"
-                log_id = uow.messages.record_answered(
+                log_id = self.journal.record_answered(
+                    uow,
                     AnsweredMessage(
                         source=msg.source,
                         endpoint=msg.endpoint,
@@ -280,7 +281,7 @@ class Pipeline:
                             (S.DISPATCHED, dispatched_at, f"{header.verb} {header.noun}"),
                             (S.REPLIED, self.clock(), replied),
                         ),
-                    )
+                    ),
                 )
                 uow.commit()
         except AmihubError as exc:  # a refusal or a store failure: the full path records it
@@ -563,11 +564,8 @@ class Pipeline:
             utility = uow.utilities.get(utility_code)
             if utility is None or utility.id is None:
                 raise MessageRejected(f"unknown utility {utility_code!r}", code="1010")
-            uow.messages.record_steps(
-                [
-                    (steps.log_id, steps.plan(S.VALIDATED), None),
-                    (steps.log_id, steps.plan(S.DISPATCHED), f"{header.verb} {header.noun}"),
-                ]
+            self.journal.advance(
+                uow, steps, (S.VALIDATED, None), (S.DISPATCHED, f"{header.verb} {header.noun}")
             )
             ctx = RouteContext(
                 utility_id=utility.id,
@@ -578,7 +576,7 @@ class Pipeline:
             )
             result = route.handle(frame, ctx, uow)
             outcome, conclusion = self._conclude(uow, msg, frame, steps, result)
-            uow.messages.conclude_many([conclusion])
+            self.journal.conclude(uow, [conclusion])
             uow.commit()
         self._after_replay(msg, result.result)
         self._log_outcome(msg, outcome, result)
@@ -660,7 +658,7 @@ class Pipeline:
         content (the caller commits); ReplayConflict when the content differs."""
         if not header.message_id or msg.replay_of is not None:
             return None
-        earlier = uow.messages.find(msg.source, header.message_id)
+        earlier = self.journal.earlier(uow, msg.source, header.message_id)
         if earlier is None or earlier.id == steps.log_id:
             return None
         if earlier.content_hash != content_hash:
@@ -671,7 +669,7 @@ class Pipeline:
             )
         if earlier.reply is None:
             return None
-        steps.finish(uow.messages, S.DUPLICATE, earlier.result, earlier.reply)
+        self.journal.finish(uow, steps, S.DUPLICATE, earlier.result, earlier.reply)
         log.info(
             "duplicate %s %s %s from %s: stored reply returned",
             header.verb,
@@ -717,9 +715,7 @@ class Pipeline:
         apply: Callable[[UnitOfWork, IO[bytes], str], RouteResult],
     ) -> Outcome:
         limit, content_hash = self._measure(msg)
-        with self.uow_factory() as uow:
-            steps = LifecycleRecorder(self._start(uow, msg, content_hash))
-            uow.commit()
+        steps = self.journal.begin(msg, content_hash)
         header = Header(verb="create", noun=noun, message_id=msg.message_id)
         frame = MessageFrame(header=header, style="envelope", root_name="RequestMessage")
         try:
@@ -731,12 +727,13 @@ class Pipeline:
                 if duplicate is not None:
                     uow.commit()
                     return duplicate
-                steps.advance(uow.messages, S.VALIDATED)
-                steps.advance(uow.messages, S.DISPATCHED, f"{noun} through a mapping")
+                self.journal.advance(
+                    uow, steps, (S.VALIDATED, None), (S.DISPATCHED, f"{noun} through a mapping")
+                )
                 reader = cast(IO[bytes], LimitedReader(raw, limit))
                 result = apply(uow, reader, self._utility(msg))
                 outcome, conclusion = self._conclude(uow, msg, frame, steps, result)
-                uow.messages.conclude_many([conclusion])
+                self.journal.conclude(uow, [conclusion])
                 uow.commit()
             self._log_outcome(msg, outcome, result)
             return outcome
@@ -858,12 +855,13 @@ class Pipeline:
         allow_direct: bool,
     ) -> dict[int, Outcome]:
         with self.uow_factory() as uow:
-            seen_before = uow.messages.find_many(
+            seen_before = self.journal.earlier_many(
+                uow,
                 [
                     (msgs[i].source, frame.header.message_id)
                     for i, frame, _, _ in group
                     if frame.header.message_id
-                ]
+                ],
             )
             # seen before: process() returns the stored reply, or refuses a replay conflict
             members = [
@@ -902,13 +900,14 @@ class Pipeline:
                 )
                 for (_, frame, _, _), result in zip(members, results, strict=True)
             ]
-            ids = uow.messages.record_applied_many(
+            ids = self.journal.record_applied(
+                uow,
                 [
                     _applied(msgs[i], measured[i][1], frame.header, result.result, reply, at)
                     for (i, frame, _, _), result, reply in zip(
                         members, results, replies, strict=True
                     )
-                ]
+                ],
             )
             done = {
                 i: self._applied_outcome(uow, msgs[i], frame, log_id, result, reply)
@@ -973,13 +972,14 @@ class Pipeline:
                 and header.message_id
                 and msg.replay_of is None
                 and not isinstance(exc, ReplayConflict)
-                and uow.messages.find(msg.source, header.message_id) is None
+                and self.journal.earlier(uow, msg.source, header.message_id) is None
             ):
-                uow.messages.identify(
-                    log_id, header.message_id, header.verb, header.noun, header.correlation_id
+                self.journal.identify(
+                    uow, steps, header.message_id, header.verb, header.noun, header.correlation_id
                 )
             if errors[0].code == "1010":
-                uow.audit.record(
+                self.journal.audit(
+                    uow,
                     msg.source,
                     "refused",
                     f"{header.verb if header else '?'} {header.noun if header else '?'}",
@@ -987,7 +987,7 @@ class Pipeline:
                     f"{errors[0].reason} (at {msg.endpoint})",
                 )
             dead_letter_id = self._dead_letter(uow, msg, log_id, errors)
-            steps.finish(uow.messages, S.DEAD_LETTERED, "FAILED", reply)
+            self.journal.finish(uow, steps, S.DEAD_LETTERED, "FAILED", reply)
             uow.commit()
         log.warning(
             "refused input from %s at %s (message log %s, dead letter %s): %s %s",
@@ -1010,53 +1010,20 @@ class Pipeline:
     def _dead_letter(
         self, uow: UnitOfWork, msg: InboundMessage, log_id: int, errors: list[ErrorDetail]
     ) -> int:
-        body, whole = msg.head(DEAD_LETTER_BODY_LIMIT)
-        metadata = dict(msg.metadata)
-        if variant := _variant_of(msg):  # a replay (without the sender) normalises it too
-            metadata[VARIANT] = variant
-        if msg.path is not None:
-            metadata["path"] = str(msg.path)
-        if msg.replay_of is not None:
-            metadata["replay_of"] = str(msg.replay_of)
-        reason = "; ".join(f"{e.code} {e.reason}" for e in errors[:5])
-        if len(errors) > 5:
-            reason += f"; and {len(errors) - 5} more"
-        return uow.dead_letters.add(
-            source=msg.source,
-            endpoint=msg.endpoint,
-            received_at=msg.received_at,
-            error_code=errors[0].code,
-            reason=reason,
-            body=body,
-            truncated=not whole,
-            metadata=metadata,
-            message_log_id=log_id,
+        variant = _variant_of(msg)  # a replay (without the sender) normalises it too
+        return self.journal.dead_letter(
+            uow, msg, log_id, errors, {VARIANT: variant} if variant else None
         )
 
     def _after_replay(self, msg: InboundMessage, result: str) -> None:
         if msg.replay_of is None:
             return
-        with self.uow_factory() as uow:
-            uow.dead_letters.mark_replayed(msg.replay_of, resolved=result == "OK")
-            uow.commit()
+        self.journal.replayed(msg.replay_of, resolved=result == "OK")
 
     # -- bookkeeping ---------------------------------------------------------------------
 
-    def _start(self, uow: UnitOfWork, msg: InboundMessage, content_hash: str) -> int:
-        log_id = uow.messages.start(
-            msg.source, msg.endpoint, content_hash, msg.size, msg.received_at
-        )
-        if msg.replay_of is not None:
-            uow.messages.transition(log_id, S.RECEIVED, f"replay of dead letter {msg.replay_of}")
-        return log_id
-
     def _retry(self, steps: LifecycleRecorder) -> None:
-        try:
-            with self.uow_factory() as uow:
-                steps.finish(uow.messages, S.RETRY, None, None)
-                uow.commit()
-        except RecoverableError:
-            log.warning("could not record the retry of message log %s", steps.log_id)
+        self.journal.retry(steps)
 
     def _render(
         self,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from cim_schemas.errors import ConfigurationError
+from hub.journal import NOT_REPLAYABLE
 from hub.messages import InboundMessage, Outcome
 
 if TYPE_CHECKING:
@@ -21,6 +22,9 @@ def replay(app: App, dead_letter_id: int) -> Outcome:
         dead_letter = uow.dead_letters.get(dead_letter_id)
     if dead_letter is None:
         raise ConfigurationError(f"no dead letter {dead_letter_id}")
+    why = dead_letter.metadata.get(NOT_REPLAYABLE)
+    if why:
+        raise ConfigurationError(f"dead letter {dead_letter_id} cannot be replayed: {why}")
     if dead_letter.truncated:
         where = dead_letter.metadata.get("path", "the sender")
         raise ConfigurationError(

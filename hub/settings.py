@@ -272,13 +272,16 @@ class SftpSettings(BaseModel):
     port: int = Field(default=2222, ge=0, le=65535)
     host_key: Path = Path("var/sftp_host_key")
     root: Path = Path("var/sftp")
-    #: work folder and (ledger = "file") checksum ledger; outside every jail
+    #: work folder, outside every jail
     state_dir: Path = Path("var/sftp-state")
     #: folder of mapping specs (default: the built-in ones)
     mappings_dir: str | None = None
     settle_seconds: float = Field(default=2.0, ge=0)
     poll_interval: float = Field(default=1.0, gt=0)
     max_auth_failures: int = Field(default=6, gt=0)
+    #: applied checksums are kept in the message log; "file" (the earlier JSON-lines
+    #: ledger in state_dir) is accepted for old settings files: the ledger is read into
+    #: the message log once and the setting is otherwise ignored (warned at start)
     ledger: Literal["store", "file"] = "store"
     partners: list[SftpPartnerSettings] = Field(default_factory=list)
     #: partners' SFTP servers amihub pushes to (``amihub export --push``, replies)

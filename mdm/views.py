@@ -4,7 +4,8 @@ The operator interface (adapters/web) reads most things through the unit of work
 repositories and the bus's query handlers, as the other adapters do. What those do not
 answer (search by any identifier, the relay state a device was last switched to, the
 events of one job, the figures monitoring scrapes) is this port, implemented in
-``adapters/sql/views.py``. Every method is read-only except :meth:`dismiss_dead_letter`.
+``adapters/sql/views.py``. Every method is read-only (dismissing a dead letter is the
+message journal's: hub/journal.py).
 """
 
 from __future__ import annotations
@@ -72,10 +73,6 @@ class OperatorViews(Protocol):
 
     def device_job_ids(self, utility_id: int, device_mrid: str, limit: int = 20) -> list[str]:
         """The control jobs that went to a device, newest first."""
-        ...
-
-    def dismiss_dead_letter(self, dead_letter_id: int, at: datetime) -> bool:
-        """Mark an open dead letter resolved without replaying it; False: none open."""
         ...
 
     def figures(self) -> StoreFigures: ...

@@ -25,7 +25,6 @@ anything twice, so replies are at-least-once with the same message id.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import queue
 import threading
@@ -50,9 +49,9 @@ from adapters.amqp.topology import Topology
 from cim_schemas import envelope
 from cim_schemas.envelope import Header, Reply
 from cim_schemas.errors import ErrorDetail, RecoverableError, StoreUnavailable
-from hub.lifecycle import MessageLifecycle
+from hub.journal import Audited, MessageJournal
 from hub.messages import InboundMessage, Outcome
-from hub.pipeline import DEAD_LETTER_BODY_LIMIT, BatchPlan, Pipeline
+from hub.pipeline import BatchPlan, Pipeline
 from hub.settings import AmqpSettings
 from mdm.ports import UnitOfWorkFactory
 
@@ -136,9 +135,12 @@ class AmqpConsumer:
         operations: Callable[[], Sequence[tuple[str, str]]],
         *,
         name: str = "amqp",
+        journal: MessageJournal | None = None,
     ) -> None:
         self.pipeline = pipeline
         self.uow_factory = uow_factory
+        #: records the refusals before the pipeline and the deliveries given up
+        self.journal = journal or MessageJournal(uow_factory)
         self.settings = settings
         self.senders = senders
         self.mappings = mappings
@@ -487,86 +489,51 @@ class AmqpConsumer:
     # -- refusals and dead letters amihub writes itself ------------------------------------
 
     def _refuse(self, d: Delivery) -> None:
-        """A refusal before the pipeline: message log, dead letter (and audit for 1010)."""
+        """A refusal before the pipeline, journalled: message log (*received* ->
+        *dead_lettered*), dead letter with the body, the audit entry for 1010."""
         assert d.refusal is not None
         assert d.inbound is not None
         detail = d.refusal
         reply = _failed_reply(d, detail)
+        audited = (
+            Audited(d.inbound.source, d.routing_key or "?", d.amqp_message_id)
+            if detail.code == "1010"
+            else None
+        )
         try:
-            with self.uow_factory() as uow:
-                log_id = uow.messages.start(
-                    d.inbound.source,
-                    d.inbound.endpoint,
-                    hashlib.sha256(d.body).hexdigest(),
-                    len(d.body),
-                    d.received_at,
-                )
-                if detail.code == "1010":
-                    uow.audit.record(
-                        d.inbound.source,
-                        "refused",
-                        d.routing_key or "?",
-                        d.amqp_message_id,
-                        f"{detail.reason} (at {d.inbound.endpoint})",
-                    )
-                dead_letter_id = self._store_dead_letter(uow, d, detail, log_id)
-                uow.messages.finish(log_id, MessageLifecycle.DEAD_LETTERED, "FAILED", reply)
-                uow.commit()
+            journalled = self.journal.refuse(d.inbound, [detail], reply=reply, audited=audited)
         except Exception as exc:  # store down (recoverable) or a bug: retry, then give up
             d.error = exc
             return
-        log.warning(
-            "%s refused a message from %s (dead letter %s): %s %s",
-            self.name,
-            d.inbound.source,
-            dead_letter_id,
-            detail.code,
-            detail.reason,
-        )
         d.outcome = Outcome(
             result="FAILED",
             reply=reply,
             errors=[detail],
-            message_log_id=log_id,
-            dead_letter_id=dead_letter_id,
+            message_log_id=journalled.message_log_id,
+            dead_letter_id=journalled.dead_letter_id,
             message_id=d.amqp_message_id,
             correlation_id=d.amqp_message_id,
         )
 
-    def _store_dead_letter(
-        self, uow: Any, d: Delivery, detail: ErrorDetail, log_id: int | None
-    ) -> int:
+    def _poison(self, d: Delivery) -> Outcome:
+        """Gave up after ``max_attempts``: journalled (row and dead letter) if the store
+        can take it, else the dead-letter queue alone keeps it (no ids then)."""
         assert d.inbound is not None
-        return int(
-            uow.dead_letters.add(
-                source=d.inbound.source,
-                endpoint=d.inbound.endpoint,
-                received_at=d.received_at,
-                error_code=detail.code,
-                reason=f"{detail.code} {detail.reason}",
-                body=d.body[:DEAD_LETTER_BODY_LIMIT],
-                truncated=len(d.body) > DEAD_LETTER_BODY_LIMIT,
-                metadata=dict(d.inbound.metadata),
-                message_log_id=log_id,
-            )
-        )
-
-    def _poison(self, d: Delivery) -> tuple[ErrorDetail, int | None]:
-        """Gave up after ``max_attempts``: into the dead-letter store if it can be written."""
         code = "3001" if isinstance(d.error, StoreUnavailable) else "3002"
         detail = ErrorDetail(
             code,
             f"gave up after {d.attempts + 1} delivery attempt(s): "
             f"{type(d.error).__name__}: {d.error}",
         )
+        failed = Outcome(result="FAILED", reply=_failed_reply(d, detail), errors=[detail])
         try:
-            with self.uow_factory() as uow:
-                dead_letter_id = self._store_dead_letter(uow, d, detail, None)
-                uow.commit()
+            journalled = self.journal.refuse(d.inbound, [detail], reply=failed.reply)
         except RecoverableError as exc:
             log.error("dead-letter store unavailable (%s): the dead-letter queue keeps it", exc)
-            return detail, None
-        return detail, dead_letter_id
+            return failed
+        failed.message_log_id = journalled.message_log_id
+        failed.dead_letter_id = journalled.dead_letter_id
+        return failed
 
     # -- what to publish -------------------------------------------------------------------
 
@@ -608,15 +575,10 @@ class AmqpConsumer:
             return items
         if d.error is not None:
             if d.attempts + 1 >= self.settings.max_attempts:
-                detail, dead_letter_id = self._poison(d)
-                items.append(self._dead_letter(d, detail, dead_letter_id, None))
+                failed = self._poison(d)
+                detail = failed.errors[0]
+                items.append(self._dead_letter(d, detail, failed.dead_letter_id, failed))
                 if d.reply_to:  # the partner learns it was given up
-                    failed = Outcome(
-                        result="FAILED",
-                        reply=_failed_reply(d, detail),
-                        errors=[detail],
-                        dead_letter_id=dead_letter_id,
-                    )
                     items.append(self._reply(d, failed))
             else:
                 items.append(self._retry(d))

@@ -68,6 +68,7 @@ class AmqpService:
             MappingGate(settings.mappings_dir, importer),
             app.routes.operations,
             name=name,
+            journal=app.message_journal,
         )
         self.outbox_publisher = ConfirmingPublisher(settings, name=f"{name}-outbox")
         self.dispatcher = (

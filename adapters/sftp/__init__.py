@@ -5,7 +5,7 @@ Public API::
     from adapters.sftp import (SftpServer, SftpServerConfig, PartnerAccount, AuthEvent,
                                hash_password, UploadRegistry, InboxWatcher, import_handler,
                                cim_handler,
-                               FileLedger, StoreLedger, push_file, PushTarget, RetryPolicy,
+                               push_file, PushTarget, RetryPolicy,
                                SftpService, SftpSettings, SftpPartnerSettings)
 
 See docs/sftp.md.
@@ -13,12 +13,10 @@ See docs/sftp.md.
 
 from adapters.sftp.client import PushReceipt, PushTarget, RetryPolicy, push_file
 from adapters.sftp.inbox import (
-    FileLedger,
     InboxFile,
     InboxWatcher,
     Outcome,
     Processed,
-    StoreLedger,
     cim_handler,
     import_handler,
 )
@@ -35,7 +33,6 @@ from hub.settings import SftpPartnerSettings, SftpSettings
 
 __all__ = [
     "AuthEvent",
-    "FileLedger",
     "InboxFile",
     "InboxWatcher",
     "Outcome",
@@ -49,7 +46,6 @@ __all__ = [
     "SftpServerConfig",
     "SftpService",
     "SftpSettings",
-    "StoreLedger",
     "UploadRegistry",
     "cim_handler",
     "hash_password",

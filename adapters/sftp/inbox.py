@@ -11,16 +11,25 @@ A file is taken when it is complete:
   modification time have not changed for ``settle_seconds``.
 
 A taken file is moved out of the partner's reach (``<state_dir>/work/<partner>/``)
-and its SHA-256 computed. A checksum already applied for this partner is not
-applied again: the file goes to ``error/`` with a report saying so. Otherwise
-the handler gets it and says whether it was applied:
+and its SHA-256 computed. The message journal (:mod:`hub.journal`) keeps every file in
+the message log: source ``sftp:<partner>``, and an applied file under MessageID
+``sha256:<checksum>`` -- the file's identity. A checksum already applied for this
+partner is not applied again: the file goes to ``error/`` with a report saying so
+(its row: *duplicate*). Otherwise the handler gets it and says whether it was applied:
 
-- applied: the file goes to ``archive/``, its checksum into the ledger;
+- applied: its row *replied* (the result file as its reply), the file to ``archive/``;
 - refused (handler outcome not ok, or a :class:`cim_schemas.errors.PermanentError`, or
-  an unexpected exception): the file goes to ``error/`` with ``<name>.error.txt``
-  beside it;
+  an unexpected exception): its row *dead_lettered* with a dead letter (error code,
+  the file's head), the file to ``error/`` with ``<name>.error.txt`` beside it;
 - :class:`cim_schemas.errors.RecoverableError` (store down): the file goes back to
   ``inbox/`` and is tried again later.
+
+A CIM message (a partner whose mapping is a ``cim-variant``) goes through the hub
+pipeline, which writes its row itself (its Header's MessageID, else
+``sha256:<checksum>``); a file the pipeline answers as a duplicate is a duplicate.
+
+An ``<state_dir>/checksums.jsonl`` of the earlier JSON-lines ledger is read into the
+message log once, at start, and renamed ``checksums.jsonl.migrated``.
 
 Either way a result file ``outbox/<name>.result.txt`` is written (atomically) for
 the partner to pick up. Files left in the work folder by a crash are put back
@@ -40,7 +49,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Literal
 
 from adapters.sftp.server import (
     PartnerAccount,
@@ -52,18 +61,18 @@ from adapters.sftp.server import (
 from cim_schemas.errors import (
     AmihubError,
     ConfigurationError,
+    ErrorDetail,
     MessageRejected,
-    PermanentError,
     RecoverableError,
-    ReplayConflict,
 )
+from hub.journal import FileRecord, MessageJournal, content_id
 from hub.messages import InboundMessage, ReplyRoute
 from hub.messages import Outcome as HubOutcome
 from hub.security import Principal
 from hub.variants import VARIANT
-from mappings.importer import AppliedFile, ImportFile
+from mappings.importer import AppliedFile, EventImportResult, ImportFile, ImportResult
 from mdm.backoff import Backoff
-from mdm.ports import UnitOfWorkFactory
+from mdm.ports import MessageState
 
 log = logging.getLogger(__name__)
 
@@ -80,12 +89,24 @@ class InboxFile:
     received_at: datetime
 
 
+#: the earlier JSON-lines ledger (read into the message log once, then renamed)
+LEGACY_LEDGER = "checksums.jsonl"
+
+
 @dataclass(frozen=True)
 class Outcome:
     """What the handler did with a file: ``applied`` and a plain-text report for the partner."""
 
     applied: bool
     report: str
+    #: the message-log row's noun, result (OK | PARTIAL | FAILED) and first error code
+    noun: str = "MeterReadings"
+    partial: bool = False
+    code: str = "2013"
+    #: the hub pipeline logged the file itself (a CIM message): nothing more to journal
+    journalled: bool = False
+    #: the pipeline answered it from the message log (sent before, applied)
+    duplicate: bool = False
 
 
 Handler = Callable[[InboxFile], Outcome]
@@ -99,74 +120,6 @@ class Processed:
     sha256: str
     moved_to: Path | None
     result_file: Path | None
-
-
-class ChecksumLedger(Protocol):
-    """Which file contents (SHA-256) were applied for which partner."""
-
-    def find(self, partner: str, sha256: str) -> str | None:
-        """A description of the earlier file with this checksum, or None."""
-        ...
-
-    def record(self, partner: str, sha256: str, description: str) -> None: ...
-
-
-class FileLedger:
-    """A :class:`ChecksumLedger` in an append-only JSON-lines file (kept in memory too)."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._lock = threading.Lock()
-        self._seen: dict[tuple[str, str], str] = {}
-        if path.exists():
-            for line in path.read_text(encoding="utf-8").splitlines():
-                if line.strip():
-                    entry = json.loads(line)
-                    self._seen[(entry["partner"], entry["sha256"])] = entry["description"]
-
-    def find(self, partner: str, sha256: str) -> str | None:
-        with self._lock:
-            return self._seen.get((partner, sha256))
-
-    def record(self, partner: str, sha256: str, description: str) -> None:
-        with self._lock:
-            self._seen[(partner, sha256)] = description
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            with self.path.open("a", encoding="utf-8") as f:
-                f.write(
-                    json.dumps({"partner": partner, "sha256": sha256, "description": description})
-                    + "\n"
-                )
-                f.flush()
-                os.fsync(f.fileno())
-
-
-class StoreLedger:
-    """A :class:`ChecksumLedger` in the store's message log, shared by every hub process.
-
-    An applied file is logged as a message from source ``sftp:<partner>`` with
-    MessageID ``sha256:<checksum>`` (unique per source), state ``applied``.
-    """
-
-    def __init__(self, uow_factory: UnitOfWorkFactory) -> None:
-        self.uow_factory = uow_factory
-
-    def find(self, partner: str, sha256: str) -> str | None:
-        with self.uow_factory() as uow:
-            found = uow.messages.find(f"sftp:{partner}", f"sha256:{sha256}")
-        if found is None or found.state != "applied":
-            return None
-        return found.reply.decode() if found.reply else f"message log {found.id}"
-
-    def record(self, partner: str, sha256: str, description: str) -> None:
-        with self.uow_factory() as uow:
-            log_id = uow.messages.start(f"sftp:{partner}", "inbox", sha256, 0, datetime.now(UTC))
-            try:
-                uow.messages.identify(log_id, f"sha256:{sha256}", "create", "MeterReadings", None)
-            except ReplayConflict:
-                return  # another process recorded it first
-            uow.messages.finish(log_id, "applied", "OK", description.encode())
-            uow.commit()
 
 
 def _stamp(at: datetime) -> str:
@@ -192,7 +145,7 @@ class InboxWatcher:
         handler: Handler,
         *,
         state_dir: Path,
-        ledger: ChecksumLedger | None = None,
+        journal: MessageJournal,
         uploads: UploadRegistry | None = None,
         settle_seconds: float = 2.0,
         retry_delay: float = 5.0,
@@ -202,7 +155,7 @@ class InboxWatcher:
         self.partners = list(partners)
         self.handler = handler
         self.state_dir = state_dir
-        self.ledger = ledger or FileLedger(state_dir / "checksums.jsonl")
+        self.journal = journal
         self.uploads = uploads
         self.settle = settle_seconds
         self.clock = clock
@@ -215,6 +168,35 @@ class InboxWatcher:
         for partner in self.partners:
             prepare_home(partner)
             self._recover(partner)
+        self._migrate_ledger(state_dir / LEGACY_LEDGER)
+
+    def _migrate_ledger(self, path: Path) -> None:
+        """The applied checksums of the earlier JSON-lines ledger, into the message log
+        (once: the file is renamed ``*.migrated`` after)."""
+        if not path.exists():
+            return
+        moved = 0
+        for line in path.read_text(encoding="utf-8").splitlines():
+            if not line.strip():
+                continue
+            entry = json.loads(line)
+            source = f"sftp:{entry['partner']}"
+            if self.journal.applied_file(source, entry["sha256"]) is not None:
+                continue
+            self.journal.record_file(
+                FileRecord(
+                    source=source,
+                    endpoint=f"{source}/inbox",
+                    content_hash=entry["sha256"],
+                    size=0,
+                    received_at=datetime.now(UTC),
+                    reply=f"{entry['description']}\n".encode(),
+                    detail=f"from {path.name}: {entry['description']}",
+                )
+            )
+            moved += 1
+        os.replace(path, path.with_name(path.name + ".migrated"))
+        log.warning("read %d checksum(s) of %s into the message log", moved, path)
 
     def _work(self, partner: PartnerAccount) -> Path:
         folder = self.state_dir / "work" / partner.username
@@ -291,17 +273,23 @@ class InboxWatcher:
         os.replace(path, work)  # out of the partner's reach before we read it
         sha, size = _sha256(work)
         item = InboxFile(partner, path.name, work, size, sha, received)
-        earlier = self.ledger.find(partner.username, sha)
-        if earlier is not None:
-            report = (
-                f"file: {path.name}\nsha256: {sha}\nstatus: duplicate\n"
-                f"reason: the same content was applied already ({earlier}); "
-                "not applied again\n"
-            )
-            return self._finish(item, "duplicate", report)
         try:
-            outcome = self.handler(item)
-            self._retry.pop(path, None)
+            earlier = self.journal.applied_file(_source(partner), sha)
+            if earlier is not None:
+                report = (
+                    f"file: {path.name}\nsha256: {sha}\nstatus: duplicate\n"
+                    f"reason: the same content was applied already ({_described(earlier)}); "
+                    "not applied again\n"
+                )
+                return self._finish(item, "duplicate", report, Outcome(False, report), earlier)
+            outcome = self._handle(item)
+            header = f"sha256: {sha}\n"
+            status: Literal["applied", "refused", "duplicate"] = (
+                "applied" if outcome.applied else "refused"
+            )
+            if outcome.duplicate and outcome.applied:
+                status = "duplicate"
+            return self._finish(item, status, header + outcome.report, outcome)
         except RecoverableError as exc:
             previous = self._retry.get(path)
             failures = previous[1] + 1 if previous else 1
@@ -310,43 +298,58 @@ class InboxWatcher:
             log.warning("%s of %s: %s; retry in %.0fs", path.name, partner.username, exc, delay)
             os.replace(work, path)
             return Processed(partner.username, path.name, "retry", sha, path, None)
+
+    def _handle(self, item: InboxFile) -> Outcome:
+        """The handler's outcome; its refusals (raised) as outcomes. RecoverableError
+        is raised on (the file is tried again)."""
+        name, sha = item.name, item.sha256
+        try:
+            outcome = self.handler(item)
+            self._retry.pop(self._inbox_path(item), None)
+            return outcome
+        except RecoverableError:
+            raise
         except MessageRejected as exc:
             details = "".join(f"  [{e.code}] {e.reason}\n" for e in exc.errors)
             report = (
-                f"file: {path.name}\nsha256: {sha}\nstatus: rejected\n"
+                f"file: {name}\nsha256: {sha}\nstatus: rejected\n"
                 f"reason: {exc.reason}\nerrors: {len(exc.errors)}\n{details}"
             )
-            return self._finish(item, "refused", report)
-        except (PermanentError, AmihubError) as exc:
-            report = f"file: {path.name}\nsha256: {sha}\nstatus: rejected\nreason: {exc}\n"
-            return self._finish(item, "refused", report)
+            return Outcome(False, report, code=exc.errors[0].code if exc.errors else "2013")
+        except AmihubError as exc:
+            report = f"file: {name}\nsha256: {sha}\nstatus: rejected\nreason: {exc}\n"
+            return Outcome(False, report, code=getattr(exc, "code", None) or "3002")
         except Exception:
-            log.exception("handler failed on %s of %s", path.name, partner.username)
+            log.exception("handler failed on %s of %s", name, item.partner.username)
             report = (
-                f"file: {path.name}\nsha256: {sha}\nstatus: rejected\n"
+                f"file: {name}\nsha256: {sha}\nstatus: rejected\n"
                 "reason: internal error [3002]; the file is kept, the operator is told\n"
             )
-            return self._finish(item, "refused", report)
-        header = f"sha256: {sha}\n"
-        if outcome.applied:
-            return self._finish(item, "applied", header + outcome.report)
-        return self._finish(item, "refused", header + outcome.report)
+            return Outcome(False, report, code="3002")
+
+    @staticmethod
+    def _inbox_path(item: InboxFile) -> Path:
+        return item.partner.folder("inbox") / item.name
 
     def _finish(
-        self, item: InboxFile, status: Literal["applied", "refused", "duplicate"], report: str
+        self,
+        item: InboxFile,
+        status: Literal["applied", "refused", "duplicate"],
+        report: str,
+        outcome: Outcome,
+        earlier: MessageState | None = None,
     ) -> Processed:
+        """Journal the file, then move it and write its result file (a store failure
+        while journalling leaves the file in the work folder: tried again)."""
         partner = item.partner
         stamped = f"{_stamp(item.received_at)}_{item.name}"
+        folder = "archive" if status == "applied" else "error"
+        target = partner.folder(folder) / stamped
+        if not outcome.journalled:
+            self._journal(item, status, report, outcome, f"{folder}/{stamped}", target, earlier)
         if status == "applied":
-            target = partner.folder("archive") / stamped
             self._move(item.path, target)
-            self.ledger.record(
-                partner.username,
-                item.sha256,
-                f"{item.name} at {item.received_at.isoformat()}, archive/{stamped}",
-            )
         else:
-            target = partner.folder("error") / stamped
             self._move(item.path, target)
             write_atomic(target.with_name(target.name + ".error.txt"), report)
         # a duplicate is mostly a second copy under the same name: its report must not
@@ -355,6 +358,51 @@ class InboxWatcher:
         result = partner.folder("outbox") / f"{result_name}.result.txt"
         write_atomic(result, report)
         return Processed(partner.username, item.name, status, item.sha256, target, result)
+
+    def _journal(
+        self,
+        item: InboxFile,
+        status: Literal["applied", "refused", "duplicate"],
+        report: str,
+        outcome: Outcome,
+        kept: str,
+        target: Path,
+        earlier: MessageState | None,
+    ) -> None:
+        source = _source(item.partner)
+        endpoint = f"{source}/inbox"
+        if status == "refused":
+            self.journal.refuse(
+                InboundMessage(
+                    source=source,
+                    endpoint=endpoint,
+                    path=item.path,
+                    received_at=item.received_at,
+                    metadata={"file": item.name, "path": str(target)},
+                ),
+                [ErrorDetail(outcome.code, _reason(report))],
+                reply=report.encode(),
+                content_hash=item.sha256,
+                not_replayable=f"a file of partner {item.partner.username}: it is kept in "
+                f"{kept}; after fixing the cause, drop it into the inbox again",
+            )
+            return
+        description = f"{item.name} at {item.received_at.isoformat()}, {kept}"
+        self.journal.record_file(
+            FileRecord(
+                source=source,
+                endpoint=endpoint,
+                content_hash=item.sha256,
+                size=item.size,
+                received_at=item.received_at,
+                noun=outcome.noun,
+                result=None if status == "duplicate" else ("PARTIAL" if outcome.partial else "OK"),
+                reply=f"{description}\n\n{report}".encode(),
+                detail=f"{description}; applied before: message log {earlier.id}"
+                if earlier is not None
+                else description,
+            )
+        )
 
     @staticmethod
     def _move(source: Path, target: Path) -> None:
@@ -381,9 +429,50 @@ def import_handler(run: Callable[[ImportFile], AppliedFile]) -> Handler:
             )
         )
         report = result.report().replace(f"file: {item.path.name}", f"file: {item.name}", 1)
-        return Outcome(result.applied, report)
+        return Outcome(
+            result.applied,
+            report,
+            noun="EndDeviceEvents" if isinstance(result, EventImportResult) else "MeterReadings",
+            partial=result.applied and "skipped" in str(getattr(result, "status", "")),
+            code=_first_code(result),
+        )
 
     return handle
+
+
+def _first_code(result: AppliedFile) -> str:
+    """The code of a refused file's first error (2013 when it names none)."""
+    if isinstance(result, ImportResult):
+        errors = result.all_errors()
+        return errors[0].code if errors else "2013"
+    if isinstance(result, EventImportResult):
+        if result.errors:
+            return result.errors[0].code
+        if result.unknown_meters:
+            return result.unknown_meters[0].code
+    return "2013"
+
+
+def _source(partner: PartnerAccount) -> str:
+    return f"sftp:{partner.username}"
+
+
+def _reason(report: str) -> str:
+    """A refused file's reason for its dead letter: the report's reason, else its errors."""
+    lines = report.splitlines()
+    for line in lines:
+        if line.startswith("reason: "):
+            return line[len("reason: ") :]
+    errors = [line.strip() for line in lines if line.startswith("  [")]
+    return "; ".join(errors[:5]) or "refused"
+
+
+def _described(earlier: MessageState) -> str:
+    """The file that applied this content first: the first line of its row's reply
+    (written by this watcher), else the row."""
+    if earlier.reply and not earlier.reply.lstrip().startswith(b"<"):
+        return earlier.reply.split(b"\n", 1)[0].decode("utf-8", "replace")
+    return f"message log {earlier.id}, received {earlier.received_at.isoformat()}"
 
 
 def cim_handler(
@@ -414,9 +503,19 @@ def cim_handler(
             metadata={VARIANT: partner.mapping, "file": item.name},
             principal=principals(partner),
             async_replies=replies(partner),
+            # a Header without MessageID: the file's identity is its content
+            message_id=content_id(item.sha256),
         )
         out = process(msg)
-        return Outcome(out.result in ("OK", "PARTIAL"), cim_report(item.name, partner.mapping, out))
+        return Outcome(
+            out.result in ("OK", "PARTIAL"),
+            cim_report(item.name, partner.mapping, out),
+            noun=out.noun or "MeterReadings",
+            partial=out.result == "PARTIAL",
+            code=out.errors[0].code if out.errors else "2013",
+            journalled=True,
+            duplicate=out.duplicate,
+        )
 
     return handle
 

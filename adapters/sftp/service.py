@@ -21,8 +21,9 @@
 
 Every refused login and every session is written to the audit log
 (actor = the login name, action ``sftp-login-refused`` / ``sftp-session``).
-Applied checksums are kept in the message log (:class:`StoreLedger`), so several
-processes may watch the same folders without applying a file twice.
+Every file is kept in the message log by the message journal (hub/journal.py): an
+applied file under MessageID ``sha256:<checksum>``, so several processes may watch the
+same folders without applying a file twice.
 """
 
 from __future__ import annotations
@@ -38,18 +39,16 @@ import paramiko
 
 from adapters.sftp import push
 from adapters.sftp.inbox import (
-    ChecksumLedger,
-    FileLedger,
     Handler,
     InboxFile,
     InboxWatcher,
     Outcome,
-    StoreLedger,
     cim_handler,
     import_handler,
 )
 from adapters.sftp.server import AuthEvent, PartnerAccount, SftpServer, SftpServerConfig
-from cim_schemas.errors import AmihubError, ConfigurationError
+from cim_schemas.errors import ConfigurationError
+from hub.journal import MessageJournal
 from hub.messages import InboundMessage
 from hub.messages import Outcome as HubOutcome
 from hub.outbox import OutboxDispatcher
@@ -114,12 +113,15 @@ class SftpService:
         default_utility: str,
         name: str = "sftp",
         process: Callable[[InboundMessage], HubOutcome] | None = None,
+        journal: MessageJournal | None = None,
     ) -> None:
         """``process``: the hub pipeline's ``process``, for partners whose mapping is a
-        ``cim-variant`` (their files are CIM messages); required if there is one."""
+        ``cim-variant`` (their files are CIM messages); required if there is one.
+        ``journal``: where files, refusals and logins are recorded (the app's)."""
         self.name = name
         self.settings = settings
         self.uow_factory = uow_factory
+        self.journal = journal or MessageJournal(uow_factory)
         self.accounts = accounts(settings, default_utility)
         self.catalog: Catalog = load_dir(settings.mappings_dir or BUILTIN_DIR)
         self.cim_partners: set[str] = set()
@@ -168,18 +170,13 @@ class SftpService:
 
     def audit(self, event: AuthEvent) -> None:
         action = "sftp-session" if event.accepted else "sftp-login-refused"
-        try:
-            with self.uow_factory() as uow:
-                uow.audit.record(
-                    event.username,
-                    action,
-                    "SftpAccount",
-                    event.username,
-                    f"{event.remote} {event.method}: {event.reason}",
-                )
-                uow.commit()
-        except AmihubError:
-            log.exception("could not audit %s", event)
+        self.journal.record_audit(
+            event.username,
+            action,
+            "SftpAccount",
+            event.username,
+            f"{event.remote} {event.method}: {event.reason}",
+        )
         if not event.accepted:
             log.warning(
                 "SFTP login refused: %s from %s (%s)", event.username, event.remote, event.reason
@@ -196,16 +193,17 @@ class SftpService:
             max_auth_failures=s.max_auth_failures,
         )
         self.server = SftpServer(config, on_auth=self.audit)
-        ledger: ChecksumLedger = (
-            StoreLedger(self.uow_factory)
-            if s.ledger == "store"
-            else FileLedger(s.state_dir / "checksums.jsonl")
-        )
+        if s.ledger == "file":
+            log.warning(
+                '[sftp] ledger = "file" is gone: applied checksums are kept in the message '
+                "log (a %s there is read into it once)",
+                s.state_dir / "checksums.jsonl",
+            )
         self.watcher = InboxWatcher(
             self.accounts,
             self.handler(),
             state_dir=s.state_dir,
-            ledger=ledger,
+            journal=self.journal,
             uploads=self.server.uploads,
             settle_seconds=s.settle_seconds,
         )
@@ -256,4 +254,5 @@ def build(app: App) -> SftpService:
         app.uow_factory,
         default_utility=app.settings.default_utility,
         process=app.pipeline.process,
+        journal=app.message_journal,
     )

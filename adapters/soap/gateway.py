@@ -15,6 +15,15 @@
       <- the pipeline's reply inside a SOAP envelope (a large reply of the read path
          streamed from its spool, with its Content-Length), or a SOAP Fault
 
+Every Fault the front door answers itself (before the pipeline) is journalled
+(:meth:`hub.journal.MessageJournal.refuse`): a message-log row *received* ->
+*dead_lettered* with the Fault as its reply, and a dead letter with the error code
+and the request body as read (whole up to the limit; an oversize body refused unread
+keeps what was read, flagged truncated). The sender is the authenticated user when
+known, else ``soap:<client address>``. What never reaches a worker (slow or
+incomplete requests, oversize headers: adapters/soap/front.py, cheroot) is not
+journalled: docs/soap.md "What is journalled".
+
 The front door does what a SOAP stack would (the operation is known from the body
 element and soapAction; faults are rendered here with the service's own
 FaultMessage in ``detail``): spyne is not on the request path any more. It cost
@@ -40,6 +49,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, Final
 from urllib.parse import urlsplit
 
@@ -53,6 +63,7 @@ from cim_schemas import envelope
 from cim_schemas.envelope import Header, Reply
 from cim_schemas.errors import AmihubError, ErrorDetail, MessageRejected, RecoverableError
 from cim_schemas.xml import parse_bytes
+from hub.journal import Audited, MessageJournal
 from hub.messages import InboundMessage, Outcome, ReplyRoute
 from hub.pipeline import Pipeline
 from hub.security import Principal
@@ -98,6 +109,8 @@ class SoapFault(Exception):
         *,
         close: bool = True,
         headers: tuple[tuple[str, str], ...] = (),
+        journalled: bool = False,
+        audited: Audited | None = None,
     ) -> None:
         super().__init__(errors[0].reason)
         self.faultcode = faultcode
@@ -105,6 +118,10 @@ class SoapFault(Exception):
         self.status = status
         self.close = close
         self.headers = headers
+        #: the pipeline recorded it already (its own refusal, or a retry)
+        self.journalled = journalled
+        #: the audit entry journalled with the refusal (a refused sender)
+        self.audited = audited
 
 
 def strip_declaration(xml: bytes) -> bytes:
@@ -198,9 +215,12 @@ class SoapGateway:
         public_url: str | None = None,
         enqueue: Enqueue | None = None,
         services: Iterable[ServiceSpec] | None = None,
+        journal: MessageJournal | None = None,
     ) -> None:
         self.pipeline = pipeline
         self.uow_factory = uow_factory
+        #: records the refusals of the front door (the pipeline records its own)
+        self.journal = journal or MessageJournal(uow_factory)
         self.authenticator = authenticator
         self.max_body_bytes = max_body_bytes
         self.public_url = public_url.rstrip("/") if public_url else None
@@ -236,15 +256,17 @@ class SoapGateway:
             )
         if method != "POST":
             return self._plain(start_response, "405 Method Not Allowed", "POST or GET ?wsdl\n")
+        received_at = datetime.now(UTC)
         try:
             request = self._accept(spec, environ)
-            environ["amihub.user"] = request.principal.name
             chunks, length = self.invoke(request)
         except SoapFault as fault:
             environ["amihub.soap.fault"] = fault.errors[0].code
             body = render_fault(
                 fault.faultcode, fault.errors, spec, environ.get("amihub.soap.namespace")
             )
+            if not fault.journalled:
+                self._journal_refusal(spec, environ, fault, body, received_at)
             return self._send(
                 start_response,
                 fault.status,
@@ -259,6 +281,7 @@ class SoapGateway:
     def _accept(self, spec: ServiceSpec, environ: dict[str, Any]) -> _Request:
         remote = str(environ.get("REMOTE_ADDR", "?"))
         data = self._read_body(environ)
+        environ["amihub.soap.body"] = data
         try:
             tree = parse_bytes(data, max_bytes=self.max_body_bytes)
         except MessageRejected as exc:
@@ -295,7 +318,15 @@ class SoapGateway:
                 header_el, environ.get("HTTP_AUTHORIZATION")
             )
         except AuthenticationFailed as exc:
-            self._audit_refusal(exc.user or remote, spec, f"{exc.reason} (from {remote})")
+            log.warning(
+                "refused call to /ws/%s by %s: %s", spec.name, exc.user or remote, exc.reason
+            )
+            audited = Audited(
+                exc.user or remote,
+                "soap",
+                f"/ws/{spec.name}",
+                details=f"{exc.reason} (from {remote})",
+            )
             if exc.challenge:  # no credentials, or refused HTTP Basic ones: ask for them
                 raise SoapFault(
                     "Client",
@@ -303,8 +334,10 @@ class SoapGateway:
                     "401 Unauthorized",
                     close=False,
                     headers=(("WWW-Authenticate", CHALLENGE),),
+                    audited=audited,
                 ) from None
-            raise SoapFault("Client", [ErrorDetail("1010", exc.reason)]) from None
+            raise SoapFault("Client", [ErrorDetail("1010", exc.reason)], audited=audited) from None
+        environ["amihub.user"] = principal.name
         body = children[0]
         operation = spec.operation_for(body.tag)
         if operation is not None:  # faults answer in the namespace the request used
@@ -360,18 +393,23 @@ class SoapGateway:
                     status="400 Bad Request",
                 )
             if length > limit:
+                environ["amihub.soap.declared"] = length
                 raise too_large  # refused unread
             data = bytes(stream.read(length))
             if len(data) != length:
+                environ["amihub.soap.body"] = data
+                environ["amihub.soap.declared"] = length
                 raise SoapFault("Client", [ErrorDetail("1001", "the request body ended early")])
             return data
         chunks: list[bytes] = []  # chunked transfer: count while reading
         size = 0
         while chunk := stream.read(65536):
             size += len(chunk)
-            if size > limit:
-                raise too_large
             chunks.append(bytes(chunk))
+            if size > limit:  # the head read is kept; the rest is not read
+                environ["amihub.soap.body"] = b"".join(chunks)
+                environ["amihub.soap.declared"] = size + 1  # at least: more was sent
+                raise too_large
         return b"".join(chunks)
 
     # -- the call --------------------------------------------------------------------------
@@ -395,7 +433,10 @@ class SoapGateway:
         except RecoverableError as exc:
             log.warning("recoverable failure at /ws/%s: %s", spec.name, exc)
             raise SoapFault(
-                "Server", [ErrorDetail("3001", f"{exc}; try again later")], close=False
+                "Server",
+                [ErrorDetail("3001", f"{exc}; try again later")],
+                close=False,
+                journalled=True,  # the pipeline recorded the retry
             ) from None
         if outcome.reply_chunks is not None:  # a large answer of the read path
             chunks, declaration = _enveloped(outcome.reply_chunks)
@@ -404,7 +445,7 @@ class SoapGateway:
             )
         if outcome.result == "FAILED" and outcome.errors and outcome.errors[0].code in FAULT_CODES:
             faultcode = "Server" if outcome.errors[0].code.startswith("3") else "Client"
-            raise SoapFault(faultcode, outcome.errors, close=False)
+            raise SoapFault(faultcode, outcome.errors, close=False, journalled=True)
         reply = outcome.reply
         if outcome.reply_queued:  # queued with the effect, in the pipeline's transaction
             reply = self._acknowledgement(spec, outcome, request.namespace)
@@ -452,14 +493,47 @@ class SoapGateway:
 
     # -- small answers ---------------------------------------------------------------------
 
-    def _audit_refusal(self, actor: str, spec: ServiceSpec, details: str) -> None:
-        log.warning("refused call to /ws/%s by %s: %s", spec.name, actor, details)
+    def _journal_refusal(
+        self,
+        spec: ServiceSpec,
+        environ: dict[str, Any],
+        fault: SoapFault,
+        answer: bytes,
+        received_at: datetime,
+    ) -> None:
+        """A Fault of the front door: row, lifecycle, dead letter with the body as read
+        (and the audit entry of a refused sender). The Fault is answered all the same
+        when the store cannot take it."""
+        remote = str(environ.get("REMOTE_ADDR", "?"))
+        metadata = {"remote": remote, "http_status": fault.status.split(" ", 1)[0]}
+        action = str(environ.get("HTTP_SOAPACTION", "")).strip()
+        if action:
+            metadata["soap_action"] = action[:500]
+        length = str(environ.get("CONTENT_LENGTH") or "").strip()
+        if length:
+            metadata["content_length"] = length[:40]
+        content_type = str(environ.get("CONTENT_TYPE", "")).strip()
+        if content_type:
+            metadata["content_type"] = content_type[:200]
+        declared = environ.get("amihub.soap.declared")
         try:
-            with self.uow_factory() as uow:
-                uow.audit.record(actor, "refused", "soap", f"/ws/{spec.name}", details)
-                uow.commit()
-        except AmihubError:  # the Fault is answered all the same
-            log.exception("could not audit a refused call to /ws/%s", spec.name)
+            self.journal.refuse(
+                InboundMessage(
+                    source=str(environ.get("amihub.user") or f"soap:{remote}"),
+                    endpoint=f"soap:/ws/{spec.name}",
+                    body=bytes(environ.get("amihub.soap.body", b"")),
+                    received_at=received_at,
+                    metadata=metadata,
+                ),
+                fault.errors,
+                reply=answer,
+                declared_size=int(declared) if declared is not None else None,
+                audited=fault.audited,
+                not_replayable="refused by the SOAP front door before the pipeline: "
+                "the sender must send it again, corrected",
+            )
+        except AmihubError:
+            log.exception("could not journal a refused call to /ws/%s", spec.name)
 
     def _base_url(self, environ: dict[str, Any]) -> str:
         if self.public_url:

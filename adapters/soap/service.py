@@ -93,6 +93,7 @@ class SoapService:
             max_body_bytes=s.max_body_bytes,
             public_url=s.public_url,
             enqueue=self._enqueue,
+            journal=app.message_journal,
         )
         wsgi_app: Any = AccessLog(self.gateway) if s.access_log else self.gateway
         self.server = GatedServer(  # workers get whole requests only (adapters/soap/front.py)

@@ -1019,6 +1019,15 @@ class SqlDeadLetterRepository(_Repo):
         if result.rowcount == 0:
             raise not_found(f"dead letter {dead_letter_id} does not exist")
 
+    @guarded
+    def dismiss(self, dead_letter_id: int, at: datetime) -> bool:
+        result = self._conn.execute(
+            update(_DL)
+            .where(_DL.c.id == dead_letter_id, _DL.c.resolved_at.is_(None))
+            .values(resolved_at=at)
+        )
+        return bool(result.rowcount)
+
 
 # --------------------------------------------------------------------------- audit
 

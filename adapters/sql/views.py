@@ -7,7 +7,6 @@ commits itself).
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
@@ -18,7 +17,6 @@ from sqlalchemy import (
     or_,
     select,
     text,
-    update,
 )
 
 from adapters.sql import tables as t
@@ -184,16 +182,6 @@ class SqlOperatorViews:
         )
         with guard(), self.engine.connect() as conn:
             return [str(r[0]) for r in conn.execute(query)]
-
-    def dismiss_dead_letter(self, dead_letter_id: int, at: datetime) -> bool:
-        dl = t.dead_letter
-        with guard(), self.engine.begin() as conn:
-            result = conn.execute(
-                update(dl)
-                .where(dl.c.id == dead_letter_id, dl.c.resolved_at.is_(None))
-                .values(resolved_at=at)
-            )
-            return bool(result.rowcount)
 
     def figures(self) -> StoreFigures:
         m, o, j, e, dl = t.message_log, t.outbox, t.hes_job, t.end_device_event, t.dead_letter

@@ -216,12 +216,9 @@ def _authenticate() -> Any:
 
 
 def _audit_refusal(user: str | None, reason: str) -> None:
-    try:
-        with web().app.uow_factory() as uow:
-            uow.audit.record(user or "unknown", "refused", "WebRequest", request.path, reason)
-            uow.commit()
-    except AmihubError:
-        log.warning("could not audit a refused login of %s", user, exc_info=True)
+    web().app.message_journal.record_audit(
+        user or "unknown", "refused", "WebRequest", request.path, reason
+    )
 
 
 def check_login(name: str, password: str) -> Principal | None:

@@ -8,6 +8,7 @@ from typing import Protocol
 from sqlalchemy import Engine
 
 from hub.bus import MessageBus
+from hub.journal import MessageJournal
 from hub.pipeline import Pipeline
 from hub.settings import Settings
 from mdm.ports import UnitOfWorkFactory
@@ -24,3 +25,5 @@ class HubApp(Protocol):
     def bus(self) -> MessageBus: ...
     @property
     def pipeline(self) -> Pipeline: ...
+    @property
+    def message_journal(self) -> MessageJournal: ...

@@ -494,15 +494,12 @@ class Operations:
         self.require(principal, DISMISS_DEAD_LETTERS)
         self.dead_letter(principal, dead_letter_id)  # visible to this principal
         with bound(action=f"dismiss-{dead_letter_id}"):
-            if not self.views.dismiss_dead_letter(dead_letter_id, datetime.now(UTC)):
+            if not self.app.message_journal.dismiss(dead_letter_id, principal.name):
                 raise Refused(
                     f"dead letter {dead_letter_id} is resolved already",
                     [ErrorDetail("2009", f"dead letter {dead_letter_id} is resolved already")],
                     Outcome("FAILED", b""),
                 )
-            with self.app.uow_factory() as uow:
-                uow.audit.record(principal.name, "dismiss", "DeadLetter", str(dead_letter_id))
-                uow.commit()
 
     # -- audit log -----------------------------------------------------------------------
 

@@ -51,6 +51,7 @@ from cim_schemas.profiles.get_meter_readings import (
     GetMeterReadings,
     parse_get_meter_readings,
 )
+from hub.journal import MessageJournal
 from hub.routing import MessageFrame, RouteContext, RouteResult
 from mdm.commands import QueryMeterReadings
 from mdm.handlers import ReadingQueryResult
@@ -361,7 +362,8 @@ def _audit_other_utilities(unknown: list[DeviceRef], ctx: RouteContext, uow: Uni
     if not mrids:
         return
     for mrid in sorted(uow.devices.held_elsewhere(ctx.utility_id, mrids)):
-        uow.audit.record(
+        MessageJournal.audit(
+            uow,
             ctx.handler.actor,
             "refused",
             "get MeterReadings",

@@ -47,6 +47,37 @@ def test_unknown_routing_key(rabbit: Start, sqlite_app: App) -> None:
     assert reading_count(sqlite_app) == 0
 
 
+def test_refusals_before_the_pipeline_are_journalled(rabbit: Start, sqlite_app: App) -> None:
+    """Refused by the consumer's checks (routing key, mapping header, a spoofed partner):
+    dead-lettered on RabbitMQ and journalled -- a row received -> dead_lettered, the
+    dead letter with the body, the audit entry of a refused sender."""
+    _, partner = rabbit(sqlite_app)
+    body = readings_request("MTR-1")
+    partner.send(body, routing_key="delete.Everything")
+    partner.send(b"meter;value", headers={"amihub-mapping": "no-such-mapping"})
+    partner.send(body, headers={"amihub-partner": "someone-else"})
+    replies = partner.replies(3)
+    codes = sorted(result_of(r.body)[1][0] for r in replies)
+    assert codes == ["1006", "1010", "1012"]
+    letters = {d.headers["amihub-error-code"]: d for d in partner.dead_letters(3)}
+    assert sorted(letters) == codes
+    with sqlite_app.uow_factory() as uow:
+        for code, dead in letters.items():
+            stored = uow.dead_letters.get(int(dead.headers["amihub-dead-letter-id"]))
+            assert stored is not None
+            assert stored.body == dead.body
+            assert stored.message_log_id == int(dead.headers["amihub-message-log-id"])
+            steps = [s for s, _, _ in uow.messages.lifecycle(stored.message_log_id)]
+            assert steps == ["received", "dead_lettered"], code
+            row = uow.messages.get(stored.message_log_id)
+            assert row is not None
+            assert (row.state, row.result) == ("dead_lettered", "FAILED")
+            assert stored.endpoint == f"amqp:{sqlite_app.settings.amqp.request_queue}"
+        audited = [a for a in uow.audit.list(20) if a[2] == "refused"]
+    assert len(audited) == 1  # the spoofed partner
+    assert reading_count(sqlite_app) == 0
+
+
 def test_payload_too_large(rabbit: Start, tmp_path: Path) -> None:
     app = make_app(f"sqlite:///{tmp_path}/small.db", max_message_bytes=4000, tree_limit_bytes=4000)
     try:

@@ -16,16 +16,15 @@ import pytest
 from sftp_fixtures import PASSWORD, Sftp, make_key
 
 from adapters.sftp.inbox import (
-    FileLedger,
     InboxFile,
     InboxWatcher,
     Outcome,
-    StoreLedger,
     import_handler,
 )
 from adapters.sftp.server import SftpServer, SftpServerConfig
 from adapters.sql import SqlUnitOfWorkFactory, make_engine, upgrade
 from cim_schemas.errors import StoreUnavailable
+from hub.journal import MessageJournal
 from mappings.importer import import_file
 from mappings.load import BUILTIN_DIR, load_dir
 from mdm.model import EndDevice, Utility
@@ -62,6 +61,7 @@ def watcher_for(
         [sftp.account],
         import_handler(run),
         state_dir=tmp_path / "state",
+        journal=MessageJournal(store),
         uploads=sftp.server.uploads,
         settle_seconds=settle,
     )
@@ -290,7 +290,7 @@ def test_a_duplicate_does_not_overwrite_the_applied_files_report(
 
 
 def test_settling_time_for_files_written_without_the_server(
-    tmp_path: Path, sftp_server: Sftp
+    tmp_path: Path, sftp_server: Sftp, store: SqlUnitOfWorkFactory
 ) -> None:
     now = [100.0]
     seen: list[str] = []
@@ -303,6 +303,7 @@ def test_settling_time_for_files_written_without_the_server(
         [sftp_server.account],
         handler,
         state_dir=tmp_path / "st",
+        journal=MessageJournal(store),
         settle_seconds=5,
         clock=lambda: now[0],
     )
@@ -322,7 +323,7 @@ def test_settling_time_for_files_written_without_the_server(
 
 
 def test_renamed_from_a_temporary_name_is_taken_without_settling(
-    tmp_path: Path, sftp_server: Sftp
+    tmp_path: Path, sftp_server: Sftp, store: SqlUnitOfWorkFactory
 ) -> None:
     now = [100.0]
     seen: list[str] = []
@@ -335,6 +336,7 @@ def test_renamed_from_a_temporary_name_is_taken_without_settling(
         [sftp_server.account],
         handler,
         state_dir=tmp_path / "st",
+        journal=MessageJournal(store),
         uploads=sftp_server.server.uploads,
         settle_seconds=5,
         clock=lambda: now[0],
@@ -361,7 +363,7 @@ def test_renamed_from_a_temporary_name_is_taken_without_settling(
 
 
 def test_store_down_leaves_the_file_for_a_retry_and_crash_recovery(
-    tmp_path: Path, sftp_server: Sftp
+    tmp_path: Path, sftp_server: Sftp, store: SqlUnitOfWorkFactory
 ) -> None:
     calls: list[str] = []
 
@@ -380,7 +382,7 @@ def test_store_down_leaves_the_file_for_a_retry_and_crash_recovery(
         state_dir=tmp_path / "st",
         settle_seconds=0,
         retry_delay=5,
-        ledger=FileLedger(tmp_path / "ledger.jsonl"),
+        journal=MessageJournal(store),
         clock=lambda: now[0],
     )
     assert [p.status for p in watcher.poll_once()] == ["retry"]
@@ -393,7 +395,9 @@ def test_store_down_leaves_the_file_for_a_retry_and_crash_recovery(
     # a file left in the work folder by a crash goes back to the inbox on start
     work = tmp_path / "st" / "work" / "billing"
     (work / "left.csv").write_bytes(b"x")
-    InboxWatcher([sftp_server.account], flaky, state_dir=tmp_path / "st")
+    InboxWatcher(
+        [sftp_server.account], flaky, state_dir=tmp_path / "st", journal=MessageJournal(store)
+    )
     assert "left.csv" in folder(sftp_server, "inbox")
 
 
@@ -413,7 +417,11 @@ def test_handler_crash_and_empty_file_go_to_error(
 
     (inbox / "x.csv").write_bytes(b"data")
     watcher = InboxWatcher(
-        [sftp_server.account], broken, state_dir=tmp_path / "st2", settle_seconds=0
+        [sftp_server.account],
+        broken,
+        state_dir=tmp_path / "st2",
+        journal=MessageJournal(store),
+        settle_seconds=0,
     )
     [done] = watcher.poll_once()
     assert done.status == "refused"
@@ -423,7 +431,7 @@ def test_handler_crash_and_empty_file_go_to_error(
     )
 
 
-def test_store_ledger_keeps_checksums_in_the_message_log(
+def test_two_watchers_share_the_message_log_as_the_idempotency_record(
     sftp_server: Sftp, store: SqlUnitOfWorkFactory, tmp_path: Path
 ) -> None:
     run = functools.partial(import_file, store, catalog=load_dir(BUILTIN_DIR))
@@ -434,7 +442,7 @@ def test_store_ledger_keeps_checksums_in_the_message_log(
             [sftp_server.account],
             import_handler(run),
             state_dir=tmp_path / state,
-            ledger=StoreLedger(store),
+            journal=MessageJournal(store),
             settle_seconds=0,
         )
 
@@ -446,10 +454,114 @@ def test_store_ledger_keeps_checksums_in_the_message_log(
     assert dup.status == "duplicate"
     with store() as uow:
         logged = uow.messages.find("sftp:billing", f"sha256:{done.sha256}")
-    assert logged is not None
-    assert logged.state == "applied"
+        assert logged is not None
+        steps = [state for state, _, _ in uow.messages.lifecycle(logged.id)]
+        duplicate = uow.messages.get(logged.id + 1)
+        assert duplicate is not None
+        dup_steps = uow.messages.lifecycle(duplicate.id)
+    assert (logged.state, logged.result, logged.verb, logged.noun) == (
+        "replied",
+        "OK",
+        "create",
+        "MeterReadings",
+    )
+    assert steps == ["received", "validated", "dispatched", "replied"]
     assert logged.reply is not None
-    assert b"a.csv at" in logged.reply
+    assert logged.reply.startswith(b"a.csv at ")
+    assert b"status: applied" in logged.reply  # the result file the partner got
+    assert (duplicate.source, duplicate.message_id, duplicate.state) == (
+        "sftp:billing",
+        None,
+        "duplicate",
+    )
+    assert [s for s, _, _ in dup_steps] == ["received", "duplicate"]
+    assert f"message log {logged.id}" in (dup_steps[-1][2] or "")
+
+
+def test_a_refused_file_is_journalled_with_a_dead_letter_and_may_come_again(
+    sftp_server: Sftp, store: SqlUnitOfWorkFactory, tmp_path: Path
+) -> None:
+    """A refused file: its row dead-lettered, a dead letter with the code and the file
+    kept; the same content sent again after the cause is fixed is applied."""
+    unknown = HEAD + b"SN9999,1-0:1.8.0*255,2026-11-24 00:00:00,W,1,kWh,OK\n"
+    inbox = sftp_server.account.folder("inbox")
+    (inbox / "u.csv").write_bytes(unknown)
+    [refused] = watcher_for(sftp_server, store, tmp_path).poll_once()
+    assert refused.status == "refused"
+    with store() as uow:
+        [letter] = uow.dead_letters.list()
+        assert letter.message_log_id is not None
+        row = uow.messages.get(letter.message_log_id)
+        steps = [s for s, _, _ in uow.messages.lifecycle(letter.message_log_id)]
+    assert (letter.source, letter.endpoint) == ("sftp:billing", "sftp:billing/inbox")
+    assert letter.error_code == "2001"  # unknown meter
+    assert letter.body == unknown
+    assert not letter.truncated
+    assert letter.metadata["path"] == str(refused.moved_to)
+    assert "not_replayable" in letter.metadata
+    assert row is not None
+    assert (row.state, row.result, row.message_id) == ("dead_lettered", "FAILED", None)
+    assert steps == ["received", "dead_lettered"]
+    with store() as uow:  # the cause fixed: the meter exists now
+        utility = uow.utilities.get("DEMO")
+        assert utility is not None
+        assert utility.id is not None
+        uow.devices.add(utility.id, EndDevice("m-9999", "DEMO", serial_number="SN9999"))
+        uow.commit()
+    (inbox / "u.csv").write_bytes(unknown)
+    [again] = watcher_for(sftp_server, store, tmp_path).poll_once()
+    assert again.status == "applied"
+    assert readings(store) == 1
+
+
+def test_a_redelivered_file_is_recognised_through_the_message_log_after_a_restart(
+    sftp_server: Sftp, store: SqlUnitOfWorkFactory, tmp_path: Path
+) -> None:
+    """OpenSSH's sftp client drops a file; amihub "restarts" (a new watcher with a new
+    state folder: nothing in memory or on disk carries over); the partner sends the same
+    file again under another name: a duplicate, found in the message log."""
+    local = tmp_path / "reads.csv"
+    local.write_bytes(GOOD)
+    r = sftp_server.openssh(
+        f"cd inbox\nput {local} reads.csv.part\nrename reads.csv.part reads.csv\n"
+    )
+    assert r.returncode == 0, r.stderr
+    [first] = watcher_for(sftp_server, store, tmp_path / "before").poll_once()
+    assert first.status == "applied"
+    r = sftp_server.openssh(
+        f"cd inbox\nput {local} again.csv.part\nrename again.csv.part again.csv\n"
+    )
+    assert r.returncode == 0, r.stderr
+    restarted = watcher_for(sftp_server, store, tmp_path / "after")
+    [again] = restarted.poll_once()
+    assert again.status == "duplicate"
+    assert again.result_file is not None
+    assert "reads.csv at" in again.result_file.read_text()
+    assert readings(store) == 6
+    assert not (tmp_path / "after" / "state" / "checksums.jsonl").exists()  # no ledger file
+
+
+def test_an_earlier_json_lines_ledger_is_read_into_the_message_log_once(
+    sftp_server: Sftp, store: SqlUnitOfWorkFactory, tmp_path: Path
+) -> None:
+    import hashlib
+    import json
+
+    state = tmp_path / "state"
+    state.mkdir()
+    sha = hashlib.sha256(GOOD).hexdigest()
+    ledger = state / "checksums.jsonl"
+    entry = {"partner": "billing", "sha256": sha, "description": "old.csv at 2026-01-01"}
+    ledger.write_text(json.dumps(entry) + "\n")
+    watcher = watcher_for(sftp_server, store, tmp_path)
+    assert not ledger.exists()
+    assert (state / "checksums.jsonl.migrated").exists()
+    (sftp_server.account.folder("inbox") / "new.csv").write_bytes(GOOD)
+    [dup] = watcher.poll_once()
+    assert dup.status == "duplicate"
+    assert dup.result_file is not None
+    assert "old.csv at 2026-01-01" in dup.result_file.read_text()
+    assert readings(store) == 0  # applied before the upgrade, not again
 
 
 def test_password_guessing_is_cut_off(sftp_server: Sftp) -> None:

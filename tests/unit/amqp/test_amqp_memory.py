@@ -82,6 +82,16 @@ def assert_dead_lettered(partner: Partner, hub_app: App, code: str) -> Received:
     assert stored is not None
     assert stored.error_code == code
     assert stored.body == dead.body
+    # journalled: the message-log row named in the headers ends dead-lettered
+    assert stored.message_log_id is not None
+    assert int(dead.headers["amihub-message-log-id"]) == stored.message_log_id
+    with hub_app.uow_factory() as uow:
+        row = uow.messages.get(stored.message_log_id)
+        steps = [state for state, _, _ in uow.messages.lifecycle(stored.message_log_id)]
+    assert row is not None
+    assert (row.state, row.result) == ("dead_lettered", "FAILED")
+    assert steps[0] == "received"
+    assert steps[-1] == "dead_lettered"
     return dead
 
 
