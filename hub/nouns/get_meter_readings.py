@@ -48,7 +48,7 @@ from cim_schemas.profiles.get_meter_readings import (
     GetMeterReadings,
     parse_get_meter_readings,
 )
-from hub.nouns.readings_codec import STORED_QUALITIES
+from hub.readings_codec import STORED_QUALITIES
 from hub.routing import MessageFrame, RouteContext, RouteResult
 from mdm.commands import QueryMeterReadings
 from mdm.handlers import ReadingQueryResult

@@ -16,7 +16,7 @@ from datetime import datetime
 
 from cim_schemas.errors import BatchConflict, ErrorDetail, PayloadInvalid, named_object
 from cim_schemas.meter_readings import MAX_ERRORS, STREAM_TAGS, MeterReadingsReader
-from hub.nouns.readings_codec import STORED_QUALITIES, device_ref, feed
+from hub.readings_codec import STORED_QUALITIES, device_ref, feed
 from hub.routing import MessageFrame, RouteContext, RouteResult
 from mdm.commands import MeterItem, ReadingFeedChunk, StoreMeterReadings
 from mdm.model import DeviceRef

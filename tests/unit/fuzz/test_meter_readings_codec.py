@@ -40,7 +40,7 @@ from cim_schemas.meter_readings import (
 )
 from cim_schemas.namespaces import MESSAGE_NS, profile_ns
 from cim_schemas.xml import LimitedReader, iterparse, parse_bytes, pull_events
-from hub.nouns.readings_codec import STORED_QUALITIES
+from hub.readings_codec import STORED_QUALITIES
 
 MR_NS = profile_ns("MeterReadings")
 BASE = "/EventMessage/Payload/MeterReadings"

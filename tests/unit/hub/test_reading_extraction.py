@@ -13,7 +13,7 @@ from cim_schemas.errors import PayloadInvalid
 from cim_schemas.meter_readings import STREAM_TAGS, Chunk, MeterReadingsReader
 from cim_schemas.xml import parse_bytes
 from hub.nouns.meter_readings import StoreMeterReadingsRoute
-from hub.nouns.readings_codec import STORED_QUALITIES, feed
+from hub.readings_codec import STORED_QUALITIES, feed
 from hub.routing import MessageFrame
 from hub.samples import meter_readings_bytes
 from tests.unit.hub.conftest import START

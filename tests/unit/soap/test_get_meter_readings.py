@@ -20,7 +20,7 @@ from cim_schemas.profiles.get_meter_readings import GetMeterReadings, render_get
 from hub.bootstrap import App
 from hub.messages import InboundMessage
 from hub.nouns.get_meter_readings import GetMeterReadingsRoute, as_text
-from hub.nouns.readings_codec import STORED_QUALITIES
+from hub.readings_codec import STORED_QUALITIES
 from hub.samples import RT_15MIN_A_PLUS, RT_A_PLUS_TOTAL, meter_readings_bytes
 from mdm.model import StoredReading
 from tests.unit.hub.conftest import START, add_meters, make_app
