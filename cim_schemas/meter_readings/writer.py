@@ -77,11 +77,23 @@ def is_interval(code: str) -> bool:
 
 
 def write_readings(
-    xf: Any, rows: Iterable[Row], qualities: QualityText, raw: IO[bytes] | None = None
+    xf: Any,
+    rows: Iterable[Row],
+    qualities: QualityText,
+    raw: IO[bytes] | None = None,
+    *,
+    prefix: str | None = None,
 ) -> int:
     """Write the MeterReadings element of ``rows`` into an open lxml ``xmlfile``;
     returns how many readings it holds. ``raw``: the stream ``xf`` writes to (the fast
-    path, see the module)."""
+    path, see the module). ``prefix``: the profile's namespace prefix (None: the
+    default namespace)."""
+    p = f"{prefix}:" if prefix else ""
+    interval_open, interval_close = (
+        f"<{p}IntervalReadings><{p}timeStamp>",
+        f"</{p}IntervalReadings>",
+    )
+    value_open, value_close = f"</{p}timeStamp><{p}value>", f"</{p}value>"
     count = 0
     meter: str | None = None
     block_rt: str | None = None
@@ -96,7 +108,7 @@ def write_readings(
             raw.write("".join(pending).encode())
             pending.clear()
 
-    with ExitStack() as outer, xf.element(T_ROOT, nsmap={None: NAMESPACE}):
+    with ExitStack() as outer, xf.element(T_ROOT, nsmap={prefix: NAMESPACE}):
         meter_ctx = ExitStack()
         block_ctx = ExitStack()
         outer.callback(meter_ctx.close)
@@ -157,9 +169,9 @@ def write_readings(
                     xf.flush()
                     continue
                 pending.append(
-                    f"<IntervalReadings><timeStamp>{ts}</timeStamp><value>{value}</value>"
-                    + (_raw_qualities(quality) if quality else "")
-                    + "</IntervalReadings>"
+                    f"{interval_open}{ts}{value_open}{value}{value_close}"
+                    + (_raw_qualities(quality, p) if quality else "")
+                    + interval_close
                 )
                 if len(pending) >= _RAW_BATCH:
                     drain()
@@ -190,9 +202,10 @@ def _write_interval(xf: Any, ts: str, value: str, quality: str, qualities: Quali
         _write_qualities(xf, quality, qualities)
 
 
-def _raw_qualities(quality: str) -> str:
+def _raw_qualities(quality: str, p: str) -> str:
     return "".join(
-        f'<ReadingQualities><ReadingQualityType ref="{escape(code, _QUOT)}"/></ReadingQualities>'
+        f'<{p}ReadingQualities><{p}ReadingQualityType ref="{escape(code, _QUOT)}"/>'
+        f"</{p}ReadingQualities>"
         for code in quality.split(",")
         if code
     )
