@@ -281,7 +281,7 @@ LIMITS = st.sampled_from([8, 200_000])  # 8: some blocks exceed max_block_readin
 CHUNK_ROWS = st.sampled_from([1, 7, 1 << 62])
 
 
-@settings(max_examples=80)
+@settings(max_examples=50)
 @given(data=documents(), limit=LIMITS, chunk_rows=CHUNK_ROWS)
 def test_tree_fast_path_equals_the_exact_path(data: bytes, limit: int, chunk_rows: int) -> None:
     payload = payload_of(data)
@@ -297,7 +297,7 @@ def test_tree_fast_path_equals_the_exact_path(data: bytes, limit: int, chunk_row
         assert ("read", flat(fast), fast_reader.meters, fast_reader.readings_seen) == exact
 
 
-@settings(max_examples=30)
+@settings(max_examples=20)
 @given(data=documents(broken=False), chunk_rows=CHUNK_ROWS)
 def test_regular_documents_take_the_fast_path(data: bytes, chunk_rows: int) -> None:
     """Without qualities or registers, a valid document never needs the exact path."""
@@ -313,7 +313,7 @@ def test_regular_documents_take_the_fast_path(data: bytes, chunk_rows: int) -> N
     )
 
 
-@settings(max_examples=60)
+@settings(max_examples=40)
 @given(data=documents(), limit=LIMITS, chunk_rows=CHUNK_ROWS)
 def test_the_stream_reads_what_the_tree_reads(data: bytes, limit: int, chunk_rows: int) -> None:
     tree = read(lambda r: r.read_tree(payload_of(data)), limit, chunk_rows)
@@ -374,7 +374,7 @@ def header_seen(data: bytes) -> bool:
         return False
 
 
-@settings(max_examples=80)
+@settings(max_examples=50)
 @given(data=broken_bytes())
 def test_broken_documents_are_refused_alike_on_both_paths(data: bytes) -> None:
     tree = whole(lambda: tree_path(data))
@@ -454,7 +454,7 @@ def c14n(document: bytes) -> str:
     return etree.canonicalize(document.decode())
 
 
-@settings(max_examples=60)
+@settings(max_examples=40)
 @given(rows=reply_rows())
 def test_the_text_writer_equals_the_element_writer_and_reads_back(rows: list[Row]) -> None:
     fast, exact = written(rows, raw=True), written(rows, raw=False)
