@@ -20,7 +20,7 @@ Writing (:mod:`.writer`)::
 
 Each has its fast path inside (a regular tree read in a few calls per block; reply
 text written as bytes between the writer's flushes) and falls back to, or equals, the
-exact path; ``tests/unit/cim/test_meter_readings_codec.py`` generates documents and
+exact path; ``tests/unit/fuzz/test_meter_readings_codec.py`` generates documents and
 rows to show it. The whole profile as typed objects (events, pending calculations,
 ReadingType definitions) is :mod:`cim_schemas.profiles.meter_readings`.
 """

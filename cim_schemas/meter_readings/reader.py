@@ -7,7 +7,7 @@ One reader, two inputs (:class:`MeterReadingsReader`):
   codes, no register Readings) with a few lxml calls per block instead of a loop over
   its elements; anything else, or any error, is read again by the exact path, which
   names the xpath of every offending element. The fast path changes nothing unless it
-  succeeds, and gives what the exact path gives (tests/unit/cim/test_meter_readings_codec.py).
+  succeeds, and gives what the exact path gives (tests/unit/fuzz/test_meter_readings_codec.py).
 * :meth:`~MeterReadingsReader.read_events` takes ``end`` events of a streamed document
   (``cim_schemas.xml.iterparse(..., tags=STREAM_TAGS)``) and frees the elements per
   IntervalBlock and MeterReading, so memory holds at most one block

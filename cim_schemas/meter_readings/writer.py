@@ -12,7 +12,7 @@ Its fast path: given ``raw``, the binary stream ``xf`` writes to, IntervalReadin
 are written to it directly as text between flushes of ``xf`` (their text is ISO
 timestamps, decimal numbers and escaped quality codes), several times faster than an
 ``xf.element`` per element; a reading whose qualities carry notes is written as
-elements. Both give the same document (tests/unit/cim/test_meter_readings_codec.py).
+elements. Both give the same document (tests/unit/fuzz/test_meter_readings_codec.py).
 :func:`render_readings` is the same answer as an element.
 """
 
