@@ -418,10 +418,7 @@ def profile_pipeline(url: str, n_meters: int, calls: int) -> list[tuple[str, flo
         ("uow.py", "__enter__"): "    connection from the pool (pre-ping) + BEGIN",
         ("get_meter_readings.py", "read_query"): "    the request as a ReadQuery",
         ("handlers.py", "query_meter_readings"): "    meter lookup + readings statement",
-        (
-            "get_meter_readings.py",
-            "write_meter_readings",
-        ): "    rows fetched + MeterReadings written",
+        ("writer.py", "write_readings"): "    rows fetched + MeterReadings written",
         ("envelope.py", "response_writer"): "    ResponseMessage Header/Reply written",
         ("answered.py", "record_answered"): "    message log: row + lifecycle, one statement",
         ("uow.py", "commit"): "    COMMIT",

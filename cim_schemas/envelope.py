@@ -1006,7 +1006,7 @@ def response_writer(
 ) -> Iterator[Any]:
     """Write a response incrementally; yields the lxml ``xmlfile`` writer positioned
     inside Payload, so a large payload (e.g. a meter-year of readings, see
-    :func:`cim_schemas.profiles.meter_readings.write_meter_readings`) is written
+    :func:`cim_schemas.meter_readings.write_readings`) is written
     with bounded memory.
     """
     response_header, ns, noun = _response_parts(header, style, noun, namespace)

@@ -34,13 +34,11 @@ from typing import Any, ClassVar, Final, Protocol
 from lxml import etree
 
 from cim_schemas.codes.event_type import EndDeviceControlType
-from cim_schemas.codes.reading_type import ReadingType
 from cim_schemas.errors import AmihubError
-from cim_schemas.profiles import meter_readings as mr
+from cim_schemas.meter_readings import Row, render_readings, value_text
 from cim_schemas.profiles.common import IdentifiedObject
 from cim_schemas.profiles.end_device_events import EndDeviceEvent as CimEvent
 from cim_schemas.profiles.end_device_events import EndDeviceEvents, render_end_device_events
-from cim_schemas.values import parse_datetime
 from hub.control_parameters import (
     ControlParameterInvalid,
     ControlParameters,
@@ -49,11 +47,11 @@ from hub.control_parameters import (
 )
 from hub.forwarding import EventForwarder
 from hub.metrics import CONTROL_JOBS
+from hub.readings_codec import STORED_QUALITIES
 from hub.settings import Settings
 from mdm.hes_jobs import JobKind
 from mdm.model import EndDeviceEvent
 from mdm.ports import UnitOfWork, UnitOfWorkFactory
-from mdm.qualities import unpack
 
 log = logging.getLogger("amihub.headend")
 
@@ -292,51 +290,11 @@ class EventPublisher(_CreatedPublisher):
 MeterValues = tuple[str, Sequence[tuple[str, datetime, Decimal, str]]]
 
 
-def _is_interval(reading_type: str) -> bool:
-    try:
-        return ReadingType.parse(reading_type).measuring_period != 0
-    except ValueError:
-        return False
-
-
-def meter_reading(
-    device_mrid: str, rows: Sequence[tuple[str, datetime, Decimal, str]]
-) -> mr.MeterReading:
-    """One CIM MeterReading: registers as Readings, interval data as IntervalBlocks."""
-    registers: list[mr.Reading] = []
-    blocks: dict[str, list[mr.IntervalReading]] = {}
-    for rt, ts, value, quality in rows:
-        found = unpack(quality)  # the codes and what came with them (mdm/qualities.py)
-        qualities = tuple(
-            mr.ReadingQuality(
-                q.code,
-                q.comment,
-                q.source,
-                parse_datetime(q.time_stamp) if q.time_stamp else None,
-            )
-            for q in found.qualities
-        )
-        if _is_interval(rt):
-            blocks.setdefault(rt, []).append(
-                mr.IntervalReading(ts, value, reading_qualities=qualities)
-            )
-        else:
-            registers.append(
-                mr.Reading(rt, ts, value, reason=found.reason, reading_qualities=qualities)
-            )
-    return mr.MeterReading(
-        meter=mr.Meter(mrid=device_mrid),
-        readings=tuple(registers),
-        interval_blocks=tuple(
-            mr.IntervalBlock(rt, tuple(sorted(items, key=_interval_ts)))
-            for rt, items in blocks.items()
-        ),
-    )
-
-
-def _interval_ts(r: mr.IntervalReading) -> datetime:
-    assert r.time_stamp is not None
-    return r.time_stamp
+def reply_rows(device_mrid: str, rows: Sequence[tuple[str, datetime, Decimal, str]]) -> list[Row]:
+    """What the head-end read from one meter as the codec's rows: by ReadingType and
+    time, each reading's quality text as stored (its codes and what came with them)."""
+    ordered = sorted(rows, key=lambda r: (r[0], r[1]))
+    return [(device_mrid, rt, ts.isoformat(), value_text(value), q) for rt, ts, value, q in ordered]
 
 
 class ReadingPublisher(_CreatedPublisher):
@@ -378,9 +336,9 @@ class ReadingPublisher(_CreatedPublisher):
     ) -> int:
         return self._enqueue(
             uow,
-            lambda: mr.render_meter_readings(
-                mr.MeterReadings(tuple(meter_reading(d, rows) for d, rows in batch))
-            ),
+            lambda: render_readings(
+                (row for d, rows in batch for row in reply_rows(d, rows)), STORED_QUALITIES
+            )[0],
             correlation_id,
         )
 

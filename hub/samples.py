@@ -7,6 +7,8 @@ bounded memory.
 
 from __future__ import annotations
 
+import codecs
+import io
 import math
 import random
 import uuid
@@ -14,13 +16,14 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import IO
-from xml.sax.saxutils import escape
+from typing import IO, Any, cast
 
 from lxml import etree
 
 from cim_schemas.envelope import Header, RequestInfo, Style
+from cim_schemas.meter_readings import Row, write_readings
 from cim_schemas.namespaces import MESSAGE_NS, profile_ns
+from hub.readings_codec import STORED_QUALITIES
 
 #: 15-minute +A energy, delta (kWh)
 RT_15MIN_A_PLUS = "0.0.2.4.1.1.12.0.0.0.0.0.0.0.0.3.72.0"
@@ -73,37 +76,40 @@ def write_meter_readings(
         f'xmlns:m="{profile_ns("MeterReadings")}">'
         f"<Header><Verb>{verb}</Verb><Noun>MeterReadings</Noun><Revision>2.0</Revision>"
         f"<Timestamp>{now}</Timestamp><Source>amihub-samples</Source>"
-        f"<MessageID>{mid}</MessageID></Header><Payload><m:MeterReadings>"
+        f"<MessageID>{mid}</MessageID></Header><Payload>"
     )
-    written = 0
-    for meter in meters:
-        total = Decimal(0)
-        out.write("<m:MeterReading><m:IntervalBlocks>")
-        parts = []
-        for iv in consumption(meter, start, intervals, seed):
-            total += iv.value
-            parts.append(
-                f"<m:IntervalReadings><m:timeStamp>{iv.ts.isoformat()}</m:timeStamp>"
-                f"<m:value>{iv.value}</m:value></m:IntervalReadings>"
-            )
-            if len(parts) >= 4096:
-                out.write("".join(parts))
-                parts.clear()
-        out.write("".join(parts))
-        written += intervals
-        out.write(f'<m:ReadingType ref="{reading_type}"/></m:IntervalBlocks>')
-        out.write(f"<m:Meter><m:mRID>{escape(meter)}</m:mRID></m:Meter>")
-        if registers:
-            end = start + STEP * intervals
-            out.write(
-                f"<m:Readings><m:timeStamp>{end.isoformat()}</m:timeStamp>"
-                f'<m:value>{total}</m:value><m:ReadingType ref="{RT_A_PLUS_TOTAL}"/>'
-                "</m:Readings>"
-            )
-            written += 1
-        out.write("</m:MeterReading>")
-    out.write(f"</m:MeterReadings></Payload></{root}>\n")
+
+    def rows() -> Iterator[Row]:
+        for meter in meters:
+            total = Decimal(0)
+            for iv in consumption(meter, start, intervals, seed):
+                total += iv.value
+                yield meter, reading_type, iv.ts.isoformat(), str(iv.value), ""
+            if registers:
+                end = start + STEP * intervals
+                yield meter, RT_A_PLUS_TOTAL, end.isoformat(), str(total), ""
+
+    sink = _TextSink(out)
+    with etree.xmlfile(sink, encoding="UTF-8") as xf:
+        written = write_readings(xf, rows(), STORED_QUALITIES, cast(IO[bytes], sink), prefix="m")
+    out.write(f"</Payload></{root}>\n")
     return written
+
+
+class _TextSink(io.RawIOBase):
+    """What the codec's writer writes (UTF-8 bytes) passed on to a text stream."""
+
+    def __init__(self, out: IO[str]) -> None:
+        super().__init__()
+        self._out = out
+        self._decode = codecs.getincrementaldecoder("utf-8")().decode
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        self._out.write(self._decode(bytes(data)))
+        return len(data)
 
 
 def meter_readings_bytes(
@@ -118,8 +124,6 @@ def meter_readings_bytes(
     reading_type: str = RT_15MIN_A_PLUS,
 ) -> bytes:
     """The same message as :func:`write_meter_readings`, in memory."""
-    import io
-
     buf = io.StringIO()
     write_meter_readings(
         buf,

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Final
 import psycopg
 
 from cim_schemas.errors import PermanentError, StoreUnavailable
+from cim_schemas.meter_readings import value_text
 from mdm.model import DeviceRef
 from mdm.ports import MeterTexts, ReadingRecord, ReadingText
 
@@ -303,9 +304,7 @@ def sqlite_reading_text(
     """The ordinary query, formatted as the PostgreSQL statement formats it."""
     new = tuple.__new__
     for r in repo.query(device_ids, reading_types, start, end):
-        value = str(r.value)
-        if "E" in value or "e" in value:
-            value = format(r.value, "f")
+        value = value_text(r.value)
         yield new(ReadingText, (r.device_mrid, r.reading_type, r.ts.isoformat(), value, r.quality))
 
 

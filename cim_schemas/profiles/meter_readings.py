@@ -7,20 +7,21 @@ IntervalBlocks*, Meter?, Readings*, UsagePoint?, valuesInterval?.
 ``value`` is a string in the schema; here it is an exact :class:`~decimal.Decimal`.
 Timestamps are aware datetimes keeping the offset that was sent.
 
-Rendering is hand-written with pre-computed tags (a GetMeterReadings reply
-carries 96 to 35,040 values); :func:`write_meter_readings` writes to an lxml
-``xmlfile`` incrementally, so a meter-year reply is produced with bounded memory.
+This is the whole profile as typed objects (events, pending calculations, code
+definitions included), as every profile module has it. Readings in bulk -- a file of
+a million readings, a GetMeterReadings reply of a meter-year -- go through the
+MeterReadings codec (:mod:`cim_schemas.meter_readings`), which reads and writes them
+flat, streamed, with bounded memory.
 """
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from functools import cache
-from typing import IO, Any, Final
+from typing import Any, Final
 
 from lxml import etree
 
@@ -576,107 +577,3 @@ def render_meter_readings(obj: MeterReadings) -> etree._Element:
     for d in obj.reading_quality_types:
         _render_definition(root, T_QUALITY_TYPE, d)
     return root
-
-
-# -- incremental writing ------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class IntervalBlockSource:
-    """An IntervalBlock whose readings are produced lazily (e.g. a database cursor)."""
-
-    reading_type: str
-    interval_readings: Iterable[IntervalReading]
-
-
-@dataclass(frozen=True)
-class MeterReadingSource:
-    """A MeterReading whose blocks and readings are produced lazily."""
-
-    meter: Meter | None = None
-    usage_point: IdentifiedObject | None = None
-    interval_blocks: Iterable[IntervalBlock | IntervalBlockSource] = ()
-    readings: Iterable[Reading] = ()
-    values_interval: DateTimeInterval | None = None
-
-
-def _write_subtree(xf: Any, build: Any, *args: Any) -> None:
-    """Build a small subtree under a scratch parent and write its child."""
-    scratch = etree.Element(NS + "_")
-    build(scratch, *args)
-    for child in scratch:
-        _write_element(xf, child)
-
-
-def _write_element(xf: Any, el: etree._Element) -> None:
-    """Write a built element through xf.element so no namespace is redeclared."""
-    attrib: dict[str, str] = {str(k): str(v) for k, v in el.attrib.items()}
-    with xf.element(el.tag, attrib):
-        if el.text:
-            xf.write(el.text)
-        for child in el:
-            _write_element(xf, child)
-
-
-def _write_block(xf: Any, block: IntervalBlock | IntervalBlockSource) -> None:
-    with xf.element(T_BLOCKS):
-        for r in block.interval_readings:
-            if (
-                r.reported_date_time is None
-                and r.source is None
-                and not r.reading_qualities
-                and r.time_period is None
-            ):
-                with xf.element(T_INTERVAL_READINGS):
-                    if r.time_stamp is not None:
-                        with xf.element(T_TIME_STAMP):
-                            xf.write(_ts(r.time_stamp))
-                    if r.value is not None:
-                        with xf.element(T_VALUE):
-                            xf.write(_num(r.value))
-            else:
-                _write_subtree(xf, _render_interval_reading, r)
-        if isinstance(block, IntervalBlock) and block.pending_calculation is not None:
-            _write_subtree(xf, _render_pending, block.pending_calculation)
-        with xf.element(T_READING_TYPE, {"ref": block.reading_type}):
-            pass
-
-
-def write_meter_reading(xf: Any, mr: MeterReading | MeterReadingSource) -> None:
-    """Write one MeterReading into an open lxml ``xmlfile`` (inside MeterReadings)."""
-    with xf.element(T_METER_READING):
-        if isinstance(mr, MeterReading):
-            if mr.is_coincident_trigger is not None:
-                with xf.element(T_IS_COINCIDENT):
-                    xf.write("true" if mr.is_coincident_trigger else "false")
-            for ev in mr.end_device_events:
-                _write_subtree(xf, render_end_device_event, T_EVENTS, ev)
-        for block in mr.interval_blocks:
-            _write_block(xf, block)
-        if mr.meter is not None:
-            _write_subtree(xf, _render_meter, mr.meter)
-        for r in mr.readings:
-            _write_subtree(xf, _render_reading, r)
-        if mr.usage_point is not None:
-            _write_subtree(xf, render_identified, T_USAGE_POINT, mr.usage_point, NS)
-        if mr.values_interval is not None:
-            _write_subtree(xf, render_interval, T_VALUES_INTERVAL, mr.values_interval, NS)
-
-
-def write_meter_readings(xf: Any, items: Iterable[MeterReading | MeterReadingSource]) -> None:
-    """Write a whole ``MeterReadings`` element into an open lxml ``xmlfile``
-    (e.g. the one :func:`cim_schemas.envelope.response_writer` yields)."""
-    with xf.element(T_ROOT, nsmap={None: NAMESPACE}):
-        for mr in items:
-            write_meter_reading(xf, mr)
-            xf.flush()
-
-
-def stream_meter_readings(
-    out: IO[bytes], items: Iterable[MeterReading | MeterReadingSource]
-) -> None:
-    """Write a standalone MeterReadings document to ``out`` incrementally."""
-    xmlfile: Any = etree.xmlfile
-    with xmlfile(out, encoding="UTF-8") as xf:
-        xf.write_declaration()
-        write_meter_readings(xf, items)

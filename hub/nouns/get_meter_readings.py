@@ -21,29 +21,26 @@ answered, so the Result is PARTIAL (FAILED if nothing could be resolved). Groups
 whose members together exceed ``max_group_meters`` refuse the get as a whole (2013 at
 the group that went over): nothing is read.
 
-The reply is built with pre-built element templates (copying a prepared
-``IntervalReadings{timeStamp, value}`` subtree is several times faster than
-building it). :func:`write_reply` writes the same answer incrementally with
-:func:`cim_schemas.envelope.response_writer`, for a pipeline that streams replies.
+The reply is written by the MeterReadings codec (:mod:`cim_schemas.meter_readings`)
+from the store's rows as text: :meth:`GetMeterReadingsRoute.write_reply` streams it
+into the ResponseMessage (:func:`cim_schemas.envelope.response_writer`), the read
+path's way; :meth:`GetMeterReadingsRoute.handle` makes the same answer a tree, for
+the full path.
 """
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Iterable, Iterator
-from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from decimal import Decimal
-from functools import cache
-from typing import IO, Any, Final
-from xml.sax.saxutils import escape
+from typing import IO, Final
 
 from lxml import etree
 
 from cim_schemas.codes.reading_type import ReadingType
 from cim_schemas.envelope import Header, Reply, RequestInfo, response_writer
 from cim_schemas.errors import ErrorDetail, ItemRejected, PayloadInvalid, named_object
+from cim_schemas.meter_readings import render_readings, value_text, write_readings
 from cim_schemas.namespaces import profile_ns
 from cim_schemas.profiles._common import IdentifiedObject
 from cim_schemas.profiles.get_meter_readings import (
@@ -52,31 +49,12 @@ from cim_schemas.profiles.get_meter_readings import (
     parse_get_meter_readings,
 )
 from hub.journal import MessageJournal
+from hub.readings_codec import STORED_QUALITIES
 from hub.routing import MessageFrame, RouteContext, RouteResult
 from mdm.commands import QueryMeterReadings
 from mdm.handlers import ReadingQueryResult
 from mdm.model import DeviceRef, StoredReading
 from mdm.ports import ReadingText, UnitOfWork
-from mdm.qualities import NOTES, unpack
-
-NAMESPACE: Final = profile_ns("MeterReadings")
-NS: Final = "{" + NAMESPACE + "}"
-T_ROOT: Final = NS + "MeterReadings"
-T_METER_READING: Final = NS + "MeterReading"
-T_BLOCKS: Final = NS + "IntervalBlocks"
-T_INTERVAL_READINGS: Final = NS + "IntervalReadings"
-T_READINGS: Final = NS + "Readings"
-T_TIME_STAMP: Final = NS + "timeStamp"
-T_VALUE: Final = NS + "value"
-T_QUALITIES: Final = NS + "ReadingQualities"
-T_QUALITY_TYPE: Final = NS + "ReadingQualityType"
-T_READING_TYPE: Final = NS + "ReadingType"
-T_METER: Final = NS + "Meter"
-T_MRID: Final = NS + "mRID"
-T_VALUES_INTERVAL: Final = NS + "valuesInterval"
-T_REASON: Final = NS + "reason"
-T_COMMENT: Final = NS + "comment"
-T_SOURCE: Final = NS + "source"
 
 MAX_ERRORS: Final = 100
 #: meters one get may read through EndDeviceGroups, all its groups together
@@ -433,127 +411,6 @@ def _unknown(
 # -- rendering -------------------------------------------------------------------------------
 
 
-@cache
-def _is_interval(code: str) -> bool:
-    try:
-        rt = ReadingType.parse(code)
-    except ValueError:
-        return False
-    return rt.measuring_period != 0
-
-
-@cache
-def _templates() -> tuple[etree._Element, etree._Element]:
-    scratch = etree.Element(T_BLOCKS, nsmap={None: NAMESPACE})  # type: ignore[dict-item]
-    interval = etree.SubElement(scratch, T_INTERVAL_READINGS)
-    etree.SubElement(interval, T_TIME_STAMP)
-    etree.SubElement(interval, T_VALUE)
-    register = etree.SubElement(scratch, T_READINGS)
-    etree.SubElement(register, T_TIME_STAMP)
-    etree.SubElement(register, T_VALUE)
-    return interval, register
-
-
-def _num(value: Decimal) -> str:
-    s = str(value)
-    if "E" in s or "e" in s:
-        s = format(value, "f")
-    return s
-
-
-def _qualities(el: etree._Element, quality: str) -> None:
-    """ReadingQualities of a stored quality text: each with the comment, source and
-    timeStamp it arrived with (mdm/qualities.py); a register's reason goes first."""
-    if NOTES not in quality:
-        for code in quality.split(","):
-            if code:
-                etree.SubElement(etree.SubElement(el, T_QUALITIES), T_QUALITY_TYPE).set("ref", code)
-        return
-    found = unpack(quality)
-    if found.reason is not None and el.tag == T_READINGS:
-        reason = etree.Element(T_REASON)
-        reason.text = found.reason
-        el.insert(0, reason)
-    for q in found.qualities:
-        rq = etree.SubElement(el, T_QUALITIES)
-        for tag, text in (
-            (T_COMMENT, q.comment),
-            (T_SOURCE, q.source),
-            (T_TIME_STAMP, q.time_stamp),
-        ):
-            if text is not None:
-                etree.SubElement(rq, tag).text = text
-        etree.SubElement(rq, T_QUALITY_TYPE).set("ref", q.code)
-
-
-@dataclass
-class _Group:
-    """One meter's readings, in the profile's order: blocks, Meter, registers."""
-
-    mrid: str
-    blocks: list[tuple[str, list[StoredReading]]] = field(default_factory=list)
-    registers: list[StoredReading] = field(default_factory=list)
-
-
-def _groups(readings: Iterable[StoredReading]) -> Iterator[_Group]:
-    """Readings (ordered by meter, ReadingType, time) grouped per meter.
-
-    Only one meter is held at a time; the store yields one meter's readings together.
-    """
-    group: _Group | None = None
-    block: list[StoredReading] | None = None
-    block_rt = ""
-    for r in readings:
-        if group is None or r.device_mrid != group.mrid:
-            if group is not None:
-                yield group
-            group = _Group(r.device_mrid)
-            block, block_rt = None, ""
-        if _is_interval(r.reading_type):
-            if block is None or r.reading_type != block_rt:
-                block, block_rt = [], r.reading_type
-                group.blocks.append((block_rt, block))
-            block.append(r)
-        else:
-            group.registers.append(r)
-    if group is not None:
-        yield group
-
-
-def build_meter_readings(readings: Iterable[StoredReading]) -> tuple[etree._Element, int]:
-    """The MeterReadings profile element for stored readings, and how many it holds."""
-    interval_t, register_t = _templates()
-    root = etree.Element(T_ROOT, nsmap={None: NAMESPACE})  # type: ignore[dict-item]
-    sub = etree.SubElement
-    dup = copy.copy
-    count = 0
-    for group in _groups(readings):
-        mr = sub(root, T_METER_READING)
-        for rt, block in group.blocks:
-            b = sub(mr, T_BLOCKS)
-            append = b.append
-            for r in block:
-                ir = dup(interval_t)
-                ir[0].text = r.ts.isoformat()
-                ir[1].text = _num(r.value)
-                if r.quality:
-                    _qualities(ir, r.quality)
-                append(ir)
-            count += len(block)
-            sub(b, T_READING_TYPE).set("ref", rt)
-        sub(sub(mr, T_METER), T_MRID).text = group.mrid
-        for r in group.registers:
-            reg = dup(register_t)
-            reg[0].text = r.ts.isoformat()
-            reg[1].text = _num(r.value)
-            if r.quality:
-                _qualities(reg, r.quality)
-            sub(reg, T_READING_TYPE).set("ref", r.reading_type)
-            mr.append(reg)
-        count += len(group.registers)
-    return root, count
-
-
 def as_text(readings: Iterable[StoredReading | ReadingText]) -> Iterator[ReadingText]:
     """Stored readings as reply text (text rows pass through)."""
     new = tuple.__new__
@@ -563,151 +420,8 @@ def as_text(readings: Iterable[StoredReading | ReadingText]) -> Iterator[Reading
         else:
             yield new(
                 ReadingText,
-                (r.device_mrid, r.reading_type, r.ts.isoformat(), _num(r.value), r.quality),
+                (r.device_mrid, r.reading_type, r.ts.isoformat(), value_text(r.value), r.quality),
             )
-
-
-def write_meter_readings(
-    xf: Any, readings: Iterable[StoredReading | ReadingText], raw: IO[bytes] | None = None
-) -> int:
-    """Write the MeterReadings element into an open lxml ``xmlfile``; returns the count.
-
-    Memory is bounded: interval readings are written as the store yields them
-    (flushed every block and every 1,000 readings); only a meter's register
-    readings wait, because the profile puts them after its Meter element.
-
-    ``raw`` is the stream ``xf`` writes to: given, IntervalReadings are written to it
-    directly as bytes between flushes of ``xf`` (their text is ISO timestamps, decimal
-    numbers and escaped quality codes), several times faster than an ``xf.element``
-    per element. Text rows (:class:`ReadingText`, as the store's ``query_text`` gives
-    them) are written as they are; stored readings are formatted first.
-    """
-    count = 0
-    meter: str | None = None
-    block_rt: str | None = None
-    registers: list[ReadingText] = []
-    pending: list[str] = []
-
-    def drain() -> None:
-        if pending:
-            xf.flush()
-            assert raw is not None
-            raw.write("".join(pending).encode())
-            pending.clear()
-
-    with ExitStack() as outer, xf.element(T_ROOT, nsmap={None: NAMESPACE}):
-        meter_ctx = ExitStack()
-        block_ctx = ExitStack()
-        outer.callback(meter_ctx.close)
-        outer.callback(block_ctx.close)
-
-        def close_block() -> None:
-            nonlocal block_rt
-            if block_rt is not None:
-                drain()
-                with xf.element(T_READING_TYPE, {"ref": block_rt}):
-                    pass
-                block_ctx.close()
-                xf.flush()
-                block_rt = None
-
-        def close_meter() -> None:
-            nonlocal meter
-            close_block()
-            if meter is not None:
-                with xf.element(T_METER), xf.element(T_MRID):
-                    xf.write(meter)
-                for r in registers:
-                    with xf.element(T_READINGS):
-                        reason = unpack(r.quality).reason if NOTES in r.quality else None
-                        if reason is not None:
-                            with xf.element(T_REASON):
-                                xf.write(reason)
-                        with xf.element(T_TIME_STAMP):
-                            xf.write(r.ts)
-                        with xf.element(T_VALUE):
-                            xf.write(r.value)
-                        _write_qualities(xf, r.quality)
-                        with xf.element(T_READING_TYPE, {"ref": r.reading_type}):
-                            pass
-                registers.clear()
-                meter_ctx.close()
-                meter = None
-
-        interval = _is_interval
-        for r in as_text(readings):
-            if r.device_mrid != meter:
-                close_meter()
-                meter = r.device_mrid
-                meter_ctx.enter_context(xf.element(T_METER_READING))
-            count += 1
-            if r.reading_type != block_rt:
-                if not interval(r.reading_type):
-                    registers.append(r)
-                    continue
-                close_block()
-                block_rt = r.reading_type
-                block_ctx.enter_context(xf.element(T_BLOCKS))
-            if raw is not None:
-                q = r.quality
-                if q and NOTES in q:  # qualities with their notes: as elements
-                    drain()
-                    with xf.element(T_INTERVAL_READINGS):
-                        with xf.element(T_TIME_STAMP):
-                            xf.write(r.ts)
-                        with xf.element(T_VALUE):
-                            xf.write(r.value)
-                        _write_qualities(xf, q)
-                    xf.flush()
-                    continue
-                pending.append(
-                    f"<IntervalReadings><timeStamp>{r.ts}</timeStamp><value>{r.value}</value>"
-                    + (_raw_qualities(q) if q else "")
-                    + "</IntervalReadings>"
-                )
-                if len(pending) >= 1000:
-                    drain()
-                continue
-            with xf.element(T_INTERVAL_READINGS):
-                with xf.element(T_TIME_STAMP):
-                    xf.write(r.ts)
-                with xf.element(T_VALUE):
-                    xf.write(r.value)
-                _write_qualities(xf, r.quality)
-            if count % 1000 == 0:
-                xf.flush()
-        close_meter()
-    return count
-
-
-def _raw_qualities(quality: str) -> str:
-    return "".join(
-        f'<ReadingQualities><ReadingQualityType ref="{escape(code, {chr(34): "&quot;"})}"/>'
-        "</ReadingQualities>"
-        for code in quality.split(",")
-        if code
-    )
-
-
-def _write_qualities(xf: Any, quality: str) -> None:
-    if NOTES not in quality:
-        for code in quality.split(","):
-            if code:
-                with xf.element(T_QUALITIES), xf.element(T_QUALITY_TYPE, {"ref": code}):
-                    pass
-        return
-    for q in unpack(quality).qualities:
-        with xf.element(T_QUALITIES):
-            for tag, text in (
-                (T_COMMENT, q.comment),
-                (T_SOURCE, q.source),
-                (T_TIME_STAMP, q.time_stamp),
-            ):
-                if text is not None:
-                    with xf.element(tag):
-                        xf.write(text)
-            with xf.element(T_QUALITY_TYPE, {"ref": q.code}):
-                pass
 
 
 # -- the route -------------------------------------------------------------------------------
@@ -730,7 +444,7 @@ class GetMeterReadingsRoute:
         query = read_query(frame)
         check_meter_days(query, frame, ctx, uow, self.max_meter_days)
         found = run_query(query, frame, ctx, uow, max_group_meters=self.max_group_meters)
-        payload, count = build_meter_readings(found.readings)
+        payload, count = render_readings(as_text(found.readings), STORED_QUALITIES)
         return RouteResult(
             errors=found.errors,
             applied=found.resolved,
@@ -756,7 +470,7 @@ class GetMeterReadingsRoute:
         texts = found.texts
         try:
             with response_writer(out, header, reply, style=frame.style, noun="MeterReadings") as xf:
-                result.counts["readings"] = write_meter_readings(xf, texts, raw=out)
+                result.counts["readings"] = write_readings(xf, texts, STORED_QUALITIES, raw=out)
         finally:
             close = getattr(texts, "close", None)
             if close is not None:

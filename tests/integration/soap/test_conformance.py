@@ -613,25 +613,16 @@ def test_head_end_events_carry_the_notes() -> None:
     from datetime import UTC, datetime
     from decimal import Decimal
 
-    from cim_schemas.profiles.meter_readings import MeterReadings, render_meter_readings
-    from hub.headend import meter_reading
+    from cim_schemas.meter_readings import render_readings
+    from hub.headend import reply_rows
+    from hub.readings_codec import STORED_QUALITIES
     from mdm.qualities import Quality, pack
 
     at = datetime(2026, 3, 1, tzinfo=UTC)
     quality = pack([Quality("3.8.0", "filled", "MDM", "2026-03-01T01:00:00Z")], "billing")
-    element = render_meter_readings(
-        MeterReadings(
-            (
-                meter_reading(
-                    "MTR-1",
-                    [
-                        (RT_REGISTER, at, Decimal("6519.0950"), quality),
-                        (RT15, at, Decimal("1"), ""),
-                    ],
-                ),
-            )
-        )
-    )
+    rows = [(RT_REGISTER, at, Decimal("6519.0950"), quality), (RT15, at, Decimal("1"), "")]
+    element, count = render_readings(reply_rows("MTR-1", rows), STORED_QUALITIES)
+    assert count == 2
     register = element.find(f".//{{{MR}}}Readings")
     assert register is not None
     assert register.findtext(f"{{{MR}}}reason") == "billing"

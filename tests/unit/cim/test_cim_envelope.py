@@ -14,11 +14,13 @@ from lxml import etree
 
 from cim_schemas import envelope as env
 from cim_schemas.errors import ErrorDetail, ErrorLevel, HeaderInvalid, NotAnEnvelope
+from cim_schemas.meter_readings import write_readings
 from cim_schemas.namespaces import GET_METER_READINGS_MESSAGE_NS, MESSAGE_NS, message_ns
 from cim_schemas.profiles import get_meter_readings as gmr
 from cim_schemas.profiles import meter_readings as mr
 from cim_schemas.profiles.common import IdentifiedObject
 from cim_schemas.xml import parse_bytes
+from hub.readings_codec import STORED_QUALITIES
 
 Golden = Callable[[str], etree._ElementTree]
 Valid = Callable[[bytes | etree._Element], etree._Element]
@@ -364,25 +366,15 @@ def test_response_writer_streams_a_valid_message(assert_valid: Valid) -> None:
     out = io.BytesIO()
     request = env.Header(verb="get", noun="MeterReadings", message_id="q")
     t0 = datetime(2026, 1, 1, tzinfo=UTC)
-    items = [
-        mr.MeterReadingSource(
-            meter=mr.Meter(mrid="MTR-1"),
-            interval_blocks=[
-                mr.IntervalBlockSource(
-                    "0.0.2.4.1.1.12.0.0.0.0.0.0.0.0.3.72.0",
-                    (
-                        mr.IntervalReading(t0 + timedelta(minutes=15 * i), Decimal(i))
-                        for i in range(5)
-                    ),
-                )
-            ],
-        )
+    rt = "0.0.2.4.1.1.12.0.0.0.0.0.0.0.0.3.72.0"
+    rows = [
+        ("MTR-1", rt, (t0 + timedelta(minutes=15 * i)).isoformat(), str(i), "") for i in range(5)
     ]
     styles: tuple[env.Style, ...] = ("envelope", "wrapper")
     for style in styles:
         out = io.BytesIO()
         with env.response_writer(out, request, env.Reply("OK"), style=style) as xf:
-            mr.write_meter_readings(xf, items if style == "envelope" else [])
+            write_readings(xf, rows if style == "envelope" else [], STORED_QUALITIES, raw=out)
         root = assert_valid(out.getvalue())
         msg = env.parse_message(root)
         assert msg.header is not None

@@ -8,13 +8,14 @@ import tracemalloc
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
-from typing import Any
+from typing import IO, Any, cast
 
 import pytest
 from lxml import etree
 
 from cim_schemas import envelope as env
 from cim_schemas.errors import PayloadInvalid
+from cim_schemas.meter_readings import Row, value_text, write_readings
 from cim_schemas.profiles import (
     MODULES,
     codec,
@@ -39,6 +40,7 @@ from cim_schemas.profiles.common import (
     Status,
 )
 from cim_schemas.xml import parse_bytes
+from hub.readings_codec import STORED_QUALITIES
 
 Golden = Callable[[str], etree._ElementTree]
 Valid = Callable[[bytes | etree._Element], etree._Element]
@@ -382,20 +384,13 @@ def test_meter_readings_render_speed_96_values(assert_valid: Valid) -> None:
     assert mr.parse_meter_readings(_payload("MeterReadings", root)) == day
 
 
-def test_write_meter_readings_matches_the_tree_renderer() -> None:
-    obj = meter_readings_sample()
-    out = io.BytesIO()
-    mr.stream_meter_readings(out, obj.meter_readings)
-    streamed = mr.parse_meter_readings(etree.fromstring(out.getvalue()))
-    assert streamed.meter_readings == obj.meter_readings
-
-
 def test_meter_year_is_streamed_with_bounded_memory(assert_valid: Valid) -> None:
     values = 35_040
 
-    def year() -> Iterator[mr.IntervalReading]:
+    def year() -> Iterator[Row]:
         for i in range(values):
-            yield mr.IntervalReading(T0 + timedelta(minutes=15 * i), Decimal(i) / 1000)
+            ts = (T0 + timedelta(minutes=15 * i)).isoformat()
+            yield "MTR-1", RT_15, ts, value_text(Decimal(i) / 1000), ""
 
     class Sink(io.RawIOBase):
         """Counts what is written and keeps the last chunk only."""
@@ -409,16 +404,12 @@ def test_meter_year_is_streamed_with_bounded_memory(assert_valid: Valid) -> None
             self.size += len(b)
             return len(b)
 
-    source = mr.MeterReadingSource(
-        meter=mr.Meter(mrid="MTR-1"),
-        interval_blocks=[mr.IntervalBlockSource(RT_15, year())],
-    )
     request = env.Header(verb="get", noun="MeterReadings", message_id="y")
     sink = Sink()
     tracemalloc.start()
     try:
         with env.response_writer(sink, request, env.Reply("OK"), style="wrapper") as xf:  # type: ignore[arg-type]
-            mr.write_meter_readings(xf, [source])
+            write_readings(xf, year(), STORED_QUALITIES, raw=cast(IO[bytes], sink))
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
@@ -428,11 +419,8 @@ def test_meter_year_is_streamed_with_bounded_memory(assert_valid: Valid) -> None
 
     # and the same, kept this time, is a valid message with every value
     out = io.BytesIO()
-    source = mr.MeterReadingSource(
-        meter=mr.Meter(mrid="MTR-1"), interval_blocks=[mr.IntervalBlockSource(RT_15, year())]
-    )
     with env.response_writer(out, request, env.Reply("OK"), style="wrapper") as xf:
-        mr.write_meter_readings(xf, [source])
+        write_readings(xf, year(), STORED_QUALITIES, raw=out)
     root = assert_valid(out.getvalue())
     parsed = mr.parse_meter_readings(_payload("MeterReadings", root))
     assert len(parsed.meter_readings[0].interval_blocks[0].interval_readings) == values

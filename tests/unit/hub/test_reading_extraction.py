@@ -1,4 +1,5 @@
-"""The batch route's extraction of a parsed message: the XPath fast path and the exact one."""
+"""The batch route's reading of a parsed message through the MeterReadings codec: the tree
+fast path and the exact one."""
 
 from __future__ import annotations
 
@@ -9,8 +10,10 @@ from lxml import etree
 
 from cim_schemas import envelope
 from cim_schemas.errors import PayloadInvalid
+from cim_schemas.meter_readings import STREAM_TAGS, Chunk, MeterReadingsReader
 from cim_schemas.xml import parse_bytes
-from hub.nouns.meter_readings import STREAM_TAGS, ReadingExtractor, StoreMeterReadingsRoute
+from hub.nouns.meter_readings import StoreMeterReadingsRoute
+from hub.readings_codec import STORED_QUALITIES, feed
 from hub.routing import MessageFrame
 from hub.samples import meter_readings_bytes
 from tests.unit.hub.conftest import START
@@ -30,10 +33,14 @@ def frame_of(body: bytes) -> MessageFrame:
     )
 
 
-def exact(frame: MessageFrame) -> tuple[ReadingExtractor, list[object]]:
-    extractor = ReadingExtractor(MR, False, 200_000, 1 << 62)
+def reader() -> MeterReadingsReader:
+    return MeterReadingsReader(MR, STORED_QUALITIES, 200_000, 1 << 62)
+
+
+def exact(frame: MessageFrame) -> tuple[MeterReadingsReader, list[Chunk]]:
+    extractor = reader()
     events = etree.iterwalk(frame.payload, events=("end",), tag=STREAM_TAGS)
-    return extractor, list(extractor.chunks(events))
+    return extractor, list(extractor._read(events, free=False))
 
 
 def day(*meters: str, registers: bool = False) -> bytes:
@@ -42,16 +49,16 @@ def day(*meters: str, registers: bool = False) -> bytes:
 
 def test_the_fast_path_gives_what_the_exact_path_gives() -> None:
     frame = frame_of(day("F1", "F2", "F3"))
-    fast = ReadingExtractor(MR, False, 200_000, 1 << 62)
+    fast = reader()
     assert frame.payload is not None
-    chunk = fast.tree_chunk(frame.payload)
+    chunk = fast._tree_fast(frame.payload)
     assert chunk is not None
     slow, chunks = exact(frame)
-    assert [chunk] == chunks
+    assert chunk == chunks
     assert fast.meters == slow.meters
     assert fast.readings_seen == slow.readings_seen == 3 * 96
     prepared = StoreMeterReadingsRoute().prepare(frame)
-    assert prepared.chunks == chunks
+    assert prepared.chunks == list(feed(iter(chunks)))
 
 
 Change = Callable[[bytes], bytes]
@@ -100,8 +107,8 @@ def test_irregular_readings_leave_the_fast_path_and_get_their_exact_xpath(
     body = change(day("F1"))
     frame = frame_of(body)
     assert frame.payload is not None
-    fast = ReadingExtractor(MR, False, 200_000, 1 << 62)
-    assert fast.tree_chunk(frame.payload) is None
+    fast = reader()
+    assert fast._tree_fast(frame.payload) is None
     assert fast.meters == {}
     assert fast.readings_seen == 0
     if code is None:
@@ -116,7 +123,7 @@ def test_irregular_readings_leave_the_fast_path_and_get_their_exact_xpath(
 def test_quality_codes_and_registers_take_the_exact_path() -> None:
     with_registers = frame_of(day("F1", registers=True))
     assert with_registers.payload is not None
-    assert ReadingExtractor(MR, False, 200_000, 1 << 62).tree_chunk(with_registers.payload) is None
+    assert reader()._tree_fast(with_registers.payload) is None
     quality = day("F1").replace(
         b"</m:value></m:IntervalReadings>",
         b'</m:value><m:ReadingQualities><m:ReadingQualityType ref="1.4.9"/>'
@@ -125,7 +132,7 @@ def test_quality_codes_and_registers_take_the_exact_path() -> None:
     )
     frame = frame_of(quality)
     assert frame.payload is not None
-    assert ReadingExtractor(MR, False, 200_000, 1 << 62).tree_chunk(frame.payload) is None
+    assert reader()._tree_fast(frame.payload) is None
     prepared = StoreMeterReadingsRoute().prepare(frame)
     first = prepared.chunks[0].blocks[0].readings[0]
     assert first[2] == "1.4.9"
@@ -136,7 +143,7 @@ def test_a_meter_reading_without_meter_is_refused_with_its_xpath() -> None:
     body = day("F1").replace(b"<m:Meter><m:mRID>F1</m:mRID></m:Meter>", b"")
     frame = frame_of(body)
     assert frame.payload is not None
-    assert ReadingExtractor(MR, False, 200_000, 1 << 62).tree_chunk(frame.payload) is None
+    assert reader()._tree_fast(frame.payload) is None
     with pytest.raises(PayloadInvalid) as refused:
         StoreMeterReadingsRoute().prepare(frame)
     assert refused.value.errors[0].code == "2011"
@@ -151,10 +158,10 @@ def test_fields_the_route_does_not_read_stay_on_the_fast_path() -> None:
     )
     frame = frame_of(body)
     assert frame.payload is not None
-    fast = ReadingExtractor(MR, False, 200_000, 1 << 62)
-    chunk = fast.tree_chunk(frame.payload)
+    fast = reader()
+    chunk = fast._tree_fast(frame.payload)
     assert chunk is not None
-    assert [chunk] == exact(frame)[1]
+    assert chunk == exact(frame)[1]
 
 
 def test_a_quality_code_on_a_later_reading_takes_the_exact_path() -> None:
@@ -168,7 +175,7 @@ def test_a_quality_code_on_a_later_reading_takes_the_exact_path() -> None:
     )
     frame = frame_of(body)
     assert frame.payload is not None
-    assert ReadingExtractor(MR, False, 200_000, 1 << 62).tree_chunk(frame.payload) is None
+    assert reader()._tree_fast(frame.payload) is None
     prepared = StoreMeterReadingsRoute().prepare(frame)
     readings = prepared.chunks[0].blocks[0].readings
     assert readings[-1][2] == "1.4.9"

@@ -13,12 +13,14 @@ from lxml import etree
 from adapters.memory import MemoryAdapter
 from cim_schemas import schemas
 from cim_schemas.envelope import Header, RequestInfo, render_request
+from cim_schemas.meter_readings import render_readings, write_readings
 from cim_schemas.namespaces import GET_METER_READINGS_MESSAGE_NS, MESSAGE_NS, profile_ns
 from cim_schemas.profiles._common import DateTimeInterval, IdentifiedObject
 from cim_schemas.profiles.get_meter_readings import GetMeterReadings, render_get_meter_readings
 from hub.bootstrap import App
 from hub.messages import InboundMessage
-from hub.nouns.get_meter_readings import GetMeterReadingsRoute, build_meter_readings
+from hub.nouns.get_meter_readings import GetMeterReadingsRoute, as_text
+from hub.readings_codec import STORED_QUALITIES
 from hub.samples import RT_15MIN_A_PLUS, RT_A_PLUS_TOTAL, meter_readings_bytes
 from mdm.model import StoredReading
 from tests.unit.hub.conftest import START, add_meters, make_app
@@ -201,7 +203,6 @@ def _year(mrid: str, n: int) -> Iterator[StoredReading]:
 
 def test_meter_year_streams_with_bounded_memory(app: App) -> None:
     """write_reply: 35,040 values written incrementally; peak Python memory stays small."""
-    from hub.nouns.get_meter_readings import write_meter_readings
 
     class Sink(io.RawIOBase):
         written = 0
@@ -217,14 +218,14 @@ def test_meter_year_streams_with_bounded_memory(app: App) -> None:
     sink = Sink()
     tracemalloc.start()
     with etree.xmlfile(sink, encoding="UTF-8") as xf:
-        count = write_meter_readings(xf, _year("MTR-1", 35_040))
+        count = write_readings(xf, as_text(_year("MTR-1", 35_040)), STORED_QUALITIES)
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     assert count == 35_040
     assert sink.written > 3_000_000
     # 35,040 readings (~3.7 MB of XML) pass through well under 1 MB of Python memory
     assert peak < 1024 * 1024, peak
-    tree_el, n = build_meter_readings(_year("MTR-1", 96))
+    tree_el, n = render_readings(as_text(_year("MTR-1", 96)), STORED_QUALITIES)
     assert n == 96
     assert len(tree_el.findall(f".//{{{MR}}}IntervalReadings")) == 96
 
