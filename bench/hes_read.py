@@ -123,7 +123,8 @@ def child_engine(args: list[str]) -> None:
         args[5],
     )
     from hes.cli import simulated_targets
-    from hes.engine import EnginePolicy, MdmReadingSink, MeterOutcome, ReadCommand, ReadingEngine
+    from hes.engine import EnginePolicy, MeterOutcome, ReadCommand, ReadingEngine
+    from hub.headend_store import MdmReadingSink
 
     targets = simulated_targets(hi, port, SEED, security)[lo:hi]
     start, end = _window()

@@ -66,7 +66,6 @@ from hes.controls import ControlCommand, ControlJobs
 from hes.engine import (
     DEFAULT_REGISTERS,
     EnginePolicy,
-    MdmReadingSink,
     MeterOutcome,
     MeterResult,
     ReadCommand,
@@ -75,6 +74,7 @@ from hes.engine import (
 )
 from hes.meter_events import failure_security_events
 from hub.headend import ControlJournal, ControlReport, DeviceResult, EventPublisher, HeadEndOutbox
+from hub.headend_store import MdmReadingSink
 from hub.settings import Settings
 from mdm.ports import UnitOfWorkFactory
 

@@ -52,7 +52,6 @@ from hes.engine import (
     MeterResult,
     ReadCommand,
     ReadingEngine,
-    ResultPublisher,
     SessionFactory,
     result_events,
     tcp_sessions,
@@ -69,6 +68,7 @@ from hub.headend import (
     MeterRead,
     UnknownJob,
 )
+from hub.headend_store import ResultPublisher
 from hub.metrics import METER_READS
 from hub.settings import AmqpSettings, HesSettings
 from mdm.group_targets import group_targets

@@ -40,11 +40,11 @@ from hes.security.keychange import (
     KeyChanger,
     LogKeyAudit,
     SettleKeys,
-    StoreKeyAudit,
 )
 from hes.security.keyfile import KeyStoreFile
 from hes.security.keystore import MASTER_KEY_LENGTH, KeyStore
 from hub.console import make_console
+from hub.key_audit import StoreKeyAudit
 from hub.settings import Settings
 
 out = make_console()

@@ -33,8 +33,9 @@ from typing import TYPE_CHECKING
 
 from adapters.dlms.push_writer import PushWriter
 from cim_schemas.errors import ConfigurationError, RecoverableError
-from hes.push import MdmPushSink, PushDecoder, PushListener
+from hes.push import PushDecoder, PushListener
 from hub.headend import HeadEndOutbox
+from hub.push_store import MdmPushSink
 from hub.settings import HesPushSettings
 
 if TYPE_CHECKING:

@@ -25,7 +25,8 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from cim_schemas.errors import RecoverableError
-from hes.push import PushedData, PushWrite, SecurityEvent
+from hes.push import PushedData, SecurityEvent
+from hub.push_store import PushWrite
 from mdm.backoff import Backoff
 
 log = logging.getLogger("amihub.hes.push")

@@ -27,14 +27,13 @@ from cim_schemas.errors import TransportUnavailable
 from hes.controls import EVENTS
 from hes.engine import (
     EnginePolicy,
-    MdmReadingSink,
     MeterResult,
     ReadCommand,
     ReadingEngine,
-    ResultPublisher,
     SessionFactory,
 )
 from hub.headend import ControlReport, ControlRequest, DeviceResult
+from hub.headend_store import MdmReadingSink, ResultPublisher
 from hub.settings import AmqpSettings, HesSettings
 from mdm.model import IngestStats
 from mdm.ports import UnitOfWorkFactory
