@@ -21,6 +21,7 @@ from cim_schemas.schemas import message_schema
 from hub.bus import MessageBus
 from hub.forwarding import EventForwarder
 from hub.headend import ControlJournal, EventPublisher, HeadEnd, HeadEndOutbox
+from hub.headend_jobs import JobDispatch
 from hub.nouns import build_routes
 from hub.pipeline import Pipeline
 from hub.routing import RouteTable
@@ -65,6 +66,16 @@ def ensure_utility(uow_factory: UnitOfWorkFactory, code: str, name: str) -> Util
         return utility
 
 
+def headend_dispatch(settings: Settings) -> JobDispatch | None:
+    """The AMQP adapter of the head-end's job dispatch for ``[hes] dispatch = "amqp"``;
+    None: jobs run in the head-end's process (:class:`hub.headend_jobs.InProcessJobs`)."""
+    if settings.hes.dispatch != "amqp":
+        return None
+    from adapters.dlms.dispatch import AmqpJobs  # imports kombu
+
+    return AmqpJobs(settings.hes, settings.amqp)
+
+
 def bootstrap(
     settings: Settings | None = None,
     *,
@@ -84,18 +95,24 @@ def bootstrap(
     bus = MessageBus(HANDLERS)
     journal = ControlJournal(uow_factory, EventPublisher(settings))
     headend: HeadEnd | None = None
+    jobs: JobDispatch | None = None
     if meters is not None or settings.hes.manifest is not None:
         from adapters.dlms import MeterDirectory, headend_from_settings  # imports gurux
 
         directory = MeterDirectory(meters) if meters is not None else None
-        headend = headend_from_settings(
+        dlms = headend_from_settings(
             settings.hes,
             journal,
             directory,
-            amqp=settings.amqp,
-            publisher=HeadEndOutbox(settings),  # scheduled reads publish events and readings
+            runner=headend_dispatch(settings),
+            publisher=HeadEndOutbox(settings),  # reads publish events and readings
+            bus=bus,
         )
-    routes = build_routes(settings, headend=headend, journal=journal)
+        if dlms is not None:
+            headend, jobs = dlms, dlms.jobs
+    routes = build_routes(
+        settings, headend=headend, journal=journal, jobs=jobs, uow_factory=uow_factory
+    )
     pipeline = Pipeline(
         uow_factory,
         bus,

@@ -9,7 +9,7 @@ once its lease (``[hes] lease_seconds``) expired. Several hub processes may run 
 scheduler on one PostgreSQL store: a job is claimed by one of them.
 
 Before the first tick, ``[[hes.read_schedules]]`` are written to the job table
-(:func:`adapters.dlms.configured_schedules.sync_read_schedules`: new ones inserted,
+(:func:`hub.configured_schedules.sync_read_schedules`: new ones inserted,
 changed ones updated, removed ones cancelled, hub schedules untouched); an entry that
 cannot be applied stops the start with a :class:`ConfigurationError` naming it.
 
@@ -22,9 +22,9 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from adapters.dlms.configured_schedules import sync_read_schedules
 from adapters.dlms.headend import DlmsHeadEnd
 from cim_schemas.errors import ConfigurationError
+from hub.configured_schedules import sync_read_schedules
 
 if TYPE_CHECKING:
     from hub.bootstrap import App
