@@ -4,7 +4,7 @@ The push listener hands every accepted push and every refused one to :meth:`Push
 (a bounded queue: when it is full ``submit`` blocks, so the listener stops reading and
 TCP slows the meters down). The writer thread takes what has arrived, up to
 ``batch_size`` items or ``batch_wait`` seconds after the first, and writes it with
-:meth:`hes.push.MdmPushSink.write` (one transaction: readings, events, security events
+:meth:`hub.push_store.MdmPushSink.write` (one transaction: readings, events, security events
 and their EventMessages).
 
 A batch the store cannot take now (:class:`cim_schemas.errors.RecoverableError`) is kept and

@@ -1,4 +1,4 @@
-"""hes.demo: a simulated fleet read into SQLite, as ``make demo`` will do."""
+"""hub.headend_demo: a simulated fleet read into SQLite, as ``make demo`` will do."""
 
 from __future__ import annotations
 
