@@ -76,17 +76,37 @@ def reading_feed(
     return ReadingFeedChunk(blocks, items)
 
 
+def results_feed(results: Sequence[MeterResult]) -> ReadingFeedChunk:
+    """The readings of a batch of meter results as one feed chunk (item n: the n-th
+    result), without an intermediate copy (a batch is up to 500 meters x 100 readings)."""
+    blocks: list[ReadingBlock] = []
+    items: list[MeterItem] = []
+    for item, result in enumerate(results, start=1):
+        readings = result.readings
+        if not readings:
+            continue
+        items.append(MeterItem(item, DeviceRef(mrid=result.mrid)))
+        by_type: dict[str, list[BlockReading]] = {}
+        for x in readings:
+            rows = by_type.get(x.reading_type)
+            if rows is None:
+                rows = by_type[x.reading_type] = []
+            rows.append((x.ts, x.value, x.quality))
+        blocks.extend(ReadingBlock(item, rt, rows) for rt, rows in by_type.items())
+    return ReadingFeedChunk(blocks, items)
+
+
 def store_readings(
     bus: MessageBus,
     uow: UnitOfWork,
     utility_id: int,
-    meters: Sequence[tuple[str, Sequence[tuple[str, datetime, Decimal, str]]]],
+    feed: ReadingFeedChunk,
     what: str,
 ) -> StagingResult:
-    """``StoreMeterReadings`` of the meters' readings in the caller's transaction; a
+    """``StoreMeterReadings`` of one feed chunk in the caller's transaction; a
     duplicate (one key twice in the batch) is a defect of the caller: AmihubError."""
     applied: StagingResult = bus.handle(
-        StoreMeterReadings(utility_id, [reading_feed(meters)]),
+        StoreMeterReadings(utility_id, [feed]),
         uow,
         HandlerContext(actor=ACTOR, now=datetime.now(UTC)),
     )
@@ -128,12 +148,10 @@ class MdmReadingSink:
 
     def write(self, results: Sequence[MeterResult]) -> tuple[IngestStats, int]:
         utility_id = self._utility()
-        meters = [
-            (r.mrid, [(x.reading_type, x.ts, x.value, x.quality) for x in r.readings])
-            for r in results
-        ]
         with self._lock, self.uow_factory() as uow:
-            applied = store_readings(self.bus, uow, utility_id, meters, "a head-end batch")
+            applied = store_readings(
+                self.bus, uow, utility_id, results_feed(results), "a head-end batch"
+            )
             events = [e for result in results for e in result_events(result)]
             if self.publisher is None:
                 stored_events = len(uow.events.add_new(utility_id, events))
@@ -146,9 +164,12 @@ class MdmReadingSink:
                     self.publisher.publish_readings(
                         uow,
                         [
-                            m
-                            for item, m in enumerate(meters, start=1)
-                            if m[1] and item not in unknown
+                            (
+                                r.mrid,
+                                [(x.reading_type, x.ts, x.value, x.quality) for x in r.readings],
+                            )
+                            for item, r in enumerate(results, start=1)
+                            if r.readings and item not in unknown
                         ],
                         self.correlation_id,
                     )
@@ -158,3 +179,7 @@ class MdmReadingSink:
                 "meter %s is not in the MDM: its readings were not stored", results[item - 1].mrid
             )
         return applied.stats, stored_events
+
+
+def _values(result: MeterResult) -> tuple[str, list[tuple[str, datetime, Decimal, str]]]:
+    return result.mrid, [(x.reading_type, x.ts, x.value, x.quality) for x in result.readings]

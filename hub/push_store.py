@@ -25,7 +25,7 @@ from cim_schemas.errors import ConfigurationError
 from hes.meter_events import SecurityKind, end_device_events, security_event, unknown_sender_mrid
 from hes.push import PushedData, SecurityEvent
 from hub.bus import MessageBus
-from hub.headend_store import ACTOR, ResultPublisher, store_readings
+from hub.headend_store import ACTOR, ResultPublisher, reading_feed, store_readings
 from mdm.commands import QueryMeterReadings
 from mdm.handlers import HANDLERS, HandlerContext, ReadingQueryResult
 from mdm.model import DeviceRef, DeviceState, EndDevice, EndDeviceEvent
@@ -302,6 +302,6 @@ class MdmPushSink:
         for (mrid, rt, ts), kwh in sorted(readings.items()):
             by_meter.setdefault(mrid, []).append((rt, ts, kwh, ""))
         meters = list(by_meter.items())
-        applied = store_readings(self.bus, uow, utility_id, meters, "a push batch")
+        applied = store_readings(self.bus, uow, utility_id, reading_feed(meters), "a push batch")
         unknown = {meters[item - 1][0] for item in applied.unknown_items}
         return applied.stats.stored + applied.stats.superseded, unknown
