@@ -123,7 +123,8 @@ def child_engine(args: list[str]) -> None:
         args[5],
     )
     from hes.cli import simulated_targets
-    from hes.engine import EnginePolicy, MdmReadingSink, MeterOutcome, ReadCommand, ReadingEngine
+    from hes.engine import EnginePolicy, MeterOutcome, ReadCommand, ReadingEngine
+    from hub.headend_store import MdmReadingSink
 
     targets = simulated_targets(hi, port, SEED, security)[lo:hi]
     start, end = _window()
@@ -241,6 +242,7 @@ def amqp_engines(n: int, c: int, engines: int, job_meters: int) -> None:
     from bench.common import scratch_database
     from hes.cli import fleet_manifest
     from hes.simulator.fleet import Fleet
+    from hub.bootstrap import open_store
     from hub.settings import load_settings
 
     amqp_url = os.environ.get("AMIHUB_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672//")
@@ -307,6 +309,7 @@ def amqp_engines(n: int, c: int, engines: int, job_meters: int) -> None:
                         registers=("1.0.1.8.0.255",),
                         profile_channels=("1.0.1.8.0.255",),
                         events=False,  # as measured: profile and register only
+                        store=open_store,
                     )
                 finally:
                     for p in procs:

@@ -189,7 +189,7 @@ def read(
 
     Every meter that failed or was read in part is printed with the reason on stderr;
     then the exit code is 1. Storing into the MDM is the engine's job inside the hub
-    (``hes.engine.MdmReadingSink``); this command only counts what it would store."""
+    (``hub.headend_store.MdmReadingSink``); this command only counts what it would store."""
     targets = simulated_targets(count, base_port, seed, security, addressing, host)
     end = interval_end(interval_index(datetime.now(UTC)) - 1)
     sink = _CountingSink()

@@ -10,8 +10,9 @@ re-reads, and hand the results to the MDM store in bulk.
 * missing-interval detection: after each attempt the profile window is checked
   interval by interval; the next attempt (or a targeted re-read in the same
   association) asks only for the missing runs, never the whole window again;
-* results go to the MDM store through :class:`mdm.ports.ReadingStaging` in
-  batches (one unit of work per batch), events through the event repository.
+* results are handed, in batches of ``policy.batch_meters`` meters, to a
+  :class:`ReadingSink` the caller gives: the engine never touches a database (the
+  application's sink, :class:`hub.headend_store.MdmReadingSink`, stores them).
 
 Lifecycle of one meter in a run (explicit transition table)::
 
@@ -22,13 +23,11 @@ Lifecycle of one meter in a run (explicit transition table)::
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
 from enum import StrEnum
 from typing import Protocol
 
@@ -52,8 +51,7 @@ from hes.readings import (
     register_readings,
 )
 from mdm.backoff import Backoff
-from mdm.model import DeviceRef, EndDeviceEvent, IngestStats
-from mdm.ports import StagedReading, UnitOfWork, UnitOfWorkFactory
+from mdm.model import EndDeviceEvent, IngestStats
 
 log = logging.getLogger(__name__)
 
@@ -174,101 +172,13 @@ def result_events(result: MeterResult, source: str = "read") -> list[EndDeviceEv
     return events
 
 
-class ResultPublisher(Protocol):
-    """Stores events once and publishes them and the readings read, in the caller's
-    transaction (:class:`hub.headend.HeadEndOutbox`)."""
-
-    def record_events(
-        self,
-        uow: UnitOfWork,
-        utility_id: int,
-        events: Sequence[EndDeviceEvent],
-        correlation_id: str | None = None,
-    ) -> list[EndDeviceEvent]: ...
-
-    def publish_readings(
-        self,
-        uow: UnitOfWork,
-        meters: Sequence[tuple[str, Sequence[tuple[str, datetime, Decimal, str]]]],
-        correlation_id: str | None = None,
-    ) -> int: ...
-
-
 class ReadingSink(Protocol):
-    """Where a batch of meter results goes (the MDM store, or a list in tests)."""
+    """Where the engine hands each batch of meter results (``policy.batch_meters``
+    meters): the application's store (:class:`hub.headend_store.MdmReadingSink`), a
+    counter (``amihub hes read``), a list in tests. Returns what the batch stored:
+    readings and new events."""
 
     def write(self, results: Sequence[MeterResult]) -> tuple[IngestStats, int]: ...
-
-
-class MdmReadingSink:
-    """Writes batches to the MDM store: readings through ReadingStaging, then the events
-    not stored yet (meter events and security events, by mRID). With a ``publisher``, in
-    the same transaction: the new events as ``created EndDeviceEvents`` and, when the
-    batch stored or superseded readings, the batch's readings as ``created
-    MeterReadings`` (a rollback publishes nothing)."""
-
-    def __init__(
-        self,
-        uow_factory: UnitOfWorkFactory,
-        utility_code: str,
-        publisher: ResultPublisher | None = None,
-    ) -> None:
-        self.uow_factory = uow_factory
-        self.utility_code = utility_code
-        self.publisher = publisher
-        self._utility_id: int | None = None
-        self._lock = threading.Lock()
-
-    def _utility(self) -> int:
-        if self._utility_id is None:
-            with self.uow_factory() as uow:
-                utility = uow.utilities.get(self.utility_code)
-            if utility is None or utility.id is None:
-                raise AmihubError(f"unknown utility {self.utility_code}")
-            self._utility_id = utility.id
-        return self._utility_id
-
-    def write(self, results: Sequence[MeterResult]) -> tuple[IngestStats, int]:
-        utility_id = self._utility()
-        with self._lock, self.uow_factory() as uow:
-            staging = uow.readings.staging()
-            for item, result in enumerate(results, start=1):
-                if not result.readings:
-                    continue
-                staging.add_meter(item, DeviceRef(mrid=result.mrid))
-                staging.add_readings(
-                    [
-                        StagedReading(item, r.reading_type, r.ts, r.value, r.quality)
-                        for r in result.readings
-                    ]
-                )
-            applied = staging.apply(utility_id)
-            if applied.duplicates:
-                raise AmihubError(f"duplicate readings in a head-end batch: {applied.duplicates}")
-            events = [e for result in results for e in result_events(result)]
-            if self.publisher is None:
-                stored_events = len(uow.events.add_new(utility_id, events))
-            else:
-                stored_events = len(self.publisher.record_events(uow, utility_id, events))
-                if applied.stats.stored or applied.stats.superseded:
-                    unknown = set(applied.unknown_items)
-                    self.publisher.publish_readings(
-                        uow,
-                        [
-                            (
-                                r.mrid,
-                                [(x.reading_type, x.ts, x.value, x.quality) for x in r.readings],
-                            )
-                            for item, r in enumerate(results, start=1)
-                            if r.readings and item not in unknown
-                        ],
-                    )
-            uow.commit()
-        for item in applied.unknown_items:
-            log.warning(
-                "meter %s is not in the MDM: its readings were not stored", results[item - 1].mrid
-            )
-        return applied.stats, stored_events
 
 
 SessionFactory = Callable[[MeterTarget, float], MeterSession]

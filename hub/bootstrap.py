@@ -8,7 +8,8 @@ the resulting :class:`App`; nothing connects at import time.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -17,10 +18,12 @@ from sqlalchemy import Engine
 from adapters.sql.engine import store_engine
 from adapters.sql.migrate import upgrade
 from adapters.sql.uow import SqlUnitOfWorkFactory
+from cim_schemas.errors import ConfigurationError
 from cim_schemas.schemas import message_schema
 from hub.bus import MessageBus
 from hub.forwarding import EventForwarder
 from hub.headend import ControlJournal, EventPublisher, HeadEnd, HeadEndOutbox
+from hub.headend_jobs import JobDispatch
 from hub.journal import MessageJournal
 from hub.nouns import build_routes
 from hub.pipeline import Pipeline
@@ -32,6 +35,10 @@ from mdm.model import Utility
 from mdm.ports import UnitOfWorkFactory
 
 if TYPE_CHECKING:
+    from adapters.dlms.engine_worker import EngineWorker
+    from adapters.dlms.headend import DlmsHeadEnd
+    from adapters.dlms.push_service import PushService
+    from adapters.dlms.service import HesService
     from hes.engine import MeterTarget
 
 log = logging.getLogger("amihub")
@@ -71,6 +78,16 @@ def ensure_utility(uow_factory: UnitOfWorkFactory, code: str, name: str) -> Util
         return utility
 
 
+def headend_dispatch(settings: Settings) -> JobDispatch | None:
+    """The AMQP adapter of the head-end's job dispatch for ``[hes] dispatch = "amqp"``;
+    None: jobs run in the head-end's process (:class:`hub.headend_jobs.InProcessJobs`)."""
+    if settings.hes.dispatch != "amqp":
+        return None
+    from adapters.dlms.dispatch import AmqpJobs  # imports kombu
+
+    return AmqpJobs(settings.hes, settings.amqp)
+
+
 def bootstrap(
     settings: Settings | None = None,
     *,
@@ -90,18 +107,24 @@ def bootstrap(
     bus = MessageBus(HANDLERS)
     journal = ControlJournal(uow_factory, EventPublisher(settings))
     headend: HeadEnd | None = None
+    jobs: JobDispatch | None = None
     if meters is not None or settings.hes.manifest is not None:
         from adapters.dlms import MeterDirectory, headend_from_settings  # imports gurux
 
         directory = MeterDirectory(meters) if meters is not None else None
-        headend = headend_from_settings(
+        dlms = headend_from_settings(
             settings.hes,
             journal,
             directory,
-            amqp=settings.amqp,
-            publisher=HeadEndOutbox(settings),  # scheduled reads publish events and readings
+            runner=headend_dispatch(settings),
+            publisher=HeadEndOutbox(settings),  # reads publish events and readings
+            bus=bus,
         )
-    routes = build_routes(settings, headend=headend, journal=journal)
+        if dlms is not None:
+            headend, jobs = dlms, dlms.jobs
+    routes = build_routes(
+        settings, headend=headend, journal=journal, jobs=jobs, uow_factory=uow_factory
+    )
     pipeline = Pipeline(
         uow_factory,
         bus,
@@ -114,3 +137,78 @@ def bootstrap(
     if migrate:
         ensure_utility(uow_factory, settings.default_utility, settings.default_utility_name)
     return App(settings, engine, uow_factory, bus, routes, pipeline, headend, journal)
+
+
+# -- the services and commands of the head-end: their wiring, here and nowhere else ---------
+
+
+@contextmanager
+def open_store(settings: Settings) -> Iterator[UnitOfWorkFactory]:
+    """The store alone (engine and unit-of-work factory), for the commands that need no
+    pipeline (``amihub engine``, ``amihub engine read``, ``amihub keys``); disposed
+    when the block ends."""
+    engine = store_engine(settings.database_url, settings.store)
+    try:
+        yield SqlUnitOfWorkFactory(engine, staging_batch_size=settings.limits.ingest_batch_rows)
+    finally:
+        engine.dispose()
+
+
+def _dlms_headend(app: App, section: str) -> DlmsHeadEnd:
+    from adapters.dlms.headend import DlmsHeadEnd  # imports gurux: only when enabled
+
+    if not isinstance(app.headend, DlmsHeadEnd):
+        raise ConfigurationError(
+            f"[{section}] is enabled but no [hes] manifest is configured"
+            + (
+                ": the push listener finds the pushing meters and their keys in the "
+                "head-end's directory"
+                if section == "hes.push"
+                else ""
+            )
+        )
+    return app.headend
+
+
+def hes_service(app: App) -> HesService:
+    """``amihub serve`` ``[hes]``: the head-end scheduler (adapters/dlms/service.py)."""
+    from adapters.dlms.service import HesService
+
+    return HesService(_dlms_headend(app, "hes"), app.uow_factory, app.settings)
+
+
+def push_service(app: App) -> PushService:
+    """``amihub serve`` ``[hes.push]``: the push listener and its writer, storing through
+    :class:`hub.push_store.MdmPushSink` with the head-end's outbox publisher."""
+    from adapters.dlms.push_service import PushService
+    from hes.push import PushDecoder
+    from hub.push_store import MdmPushSink
+
+    directory = _dlms_headend(app, "hes.push").directory
+    push = app.settings.hes.push
+    decoder = PushDecoder(
+        directory, refresh=directory.refresh, accept_unauthenticated=push.accept_unauthenticated
+    )
+    sink = MdmPushSink(
+        app.uow_factory,
+        app.settings.default_utility,
+        HeadEndOutbox(app.settings),
+        register_unknown=push.register_unknown,
+        bus=app.bus,
+    )
+    return PushService(push, decoder, sink, meters=len(directory))
+
+
+@contextmanager
+def engine_worker(
+    settings: Settings, *, concurrency: int | None = None, prefetch: int | None = None
+) -> Iterator[EngineWorker]:
+    """``amihub engine``: a head-end engine over the store (the store disposed after)."""
+    from adapters.dlms.engine_worker import EngineWorker
+    from adapters.dlms.headend import directory_from_settings
+
+    directory = directory_from_settings(settings.hes)
+    if directory is None:
+        raise ConfigurationError("amihub engine needs [hes] manifest")
+    with open_store(settings) as factory:
+        yield EngineWorker(settings, factory, directory, concurrency=concurrency, prefetch=prefetch)

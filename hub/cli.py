@@ -50,6 +50,16 @@ def _app(ctx: click.Context, *, migrate: bool = False) -> Iterator[Any]:
         app.close()
 
 
+class _CompositionRoot:
+    """hub.bootstrap, imported when a command asks it for its wiring (the head-end's
+    commands: adapters/dlms/wiring.py), not before (it imports the store's driver)."""
+
+    def __getattr__(self, name: str) -> Any:
+        import hub.bootstrap
+
+        return getattr(hub.bootstrap, name)
+
+
 def _parse_when(value: str | None, option: str) -> datetime | None:
     if value is None:
         return None
@@ -185,7 +195,7 @@ def cli(ctx: click.Context, config: Path | None, database_url: str | None) -> No
         overrides["database_url"] = database_url
     settings = load_settings(**overrides)
     _setup_logging(settings.log_level, settings.log_format)
-    ctx.obj = {"settings": settings}
+    ctx.obj = {"settings": settings, "root": _CompositionRoot()}
 
 
 @cli.group()

@@ -556,6 +556,26 @@ class Pipeline:
                 xpath="/*/Payload",
             )
         utility_code = self._utility(msg)
+        exchanged: object = None
+        exchange = getattr(route, "exchange", None)
+        if exchange is not None:  # an ExchangingRoute: no transaction open meanwhile
+            with self.uow_factory() as uow:
+                duplicate = self._earlier_reply(uow, msg, header, steps, content_hash)
+                if duplicate is not None:
+                    uow.commit()
+                    return duplicate
+                utility = uow.utilities.get(utility_code)
+            if utility is None or utility.id is None:
+                raise MessageRejected(f"unknown utility {utility_code!r}", code="1010")
+            exchanged = exchange(
+                frame,
+                RouteContext(
+                    utility.id,
+                    utility_code,
+                    HandlerContext(actor=msg.source, now=self.clock()),
+                    self.bus,
+                ),
+            )
         with self.uow_factory() as uow:
             duplicate = self._earlier_reply(uow, msg, header, steps, content_hash)
             if duplicate is not None:
@@ -573,6 +593,7 @@ class Pipeline:
                 handler=HandlerContext(actor=msg.source, now=self.clock()),
                 bus=self.bus,
                 allow_direct=allow_direct,
+                exchanged=exchanged,
             )
             result = route.handle(frame, ctx, uow)
             outcome, conclusion = self._conclude(uow, msg, frame, steps, result)

@@ -3,7 +3,7 @@
 Each entry is a read schedule of the head-end job table (the same kind of row as a
 recurring ``create MeterReadSchedule``), named by ``name`` (its TimeSchedule mRID,
 stable across restarts). The scheduler service writes them to the table when it
-starts (:mod:`adapters.dlms.configured_schedules`); this module only checks them.
+starts (:mod:`hub.configured_schedules`); this module only checks them.
 
 An entry that cannot work is refused when the settings are read, with the entry's
 name in the message (``hes.read_schedules.0: read schedule 'daily': time_zone

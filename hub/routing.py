@@ -49,6 +49,9 @@ class RouteContext:
     bus: MessageBus
     #: routes may try the store's optimistic bulk path (off on the retry after a conflict)
     allow_direct: bool = True
+    #: what the route's :meth:`ExchangingRoute.exchange` returned (run before the
+    #: transaction ``handle`` gets); None for other routes
+    exchanged: object = None
 
 
 @dataclass
@@ -73,6 +76,16 @@ class Route(Protocol):
     streaming: bool
 
     def handle(self, frame: MessageFrame, ctx: RouteContext, uow: UnitOfWork) -> RouteResult: ...
+
+
+class ExchangingRoute(Route, Protocol):
+    """A route that talks to the outside world (meters, the head-end's engines) before
+    its effect is written: the pipeline calls :meth:`exchange` with no transaction of
+    its own open, then ``handle`` in the transaction of the effect and the reply, with
+    the exchange's result in ``ctx.exchanged``. A duplicate message is answered from
+    the message log before ``exchange`` runs."""
+
+    def exchange(self, frame: MessageFrame, ctx: RouteContext) -> object: ...
 
 
 class RouteTable:

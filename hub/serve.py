@@ -36,8 +36,8 @@ SERVICE_ALIASES: dict[str, str] = {
     "amqp": "adapters.amqp.service:build",
     "soap": "adapters.soap.service:build",
     "sftp": "adapters.sftp.service:build",
-    "hes": "adapters.dlms.service:build",
-    "hes.push": "adapters.dlms.push_service:build",
+    "hes": "hub.bootstrap:hes_service",
+    "hes.push": "hub.bootstrap:push_service",
     "web": "adapters.web.service:build",
 }
 

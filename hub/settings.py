@@ -380,7 +380,7 @@ class HesSettings(BaseModel):
     #: seconds a submitter waits for the replies of its jobs
     job_timeout: float = Field(default=300.0, gt=0)
     #: ``[[hes.read_schedules]]``: standing reads kept in the job table by the scheduler
-    #: service (hub/read_schedule_settings.py, adapters/dlms/configured_schedules.py)
+    #: service (hub/read_schedule_settings.py, hub/configured_schedules.py)
     read_schedules: ReadSchedules = Field(default_factory=list)
     #: the push listener (``[hes.push]``)
     push: HesPushSettings = HesPushSettings()

@@ -60,13 +60,13 @@ from adapters.dlms.directory import MeterDirectory
 from adapters.dlms.jobs import CONTENT_TYPE, control_request, jobs_queue, reply_body
 from adapters.dlms.parameters import command_parameters
 from adapters.dlms.sessions import one_at_a_time
+from adapters.dlms.wiring import StoreOpener, composition_root
 from cim_schemas.errors import AmihubError
 from hes.client.session import ClientIdentity
 from hes.controls import ControlCommand, ControlJobs
 from hes.engine import (
     DEFAULT_REGISTERS,
     EnginePolicy,
-    MdmReadingSink,
     MeterOutcome,
     MeterResult,
     ReadCommand,
@@ -75,6 +75,7 @@ from hes.engine import (
 )
 from hes.meter_events import failure_security_events
 from hub.headend import ControlJournal, ControlReport, DeviceResult, EventPublisher, HeadEndOutbox
+from hub.headend_store import MdmReadingSink
 from hub.settings import Settings
 from mdm.ports import UnitOfWorkFactory
 
@@ -444,22 +445,6 @@ def install_signals(stop: Callable[[], None]) -> None:
             signal.signal(sig, lambda *_: stop())
 
 
-def worker_from_settings(
-    settings: Settings, *, concurrency: int | None = None, prefetch: int | None = None
-) -> EngineWorker:
-    from adapters.dlms.headend import directory_from_settings
-    from adapters.sql.engine import store_engine
-    from adapters.sql.uow import SqlUnitOfWorkFactory
-    from cim_schemas.errors import ConfigurationError
-
-    directory = directory_from_settings(settings.hes)
-    if directory is None:
-        raise ConfigurationError("amihub engine needs [hes] manifest")
-    engine = store_engine(settings.database_url, settings.store)
-    factory = SqlUnitOfWorkFactory(engine, staging_batch_size=settings.limits.ingest_batch_rows)
-    return EngineWorker(settings, factory, directory, concurrency=concurrency, prefetch=prefetch)
-
-
 @dataclass(frozen=True)
 class FleetRead:
     """What a fleet read did: jobs published (0 in-process), meters by outcome, the
@@ -484,12 +469,14 @@ def fleet_read(
     registers: tuple[str, ...] | None = None,
     profile_channels: tuple[str, ...] | None = None,
     events: bool = True,
+    store: StoreOpener,
 ) -> FleetRead:
     """Read every meter of ``[hes] manifest`` over (start, end] into the store: jobs of
     ``job_meters`` for ``amihub engine`` processes with ``[hes] dispatch = "amqp"``
     (waiting for their replies unless ``wait`` is False), else in-process
     (hes.engine.ReadingEngine with ``[hes] concurrency``), as before. ``events``: the
-    window's meter events too (stored once, published as created EndDeviceEvents)."""
+    window's meter events too (stored once, published as created EndDeviceEvents).
+    ``store``: the composition root's store (``hub.bootstrap.open_store``)."""
     import uuid
 
     from adapters.dlms.headend import directory_from_settings
@@ -549,40 +536,35 @@ def fleet_read(
         return FleetRead(
             len(ids), len(meters), outcomes, stats, time.perf_counter() - started, failed
         )
-    from adapters.sql.engine import store_engine
-    from adapters.sql.uow import SqlUnitOfWorkFactory
-
-    engine_ = store_engine(settings.database_url, settings.store)
-    uow_factory = SqlUnitOfWorkFactory(engine_)
-    #: the meters' counters are checked against, and recorded in, the store (as the
-    #: engines and the in-process head-end do): a replayed answer of an earlier run fails
-    counters = StoredMeterCounters(uow_factory)
-    try:
-        identity = ClientIdentity(counter_store=counters)
-        reader = ReadingEngine(
-            MdmReadingSink(uow_factory, settings.default_utility, HeadEndOutbox(settings)),
-            policy=EnginePolicy(
-                concurrency=settings.hes.concurrency,
-                timeout=settings.hes.timeout,
-                attempts=settings.hes.attempts,
-            ),
-            sessions=directory.reloading(tcp_sessions(identity)),
-            identity=identity,
-        )
-        report = reader.run(
-            ReadCommand(
-                tuple(directory[m] for m in meters),
-                start,
-                end,
-                registers=DEFAULT_REGISTERS if registers is None else registers,
-                profile_channels=profile_channels,
-                read_events=events,
-                events_in_window=events,
+    with store(settings) as uow_factory:
+        #: the meters' counters are checked against, and recorded in, the store (as the
+        #: engines and the in-process head-end do): a replayed answer of an earlier run fails
+        counters = StoredMeterCounters(uow_factory)
+        try:
+            identity = ClientIdentity(counter_store=counters)
+            reader = ReadingEngine(
+                MdmReadingSink(uow_factory, settings.default_utility, HeadEndOutbox(settings)),
+                policy=EnginePolicy(
+                    concurrency=settings.hes.concurrency,
+                    timeout=settings.hes.timeout,
+                    attempts=settings.hes.attempts,
+                ),
+                sessions=directory.reloading(tcp_sessions(identity)),
+                identity=identity,
             )
-        )
-    finally:
-        counters.close()  # the counters of this run written before the store goes
-        engine_.dispose()
+            report = reader.run(
+                ReadCommand(
+                    tuple(directory[m] for m in meters),
+                    start,
+                    end,
+                    registers=DEFAULT_REGISTERS if registers is None else registers,
+                    profile_channels=profile_channels,
+                    read_events=events,
+                    events_in_window=events,
+                )
+            )
+        finally:
+            counters.close()  # the counters of this run written before the store goes
     for result in report.results:
         outcomes[result.outcome.value] = outcomes.get(result.outcome.value, 0) + 1
     stats = {
@@ -644,9 +626,10 @@ def engine(ctx: click.Context, concurrency: int | None, prefetch: int | None) ->
     from hub.logs import setup_logging
 
     setup_logging(settings.log_level, settings.log_format)
-    worker = worker_from_settings(settings, concurrency=concurrency, prefetch=prefetch)
-    install_signals(worker.stop)
-    worker.run()
+    root = composition_root(ctx)
+    with root.engine_worker(settings, concurrency=concurrency, prefetch=prefetch) as worker:
+        install_signals(worker.stop)
+        worker.run()
     click.echo(f"engine stopped after {worker.done} job(s)", err=True)
 
 
@@ -692,7 +675,13 @@ def read_command(
         _needs_broker(settings, '[hes] dispatch = "amqp"')
     end = interval_end(interval_index(datetime.now(UTC)) - 1)
     done = fleet_read(
-        settings, end - timedelta(hours=hours), end, job_meters=job_meters, wait=wait, events=events
+        settings,
+        end - timedelta(hours=hours),
+        end,
+        job_meters=job_meters,
+        wait=wait,
+        events=events,
+        store=composition_root(ctx).open_store,
     )
     how = f"{done.jobs} job(s) via {settings.hes.jobs_queue}" if done.jobs else "in-process"
     click.echo(f"{done.meters} meters, {how}, {done.seconds:.2f} s")

@@ -4,7 +4,7 @@ Control jobs: :meth:`DlmsHeadEnd.submit` writes the job to the head-end job tabl
 (``uow.hes_jobs``) in the request's transaction, so a rolled-back request never runs;
 :meth:`DlmsHeadEnd.cancel` is a state change in the cancel's transaction. The table
 is the source of truth: :meth:`DlmsHeadEnd.run_due` is one scheduler tick
-(:class:`adapters.dlms.scheduler.JobScheduler`: claim due jobs with a lease, run them
+(:class:`hub.headend_scheduler.JobScheduler`: claim due jobs with a lease, run them
 here or publish them to ``amihub engine`` processes with ``[hes] dispatch = "amqp"``,
 record the outcomes); :meth:`start` runs ticks in a background thread. Read schedules
 (future and recurring MeterReadSchedules) are jobs of the same table.
@@ -36,9 +36,6 @@ from pathlib import Path
 from adapters.dlms.counters import StoredMeterCounters
 from adapters.dlms.directory import MeterDirectory
 from adapters.dlms.parameters import command_parameters
-from adapters.dlms.read_targets import ConfiguredTargets
-from adapters.dlms.runners import AmqpRunner, InProcessRunner, JobRunner, failed_report
-from adapters.dlms.scheduler import JobRecorder, JobScheduler
 from adapters.dlms.sessions import one_at_a_time
 from cim_schemas.errors import AmihubError, ConfigurationError
 from hes.client.session import ClientIdentity
@@ -52,7 +49,6 @@ from hes.engine import (
     MeterResult,
     ReadCommand,
     ReadingEngine,
-    ResultPublisher,
     SessionFactory,
     result_events,
     tcp_sessions,
@@ -60,6 +56,7 @@ from hes.engine import (
 from hes.meter_events import failure_security_events
 from hes.security.keyfile import KeyStoreFile, KeyStoreUnreadable
 from hes.security.keywatch import KeyStoreSource
+from hub.bus import MessageBus
 from hub.headend import (
     ControlJournal,
     ControlReport,
@@ -69,8 +66,12 @@ from hub.headend import (
     MeterRead,
     UnknownJob,
 )
+from hub.headend_jobs import InProcessJobs, JobDispatch, failed_report
+from hub.headend_scheduler import JobRecorder, JobScheduler
+from hub.headend_store import ResultPublisher
 from hub.metrics import METER_READS
-from hub.settings import AmqpSettings, HesSettings
+from hub.read_targets import ConfiguredTargets
+from hub.settings import HesSettings
 from mdm.group_targets import group_targets
 from mdm.hes_jobs import SCHEDULED, HeadEndJob, JobKind
 from mdm.model import IngestStats
@@ -97,12 +98,13 @@ class DlmsHeadEnd:
         tick_seconds: float = 1.0,
         lease_seconds: float = 60.0,
         max_attempts: int = 3,
-        runner: JobRunner | None = None,
+        runner: JobDispatch | None = None,
         identity: ClientIdentity | None = None,
         sessions: SessionFactory | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         firmware_dir: Path | None = None,
         publisher: ResultPublisher | None = None,
+        bus: MessageBus | None = None,
     ) -> None:
         self.directory = directory
         #: where firmware images named by requests are loaded from
@@ -122,13 +124,21 @@ class DlmsHeadEnd:
             directory.reloading(sessions or tcp_sessions(self.identity)),
             wait=4 * self.policy.timeout,
         )
+        #: where jobs and on-demand reads run (hub.headend_jobs.JobDispatch): this
+        #: process, or the engines over RabbitMQ (the composition root chooses)
+        self.jobs: JobDispatch = runner or InProcessJobs(
+            self.execute,
+            self.directory,
+            self.sessions,
+            self.policy,
+            uow_factory,
+            publisher,
+            bus=bus,
+        )
         self.scheduler = JobScheduler(
             uow_factory,
             recorder,
-            runner
-            or InProcessRunner(
-                self.execute, self.directory, self.sessions, self.policy, uow_factory, publisher
-            ),
+            self.jobs,
             clock=lambda: self.clock(),
             lease_seconds=lease_seconds,
             max_attempts=max_attempts,
@@ -297,20 +307,17 @@ def headend_from_settings(
     recorder: ControlJournal,
     directory: MeterDirectory | None = None,
     *,
-    amqp: AmqpSettings | None = None,
+    runner: JobDispatch | None = None,
     publisher: ResultPublisher | None = None,
+    bus: MessageBus | None = None,
 ) -> DlmsHeadEnd | None:
     """A head-end for ``[hes]``, or None when there is no manifest and no directory. Jobs
-    run in this process, or with ``dispatch = "amqp"`` (and ``amqp``) in the engines."""
+    run through ``runner`` (the composition root gives the AMQP adapter for ``dispatch =
+    "amqp"``), else in this process."""
     if directory is None:
         directory = directory_from_settings(settings)
     if directory is None:
         return None
-    runner: JobRunner | None = None
-    if settings.dispatch == "amqp":
-        if amqp is None:
-            raise ConfigurationError('[hes] dispatch = "amqp" needs the [amqp] settings')
-        runner = AmqpRunner(settings, amqp)
     return DlmsHeadEnd(
         directory,
         recorder,
@@ -324,4 +331,5 @@ def headend_from_settings(
         runner=runner,
         firmware_dir=settings.firmware_dir,
         publisher=publisher,
+        bus=bus,
     )

@@ -30,6 +30,7 @@ from rich.table import Table
 
 from adapters.dlms.counters import StoredMeterCounters
 from adapters.dlms.directory import MeterDirectory
+from adapters.dlms.wiring import composition_root
 from cim_schemas.errors import AmihubError, ConfigurationError
 from hes.client.session import ClientIdentity, Security
 from hes.engine import EnginePolicy, MeterTarget, tcp_sessions
@@ -40,11 +41,11 @@ from hes.security.keychange import (
     KeyChanger,
     LogKeyAudit,
     SettleKeys,
-    StoreKeyAudit,
 )
 from hes.security.keyfile import KeyStoreFile
 from hes.security.keystore import MASTER_KEY_LENGTH, KeyStore
 from hub.console import make_console
+from hub.key_audit import StoreKeyAudit
 from hub.settings import Settings
 
 out = make_console()
@@ -154,16 +155,11 @@ def _targets(
 
 
 @contextmanager
-def _audit(settings: Settings, kind: str) -> Iterator[KeyAudit]:
+def _audit(ctx: click.Context, settings: Settings, kind: str) -> Iterator[KeyAudit]:
     if kind == "log":
         yield LogKeyAudit()
         return
-    from adapters.sql.engine import store_engine
-    from adapters.sql.uow import SqlUnitOfWorkFactory
-
-    engine = store_engine(settings.database_url, settings.store)
-    try:
-        factory = SqlUnitOfWorkFactory(engine)
+    with composition_root(ctx).open_store(settings) as factory:
         try:
             with factory() as uow:
                 uow.audit.list(1)  # reachable, and the schema is there
@@ -173,8 +169,6 @@ def _audit(settings: Settings, kind: str) -> Iterator[KeyAudit]:
                 "or record key changes as log lines with --audit log"
             ) from None
         yield StoreKeyAudit(factory)
-    finally:
-        engine.dispose()
 
 
 def _run(
@@ -199,7 +193,7 @@ def _run(
     )
     who = actor or f"cli:{getpass.getuser()}"
     with (
-        _audit(settings, audit) as auditor,
+        _audit(ctx, settings, audit) as auditor,
         Progress(
             TextColumn("{task.description}"),
             BarColumn(),

@@ -1,12 +1,12 @@
 """``amihub serve`` with ``[hes.push] enabled = true``: the DLMS push listener.
 
-:func:`build` is the factory of :data:`hub.serve.SERVICE_ALIASES` (``"hes.push"``).
-Meters push DataNotifications (plain or general-glo-ciphered) to ``host:port`` over
-WRAPPER; :class:`hes.push.PushDecoder` checks them against the head-end's own
+The composition root builds it (``hub.bootstrap.push_service``, which ``hub/serve.py``
+names for ``[hes.push]``). Meters push DataNotifications (plain or general-glo-ciphered)
+to ``host:port`` over WRAPPER; :class:`hes.push.PushDecoder` checks them against the head-end's own
 :class:`adapters.dlms.directory.MeterDirectory` (the ``[hes]`` manifest and key store:
 the same object the head-end uses, which follows a changed key store file), and
 :class:`adapters.dlms.push_writer.PushWriter` stores them in batches through
-:class:`hes.push.MdmPushSink` with the head-end's outbox publisher: readings as
+:class:`hub.push_store.MdmPushSink` with the head-end's outbox publisher: readings as
 ``created MeterReadings``, alarms and refused pushes (security events) as ``created
 EndDeviceEvents``, in the transaction that stores them.
 
@@ -29,16 +29,12 @@ Stopped (SIGTERM, SIGINT) it closes the port, then writes what it has received.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
 
 from adapters.dlms.push_writer import PushWriter
 from cim_schemas.errors import ConfigurationError, RecoverableError
-from hes.push import MdmPushSink, PushDecoder, PushListener
-from hub.headend import HeadEndOutbox
+from hes.push import PushDecoder, PushListener
+from hub.push_store import MdmPushSink
 from hub.settings import HesPushSettings
-
-if TYPE_CHECKING:
-    from hub.bootstrap import App
 
 log = logging.getLogger("amihub.hes.push")
 
@@ -132,26 +128,3 @@ class PushService:
             t.events_new,
             f", {t.dropped} dropped (see the errors above)" if t.dropped else "",
         )
-
-
-def build(app: App) -> PushService:
-    from adapters.dlms.headend import DlmsHeadEnd  # imports gurux: only when enabled
-
-    headend = app.headend
-    if not isinstance(headend, DlmsHeadEnd):
-        raise ConfigurationError(
-            "[hes.push] is enabled but no [hes] manifest is configured: the push listener "
-            "finds the pushing meters and their keys in the head-end's directory"
-        )
-    directory = headend.directory
-    push = app.settings.hes.push
-    decoder = PushDecoder(
-        directory, refresh=directory.refresh, accept_unauthenticated=push.accept_unauthenticated
-    )
-    sink = MdmPushSink(
-        app.uow_factory,
-        app.settings.default_utility,
-        HeadEndOutbox(app.settings),
-        register_unknown=push.register_unknown,
-    )
-    return PushService(app.settings.hes.push, decoder, sink, meters=len(directory))

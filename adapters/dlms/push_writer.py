@@ -4,7 +4,7 @@ The push listener hands every accepted push and every refused one to :meth:`Push
 (a bounded queue: when it is full ``submit`` blocks, so the listener stops reading and
 TCP slows the meters down). The writer thread takes what has arrived, up to
 ``batch_size`` items or ``batch_wait`` seconds after the first, and writes it with
-:meth:`hes.push.MdmPushSink.write` (one transaction: readings, events, security events
+:meth:`hub.push_store.MdmPushSink.write` (one transaction: readings, events, security events
 and their EventMessages).
 
 A batch the store cannot take now (:class:`cim_schemas.errors.RecoverableError`) is kept and
@@ -25,7 +25,8 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from cim_schemas.errors import RecoverableError
-from hes.push import PushedData, PushWrite, SecurityEvent
+from hes.push import PushedData, SecurityEvent
+from hub.push_store import PushWrite
 from mdm.backoff import Backoff
 
 log = logging.getLogger("amihub.hes.push")

@@ -9,25 +9,22 @@ once its lease (``[hes] lease_seconds``) expired. Several hub processes may run 
 scheduler on one PostgreSQL store: a job is claimed by one of them.
 
 Before the first tick, ``[[hes.read_schedules]]`` are written to the job table
-(:func:`adapters.dlms.configured_schedules.sync_read_schedules`: new ones inserted,
+(:func:`hub.configured_schedules.sync_read_schedules`: new ones inserted,
 changed ones updated, removed ones cancelled, hub schedules untouched); an entry that
 cannot be applied stops the start with a :class:`ConfigurationError` naming it.
 
-(``hub/serve.py`` starts the sections it lists; it needs ``"hes":
-"adapters.dlms.service:build"`` in ``SERVICE_ALIASES`` and ``"hes"`` in its loop.)
+The composition root builds it (``hub.bootstrap.hes_service``, which ``hub/serve.py``
+names for ``[hes]``).
 """
 
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
 
-from adapters.dlms.configured_schedules import sync_read_schedules
 from adapters.dlms.headend import DlmsHeadEnd
-from cim_schemas.errors import ConfigurationError
-
-if TYPE_CHECKING:
-    from hub.bootstrap import App
+from hub.configured_schedules import sync_read_schedules
+from hub.settings import Settings
+from mdm.ports import UnitOfWorkFactory
 
 log = logging.getLogger("amihub.hes")
 
@@ -35,16 +32,17 @@ log = logging.getLogger("amihub.hes")
 class HesService:
     name = "hes"
 
-    def __init__(self, app: App) -> None:
-        if not isinstance(app.headend, DlmsHeadEnd):
-            raise ConfigurationError("[hes] is enabled but no [hes] manifest is configured")
-        self.headend = app.headend
-        self.app = app
+    def __init__(
+        self, headend: DlmsHeadEnd, uow_factory: UnitOfWorkFactory, settings: Settings
+    ) -> None:
+        self.headend = headend
+        self.uow_factory = uow_factory
+        self.settings = settings
 
     def start(self) -> None:
-        settings = self.app.settings
+        settings = self.settings
         sync_read_schedules(
-            self.app.uow_factory,
+            self.uow_factory,
             settings.hes.read_schedules,
             default_utility=settings.default_utility,
             addressable=self.headend.addressable,
@@ -55,7 +53,3 @@ class HesService:
 
     def stop(self) -> None:
         self.headend.close()
-
-
-def build(app: App) -> HesService:
-    return HesService(app)

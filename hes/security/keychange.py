@@ -58,7 +58,6 @@ from hes.security.keywrap import (
     KeyId,
     encode_key_transfer,
 )
-from mdm.ports import UnitOfWorkFactory
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +117,7 @@ class KeyAudit(Protocol):
     def record(self, actor: str, action: str, results: Sequence[KeyChangeResult]) -> None: ...
 
 
-def _details(result: KeyChangeResult) -> str:
+def audit_details(result: KeyChangeResult) -> str:
     version = "none" if result.version is None else str(result.version)
     return f"{result.outcome}: {result.reason} (active key version {version})"
 
@@ -128,22 +127,7 @@ class LogKeyAudit:
 
     def record(self, actor: str, action: str, results: Sequence[KeyChangeResult]) -> None:
         for r in results:
-            log.info("audit: %s of %s by %s: %s", action, r.mrid, actor, _details(r))
-
-
-class StoreKeyAudit:
-    """Audit into the MDM store's audit log: the entries of a batch in one transaction."""
-
-    def __init__(self, uow_factory: UnitOfWorkFactory) -> None:
-        self.uow_factory = uow_factory
-
-    def record(self, actor: str, action: str, results: Sequence[KeyChangeResult]) -> None:
-        if not results:
-            return
-        with self.uow_factory() as uow:
-            for r in results:
-                uow.audit.record(actor, action, "EndDevice", r.mrid, _details(r))
-            uow.commit()
+            log.info("audit: %s of %s by %s: %s", action, r.mrid, actor, audit_details(r))
 
 
 def _new_key() -> bytes:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from hub.control_parameters import ControlLibrary
-from hub.headend import ControlJournal, HeadEnd, HeadEndOutbox
+from hub.headend import ControlJournal, HeadEnd
+from hub.headend_jobs import JobDispatch
 from hub.nouns.end_device_controls import EndDeviceControlsRoute
 from hub.nouns.end_device_events import EndDeviceEventsRoute, GetEndDeviceEventsRoute
 from hub.nouns.end_device_groups import EndDeviceGroupsRoute
@@ -13,10 +14,11 @@ from hub.nouns.master_data import (
     meter_config_route,
     usage_point_config_route,
 )
-from hub.nouns.meter_read_schedule import MeterReadScheduleRoute, engine_reads
+from hub.nouns.meter_read_schedule import MeterReadScheduleRoute
 from hub.nouns.meter_readings import StoreMeterReadingsRoute
 from hub.routing import Route, RouteTable
 from hub.settings import Settings
+from mdm.ports import UnitOfWorkFactory
 
 
 def build_routes(
@@ -24,7 +26,12 @@ def build_routes(
     *,
     headend: HeadEnd | None = None,
     journal: ControlJournal | None = None,
+    jobs: JobDispatch | None = None,
+    uow_factory: UnitOfWorkFactory | None = None,
 ) -> RouteTable:
+    """The route table; ``jobs`` (where head-end reads run) and ``uow_factory`` serve
+    the on-demand reads of MeterReadSchedule, which run before the request's
+    transaction."""
     routes: list[Route] = [
         StoreMeterReadingsRoute(
             max_block_readings=settings.limits.max_block_readings,
@@ -48,8 +55,8 @@ def build_routes(
         MeterReadScheduleRoute(
             headend,
             settings.hes.read_limit,
-            engines=engine_reads(settings),
-            outbox=HeadEndOutbox(settings),
+            jobs=jobs,
+            uow_factory=uow_factory,
         ),
     ]
     return RouteTable(routes)

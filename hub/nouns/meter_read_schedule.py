@@ -6,17 +6,18 @@ EndDeviceControls) are read now: registers (+A, -A, rates), clock, the 15-minute
 window and the window's events from the meter's event log. Window: the first
 ``TimeSchedule/scheduleInterval`` (start, end], else the last 24 hours; both ends
 are taken down to a quarter-hour and the end to the last complete interval.
-Readings are stored in the request's transaction (ReadingStaging: new /
-superseded / unchanged), meter events as EndDeviceEvents. ``ReadingType``
-(optional) keeps only those types.
+``ReadingType`` (optional) keeps only those types.
 
-A meter that answered nothing is reported with 2012 (its error in ``details``);
+The read goes through the head-end's dispatch (:class:`hub.headend_jobs.JobDispatch`,
+the same as a scheduled read): in this process, or with ``[hes] dispatch = "amqp"``
+split into jobs of ``[hes] job_meters`` meters for the ``amihub engine`` processes,
+the request waiting for every job's reply (``[hes] job_timeout``). Either way the
+readings (``StoreMeterReadings``: new / superseded / unchanged) and the window's
+meter events are stored, and published with the request's MessageID, in
+transactions of their own, committed before the reply is written.
+
+A meter that answered nothing is reported with 2014 (its error in ``details``);
 the others are stored (PARTIAL). More than ``[hes] read_limit`` meters: 2013.
-
-With ``[hes] dispatch = "amqp"`` the read is split into jobs of ``[hes] job_meters``
-meters for the ``amihub engine`` processes (:class:`EngineReads`); they store the
-readings and events themselves (committed before the reply: the counts are theirs)
-and the request waits for every job's reply (``[hes] job_timeout``).
 
 Recurring and future schedules (a first TimeSchedule with ``recurrencePeriod`` /
 ``recurrencePattern``, or whose ``scheduleInterval/start`` is in the future; timing
@@ -24,14 +25,16 @@ rules in :mod:`hub.nouns.read_timing`) are not read now: they are written to the
 head-end job table (``uow.hes_jobs``, kind ``read``) in the request's transaction
 and answered at once with the schedule's mRID (TimeSchedule/mRID, or one amihub
 makes up) and its next run (TimeSchedule/TimePoints/dateTime); the head-end's
-scheduler tick runs them when due (adapters/dlms/scheduler.py). A stored schedule of
+scheduler tick runs them when due (hub/headend_scheduler.py). A stored schedule of
 an EndDeviceGroup reads the group's members as they are at each run
 (:mod:`mdm.group_targets`): a recurring read of a group follows its membership. A schedule mRID
 already in the table is refused with 2007. ``cancel``: each TimeSchedule/mRID names
 a schedule to cancel (unknown: 2008; finished or cancelled: 2009).
 
-An immediate read runs inside the request, so the request's transaction stays open
-for the read (bounded by ``read_limit`` and the head-end's timeouts).
+No transaction is open while the meters are read: the pipeline calls the route's
+:meth:`MeterReadScheduleRoute.exchange` (check the request, resolve its meters in a
+short read-only transaction, read them) before it opens the transaction in which
+:meth:`MeterReadScheduleRoute.handle` writes the reply (hub.routing.ExchangingRoute).
 """
 
 from __future__ import annotations
@@ -40,20 +43,18 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from decimal import Decimal
-from typing import Final, Protocol
+from typing import Final
 
 from cim_schemas.codes.reading_type import ReadingType
 from cim_schemas.errors import ErrorDetail, MessageRejected, PayloadInvalid, by_mrid
-from cim_schemas.profiles.meter_read_schedule import parse_meter_read_schedule
-from hub.headend import HeadEnd, HeadEndOutbox, MeterRead
-from hub.nouns.end_device_controls import resolve_targets
+from cim_schemas.profiles.meter_read_schedule import MeterReadSchedule, parse_meter_read_schedule
+from hub.headend import HeadEnd, MeterRead
+from hub.headend_jobs import JobDispatch, ReadOutcome, ReadRun
+from hub.nouns.end_device_controls import Targets, resolve_targets
 from hub.nouns.read_schedules import StoredSchedule, cancel_schedules, store_schedule
 from hub.nouns.read_timing import Timing, is_stored, parse_timing
 from hub.routing import MessageFrame, RouteContext, RouteResult
-from hub.settings import Settings
-from mdm.model import DeviceRef, EndDeviceEvent
-from mdm.ports import StagedReading, UnitOfWork
+from mdm.ports import UnitOfWork, UnitOfWorkFactory
 
 QUARTER: Final = timedelta(minutes=15)
 DEFAULT_WINDOW: Final = timedelta(hours=24)
@@ -64,39 +65,24 @@ def _floor(ts: datetime) -> datetime:
 
 
 @dataclass(frozen=True)
-class StoredReads:
-    """An on-demand read whose results the head-end's engines stored themselves."""
+class _Request:
+    """A create MeterReadSchedule, checked (no IO)."""
 
-    reads: list[MeterRead]  # outcomes only: readings and events are in the store
-    readings: int
-    stored: int
-    superseded: int
-    unchanged: int
-    events: int
-
-
-class EngineReads(Protocol):
-    """Reads run by ``amihub engine`` processes (``[hes] dispatch = "amqp"``): they store
-    the readings and the window's meter events, and return when every job is committed."""
-
-    def read_stored(
-        self,
-        devices: Sequence[str],
-        start: datetime,
-        end: datetime,
-        *,
-        utility_code: str,
-        types: frozenset[str] | None,
-    ) -> StoredReads: ...
+    schedule: MeterReadSchedule
+    types: frozenset[str] | None
+    start: datetime
+    end: datetime
+    timing: Timing | None  # a stored (future or recurring) schedule
 
 
-def engine_reads(settings: Settings) -> EngineReads | None:
-    """The engines' reads for ``[hes] dispatch = "amqp"``, else None (in-process reads)."""
-    if settings.hes.dispatch != "amqp":
-        return None
-    from adapters.dlms.dispatch import AmqpEngineReads  # kombu; wired like bootstrap's head-end
+@dataclass(frozen=True)
+class _Read:
+    """An immediate read, done before the request's transaction: its meters and what
+    the head-end's dispatch read and stored."""
 
-    return AmqpEngineReads(settings.hes, settings.amqp)
+    request: _Request
+    targets: Targets
+    done: ReadOutcome | None  # None: no meter to read
 
 
 @dataclass
@@ -106,28 +92,30 @@ class MeterReadScheduleRoute:
     noun: str = "MeterReadSchedule"
     verbs: frozenset[str] = frozenset({"create", "cancel"})
     streaming: bool = False
-    #: [hes] dispatch = "amqp": reads go to the engines, which store the results
-    engines: EngineReads | None = None
-    #: in-process reads: new events and the readings published in the request's transaction
-    outbox: HeadEndOutbox | None = None
+    #: where immediate reads run (in this process, or the engines over RabbitMQ); they
+    #: store what they read themselves, before the request's transaction
+    jobs: JobDispatch | None = None
+    #: the store, for resolving the meters of an immediate read before it runs
+    uow_factory: UnitOfWorkFactory | None = None
 
-    def handle(self, frame: MessageFrame, ctx: RouteContext, uow: UnitOfWork) -> RouteResult:
-        if self.headend is None:
+    def _request(self, frame: MessageFrame, ctx: RouteContext) -> _Request | None:
+        """The checked request (None: a cancel); raises what the request gets refused with."""
+        if self.headend is None or self.jobs is None:
             raise MessageRejected(
                 "no head-end is configured: MeterReadSchedule needs [hes] manifest",
                 code="1011",
                 xpath="/*/Header/Noun",
             )
-        base = frame.payload_xpath
         if frame.payload is None:
             raise PayloadInvalid(
                 f"{frame.header.verb} MeterReadSchedule needs a Payload",
                 code="1009",
                 xpath=f"/{frame.root_name}/Payload",
             )
-        schedule = parse_meter_read_schedule(frame.payload)
         if frame.header.verb == "cancel":
-            return cancel_schedules(schedule, base, ctx, uow)
+            return None
+        base = frame.payload_xpath
+        schedule = parse_meter_read_schedule(frame.payload)
         errors: list[ErrorDetail] = []
         types: set[str] = set()
         for n, rt in enumerate(schedule.reading_types, 1):
@@ -176,6 +164,13 @@ class MeterReadScheduleRoute:
                     )
         if errors:
             raise PayloadInvalid(f"create MeterReadSchedule: {errors[0].reason}", errors=errors)
+        return _Request(schedule, frozenset(types) or None, start, end, timing)
+
+    def _targets(
+        self, frame: MessageFrame, ctx: RouteContext, uow: UnitOfWork, request: _Request
+    ) -> Targets:
+        base = frame.payload_xpath
+        schedule = request.schedule
         targets = resolve_targets(
             uow,
             ctx.utility_id,
@@ -187,97 +182,101 @@ class MeterReadScheduleRoute:
             tags=("EndDevice", "UsagePoint", "UsagePointGroup", "EndDeviceGroup"),
             headend=self.headend,
         )
-        result = RouteResult(errors=targets.errors)
         if len(targets.devices) > self.read_limit:
             raise PayloadInvalid(
                 f"{len(targets.devices)} meters named; one on-demand read takes at most "
                 f"{self.read_limit} ([hes] read_limit)",
                 xpath=base,
             )
+        return targets
+
+    def exchange(self, frame: MessageFrame, ctx: RouteContext) -> _Request | _Read | None:
+        """Before the request's transaction (hub.routing.ExchangingRoute): check the
+        request and, for an immediate read, resolve its meters (a read-only transaction
+        of its own, ended before the meters are talked to) and read them through the
+        head-end's dispatch, which stores the results. A cancel or a stored schedule
+        only writes: that is left to :meth:`handle`."""
+        request = self._request(frame, ctx)
+        if request is None or request.timing is not None:
+            return request
+        assert self.uow_factory is not None
+        assert self.jobs is not None
+        with self.uow_factory() as uow:
+            targets = self._targets(frame, ctx, uow, request)
         if not targets.devices:
-            if not result.errors:
-                result.errors.append(
-                    ErrorDetail("2011", "the MeterReadSchedule names no meter", xpath=base)
-                )
-            return result
-        if timing is not None:
-            ts = schedule.time_schedules[0]
-            return store_schedule(
-                result,
-                uow,
-                ctx,
-                StoredSchedule(
-                    (ts.mrid or "").strip() or str(uuid.uuid4()),
-                    tuple(targets.devices),
-                    frozenset(types) or None,
-                    timing,
-                    frame.header.message_id,
-                    groups=tuple(targets.groups),
-                    fixed=tuple(targets.fixed),
-                ),
-                schedule,
-                f"{base}/TimeSchedule[1]/mRID",
+            return _Read(request, targets, None)
+        done = self.jobs.read(
+            ReadRun(
+                frame.header.message_id or str(uuid.uuid4()),
+                tuple(targets.devices),
+                request.start,
+                request.end,
+                ctx.utility_code,
+                request.types,
+                events=True,
+                correlation_id=frame.header.message_id,
             )
-        if self.engines is not None:  # [hes] dispatch = "amqp": the engines store them
-            done = self.engines.read_stored(
-                targets.devices,
-                start,
-                end,
-                utility_code=ctx.utility_code,
-                types=frozenset(types) or None,
+        )
+        return _Read(request, targets, done)
+
+    def handle(self, frame: MessageFrame, ctx: RouteContext, uow: UnitOfWork) -> RouteResult:
+        if frame.header.verb == "cancel":
+            assert frame.payload is not None  # exchange checked it
+            return cancel_schedules(
+                parse_meter_read_schedule(frame.payload), frame.payload_xpath, ctx, uow
             )
-            _failures(result, done.reads)
-            result.counts = {
-                "meters": len(done.reads),
-                "read": result.applied,
-                "readings": done.readings,
-                "stored": done.stored,
-                "superseded": done.superseded,
-                "unchanged": done.unchanged,
-                "events": done.events,
-            }
-            return result
-        reads = self.headend.read(targets.devices, start, end, events=True)
-        staging = uow.readings.staging()
-        events: list[EndDeviceEvent] = []
-        read_rows: dict[int, tuple[str, list[tuple[str, datetime, Decimal, str]]]] = {}
-        readings = 0
-        for item, read in enumerate(reads, 1):
-            kept = [r for r in read.readings if not types or r[0] in types]
-            if kept:
-                staging.add_meter(item, DeviceRef(mrid=read.device_mrid))
-                staging.add_readings([StagedReading(item, *r) for r in kept])
-                readings += len(kept)
-                read_rows[item] = (read.device_mrid, kept)
-            events.extend(
-                e
-                for e in read.events
-                # the meter's log holds more: the window's only; security events all
-                if "kind" in e.details or start < e.created_at <= end
-            )
-        _failures(result, reads)
-        applied = staging.apply(ctx.utility_id)
-        stats = applied.stats
-        if self.outbox is None:
-            stored_events = len(uow.events.add_new(ctx.utility_id, events))
-        else:  # same transaction: a rolled-back request publishes nothing
-            message = frame.header.message_id
-            stored_events = len(self.outbox.record_events(uow, ctx.utility_id, events, message))
-            if stats.stored or stats.superseded:
-                unknown = set(applied.unknown_items)
-                self.outbox.publish_readings(
-                    uow, [v for i, v in read_rows.items() if i not in unknown], message
-                )
-        result.counts = {
-            "meters": len(reads),
-            "read": result.applied,
-            "readings": readings,
-            "stored": stats.stored,
-            "superseded": stats.superseded,
-            "unchanged": stats.unchanged,
-            "events": stored_events,
-        }
-        return result
+        exchanged = ctx.exchanged
+        if isinstance(exchanged, _Read):
+            return _read_result(exchanged, frame.payload_xpath)
+        if not isinstance(exchanged, _Request) or exchanged.timing is None:
+            raise TypeError("MeterReadScheduleRoute.handle runs after its exchange")
+        targets = self._targets(frame, ctx, uow, exchanged)
+        result = RouteResult(errors=targets.errors)
+        if not targets.devices:
+            return _no_meter(result, frame.payload_xpath)
+        ts = exchanged.schedule.time_schedules[0]
+        return store_schedule(
+            result,
+            uow,
+            ctx,
+            StoredSchedule(
+                (ts.mrid or "").strip() or str(uuid.uuid4()),
+                tuple(targets.devices),
+                exchanged.types,
+                exchanged.timing,
+                frame.header.message_id,
+                groups=tuple(targets.groups),
+                fixed=tuple(targets.fixed),
+            ),
+            exchanged.schedule,
+            f"{frame.payload_xpath}/TimeSchedule[1]/mRID",
+        )
+
+
+def _no_meter(result: RouteResult, base: str) -> RouteResult:
+    if not result.errors:
+        result.errors.append(
+            ErrorDetail("2011", "the MeterReadSchedule names no meter", xpath=base)
+        )
+    return result
+
+
+def _read_result(read: _Read, base: str) -> RouteResult:
+    result = RouteResult(errors=list(read.targets.errors))
+    done = read.done
+    if done is None:
+        return _no_meter(result, base)
+    _failures(result, done.reads)
+    result.counts = {
+        "meters": done.meters,
+        "read": result.applied,
+        "readings": done.readings,
+        "stored": done.stored,
+        "superseded": done.superseded,
+        "unchanged": done.unchanged,
+        "events": done.events,
+    }
+    return result
 
 
 def _failures(result: RouteResult, reads: Sequence[MeterRead]) -> None:

@@ -5,7 +5,7 @@ transaction and answers with the schedule's mRID and next run;
 :func:`cancel_schedules` cancels the schedules a ``cancel MeterReadSchedule`` names by
 TimeSchedule/mRID, in the cancel's transaction (not those of ``[[hes.read_schedules]]``:
 2009, the configuration owns them). The scheduler
-(adapters/dlms/scheduler.py) runs them.
+(hub/headend_scheduler.py) runs them.
 """
 
 from __future__ import annotations

@@ -16,17 +16,18 @@ from cim_schemas.schemas import message_schema
 from hes.client.session import ClientIdentity, MeterCredentials, Security
 from hes.engine import (
     EnginePolicy,
-    MdmReadingSink,
     MeterOutcome,
     MeterTarget,
     ReadCommand,
     ReadingEngine,
 )
-from hes.push import MdmPushSink, PushDecoder, PushListener
+from hes.push import PushDecoder, PushListener
 from hes.simulator.fleet import Fleet, SimulatorThread
 from hes.simulator.meter import EventCode, interval_end, interval_index
 from hub.bootstrap import App
 from hub.headend import HeadEndOutbox
+from hub.headend_store import MdmReadingSink
+from hub.push_store import MdmPushSink
 from tests.conftest import free_port
 from tests.integration.amqp.conftest import Start
 from tests.integration.hes.test_push import Directory

@@ -28,7 +28,6 @@ from hes.controls import (
 from hes.dlms.wrapper import HEADER_SIZE
 from hes.engine import (
     EnginePolicy,
-    MdmReadingSink,
     MeterOutcome,
     MeterTarget,
     ReadCommand,
@@ -37,11 +36,13 @@ from hes.engine import (
     tcp_sessions,
 )
 from hes.meter_events import unknown_sender_mrid
-from hes.push import MdmPushSink, PushDecoder, PushListener
+from hes.push import PushDecoder, PushListener
 from hes.security.gcm import SecurityKeys
 from hes.simulator.fleet import Fleet, SimulatorThread
 from hes.simulator.meter import EventCode, interval_end, interval_index, make_firmware_image
 from hub.headend import HeadEndOutbox
+from hub.headend_store import MdmReadingSink
+from hub.push_store import MdmPushSink
 from hub.settings import Settings, load_settings
 from mdm.model import DeviceRef, EndDevice, EndDeviceEvent, Utility
 from mdm.ports import OutboxItem, UnitOfWork

@@ -1,12 +1,12 @@
-"""hes.demo: a simulated fleet read into SQLite, as ``make demo`` will do."""
+"""hub.headend_demo: a simulated fleet read into SQLite, as ``make demo`` will do."""
 
 from __future__ import annotations
 
 from adapters.sql.engine import make_engine
 from adapters.sql.migrate import upgrade
 from adapters.sql.uow import SqlUnitOfWorkFactory
-from hes.demo import read_simulated_fleet
 from hes.engine import MeterOutcome
+from hub.headend_demo import read_simulated_fleet
 from mdm.model import Utility
 
 

@@ -15,7 +15,6 @@ from cim_schemas.codes.reading_type import obis_to_reading_type
 from hes.client.session import ClientIdentity, MeterCredentials, Security
 from hes.engine import (
     EnginePolicy,
-    MdmReadingSink,
     MeterOutcome,
     MeterTarget,
     ReadCommand,
@@ -24,6 +23,7 @@ from hes.engine import (
 from hes.readings import QUALITY_TIME_QUESTIONABLE
 from hes.simulator.fleet import Fleet, SimulatorThread
 from hes.simulator.meter import interval_end, interval_index
+from hub.headend_store import MdmReadingSink
 from mdm.model import DeviceRef, EndDevice, IngestStats, Utility
 from tests.conftest import free_port
 

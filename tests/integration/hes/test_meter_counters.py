@@ -23,7 +23,6 @@ from hes.cli import fleet_manifest
 from hes.client.session import ClientIdentity
 from hes.engine import (
     EnginePolicy,
-    MdmReadingSink,
     MeterOutcome,
     MeterResult,
     ReadCommand,
@@ -35,6 +34,7 @@ from hes.simulator.fleet import Fleet, SimulatorThread
 from hes.simulator.meter import interval_end, interval_index
 from hub.bootstrap import bootstrap
 from hub.headend import HeadEndOutbox
+from hub.headend_store import MdmReadingSink
 from hub.settings import load_settings
 from mdm.model import EndDevice, IngestStats, Utility
 from mdm.security_counters import CounterChannel

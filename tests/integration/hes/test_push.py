@@ -16,7 +16,6 @@ from hes.dlms import compat
 from hes.dlms.wrapper import HEADER_SIZE, MANAGEMENT_LOGICAL_DEVICE, WrapperFrame
 from hes.push import (
     KnownMeter,
-    MdmPushSink,
     PushDecoder,
     PushedData,
     PushListener,
@@ -25,6 +24,7 @@ from hes.push import (
 from hes.security import gcm
 from hes.simulator.fleet import PUSH_CLIENT, Fleet
 from hes.simulator.meter import SecurityPolicy, interval_end
+from hub.push_store import MdmPushSink
 from mdm.model import DeviceRef, DeviceState, EndDevice, EndDeviceEvent, Utility
 from tests.conftest import free_port
 

@@ -17,13 +17,14 @@ from pathlib import Path
 
 import pytest
 
-from adapters.dlms.push_service import PushService, build
+from adapters.dlms.push_service import PushService
 from adapters.sql.engine import make_engine
 from adapters.sql.migrate import upgrade
 from adapters.sql.uow import SqlUnitOfWorkFactory
 from hes.cli import fleet_manifest
 from hes.simulator.fleet import Fleet
 from hub.bootstrap import App, bootstrap
+from hub.bootstrap import push_service as build
 from hub.settings import load_settings
 from mdm.model import EndDeviceEvent
 from mdm.security_counters import CounterChannel

@@ -19,7 +19,7 @@ import pytest
 from lxml import etree
 
 from adapters.dlms import MeterDirectory
-from adapters.dlms.push_service import PushService, build
+from adapters.dlms.push_service import PushService
 from adapters.sql.engine import make_engine
 from adapters.sql.migrate import upgrade
 from adapters.sql.uow import SqlUnitOfWorkFactory
@@ -27,12 +27,14 @@ from cim_schemas.codes.reading_type import obis_to_reading_type
 from cim_schemas.errors import ConfigurationError
 from hes.cli import fleet_manifest
 from hes.dlms.wrapper import MANAGEMENT_LOGICAL_DEVICE, WrapperFrame
-from hes.push import MdmPushSink, PushedData, notification
+from hes.push import PushedData, notification
 from hes.security import gcm
 from hes.simulator.fleet import PUSH_CLIENT, Fleet
 from hes.simulator.meter import EventCode, SecurityPolicy, interval_end
 from hub.bootstrap import App, bootstrap
+from hub.bootstrap import push_service as build
 from hub.headend import HeadEndOutbox
+from hub.push_store import MdmPushSink
 from hub.serve import enabled_services
 from hub.settings import load_settings
 from mdm.model import DeviceRef, DeviceState, EndDevice, EndDeviceEvent, Utility

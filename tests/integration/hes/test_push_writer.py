@@ -17,7 +17,8 @@ from adapters.dlms.push_writer import PushWriter
 from adapters.sql.engine import make_engine
 from adapters.sql.migrate import upgrade
 from adapters.sql.uow import SqlUnitOfWorkFactory
-from hes.push import MdmPushSink, PushedData, SecurityEvent
+from hes.push import PushedData, SecurityEvent
+from hub.push_store import MdmPushSink
 from mdm.model import EndDevice, Utility
 from tests.waiting import wait_until
 

@@ -18,7 +18,7 @@ from adapters.dlms.jobs import read_job
 from hes.cli import fleet_manifest
 from hes.simulator.fleet import Fleet, SimulatorThread
 from hes.simulator.meter import interval_end, interval_index
-from hub.bootstrap import App, bootstrap
+from hub.bootstrap import App, bootstrap, open_store
 from hub.settings import Settings, load_settings
 from mdm.ports import OutboxItem
 from tests.conftest import free_port
@@ -75,7 +75,7 @@ def test_scheduled_fleet_read_publishes_meter_alarms_once(
         minutes=40
     )
     start, end = window()
-    done = fleet_read(settings, start, end)
+    done = fleet_read(settings, start, end, store=open_store)
     assert done.outcomes == {"done": 3}
     assert done.stats["events"] == 1
     items = outbox(app)
@@ -86,7 +86,7 @@ def test_scheduled_fleet_read_publishes_meter_alarms_once(
     assert [i.destination for i in items if i.noun == "MeterReadings"] == [
         "created.MeterReadings"
     ]  # one message for the batch of 3 meters
-    again = fleet_read(settings, start, end)
+    again = fleet_read(settings, start, end, store=open_store)
     assert again.stats["events"] == 0
     assert len([i for i in outbox(app) if i.noun == "EndDeviceEvents"]) == 1
 

@@ -22,7 +22,7 @@ from hes.cli import fleet_manifest
 from hes.security.gcm import InvocationCounter
 from hes.simulator.fleet import Fleet, SimulatorThread
 from hes.simulator.meter import SecurityPolicy, interval_end, interval_index
-from hub.bootstrap import App, bootstrap
+from hub.bootstrap import App, bootstrap, open_store
 from hub.settings import Settings, load_settings
 from mdm.model import DeviceRef
 from mdm.security_counters import CounterChannel
@@ -55,7 +55,9 @@ class Setup:
 
     def read(self) -> FleetRead:
         end = interval_end(interval_index(datetime.now(UTC)) - 1)
-        return fleet_read(self.settings, end - timedelta(hours=2), end, events=False)
+        return fleet_read(
+            self.settings, end - timedelta(hours=2), end, events=False, store=open_store
+        )
 
 
 @pytest.fixture

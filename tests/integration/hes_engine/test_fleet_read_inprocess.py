@@ -10,7 +10,7 @@ from adapters.dlms.engine_worker import fleet_read
 from hes.cli import fleet_manifest
 from hes.simulator.fleet import Fleet, SimulatorThread
 from hes.simulator.meter import interval_end, interval_index
-from hub.bootstrap import bootstrap
+from hub.bootstrap import bootstrap, open_store
 from hub.settings import load_settings
 from tests.conftest import free_port
 from tests.unit.hub.conftest import add_meters
@@ -35,7 +35,7 @@ def test_fleet_read_in_process(tmp_path: Path, sqlite_url: str) -> None:
         add_meters(app, *(f"MTR-{m.serial}" for m in fleet.meters), install=False)
         end = interval_end(interval_index(datetime.now(UTC)) - 1)
         with SimulatorThread(fleet):
-            done = fleet_read(settings, end - timedelta(hours=1), end)
+            done = fleet_read(settings, end - timedelta(hours=1), end, store=open_store)
         assert done.jobs == 0
         assert done.outcomes == {"done": 4}
         assert done.stats["stored"] > 4 * 4

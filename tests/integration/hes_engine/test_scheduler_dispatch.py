@@ -12,9 +12,10 @@ from pathlib import Path
 import pytest
 
 from adapters.dlms import DlmsHeadEnd, directory_from_settings, headend_from_settings
-from adapters.dlms.scheduler import floor_quarter
+from adapters.dlms.dispatch import AmqpJobs
 from hes.simulator.meter import ControlState
 from hub.headend import ControlRequest
+from hub.headend_scheduler import floor_quarter
 from mdm.hes_jobs import HeadEndJob, JobKind
 from tests.integration.hes_engine.test_engine_scale_out import SEED, Setup, make_setup
 from tests.unit.hub.test_headend_jobs import job, utility_id
@@ -34,7 +35,7 @@ def amqp_headend(setup: Setup) -> DlmsHeadEnd:
     )
     assert setup.app.journal is not None
     headend = headend_from_settings(
-        hes, setup.app.journal, directory_from_settings(hes), amqp=setup.amqp
+        hes, setup.app.journal, directory_from_settings(hes), runner=AmqpJobs(hes, setup.amqp)
     )
     assert isinstance(headend, DlmsHeadEnd)
     return headend

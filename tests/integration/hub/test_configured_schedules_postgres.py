@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
-from adapters.dlms.configured_schedules import SyncReport, sync_read_schedules
 from hes.simulator.fleet import Fleet, SimulatorThread
 from hub.bootstrap import App
+from hub.configured_schedules import SyncReport, sync_read_schedules
 from tests.conftest import free_port
 from tests.postgres import lock_waiters
 from tests.unit.hub.test_configured_schedules import (

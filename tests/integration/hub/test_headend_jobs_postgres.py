@@ -9,11 +9,11 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from adapters.dlms.scheduler import floor_quarter
 from hes.simulator.fleet import Fleet, SimulatorThread
 from hes.simulator.meter import ControlState
 from hub.bootstrap import App
 from hub.headend import ControlReport, ControlRequest
+from hub.headend_scheduler import floor_quarter
 from hub.samples import end_device_controls, meter_read_schedule
 from mdm.hes_jobs import JobKind
 from tests.conftest import free_port

@@ -14,12 +14,12 @@ from typing import Any
 import pytest
 
 from adapters.dlms import MeterDirectory
-from adapters.dlms.configured_schedules import schedule_row, series, sync_read_schedules
-from adapters.dlms.scheduler import next_due, read_window, run_time
-from adapters.dlms.service import build
 from cim_schemas.errors import ConfigurationError
 from hes.simulator.fleet import Fleet, SimulatorThread
 from hub.bootstrap import App, bootstrap
+from hub.bootstrap import hes_service as build
+from hub.configured_schedules import schedule_row, series, sync_read_schedules
+from hub.headend_scheduler import next_due, read_window, run_time
 from hub.read_schedule_settings import ReadScheduleSettings
 from hub.samples import meter_read_schedule
 from hub.settings import load_settings

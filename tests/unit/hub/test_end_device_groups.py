@@ -8,13 +8,13 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from adapters.dlms.scheduler import floor_quarter
 from cim_schemas.profiles.end_device_groups import parse_end_device_groups
 from cim_schemas.profiles.meter_read_schedule import parse_meter_read_schedule
 from cim_schemas.xml import parse_bytes
 from hes.simulator.fleet import Fleet, SimulatorThread
 from hes.simulator.meter import ControlState
 from hub.bootstrap import App
+from hub.headend_scheduler import floor_quarter
 from hub.samples import end_device_controls, end_device_groups, meter_read_schedule
 from mdm.hes_jobs import JobKind
 from mdm.model import DeviceRef

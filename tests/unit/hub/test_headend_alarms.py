@@ -180,7 +180,7 @@ class FakeClock:
 
 def test_a_recurring_schedule_run_publishes_new_events_and_readings(app: App, fleet: Fleet) -> None:
     from adapters.dlms import DlmsHeadEnd
-    from adapters.dlms.scheduler import floor_quarter
+    from hub.headend_scheduler import floor_quarter
 
     meters = [f"MTR-{m.serial}" for m in fleet.meters[:2]]
     start = floor_quarter(datetime.now(UTC)) - timedelta(hours=4)

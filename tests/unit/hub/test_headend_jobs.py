@@ -13,7 +13,6 @@ from decimal import Decimal
 import pytest
 
 from adapters.dlms import DlmsHeadEnd, MeterDirectory
-from adapters.dlms.scheduler import floor_quarter, next_due, run_time
 from cim_schemas.profiles.common import DateTimeInterval, IdentifiedObject
 from cim_schemas.profiles.meter_read_schedule import (
     MeterReadSchedule,
@@ -28,6 +27,7 @@ from hes.simulator.fleet import Fleet, SimulatorThread
 from hes.simulator.meter import ControlState
 from hub.bootstrap import App, bootstrap
 from hub.headend import ControlRequest
+from hub.headend_scheduler import floor_quarter, next_due, run_time
 from hub.nouns.read_timing import pattern_seconds
 from hub.samples import end_device_controls, meter_read_schedule
 from mdm.hes_jobs import HeadEndJob, JobKind

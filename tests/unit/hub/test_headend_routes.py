@@ -15,7 +15,6 @@ from lxml import etree
 from pydantic import SecretStr
 
 from adapters.dlms import DlmsHeadEnd, MeterDirectory, directory_from_settings
-from adapters.dlms.service import build as build_hes_service
 from adapters.memory import MemoryAdapter
 from cim_schemas.codes import event_type
 from cim_schemas.errors import ConfigurationError, SecurityViolation
@@ -25,6 +24,7 @@ from hes.security.keystore import KeyStore
 from hes.simulator.fleet import Fleet, SimulatorThread
 from hes.simulator.meter import ControlState
 from hub.bootstrap import App, bootstrap
+from hub.bootstrap import hes_service as build_hes_service
 from hub.headend import ControlRequest
 from hub.messages import Outcome
 from hub.samples import (

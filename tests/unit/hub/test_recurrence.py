@@ -9,7 +9,7 @@ from itertools import islice
 
 import pytest
 
-from adapters.dlms.scheduler import next_due, recurrence_of, run_time
+from hub.headend_scheduler import next_due, recurrence_of, run_time
 from hub.nouns.read_timing import recurrence
 from mdm.hes_jobs import ACTIVE, HeadEndJob, JobKind
 from mdm.recurrence import Recurrence

@@ -12,11 +12,11 @@ import pytest
 import requests
 from pydantic import SecretStr
 
-from adapters.dlms.service import build as build_hes_service
 from adapters.memory import MemoryAdapter
 from adapters.web.service import WebService
 from hes.simulator.fleet import Fleet, SimulatorThread
 from hub.bootstrap import App
+from hub.bootstrap import hes_service as build_hes_service
 from hub.messages import Outcome
 from hub.samples import meter_readings_bytes
 from hub.security import UserSettings

@@ -6,7 +6,7 @@ One tick (:meth:`JobScheduler.tick`):
    whose lease expired (their scheduler died), become ``running``, claimed by this
    scheduler until now + ``lease_seconds`` (``FOR UPDATE SKIP LOCKED`` on PostgreSQL:
    two schedulers never claim one job);
-2. run each claimed job through the :class:`~adapters.dlms.runners.JobRunner` (in this
+2. run each claimed job through the :class:`~hub.headend_jobs.JobDispatch` (in this
    process, or engines over RabbitMQ) while a thread renews the leases every third of
    ``lease_seconds``;
 3. record: a control job's outcome events, outbox items and final state in one
@@ -30,9 +30,9 @@ from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Protocol
 
-from adapters.dlms.runners import ControlRun, JobRunner, ReadRun, failed_report
 from cim_schemas.errors import AmihubError
 from hub.headend import ControlReport, ControlRequest
+from hub.headend_jobs import ControlRun, JobDispatch, ReadRun, failed_report
 from mdm.hes_jobs import ACTIVE, FINISHED, RUNNING, HeadEndJob, JobKind
 from mdm.ports import UnitOfWork, UnitOfWorkFactory
 from mdm.recurrence import Recurrence
@@ -43,7 +43,7 @@ QUARTER = timedelta(minutes=15)
 
 
 class TargetSelector(Protocol):
-    """The meters of a read schedule's run (:class:`adapters.dlms.read_targets.ConfiguredTargets`:
+    """The meters of a read schedule's run (:class:`hub.read_targets.ConfiguredTargets`:
     a configured schedule's selection resolved at each run)."""
 
     def __call__(self, uow: UnitOfWork, job: HeadEndJob) -> tuple[str, ...]: ...
@@ -147,7 +147,7 @@ class JobScheduler:
         self,
         uow_factory: UnitOfWorkFactory,
         recorder: JobRecorder,
-        runner: JobRunner,
+        runner: JobDispatch,
         *,
         clock: Callable[[], datetime],
         owner: str | None = None,

@@ -14,16 +14,10 @@ from datetime import UTC, datetime, timedelta
 
 from cim_schemas.errors import ConfigurationError
 from hes.client.session import ClientIdentity, MeterCredentials, Security
-from hes.engine import (
-    EnginePolicy,
-    MdmReadingSink,
-    MeterTarget,
-    ReadCommand,
-    ReadingEngine,
-    RunReport,
-)
+from hes.engine import EnginePolicy, MeterTarget, ReadCommand, ReadingEngine, RunReport
 from hes.simulator.fleet import Fleet, SimulatorThread
 from hes.simulator.meter import interval_end, interval_index
+from hub.headend_store import MdmReadingSink
 from mdm.model import DeviceRef, DeviceState, EndDevice
 from mdm.ports import UnitOfWorkFactory
 

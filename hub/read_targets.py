@@ -84,7 +84,7 @@ def resolve(
 
 
 class ConfiguredTargets:
-    """The scheduler's hook (:class:`adapters.dlms.scheduler.TargetSelector`): the meters
+    """The scheduler's hook (:class:`hub.headend_scheduler.TargetSelector`): the meters
     of a read schedule's run. A schedule with a selection (configured) is resolved now;
     any other goes to ``fallback`` (none: the meters of its row)."""
 

@@ -32,10 +32,10 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, Final
 
-from adapters.dlms.read_targets import Selection, resolve
 from cim_schemas.codes.reading_type import ReadingType
 from cim_schemas.errors import ConfigurationError, PayloadInvalid, StoreUnavailable
 from hub.read_schedule_settings import ReadScheduleSettings
+from hub.read_targets import Selection, resolve
 from mdm.hes_jobs import ACTIVE, CANCELLED, CONFIGURED, FINISHED, RUNNING, HeadEndJob, JobKind
 from mdm.model import Utility
 from mdm.ports import UnitOfWork, UnitOfWorkFactory
