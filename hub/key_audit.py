@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from hes.security.keychange import KeyChangeResult, audit_details
+from hub.journal import MessageJournal
 from mdm.ports import UnitOfWorkFactory
 
 
@@ -20,5 +21,5 @@ class StoreKeyAudit:
             return
         with self.uow_factory() as uow:
             for r in results:
-                uow.audit.record(actor, action, "EndDevice", r.mrid, audit_details(r))
+                MessageJournal.audit(uow, actor, action, "EndDevice", r.mrid, audit_details(r))
             uow.commit()
