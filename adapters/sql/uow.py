@@ -12,7 +12,7 @@ from adapters.sql.errors import guard
 from adapters.sql.groups import SqlEndDeviceGroupRepository
 from adapters.sql.hes_jobs import SqlHeadEndJobRepository
 from adapters.sql.outbox import SqlOutboxRepository
-from adapters.sql.readings import DEFAULT_BATCH_SIZE, SqlReadingRepository
+from adapters.sql.readings import DEFAULT_BATCH_SIZE, DIRECT_FROM_ROWS, SqlReadingRepository
 from adapters.sql.registry import (
     SqlAuditRepository,
     SqlDeadLetterRepository,
@@ -47,12 +47,18 @@ class SqlUnitOfWork:
     back whatever was not committed. :meth:`commit` may be called more than once:
     the next statement starts a new transaction on the same connection."""
 
-    def __init__(self, engine: Engine, *, staging_batch_size: int = DEFAULT_BATCH_SIZE) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        staging_batch_size: int = DEFAULT_BATCH_SIZE,
+        direct_from_rows: int | None = DIRECT_FROM_ROWS,
+    ) -> None:
         self.engine = engine
         self._conn: Connection | None = None
         self._staging_number = 0
         self.transaction_number = 0  # bumped by commit / rollback
-        self._readings = SqlReadingRepository(self, staging_batch_size)
+        self._readings = SqlReadingRepository(self, staging_batch_size, direct_from_rows)
         self.utilities: UtilityRepository = SqlUtilityRepository(self)
         self.usage_points: UsagePointRepository = SqlUsagePointRepository(self)
         self.devices: EndDeviceRepository = SqlEndDeviceRepository(self)
@@ -133,12 +139,25 @@ class SqlUnitOfWork:
 class SqlUnitOfWorkFactory:
     """``factory()`` -> a new :class:`SqlUnitOfWork` on the shared engine."""
 
-    def __init__(self, engine: Engine, *, staging_batch_size: int = DEFAULT_BATCH_SIZE) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        staging_batch_size: int = DEFAULT_BATCH_SIZE,
+        direct_from_rows: int | None = DIRECT_FROM_ROWS,
+    ) -> None:
         self.engine = engine
         self.staging_batch_size = staging_batch_size
+        #: PostgreSQL: readings of a feed larger than this try the direct path first
+        #: (adapters/sql/ingest.py); None: the staged path only (tests compare the two)
+        self.direct_from_rows = direct_from_rows
 
     def __call__(self) -> SqlUnitOfWork:
-        return SqlUnitOfWork(self.engine, staging_batch_size=self.staging_batch_size)
+        return SqlUnitOfWork(
+            self.engine,
+            staging_batch_size=self.staging_batch_size,
+            direct_from_rows=self.direct_from_rows,
+        )
 
 
 def _conforms(engine: Engine) -> tuple[UnitOfWork, UnitOfWorkFactory]:

@@ -377,33 +377,15 @@ class StoreMeterReadingsRoute:
     _reading_types: dict[str, str] = field(default_factory=dict)
 
     def handle(self, frame: MessageFrame, ctx: RouteContext, uow: UnitOfWork) -> RouteResult:
-        if frame.events is not None:
-            events: XmlEvents = frame.events
-            free = True
-        elif frame.payload is not None:
-            events = etree.iterwalk(frame.payload, events=("end",), tag=STREAM_TAGS)
-            free = False
-        else:
+        if frame.events is None and frame.payload is None:
             raise PayloadInvalid(
                 "MeterReadings needs a Payload", code="1009", xpath=f"/{frame.root_name}/Payload"
             )
-        extractor = ReadingExtractor(
-            frame.payload_xpath,
-            free,
-            self.max_block_readings,
-            self.chunk_rows,
-            stamps=self._stamps,
-            rt_cache=self._reading_types,
-        )
+        feed = _MessageFeed(self, frame)
         staged: StagingResult = ctx.bus.handle(
-            StoreMeterReadings(
-                ctx.utility_id,
-                extractor.chunks(events),
-                direct=frame.events is not None and ctx.allow_direct,
-            ),
-            uow,
-            ctx.handler,
+            StoreMeterReadings(ctx.utility_id, feed), uow, ctx.handler
         )
+        extractor = feed.extractor
         if staged.duplicates:
             errors = [
                 ErrorDetail(
@@ -481,7 +463,7 @@ class StoreMeterReadingsRoute:
                 )
             offset += len(data.extractor.meters)
         staged: StagingResult = ctx.bus.handle(
-            StoreMeterReadings(ctx.utility_id, feed, direct=ctx.allow_direct), uow, ctx.handler
+            StoreMeterReadings(ctx.utility_id, feed), uow, ctx.handler
         )
         if staged.duplicates:
             raise BatchConflict(f"{len(staged.duplicates)} reading(s) repeat in the batch")
@@ -509,6 +491,52 @@ class StoreMeterReadingsRoute:
             )
             results.append(result)
         return results
+
+
+class _MessageFeed:
+    """A message's readings as a :class:`mdm.ports.ReadingFeed`: each :meth:`open` reads
+    them with a new extractor (a tree walked again, a streamed file parsed again), whose
+    meters, counts and errors are those of the last reading."""
+
+    queries_store = False
+
+    def __init__(self, route: StoreMeterReadingsRoute, frame: MessageFrame) -> None:
+        self._route = route
+        self._frame = frame
+        self._opened = False
+        self.extractor = self._extractor()
+
+    @property
+    def rereadable(self) -> bool:
+        return self._frame.events is None or self._frame.reread is not None
+
+    def _extractor(self) -> ReadingExtractor:
+        route = self._route
+        return ReadingExtractor(
+            self._frame.payload_xpath,
+            self._frame.events is not None,
+            route.max_block_readings,
+            route.chunk_rows,
+            stamps=route._stamps,
+            rt_cache=route._reading_types,
+        )
+
+    def open(self) -> Iterator[ReadingFeedChunk]:
+        frame = self._frame
+        events: XmlEvents
+        if frame.events is None:
+            assert frame.payload is not None
+            events = etree.iterwalk(frame.payload, events=("end",), tag=STREAM_TAGS)
+        elif not self._opened:
+            events = frame.events
+        elif frame.reread is not None:
+            events = frame.reread()
+        else:
+            raise RuntimeError("a streamed message without reread is read once")
+        if self._opened:
+            self.extractor = self._extractor()
+        self._opened = True
+        return self.extractor.chunks(events)
 
 
 @dataclass(frozen=True)
