@@ -15,6 +15,7 @@ from adapters.sql import SqlUnitOfWorkFactory, make_engine, upgrade
 from mappings.importer import ImportFile, ImportResult, import_file
 from mappings.load import BUILTIN_DIR, Catalog, load_dir
 from mdm.model import DeviceRef, EndDevice, UsagePoint, Utility
+from tests.bus import BUS
 
 pytestmark = pytest.mark.postgres
 
@@ -78,7 +79,7 @@ def write_long(
 def run(
     store: SqlUnitOfWorkFactory, catalog: Catalog, path: Path, mapping: str = "register-obis"
 ) -> ImportResult:
-    return import_file(store, ImportFile(path, mapping, "DEMO"), catalog)
+    return import_file(store, ImportFile(path, mapping, "DEMO"), catalog, bus=BUS)
 
 
 def stored(store: SqlUnitOfWorkFactory, serial: str, k: int) -> tuple[Decimal, int] | None:
@@ -316,7 +317,7 @@ def test_usage_points_resolved_while_the_direct_path_writes(
                 f.write(f"{up_name},{(start + timedelta(minutes=15 * k)).isoformat()},{n}.{k}\n")
     try:
         caplog.set_level(logging.INFO, logger="mappings.importer")
-        result = import_file(factory, ImportFile(path, "by-up", "DEMO"), own)
+        result = import_file(factory, ImportFile(path, "by-up", "DEMO"), own, bus=BUS)
         assert FALLBACK not in caplog.text
         assert result.applied, result.report()
         assert result.stats.stored == 60 * 96
