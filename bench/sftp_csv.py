@@ -356,12 +356,15 @@ def child_copy(url: str, readings: str, layout: str) -> None:
 
 def child_writer(url: str, readings: str, layout: str) -> None:
     """The store alone: the same readings as blocks built beforehand (no file, no
-    parsing), handed to ``uow.readings.ingest`` as one feed (new readings: the direct
-    path), written and committed: the ceiling of the import."""
+    parsing), handed to the store as every writer does (StoreMeterReadings through the
+    bus; new readings: the direct path), written and committed: the ceiling of the
+    import."""
     from hub.bootstrap import bootstrap
     from hub.settings import load_settings
+    from mdm.commands import StoreMeterReadings
+    from mdm.handling import HandlerContext
     from mdm.model import DeviceRef
-    from mdm.ports import MeterItem, ReadingBlock, ReadingChunks, ReadingFeedChunk
+    from mdm.ports import MeterItem, ReadingBlock, ReadingFeedChunk
 
     code = "0.0.0.1.1.1.12.0.0.0.0.0.0.0.0.3.72.0"  # what the OBIS table gives for 1.8.0
     if layout == "wide":
@@ -388,7 +391,8 @@ def child_writer(url: str, readings: str, layout: str) -> None:
             for part in (blocks[i : i + step] for i in range(0, len(blocks), step))
         ]
         t0 = time.perf_counter()
-        stored = uow.readings.ingest(utility.id, ReadingChunks(chunks)).stats.stored
+        ctx = HandlerContext(actor="bench", now=datetime.now(UTC))
+        stored = app.bus.handle(StoreMeterReadings(utility.id, chunks), uow, ctx).stats.stored
         uow.commit()
         elapsed = time.perf_counter() - t0
     print(json.dumps({"seconds": elapsed, "stored": stored, "peak_rss_mb": peak_rss_mb()}))
