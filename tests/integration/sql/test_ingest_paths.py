@@ -66,6 +66,11 @@ def store(postgres_url: str) -> Iterator[Store]:
             for mrid in METERS:
                 serial = f"SN{mrid[1:]}"
                 uow.devices.add(utility.id, EndDevice(mrid, code, serial_number=serial))
+            # a name two devices share, the serial number of one of them
+            uow.devices.add(
+                utility.id, EndDevice("X1", code, serial_number="SHARED", name="SHARED")
+            )
+            uow.devices.add(utility.id, EndDevice("X2", code, name="SHARED"))
         uow.commit()
     yield Store(engine, plain, fast, ids)
     engine.dispose()
@@ -163,16 +168,17 @@ def test_new_resent_overlapping_and_repeated_readings(
         (9, DeviceRef(mrid="NOT-THERE"), [(0, "1"), (1, "2")]),
         (10, None, [(0, "3")]),
         (11, DeviceRef(mrid=METERS[0]), []),
+        (12, DeviceRef(name="SHARED"), [(0, "4"), (1, "5")]),  # the unique serial number
     ]
     result, log = both(store, new, caplog)
-    assert (result.stats.stored, result.stats.superseded, result.stats.unchanged) == (320, 0, 0)
+    assert (result.stats.stored, result.stats.superseded, result.stats.unchanged) == (322, 0, 0)
     assert result.unknown_items == [9, 10]
     assert DIRECT in log
     assert FALLBACK not in log
 
     # re-sent: every key stored already, all unchanged
     result, log = both(store, new, caplog)
-    assert (result.stats.stored, result.stats.superseded, result.stats.unchanged) == (0, 0, 320)
+    assert (result.stats.stored, result.stats.superseded, result.stats.unchanged) == (0, 0, 322)
     assert result.unknown_items == [9, 10]
     assert FALLBACK in log
 
