@@ -25,7 +25,6 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Generator, Iterable, Iterator
-from itertools import chain
 from typing import TYPE_CHECKING
 
 from sqlalchemy import exc as sa_exc
@@ -58,23 +57,16 @@ def ingest(
     from adapters.sql.direct import KeyConflict  # PostgreSQL's driver, imported when used
 
     chunks = feed.open()
-    head: list[ReadingFeedChunk] = []
-    rows = 0
     try:
-        for chunk in chunks:
-            head.append(chunk)
-            rows += sum(len(block.readings) for block in chunk.blocks)
-            if rows > direct_from_rows:
-                break
-        else:  # the whole feed is small: the staged path writes it in one statement
+        head, more = _read_ahead(chunks, direct_from_rows)
+        if not more:  # the whole feed is small: the staged path writes it in one statement
             return staged(repo, utility_id, head)
         try:
-            return _direct(uow, repo, utility_id, chain(head, chunks), not feed.queries_store)
+            return _direct(uow, repo, utility_id, _drain(head, chunks), not feed.queries_store)
         except KeyConflict as conflict:
             log.info("readings: %s; merging instead", conflict)
     finally:
         _close(chunks)
-    head.clear()
     return staged(repo, utility_id, feed.open())
 
 
@@ -120,6 +112,31 @@ def _direct(
     savepoint.commit()
     log.debug("readings: %d stored by the direct path", result.stats.stored)
     return result
+
+
+def _read_ahead(
+    chunks: Iterator[ReadingFeedChunk], rows: int
+) -> tuple[list[ReadingFeedChunk], bool]:
+    """The first chunks, until they hold more than ``rows`` readings; and whether that
+    happened (False: these are all)."""
+    head: list[ReadingFeedChunk] = []
+    seen = 0
+    for chunk in chunks:
+        head.append(chunk)
+        seen += sum(len(block.readings) for block in chunk.blocks)
+        if seen > rows:
+            return head, True
+    return head, False
+
+
+def _drain(
+    head: list[ReadingFeedChunk], rest: Iterator[ReadingFeedChunk]
+) -> Iterator[ReadingFeedChunk]:
+    """The chunks read ahead, each let go once handed on, then the rest."""
+    head.reverse()
+    while head:
+        yield head.pop()
+    yield from rest
 
 
 def _close(chunks: Iterable[ReadingFeedChunk]) -> None:
