@@ -178,7 +178,9 @@ def child_amihub(
         poll_interval=0.05,
         partners=[SftpPartnerSettings(name="bench", authorized_keys=[client_key], mapping=mapping)],
     )
-    service = SftpService(settings, app.uow_factory, default_utility=app.settings.default_utility)
+    service = SftpService(
+        settings, app.uow_factory, bus=app.bus, default_utility=app.settings.default_utility
+    )
     if freeze == "1":  # as `amihub serve` (hub.serve.run_services) does before it starts
         gc.collect()
         gc.freeze()
@@ -353,12 +355,16 @@ def child_copy(url: str, readings: str, layout: str) -> None:
 
 
 def child_writer(url: str, readings: str, layout: str) -> None:
-    """The store's direct writer alone: the same readings as blocks built beforehand
-    (no file, no parsing), written and committed: the ceiling of the import."""
+    """The store alone: the same readings as blocks built beforehand (no file, no
+    parsing), handed to the store as every writer does (StoreMeterReadings through the
+    bus; new readings: the direct path), written and committed: the ceiling of the
+    import."""
     from hub.bootstrap import bootstrap
     from hub.settings import load_settings
+    from mdm.commands import StoreMeterReadings
+    from mdm.handling import HandlerContext
     from mdm.model import DeviceRef
-    from mdm.ports import ReadingBlock
+    from mdm.ports import MeterItem, ReadingBlock, ReadingFeedChunk
 
     code = "0.0.0.1.1.1.12.0.0.0.0.0.0.0.0.3.72.0"  # what the OBIS table gives for 1.8.0
     if layout == "wide":
@@ -379,14 +385,14 @@ def child_writer(url: str, readings: str, layout: str) -> None:
         utility = uow.utilities.get(app.settings.default_utility)
         assert utility is not None
         assert utility.id is not None
-        t0 = time.perf_counter()
-        writer = uow.readings.direct_writer(utility.id)
-        assert writer is not None
         step = 5000 // PER_METER + 1
-        for i in range(0, len(blocks), step):
-            chunk = blocks[i : i + step]
-            writer.add(chunk, {b.item: refs[b.item] for b in chunk})
-        stored = writer.finish().stats.stored
+        chunks = [
+            ReadingFeedChunk(part, [MeterItem(b.item, refs[b.item]) for b in part])
+            for part in (blocks[i : i + step] for i in range(0, len(blocks), step))
+        ]
+        t0 = time.perf_counter()
+        ctx = HandlerContext(actor="bench", now=datetime.now(UTC))
+        stored = app.bus.handle(StoreMeterReadings(utility.id, chunks), uow, ctx).stats.stored
         uow.commit()
         elapsed = time.perf_counter() - t0
     print(json.dumps({"seconds": elapsed, "stored": stored, "peak_rss_mb": peak_rss_mb()}))

@@ -405,8 +405,3 @@ class ItemRejected(PermanentError):
 class BatchConflict(AmihubError):
     """Messages of a batch cannot be applied together (e.g. the same reading twice):
     the pipeline processes them one by one instead."""
-
-
-class FastPathConflict(AmihubError):
-    """The optimistic bulk path met a key that exists or repeats: nothing of it is kept
-    (the transaction is rolled back) and the caller runs the exact merge path instead."""

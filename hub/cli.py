@@ -334,9 +334,11 @@ def _import_mapped(
             command = ImportFile(path, mapping, utility or settings.default_utility, source)
             result: Any
             if getattr(catalog.specs.get(mapping), "kind", None) in ("csv-events", "xml-events"):
-                result = apply_file(app.uow_factory, command, catalog)
+                result = apply_file(app.uow_factory, command, catalog, bus=app.bus)
             else:
-                result = import_file(app.uow_factory, command, catalog, progress=advance)
+                result = import_file(
+                    app.uow_factory, command, catalog, bus=app.bus, progress=advance
+                )
             stats = getattr(result, "stats", None)
             errors = result.report().splitlines()
             table.add_row(

@@ -46,7 +46,14 @@ def mapping_importer(
 
         def apply(uow: UnitOfWork, source: IO[bytes], utility: str) -> RouteResult:
             result = import_stream(
-                uow, spec, source, utility=utility, tables=catalog.tables, name=name
+                uow,
+                spec,
+                source,
+                bus=pipeline.bus,
+                utility=utility,
+                tables=catalog.tables,
+                name=name,
+                actor=msg.source,
             )
             errors = [_detail(e) for e in result.all_errors()[:MAX_ERRORS]]
             if not result.applied:

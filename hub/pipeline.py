@@ -34,7 +34,6 @@ from cim_schemas.envelope import Header, Reply, Style
 from cim_schemas.errors import (
     AmihubError,
     ErrorDetail,
-    FastPathConflict,
     HeaderInvalid,
     InputTooLarge,
     MessageRejected,
@@ -64,6 +63,7 @@ from hub.routing import (
     RouteContext,
     RouteResult,
     RouteTable,
+    XmlEvents,
 )
 from hub.settings import LimitSettings
 from hub.variants import VARIANT
@@ -339,18 +339,11 @@ class Pipeline:
         try:
             if size > limit:
                 raise InputTooLarge(f"input of {size} bytes exceeds the limit of {limit} bytes")
-            try:
-                if frame is not None:
-                    seen.header, seen.style = frame.header, frame.style
-                    seen.namespace = frame.namespace
-                    return self._dispatch(msg, frame, steps, content_hash, True)
-                return self._attempt(msg, limit, steps, content_hash, seen, allow_direct=True)
-            except FastPathConflict as conflict:
-                # the optimistic bulk path met stored or repeated keys; it was rolled
-                # back whole: read the input again and merge it exactly
-                log.info("message log %s: %s; merging instead", log_id, conflict)
-                steps.rolled_back()
-                return self._attempt(msg, limit, steps, content_hash, seen, allow_direct=False)
+            if frame is not None:
+                seen.header, seen.style = frame.header, frame.style
+                seen.namespace = frame.namespace
+                return self._dispatch(msg, frame, steps, content_hash)
+            return self._attempt(msg, limit, steps, content_hash, seen)
         except MessageRejected as exc:
             return self._reject(
                 msg, steps, exc.errors, seen.header, seen.style, exc, seen.namespace
@@ -377,8 +370,6 @@ class Pipeline:
         steps: LifecycleRecorder,
         content_hash: str,
         seen: _Seen,
-        *,
-        allow_direct: bool,
     ) -> Outcome:
         variant = _variant_of(msg)
         with msg.open() as raw:
@@ -393,10 +384,19 @@ class Pipeline:
                 )
             else:
                 frame = self._parse_stream(reader)
+                frame = dataclasses.replace(frame, reread=lambda: self._reread(msg, limit))
             frame = _with_transport_id(frame, msg)
             seen.header, seen.style = frame.header, frame.style
             seen.namespace = frame.namespace
-            return self._dispatch(msg, frame, steps, content_hash, allow_direct)
+            return self._dispatch(msg, frame, steps, content_hash)
+
+    def _reread(self, msg: InboundMessage, limit: int) -> XmlEvents:
+        """A streamed input's events again, from a fresh reading of it (the store may
+        read a feed twice); the input is closed when they end."""
+        with msg.open() as raw:
+            events = self._parse_stream(LimitedReader(raw, limit)).events
+            assert events is not None
+            yield from events
 
     # -- parsing -------------------------------------------------------------------------
 
@@ -544,7 +544,6 @@ class Pipeline:
         frame: MessageFrame,
         steps: LifecycleRecorder,
         content_hash: str,
-        allow_direct: bool = True,
     ) -> Outcome:
         header = frame.header
         self._authorise(msg, header)
@@ -592,7 +591,6 @@ class Pipeline:
                 utility_code=utility_code,
                 handler=HandlerContext(actor=msg.source, now=self.clock()),
                 bus=self.bus,
-                allow_direct=allow_direct,
                 exchanged=exchanged,
             )
             result = route.handle(frame, ctx, uow)
@@ -857,15 +855,11 @@ class Pipeline:
         measured: Sequence[tuple[int, str]],
         utility_code: str,
     ) -> dict[int, Outcome]:
-        for allow_direct in (True, False):
-            try:
-                return self._apply_batch(group, msgs, measured, utility_code, allow_direct)
-            except FastPathConflict:
-                continue  # rolled back whole, message-log rows too: the exact path
-            except AmihubError as exc:  # BatchConflict among them
-                log.info("batch of %d message(s) goes one by one: %s", len(group), exc)
-                return {}
-        return {}
+        try:
+            return self._apply_batch(group, msgs, measured, utility_code)
+        except AmihubError as exc:  # BatchConflict among them
+            log.info("batch of %d message(s) goes one by one: %s", len(group), exc)
+            return {}
 
     def _apply_batch(
         self,
@@ -873,7 +867,6 @@ class Pipeline:
         msgs: Sequence[InboundMessage],
         measured: Sequence[tuple[int, str]],
         utility_code: str,
-        allow_direct: bool,
     ) -> dict[int, Outcome]:
         with self.uow_factory() as uow:
             seen_before = self.journal.earlier_many(
@@ -901,7 +894,6 @@ class Pipeline:
                 utility_code=utility_code,
                 handler=HandlerContext(actor=msgs[members[0][0]].source, now=self.clock()),
                 bus=self.bus,
-                allow_direct=allow_direct,
             )
             route = members[0][3]
             results = route.handle_batch([(f, p) for _, f, p, _ in members], ctx, uow)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import IO, Protocol, runtime_checkable
 
@@ -24,6 +24,9 @@ class MessageFrame:
     Tree mode: ``payload`` is the profile element (or None) and ``events`` is None.
     Stream mode: ``events`` yields the rest of the document (payload included)
     and ``payload`` is None; only streaming routes accept stream mode.
+    ``reread`` (stream mode) parses the input again from the start and yields the
+    same events as ``events`` (the file closed when they end), for a store that
+    reads a feed twice.
     """
 
     header: Header
@@ -35,6 +38,7 @@ class MessageFrame:
     #: the root's namespace when it is a wrapper: the reply answers in the same one
     #: (GetEndDeviceEvents is accepted in two, docs/soap.md)
     namespace: str | None = None
+    reread: Callable[[], XmlEvents] | None = None
 
     @property
     def payload_xpath(self) -> str:
@@ -47,8 +51,6 @@ class RouteContext:
     utility_code: str
     handler: HandlerContext
     bus: MessageBus
-    #: routes may try the store's optimistic bulk path (off on the retry after a conflict)
-    allow_direct: bool = True
     #: what the route's :meth:`ExchangingRoute.exchange` returned (run before the
     #: transaction ``handle`` gets); None for other routes
     exchanged: object = None

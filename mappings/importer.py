@@ -19,30 +19,28 @@ distinct meter of the file, so memory grows with the number of meters, never
 with the number of lines. A meter named by usage point is resolved to the
 device installed there at the reading's time.
 
-On PostgreSQL :func:`import_file` first tries the store's optimistic bulk path
-(:meth:`mdm.ports.ReadingRepository.direct_writer`: new readings COPYed straight
-into the readings table, one write instead of two). Readings go to it in whole
-runs of a meter (the consecutive rows of one meter are never split between two
-of its batches), so a file whose meters' rows are together never meets its own
-earlier batches. If a reading is stored already or repeats in the file, the
-writer raises :class:`cim_schemas.errors.FastPathConflict`: the transaction is rolled
-back and the file read again through the exact staged path (versions,
-unchanged readings, duplicates reported). The result is the same either way.
+The readings go to the store as every other writer's do: one
+:class:`mdm.commands.StoreMeterReadings` through the bus, its feed this file
+(:class:`_FileFeed`, read in chunks). How the store writes them is its own choice
+(adapters/sql/ingest.py): it may read the file twice (a large file of new
+readings is first copied straight into the readings table; if a reading is stored
+already or repeats, that is undone and the file read again through the exact
+staged path), so ``progress`` may start again from byte 0. The result is the same
+either way.
 """
 
 from __future__ import annotations
 
 import io
-import logging
 import operator
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from itertools import groupby
 from pathlib import Path
 from typing import IO, Any, Protocol
 
-from cim_schemas.errors import ConfigurationError, FastPathConflict
+from cim_schemas.errors import ConfigurationError
 from mappings.csv_reader import read_csv, read_csv_events
 from mappings.load import Catalog
 from mappings.rows import (
@@ -56,16 +54,17 @@ from mappings.rows import (
 )
 from mappings.spec import CodeTable, CsvEventsSpec, CsvSpec, XmlEventsSpec, XmlSpec
 from mappings.xml_reader import read_xml, read_xml_events
+from mdm.commands import StoreMeterReadings
+from mdm.handling import CommandBus, HandlerContext
 from mdm.model import DeviceRef, EndDeviceEvent, IngestStats
 from mdm.ports import (
-    DirectReadingWriter,
+    MeterItem,
     ReadingBlock,
+    ReadingFeedChunk,
     StagingResult,
     UnitOfWork,
     UnitOfWorkFactory,
 )
-
-log = logging.getLogger(__name__)
 
 DEFAULT_MAX_ERRORS = 1000
 DUPLICATE = "2004"
@@ -73,10 +72,6 @@ DUPLICATE = "2004"
 #: fewer of them outlive the young GC generations (full collections are the
 #: import's largest hidden cost in a big process).
 IMPORT_BATCH = 250
-#: Direct path: readings handed to the writer at a time, in whole runs.
-HANDOVER_ROWS = 5000
-#: Direct path: a run of one meter longer than this is handed over in parts.
-MAX_CARRIED_ROWS = 50_000
 
 _new_tuple = tuple.__new__
 _reading = operator.itemgetter(3, 4, 5)  # SourceRow -> (ts, value, quality)
@@ -347,72 +342,82 @@ def _blocks(
     return out
 
 
-class _DirectFeed:
-    """Hands blocks to a :class:`DirectReadingWriter` in whole runs of a meter.
+class _LinesRefused(Exception):
+    """The file has line errors: it is refused whole (read to the end to report them)."""
 
-    The writer flushes a batch only inside ``add``, so when every ``add`` ends
-    at the end of a meter's run, the consecutive rows of one meter are never
-    split between two of its batches: a batch cannot meet the meter's readings
-    stored by the batch before. The last, maybe unfinished run of a call is
-    carried over to the next; a run longer than :data:`MAX_CARRIED_ROWS` is split.
 
-    The writer writes its batches in its own background thread while the file is
-    read on (adapters/sql/direct.py), so the hand-over itself is only list work.
-    """
+class _FileFeed:
+    """A file's readings as a :class:`mdm.ports.ReadingFeed`: chunks of a reader batch,
+    each with the meters seen first in it. Reading it again (a seekable source) starts
+    from the beginning with a new resolver, so items are numbered the same way; the
+    counts, line errors and resolver are those of the last reading. A file with line
+    errors yields no readings and raises :class:`_LinesRefused` at its end."""
 
-    def __init__(self, writer: DirectReadingWriter, by_item: list[_MeterSeen]) -> None:
-        self.writer = writer
-        self.by_item = by_item
-        self.carry: list[ReadingBlock] = []
-        self.carried = 0  # readings in ``carry``
-        self.carry_item = 0
-        self.ready: list[ReadingBlock] = []  # whole runs not handed over yet
-        self.ready_rows = 0
+    def __init__(
+        self,
+        uow: UnitOfWork,
+        utility_id: int,
+        spec: CsvSpec | XmlSpec,
+        source: IO[bytes],
+        tables: Mapping[str, CodeTable],
+        *,
+        max_errors: int,
+        batch_size: int,
+        progress: ProgressCallback | None,
+    ) -> None:
+        self._uow = uow
+        self._utility_id = utility_id
+        self._spec = spec
+        self._source = source
+        self._tables = tables
+        self._max_errors = max_errors
+        self._batch_size = batch_size
+        self._progress = progress
+        self._start = source.tell() if source.seekable() else None
+        self._opened = False
+        #: usage points are resolved through the unit of work while the file is read
+        self.queries_store = spec.meter.by == "usage_point"
+        self._reset()
 
-    def add(self, blocks: list[ReadingBlock]) -> None:
-        if not blocks:
-            return
-        last = blocks[-1][0]
-        cut = len(blocks) - 1
-        while cut > 0 and blocks[cut - 1][0] == last:
-            cut -= 1
-        tail = blocks[cut:]
-        tail_size = sum(len(b[2]) for b in tail)
-        if cut == 0 and last == self.carry_item:  # the carried run goes on
-            self.carry.extend(tail)
-            self.carried += tail_size
-            if self.carried >= MAX_CARRIED_ROWS:
-                self._send(self.carry)
-                self.carry, self.carried = [], 0
-            return
-        head = self.carry + blocks[:cut] if cut else self.carry
-        self.carry, self.carried, self.carry_item = tail, tail_size, last
-        self._send(head)
+    def _reset(self) -> None:
+        self.resolver = _Resolver(self._uow, self._utility_id)
+        self.errors: list[LineError] = []
+        self.error_count = 0
+        self.lines = 0
+        self.readings = 0
 
-    def _send(self, blocks: list[ReadingBlock]) -> None:
-        """Collect whole runs; hand them over :data:`HANDOVER_ROWS` readings at a time."""
-        self.ready.extend(blocks)
-        self.ready_rows += sum(len(b[2]) for b in blocks)
-        if self.ready_rows >= HANDOVER_ROWS:
-            self._hand_over()
+    @property
+    def rereadable(self) -> bool:
+        return self._start is not None
 
-    def _hand_over(self) -> None:
-        blocks, self.ready, self.ready_rows = self.ready, [], 0
-        if blocks:
-            by_item = self.by_item
-            meters = {item: by_item[item - 1].meter.ref for item in {b[0] for b in blocks}}
-            self.writer.add(blocks, meters)
+    def open(self) -> Iterator[ReadingFeedChunk]:
+        if self._opened:
+            if self._start is None:
+                raise RuntimeError("this file can be read once")
+            self._source.seek(self._start)
+            self._reset()
+        self._opened = True
+        return self._chunks()
 
-    def finish(self) -> StagingResult:
-        self._send(self.carry)
-        self.carry, self.carried = [], 0
-        self._hand_over()
-        return self.writer.finish()
-
-    def close(self) -> None:
-        """Quiet the writer's background batch (after an error in the reading thread
-        too; abort is a no-op after finish)."""
-        self.writer.abort()
+    def _chunks(self) -> Iterator[ReadingFeedChunk]:
+        counted = _CountingReader(self._source)
+        source = io.BufferedReader(counted, 1 << 16)
+        progress, max_errors = self._progress, self._max_errors
+        for batch in read_file(self._spec, source, self._tables, self._batch_size):
+            self.lines += batch.lines
+            self.readings += len(batch.rows)
+            if batch.errors:
+                self.error_count += len(batch.errors)
+                self.errors.extend(batch.errors[: max(0, max_errors - len(self.errors))])
+            if progress is not None:
+                progress(ImportProgress(counted.count, self.lines, self.readings, self.error_count))
+            if self.error_count:
+                continue  # the file will be refused: keep reading only to report every line
+            new_meters: list[tuple[int, DeviceRef]] = []
+            blocks = _blocks(batch.rows, self.resolver, new_meters)
+            yield ReadingFeedChunk(blocks, [MeterItem(item, ref) for item, ref in new_meters])
+        if self.error_count:
+            raise _LinesRefused
 
 
 def import_stream(
@@ -420,77 +425,50 @@ def import_stream(
     spec: CsvSpec | XmlSpec,
     source: IO[bytes],
     *,
+    bus: CommandBus,
     utility: str,
     tables: Mapping[str, CodeTable],
     name: str = "<stream>",
+    actor: str = "import",
     max_errors: int = DEFAULT_MAX_ERRORS,
     batch_size: int = IMPORT_BATCH,
     progress: ProgressCallback | None = None,
-    direct: bool = False,
 ) -> ImportResult:
     """Stage and apply one file inside ``uow``; the caller commits if ``result.applied``.
 
-    ``progress`` is called after every batch with the bytes, lines and readings read so
-    far (for a progress bar: compare ``bytes_read`` with the file size).
-
-    ``direct``: use the store's optimistic bulk path if it has one; it raises
-    :class:`cim_schemas.errors.FastPathConflict` when a reading is stored already or
-    repeats: the caller then rolls back and calls again with ``direct=False``
-    (:func:`import_file` does).
+    The readings go to the store through ``bus`` (:class:`mdm.commands.StoreMeterReadings`);
+    the store may read ``source`` twice when it is seekable. ``progress`` is called after
+    every batch with the bytes, lines and readings read so far (for a progress bar:
+    compare ``bytes_read`` with the file size).
     """
-    counted = _CountingReader(source)
-    source = io.BufferedReader(counted, 1 << 16)
     found = uow.utilities.get(utility)
     if found is None or found.id is None:
         raise ConfigurationError(f"unknown utility {utility!r}")
-    resolver = _Resolver(uow, found.id)
-    # usage points are resolved through the unit of work while the file is read: then
-    # the writer must not write beside those queries on the same connection
-    background = spec.meter.by != "usage_point"
-    writer = uow.readings.direct_writer(found.id, background=background) if direct else None
-    feed = _DirectFeed(writer, resolver.by_item) if writer is not None else None
-    staging = uow.readings.staging() if feed is None else None
-    errors: list[LineError] = []
-    error_count = 0
-    lines = readings = 0
+    feed = _FileFeed(
+        uow,
+        found.id,
+        spec,
+        source,
+        tables,
+        max_errors=max_errors,
+        batch_size=batch_size,
+        progress=progress,
+    )
     try:
-        for batch in read_file(spec, source, tables, batch_size):
-            lines += batch.lines
-            readings += len(batch.rows)
-            if batch.errors:
-                error_count += len(batch.errors)
-                errors.extend(batch.errors[: max(0, max_errors - len(errors))])
-            if progress is not None:
-                progress(ImportProgress(counted.count, lines, readings, error_count))
-            if error_count:
-                continue  # the file will be refused: keep reading only to report every line
-            new_meters: list[tuple[int, DeviceRef]] = []
-            blocks = _blocks(batch.rows, resolver, new_meters)
-            if feed is not None:
-                feed.add(blocks)
-                continue
-            assert staging is not None
-            for item, ref in new_meters:
-                staging.add_meter(item, ref)
-            staging.add_readings([r for b in blocks for r in b.rows()])
-        if error_count:
-            return ImportResult(
-                name,
-                spec.name,
-                applied=False,
-                lines=lines,
-                readings=readings,
-                errors=tuple(errors),
-                error_count=error_count,
-            )
-        if feed is not None:
-            outcome = feed.finish()
-        else:
-            assert staging is not None
-            outcome = staging.apply(found.id)
-    finally:
-        if feed is not None:
-            feed.close()  # the writer's thread ends before the unit of work does
+        outcome: StagingResult = bus.handle(
+            StoreMeterReadings(found.id, feed), uow, HandlerContext(actor, datetime.now(UTC))
+        )
+    except _LinesRefused:
+        return ImportResult(
+            name,
+            spec.name,
+            applied=False,
+            lines=feed.lines,
+            readings=feed.readings,
+            errors=tuple(feed.errors),
+            error_count=feed.error_count,
+        )
+    resolver = feed.resolver
     by_item = {seen.item: seen for seen in resolver.items.values()}
     unknown = [
         UnknownMeter(by_item[i].meter, by_item[i].first, by_item[i].last, by_item[i].count)
@@ -508,8 +486,8 @@ def import_stream(
         name,
         spec.name,
         applied=applied,
-        lines=lines,
-        readings=readings,
+        lines=feed.lines,
+        readings=feed.readings,
         stats=outcome.stats if applied else IngestStats(),
         unknown_meters=tuple(unknown),
         skipped_readings=skipped if applied else 0,
@@ -522,46 +500,27 @@ def import_file(
     command: ImportFile,
     catalog: Catalog,
     *,
+    bus: CommandBus,
     max_errors: int = DEFAULT_MAX_ERRORS,
     progress: ProgressCallback | None = None,
-    direct: bool = True,
 ) -> ImportResult:
     """Apply ``command.path`` in one transaction; commit only if the result is applied.
 
-    With ``direct`` (default) the store's optimistic bulk path is tried first (on
-    PostgreSQL); if it meets a stored or repeated reading, the transaction is
-    rolled back and the file read again through the staged path (``progress``
-    then starts again from byte 0).
-    """
+    ``progress`` may start again from byte 0 when the store reads the file a second
+    time (see the module's docstring)."""
     spec = catalog.inbound(command.mapping)
-    if direct:
-        try:
-            return _import_once(uow_factory, command, spec, catalog, max_errors, progress, True)
-        except FastPathConflict as conflict:
-            log.info("%s: %s; reading it again to merge", command.path.name, conflict)
-    return _import_once(uow_factory, command, spec, catalog, max_errors, progress, False)
-
-
-def _import_once(
-    uow_factory: UnitOfWorkFactory,
-    command: ImportFile,
-    spec: CsvSpec | XmlSpec,
-    catalog: Catalog,
-    max_errors: int,
-    progress: ProgressCallback | None,
-    direct: bool,
-) -> ImportResult:
     with command.path.open("rb") as source, uow_factory() as uow:
         result = import_stream(
             uow,
             spec,
             source,
+            bus=bus,
             utility=command.utility,
             tables=catalog.tables,
             name=command.path.name,
+            actor=command.source,
             max_errors=max_errors,
             progress=progress,
-            direct=direct,
         )
         if result.applied:
             uow.commit()
@@ -701,13 +660,14 @@ def apply_file(
     command: ImportFile,
     catalog: Catalog,
     *,
+    bus: CommandBus,
     max_errors: int = DEFAULT_MAX_ERRORS,
 ) -> ImportResult | EventImportResult:
-    """Apply a file with its mapping: readings (``csv``/``xml``) or end device events
-    (``csv-events``/``xml-events``)."""
+    """Apply a file with its mapping: readings (``csv``/``xml``, through ``bus``) or end
+    device events (``csv-events``/``xml-events``)."""
     spec = catalog.specs.get(command.mapping)
     if not isinstance(spec, CsvEventsSpec | XmlEventsSpec):
-        return import_file(uow_factory, command, catalog, max_errors=max_errors)
+        return import_file(uow_factory, command, catalog, bus=bus, max_errors=max_errors)
     with command.path.open("rb") as source, uow_factory() as uow:
         result = import_events_stream(
             uow,

@@ -7,41 +7,23 @@ executes them inside a unit of work. Nothing here knows about XML or transports.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 
 from mdm.model import DeviceRef, EndDevice, UsagePoint
-from mdm.ports import ReadingBlock, StagedReading
-
-
-@dataclass(frozen=True)
-class MeterItem:
-    """The meter named by the ``item``-th MeterReading of a message."""
-
-    item: int
-    ref: DeviceRef
-
-
-@dataclass(frozen=True)
-class ReadingFeedChunk:
-    """A slice of a reading stream: blocks of readings and the meters they belong to."""
-
-    blocks: list[ReadingBlock] = field(default_factory=list)
-    meters: list[MeterItem] = field(default_factory=list)
-
-    def rows(self) -> list[StagedReading]:
-        return [row for block in self.blocks for row in block.rows()]
+from mdm.ports import MeterItem as MeterItem  # re-exported: the command's chunk types
+from mdm.ports import ReadingFeed as ReadingFeed
+from mdm.ports import ReadingFeedChunk as ReadingFeedChunk
 
 
 @dataclass(frozen=True)
 class StoreMeterReadings:
-    """Store a stream of readings (any size: the feed is consumed once, in chunks)."""
+    """Store readings, any number (the feed is read in chunks, bounded memory): the one
+    way readings go in, whoever writes them. ``feed``: a :class:`ReadingFeed`, or the
+    chunks themselves (a list can be read again, a generator once)."""
 
     utility_id: int
-    feed: Iterable[ReadingFeedChunk]
-    #: try the store's optimistic bulk path for new data first (large imports); it
-    #: raises FastPathConflict when the data must be merged instead
-    direct: bool = False
+    feed: ReadingFeed | Iterable[ReadingFeedChunk]
 
 
 @dataclass(frozen=True)

@@ -40,29 +40,16 @@ from mdm.model import (
     UsagePoint,
     UsagePointStatus,
 )
-from mdm.ports import ReadingText, StagingResult, UnitOfWork
+from mdm.ports import ReadingText, StagingResult, UnitOfWork, reading_feed
 from mdm.vee.handlers import VEE_HANDLERS
 
 
 def store_meter_readings(
     cmd: StoreMeterReadings, uow: UnitOfWork, ctx: HandlerContext
 ) -> StagingResult:
-    writer = uow.readings.direct_writer(cmd.utility_id) if cmd.direct else None
-    if writer is not None:
-        try:
-            for chunk in cmd.feed:
-                writer.add(chunk.blocks, {m.item: m.ref for m in chunk.meters})
-        except BaseException:
-            writer.abort()  # quiet before the caller rolls back
-            raise
-        return writer.finish()
-    staging = uow.readings.staging()
-    for chunk in cmd.feed:
-        for meter in chunk.meters:
-            staging.add_meter(meter.item, meter.ref)
-        if chunk.blocks:
-            staging.add_readings(chunk.rows())
-    return staging.apply(cmd.utility_id)
+    """The one way readings go in, whoever writes them (CIM messages, batches, mapped
+    files, dead-letter replays): the store decides how to write them."""
+    return uow.readings.ingest(cmd.utility_id, reading_feed(cmd.feed))
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from mdm.ports import UnitOfWork
 
@@ -23,3 +23,10 @@ class HandlerContext:
 
 
 Handler = Callable[[Any, UnitOfWork, HandlerContext], Any]
+
+
+class CommandBus(Protocol):
+    """What hands a command to its handler (hub.bus.MessageBus): for callers outside the
+    hub, such as the mapped-file importer, that are given the bus."""
+
+    def handle(self, command: object, uow: UnitOfWork, ctx: HandlerContext) -> Any: ...

@@ -7,7 +7,7 @@ Every method runs inside the unit of work's one transaction.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -35,7 +35,7 @@ class StagedReading(NamedTuple):
     """A reading as a message carries it, before its meter is resolved.
 
     ``item`` is the 1-based position of the MeterReading in the message: it ties
-    the reading to the meter reference given with :meth:`ReadingStaging.add_meter`
+    the reading to the meter reference of the same item (:class:`MeterItem`)
     and to the xpath reported when that meter is unknown.
     """
 
@@ -134,47 +134,71 @@ class StagingResult:
     duplicates: list[DuplicateReading] = field(default_factory=list)  # nothing written if any
 
 
-class ReadingStaging(Protocol):
-    """Collects one message's readings (any number, bounded memory) and applies them in bulk.
+@dataclass(frozen=True)
+class MeterItem:
+    """The meter named by the ``item``-th MeterReading of a message."""
 
-    Rows are flushed to a staging area in the database as they come (COPY on
-    PostgreSQL), meters are resolved and duplicates found in set-based SQL, and
-    :meth:`apply` writes the readings of known meters: new rows are stored, rows
-    whose value or quality changed supersede the stored version (kept in the
-    history), identical rows are counted unchanged.
-    """
+    item: int
+    ref: DeviceRef
 
-    def add_readings(self, rows: Sequence[StagedReading]) -> None: ...
 
-    def add_meter(self, item: int, ref: DeviceRef) -> None: ...
+@dataclass(frozen=True)
+class ReadingFeedChunk:
+    """A slice of a reading stream: blocks of readings and the meters they belong to.
 
-    def apply(self, utility_id: int) -> StagingResult:
-        """Resolve and write. If any duplicate exists, write nothing and report them."""
+    A block's meter is named in its chunk or in an earlier one (a MeterReading's
+    readings and its Meter travel in the same chunk)."""
+
+    blocks: list[ReadingBlock] = field(default_factory=list)
+    meters: list[MeterItem] = field(default_factory=list)
+
+    def rows(self) -> list[StagedReading]:
+        return [row for block in self.blocks for row in block.rows()]
+
+
+class ReadingFeed(Protocol):
+    """Readings on their way to the store, as chunks, bounded in memory whatever the size.
+
+    :meth:`open` reads them from the start. The store may open a feed more than once
+    when :attr:`rereadable` (it chooses how to write inside its adapter, and may start
+    over); every opening gives the same chunks, and a content error in the input is
+    raised from the iterator (after the last chunk at the latest), each time."""
+
+    @property
+    def rereadable(self) -> bool:
+        """:meth:`open` may be called again (the input is a file, a tree, a list)."""
         ...
 
-
-class DirectReadingWriter(Protocol):
-    """The optimistic bulk path for brand-new readings: rows go straight into the
-    readings table (COPY on PostgreSQL), a batch at a time.
-
-    ``add`` takes blocks whose MeterReadings are complete (their meters in
-    ``meters``). If a key of a batch is already stored, or repeats, it raises
-    :class:`cim_schemas.errors.FastPathConflict`: the caller rolls back and uses
-    :class:`ReadingStaging`, which merges versions and reports duplicates exactly.
-    """
-
-    def add(self, blocks: Sequence[ReadingBlock], meters: Mapping[int, DeviceRef]) -> None: ...
-
-    def add_rows(self, rows: Sequence[StagedReading], meters: Mapping[int, DeviceRef]) -> None:
-        """The same for rows (CSV files): consecutive rows of one item and type form a block."""
+    @property
+    def queries_store(self) -> bool:
+        """Reading the chunks queries the unit of work (usage points resolved by time):
+        the store then writes between chunks, never beside them."""
         ...
 
-    def finish(self) -> StagingResult: ...
+    def open(self) -> Iterator[ReadingFeedChunk]: ...
 
-    def abort(self) -> None:
-        """Stop after the batch being written (the caller rolls back): call it when
-        the input fails before :meth:`finish`, so nothing writes during the rollback."""
-        ...
+
+@dataclass(frozen=True)
+class ReadingChunks:
+    """A feed of chunks at hand: a list (or tuple) can be read again, any other
+    iterable (a generator) once."""
+
+    chunks: Iterable[ReadingFeedChunk]
+    queries_store: bool = False
+
+    @property
+    def rereadable(self) -> bool:
+        return isinstance(self.chunks, Collection)
+
+    def open(self) -> Iterator[ReadingFeedChunk]:
+        return iter(self.chunks)
+
+
+def reading_feed(feed: ReadingFeed | Iterable[ReadingFeedChunk]) -> ReadingFeed:
+    """``feed`` as a :class:`ReadingFeed` (chunks at hand wrapped in :class:`ReadingChunks`)."""
+    if isinstance(feed, Iterable):
+        return ReadingChunks(feed)
+    return feed
 
 
 class UtilityRepository(Protocol):
@@ -230,15 +254,17 @@ class InstallationRepository(Protocol):
 
 
 class ReadingRepository(Protocol):
-    def staging(self) -> ReadingStaging: ...
+    def ingest(self, utility_id: int, feed: ReadingFeed) -> StagingResult:
+        """Store a feed of readings (any number, bounded memory), the one way in.
 
-    def direct_writer(
-        self, utility_id: int, *, background: bool = True
-    ) -> DirectReadingWriter | None:
-        """The optimistic bulk path, where the store has one (else None).
-        ``background``: batches are written in a thread of the writer while the caller
-        reads on; False when the caller uses the unit of work meanwhile (the writer
-        then writes each batch before ``add`` returns)."""
+        Meters are resolved in bulk (mRID; else a unique name, else a unique serial
+        number, of the utility); readings of unknown meters are left out and their
+        items reported. New readings are stored, readings whose value or quality
+        changed supersede the stored version (kept in the history), identical ones
+        are counted unchanged. If a reading occurs twice in the feed, nothing is
+        written and the duplicates are reported. How it is written (a direct bulk
+        copy, or staging and a set-based merge) is the store's own choice; the result
+        is the same either way. Content errors raised by the feed propagate."""
         ...
 
     def reading_type_id(self, code: str) -> int:

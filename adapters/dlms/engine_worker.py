@@ -8,7 +8,7 @@ threads shared by all its jobs). For one job (adapters/dlms/jobs.py has the form
 
     delivery -> read the job's meters (hes.engine: retries with backoff, re-reads
              of missing intervals) -> readings and events committed to the store
-             (ReadingStaging, one transaction per job) -> reply to reply_to
+             (StoreMeterReadings on the bus, one transaction per job) -> reply to reply_to
              (publisher confirm) -> ack
 
 A control job runs through hes.controls and its outcome is recorded by

@@ -414,7 +414,7 @@ class InboxWatcher:
 
 def import_handler(run: Callable[[ImportFile], AppliedFile]) -> Handler:
     """A handler applying each file with the partner's mapping, e.g.
-    ``import_handler(functools.partial(apply_file, uow_factory, catalog=catalog))``
+    ``import_handler(functools.partial(apply_file, uow_factory, catalog=catalog, bus=bus))``
     (readings or events, by the mapping's kind)."""
 
     def handle(item: InboxFile) -> Outcome:

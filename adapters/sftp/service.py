@@ -57,6 +57,7 @@ from hub.settings import SftpSettings
 from mappings.importer import apply_file
 from mappings.load import BUILTIN_DIR, Catalog, load_dir
 from mappings.spec import CimVariantSpec
+from mdm.handling import CommandBus
 from mdm.ports import UnitOfWorkFactory
 
 if TYPE_CHECKING:
@@ -110,17 +111,20 @@ class SftpService:
         settings: SftpSettings,
         uow_factory: UnitOfWorkFactory,
         *,
+        bus: CommandBus,
         default_utility: str,
         name: str = "sftp",
         process: Callable[[InboundMessage], HubOutcome] | None = None,
         journal: MessageJournal | None = None,
     ) -> None:
-        """``process``: the hub pipeline's ``process``, for partners whose mapping is a
-        ``cim-variant`` (their files are CIM messages); required if there is one.
-        ``journal``: where files, refusals and logins are recorded (the app's)."""
+        """``bus``: the hub's, which stores a mapped file's readings; ``process``: the hub
+        pipeline's ``process``, for partners whose mapping is a ``cim-variant`` (their
+        files are CIM messages); required if there is one. ``journal``: where files,
+        refusals and logins are recorded (the app's)."""
         self.name = name
         self.settings = settings
         self.uow_factory = uow_factory
+        self.bus = bus
         self.journal = journal or MessageJournal(uow_factory)
         self.accounts = accounts(settings, default_utility)
         self.catalog: Catalog = load_dir(settings.mappings_dir or BUILTIN_DIR)
@@ -216,7 +220,7 @@ class SftpService:
     def handler(self) -> Handler:
         """Mapped files through the importer; CIM files of a variant through the pipeline."""
         mapped = import_handler(
-            functools.partial(apply_file, self.uow_factory, catalog=self.catalog)
+            functools.partial(apply_file, self.uow_factory, catalog=self.catalog, bus=self.bus)
         )
         if not self.cim_partners:
             return mapped
@@ -252,6 +256,7 @@ def build(app: App) -> SftpService:
     return SftpService(
         app.settings.sftp,
         app.uow_factory,
+        bus=app.bus,
         default_utility=app.settings.default_utility,
         process=app.pipeline.process,
         journal=app.message_journal,

@@ -16,12 +16,11 @@ See docs/store.md.
 
 from adapters.sql.engine import make_engine, normalise_url
 from adapters.sql.migrate import current_revision, head_revision, upgrade
-from adapters.sql.readings import SqlReadingRepository, SqlReadingStaging
+from adapters.sql.readings import SqlReadingRepository
 from adapters.sql.uow import SqlUnitOfWork, SqlUnitOfWorkFactory
 
 __all__ = [
     "SqlReadingRepository",
-    "SqlReadingStaging",
     "SqlUnitOfWork",
     "SqlUnitOfWorkFactory",
     "current_revision",

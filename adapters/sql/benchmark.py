@@ -26,6 +26,7 @@ from sqlalchemy import Engine, insert
 from adapters.sql import tables as t
 from adapters.sql.engine import make_engine, normalise_url
 from adapters.sql.migrate import upgrade
+from adapters.sql.readings import SqlReadingRepository, SqlReadingStaging
 from adapters.sql.registry import utcnow
 from adapters.sql.uow import SqlUnitOfWorkFactory
 from mdm.model import DeviceRef, IngestStats
@@ -74,12 +75,19 @@ def setup(engine: Engine, meters: int) -> int:
     return int(uid)
 
 
+def _staging(uow: object) -> SqlReadingStaging:
+    """The store's staged path itself (what this benchmark measures), below ``ingest``."""
+    readings = getattr(uow, "readings", None)
+    assert isinstance(readings, SqlReadingRepository)
+    return readings.staging()
+
+
 def ingest(
     factory: SqlUnitOfWorkFactory, uid: int, meters: int, rows: list[StagedReading], chunk: int
 ) -> tuple[float, IngestStats]:
     started = time.perf_counter()
     with factory() as uow:
-        staging = uow.readings.staging()
+        staging = _staging(uow)
         for m in range(1, meters + 1):
             staging.add_meter(m, DeviceRef(mrid=f"M{m}"))
         for start in range(0, len(rows), chunk):
@@ -101,7 +109,7 @@ def small_messages(
     started = time.perf_counter()
     for n in range(count):
         with factory() as uow:
-            staging = uow.readings.staging()
+            staging = _staging(uow)
             staging.add_meter(1, DeviceRef(mrid=f"M{n % meters + 1}"))
             day = timedelta(days=n // meters)
             staging.add_readings(

@@ -10,12 +10,11 @@ thread.
 It never merges, and it does not probe first: the primary key is the check. A
 reading stored already (every stored key is in ``reading``, its earlier
 versions in ``reading_history``) or repeated in the input makes the COPY fail
-with a unique violation, raised as :class:`cim_schemas.errors.FastPathConflict`; the
-caller rolls the transaction back and runs the exact staged path (versions,
-duplicates reported per item). So a re-sent message costs at most one batch of
-wasted work, a new one half the
-writes, and new readings between stored ones stay on this path.
-PostgreSQL only; elsewhere :meth:`SqlReadingRepository.direct_writer` is None.
+with a unique violation, raised as :class:`KeyConflict`; the store
+(adapters/sql/ingest.py, the only user) rolls back to the savepoint it took before
+and runs the exact staged path (versions, duplicates reported per item). So a
+re-sent message costs at most one batch of wasted work, a new one half the
+writes, and new readings between stored ones stay on this path. PostgreSQL only.
 """
 
 from __future__ import annotations
@@ -25,15 +24,14 @@ import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 import psycopg
 
 from adapters.sql.types import copy_text
-from cim_schemas.errors import FastPathConflict, PermanentError, StoreUnavailable
+from cim_schemas.errors import PermanentError, StoreUnavailable
 from mdm.model import DeviceRef, IngestStats
-from mdm.ports import ReadingBlock, StagedReading, StagingResult
+from mdm.ports import ReadingBlock, StagingResult
 
 if TYPE_CHECKING:
     from adapters.sql.readings import SqlReadingRepository
@@ -55,6 +53,12 @@ UNION ALL
 SELECT 'serial_number', d.serial_number, min(d.id), count(*) FROM n
   JOIN end_device d ON d.utility_id = %(u)s AND d.serial_number = n.v GROUP BY d.serial_number
 """
+
+
+class KeyConflict(Exception):
+    """A reading of the batch is stored already or repeats: nothing of the direct path
+    is kept (adapters/sql/ingest.py rolls back to its savepoint and merges instead).
+    Never leaves adapters/sql."""
 
 
 class _Stamps(dict[datetime, str]):
@@ -108,8 +112,10 @@ class SqlDirectReadingWriter:
         self._batch_rows = batch_rows
         self._blocks: list[_TextBlock] = []
         self._pending = 0  # readings in ``_blocks``
-        self._meters: dict[int, DeviceRef] = {}
-        self._unknown: list[int] = []
+        self._meters: dict[int, DeviceRef] = {}  # named since the last batch
+        self._refs: dict[int, DeviceRef] = {}  # every item's meter named so far
+        self._devices: dict[int, int | None] = {}  # item -> device id (None: unknown)
+        self._unknown: set[int] = set()  # items with readings whose meter is unknown
         self._stored = 0
         self._stamps = _Stamps()
         self._tails = _Tails(utcnow().isoformat())
@@ -151,18 +157,6 @@ class SqlDirectReadingWriter:
         if self._pending >= self._batch_rows:
             self._flush()
 
-    def add_rows(self, rows: Sequence[StagedReading], meters: Mapping[int, DeviceRef]) -> None:
-        blocks: list[ReadingBlock] = []
-        last: tuple[int, str] | None = None
-        current: list[tuple[datetime, Decimal, str]] = []
-        for item, code, ts, value, quality in rows:
-            if (item, code) != last:
-                current = []
-                blocks.append(ReadingBlock(item, code, current))
-                last = (item, code)
-            current.append((ts, value, quality))
-        self.add(blocks, meters)
-
     def finish(self) -> StagingResult:
         self._flush()
         if self._worker is not None:
@@ -170,6 +164,7 @@ class SqlDirectReadingWriter:
             self._worker.join()
         if self._failure is not None:
             raise self._failure
+        # as the staged path reports them: items with readings, each once, in order
         return StagingResult(IngestStats(stored=self._stored), unknown_items=sorted(self._unknown))
 
     def abort(self) -> None:
@@ -204,8 +199,8 @@ class SqlDirectReadingWriter:
 
     def _write(self, blocks: list[_TextBlock], meters: dict[int, DeviceRef]) -> None:
         try:
-            devices = self._resolve(meters)
-            self._unknown.extend(sorted(i for i in meters if i not in devices))
+            devices = self._devices_of(meters, {b[0] for b in blocks})
+            self._unknown.update(b[0] for b in blocks if b[0] not in devices)
             blocks = [b for b in blocks if b[0] in devices]
             if not blocks:
                 return
@@ -213,12 +208,29 @@ class SqlDirectReadingWriter:
             self._copy(blocks, devices, types)
         except psycopg.errors.UniqueViolation as exc:
             # the primary key is the check: a reading stored already, or twice in the input
-            raise FastPathConflict(f"a reading is stored already or repeats: {exc}") from exc
+            raise KeyConflict(f"a reading is stored already or repeats: {exc}") from exc
         except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
             raise StoreUnavailable(f"store unavailable during bulk write: {exc}") from exc
         except psycopg.Error as exc:
             raise PermanentError(f"bulk write refused by the store: {exc}") from exc
         self._stored += sum(b[3] for b in blocks)
+
+    def _devices_of(self, meters: Mapping[int, DeviceRef], items: set[int]) -> dict[int, int]:
+        """item -> device id for the items of a batch whose meter exists: the meters named
+        in the batch resolved in one round trip, those of earlier batches remembered (a
+        meter whose readings go on in the next batch is resolved once)."""
+        self._refs.update(meters)
+        ask = {i: self._refs[i] for i in items if i not in self._devices and i in self._refs}
+        if ask:
+            found = self._resolve(ask)
+            for item in ask:
+                self._devices[item] = found.get(item)
+        out: dict[int, int] = {}
+        for item in items:
+            device = self._devices.get(item)
+            if device is not None:
+                out[item] = device
+        return out
 
     def _resolve(self, meters: Mapping[int, DeviceRef]) -> dict[int, int]:
         """item -> device id, for the meters that exist (mRID; else unique name or serial),

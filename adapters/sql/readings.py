@@ -4,7 +4,9 @@
 an edit moves the stored version to ``reading_history`` and replaces it with
 ``version + 1`` (it never overwrites silently).
 
-Bulk ingestion (:class:`SqlReadingStaging`): rows are flushed in batches to a
+Bulk ingestion (:meth:`SqlReadingRepository.ingest`, which chooses between this
+staged path and the direct one: adapters/sql/ingest.py); the staged path
+(:class:`SqlReadingStaging`): rows are flushed in batches to a
 TEMP staging table while they arrive (psycopg 3 COPY text on PostgreSQL,
 sqlite3 ``executemany`` on SQLite), so memory stays bounded. :meth:`apply`
 then works set-based: meters resolved by one join, reading types registered in
@@ -38,6 +40,7 @@ from mdm.model import DeviceRef, IngestStats, StoredReading
 from mdm.ports import (
     DuplicateReading,
     MeterTexts,
+    ReadingFeed,
     ReadingRecord,
     ReadingText,
     StagedReading,
@@ -45,13 +48,15 @@ from mdm.ports import (
 )
 
 if TYPE_CHECKING:
-    from adapters.sql.direct import SqlDirectReadingWriter
     from adapters.sql.registry import SqlEndDeviceRepository
     from adapters.sql.uow import SqlUnitOfWork
 
 DEFAULT_BATCH_SIZE = 50_000
 #: PostgreSQL: a message of at most this many readings goes in one statement (arrays).
 SMALL_MESSAGE_ROWS = 5_000
+#: PostgreSQL: a feed of more readings than this is first COPYed straight into
+#: ``reading`` (adapters/sql/direct.py); smaller ones take the one-statement path
+DIRECT_FROM_ROWS = SMALL_MESSAGE_ROWS
 MAX_REPORTED_DUPLICATES = 10_000
 QUERY_DEVICE_CHUNK = 5_000
 _TS_CACHE_LIMIT = 100_000
@@ -568,9 +573,17 @@ def _now() -> datetime:
 
 
 class SqlReadingRepository:
-    def __init__(self, uow: SqlUnitOfWork, batch_size: int = DEFAULT_BATCH_SIZE) -> None:
+    def __init__(
+        self,
+        uow: SqlUnitOfWork,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        direct_from_rows: int | None = DIRECT_FROM_ROWS,
+    ) -> None:
         self._uow = uow
         self.batch_size = batch_size
+        #: PostgreSQL: a feed of more readings than this tries the direct path first
+        #: (adapters/sql/ingest.py); None: the staged path only
+        self.direct_from_rows = direct_from_rows
         self._type_ids: dict[str, int] = {}
 
     @property
@@ -581,20 +594,17 @@ class SqlReadingRepository:
         """Drop caches that may hold ids of a rolled-back transaction."""
         self._type_ids.clear()
 
+    def ingest(self, utility_id: int, feed: ReadingFeed) -> StagingResult:
+        """The one way readings go in; the path is chosen in adapters/sql/ingest.py."""
+        from adapters.sql import ingest
+
+        return ingest.ingest(self._uow, self, utility_id, feed, self.direct_from_rows)
+
     def staging(self) -> SqlReadingStaging:
+        """The staged path: adapters/sql/ingest.py, the store's benchmarks and, until they
+        hand their readings to the bus, the head-end's writers
+        (tests/unit/test_reading_seam.py)."""
         return SqlReadingStaging(self._uow, self, self.batch_size)
-
-    def direct_writer(
-        self, utility_id: int, *, background: bool = True
-    ) -> SqlDirectReadingWriter | None:
-        """The optimistic COPY-into-``reading`` path (adapters/sql/direct.py); PostgreSQL."""
-        if self._conn.dialect.name != "postgresql":
-            return None
-        from adapters.sql.direct import SqlDirectReadingWriter
-
-        return SqlDirectReadingWriter(
-            self._uow, self, utility_id, self.batch_size, background=background
-        )
 
     @guarded
     def reading_type_id(self, code: str) -> int:
@@ -780,4 +790,4 @@ class SqlReadingRepository:
         return int(self._conn.execute(select(func.count()).select_from(t.reading)).scalar_one())
 
 
-__all__ = ["DEFAULT_BATCH_SIZE", "SqlReadingRepository", "SqlReadingStaging", "insert"]
+__all__ = ["DEFAULT_BATCH_SIZE", "DIRECT_FROM_ROWS", "SqlReadingRepository", "insert"]

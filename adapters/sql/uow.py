@@ -12,7 +12,7 @@ from adapters.sql.errors import guard
 from adapters.sql.groups import SqlEndDeviceGroupRepository
 from adapters.sql.hes_jobs import SqlHeadEndJobRepository
 from adapters.sql.outbox import SqlOutboxRepository
-from adapters.sql.readings import DEFAULT_BATCH_SIZE, SqlReadingRepository
+from adapters.sql.readings import DEFAULT_BATCH_SIZE, DIRECT_FROM_ROWS, SqlReadingRepository
 from adapters.sql.registry import (
     SqlAuditRepository,
     SqlDeadLetterRepository,
@@ -55,6 +55,7 @@ class SqlUnitOfWork:
         *,
         staging_batch_size: int = DEFAULT_BATCH_SIZE,
         read_only: bool = False,
+        direct_from_rows: int | None = DIRECT_FROM_ROWS,
     ) -> None:
         self.engine = engine
         #: nothing to commit; on PostgreSQL each statement on its own (autocommit), no
@@ -64,7 +65,7 @@ class SqlUnitOfWork:
         self._conn: Connection | None = None
         self._staging_number = 0
         self.transaction_number = 0  # bumped by commit / rollback
-        self._readings = SqlReadingRepository(self, staging_batch_size)
+        self._readings = SqlReadingRepository(self, staging_batch_size, direct_from_rows)
         self.utilities: UtilityRepository = SqlUtilityRepository(self)
         self.usage_points: UsagePointRepository = SqlUsagePointRepository(self)
         self.devices: EndDeviceRepository = SqlEndDeviceRepository(self)
@@ -151,12 +152,25 @@ class SqlUnitOfWork:
 class SqlUnitOfWorkFactory:
     """``factory()`` -> a new :class:`SqlUnitOfWork` on the shared engine."""
 
-    def __init__(self, engine: Engine, *, staging_batch_size: int = DEFAULT_BATCH_SIZE) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        staging_batch_size: int = DEFAULT_BATCH_SIZE,
+        direct_from_rows: int | None = DIRECT_FROM_ROWS,
+    ) -> None:
         self.engine = engine
         self.staging_batch_size = staging_batch_size
+        #: PostgreSQL: readings of a feed larger than this try the direct path first
+        #: (adapters/sql/ingest.py); None: the staged path only (tests compare the two)
+        self.direct_from_rows = direct_from_rows
 
     def __call__(self) -> SqlUnitOfWork:
-        return SqlUnitOfWork(self.engine, staging_batch_size=self.staging_batch_size)
+        return SqlUnitOfWork(
+            self.engine,
+            staging_batch_size=self.staging_batch_size,
+            direct_from_rows=self.direct_from_rows,
+        )
 
     def read_only(self) -> SqlUnitOfWork:
         """A unit of work that only reads, one statement at a time: on PostgreSQL in

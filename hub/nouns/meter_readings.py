@@ -10,7 +10,7 @@ reported per MeterReading and the rest is stored.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -42,24 +42,15 @@ class StoreMeterReadingsRoute:
     _reading_types: dict[str, str] = field(default_factory=dict)
 
     def handle(self, frame: MessageFrame, ctx: RouteContext, uow: UnitOfWork) -> RouteResult:
-        extractor = self._reader(frame.payload_xpath, self.chunk_rows)
-        if frame.events is not None:
-            chunks = extractor.read_events(frame.events)
-        elif frame.payload is not None:
-            chunks = extractor.read_tree(frame.payload)
-        else:
+        if frame.events is None and frame.payload is None:
             raise PayloadInvalid(
                 "MeterReadings needs a Payload", code="1009", xpath=f"/{frame.root_name}/Payload"
             )
+        message_feed = _MessageFeed(self, frame)
         staged: StagingResult = ctx.bus.handle(
-            StoreMeterReadings(
-                ctx.utility_id,
-                feed(chunks),
-                direct=frame.events is not None and ctx.allow_direct,
-            ),
-            uow,
-            ctx.handler,
+            StoreMeterReadings(ctx.utility_id, message_feed), uow, ctx.handler
         )
+        extractor = message_feed.extractor
         if staged.duplicates:
             errors = [
                 ErrorDetail(
@@ -136,7 +127,7 @@ class StoreMeterReadingsRoute:
                 )
             offset += len(data.extractor.meters)
         staged: StagingResult = ctx.bus.handle(
-            StoreMeterReadings(ctx.utility_id, feed, direct=ctx.allow_direct), uow, ctx.handler
+            StoreMeterReadings(ctx.utility_id, feed), uow, ctx.handler
         )
         if staged.duplicates:
             raise BatchConflict(f"{len(staged.duplicates)} reading(s) repeat in the batch")
@@ -164,6 +155,43 @@ class StoreMeterReadingsRoute:
             )
             results.append(result)
         return results
+
+
+class _MessageFeed:
+    """A message's readings as a :class:`mdm.ports.ReadingFeed`: each :meth:`open` reads
+    them with a new reader (a tree walked again, a streamed file parsed again), whose
+    meters, counts and errors are those of the last reading."""
+
+    queries_store = False
+
+    def __init__(self, route: StoreMeterReadingsRoute, frame: MessageFrame) -> None:
+        self._route = route
+        self._frame = frame
+        self._opened = False
+        self.extractor = self._reader()
+
+    @property
+    def rereadable(self) -> bool:
+        return self._frame.events is None or self._frame.reread is not None
+
+    def _reader(self) -> MeterReadingsReader:
+        return self._route._reader(self._frame.payload_xpath, self._route.chunk_rows)
+
+    def open(self) -> Iterator[ReadingFeedChunk]:
+        frame = self._frame
+        if self._opened:
+            self.extractor = self._reader()
+        if frame.events is None:
+            assert frame.payload is not None
+            chunks = self.extractor.read_tree(frame.payload)
+        elif not self._opened:
+            chunks = self.extractor.read_events(frame.events)
+        elif frame.reread is not None:
+            chunks = self.extractor.read_events(frame.reread())
+        else:
+            raise RuntimeError("a streamed message without reread is read once")
+        self._opened = True
+        return feed(chunks)
 
 
 @dataclass(frozen=True)

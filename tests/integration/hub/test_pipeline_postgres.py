@@ -110,9 +110,13 @@ def test_bad_input_leaves_postgres_unchanged(pg_app: App) -> None:
         assert uow.dead_letters.get(outcome.dead_letter_id or 0) is not None
 
 
-def test_bulk_fast_path_and_its_fallbacks(pg_app: App, tmp_path: Path) -> None:
+def test_bulk_fast_path_and_its_fallbacks(
+    pg_app: App, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     """Stream mode on PostgreSQL COPYs new readings straight into the table; a re-send
-    and a duplicate fall back to the exact merge path with nothing left behind."""
+    and a duplicate fall back, inside the store, to the exact merge path (the file read
+    again) with nothing left behind and the message logged once."""
+    caplog.set_level("DEBUG", logger="amihub.store.readings")
     meters = [f"FP{n:03d}" for n in range(60)]
     add_meters(pg_app, *meters, install=False)
     first = tmp_path / "first.xml"
@@ -122,6 +126,8 @@ def test_bulk_fast_path_and_its_fallbacks(pg_app: App, tmp_path: Path) -> None:
     assert new.result == "OK", new.errors
     assert new.counts["stored"] == written
     assert reading_count(pg_app) == written
+    assert f"{written} stored by the direct path" in caplog.text
+    caplog.clear()
 
     # the same readings again under another MessageID: the fast path meets stored keys,
     # rolls back, and the merge path finds them unchanged
@@ -132,9 +138,11 @@ def test_bulk_fast_path_and_its_fallbacks(pg_app: App, tmp_path: Path) -> None:
     assert again.result == "OK", again.errors
     assert again.counts["unchanged"] == written
     assert again.counts["stored"] == 0
+    assert "merging instead" in caplog.text
     with pg_app.uow_factory() as uow:
         states = [s for s, _, _ in uow.messages.lifecycle(again.message_log_id or 0)]
     assert states == ["received", "validated", "dispatched", "replied"]
+    caplog.clear()
 
     # the same meter twice in one message (new times): the fast path's COPY meets the
     # repeated key, and the merge path reports the duplicates
@@ -144,7 +152,11 @@ def test_bulk_fast_path_and_its_fallbacks(pg_app: App, tmp_path: Path) -> None:
     refused = pg_app.pipeline.process(InboundMessage(source="hes", endpoint="t", path=dup))
     assert refused.result == "FAILED"
     assert refused.errors[0].code == "2004"
+    assert "merging instead" in caplog.text
     assert reading_count(pg_app) == written
+    with pg_app.uow_factory() as uow:
+        states = [s for s, _, _ in uow.messages.lifecycle(refused.message_log_id or 0)]
+    assert states == ["received", "dead_lettered"]  # refused: the effect rolled back whole
 
 
 def test_a_file_in_time_order_stays_on_the_fast_path(
@@ -165,10 +177,11 @@ def test_a_file_in_time_order_stays_on_the_fast_path(
     tail = frame[frame.rindex(b"</m:MeterReading>") + 17 :]
     path = tmp_path / "days.xml"
     path.write_bytes(head + b"".join(fragment(m, d) for d in range(3) for m in meters) + tail)
-    with caplog.at_level("INFO", logger="amihub.pipeline"):
+    with caplog.at_level("DEBUG", logger="amihub.store.readings"):
         outcome = app.pipeline.process(InboundMessage(source="hes", endpoint="t", path=path))
     assert outcome.ok, outcome.errors
     assert outcome.counts["stored"] == 20 * 96 * 3
+    assert f"{20 * 96 * 3} stored by the direct path" in caplog.text
     assert "merging instead" not in caplog.text
     app.close()
 

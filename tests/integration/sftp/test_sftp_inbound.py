@@ -28,6 +28,7 @@ from hub.journal import MessageJournal
 from mappings.importer import import_file
 from mappings.load import BUILTIN_DIR, load_dir
 from mdm.model import EndDevice, Utility
+from tests.bus import BUS
 
 GOOD = (BUILTIN_DIR / "samples" / "register-obis.csv").read_bytes()
 HEAD = b"meter,obis,timestamp,dst,value,unit,status\n"
@@ -56,7 +57,7 @@ def readings(store: SqlUnitOfWorkFactory) -> int:
 def watcher_for(
     sftp: Sftp, store: SqlUnitOfWorkFactory, tmp_path: Path, settle: float = 0.0
 ) -> InboxWatcher:
-    run = functools.partial(import_file, store, catalog=load_dir(BUILTIN_DIR))
+    run = functools.partial(import_file, store, catalog=load_dir(BUILTIN_DIR), bus=BUS)
     return InboxWatcher(
         [sftp.account],
         import_handler(run),
@@ -434,7 +435,7 @@ def test_handler_crash_and_empty_file_go_to_error(
 def test_two_watchers_share_the_message_log_as_the_idempotency_record(
     sftp_server: Sftp, store: SqlUnitOfWorkFactory, tmp_path: Path
 ) -> None:
-    run = functools.partial(import_file, store, catalog=load_dir(BUILTIN_DIR))
+    run = functools.partial(import_file, store, catalog=load_dir(BUILTIN_DIR), bus=BUS)
     inbox = sftp_server.account.folder("inbox")
 
     def watcher(state: str) -> InboxWatcher:  # two processes with their own state folders

@@ -28,6 +28,7 @@ from hub.settings import (
 )
 from mappings.load import BUILTIN_DIR
 from mdm.model import EndDevice
+from tests.bus import BUS
 from tests.unit.hub.test_cli_mappings import SAMPLES, installed_meters
 
 __all__ = ["sshd"]  # the fixture, used by name
@@ -109,6 +110,7 @@ def store_with_readings(tmp_path: Path) -> Path:
             app.uow_factory,
             ImportFile(SAMPLES / "register-obis.csv", "register-obis", "DEFAULT", "tests"),
             load_dir(BUILTIN_DIR),
+            bus=BUS,
         )
         assert result.applied
     finally:

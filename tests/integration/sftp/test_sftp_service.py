@@ -44,7 +44,7 @@ def test_service_takes_a_drop_and_audits_logins(tmp_path: Path, sqlite_url: str)
                 )
             ],
         )
-        service = SftpService(settings, app.uow_factory, default_utility="DEMO")
+        service = SftpService(settings, app.uow_factory, bus=app.bus, default_utility="DEMO")
         service.start()
         try:
             assert (tmp_path / "host_key").exists()  # generated on first start
@@ -114,10 +114,10 @@ def test_configuration_errors(tmp_path: Path, sqlite_url: str) -> None:
             partners=[SftpPartnerSettings(name="x", mapping="nope", authorized_keys=["x"])]
         )
         with pytest.raises(ConfigurationError, match="no mapping named 'nope'"):
-            SftpService(bad, app.uow_factory, default_utility="DEMO")
+            SftpService(bad, app.uow_factory, bus=app.bus, default_utility="DEMO")
         nokey = SftpSettings(partners=[SftpPartnerSettings(name="x", mapping="register-obis")])
         with pytest.raises(ConfigurationError, match="neither keys nor password"):
-            SftpService(nokey, app.uow_factory, default_utility="DEMO")
+            SftpService(nokey, app.uow_factory, bus=app.bus, default_utility="DEMO")
     finally:
         app.close()
 
@@ -154,7 +154,7 @@ def test_a_vendor_cim_variant_dropped_over_sftp_is_stored(tmp_path: Path, sqlite
             ],
         )
         with pytest.raises(ConfigurationError, match="needs the hub pipeline"):
-            SftpService(settings, app.uow_factory, default_utility="DEMO")
+            SftpService(settings, app.uow_factory, bus=app.bus, default_utility="DEMO")
         app.settings = app.settings.model_copy(update={"sftp": settings})
         service = build(app)  # what `amihub serve` runs for [sftp]: the pipeline wired in
         service.start()

@@ -1,11 +1,13 @@
 """Utility scoping on a real PostgreSQL (a fresh database per test), with the
-PostgreSQL-only optimistic bulk path (adapters/sql/direct.py)."""
+PostgreSQL-only direct path of the store's ingest (adapters/sql/direct.py)."""
 
 from __future__ import annotations
 
 import pytest
+from sqlalchemy import Engine
 
 from adapters.sql import SqlUnitOfWorkFactory
+from mdm.ports import MeterItem, ReadingBlock, ReadingChunks, ReadingFeedChunk
 from tests.unit.sql.scoping_contract import A_REFS, Two, UtilityScopingContract
 
 pytestmark = pytest.mark.postgres
@@ -16,12 +18,22 @@ class TestPostgresScoping(UtilityScopingContract):
     def store_url(self, postgres_url: str) -> str:
         return postgres_url
 
-    @pytest.mark.parametrize("background", [True, False])
-    def test_direct_writer_resolves_meters_in_their_utility(
-        self, uow_factory: SqlUnitOfWorkFactory, two: Two, background: bool
+    @pytest.mark.parametrize("queries_store", [False, True])
+    def test_direct_path_resolves_meters_in_their_utility(
+        self, engine: Engine, two: Two, queries_store: bool, caplog: pytest.LogCaptureFixture
     ) -> None:
-        with uow_factory() as uow:
-            writer = uow.readings.direct_writer(two.a, background=background)
-            assert writer is not None
-            writer.add_rows(self.rows("1"), {item: ref for item, (ref, _) in A_REFS.items()})
-            self.assert_written_to_a(uow, two, writer.finish())
+        """The direct path (every feed of a reading or more takes it first), its batches
+        written in the writer's thread or, for a feed that queries the store, between
+        the chunks."""
+        factory = SqlUnitOfWorkFactory(engine, direct_from_rows=0)
+        chunk = ReadingFeedChunk(
+            [
+                ReadingBlock(r.item, r.reading_type, [(r.ts, r.value, r.quality)])
+                for r in self.rows("1")
+            ],
+            [MeterItem(item, ref) for item, (ref, _) in A_REFS.items()],
+        )
+        with factory() as uow, caplog.at_level("DEBUG", logger="amihub.store.readings"):
+            result = uow.readings.ingest(two.a, ReadingChunks([chunk], queries_store=queries_store))
+            self.assert_written_to_a(uow, two, result)
+        assert "6 stored by the direct path" in caplog.text

@@ -22,6 +22,7 @@ from hub.messages import InboundMessage
 from hub.variants import VARIANT
 from mappings.importer import ImportFile, apply_file, import_file
 from mappings.load import BUILTIN_DIR, load_dir
+from tests.bus import BUS
 from tests.unit.fuzz.strategies import mutated, odd_texts
 from tests.unit.hub.conftest import make_app
 from tests.unit.hub.test_cli_mappings import installed_meters
@@ -84,9 +85,9 @@ class Importer:
         result: Any
         try:
             if CATALOG.specs[mapping].kind in ("csv-events", "xml-events"):  # type: ignore[union-attr]
-                result = apply_file(self.app.uow_factory, command, CATALOG)
+                result = apply_file(self.app.uow_factory, command, CATALOG, bus=BUS)
             else:
-                result = import_file(self.app.uow_factory, command, CATALOG)
+                result = import_file(self.app.uow_factory, command, CATALOG, bus=BUS)
         except AmihubError:
             return
         finally:

@@ -95,3 +95,33 @@ def test_the_same_message_id_twice_in_one_batch(sqlite_url: str) -> None:
     assert [o.duplicate for o in outcomes] == [False, True]
     assert reading_count(app) == 97
     app.close()
+
+
+@pytest.mark.postgres
+def test_a_resent_batch_is_merged_inside_the_store_on_postgres(
+    postgres_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A batch larger than the store's one-statement size takes the direct path; sent
+    again under new MessageIDs its keys are stored: the store rolls back to its savepoint
+    and merges, the batch stays one batch and every message is logged once."""
+    app = make_app(postgres_url)
+    meters = [f"RS{n:02d}" for n in range(60)]  # 60 x 97 readings: over 5,000
+    add_meters(app, *meters, install=False)
+    caplog.set_level("DEBUG", logger="amihub.store.readings")
+    first = app.pipeline.process_batch([msg(day(m)) for m in meters])
+    assert [o.result for o in first] == ["OK"] * 60
+    assert f"{60 * 97} stored by the direct path" in caplog.text
+    caplog.clear()
+    again = app.pipeline.process_batch([msg(day(m)) for m in meters])  # new MessageIDs
+    assert [o.result for o in again] == ["OK"] * 60
+    assert "merging instead" in caplog.text
+    assert again[0].counts["batch_unchanged"] == 60 * 97
+    assert again[0].counts["batch_stored"] == 0
+    assert reading_count(app) == 60 * 97
+    assert lifecycle(app, again[5].message_log_id) == [
+        ("received", None),
+        ("validated", None),
+        ("dispatched", "created MeterReadings (batch)"),
+        ("replied", "OK"),
+    ]
+    app.close()

@@ -14,6 +14,7 @@ from mappings.csv_reader import read_csv_events
 from mappings.importer import EventImportResult, ImportFile, apply_file
 from mappings.load import BUILTIN_DIR, Catalog, SpecError, load_dir, load_spec
 from mdm.model import EndDevice, Utility
+from tests.bus import BUS
 
 SAMPLES = BUILTIN_DIR / "samples"
 HEAD = "Zähler;Zeit;Code;Text\n"
@@ -68,7 +69,10 @@ def test_reader_translates_vendor_codes(catalog: Catalog) -> None:
 
 def test_sample_applies(store: SqlUnitOfWorkFactory, catalog: Catalog) -> None:
     result = apply_file(
-        store, ImportFile(SAMPLES / "vendor-events.csv", "vendor-events-csv", "DEMO"), catalog
+        store,
+        ImportFile(SAMPLES / "vendor-events.csv", "vendor-events-csv", "DEMO"),
+        catalog,
+        bus=BUS,
     )
     assert isinstance(result, EventImportResult)
     assert result.applied, result.report()
@@ -89,11 +93,11 @@ def test_unknown_meter_or_bad_line_stores_nothing(
     path.write_text(
         HEAD + "SN1001;24.11.2026 03:12:45;PF;a\nSN9;24.11.2026 03:12:45;PF;b\n", encoding="utf-8"
     )
-    result = apply_file(store, ImportFile(path, "vendor-events-csv", "DEMO"), catalog)
+    result = apply_file(store, ImportFile(path, "vendor-events-csv", "DEMO"), catalog, bus=BUS)
     assert not result.applied
     assert "[2001] line 3: unknown meter SerialNumber=SN9" in result.report()
     path.write_text(HEAD + "SN1001;24.11.2026 03:12:45;PF;a\nSN1001;bad;PF;b\n", encoding="utf-8")
-    result = apply_file(store, ImportFile(path, "vendor-events-csv", "DEMO"), catalog)
+    result = apply_file(store, ImportFile(path, "vendor-events-csv", "DEMO"), catalog, bus=BUS)
     assert not result.applied
     assert "line 3, column 'Zeit'" in result.report()
     assert stored_events(store) == []
@@ -120,7 +124,10 @@ XML_HEAD = '<?xml version="1.0"?>\n<ev:EventLog xmlns:ev="urn:example:acme:event
 
 def test_xml_sample_applies_with_dst_flags(store: SqlUnitOfWorkFactory, catalog: Catalog) -> None:
     result = apply_file(
-        store, ImportFile(SAMPLES / "vendor-events.xml", "vendor-events-xml", "DEMO"), catalog
+        store,
+        ImportFile(SAMPLES / "vendor-events.xml", "vendor-events-xml", "DEMO"),
+        catalog,
+        bus=BUS,
     )
     assert isinstance(result, EventImportResult)
     assert result.applied, result.report()
@@ -165,7 +172,7 @@ def test_xml_bad_records_are_named_and_nothing_is_stored(
         + "</ev:Device>\n</ev:EventLog>\n",
         encoding="utf-8",
     )
-    result = apply_file(store, ImportFile(path, "vendor-events-xml", "DEMO"), catalog)
+    result = apply_file(store, ImportFile(path, "vendor-events-xml", "DEMO"), catalog, bus=BUS)
     assert not result.applied
     report = result.report()
     assert "record 2 (line 5), event: event code 'XX' is not in code table 'vendor-events'" in (
@@ -191,14 +198,14 @@ def test_xml_events_unknown_meter_and_not_well_formed(
         + "</ev:Device></ev:EventLog>\n",
         encoding="utf-8",
     )
-    result = apply_file(store, ImportFile(path, "vendor-events-xml", "DEMO"), catalog)
+    result = apply_file(store, ImportFile(path, "vendor-events-xml", "DEMO"), catalog, bus=BUS)
     assert not result.applied
     assert "[2001]" in result.report()
     assert stored_events(store) == []
     broken = tmp_path / "broken.xml"
     broken.write_text(XML_HEAD + '<ev:Device serial="SN1001"><ev:Event', encoding="utf-8")
     with pytest.raises(NotWellFormed):
-        apply_file(store, ImportFile(broken, "vendor-events-xml", "DEMO"), catalog)
+        apply_file(store, ImportFile(broken, "vendor-events-xml", "DEMO"), catalog, bus=BUS)
     assert stored_events(store) == []
 
 

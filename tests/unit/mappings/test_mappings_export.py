@@ -19,6 +19,7 @@ from mappings.load import BUILTIN_DIR, Catalog, load_dir, parse_spec_text
 from mappings.spec import CsvSpec, ExportCsvSpec, ExportXmlSpec, XmlSpec
 from mappings.xml_reader import read_xml
 from mdm.model import DeviceRef, EndDevice, UsagePoint, Utility
+from tests.bus import BUS
 
 SAMPLES = BUILTIN_DIR / "samples"
 
@@ -50,7 +51,9 @@ def store(sqlite_url: str, catalog: Catalog) -> Iterator[SqlUnitOfWorkFactory]:
         ("register-obis", "register-obis.csv"),
         ("wide-15min-de", "wide-15min-de.csv"),
     ):
-        assert import_file(factory, ImportFile(SAMPLES / name, mapping, "DEMO"), catalog).applied
+        assert import_file(
+            factory, ImportFile(SAMPLES / name, mapping, "DEMO"), catalog, bus=BUS
+        ).applied
     yield factory
     engine.dispose()
 
@@ -234,7 +237,7 @@ def grouped(
         uow.commit()
     path = tmp_path / "reads.csv"
     path.write_text(GROUP_CSV, encoding="utf-8")
-    assert import_file(factory, ImportFile(path, "register-obis", "DEMO"), catalog).applied
+    assert import_file(factory, ImportFile(path, "register-obis", "DEMO"), catalog, bus=BUS).applied
     yield factory
     engine.dispose()
 

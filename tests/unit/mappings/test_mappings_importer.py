@@ -15,6 +15,7 @@ from mappings.importer import ImportFile, import_file
 from mappings.load import BUILTIN_DIR, Catalog, load_dir, parse_spec_text
 from mappings.rows import FileRejected
 from mdm.model import DeviceRef, EndDevice, UsagePoint, Utility
+from tests.bus import BUS
 
 SAMPLES = BUILTIN_DIR / "samples"
 PLUS_A = "0.0.0.1.1.1.12.0.0.0.0.0.0.0.0.3.72.0"
@@ -57,14 +58,16 @@ def test_samples_apply(store: SqlUnitOfWorkFactory, catalog: Catalog) -> None:
         ("register-obis", "register-obis.csv", 6),
         ("acme-xml", "acme.xml", 3),
     ):
-        result = import_file(store, ImportFile(SAMPLES / name, mapping, "DEMO"), catalog)
+        result = import_file(store, ImportFile(SAMPLES / name, mapping, "DEMO"), catalog, bus=BUS)
         assert result.applied, result.report()
         assert result.readings == expected
         assert result.stats.total == expected
     # acme.xml re-reads SN1002's +A register of 24 Nov with a new value: superseded
     assert result.stats.superseded == 1
     assert count(store) == 584
-    again = import_file(store, ImportFile(SAMPLES / "acme.xml", "acme-xml", "DEMO"), catalog)
+    again = import_file(
+        store, ImportFile(SAMPLES / "acme.xml", "acme-xml", "DEMO"), catalog, bus=BUS
+    )
     assert again.stats.unchanged == 3
     assert count(store) == 584
 
@@ -88,7 +91,7 @@ def test_bad_line_applies_nothing(
         + "SN1001,1-0:1.8.0*255,2026-11-24 00:15:00,W,2,kWh,OK\n"
         + "SN1001,1-0:1.8.0*255,2026-11-31 00:30:00,W,3,kWh,OK\n",
     )
-    result = import_file(store, ImportFile(path, "register-obis", "DEMO"), catalog)
+    result = import_file(store, ImportFile(path, "register-obis", "DEMO"), catalog, bus=BUS)
     assert not result.applied
     assert [(e.line, e.code) for e in result.errors] == [(4, "2006")]
     assert "line 4, column 'timestamp'" in result.report()
@@ -105,7 +108,7 @@ def test_unknown_meter_all_or_nothing_by_default(
         + "SN9999,1-0:1.8.0*255,2026-11-24 00:00:00,W,1,kWh,OK\n"
         + "SN9999,1-0:1.8.0*255,2026-11-24 01:00:00,W,2,kWh,OK\n",
     )
-    result = import_file(store, ImportFile(path, "register-obis", "DEMO"), catalog)
+    result = import_file(store, ImportFile(path, "register-obis", "DEMO"), catalog, bus=BUS)
     assert not result.applied
     [unknown] = result.unknown_meters
     assert (unknown.first_line, unknown.last_line, unknown.readings) == (3, 4, 2)
@@ -131,7 +134,7 @@ def test_unknown_meter_skipped_when_the_policy_says_so(
         + "SN1001,1-0:1.8.0*255,2026-11-24 00:00:00,W,1,kWh,OK\n"
         + "SN9999,1-0:1.8.0*255,2026-11-24 00:00:00,W,1,kWh,OK\n",
     )
-    result = import_file(store, ImportFile(path, "lenient", "DEMO"), catalog)
+    result = import_file(store, ImportFile(path, "lenient", "DEMO"), catalog, bus=BUS)
     assert result.applied
     assert result.status == "applied with skipped meters"
     assert (result.stats.stored, result.skipped_readings) == (1, 1)
@@ -143,7 +146,10 @@ def test_duplicate_reading_in_file_applies_nothing(
 ) -> None:
     row = "SN1001,1-0:1.8.0*255,2026-11-24 00:00:00,W,1,kWh,OK\n"
     result = import_file(
-        store, ImportFile(_csv(tmp_path, HEAD + row + row), "register-obis", "DEMO"), catalog
+        store,
+        ImportFile(_csv(tmp_path, HEAD + row + row), "register-obis", "DEMO"),
+        catalog,
+        bus=BUS,
     )
     assert not result.applied
     assert result.duplicates[0].count == 2
@@ -176,11 +182,11 @@ fixed = "0.0.0.1.1.1.12.0.0.0.0.0.0.0.0.3.72.0"
         "up,ts,v\nUP1,2026-11-24T00:00:00+00:00,7.5\n"
         "UP1,2025-06-01T00:00:00+00:00,1\nUP9,2026-11-24T00:00:00+00:00,1\n",
     )
-    result = import_file(store, ImportFile(path, "by-up", "DEMO"), catalog)
+    result = import_file(store, ImportFile(path, "by-up", "DEMO"), catalog, bus=BUS)
     assert not result.applied
     assert [(u.first_line, u.code) for u in result.unknown_meters] == [(3, "2001"), (4, "2002")]
     path.write_text("up,ts,v\nUP1,2026-11-24T00:00:00+00:00,7.5\n", encoding="utf-8")
-    result = import_file(store, ImportFile(path, "by-up", "DEMO"), catalog)
+    result = import_file(store, ImportFile(path, "by-up", "DEMO"), catalog, bus=BUS)
     assert result.applied, result.report()
     with store() as uow:
         dev = uow.devices.find(1, DeviceRef(mrid="m-1001"))
@@ -196,15 +202,15 @@ def test_file_level_problems_raise(
     empty = tmp_path / "empty.csv"
     empty.write_bytes(b"")
     with pytest.raises(FileRejected):
-        import_file(store, ImportFile(empty, "register-obis", "DEMO"), catalog)
+        import_file(store, ImportFile(empty, "register-obis", "DEMO"), catalog, bus=BUS)
     broken = tmp_path / "broken.xml"
     broken.write_bytes(b"<md:MeterData xmlns:md='urn:example:acme:meterdata:1'><md:Meter>")
     with pytest.raises(NotWellFormed):
-        import_file(store, ImportFile(broken, "acme-xml", "DEMO"), catalog)
+        import_file(store, ImportFile(broken, "acme-xml", "DEMO"), catalog, bus=BUS)
     with pytest.raises(ConfigurationError):
-        import_file(store, ImportFile(SAMPLES / "acme.xml", "acme-xml", "NOPE"), catalog)
+        import_file(store, ImportFile(SAMPLES / "acme.xml", "acme-xml", "NOPE"), catalog, bus=BUS)
     with pytest.raises(ConfigurationError):
-        import_file(store, ImportFile(SAMPLES / "acme.xml", "no-such", "DEMO"), catalog)
+        import_file(store, ImportFile(SAMPLES / "acme.xml", "no-such", "DEMO"), catalog, bus=BUS)
     assert count(store) == 0
 
 
@@ -215,7 +221,9 @@ def test_error_list_is_capped(
         f"SN1001,1-0:1.8.0*255,2026-11-24 00:{i % 60:02d}:00,W,x,kWh,OK\n" for i in range(50)
     )
     path = _csv(tmp_path, HEAD + bad)
-    result = import_file(store, ImportFile(path, "register-obis", "DEMO"), catalog, max_errors=10)
+    result = import_file(
+        store, ImportFile(path, "register-obis", "DEMO"), catalog, max_errors=10, bus=BUS
+    )
     assert (len(result.errors), result.error_count) == (10, 50)
     assert "... 40 more line errors" in result.report()
 
@@ -233,7 +241,7 @@ def test_progress_is_reported_per_batch(
     path = _csv(tmp_path, HEAD + rows)
     seen: list[ImportProgress] = []
     result = import_file(
-        store, ImportFile(path, "register-obis", "DEMO"), catalog, progress=seen.append
+        store, ImportFile(path, "register-obis", "DEMO"), catalog, progress=seen.append, bus=BUS
     )
     assert result.applied
     assert seen

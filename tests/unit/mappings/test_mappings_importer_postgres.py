@@ -15,21 +15,24 @@ from adapters.sql import SqlUnitOfWorkFactory, make_engine, upgrade
 from mappings.importer import ImportFile, ImportResult, import_file
 from mappings.load import BUILTIN_DIR, Catalog, load_dir
 from mdm.model import DeviceRef, EndDevice, UsagePoint, Utility
+from tests.bus import BUS
 
 pytestmark = pytest.mark.postgres
 
 PLUS_A = "0.0.0.1.1.1.12.0.0.0.0.0.0.0.0.3.72.0"  # 1-0:1.8.0*255 through the obis table
 METERS = [f"SN{n}" for n in range(1001, 1006)]
 HEAD = "meter,obis,timestamp,dst,value,unit,status\n"
-FALLBACK = "reading it again to merge"
+FALLBACK = "merging instead"  # the store's log: the direct path gave way
+DIRECT = "stored by the direct path"
 
 
 @pytest.fixture
 def store(postgres_url: str) -> Iterator[SqlUnitOfWorkFactory]:
     engine = make_engine(postgres_url)
     upgrade(engine)
-    # small writer batches: a file of 5 x 96 readings takes several of them
-    factory = SqlUnitOfWorkFactory(engine, staging_batch_size=100)
+    # small writer batches: a file of 5 x 96 readings takes several of them, and the
+    # direct path from 100 readings on (the store's default: larger feeds only)
+    factory = SqlUnitOfWorkFactory(engine, staging_batch_size=100, direct_from_rows=100)
     with factory() as uow:
         utility = uow.utilities.add(Utility("DEMO", "Demo utility"))
         assert utility.id is not None
@@ -78,7 +81,7 @@ def write_long(
 def run(
     store: SqlUnitOfWorkFactory, catalog: Catalog, path: Path, mapping: str = "register-obis"
 ) -> ImportResult:
-    return import_file(store, ImportFile(path, mapping, "DEMO"), catalog)
+    return import_file(store, ImportFile(path, mapping, "DEMO"), catalog, bus=BUS)
 
 
 def stored(store: SqlUnitOfWorkFactory, serial: str, k: int) -> tuple[Decimal, int] | None:
@@ -107,12 +110,13 @@ def test_new_file_takes_the_direct_path_then_a_replay_merges(
     tmp_path: Path,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    caplog.set_level(logging.INFO, logger="mappings.importer")
+    caplog.set_level(logging.DEBUG, logger="amihub.store.readings")
     path = write_long(tmp_path / "reads.csv", METERS)
     first = run(store, catalog, path)
     assert first.applied, first.report()
     assert first.stats.stored == first.readings == 5 * 96
-    assert FALLBACK not in caplog.text  # no meter run was split between writer batches
+    assert FALLBACK not in caplog.text  # new readings: the direct path, whole
+    assert DIRECT in caplog.text
     assert count(store) == 5 * 96
     assert stored(store, "SN1003", 7) == (Decimal("1207.5"), 1)
 
@@ -129,9 +133,11 @@ def test_changed_and_new_readings_fall_back_and_are_versioned(
     tmp_path: Path,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    caplog.set_level(logging.INFO, logger="mappings.importer")
+    caplog.set_level(logging.DEBUG, logger="amihub.store.readings")
     assert run(store, catalog, write_long(tmp_path / "a.csv", METERS, per_meter=48)).applied
     assert FALLBACK not in caplog.text
+    assert DIRECT in caplog.text
+    caplog.clear()
     # the same 48 quarter-hours (the last 8 with new values) and 48 new ones
     result = run(store, catalog, write_long(tmp_path / "b.csv", METERS, bump_from=40))
     assert FALLBACK in caplog.text
@@ -153,7 +159,7 @@ def test_a_reading_twice_in_the_file_falls_back_and_is_refused(
     tmp_path: Path,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    caplog.set_level(logging.INFO, logger="mappings.importer")
+    caplog.set_level(logging.DEBUG, logger="amihub.store.readings")
     twice = f"SN1001,1-0:1.8.0*255,{_stamp(3)},W,9.5,kWh,OK\n"
     result = run(store, catalog, write_long(tmp_path / "dup.csv", METERS, extra=twice))
     assert FALLBACK in caplog.text
@@ -171,9 +177,10 @@ def test_time_ordered_file_gives_the_same_result(
 ) -> None:
     # every meter appears in every writer batch: only a key stored already stops the
     # direct path (the primary key), not a meter met in an earlier batch
-    caplog.set_level(logging.INFO, logger="mappings.importer")
+    caplog.set_level(logging.DEBUG, logger="amihub.store.readings")
     result = run(store, catalog, write_long(tmp_path / "t.csv", METERS, time_major=True))
     assert FALLBACK not in caplog.text
+    assert DIRECT in caplog.text
     assert result.applied, result.report()
     assert result.stats.stored == 5 * 96
     assert count(store) == 5 * 96
@@ -186,7 +193,7 @@ def test_new_readings_between_stored_ones_stay_on_the_direct_path(
     tmp_path: Path,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    caplog.set_level(logging.INFO, logger="mappings.importer")
+    caplog.set_level(logging.DEBUG, logger="amihub.store.readings")
     even = tmp_path / "even.csv"
     odd = tmp_path / "odd.csv"
     lines = write_long(tmp_path / "all.csv", METERS).read_text(encoding="utf-8").splitlines()
@@ -194,8 +201,10 @@ def test_new_readings_between_stored_ones_stay_on_the_direct_path(
     even.write_text(HEAD + "".join(f"{x}\n" for x in body[0::2]), encoding="utf-8")
     odd.write_text(HEAD + "".join(f"{x}\n" for x in body[1::2]), encoding="utf-8")
     assert run(store, catalog, even).applied
+    caplog.clear()
     result = run(store, catalog, odd)  # every new key lies between two stored ones
     assert FALLBACK not in caplog.text
+    assert DIRECT in caplog.text
     assert result.applied, result.report()
     assert result.stats.stored == 5 * 48
     assert count(store) == 5 * 96
@@ -208,7 +217,7 @@ def test_a_stored_key_in_a_late_batch_rolls_back_the_earlier_ones(
     tmp_path: Path,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    caplog.set_level(logging.INFO, logger="mappings.importer")
+    caplog.set_level(logging.DEBUG, logger="amihub.store.readings")
     every = write_long(tmp_path / "every.csv", METERS).read_text(encoding="utf-8")
     last = tmp_path / "last.csv"  # the last meter's readings only, the same values
     last.write_text(HEAD + "".join(x for x in every.splitlines(True) if x.startswith("SN1005")))
@@ -233,7 +242,7 @@ def test_unknown_meter_on_the_direct_path(
     caplog: pytest.LogCaptureFixture,
     policy: str,
 ) -> None:
-    caplog.set_level(logging.INFO, logger="mappings.importer")
+    caplog.set_level(logging.DEBUG, logger="amihub.store.readings")
     spec = (BUILTIN_DIR / "register-obis.toml").read_text(encoding="utf-8")
     spec = spec.replace('name = "register-obis"', 'name = "obis-policy"')
     spec += f'\n[policy]\nunknown_meters = "{policy}"\n'
@@ -244,6 +253,7 @@ def test_unknown_meter_on_the_direct_path(
     path = write_long(tmp_path / "u.csv", [METERS[0], "SN-NOPE", METERS[1]])
     result = run(store, own, path, "obis-policy")
     assert FALLBACK not in caplog.text
+    assert DIRECT in caplog.text
     assert [(u.code, u.first_line, u.last_line, u.readings) for u in result.unknown_meters] == [
         ("2001", 98, 193, 96)
     ]
@@ -263,7 +273,7 @@ def test_wide_file_on_the_direct_path(
     tmp_path: Path,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    caplog.set_level(logging.INFO, logger="mappings.importer")
+    caplog.set_level(logging.DEBUG, logger="amihub.store.readings")
     head = "Zählernummer;Datum;" + ";".join(f"W{i:03d}" for i in range(1, 101)) + "\n"
     rows = [
         f"{serial};{day:02d}.01.2026;" + ";".join(["0,250"] * 96 + [""] * 4) + "\n"
@@ -286,7 +296,7 @@ def test_usage_points_resolved_while_the_direct_path_writes(
     # batches, usage points still being met when the first ones are written)
     engine = make_engine(postgres_url)
     upgrade(engine)
-    factory = SqlUnitOfWorkFactory(engine, staging_batch_size=100)
+    factory = SqlUnitOfWorkFactory(engine, staging_batch_size=100, direct_from_rows=100)
     ups = [f"UP{n:03d}" for n in range(60)]
     with factory() as uow:
         utility = uow.utilities.add(Utility("DEMO", "Demo utility"))
@@ -315,9 +325,10 @@ def test_usage_points_resolved_while_the_direct_path_writes(
             for k in range(96):
                 f.write(f"{up_name},{(start + timedelta(minutes=15 * k)).isoformat()},{n}.{k}\n")
     try:
-        caplog.set_level(logging.INFO, logger="mappings.importer")
-        result = import_file(factory, ImportFile(path, "by-up", "DEMO"), own)
+        caplog.set_level(logging.DEBUG, logger="amihub.store.readings")
+        result = import_file(factory, ImportFile(path, "by-up", "DEMO"), own, bus=BUS)
         assert FALLBACK not in caplog.text
+        assert DIRECT in caplog.text
         assert result.applied, result.report()
         assert result.stats.stored == 60 * 96
         with factory() as uow:
