@@ -10,7 +10,9 @@
   2008 not found, 2009 invalid state change) or
   :class:`cim_schemas.errors.ReplayConflict` (1007); any other integrity or data error
   -> ``PayloadInvalid`` code 2013;
-* anything else -> :class:`cim_schemas.errors.PermanentError`.
+* anything else -> :class:`cim_schemas.errors.PermanentError`, a statement SQLite cannot
+  run (``SQLITE_ERROR``: syntax, an unknown or ambiguous column) among them, though
+  sqlite3 raises it as an ``OperationalError`` like a locked or unreadable database.
 """
 
 from __future__ import annotations
@@ -84,6 +86,10 @@ def translate(error: Exception) -> AmihubError:
             return PayloadInvalid(f"value refused by the store: {text}", code=BAD_FIELD)
         if state == "42P01" or "no such table" in text.lower():
             return ConfigurationError(f"the store schema is missing (run migrations): {text}")
+        if getattr(error.orig, "sqlite_errorname", None) == "SQLITE_ERROR":
+            # SQLite reports a statement it cannot run (a syntax error, an unknown or
+            # ambiguous column) as an OperationalError too: a defect, not an outage
+            return PermanentError(f"store error: {type(error).__name__}: {text}")
         if isinstance(error, sa_exc.OperationalError | sa_exc.InterfaceError):
             return StoreUnavailable(f"database unavailable: {text}")
     if isinstance(error, sa_exc.TimeoutError):  # pool exhausted

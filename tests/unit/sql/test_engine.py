@@ -19,7 +19,7 @@ from adapters.sql import (
     upgrade,
 )
 from adapters.sql.engine import POOL_SIZE
-from adapters.sql.errors import translate
+from adapters.sql.errors import guard, translate
 from adapters.sql.migrate import MIGRATIONS
 from cim_schemas.errors import (
     ConfigurationError,
@@ -143,3 +143,25 @@ def _wrapped(kind: type[sa_exc.DBAPIError], orig: Exception) -> sa_exc.DBAPIErro
 )
 def test_driver_errors_are_mapped(error: Exception, expected: type[Exception]) -> None:
     assert type(translate(error)) is expected
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "SELECT nonsense FROM utility",  # unknown column
+        "SELECT id FROM utility, end_device",  # ambiguous column
+        "SELEC 1",  # syntax
+    ],
+)
+def test_a_statement_sqlite_cannot_run_is_permanent_not_unavailable(
+    sqlite_url: str, statement: str
+) -> None:
+    """sqlite3 raises a defective statement as an OperationalError, as it does a locked
+    database: the first is a defect (permanent), only the second is worth a retry."""
+    upgrade(sqlite_url)
+    engine = make_engine(sqlite_url)
+    with pytest.raises(PermanentError) as raised, guard(), engine.connect() as conn:
+        conn.execute(text(statement))
+    assert not isinstance(raised.value, StoreUnavailable)
+    assert "store error: OperationalError" in str(raised.value)
+    engine.dispose()
