@@ -207,10 +207,10 @@ def db() -> None:
 @click.pass_context
 def db_upgrade(ctx: click.Context) -> None:
     """Create or migrate the store's tables to the newest revision."""
-    from adapters.sql.migrate import current_revision
+    from hub.bootstrap import store_revision
 
     with _app(ctx, migrate=True) as app:
-        console.print(f"store at revision {current_revision(app.settings.database_url)}")
+        console.print(f"store at revision {store_revision(app.settings)}")
 
 
 @cli.command("import")
@@ -495,10 +495,10 @@ def export(
 
 def _push_export(ctx: click.Context, target: Any, path: Path) -> None:
     """Push an export to a configured target and record the receipt in the audit log."""
-    from adapters.sftp.push import push
+    from hub.bootstrap import push_export
 
     with console.status(f"pushing {path.name} to {target.name}"):
-        receipt = push(target, path)
+        receipt = push_export(target, path)
     with _app(ctx) as app, app.uow_factory() as uow:
         app.message_journal.audit(
             uow,
@@ -677,9 +677,9 @@ def serve(ctx: click.Context, workers: int) -> None:
 
     with _app(ctx, migrate=True) as app:
         if workers > 1:
-            from adapters.amqp.workers import run_workers
+            from hub.bootstrap import serve_workers
 
-            sys.exit(run_workers(workers, {"AMIHUB_DATABASE_URL": app.settings.database_url}))
+            sys.exit(serve_workers(workers, {"AMIHUB_DATABASE_URL": app.settings.database_url}))
         run_services(app)
 
 
