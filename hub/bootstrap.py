@@ -18,6 +18,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+import click
 from sqlalchemy import Engine
 
 from adapters.sql.engine import store_engine
@@ -251,6 +252,20 @@ def fleet_directory(fleet: Fleet) -> Mapping[str, MeterTarget]:
 
 
 # -- the services and commands of the head-end: their wiring, here and nowhere else ---------
+
+
+def engine_command() -> click.Command:
+    """``amihub engine`` (adapters/dlms/engine_worker.py), for hub/cli.py LAZY_COMMANDS."""
+    from adapters.dlms.engine_worker import engine
+
+    return engine
+
+
+def keys_command() -> click.Command:
+    """``amihub keys`` (adapters/dlms/keys_cli.py), for hub/cli.py LAZY_COMMANDS."""
+    from adapters.dlms.keys_cli import keys
+
+    return keys
 
 
 @contextmanager

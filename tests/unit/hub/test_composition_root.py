@@ -10,11 +10,13 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
+import click
 import pytest
 
 from adapters.soap.service import SoapService
 from cim_schemas.errors import ConfigurationError
 from hub.bootstrap import App, soap_service, soap_worker
+from hub.cli import LAZY_COMMANDS, cli
 from hub.serve import SERVICE_ALIASES
 from hub.settings import SoapSettings
 from tests.conftest import free_port
@@ -28,6 +30,12 @@ def test_every_service_is_built_by_the_root() -> None:
         module, _, name = path.partition(":")
         assert module == "hub.bootstrap", (section, path)
         assert callable(getattr(importlib.import_module(module), name)), (section, path)
+
+
+def test_the_command_lines_adapter_commands_come_through_the_root() -> None:
+    for name, path in LAZY_COMMANDS.items():
+        assert not path.startswith("adapters."), (name, path)
+        assert isinstance(cli.get_command(click.Context(cli), name), click.Command), (name, path)
 
 
 def test_the_route_table_is_built_by_the_root_only() -> None:
