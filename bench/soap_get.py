@@ -146,11 +146,10 @@ def serve(url: str, port: int, threads: int, mode: str) -> None:
         _wait_for_sigterm()
         server.stop()
         return
-    from adapters.soap.service import SoapService
-    from hub.bootstrap import bootstrap
+    from hub.bootstrap import bootstrap, soap_service
 
     app_ = bootstrap(_settings(url, port, threads, 2 if mode == "pipeline2" else 1))
-    service = SoapService(app_)
+    service = soap_service(app_)
     service.start()
     if mode == "pipeline2":
         time.sleep(4)  # the second process bootstraps and binds the port

@@ -1,8 +1,13 @@
-"""The one place where amihub is wired together.
+"""The one place where amihub is wired together: the composition root, the only
+module of the hub that imports adapters (``.importlinter``).
 
 ``bootstrap(settings)`` builds the engine, the unit-of-work factory, the bus
-with the domain handlers, the route table and the pipeline. Adapters receive
-the resulting :class:`App`; nothing connects at import time.
+with the domain handlers, the route table and the pipeline. The services of
+``amihub serve`` (:data:`hub.serve.SERVICE_ALIASES`), the head-end's commands and the
+command line's uses of an adapter (migrations, pushes, worker processes, the demo's
+in-process client and simulated meters) are built by the functions below; adapters
+receive the resulting :class:`App` (typed :class:`hub.app.HubApp`) and never import
+this module. Adapters are imported when used; nothing connects at import time.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+import click
 from sqlalchemy import Engine
 
 from adapters.sql.engine import store_engine
@@ -35,11 +41,21 @@ from mdm.model import Utility
 from mdm.ports import UnitOfWorkFactory
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
+    from adapters.amqp.service import AmqpService
     from adapters.dlms.engine_worker import EngineWorker
     from adapters.dlms.headend import DlmsHeadEnd
     from adapters.dlms.push_service import PushService
     from adapters.dlms.service import HesService
+    from adapters.memory import MemoryAdapter
+    from adapters.sftp.client import PushReceipt
+    from adapters.sftp.service import SftpService
+    from adapters.soap.service import SoapService
+    from adapters.web.service import WebService
     from hes.engine import MeterTarget
+    from hes.simulator.fleet import Fleet
+    from hub.settings import SftpPushTargetSettings
 
 log = logging.getLogger("amihub")
 
@@ -139,7 +155,118 @@ def bootstrap(
     return App(settings, engine, uow_factory, bus, routes, pipeline, headend, journal)
 
 
+# -- the services of `amihub serve` (hub/serve.py SERVICE_ALIASES) -----------------------
+
+
+def soap_service(app: App, *, worker: bool = False) -> SoapService:
+    """``[soap]``: the SOAP services; with ``[soap] processes > 1`` the first process
+    starts the others with :func:`soap_worker`."""
+    from adapters.soap.service import SoapService
+
+    return SoapService(app, worker=worker, worker_main=soap_worker)
+
+
+def soap_worker(settings: Settings) -> None:
+    """An extra SOAP server process (``[soap] processes``, started by spawn: a module-level
+    function, so picklable): its own app and store connections, the same port
+    (SO_REUSEPORT); outbox delivery stays with the first process."""
+    from adapters.soap.service import serve_until_terminated
+    from hub.logs import setup_logging
+
+    setup_logging(settings.log_level, settings.log_format)
+    app = bootstrap(settings)
+    try:
+        serve_until_terminated(soap_service(app, worker=True))
+    finally:
+        app.close()
+
+
+def amqp_service(app: App) -> AmqpService:
+    """``[amqp]``: the consumer and the outbox publisher, with the mapping importer for
+    the ``amihub-mapping`` header (the mappings of ``[amqp] mappings_dir``)."""
+    from adapters.amqp.service import AmqpService
+    from hub.mapped import mapping_importer
+    from mappings.load import BUILTIN_DIR, load_dir
+
+    catalog = load_dir(app.settings.amqp.mappings_dir or BUILTIN_DIR)
+    return AmqpService(app, importer=mapping_importer(app.pipeline, catalog))
+
+
+def sftp_service(app: App) -> SftpService:
+    """``[sftp]``: the embedded server and the inbox watcher."""
+    from adapters.sftp.service import SftpService
+
+    return SftpService(
+        app.settings.sftp,
+        app.uow_factory,
+        bus=app.bus,
+        default_utility=app.settings.default_utility,
+        process=app.pipeline.process,
+        journal=app.message_journal,
+    )
+
+
+def web_service(app: App) -> WebService:
+    """``[web]``: the operator interface."""
+    from adapters.web.service import WebService
+
+    return WebService(app)
+
+
+# -- what the command line uses of the adapters ---------------------------------------------
+
+
+def store_revision(settings: Settings) -> str | None:
+    """The migration revision the store is at (None: not migrated): ``amihub db upgrade``."""
+    from adapters.sql.migrate import current_revision
+
+    return current_revision(settings.database_url)
+
+
+def push_export(target: SftpPushTargetSettings, path: Path) -> PushReceipt:
+    """Push a file to a partner's SFTP server (``amihub export --push``)."""
+    from adapters.sftp.push import push
+
+    return push(target, path)
+
+
+def serve_workers(count: int, env: dict[str, str]) -> int:
+    """``amihub serve --workers N``: N serve processes, supervised until SIGINT/SIGTERM;
+    returns the exit code."""
+    from adapters.amqp.workers import run_workers
+
+    return run_workers(count, env)
+
+
+def memory_adapter(app: App) -> MemoryAdapter:
+    """The in-process client of the pipeline (``amihub demo``)."""
+    from adapters.memory import MemoryAdapter
+
+    return MemoryAdapter(app.pipeline)
+
+
+def fleet_directory(fleet: Fleet) -> Mapping[str, MeterTarget]:
+    """The meters of a simulated fleet, for ``bootstrap(meters=...)`` (``amihub demo``)."""
+    from adapters.dlms import MeterDirectory  # imports gurux
+
+    return MeterDirectory.from_fleet(fleet)
+
+
 # -- the services and commands of the head-end: their wiring, here and nowhere else ---------
+
+
+def engine_command() -> click.Command:
+    """``amihub engine`` (adapters/dlms/engine_worker.py), for hub/cli.py LAZY_COMMANDS."""
+    from adapters.dlms.engine_worker import engine
+
+    return engine
+
+
+def keys_command() -> click.Command:
+    """``amihub keys`` (adapters/dlms/keys_cli.py), for hub/cli.py LAZY_COMMANDS."""
+    from adapters.dlms.keys_cli import keys
+
+    return keys
 
 
 @contextmanager

@@ -79,12 +79,14 @@ def _parse_when(value: str | None, option: str) -> datetime | None:
     return when
 
 
-#: commands that live with their package, imported only when used (gurux, paramiko...)
+#: commands that live with their package, imported only when used (gurux, paramiko...):
+#: a click command, or a function of the composition root returning one (the commands
+#: that live in adapters: the root imports them)
 LAZY_COMMANDS: dict[str, str] = {
-    "engine": "adapters.dlms.engine_worker:engine",
+    "engine": "hub.bootstrap:engine_command",
     "hes": "hes.cli:hes",
     "simulate": "hes.cli:simulate",
-    "keys": "adapters.dlms.keys_cli:keys",
+    "keys": "hub.bootstrap:keys_command",
     "groups": "hub.groups_cli:groups",
     "vee": "hub.vee_cli:vee",
 }
@@ -103,6 +105,8 @@ class AmihubGroup(click.Group):
 
             module, _, attr = LAZY_COMMANDS[cmd_name].partition(":")
             command = getattr(importlib.import_module(module), attr)
+            if not isinstance(command, click.Command) and callable(command):
+                command = command()  # the root's function for an adapter's command
             if not isinstance(command, click.Command):
                 raise TypeError(f"{LAZY_COMMANDS[cmd_name]} is not a click command")
             return command
@@ -207,10 +211,10 @@ def db() -> None:
 @click.pass_context
 def db_upgrade(ctx: click.Context) -> None:
     """Create or migrate the store's tables to the newest revision."""
-    from adapters.sql.migrate import current_revision
+    from hub.bootstrap import store_revision
 
     with _app(ctx, migrate=True) as app:
-        console.print(f"store at revision {current_revision(app.settings.database_url)}")
+        console.print(f"store at revision {store_revision(app.settings)}")
 
 
 @cli.command("import")
@@ -497,10 +501,10 @@ def export(
 
 def _push_export(ctx: click.Context, target: Any, path: Path) -> None:
     """Push an export to a configured target and record the receipt in the audit log."""
-    from adapters.sftp.push import push
+    from hub.bootstrap import push_export
 
     with console.status(f"pushing {path.name} to {target.name}"):
-        receipt = push(target, path)
+        receipt = push_export(target, path)
     with _app(ctx) as app, app.uow_factory() as uow:
         app.message_journal.audit(
             uow,
@@ -679,9 +683,9 @@ def serve(ctx: click.Context, workers: int) -> None:
 
     with _app(ctx, migrate=True) as app:
         if workers > 1:
-            from adapters.amqp.workers import run_workers
+            from hub.bootstrap import serve_workers
 
-            sys.exit(run_workers(workers, {"AMIHUB_DATABASE_URL": app.settings.database_url}))
+            sys.exit(serve_workers(workers, {"AMIHUB_DATABASE_URL": app.settings.database_url}))
         run_services(app)
 
 

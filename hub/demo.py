@@ -23,10 +23,9 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
-from adapters.memory import MemoryAdapter
 from cim_schemas.errors import AmihubError
 from cim_schemas.xml import parse_bytes
-from hub.bootstrap import App, bootstrap
+from hub.bootstrap import App, bootstrap, fleet_directory, memory_adapter
 from hub.messages import InboundMessage
 from hub.samples import (
     RT_15MIN_A_PLUS,
@@ -50,7 +49,7 @@ DEMO_DB = "amihub-demo.db"
 
 def _master_data(app: App, meters: int, start: datetime, console: Console) -> list[str]:
     """The CIS side: usage points, meters and their installation, as CIM messages."""
-    hub = MemoryAdapter(app.pipeline)
+    hub = memory_adapter(app)
     ups = [
         {
             "mrid": f"UP-{n:04d}",
@@ -236,14 +235,13 @@ def _head_end(app: App, console: Console) -> None:
     create EndDeviceControls; the control jobs' results are EndDeviceEvents."""
     import socket
 
-    from adapters.dlms import MeterDirectory
     from hes.simulator.fleet import Fleet, SimulatorThread
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = int(s.getsockname()[1])
     fleet = Fleet.build(3, port, seed=1)
-    directory = MeterDirectory.from_fleet(fleet)
+    directory = fleet_directory(fleet)
     console.rule("head-end: simulated DLMS/COSEM meters (security suite 0, HLS-GMAC)")
     with SimulatorThread(fleet):
         hes_app = bootstrap(app.settings, meters=directory)
@@ -254,7 +252,7 @@ def _head_end(app: App, console: Console) -> None:
 
 
 def _head_end_steps(app: App, meters: list[str], port: int, console: Console) -> None:
-    hub = MemoryAdapter(app.pipeline)
+    hub = memory_adapter(app)
     devices = [{"mrid": m, "serial": m.removeprefix("MTR-"), "name": m} for m in meters]
     created = hub.request(meter_config("create", devices), source="cis")
     console.print(f"{len(meters)} meters on 127.0.0.1:{port}: MeterConfig create {created.result}")

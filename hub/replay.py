@@ -9,10 +9,10 @@ from hub.journal import NOT_REPLAYABLE
 from hub.messages import InboundMessage, Outcome
 
 if TYPE_CHECKING:
-    from hub.bootstrap import App
+    from hub.app import HubApp
 
 
-def replay(app: App, dead_letter_id: int) -> Outcome:
+def replay(app: HubApp, dead_letter_id: int) -> Outcome:
     """Process a dead letter's input again; it is marked resolved when the result is OK.
 
     The replay does not claim the original MessageID again (the first attempt

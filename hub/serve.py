@@ -3,7 +3,8 @@
 Each adapter is a :class:`Service`. :data:`SERVICE_ALIASES` maps a settings
 section (``[soap]``, ``[amqp]``, ``[sftp]``, ``[hes]``, ``[hes.push]``, ``[web]``) to the import
 path of the factory that builds it from the bootstrapped app, as kombu maps transport
-aliases: an adapter is imported only when it is enabled.
+aliases; every factory is the composition root's (hub/bootstrap.py), which imports an
+adapter only when it is enabled.
 """
 
 from __future__ import annotations
@@ -33,12 +34,12 @@ class Service(Protocol):
 
 #: settings section -> "module:factory"; the factory takes the App and returns a Service
 SERVICE_ALIASES: dict[str, str] = {
-    "amqp": "adapters.amqp.service:build",
-    "soap": "adapters.soap.service:build",
-    "sftp": "adapters.sftp.service:build",
+    "amqp": "hub.bootstrap:amqp_service",
+    "soap": "hub.bootstrap:soap_service",
+    "sftp": "hub.bootstrap:sftp_service",
     "hes": "hub.bootstrap:hes_service",
     "hes.push": "hub.bootstrap:push_service",
-    "web": "adapters.web.service:build",
+    "web": "hub.bootstrap:web_service",
 }
 
 

@@ -11,7 +11,7 @@ in the spec file):
   ``(InboundMessage, mapping_name) -> Outcome`` that behaves like
   ``Pipeline.process`` (one transaction with the message log and the stored
   reply, idempotent per source and message id, dead letters on permanent
-  failure, ``RecoverableError`` raised for retry): :func:`adapters.amqp.service.build`
+  failure, ``RecoverableError`` raised for retry): ``hub.bootstrap.amqp_service``
   plugs in :func:`hub.mapped.mapping_importer`. Without an importer (tests), a
   known mapping is refused with 1011.
 """

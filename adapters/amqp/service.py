@@ -1,6 +1,7 @@
 """``amihub serve`` with ``[amqp] enabled = true``: the consumer and the outbox publisher.
 
-:func:`build` is the factory :data:`hub.serve.SERVICE_ALIASES` names. The
+The composition root builds it (``hub.bootstrap.amqp_service``, which
+:data:`hub.serve.SERVICE_ALIASES` names, with the mapping importer). The
 service runs two threads, each with its own broker connection(s):
 
 * the consumer of the request queue (:class:`~adapters.amqp.consumer.AmqpConsumer`);
@@ -33,7 +34,7 @@ from hub.security import UserDirectory
 from mdm.ports import OutboxItem
 
 if TYPE_CHECKING:
-    from hub.bootstrap import App
+    from hub.app import HubApp
 
 log = logging.getLogger("amihub.amqp")
 
@@ -56,7 +57,7 @@ def queue_destination(queue: str) -> str:
 
 class AmqpService:
     def __init__(
-        self, app: App, *, importer: MappingImporter | None = None, name: str = "amqp"
+        self, app: HubApp, *, importer: MappingImporter | None = None, name: str = "amqp"
     ) -> None:
         self.name = name
         self.settings = settings = app.settings.amqp
@@ -131,11 +132,3 @@ class AmqpService:
         except TransportUnavailable as exc:
             return {item.id: exc for item in items}
         return {items[index].id: exc for index, exc in failures.items()}
-
-
-def build(app: App) -> AmqpService:
-    from hub.mapped import mapping_importer
-    from mappings.load import BUILTIN_DIR, load_dir
-
-    catalog = load_dir(app.settings.amqp.mappings_dir or BUILTIN_DIR)
-    return AmqpService(app, importer=mapping_importer(app.pipeline, catalog))

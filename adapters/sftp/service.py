@@ -1,7 +1,7 @@
 """``amihub serve`` with ``[sftp] enabled = true``: the embedded server and the inbox watcher.
 
-:func:`build` is the factory for :data:`hub.serve.SERVICE_ALIASES`
-(``"sftp": "adapters.sftp.service:build"``); it reads ``app.settings.sftp``, an
+The composition root builds it (``hub.bootstrap.sftp_service``, which
+:data:`hub.serve.SERVICE_ALIASES` names) from ``app.settings.sftp``, an
 :class:`SftpSettings` (the hub's Settings gets ``sftp: SftpSettings = SftpSettings()``).
 
 ::
@@ -33,7 +33,6 @@ import logging
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import paramiko
 
@@ -59,9 +58,6 @@ from mappings.load import BUILTIN_DIR, Catalog, load_dir
 from mappings.spec import CimVariantSpec
 from mdm.handling import CommandBus
 from mdm.ports import UnitOfWorkFactory
-
-if TYPE_CHECKING:
-    from hub.bootstrap import App
 
 log = logging.getLogger("amihub.sftp")
 
@@ -250,14 +246,3 @@ class SftpService:
             self.watcher.stop()
         if self.server is not None:
             self.server.stop()
-
-
-def build(app: App) -> SftpService:
-    return SftpService(
-        app.settings.sftp,
-        app.uow_factory,
-        bus=app.bus,
-        default_utility=app.settings.default_utility,
-        process=app.pipeline.process,
-        journal=app.message_journal,
-    )

@@ -2,7 +2,7 @@
 
 Public API::
 
-    from adapters.soap import SoapService, build, SoapGateway, SoapSender, SERVICES
+    from adapters.soap import SoapService, SoapGateway, SoapSender, SERVICES
 
 See docs/soap.md.
 """
@@ -10,7 +10,7 @@ See docs/soap.md.
 from adapters.soap.catalogue import OUTBOUND, SERVICES, ServiceSpec
 from adapters.soap.client import SoapSender
 from adapters.soap.gateway import SoapGateway
-from adapters.soap.service import SoapService, build
+from adapters.soap.service import SoapService
 
 __all__ = [
     "OUTBOUND",
@@ -19,5 +19,4 @@ __all__ = [
     "SoapGateway",
     "SoapSender",
     "SoapService",
-    "build",
 ]

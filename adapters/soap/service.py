@@ -1,12 +1,16 @@
 """``amihub serve`` with ``[soap] enabled = true``: the services on cheroot, plus delivery.
 
-:func:`build` is the factory named in :data:`hub.serve.SERVICE_ALIASES`. The
-service runs the WSGI gateway on cheroot's thread pool (``threads`` workers), behind
-the request gate of :mod:`adapters.soap.front` (a worker gets a request only once it
-has arrived, ``request_timeout``; HTTPS when ``tls_cert``/``tls_key`` are set, the
-handshake done by the gate too) and one outbox dispatcher for the ``soap`` channel
+The composition root builds it (``hub.bootstrap.soap_service``, which
+:data:`hub.serve.SERVICE_ALIASES` names). The service runs the WSGI gateway on
+cheroot's thread pool (``threads`` workers), behind the request gate of
+:mod:`adapters.soap.front` (a worker gets a request only once it has arrived,
+``request_timeout``; HTTPS when ``tls_cert``/``tls_key`` are set, the handshake done
+by the gate too) and one outbox dispatcher for the ``soap`` channel
 (async replies and subscriber events, retried with backoff, dead-lettered after
-``delivery_max_attempts``).
+``delivery_max_attempts``). With ``[soap] processes > 1`` it starts the extra server
+processes (spawned) with the root's entry point for them (``hub.bootstrap.soap_worker``,
+a module-level function: what spawn can pickle), which bootstraps the process's own
+app and serves with :func:`serve_until_terminated`.
 """
 
 from __future__ import annotations
@@ -15,7 +19,9 @@ import logging
 import multiprocessing
 import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final, Protocol
+
+from sqlalchemy import Engine
 
 from adapters.soap.auth import Authenticator
 from adapters.soap.client import CHANNEL, SoapSender
@@ -23,12 +29,23 @@ from adapters.soap.front import GatedServer, GatedTLSAdapter
 from adapters.soap.gateway import AccessLog, SoapGateway
 from cim_schemas import schemas
 from cim_schemas.errors import ConfigurationError
+from hub.app import HubApp
 from hub.outbox import OutboxDispatcher, RetryPolicy
 from hub.security import UserDirectory, address_allowed
 from hub.settings import Settings, SoapSettings
 
-if TYPE_CHECKING:
-    from hub.bootstrap import App
+
+class SoapApp(HubApp, Protocol):
+    """What the SOAP service uses of the bootstrapped hub: the hub's, and the store's
+    engine (its pool size is checked against ``threads``)."""
+
+    @property
+    def engine(self) -> Engine: ...
+
+
+#: the entry point of an extra server process (``[soap] processes``): module-level, so
+#: that spawn can pickle it; it takes the settings and serves until SIGTERM
+WorkerMain = Callable[[Settings], None]
 
 log = logging.getLogger("amihub.soap")
 
@@ -41,17 +58,31 @@ class SoapService:
     name = "soap"
 
     def __init__(
-        self, app: App, settings: SoapSettings | None = None, *, worker: bool = False
+        self,
+        app: SoapApp,
+        settings: SoapSettings | None = None,
+        *,
+        worker: bool = False,
+        worker_main: WorkerMain | None = None,
     ) -> None:
+        """``worker``: this is an extra server process (serves, does not deliver);
+        ``worker_main``: the entry point of the extra processes, required for
+        ``[soap] processes > 1`` (the composition root's ``hub.bootstrap.soap_worker``)."""
         self.app = app
         self.settings = settings or app.settings.soap
-        self.worker = worker  # an extra server process: serves, does not deliver
+        self.worker = worker
+        self.worker_main = worker_main
         self._children: list[Any] = []
         s = self.settings
         if (s.tls_cert is None) != (s.tls_key is None):
             raise ConfigurationError("[soap] needs both tls_cert and tls_key, or neither")
         if s.processes > 1 and s.port == 0:
             raise ConfigurationError("[soap] processes > 1 needs a fixed port")
+        if s.processes > 1 and not worker and worker_main is None:
+            raise ConfigurationError(
+                "[soap] processes > 1: the service needs the entry point of its extra "
+                "processes (built by hub.bootstrap.soap_service)"
+            )
         users = UserDirectory(app.settings.users)
         allowed = [pattern for user in app.settings.users for pattern in user.reply_addresses]
         for noun, urls in s.subscribers.items():
@@ -162,7 +193,7 @@ class SoapService:
         context = multiprocessing.get_context("spawn")
         for n in range(1, self.settings.processes):
             child = context.Process(
-                target=_worker_main, args=(self.app.settings,), name=f"soap-{n}", daemon=True
+                target=self.worker_main, args=(self.app.settings,), name=f"soap-{n}", daemon=True
             )
             child.start()
             self._children.append(child)
@@ -213,24 +244,13 @@ def _in_daemon_thread(prepare: Callable[[], None]) -> None:
         raise failures[0]
 
 
-def build(app: App) -> SoapService:
-    return SoapService(app)
-
-
-def _worker_main(settings: Settings) -> None:
-    """An extra server process (``[soap] processes``): same port (SO_REUSEPORT), own
-    store connections; outbox delivery stays with the first process."""
+def serve_until_terminated(service: SoapService) -> None:
+    """An extra server process's life (``[soap] processes``): serve until SIGTERM, then
+    stop. The process's app is the caller's (hub.bootstrap.soap_worker)."""
     import signal
 
-    from hub.bootstrap import bootstrap
-    from hub.logs import setup_logging
-
-    setup_logging(settings.log_level, settings.log_format)
-    app = bootstrap(settings)
-    service = SoapService(app, worker=True)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     service.start()
     stop.wait()
     service.stop()
-    app.close()

@@ -1,5 +1,7 @@
 """What the operator interface uses of the bootstrapped hub (``hub.bootstrap.App``),
-as a protocol: adapters never import the composition root (.importlinter)."""
+as a protocol: the hub's :class:`hub.app.HubApp` and the store's engine (its views
+and readiness checks query it). Adapters never import the composition root
+(.importlinter)."""
 
 from __future__ import annotations
 
@@ -7,23 +9,9 @@ from typing import Protocol
 
 from sqlalchemy import Engine
 
-from hub.bus import MessageBus
-from hub.journal import MessageJournal
-from hub.pipeline import Pipeline
-from hub.settings import Settings
-from mdm.ports import UnitOfWorkFactory
+from hub.app import HubApp as _HubApp
 
 
-class HubApp(Protocol):
-    @property
-    def settings(self) -> Settings: ...
+class HubApp(_HubApp, Protocol):
     @property
     def engine(self) -> Engine: ...
-    @property
-    def uow_factory(self) -> UnitOfWorkFactory: ...
-    @property
-    def bus(self) -> MessageBus: ...
-    @property
-    def pipeline(self) -> Pipeline: ...
-    @property
-    def message_journal(self) -> MessageJournal: ...

@@ -21,7 +21,7 @@ import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any, cast
+from typing import Any
 
 from adapters.web.hub_app import HubApp
 from cim_schemas.codes import event_type as et
@@ -486,9 +486,7 @@ class Operations:
                 Outcome("FAILED", b""),
             )
         with bound(action=f"replay-{dead_letter_id}"):
-            # hub.replay takes the App; this interface sees it through HubApp (the
-            # composition root is not imported by adapters)
-            return replay(cast(Any, self.app), dead_letter_id)
+            return replay(self.app, dead_letter_id)
 
     def dismiss(self, principal: Principal, dead_letter_id: int) -> None:
         self.require(principal, DISMISS_DEAD_LETTERS)

@@ -1,5 +1,8 @@
 """``amihub serve`` with ``[web] enabled = true``: the operator interface on cheroot.
 
+The composition root builds it (``hub.bootstrap.web_service``, which
+:data:`hub.serve.SERVICE_ALIASES` names).
+
 A server of its own (``[web] host``/``port``, ``threads``), beside the SOAP services:
 the operators' UI, the JSON API and monitoring live on a port partners never see, with
 their own TLS certificate and proxy rules; cheroot is the WSGI server SOAP already
@@ -70,7 +73,3 @@ class WebService:
         if self._thread is not None:
             self._thread.join(10)
             self._thread = None
-
-
-def build(app: HubApp) -> WebService:
-    return WebService(app)

@@ -17,8 +17,7 @@ from lxml import etree
 from sftp_fixtures import make_key
 from test_sftp_outbound import Sshd, sshd
 
-from adapters.sftp.service import build
-from hub.bootstrap import bootstrap
+from hub.bootstrap import bootstrap, sftp_service
 from hub.settings import (
     Settings,
     SftpPartnerSettings,
@@ -215,7 +214,7 @@ def test_replies_of_a_partners_cim_messages_are_pushed_to_its_server(
             push_targets=[target("vendor-out", "vendor"), target("other-out", "other")],
         )
         app.settings = app.settings.model_copy(update={"sftp": settings})
-        service = build(app)
+        service = sftp_service(app)
         service.start()
         try:
             sample = (BUILTIN_DIR / "samples" / "cim-vendor-draft-message.xml").read_bytes()

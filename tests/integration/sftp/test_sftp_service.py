@@ -10,9 +10,9 @@ import paramiko
 import pytest
 from sftp_fixtures import make_key, need_openssh_client
 
-from adapters.sftp.service import SftpService, build
+from adapters.sftp.service import SftpService
 from cim_schemas.errors import ConfigurationError
-from hub.bootstrap import bootstrap
+from hub.bootstrap import bootstrap, sftp_service
 from hub.settings import Settings, SftpPartnerSettings, SftpSettings
 from mappings.load import BUILTIN_DIR
 from mdm.model import EndDevice
@@ -156,7 +156,7 @@ def test_a_vendor_cim_variant_dropped_over_sftp_is_stored(tmp_path: Path, sqlite
         with pytest.raises(ConfigurationError, match="needs the hub pipeline"):
             SftpService(settings, app.uow_factory, bus=app.bus, default_utility="DEMO")
         app.settings = app.settings.model_copy(update={"sftp": settings})
-        service = build(app)  # what `amihub serve` runs for [sftp]: the pipeline wired in
+        service = sftp_service(app)  # what `amihub serve` runs for [sftp]: the pipeline wired in
         service.start()
         try:
             host = paramiko.ECDSAKey.from_private_key_file(str(tmp_path / "host_key"))

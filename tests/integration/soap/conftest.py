@@ -21,7 +21,7 @@ from zeep.wsse.username import UsernameToken
 from adapters.soap.catalogue import SERVICES
 from adapters.soap.service import SoapService
 from cim_schemas import schemas
-from hub.bootstrap import App, bootstrap
+from hub.bootstrap import App, bootstrap, soap_service
 from hub.security import UserSettings
 from hub.settings import SoapSettings, load_settings
 from tests.conftest import free_port
@@ -74,7 +74,7 @@ def start_server(database_url: str, *, meters: bool = True, **soap: Any) -> Serv
     app = bootstrap(settings, migrate=True)
     if meters:
         add_meters(app, "MTR-1", "MTR-2")
-    service = SoapService(app)
+    service = soap_service(app)  # as amihub serve builds it ([soap] processes included)
     service.start()
     return Server(app, service)
 

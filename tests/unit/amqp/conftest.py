@@ -5,8 +5,8 @@ from typing import Any
 
 import pytest
 
-from adapters.amqp.service import AmqpService, build
-from hub.bootstrap import App
+from adapters.amqp.service import AmqpService
+from hub.bootstrap import App, amqp_service
 from tests.unit.amqp.partner import Partner, unique_settings
 from tests.unit.hub.conftest import add_meters, make_app
 
@@ -32,7 +32,7 @@ def start_service(hub_app: App) -> Iterator[Start]:
         target = app or hub_app
         settings = unique_settings(url, **overrides)
         target.settings = target.settings.model_copy(update={"amqp": settings})
-        service = build(target)  # as amihub serve builds it: mappings importer included
+        service = amqp_service(target)  # as amihub serve builds it: mappings importer included
         service.start()
         assert service.wait_consuming(10), "the consumer did not start"
         partner = Partner(settings)
