@@ -1,6 +1,6 @@
 """An on-demand read (create MeterReadSchedule) talks to the meters with no database
-transaction of the hub open: while a simulated meter's answer is held back (a TCP
-relay in front of it keeps the head-end's AARQ), PostgreSQL shows no connection of the
+transaction of the hub open: while the simulated meters' answers are held back (TCP
+relays in front of them keep the head-end's AARQ), PostgreSQL shows no connection of the
 hub's database inside a transaction; once the meter answers, the readings are stored
 and the request is answered."""
 
@@ -34,9 +34,9 @@ class HeldMeter:
     (the meter answers nothing meanwhile); ``connected`` is set when the head-end is
     connected and waiting for the meter."""
 
-    def __init__(self, target: MeterTarget) -> None:
+    def __init__(self, target: MeterTarget, connected: threading.Event) -> None:
         self.target = target
-        self.connected = threading.Event()
+        self.connected = connected
         self.released = threading.Event()
         self.server = socket.create_server(("127.0.0.1", 0))
         self.port = int(self.server.getsockname()[1])
@@ -116,9 +116,14 @@ def hub_connections(url: str) -> int:
 def test_no_transaction_is_open_while_the_meter_answers(postgres_url: str, fleet: Fleet) -> None:
     meters = mrids(fleet)
     directory = MeterDirectory.from_fleet(fleet)
-    held = HeldMeter(directory[meters[0]])
-    targets = {m: directory[m] for m in meters}
-    targets[meters[0]] = dataclasses.replace(targets[meters[0]], host="127.0.0.1", port=held.port)
+    # every meter held: none answers, so no result is stored (in a transaction of its
+    # own, which the test would see) while it looks
+    connected = threading.Event()
+    helds = [HeldMeter(directory[m], connected) for m in meters]
+    targets = {
+        m: dataclasses.replace(directory[m], host="127.0.0.1", port=h.port)
+        for m, h in zip(meters, helds, strict=True)
+    }
     # long meter timeouts: the meter is held for as long as the test looks
     app = bootstrap(hub_settings(postgres_url, timeout=30.0), migrate=True, meters=targets)
     try:
@@ -132,12 +137,13 @@ def test_no_transaction_is_open_while_the_meter_answers(postgres_url: str, fleet
         )
         request.start()
         try:
-            assert held.connected.wait(30), "the head-end never reached the held meter"
+            assert connected.wait(30), "the head-end never reached a held meter"
             # the hub's pool has its connections; none of them is inside a transaction
             assert hub_connections(postgres_url) >= 1
             assert open_transactions(postgres_url) == []
         finally:
-            held.release()
+            for held in helds:
+                held.release()
             request.join(60)
         [outcome] = done
         assert outcome.result == "OK", outcome.errors
@@ -145,5 +151,6 @@ def test_no_transaction_is_open_while_the_meter_answers(postgres_url: str, fleet
         assert outcome.counts["stored"] == outcome.counts["readings"] > 2 * 8
         assert reading_count(app) == outcome.counts["stored"]
     finally:
-        held.close()
+        for held in helds:
+            held.close()
         app.close()
