@@ -155,7 +155,8 @@ def validate(
     type=click.Choice([str(m) for m in EstimationMethod]),
     default=str(EstimationMethod.LINEAR),
     show_default=True,
-    help="How a gap is filled.",
+    help="How a gap is filled: linear (short gaps between known readings), history "
+    "(linear where it can, else the same day type's history).",
 )
 @click.option(
     "--max-intervals",
@@ -204,6 +205,8 @@ def estimate(
                 EstimationMethod(method),
                 meter=DeviceRef(mrid=meter) if meter else None,
                 group=group,
+                history_weeks=settings.history_weeks,
+                time_zone=settings.utility_time_zones.get(code, settings.time_zone),
             ),
             uow,
             _context(),

@@ -290,6 +290,9 @@ class VeeSettings(BaseModel):
     #: estimation: the longest gap (in intervals of its reading type) that linear
     #: interpolation fills; longer ones are findings
     linear_max_intervals: int = Field(default=4, ge=1, le=2976)
+    #: estimation from history: the weeks before the period whose same day type
+    #: (weekday / weekend) and local time of day give a missing interval its value
+    history_weeks: int = Field(default=4, ge=1, le=52)
     #: the interval reading types ``amihub vee estimate`` fills (default: those of the
     #: enabled ``missing`` rules of the utility)
     estimate_reading_types: list[Annotated[str, AfterValidator(_interval_type)]] = Field(

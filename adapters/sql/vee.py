@@ -660,6 +660,8 @@ class SqlValidationStore(_Repo):
         start: datetime,
         end: datetime,
         now: datetime,
+        history_weeks: int = 4,
+        time_zone: str = "UTC",
     ) -> RuleCount:
         """Three statements over the period: the gaps (``LAG`` over each meter's instants
         in a window reaching ``max_intervals + 1`` intervals beyond the period, with an
@@ -721,9 +723,11 @@ class SqlValidationStore(_Repo):
             *d.temp(NUM, "i INTEGER PRIMARY KEY"),
         ):
             self._conn.execute(text(sql))
+        history = method == EstimationMethod.HISTORY
+        longest = max(max_intervals, (last_e - first_e) // step + 1 if history else 0)
         self._conn.execute(
             text(f"INSERT INTO {NUM} (i) VALUES (:i)"),
-            [{"i": i} for i in range(1, max_intervals + 1)],
+            [{"i": i} for i in range(1, longest + 1)],
         )
         # the gaps of each meter that have a missing instant in the period; a and b:
         # their first and last missing instant within it
@@ -782,13 +786,19 @@ class SqlValidationStore(_Repo):
         self._exec(
             literal(
                 "INSERT INTO vee_finding (run_id, device_id, reading_type_id, rule, kind, quality, "
-                "ts, ts_end, intervals, value, detail) SELECT :run, g.device_id, :rt, :method, "
+                "ts, ts_end, intervals, value, detail) SELECT :run, g.device_id, :rt, :lin, "
                 f":kind, CASE WHEN {fills} THEN "
                 f":est ELSE :missing END, {d.ts('g.a')}, {d.ts('g.b')}, "
                 f"(g.b - g.a) / :step + 1, NULL, {detail} FROM {GAP} g"
+                + (f" WHERE {fills}" if history else "")
             ),
+            lin=str(EstimationMethod.LINEAR),
             **p,
         )
+        if history:
+            estimated += self._from_history(
+                p, literal, fills, start, grid["shi"], history_weeks, time_zone
+            )
         found = self._exec(
             "SELECT count(*), count(DISTINCT device_id) FROM vee_finding "
             "WHERE run_id = :run AND reading_type_id = :rt",
@@ -798,6 +808,101 @@ class SqlValidationStore(_Repo):
         count = RuleCount(name, ESTIMATION, reading_type, estimated, int(found[0]), int(found[1]))
         self._counts.append(count)
         return count
+
+    def _from_history(
+        self,
+        p: dict[str, Any],
+        literal: Any,
+        fills: str,
+        start: datetime,
+        last: int,
+        weeks: int,
+        time_zone: str,
+    ) -> int:
+        """The gaps linear interpolation left: each missing instant takes the meter's mean
+        of the same local time of day and day type (Monday to Friday / Saturday and
+        Sunday) over the ``weeks`` before ``start``; one finding per gap."""
+        d = self._d()
+        history_start = start - timedelta(weeks=weeks)
+        hq = estimated_quality(EstimationMethod.HISTORY)
+        q: dict[str, Any] = {
+            **p,
+            "history_start": history_start,
+            "start": start,
+            "hquality": hq,
+            "hist": str(EstimationMethod.HISTORY),
+            "hdetail": f"same day-type history of {weeks} week(s)",
+            "none": "not estimated: no history of the same day type and time of day",
+            "part": " estimated from same day-type history; the rest has none",
+        }
+        if d.pg:
+            q["tz"] = time_zone
+            lx = "CAST(date_part('epoch', x.ts AT TIME ZONE :tz) AS BIGINT)"
+            le = "CAST(date_part('epoch', to_timestamp(mi.e) AT TIME ZONE :tz) AS BIGINT)"
+            jx = je = ""
+        else:  # SQLite knows no zones: the offsets of the span, joined by instant
+            spans = offset_spans(
+                ZoneInfo(time_zone), history_start, datetime.fromtimestamp(last, UTC)
+            )
+            for sql in d.temp(ZONE, "lo BIGINT, hi BIGINT, shift BIGINT"):
+                self._conn.execute(text(sql))
+            self._conn.execute(
+                text(f"INSERT INTO {ZONE} (lo, hi, shift) VALUES (:lo, :hi, :offset)"),
+                [s._asdict() for s in spans],
+            )
+            lx = f"({d.epoch('x.ts')} + z.shift)"
+            le = "(mi.e + z.shift)"
+            jx = f" JOIN {ZONE} z ON {d.epoch('x.ts')} >= z.lo AND {d.epoch('x.ts')} < z.hi"
+            je = f" JOIN {ZONE} z ON mi.e >= z.lo AND mi.e < z.hi"
+
+        def slot(local: str) -> str:
+            """Seconds of the local day, plus a day for Saturday and Sunday (1970-01-01,
+            local epoch day 0, was a Thursday)."""
+            return (
+                f"({local} % 86400 + CASE WHEN ({local} / 86400 + 3) % 7 >= 5 "
+                "THEN 86400 ELSE 0 END)"
+            )
+
+        at = d.ts("ml.e")
+        ctes = (
+            f"h AS (SELECT x.device_id, {lx} AS l, x.value FROM reading x "
+            f"JOIN {METER} m ON m.device_id = x.device_id{jx} "
+            "WHERE x.reading_type_id = :rt AND x.ts > :history_start AND x.ts <= :start), "
+            f"prof AS (SELECT device_id, {slot('l')} AS slot, AVG({d.num('value')}) AS m "
+            f"FROM h GROUP BY device_id, {slot('l')}), "
+            "mi AS (SELECT g.device_id, g.a + (k.i - 1) * :step AS e FROM "
+            f"{GAP} g JOIN {NUM} k ON k.i <= (g.b - g.a) / :step + 1 WHERE NOT ({fills})), "
+            f"ml AS (SELECT mi.device_id, mi.e, {le} AS l FROM mi{je})"
+        )
+        done = self._exec(
+            literal(
+                "INSERT INTO reading (device_id, reading_type_id, ts, value, quality, version, "
+                f"recorded_at) WITH {ctes} SELECT ml.device_id, :rt, {at}, "
+                f"{d.decimal6('prof.m')}, :hquality, COALESCE((SELECT max(hv.version) FROM "
+                "reading_history hv WHERE hv.device_id = ml.device_id AND "
+                f"hv.reading_type_id = :rt AND hv.ts = {at}), 0) + 1, :now FROM ml "
+                f"JOIN prof ON prof.device_id = ml.device_id AND prof.slot = {slot('ml.l')}"
+            ),
+            **q,
+        )
+        filled = (
+            "(SELECT count(*) FROM reading r WHERE r.device_id = g.device_id AND "
+            f"r.reading_type_id = :rt AND r.ts >= {d.ts('g.a')} AND r.ts <= {d.ts('g.b')} "
+            "AND r.quality = :hquality AND r.recorded_at = :now)"
+        )
+        n = "((g.b - g.a) / :step + 1)"
+        self._exec(
+            literal(
+                "INSERT INTO vee_finding (run_id, device_id, reading_type_id, rule, kind, "
+                "quality, ts, ts_end, intervals, value, detail) SELECT :run, g.device_id, :rt, "
+                f":hist, :kind, CASE WHEN {filled} = {n} THEN :est ELSE :missing END, "
+                f"{d.ts('g.a')}, {d.ts('g.b')}, {n}, NULL, CASE WHEN {filled} = {n} "
+                f"THEN :hdetail WHEN {filled} = 0 THEN :none ELSE {d.text(filled)} || ' of ' "
+                f"|| {d.text(n)} || :part END FROM {GAP} g WHERE NOT ({fills})"
+            ),
+            **q,
+        )
+        return int(done.rowcount)
 
     # -- qualities --------------------------------------------------------------------------
 

@@ -40,6 +40,8 @@ class EstimateReadings:
     method: EstimationMethod = EstimationMethod.LINEAR
     meter: DeviceRef | None = None
     group: str | None = None
+    history_weeks: int = 4  # history: the weeks before the period
+    time_zone: str = "UTC"  # history: local days and times of day
 
 
 @dataclass(frozen=True)

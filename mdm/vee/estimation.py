@@ -27,10 +27,15 @@ class EstimationMethod(StrEnum):
     #: straight line between the known readings either side of a gap of at most
     #: ``max_intervals`` intervals
     LINEAR = "linear"
+    #: linear where it can, and every other gap from the meter's mean of the same local
+    #: time of day on days of the same type (weekday / weekend) over the weeks before
+    #: the period
+    HISTORY = "history"
 
 
 _COMMENT: Final[dict[EstimationMethod, str]] = {
     EstimationMethod.LINEAR: "linear interpolation",
+    EstimationMethod.HISTORY: "same day-type history",
 }
 
 

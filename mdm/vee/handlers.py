@@ -107,6 +107,8 @@ def estimate_readings(cmd: EstimateReadings, uow: UnitOfWork, ctx: HandlerContex
             f"the longest gap to estimate is {cmd.max_intervals} interval(s): at least 1",
             code="2013",
         )
+    if cmd.history_weeks < 1:
+        raise PayloadInvalid(f"history of {cmd.history_weeks} week(s): at least 1", code="2013")
     if not cmd.reading_types:
         raise ConfigurationError(
             "no reading type to estimate: name one (--reading-type), set "
@@ -125,6 +127,8 @@ def estimate_readings(cmd: EstimateReadings, uow: UnitOfWork, ctx: HandlerContex
         "estimation": {
             "method": str(cmd.method),
             "max_intervals": cmd.max_intervals,
+            "history_weeks": cmd.history_weeks,
+            "time_zone": cmd.time_zone,
             "reading_types": list(steps),
         }
     }
@@ -136,7 +140,16 @@ def estimate_readings(cmd: EstimateReadings, uow: UnitOfWork, ctx: HandlerContex
     estimated = 0
     for code, step in steps.items():
         count = uow.vee.estimate(
-            run_id, code, step, cmd.method, cmd.max_intervals, cmd.start, cmd.end, ctx.now
+            run_id,
+            code,
+            step,
+            cmd.method,
+            cmd.max_intervals,
+            cmd.start,
+            cmd.end,
+            ctx.now,
+            cmd.history_weeks,
+            cmd.time_zone,
         )
         estimated += count.readings
     run = uow.vee.finish(run_id, ctx.now, meters, readings, estimated)

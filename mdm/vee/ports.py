@@ -71,12 +71,17 @@ class ValidationStore(Protocol):
         start: datetime,
         end: datetime,
         now: datetime,
+        history_weeks: int = 4,
+        time_zone: str = "UTC",
     ) -> RuleCount:
         """Fill the gaps of ``(start, end]`` (clipped at ``now``) of the run's meters that
         lie between two known readings and are at most ``max_intervals`` long, as new
         readings with the estimated quality; record a finding for each gap filled and
         each gap not filled (no reading before or after it, too long, no readings at
-        all). ``readings`` of the count: the intervals estimated."""
+        all). With ``history``, the gaps linear interpolation does not fill take the
+        meter's mean of the same local time of day and day type (weekday / weekend, in
+        ``time_zone``) over the ``history_weeks`` before ``start``. ``readings`` of the
+        count: the intervals estimated."""
         ...
 
     def count_readings(self, reading_types: Sequence[str], start: datetime, end: datetime) -> int:

@@ -15,7 +15,7 @@ from tests.unit.hub.conftest import make_app
 from tests.unit.hub.test_vee_cli import run, toml
 from tests.unit.vee.contract import RULES, SPRING, SPRING_END
 from tests.unit.vee.data import PROFILE, REGISTER
-from tests.unit.vee.estimation import FIRST_RUN, EstimationContract
+from tests.unit.vee.estimation import FIRST_RUN, EstimationStore
 
 PERIOD = ["--from", SPRING.isoformat(), "--to", SPRING_END.isoformat()]
 
@@ -30,7 +30,7 @@ def _config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture
 def store(sqlite_url: str) -> str:
     app = make_app(sqlite_url)
-    EstimationContract().data(app)
+    EstimationStore().data(app)
     app.close()
     return sqlite_url
 

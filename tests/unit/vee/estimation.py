@@ -23,6 +23,7 @@ from mdm.commands import CreateMeter
 from mdm.model import DeviceRef, EndDevice
 from mdm.qualities import unpack
 from mdm.vee.commands import EstimateReadings
+from mdm.vee.estimation import EstimationMethod
 from mdm.vee.model import ValidationRun
 from tests.unit.hub.conftest import make_app
 from tests.unit.vee.contract import CTX, HISTORY, SPRING, SPRING_END, VeeContract, z
@@ -88,7 +89,7 @@ def gaps(app: App, run: ValidationRun) -> Gaps:
     return {(f.device_mrid, f.ts, f.ts_end, f.intervals, f.quality) for f in found}
 
 
-class EstimationContract:
+class EstimationStore:
     """``store_url`` is a fresh, empty database."""
 
     @pytest.fixture
@@ -126,6 +127,8 @@ class EstimationContract:
             assert device.id is not None
             return list(uow.readings.versions(device.id, PROFILE, ts))
 
+
+class EstimationContract(EstimationStore):
     def test_linear_interpolation_across_the_change(self, app: App) -> None:
         self.data(app)
         run = self.estimate(app)
@@ -196,3 +199,50 @@ class EstimationContract:
             with pytest.raises(PayloadInvalid, match="estimation needs an interval reading type"):
                 app.bus.handle(command, uow, CTX)
             assert uow.vee.runs(uid) == []
+
+
+HISTORY_RUN: Gaps = {
+    ("E1", z("2026-03-29T00:30"), z("2026-03-29T01:15"), 4, ESTIMATED),  # linear
+    ("E1", z("2026-03-30T10:00"), z("2026-03-30T10:15"), 2, ESTIMATED),  # linear
+    ("E2", z("2026-03-29T12:00"), z("2026-03-29T13:15"), 6, ESTIMATED),
+    ("E3", SPRING + Q, SPRING_END, 188, MISSING),  # no history: nothing invented
+    ("E4", SPRING_END - Q, SPRING_END, 2, ESTIMATED),
+    ("E5", SPRING + Q, SPRING + 2 * Q, 2, ESTIMATED),  # linear
+}
+
+
+class HistoryContract(EstimationStore):
+    """The same data, ``--method history``: the gaps linear interpolation cannot fill
+    take the meter's mean of the same local time of day and day type over the four
+    weeks before the period, all in CET (winter time)."""
+
+    def test_same_day_type_history_after_the_change(self, app: App) -> None:
+        self.data(app)
+        run = self.estimate(app, method=EstimationMethod.HISTORY, time_zone="Europe/Berlin")
+        with app.uow_factory() as uow:
+            found = list(uow.vee.findings(run.id))
+        assert {(f.device_mrid, f.ts, f.ts_end, f.intervals, f.quality) for f in found} == (
+            HISTORY_RUN
+        )
+        rules = {f.device_mrid + f.ts.isoformat(): f.rule for f in found}
+        assert rules["E2" + z("2026-03-29T12:00").isoformat()] == "history"
+        assert rules["E1" + z("2026-03-29T00:30").isoformat()] == "linear"
+        assert run.marked == 8 + 6 + 2
+        # Sunday 29 March, 12:00Z is 14:00 CEST: the weekends' 14:xx (0.450), not the
+        # 13:xx (0.425) that the same UTC time was in winter; 13:00Z is 15:00 (0.475)
+        expected = {
+            ("E2", z("2026-03-29T12:00")): Decimal("0.45"),
+            ("E2", z("2026-03-29T12:45")): Decimal("0.45"),
+            ("E2", z("2026-03-29T13:00")): Decimal("0.475"),
+            ("E2", z("2026-03-29T13:15")): Decimal("0.475"),
+            # Monday 23:45 CEST (weekday 23:xx: 0.275), Tuesday 00:00 (0.100)
+            ("E4", SPRING_END - Q): Decimal("0.275"),
+            ("E4", SPRING_END): Decimal("0.1"),
+            **VALUES,
+        }
+        for (mrid, ts), value in expected.items():
+            [only] = self.current(app, mrid, ts)
+            assert only.value == value, (mrid, ts)
+        [e2] = self.current(app, "E2", z("2026-03-29T12:00"))
+        assert unpack(e2.quality).qualities[1].comment == "same day-type history"
+        assert self.current(app, "E3", SPRING + Q) == []
