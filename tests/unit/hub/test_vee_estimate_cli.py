@@ -75,6 +75,23 @@ def test_estimate_then_findings(store: str, tmp_path: Path) -> None:
     assert estimated(store) == 8
 
 
+def test_estimate_from_history(store: str, tmp_path: Path) -> None:
+    """The utility's zone gives the local day type and time of day."""
+    config = tmp_path / "amihub.toml"
+    head = '[vee]\nhistory_weeks = 4\nutility_time_zones = { DEFAULT = "Europe/Berlin" }'
+    config.write_text(toml([RULES[0]], head), encoding="utf-8")
+    base = ["--config", str(config), "--database-url", store, "vee"]
+    code, out, err = run(*base, "estimate", *PERIOD, "--method", "history")
+    assert code == 0, err
+    assert "16 interval(s) estimated, 6 finding(s)" in err
+    code, out, err = run(*base, "findings", "--run", "1", "--format", "csv")
+    assert code == 0, err
+    rules = {(r["meter"], r["rule"], r["quality"]) for r in csv.DictReader(io.StringIO(out))}
+    assert ("E2", "history", "3.8.0") in rules
+    assert ("E3", "history", "3.5.259") in rules
+    assert estimated(store) == 16
+
+
 def test_bad_input(store: str, tmp_path: Path) -> None:
     config = tmp_path / "amihub.toml"
     config.write_text(toml([RULES[0]]), encoding="utf-8")
