@@ -23,6 +23,7 @@ from mdm.ports import UnitOfWork
 from mdm.vee.commands import EstimateReadings, SaveFailingMeters, ValidateReadings
 from mdm.vee.estimation import EstimationMethod
 from mdm.vee.model import ValidationRun
+from mdm.vee.rules import RuleKind
 
 if TYPE_CHECKING:
     from hub.bootstrap import App
@@ -207,6 +208,13 @@ def estimate(
                 group=group,
                 history_weeks=settings.history_weeks,
                 time_zone=settings.utility_time_zones.get(code, settings.time_zone),
+                registers=tuple(
+                    (r.profile_reading_type, r.reading_type)
+                    for r in settings.rules_for(code)
+                    if r.kind == RuleKind.REGISTER_VS_PROFILE
+                    and r.applies_to(code)
+                    and r.profile_reading_type is not None
+                ),
             ),
             uow,
             _context(),

@@ -47,6 +47,8 @@ ZONE = "amihub_vee_zone"
 MARK = "amihub_vee_mark"
 GAP = "amihub_vee_gap"
 NUM = "amihub_vee_n"
+SPAN = "amihub_vee_span"
+FACTOR = "amihub_vee_factor"
 _R = t.vee_run
 _F = t.vee_finding
 _TS = (
@@ -662,6 +664,7 @@ class SqlValidationStore(_Repo):
         now: datetime,
         history_weeks: int = 4,
         time_zone: str = "UTC",
+        register: str | None = None,
     ) -> RuleCount:
         """Three statements over the period: the gaps (``LAG`` over each meter's instants
         in a window reaching ``max_intervals + 1`` intervals beyond the period, with an
@@ -704,11 +707,11 @@ class SqlValidationStore(_Repo):
             "win_lo": datetime.fromtimestamp(first_e - reach, UTC),
             "win_hi": datetime.fromtimestamp(last_e + reach, UTC),
             "method": name,
-            "between": f"{name} interpolation between ",
+            "between": "linear interpolation between ",
             "kind": ESTIMATION,
             "est": ESTIMATED_CODE,
             "missing": NOT_ESTIMATED_CODE,
-            "quality": estimated_quality(method),
+            "quality": estimated_quality(EstimationMethod.LINEAR),
             "reach": str(max_intervals + 1),
             "most_text": str(max_intervals),
             "now": now,
@@ -799,6 +802,9 @@ class SqlValidationStore(_Repo):
             estimated += self._from_history(
                 p, literal, fills, start, grid["shi"], history_weeks, time_zone
             )
+            reg = self._type_id(register) if register is not None else None
+            if reg is not None:
+                self._scale(p, literal, reg)
         found = self._exec(
             "SELECT count(*), count(DISTINCT device_id) FROM vee_finding "
             "WHERE run_id = :run AND reading_type_id = :rt",
@@ -904,6 +910,83 @@ class SqlValidationStore(_Repo):
         )
         return int(done.rowcount)
 
+    def _scale(self, p: dict[str, Any], literal: Any, reg: int) -> None:
+        """The run's history estimates between two register readings ``(t0, t1]`` are
+        multiplied by ``(advance - known) / estimated``, where the profile of ``(t0, t1]``
+        is complete after estimation and the register's advance is not below the known
+        intervals' sum; one finding per span scaled or not."""
+        d = self._d()
+        hq = estimated_quality(EstimationMethod.HISTORY)
+        ts_col = "TIMESTAMPTZ" if d.pg else "TEXT"
+        number = "NUMERIC" if d.pg else "REAL"
+        for sql in (
+            *d.temp(SPAN, f"device_id BIGINT, ts {ts_col}, t0 {ts_col}, t1 {ts_col}"),
+            *d.temp(
+                FACTOR,
+                f"device_id BIGINT, t0 {ts_col}, t1 {ts_col}, n INTEGER, est {number}, "
+                f"known {number}, adv {number}, complete INTEGER",
+            ),
+        ):
+            self._conn.execute(text(sql))
+        q = {**p, "reg": reg, "hquality": hq}
+        mine = "r.reading_type_id = :rt AND r.quality = :hquality AND r.recorded_at = :now"
+        self._exec(
+            f"INSERT INTO {SPAN} (device_id, ts, t0, t1) SELECT r.device_id, r.ts, "
+            "(SELECT max(y.ts) FROM reading y WHERE y.device_id = r.device_id "
+            "AND y.reading_type_id = :reg AND y.ts < r.ts), "
+            "(SELECT min(y.ts) FROM reading y WHERE y.device_id = r.device_id "
+            f"AND y.reading_type_id = :reg AND y.ts >= r.ts) FROM reading r JOIN {METER} m "
+            f"ON m.device_id = r.device_id WHERE {mine}",
+            **q,
+        )
+        pv = d.num("x.value")
+        self._exec(
+            literal(
+                f"INSERT INTO {FACTOR} (device_id, t0, t1, n, est, known, adv, complete) "
+                "SELECT s.device_id, s.t0, s.t1, count(*), "
+                f"(SELECT sum({pv}) FROM reading x WHERE x.device_id = s.device_id "
+                "AND x.reading_type_id = :rt AND x.ts > s.t0 AND x.ts <= s.t1 "
+                "AND x.quality = :hquality AND x.recorded_at = :now), "
+                f"(SELECT sum({pv}) FROM reading x WHERE x.device_id = s.device_id "
+                "AND x.reading_type_id = :rt AND x.ts > s.t0 AND x.ts <= s.t1 "
+                "AND NOT (x.quality = :hquality AND x.recorded_at = :now)), "
+                f"(SELECT {pv} FROM reading x WHERE x.device_id = s.device_id "
+                "AND x.reading_type_id = :reg AND x.ts = s.t1) - "
+                f"(SELECT {pv} FROM reading x WHERE x.device_id = s.device_id "
+                "AND x.reading_type_id = :reg AND x.ts = s.t0), "
+                "CASE WHEN (SELECT count(*) FROM reading x WHERE x.device_id = s.device_id "
+                "AND x.reading_type_id = :rt AND x.ts > s.t0 AND x.ts <= s.t1) = "
+                f"({d.epoch('s.t1')} - {d.epoch('s.t0')}) / :step THEN 1 ELSE 0 END "
+                f"FROM {SPAN} s WHERE s.t0 IS NOT NULL AND s.t1 IS NOT NULL "
+                "GROUP BY s.device_id, s.t0, s.t1"
+            ),
+            **q,
+        )
+        ok = "f.complete = 1 AND f.est > 0 AND f.adv >= COALESCE(f.known, 0)"
+        factor = "((f.adv - COALESCE(f.known, 0)) / f.est)"
+        value = d.decimal6(f"{d.num('reading.value')} * {factor}")
+        self._exec(
+            f"UPDATE reading SET value = {value} FROM {SPAN} s JOIN {FACTOR} f "
+            "ON f.device_id = s.device_id AND f.t0 = s.t0 AND f.t1 = s.t1 "
+            "WHERE reading.device_id = s.device_id AND reading.reading_type_id = :rt "
+            f"AND reading.ts = s.ts AND {ok}",
+            **q,
+        )
+        detail = (
+            f"CASE WHEN {ok} THEN 'scaled by ' || {d.text(d.decimal6(factor))} || "
+            f"' to the register advance ' || {d.text(d.decimal6('f.adv'))} "
+            "WHEN f.complete = 0 THEN 'not scaled: the profile between the registers is "
+            "not complete' ELSE 'not scaled: the register advance ' || "
+            f"{d.text(d.decimal6('f.adv'))} || ' is below the known intervals' END"
+        )
+        self._exec(
+            "INSERT INTO vee_finding (run_id, device_id, reading_type_id, rule, kind, quality, "
+            "ts, ts_end, intervals, value, detail) SELECT :run, f.device_id, :rt, :scaled, "
+            f":kind, :est, f.t0, f.t1, f.n, NULL, {detail} FROM {FACTOR} f",
+            scaled="history scaled",
+            **q,
+        )
+
     # -- qualities --------------------------------------------------------------------------
 
     @guarded
@@ -976,7 +1059,7 @@ class SqlValidationStore(_Repo):
                 rules={**config, "counts": [asdict(c) for c in counts]},
             )
         )
-        for name in (METER, FLAG, ZONE, MARK, GAP, NUM):
+        for name in (METER, FLAG, ZONE, MARK, GAP, NUM, SPAN, FACTOR):
             self._conn.execute(
                 text(f"DROP TABLE IF EXISTS {name if self._d().pg else 'temp.' + name}")
             )

@@ -42,6 +42,9 @@ class EstimateReadings:
     group: str | None = None
     history_weeks: int = 4  # history: the weeks before the period
     time_zone: str = "UTC"  # history: local days and times of day
+    #: history: profile reading type -> its register; the history estimates between two
+    #: registers are scaled so that the profile adds up to the register's advance
+    registers: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)

@@ -150,6 +150,7 @@ def estimate_readings(cmd: EstimateReadings, uow: UnitOfWork, ctx: HandlerContex
             ctx.now,
             cmd.history_weeks,
             cmd.time_zone,
+            dict(cmd.registers).get(code),
         )
         estimated += count.readings
     run = uow.vee.finish(run_id, ctx.now, meters, readings, estimated)

@@ -73,6 +73,7 @@ class ValidationStore(Protocol):
         now: datetime,
         history_weeks: int = 4,
         time_zone: str = "UTC",
+        register: str | None = None,
     ) -> RuleCount:
         """Fill the gaps of ``(start, end]`` (clipped at ``now``) of the run's meters that
         lie between two known readings and are at most ``max_intervals`` long, as new
@@ -80,8 +81,9 @@ class ValidationStore(Protocol):
         each gap not filled (no reading before or after it, too long, no readings at
         all). With ``history``, the gaps linear interpolation does not fill take the
         meter's mean of the same local time of day and day type (weekday / weekend, in
-        ``time_zone``) over the ``history_weeks`` before ``start``. ``readings`` of the
-        count: the intervals estimated."""
+        ``time_zone``) over the ``history_weeks`` before ``start``, scaled between two
+        readings of ``register`` so that the profile adds up to its advance. ``readings``
+        of the count: the intervals estimated."""
         ...
 
     def count_readings(self, reading_types: Sequence[str], start: datetime, end: datetime) -> int:

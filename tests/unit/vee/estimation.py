@@ -46,8 +46,13 @@ E1 = Meter(
         z("2026-03-30T10:30"): Decimal("0.2"),
     },
 )
-#: E2: six quarter-hours missing, more than the four linear interpolation fills
-E2 = Meter("E2", values={z("2026-03-29T12:00") + n * Q: None for n in range(6)})
+#: E2: six quarter-hours missing, more than the four linear interpolation fills; its
+#: register at the next midnight shows 3.0 more than the stored profile adds up to
+E2 = Meter(
+    "E2",
+    values={z("2026-03-29T12:00") + n * Q: None for n in range(6)},
+    registers={z("2026-03-29T22:00"): Decimal("3.0")},
+)
 #: E4: the last two quarter-hours of the period missing, nothing after them (yet)
 E4 = Meter("E4", values={SPRING_END - Q: None, SPRING_END: None})
 #: E5: the first two of the period missing; their neighbour before it is in the history
@@ -245,4 +250,47 @@ class HistoryContract(EstimationStore):
             assert only.value == value, (mrid, ts)
         [e2] = self.current(app, "E2", z("2026-03-29T12:00"))
         assert unpack(e2.quality).qualities[1].comment == "same day-type history"
+        [e1] = self.current(app, "E1", z("2026-03-29T00:30"))
+        assert unpack(e1.quality).qualities[1].comment == "linear interpolation"
         assert self.current(app, "E3", SPRING + Q) == []
+
+    def test_history_scaled_to_the_register_advance(self, app: App) -> None:
+        """E2's six history estimates (4 x 0.45 + 2 x 0.475 = 2.75) are scaled to the
+        3.0 its register advanced beyond the known intervals: x 3 / 2.75. E4's register
+        advanced exactly by its known intervals: its two estimates become 0."""
+        self.data(app)
+        run = self.estimate(
+            app,
+            method=EstimationMethod.HISTORY,
+            time_zone="Europe/Berlin",
+            registers=((PROFILE, REGISTER),),
+        )
+        with app.uow_factory() as uow:
+            found = list(uow.vee.findings(run.id))
+        scaled = {(f.device_mrid, f.ts, f.ts_end, f.intervals, f.quality, f.detail)
+                  for f in found if f.rule == "history scaled"}  # fmt: skip
+        assert scaled == {
+            ("E2", SPRING, z("2026-03-29T22:00"), 6, ESTIMATED, scaled_detail(found, "E2")),
+            ("E4", z("2026-03-29T22:00"), SPRING_END, 2, ESTIMATED, scaled_detail(found, "E4")),
+        }  # fmt: skip
+        assert scaled_detail(found, "E2").startswith("scaled by 1.090909 to the register advance")
+        assert scaled_detail(found, "E4").startswith("scaled by 0 to the register advance")
+        values = {
+            ("E2", z("2026-03-29T12:00")): Decimal("0.490909"),
+            ("E2", z("2026-03-29T12:45")): Decimal("0.490909"),
+            ("E2", z("2026-03-29T13:00")): Decimal("0.518182"),
+            ("E2", z("2026-03-29T13:15")): Decimal("0.518182"),
+            ("E4", SPRING_END - Q): Decimal(0),
+            ("E4", SPRING_END): Decimal(0),
+            **VALUES,  # linear: not scaled
+        }
+        for (mrid, ts), value in values.items():
+            [only] = self.current(app, mrid, ts)
+            assert only.value == value, (mrid, ts)
+        e2 = sum(self.current(app, "E2", z("2026-03-29T12:00") + n * Q)[0].value for n in range(6))
+        assert e2 == Decimal("3.000000")
+
+
+def scaled_detail(found: list[Any], mrid: str) -> str:
+    [detail] = [f.detail for f in found if f.rule == "history scaled" and f.device_mrid == mrid]
+    return str(detail)
