@@ -79,16 +79,19 @@ def test_estimate_from_history(store: str, tmp_path: Path) -> None:
     """The utility's zone gives the local day type and time of day."""
     config = tmp_path / "amihub.toml"
     head = '[vee]\nhistory_weeks = 4\nutility_time_zones = { DEFAULT = "Europe/Berlin" }'
-    config.write_text(toml([RULES[0]], head), encoding="utf-8")
+    # the register_vs_profile rule pairs the profile with its register: scaling
+    register = [r for r in RULES if r["name"] == "register-profile"]
+    config.write_text(toml([RULES[0], *register], head), encoding="utf-8")
     base = ["--config", str(config), "--database-url", store, "vee"]
     code, out, err = run(*base, "estimate", *PERIOD, "--method", "history")
     assert code == 0, err
-    assert "16 interval(s) estimated, 6 finding(s)" in err
+    assert "16 interval(s) estimated, 8 finding(s)" in err
     code, out, err = run(*base, "findings", "--run", "1", "--format", "csv")
     assert code == 0, err
     rules = {(r["meter"], r["rule"], r["quality"]) for r in csv.DictReader(io.StringIO(out))}
     assert ("E2", "history", "3.8.0") in rules
     assert ("E3", "history", "3.5.259") in rules
+    assert ("E2", "history scaled", "3.8.0") in rules
     assert estimated(store) == 16
 
 
