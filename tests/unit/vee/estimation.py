@@ -26,7 +26,16 @@ from mdm.vee.commands import EstimateReadings
 from mdm.vee.estimation import EstimationMethod
 from mdm.vee.model import ValidationRun
 from tests.unit.hub.conftest import make_app
-from tests.unit.vee.contract import CTX, HISTORY, SPRING, SPRING_END, VeeContract, z
+from tests.unit.vee.contract import (
+    AUTUMN,
+    AUTUMN_END,
+    CTX,
+    HISTORY,
+    SPRING,
+    SPRING_END,
+    VeeContract,
+    z,
+)
 from tests.unit.vee.data import PROFILE, REGISTER, Meter, Q
 
 ESTIMATED, MISSING = "3.8.0", "3.5.259"
@@ -168,6 +177,29 @@ class EstimationContract(EstimationStore):
         assert "more than 4" in details[("E2", z("2026-03-29T12:00"))]
         assert "no reading within 5" in details[("E3", SPRING + Q)]
         assert "no reading after the gap" in details[("E4", SPRING_END - Q)]
+
+    def test_across_the_autumn_change(self, app: App) -> None:
+        """25 October 2026: 02:45 CEST, then 02:00 and 02:15 CET (the hour that occurs
+        twice) are three consecutive quarter-hours between 0.1 and 0.5."""
+        start, end = AUTUMN, AUTUMN_END
+        gap = [z("2026-10-25T00:45"), z("2026-10-25T01:00"), z("2026-10-25T01:15")]
+        meter = Meter(
+            "A1",
+            values={z("2026-10-25T00:30"): Decimal("0.1"), **dict.fromkeys(gap),
+                    z("2026-10-25T01:30"): Decimal("0.5")},
+        )  # fmt: skip
+        VeeContract().meters(app, [meter], start - HISTORY, end)
+        uid = self.utility(app)
+        with app.uow_factory() as uow:
+            run: ValidationRun = app.bus.handle(
+                EstimateReadings(uid, start, end, (PROFILE,), 4), uow, CTX
+            )
+            uow.commit()
+        assert gaps(app, run) == {("A1", gap[0], gap[-1], 3, ESTIMATED)}
+        assert run.readings == 100 - 3  # the day has 100 quarter-hours
+        for ts, value in zip(gap, ("0.2", "0.3", "0.4"), strict=True):
+            [only] = self.current(app, "A1", ts)
+            assert only.value == Decimal(value), ts
 
     def test_estimating_again_fills_nothing_twice(self, app: App) -> None:
         self.data(app)
