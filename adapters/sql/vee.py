@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -818,7 +818,7 @@ class SqlValidationStore(_Repo):
     def _from_history(
         self,
         p: dict[str, Any],
-        literal: Any,
+        literal: Callable[[str], str],
         fills: str,
         start: datetime,
         last: int,
