@@ -191,6 +191,39 @@ def validate(url: str, start: datetime, end: datetime) -> tuple[Any, float, set[
     return run, seconds, found
 
 
+def estimate(url: str, start: datetime, end: datetime, method: str) -> tuple[Any, float, set[Any]]:
+    """An estimation run over the period (after the validation rounds): the planted gaps
+    of four quarter-hours are the only ones."""
+    from hub.bootstrap import bootstrap
+    from hub.settings import load_settings
+    from mdm.handlers import HandlerContext
+    from mdm.vee.commands import EstimateReadings
+    from mdm.vee.estimation import EstimationMethod
+
+    app = bootstrap(load_settings(database_url=url))
+    try:
+        t = time.perf_counter()
+        with app.uow_factory() as uow:
+            run = app.bus.handle(
+                EstimateReadings(
+                    1, start, end, (PROFILE,), 4, EstimationMethod(method),
+                    history_weeks=1, registers=((PROFILE, REGISTER),),
+                ),
+                uow,
+                HandlerContext("bench", datetime.now(UTC)),
+            )  # fmt: skip
+            uow.commit()
+        seconds = time.perf_counter() - t
+        with app.uow_factory() as uow:
+            found = {
+                (f.device_mrid, f.ts, f.ts_end, f.intervals, f.quality)
+                for f in uow.vee.findings(run.id)
+            }
+    finally:
+        app.close()
+    return run, seconds, found
+
+
 def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.vee")
     parser.add_argument("--meters", type=int, default=1000)
@@ -223,6 +256,19 @@ def main(argv: list[str]) -> None:
             )
             for c in run.rules:
                 print(f"    {c.rule:18} {c.findings:6,} finding(s)")
+        q = timedelta(minutes=15)
+        gaps = {(m, a, b, n, "3.8.0") for m, rule, a, b, n in expected if rule == "missing"}
+        run, seconds, found = estimate(url, start, end, "linear")
+        if found != gaps or run.marked != 4 * len(gaps):
+            raise SystemExit(
+                f"estimation: {len(found)} finding(s), {run.marked} estimated; expected "
+                f"{len(gaps)} gaps of 4 filled (e.g. {sorted(found ^ gaps)[:3]}, {q})"
+            )
+        print(
+            f"estimated (linear) {run.marked:,} intervals in {len(gaps):,} gaps of "
+            f"{run.meters:,} meters over {run.readings:,} readings in {seconds:.2f}s "
+            f"= {run.readings / seconds:,.0f} readings/s"
+        )
 
 
 if __name__ == "__main__":

@@ -20,8 +20,10 @@ from cim_schemas.errors import ConfigurationError
 from mdm.handlers import HandlerContext
 from mdm.model import DeviceRef
 from mdm.ports import UnitOfWork
-from mdm.vee.commands import SaveFailingMeters, ValidateReadings
+from mdm.vee.commands import EstimateReadings, SaveFailingMeters, ValidateReadings
+from mdm.vee.estimation import EstimationMethod
 from mdm.vee.model import ValidationRun
+from mdm.vee.rules import RuleKind
 
 if TYPE_CHECKING:
     from hub.bootstrap import App
@@ -58,7 +60,8 @@ utility_option = click.option(
 
 @click.group()
 def vee() -> None:
-    """Validation of readings: rules ([[vee.rules]]), runs and their findings."""
+    """Validation and estimation of readings: rules ([[vee.rules]]), runs and their
+    findings."""
 
 
 @vee.command("rules")
@@ -141,6 +144,102 @@ def validate(
     _print_run(run)
 
 
+@vee.command("estimate")
+@click.option(
+    "--from", "start", required=True, help="Start (ISO 8601; UTC if no offset), exclusive."
+)
+@click.option("--to", "end", required=True, help="End (ISO 8601; UTC if no offset), inclusive.")
+@click.option("--meter", help="Only this meter (mRID).")
+@click.option("--group", help="Only the members of this end device group (mRID or name).")
+@click.option(
+    "--method",
+    type=click.Choice([str(m) for m in EstimationMethod]),
+    default=str(EstimationMethod.LINEAR),
+    show_default=True,
+    help="How a gap is filled: linear (short gaps between known readings), history "
+    "(linear where it can, else the same day type's history).",
+)
+@click.option(
+    "--max-intervals",
+    type=int,
+    help="The longest gap filled, in intervals (default: vee.linear_max_intervals).",
+)
+@click.option(
+    "--reading-type",
+    "reading_types",
+    multiple=True,
+    help="Interval reading type to fill (repeatable; default: vee.estimate_reading_types, "
+    "else those of the enabled 'missing' rules).",
+)
+@utility_option
+@click.pass_context
+def estimate(
+    ctx: click.Context,
+    start: str,
+    end: str,
+    meter: str | None,
+    group: str | None,
+    method: str,
+    max_intervals: int | None,
+    reading_types: tuple[str, ...],
+    utility: str | None,
+) -> None:
+    """Estimate the missing intervals of (--from, --to] between known readings; the run
+    is recorded with its counts, what was (and was not) estimated with `amihub vee
+    findings --run N`."""
+    from hub.cli import _parse_when
+
+    if meter and group:
+        raise click.UsageError("name --meter or --group, not both")
+    begin, finish = _parse_when(start, "--from"), _parse_when(end, "--to")
+    assert begin is not None
+    assert finish is not None
+    with _store(ctx, utility, migrate=True) as (app, uow, utility_id, code):
+        settings = app.settings.vee
+        run: ValidationRun = app.bus.handle(
+            EstimateReadings(
+                utility_id,
+                begin,
+                finish,
+                reading_types or settings.estimated_types(code),
+                settings.linear_max_intervals if max_intervals is None else max_intervals,
+                EstimationMethod(method),
+                meter=DeviceRef(mrid=meter) if meter else None,
+                group=group,
+                history_weeks=settings.history_weeks,
+                time_zone=settings.utility_time_zones.get(code, settings.time_zone),
+                registers=tuple(
+                    (r.profile_reading_type, r.reading_type)
+                    for r in settings.rules_for(code)
+                    if r.kind == RuleKind.REGISTER_VS_PROFILE
+                    and r.applies_to(code)
+                    and r.profile_reading_type is not None
+                ),
+            ),
+            uow,
+            _context(),
+        )
+        uow.commit()
+    _print_estimation(run)
+
+
+def _print_estimation(run: ValidationRun) -> None:
+    from hub.cli import console, out
+
+    table = Table("method", "reading type", "intervals estimated", "findings", "meters")
+    for c in run.rules:
+        table.add_row(
+            escape(c.rule), c.reading_type, str(c.readings), str(c.findings), str(c.meters)
+        )
+    out.print(table)
+    console.print(
+        f"estimation run {run.id} ({escape(run.scope)}, ({run.period_start.isoformat()}, "
+        f"{run.period_end.isoformat()}]): {run.meters} meter(s), {run.readings} reading(s) "
+        f"present, {run.marked} interval(s) estimated, {run.findings} finding(s) "
+        "(`amihub vee findings --run " + str(run.id) + "`)"
+    )
+
+
 def _print_run(run: ValidationRun) -> None:
     from hub.cli import console, out
 
@@ -163,17 +262,27 @@ def _print_run(run: ValidationRun) -> None:
 @utility_option
 @click.pass_context
 def runs(ctx: click.Context, limit: int, utility: str | None) -> None:
-    """The validation runs, newest first."""
+    """The validation and estimation runs, newest first."""
     from hub.cli import out
 
     with _store(ctx, utility) as (_, uow, utility_id, _code):
         found = uow.vee.runs(utility_id, limit)
     table = Table(
-        "run", "started (UTC)", "scope", "from", "to", "meters", "readings", "findings", "failing"
+        "run",
+        "kind",
+        "started (UTC)",
+        "scope",
+        "from",
+        "to",
+        "meters",
+        "readings",
+        "findings",
+        "failing",
     )
     for r in found:
         table.add_row(
             str(r.id),
+            r.kind,
             _when(r.started_at),
             escape(r.scope),
             r.period_start.isoformat(),
@@ -197,7 +306,7 @@ def runs(ctx: click.Context, limit: int, utility: str | None) -> None:
 def findings(
     ctx: click.Context, run_id: int | None, rule: str | None, fmt: str, utility: str | None
 ) -> None:
-    """The findings of a validation run (its result set)."""
+    """The findings of a validation or estimation run (its result set)."""
     from hub.cli import console, out
 
     with _store(ctx, utility) as (_, uow, utility_id, _code):
@@ -222,7 +331,8 @@ def findings(
             table.add_row(*(escape(v) for v in _row(f)[1:]))
             shown += 1
         out.print(table)
-        console.print(f"{shown} finding(s) of validation run {run.id}")
+        what = "estimation" if run.kind == "estimate" else "validation"
+        console.print(f"{shown} finding(s) of {what} run {run.id}")
 
 
 def _row(f: Any) -> list[str]:

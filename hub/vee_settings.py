@@ -269,6 +269,14 @@ def _zone(name: str) -> str:
 Zone = Annotated[str, AfterValidator(_zone)]
 
 
+def _interval_type(code: str) -> str:
+    """An interval reading type (one with a measuring period): ValueError naming it."""
+    problems = check_reading_type(RuleKind.MISSING, code, "estimate_reading_types")
+    if problems:
+        raise ValueError("; ".join(problems).replace("a missing rule", "estimation"))
+    return code
+
+
 class VeeSettings(BaseModel):
     """``[vee]``: validation, estimation and editing (docs/vee.md)."""
 
@@ -279,8 +287,31 @@ class VeeSettings(BaseModel):
     #: utility code -> its zone
     utility_time_zones: dict[str, Zone] = Field(default_factory=dict)
     rules: Annotated[list[VeeRuleSettings], AfterValidator(_unique)] = Field(default_factory=list)
+    #: estimation: the longest gap (in intervals of its reading type) that linear
+    #: interpolation fills; longer ones are findings
+    linear_max_intervals: int = Field(default=4, ge=1, le=2976)
+    #: estimation from history: the weeks before the period whose same day type
+    #: (weekday / weekend) and local time of day give a missing interval its value
+    history_weeks: int = Field(default=4, ge=1, le=52)
+    #: the interval reading types ``amihub vee estimate`` fills (default: those of the
+    #: enabled ``missing`` rules of the utility)
+    estimate_reading_types: list[Annotated[str, AfterValidator(_interval_type)]] = Field(
+        default_factory=list
+    )
 
     def rules_for(self, utility: str) -> tuple[ValidationRule, ...]:
         """Every configured rule (disabled ones too), in the utility's zone by default."""
         zone = self.utility_time_zones.get(utility, self.time_zone)
         return tuple(r.rule(zone) for r in self.rules)
+
+    def estimated_types(self, utility: str) -> tuple[str, ...]:
+        """The reading types estimation fills for the utility."""
+        if self.estimate_reading_types:
+            return tuple(dict.fromkeys(self.estimate_reading_types))
+        return tuple(
+            dict.fromkeys(
+                r.reading_type
+                for r in self.rules_for(utility)
+                if r.kind == RuleKind.MISSING and r.applies_to(utility)
+            )
+        )

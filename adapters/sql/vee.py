@@ -15,7 +15,8 @@ into new versions of the readings (the previous one kept in ``reading_history``)
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
+import re
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -29,6 +30,13 @@ from adapters.sql import tables as t
 from adapters.sql.errors import guard, guarded
 from adapters.sql.registry import _Repo
 from adapters.sql.types import UTCDateTime
+from mdm.vee.estimation import (
+    ESTIMATED_CODE,
+    ESTIMATION,
+    NOT_ESTIMATED_CODE,
+    EstimationMethod,
+    estimated_quality,
+)
 from mdm.vee.model import Finding, RuleCount, ValidationRun
 from mdm.vee.rules import ValidationRule
 from mdm.vee.zones import offset_spans
@@ -37,9 +45,23 @@ METER = "amihub_vee_meter"
 FLAG = "amihub_vee_flag"
 ZONE = "amihub_vee_zone"
 MARK = "amihub_vee_mark"
+GAP = "amihub_vee_gap"
+NUM = "amihub_vee_n"
+SPAN = "amihub_vee_span"
+FACTOR = "amihub_vee_factor"
 _R = t.vee_run
 _F = t.vee_finding
-_TS = ("start", "end", "now", "lookback", "future_after", "history_start", "end_clip")
+_TS = (
+    "start",
+    "end",
+    "now",
+    "lookback",
+    "future_after",
+    "history_start",
+    "end_clip",
+    "win_lo",
+    "win_hi",
+)
 
 
 class _Dialect:
@@ -66,6 +88,14 @@ class _Dialect:
 
     def text(self, x: str) -> str:
         return f"CAST({x} AS TEXT)"
+
+    def decimal6(self, x: str) -> str:
+        """``x`` rounded to 6 decimals, stored as the value column stores a number
+        (NUMERIC; on SQLite its decimal text), without trailing zeros."""
+        if self.pg:
+            return f"trim_scale(round({x}, 6))"
+        digits = f"printf('%.6f', {x})"
+        return f"rtrim(rtrim({digits}, '0'), '.')"
 
     def codes(self, q: str) -> str:
         """The codes of a stored quality text (before the notes: mdm/qualities.py)."""
@@ -141,6 +171,36 @@ class SqlValidationStore(_Repo):
         now: datetime,
         rules: Sequence[ValidationRule],
     ) -> int:
+        config = [
+            {k: (str(v) if isinstance(v, Decimal) else v) for k, v in asdict(r).items()}
+            for r in rules
+        ]
+        return self._begin(utility_id, "validate", start, end, scope, actor, now, {"rules": config})
+
+    @guarded
+    def start_estimation(
+        self,
+        utility_id: int,
+        start: datetime,
+        end: datetime,
+        scope: str,
+        actor: str,
+        now: datetime,
+        config: Mapping[str, object],
+    ) -> int:
+        return self._begin(utility_id, "estimate", start, end, scope, actor, now, dict(config))
+
+    def _begin(
+        self,
+        utility_id: int,
+        kind: str,
+        start: datetime,
+        end: datetime,
+        scope: str,
+        actor: str,
+        now: datetime,
+        config: dict[str, Any],
+    ) -> int:
         d = self._d()
         for sql in (
             *d.temp(METER, "device_id BIGINT PRIMARY KEY"),
@@ -156,15 +216,11 @@ class SqlValidationStore(_Repo):
             # the rules' estimated costs are high enough for JIT compilation, which cost
             # more (1.8 s a statement, measured) than it saved: off for this transaction
             self._conn.execute(text("SET LOCAL jit = off"))
-        config = [
-            {k: (str(v) if isinstance(v, Decimal) else v) for k, v in asdict(r).items()}
-            for r in rules
-        ]
         run_id = self._conn.execute(
             insert(_R)
             .values(
                 utility_id=utility_id,
-                kind="validate",
+                kind=kind,
                 trigger="demand",
                 scope=scope,
                 period_start=start,
@@ -177,7 +233,7 @@ class SqlValidationStore(_Repo):
                 findings=0,
                 failing_meters=0,
                 marked=0,
-                rules={"rules": json.loads(json.dumps(config, default=str))},
+                rules=json.loads(json.dumps(config, default=str)),
             )
             .returning(_R.c.id)
         ).scalar_one()
@@ -593,6 +649,344 @@ class SqlValidationStore(_Repo):
         )
         return ctes, sql, True
 
+    # -- estimation -------------------------------------------------------------------------
+
+    @guarded
+    def estimate(
+        self,
+        run_id: int,
+        reading_type: str,
+        interval_seconds: int,
+        method: EstimationMethod,
+        max_intervals: int,
+        start: datetime,
+        end: datetime,
+        now: datetime,
+        history_weeks: int = 4,
+        time_zone: str = "UTC",
+        register: str | None = None,
+    ) -> RuleCount:
+        """Three statements over the period: the gaps (``LAG`` over each meter's instants
+        in a window reaching ``max_intervals + 1`` intervals beyond the period, with an
+        empty sentinel at either end), the estimated readings (each gap joined to a table
+        of 1..n), and a finding per gap."""
+        name = str(method)
+        rt = self._type_id(reading_type)
+        if rt is None:  # the reading type was never stored: nothing to estimate from
+            rt = self._conn.execute(
+                insert(t.reading_type).values(code=reading_type).returning(t.reading_type.c.id)
+            ).scalar_one()
+        d = self._d()
+        step = interval_seconds
+        clip = min(end, now)
+        first_e = int(start.timestamp()) // step * step + step
+        last_e = int(clip.timestamp()) // step * step
+        if last_e < first_e:
+            count = RuleCount(name, ESTIMATION, reading_type, 0, 0, 0)
+            self._counts.append(count)
+            return count
+        reach = (max_intervals + 1) * step
+        # the grid's integers are written into the statements (PostgreSQL would deduce
+        # a different type for one parameter in each place it stands); they come from
+        # the period and the settings, never from text
+        grid = {
+            "step": step,
+            "most": max_intervals,
+            "first_e": first_e,
+            "last_e": last_e,
+            "slo": first_e - reach - step,
+            "shi": last_e + reach + step,
+        }
+
+        def literal(sql: str) -> str:
+            return re.sub(r":(step|most|first_e|last_e|slo|shi)\b", lambda m: str(grid[m[1]]), sql)
+
+        p: dict[str, Any] = {
+            "run": run_id,
+            "rt": rt,
+            "win_lo": datetime.fromtimestamp(first_e - reach, UTC),
+            "win_hi": datetime.fromtimestamp(last_e + reach, UTC),
+            "method": name,
+            "between": "linear interpolation between ",
+            "kind": ESTIMATION,
+            "est": ESTIMATED_CODE,
+            "missing": NOT_ESTIMATED_CODE,
+            "quality": estimated_quality(EstimationMethod.LINEAR),
+            "reach": str(max_intervals + 1),
+            "most_text": str(max_intervals),
+            "now": now,
+        }
+        number = "NUMERIC" if d.pg else "TEXT"  # SQLite: the stored decimal text
+        for sql in (
+            *d.temp(
+                GAP,
+                f"device_id BIGINT, pe BIGINT, e BIGINT, pv {number}, v {number}, "
+                "pknown INTEGER, known INTEGER, a BIGINT, b BIGINT",
+            ),
+            *d.temp(NUM, "i INTEGER PRIMARY KEY"),
+        ):
+            self._conn.execute(text(sql))
+        history = method == EstimationMethod.HISTORY
+        longest = max(max_intervals, (last_e - first_e) // step + 1 if history else 0)
+        self._conn.execute(
+            text(f"INSERT INTO {NUM} (i) VALUES (:i)"),
+            [{"i": i} for i in range(1, longest + 1)],
+        )
+        # the gaps of each meter that have a missing instant in the period; a and b:
+        # their first and last missing instant within it
+        self._exec(
+            literal(
+                f"INSERT INTO {GAP} (device_id, pe, e, pv, v, pknown, known, a, b) "
+                f"WITH pts AS (SELECT x.device_id, {d.epoch('x.ts')} AS e, x.value AS v, "
+                f"1 AS known FROM reading x JOIN {METER} m ON m.device_id = x.device_id "
+                "WHERE x.reading_type_id = :rt AND x.ts >= :win_lo AND x.ts <= :win_hi "
+                f"UNION ALL SELECT device_id, :slo, NULL, 0 FROM {METER} "
+                f"UNION ALL SELECT device_id, :shi, NULL, 0 FROM {METER}), "
+                "g AS (SELECT device_id, e, v, known, "
+                "LAG(e) OVER (PARTITION BY device_id ORDER BY e) AS pe, "
+                "LAG(v) OVER (PARTITION BY device_id ORDER BY e) AS pv, "
+                "LAG(known) OVER (PARTITION BY device_id ORDER BY e) AS pknown FROM pts) "
+                "SELECT device_id, pe, e, pv, v, pknown, known, "
+                "CASE WHEN pe + :step < :first_e THEN :first_e ELSE pe + :step END, "
+                "CASE WHEN e - :step > :last_e THEN :last_e ELSE e - :step END FROM g "
+                "WHERE pe IS NOT NULL AND e - pe >= 2 * :step "
+                "AND pe + :step <= :last_e AND e - :step >= :first_e"
+            ),
+            **p,
+        )
+        fills = "g.pknown = 1 AND g.known = 1 AND (g.e - g.pe) / :step - 1 <= :most"
+        n = "((g.e - g.pe) / :step - 1)"
+        pv, v = d.num("g.pv"), d.num("g.v")
+        value = d.decimal6(f"{pv} + ({v} - {pv}) * k.i / ({n} + 1)")
+        at = d.ts("g.pe + k.i * :step")
+        # the instant had no current reading; an earlier version (a reading removed
+        # since) keeps its number: the estimate is the next one
+        done = self._exec(
+            literal(
+                "INSERT INTO reading (device_id, reading_type_id, ts, value, quality, version, "
+                f"recorded_at) SELECT g.device_id, :rt, {at}, {value}, :quality, "
+                "COALESCE((SELECT max(h.version) FROM reading_history h WHERE h.device_id = "
+                f"g.device_id AND h.reading_type_id = :rt AND h.ts = {at}), 0) + 1, :now "
+                f"FROM {GAP} g JOIN {NUM} k ON k.i <= {n} WHERE {fills} "
+                "AND g.pe + k.i * :step >= :first_e AND g.pe + k.i * :step <= :last_e"
+            ),
+            **p,
+        )
+        estimated = int(done.rowcount)
+        detail = (
+            "CASE WHEN g.pknown = 1 AND g.known = 1 AND (g.e - g.pe) / :step - 1 <= :most "
+            f"THEN :between || {d.text('g.pv')} || ' and ' || "
+            f"{d.text('g.v')} "
+            "WHEN g.pknown = 0 AND g.known = 0 THEN 'not estimated: no reading within ' || "
+            ":reach || ' interval(s) of the period' "
+            "WHEN g.pknown = 0 THEN 'not estimated: no reading before the gap within ' || "
+            ":reach || ' interval(s)' "
+            "WHEN g.known = 0 THEN 'not estimated: no reading after the gap (yet) within ' || "
+            ":reach || ' interval(s)' "
+            f"ELSE 'not estimated: ' || {d.text(n)} || ' missing interval(s), more than ' || "
+            ":most_text END"
+        )
+        self._exec(
+            literal(
+                "INSERT INTO vee_finding (run_id, device_id, reading_type_id, rule, kind, quality, "
+                "ts, ts_end, intervals, value, detail) SELECT :run, g.device_id, :rt, :lin, "
+                f":kind, CASE WHEN {fills} THEN "
+                f":est ELSE :missing END, {d.ts('g.a')}, {d.ts('g.b')}, "
+                f"(g.b - g.a) / :step + 1, NULL, {detail} FROM {GAP} g"
+                + (f" WHERE {fills}" if history else "")
+            ),
+            lin=str(EstimationMethod.LINEAR),
+            **p,
+        )
+        if history:
+            estimated += self._from_history(
+                p, literal, fills, start, grid["shi"], history_weeks, time_zone
+            )
+            reg = self._type_id(register) if register is not None else None
+            if reg is not None:
+                self._scale(p, literal, reg)
+        found = self._exec(
+            "SELECT count(*), count(DISTINCT device_id) FROM vee_finding "
+            "WHERE run_id = :run AND reading_type_id = :rt",
+            run=run_id,
+            rt=rt,
+        ).one()
+        count = RuleCount(name, ESTIMATION, reading_type, estimated, int(found[0]), int(found[1]))
+        self._counts.append(count)
+        return count
+
+    def _from_history(
+        self,
+        p: dict[str, Any],
+        literal: Callable[[str], str],
+        fills: str,
+        start: datetime,
+        last: int,
+        weeks: int,
+        time_zone: str,
+    ) -> int:
+        """The gaps linear interpolation left: each missing instant takes the meter's mean
+        of the same local time of day and day type (Monday to Friday / Saturday and
+        Sunday) over the ``weeks`` before ``start``; one finding per gap."""
+        d = self._d()
+        history_start = start - timedelta(weeks=weeks)
+        hq = estimated_quality(EstimationMethod.HISTORY)
+        q: dict[str, Any] = {
+            **p,
+            "history_start": history_start,
+            "start": start,
+            "hquality": hq,
+            "hist": str(EstimationMethod.HISTORY),
+            "hdetail": f"same day-type history of {weeks} week(s)",
+            "none": "not estimated: no history of the same day type and time of day",
+            "part": " estimated from same day-type history; the rest has none",
+        }
+        if d.pg:
+            q["tz"] = time_zone
+            lx = "CAST(date_part('epoch', x.ts AT TIME ZONE :tz) AS BIGINT)"
+            le = "CAST(date_part('epoch', to_timestamp(mi.e) AT TIME ZONE :tz) AS BIGINT)"
+            jx = je = ""
+        else:  # SQLite knows no zones: the offsets of the span, joined by instant
+            spans = offset_spans(
+                ZoneInfo(time_zone), history_start, datetime.fromtimestamp(last, UTC)
+            )
+            for sql in d.temp(ZONE, "lo BIGINT, hi BIGINT, shift BIGINT"):
+                self._conn.execute(text(sql))
+            self._conn.execute(
+                text(f"INSERT INTO {ZONE} (lo, hi, shift) VALUES (:lo, :hi, :offset)"),
+                [s._asdict() for s in spans],
+            )
+            lx = f"({d.epoch('x.ts')} + z.shift)"
+            le = "(mi.e + z.shift)"
+            jx = f" JOIN {ZONE} z ON {d.epoch('x.ts')} >= z.lo AND {d.epoch('x.ts')} < z.hi"
+            je = f" JOIN {ZONE} z ON mi.e >= z.lo AND mi.e < z.hi"
+
+        def slot(local: str) -> str:
+            """Seconds of the local day, plus a day for Saturday and Sunday (1970-01-01,
+            local epoch day 0, was a Thursday)."""
+            return (
+                f"({local} % 86400 + CASE WHEN ({local} / 86400 + 3) % 7 >= 5 "
+                "THEN 86400 ELSE 0 END)"
+            )
+
+        at = d.ts("ml.e")
+        ctes = (
+            f"h AS (SELECT x.device_id, {lx} AS l, x.value FROM reading x "
+            f"JOIN {METER} m ON m.device_id = x.device_id{jx} "
+            "WHERE x.reading_type_id = :rt AND x.ts > :history_start AND x.ts <= :start), "
+            f"prof AS (SELECT device_id, {slot('l')} AS slot, AVG({d.num('value')}) AS m "
+            f"FROM h GROUP BY device_id, {slot('l')}), "
+            "mi AS (SELECT g.device_id, g.a + (k.i - 1) * :step AS e FROM "
+            f"{GAP} g JOIN {NUM} k ON k.i <= (g.b - g.a) / :step + 1 WHERE NOT ({fills})), "
+            f"ml AS (SELECT mi.device_id, mi.e, {le} AS l FROM mi{je})"
+        )
+        done = self._exec(
+            literal(
+                "INSERT INTO reading (device_id, reading_type_id, ts, value, quality, version, "
+                f"recorded_at) WITH {ctes} SELECT ml.device_id, :rt, {at}, "
+                f"{d.decimal6('prof.m')}, :hquality, COALESCE((SELECT max(hv.version) FROM "
+                "reading_history hv WHERE hv.device_id = ml.device_id AND "
+                f"hv.reading_type_id = :rt AND hv.ts = {at}), 0) + 1, :now FROM ml "
+                f"JOIN prof ON prof.device_id = ml.device_id AND prof.slot = {slot('ml.l')}"
+            ),
+            **q,
+        )
+        filled = (
+            "(SELECT count(*) FROM reading r WHERE r.device_id = g.device_id AND "
+            f"r.reading_type_id = :rt AND r.ts >= {d.ts('g.a')} AND r.ts <= {d.ts('g.b')} "
+            "AND r.quality = :hquality AND r.recorded_at = :now)"
+        )
+        n = "((g.b - g.a) / :step + 1)"
+        self._exec(
+            literal(
+                "INSERT INTO vee_finding (run_id, device_id, reading_type_id, rule, kind, "
+                "quality, ts, ts_end, intervals, value, detail) SELECT :run, g.device_id, :rt, "
+                f":hist, :kind, CASE WHEN {filled} = {n} THEN :est ELSE :missing END, "
+                f"{d.ts('g.a')}, {d.ts('g.b')}, {n}, NULL, CASE WHEN {filled} = {n} "
+                f"THEN :hdetail WHEN {filled} = 0 THEN :none ELSE {d.text(filled)} || ' of ' "
+                f"|| {d.text(n)} || :part END FROM {GAP} g WHERE NOT ({fills})"
+            ),
+            **q,
+        )
+        return int(done.rowcount)
+
+    def _scale(self, p: dict[str, Any], literal: Any, reg: int) -> None:
+        """The run's history estimates between two register readings ``(t0, t1]`` are
+        multiplied by ``(advance - known) / estimated``, where the profile of ``(t0, t1]``
+        is complete after estimation and the register's advance is not below the known
+        intervals' sum; one finding per span scaled or not."""
+        d = self._d()
+        hq = estimated_quality(EstimationMethod.HISTORY)
+        ts_col = "TIMESTAMPTZ" if d.pg else "TEXT"
+        number = "NUMERIC" if d.pg else "REAL"
+        for sql in (
+            *d.temp(SPAN, f"device_id BIGINT, ts {ts_col}, t0 {ts_col}, t1 {ts_col}"),
+            *d.temp(
+                FACTOR,
+                f"device_id BIGINT, t0 {ts_col}, t1 {ts_col}, n INTEGER, est {number}, "
+                f"known {number}, adv {number}, complete INTEGER",
+            ),
+        ):
+            self._conn.execute(text(sql))
+        q = {**p, "reg": reg, "hquality": hq}
+        mine = "r.reading_type_id = :rt AND r.quality = :hquality AND r.recorded_at = :now"
+        self._exec(
+            f"INSERT INTO {SPAN} (device_id, ts, t0, t1) SELECT r.device_id, r.ts, "
+            "(SELECT max(y.ts) FROM reading y WHERE y.device_id = r.device_id "
+            "AND y.reading_type_id = :reg AND y.ts < r.ts), "
+            "(SELECT min(y.ts) FROM reading y WHERE y.device_id = r.device_id "
+            f"AND y.reading_type_id = :reg AND y.ts >= r.ts) FROM reading r JOIN {METER} m "
+            f"ON m.device_id = r.device_id WHERE {mine}",
+            **q,
+        )
+        pv = d.num("x.value")
+        self._exec(
+            literal(
+                f"INSERT INTO {FACTOR} (device_id, t0, t1, n, est, known, adv, complete) "
+                "SELECT s.device_id, s.t0, s.t1, count(*), "
+                f"(SELECT sum({pv}) FROM reading x WHERE x.device_id = s.device_id "
+                "AND x.reading_type_id = :rt AND x.ts > s.t0 AND x.ts <= s.t1 "
+                "AND x.quality = :hquality AND x.recorded_at = :now), "
+                f"(SELECT sum({pv}) FROM reading x WHERE x.device_id = s.device_id "
+                "AND x.reading_type_id = :rt AND x.ts > s.t0 AND x.ts <= s.t1 "
+                "AND NOT (x.quality = :hquality AND x.recorded_at = :now)), "
+                f"(SELECT {pv} FROM reading x WHERE x.device_id = s.device_id "
+                "AND x.reading_type_id = :reg AND x.ts = s.t1) - "
+                f"(SELECT {pv} FROM reading x WHERE x.device_id = s.device_id "
+                "AND x.reading_type_id = :reg AND x.ts = s.t0), "
+                "CASE WHEN (SELECT count(*) FROM reading x WHERE x.device_id = s.device_id "
+                "AND x.reading_type_id = :rt AND x.ts > s.t0 AND x.ts <= s.t1) = "
+                f"({d.epoch('s.t1')} - {d.epoch('s.t0')}) / :step THEN 1 ELSE 0 END "
+                f"FROM {SPAN} s WHERE s.t0 IS NOT NULL AND s.t1 IS NOT NULL "
+                "GROUP BY s.device_id, s.t0, s.t1"
+            ),
+            **q,
+        )
+        ok = "f.complete = 1 AND f.est > 0 AND f.adv >= COALESCE(f.known, 0)"
+        factor = "((f.adv - COALESCE(f.known, 0)) / f.est)"
+        value = d.decimal6(f"{d.num('reading.value')} * {factor}")
+        self._exec(
+            f"UPDATE reading SET value = {value} FROM {SPAN} s JOIN {FACTOR} f "
+            "ON f.device_id = s.device_id AND f.t0 = s.t0 AND f.t1 = s.t1 "
+            "WHERE reading.device_id = s.device_id AND reading.reading_type_id = :rt "
+            f"AND reading.ts = s.ts AND {ok}",
+            **q,
+        )
+        detail = (
+            f"CASE WHEN {ok} THEN 'scaled by ' || {d.text(d.decimal6(factor))} || "
+            f"' to the register advance ' || {d.text(d.decimal6('f.adv'))} "
+            "WHEN f.complete = 0 THEN 'not scaled: the profile between the registers is "
+            "not complete' ELSE 'not scaled: the register advance ' || "
+            f"{d.text(d.decimal6('f.adv'))} || ' is below the known intervals' END"
+        )
+        self._exec(
+            "INSERT INTO vee_finding (run_id, device_id, reading_type_id, rule, kind, quality, "
+            "ts, ts_end, intervals, value, detail) SELECT :run, f.device_id, :rt, :scaled, "
+            f":kind, :est, f.t0, f.t1, f.n, NULL, {detail} FROM {FACTOR} f",
+            scaled="history scaled",
+            **q,
+        )
+
     # -- qualities --------------------------------------------------------------------------
 
     @guarded
@@ -665,7 +1059,7 @@ class SqlValidationStore(_Repo):
                 rules={**config, "counts": [asdict(c) for c in counts]},
             )
         )
-        for name in (METER, FLAG, ZONE, MARK):
+        for name in (METER, FLAG, ZONE, MARK, GAP, NUM, SPAN, FACTOR):
             self._conn.execute(
                 text(f"DROP TABLE IF EXISTS {name if self._d().pg else 'temp.' + name}")
             )

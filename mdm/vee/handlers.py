@@ -14,8 +14,9 @@ from mdm.group_handlers import GroupChange, create_end_device_group
 from mdm.handling import Handler, HandlerContext
 from mdm.model import DeviceRef
 from mdm.ports import UnitOfWork
-from mdm.vee.commands import SaveFailingMeters, ValidateReadings
+from mdm.vee.commands import EstimateReadings, SaveFailingMeters, ValidateReadings
 from mdm.vee.model import ValidationRun
+from mdm.vee.rules import RuleKind, check_reading_type, interval_seconds
 
 
 def _group_id(uow: UnitOfWork, utility_id: int, name: str, what: str) -> int:
@@ -30,12 +31,30 @@ def _group_id(uow: UnitOfWork, utility_id: int, name: str, what: str) -> int:
     return group.id
 
 
-def validate_readings(cmd: ValidateReadings, uow: UnitOfWork, ctx: HandlerContext) -> ValidationRun:
+def _check_period(cmd: ValidateReadings | EstimateReadings) -> None:
     if cmd.end <= cmd.start:
         raise PayloadInvalid(
             f"the period end {cmd.end.isoformat()} is not after its start {cmd.start.isoformat()}",
             code="2013",
         )
+
+
+def _scope(
+    uow: UnitOfWork, cmd: ValidateReadings | EstimateReadings
+) -> tuple[int | None, int | None, str]:
+    """The run's meter or group (resolved before anything is written) and its scope text."""
+    if cmd.meter is not None:
+        device = uow.devices.find(cmd.utility_id, cmd.meter)
+        if device is None or device.id is None:
+            raise ItemRejected("2001", f"unknown meter {cmd.meter}")
+        return device.id, None, f"meter {device.mrid}"
+    if cmd.group is not None:
+        return None, _group_id(uow, cmd.utility_id, cmd.group, "--group"), f"group {cmd.group}"
+    return None, None, "all meters"
+
+
+def validate_readings(cmd: ValidateReadings, uow: UnitOfWork, ctx: HandlerContext) -> ValidationRun:
+    _check_period(cmd)
     known = {r.name for r in cmd.rules}
     unknown = [n for n in cmd.only if n not in known]
     if unknown:
@@ -52,16 +71,7 @@ def validate_readings(cmd: ValidateReadings, uow: UnitOfWork, ctx: HandlerContex
         raise ConfigurationError(
             f"no enabled [[vee.rules]] apply to utility {cmd.utility_code!r}: nothing to validate"
         )
-    device_id = group_id = None
-    scope = "all meters"
-    if cmd.meter is not None:
-        device = uow.devices.find(cmd.utility_id, cmd.meter)
-        if device is None or device.id is None:
-            raise ItemRejected("2001", f"unknown meter {cmd.meter}")
-        device_id, scope = device.id, f"meter {device.mrid}"
-    elif cmd.group is not None:
-        group_id = _group_id(uow, cmd.utility_id, cmd.group, "--group")
-        scope = f"group {cmd.group}"
+    device_id, group_id, scope = _scope(uow, cmd)
     # every rule's group is resolved before anything is written
     rule_groups: dict[str, int | None] = {}
     for rule in rules:
@@ -84,6 +94,73 @@ def validate_readings(cmd: ValidateReadings, uow: UnitOfWork, ctx: HandlerContex
         str(run_id),
         f"{scope}, ({cmd.start.isoformat()}, {cmd.end.isoformat()}]: {run.readings} reading(s), "
         f"{run.findings} finding(s), {run.failing_meters} meter(s) failing",
+    )
+    return run
+
+
+def estimate_readings(cmd: EstimateReadings, uow: UnitOfWork, ctx: HandlerContext) -> ValidationRun:
+    """One transaction: the run, the estimated readings and the findings of every gap
+    (filled or not) are committed together or not at all."""
+    _check_period(cmd)
+    if cmd.max_intervals < 1:
+        raise PayloadInvalid(
+            f"the longest gap to estimate is {cmd.max_intervals} interval(s): at least 1",
+            code="2013",
+        )
+    if cmd.history_weeks < 1:
+        raise PayloadInvalid(f"history of {cmd.history_weeks} week(s): at least 1", code="2013")
+    if not cmd.reading_types:
+        raise ConfigurationError(
+            "no reading type to estimate: name one (--reading-type), set "
+            "vee.estimate_reading_types or configure a 'missing' rule"
+        )
+    steps: dict[str, int] = {}
+    for code in dict.fromkeys(cmd.reading_types):
+        problems = check_reading_type(RuleKind.MISSING, code, "reading type")
+        step = interval_seconds(code) if not problems else None
+        if step is None:
+            why = "; ".join(problems).replace("a missing rule", "estimation")
+            raise PayloadInvalid(why or f"reading type {code!r}: no measuring period", code="2013")
+        steps[code] = step
+    device_id, group_id, scope = _scope(uow, cmd)
+    config: dict[str, object] = {
+        "estimation": {
+            "method": str(cmd.method),
+            "max_intervals": cmd.max_intervals,
+            "history_weeks": cmd.history_weeks,
+            "time_zone": cmd.time_zone,
+            "reading_types": list(steps),
+        }
+    }
+    run_id = uow.vee.start_estimation(
+        cmd.utility_id, cmd.start, cmd.end, scope, ctx.actor, ctx.now, config
+    )
+    meters = uow.vee.select_meters(cmd.utility_id, device_id, group_id)
+    readings = uow.vee.count_readings(list(steps), cmd.start, cmd.end)
+    estimated = 0
+    for code, step in steps.items():
+        count = uow.vee.estimate(
+            run_id,
+            code,
+            step,
+            cmd.method,
+            cmd.max_intervals,
+            cmd.start,
+            cmd.end,
+            ctx.now,
+            cmd.history_weeks,
+            cmd.time_zone,
+            dict(cmd.registers).get(code),
+        )
+        estimated += count.readings
+    run = uow.vee.finish(run_id, ctx.now, meters, readings, estimated)
+    uow.audit.record(
+        ctx.actor,
+        "estimate",
+        "ValidationRun",
+        str(run_id),
+        f"{scope}, ({cmd.start.isoformat()}, {cmd.end.isoformat()}], {cmd.method}: "
+        f"{estimated} interval(s) estimated, {run.findings} finding(s)",
     )
     return run
 
@@ -118,5 +195,6 @@ def save_failing_meters(
 
 VEE_HANDLERS: dict[type[Any], Handler] = {
     ValidateReadings: validate_readings,
+    EstimateReadings: estimate_readings,
     SaveFailingMeters: save_failing_meters,
 }

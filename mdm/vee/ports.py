@@ -7,10 +7,11 @@ flagged readings in the caller's transaction.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import Protocol
 
+from mdm.vee.estimation import EstimationMethod
 from mdm.vee.model import Finding, RuleCount, ValidationRun
 from mdm.vee.rules import ValidationRule
 
@@ -29,6 +30,19 @@ class ValidationStore(Protocol):
         """Record a run (state ``running``); its id."""
         ...
 
+    def start_estimation(
+        self,
+        utility_id: int,
+        start: datetime,
+        end: datetime,
+        scope: str,
+        actor: str,
+        now: datetime,
+        config: Mapping[str, object],
+    ) -> int:
+        """Record an estimation run (kind ``estimate``, state ``running``); its id."""
+        ...
+
     def select_meters(self, utility_id: int, device_id: int | None, group_id: int | None) -> int:
         """The meters of this run (one meter, a group's members, or every meter of the
         utility), kept for the rules of the run; how many."""
@@ -45,6 +59,31 @@ class ValidationStore(Protocol):
     ) -> RuleCount:
         """Run one rule over the period ``(start, end]`` for the run's meters (those in
         the rule's group, when ``group_id``) and record its findings."""
+        ...
+
+    def estimate(
+        self,
+        run_id: int,
+        reading_type: str,
+        interval_seconds: int,
+        method: EstimationMethod,
+        max_intervals: int,
+        start: datetime,
+        end: datetime,
+        now: datetime,
+        history_weeks: int = 4,
+        time_zone: str = "UTC",
+        register: str | None = None,
+    ) -> RuleCount:
+        """Fill the gaps of ``(start, end]`` (clipped at ``now``) of the run's meters that
+        lie between two known readings and are at most ``max_intervals`` long, as new
+        readings with the estimated quality; record a finding for each gap filled and
+        each gap not filled (no reading before or after it, too long, no readings at
+        all). With ``history``, the gaps linear interpolation does not fill take the
+        meter's mean of the same local time of day and day type (weekday / weekend, in
+        ``time_zone``) over the ``history_weeks`` before ``start``, scaled between two
+        readings of ``register`` so that the profile adds up to its advance. ``readings``
+        of the count: the intervals estimated."""
         ...
 
     def count_readings(self, reading_types: Sequence[str], start: datetime, end: datetime) -> int:
