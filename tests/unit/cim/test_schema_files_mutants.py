@@ -80,3 +80,15 @@ def test_a_path_that_leads_nowhere_is_reported_as_libxml2_wrote_it() -> None:
     assert schemas._friendly_path(doc, "/*/*[2]") == "/a/b[2]"
     assert schemas._friendly_path(doc, "/*/*[3]") == "/*/*[3]"
     assert schemas._friendly_path(doc, "") == ""
+
+
+def test_the_draft_namespace_is_rewritten_from_an_element_too() -> None:
+    """normalise_namespaces takes a tree or its root element, as validate does."""
+    from cim_schemas.xml import parse_bytes
+
+    doc = b"""<RequestMessage xmlns="http://www.iec.ch/TC57/2011/schema/message"><Header>
+        <Verb>get</Verb><Noun>MeterReadings</Noun></Header></RequestMessage>"""
+    root = parse_bytes(doc).getroot()
+    assert schemas.normalise_namespaces(root) is True
+    assert root.tag == "{http://iec.ch/TC57/2011/schema/message}RequestMessage"
+    assert schemas.validate(root) == []
