@@ -92,3 +92,27 @@ def test_the_draft_namespace_is_rewritten_from_an_element_too() -> None:
     assert schemas.normalise_namespaces(root) is True
     assert root.tag == "{http://iec.ch/TC57/2011/schema/message}RequestMessage"
     assert schemas.validate(root) == []
+
+
+FAULT = b"""<FaultMessage xmlns="http://iec.ch/TC57/2011/schema/message"><Reply>
+        <Result>FAILED</Result></Reply></FaultMessage>"""
+
+
+def test_validate_names_the_element_of_a_root_given_and_no_line_where_there_is_none() -> None:
+    from cim_schemas.xml import parse_bytes
+
+    bad = parse_bytes(FAULT.replace(b"FAILED", b"MAYBE")).getroot()
+    ((xpath, line, message),) = [(p.xpath, p.line, p.message) for p in schemas.validate(bad)]
+    assert (xpath, line) == ("/FaultMessage/Reply/Result", 2)
+    assert "'MAYBE' is not an element of the set" in message
+    # an element added in memory has no source line: None, not libxml2's 0
+    root = parse_bytes(FAULT).getroot()
+    etree.SubElement(root, "{http://iec.ch/TC57/2011/schema/message}Bogus")
+    assert schemas.validate(root) == [
+        schemas.SchemaError(
+            xpath="/FaultMessage/Bogus",
+            line=None,
+            message="Element '{http://iec.ch/TC57/2011/schema/message}Bogus': "
+            "This element is not expected.",
+        )
+    ]
