@@ -408,3 +408,13 @@ def test_a_message_with_a_prefixed_root_is_whole_and_cut_short_it_is_not() -> No
         "not well-formed XML: the input ends before the root element msg:EventMessage "
         "is closed (cut short?)"
     )
+
+
+def test_the_head_of_a_document_keeps_the_depth_limit() -> None:
+    """pull_events (the Header read before streaming) keeps libxml2's depth limit (no
+    huge_tree), as the other paths do."""
+    from cim_schemas.xml import pull_events
+
+    with pytest.raises(NotWellFormed) as deep:
+        list(pull_events(b"<a>" * 300))
+    assert str(deep.value).startswith("not well-formed XML at line 1: Excessive depth")
