@@ -116,3 +116,10 @@ def test_validate_names_the_element_of_a_root_given_and_no_line_where_there_is_n
             "This element is not expected.",
         )
     ]
+
+
+@pytest.mark.parametrize("url", ["", "http://example.com/evil.xsd", "file:///etc/passwd"])
+def test_the_resolver_names_a_location_it_refuses(url: str) -> None:
+    with pytest.raises(etree.XMLSchemaParseError) as caught:
+        schemas._PackageResolver().resolve(url, "", None)
+    assert str(caught.value) == f"schema location outside cim_schemas: {url!r}"
