@@ -418,3 +418,15 @@ def test_the_head_of_a_document_keeps_the_depth_limit() -> None:
     with pytest.raises(NotWellFormed) as deep:
         list(pull_events(b"<a>" * 300))
     assert str(deep.value).startswith("not well-formed XML at line 1: Excessive depth")
+
+
+def test_the_stream_keeps_the_depth_limit_and_leaves_no_comment_or_pi_in_the_tree() -> None:
+    from cim_schemas.xml import iterparse
+
+    with pytest.raises(NotWellFormed) as deep:
+        _events(b"<a>" * 300 + b"</a>" * 300)
+    assert str(deep.value).startswith("not well-formed XML at line 1: Excessive depth")
+    reader = LimitedReader(io.BytesIO(b"<a><!--c--><?pi x?><b/><!--d--></a>"), 1 << 20)
+    ends = [el for event, el in iterparse(reader, events=("end",))]
+    root = ends[-1]
+    assert [child.tag for child in root] == ["b"]  # what a reader of the tree walks
