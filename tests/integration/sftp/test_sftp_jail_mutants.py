@@ -10,6 +10,8 @@ from pathlib import Path
 
 import paramiko
 import pytest
+from paramiko import SFTPAttributes
+from paramiko.sftp import CMD_OPEN, SFTP_FLAG_APPEND, SFTP_FLAG_WRITE
 from sftp_fixtures import Sftp, make_key
 
 KEY_TYPE = "ecdsa-sha2-nistp256"
@@ -167,6 +169,10 @@ def test_a_file_outside_inbox_cannot_be_opened_for_update(sftp_server: Sftp) -> 
             sftp.open("outbox/result.csv", "r+")
         with pytest.raises(PermissionError):
             sftp.open("outbox/result.csv", "a")
+        # the protocol's WRITE alone (O_WRONLY) or APPEND alone, as a client may send them
+        for flags in (SFTP_FLAG_WRITE, SFTP_FLAG_APPEND):
+            with pytest.raises(PermissionError):
+                sftp._request(CMD_OPEN, "outbox/result.csv", flags, SFTPAttributes())
         assert (outbox / "result.csv").read_bytes() == b"kept"
         sftp.putfo(io.BytesIO(b"one\n"), "inbox/u.csv.part")
         with sftp.open("inbox/u.csv.part", "a") as appended:
