@@ -295,9 +295,10 @@ def iterparse(
     except etree.XMLSyntaxError as exc:
         from cim_schemas.errors import SchemaInvalid
 
-        # lxml's error log is per thread and keeps entries of earlier parses: only the
-        # last entry caused this exception, and it is a schema error only with a schema
-        errors: Any = exc.error_log  # lxml-stubs: no last_error on _ErrorLog
+        # the exception's error log is lxml's per thread, with entries of earlier parses
+        # (a schema error of the document before would pass for this one's): the
+        # parser's own log holds this parse's only; its last entry caused the exception
+        errors: Any = events_of.error_log  # lxml-stubs: no last_error on _ErrorLog
         last: Any = errors.last_error if errors else None
         # an undeclared prefix seen before: the document is not well-formed, whatever
         # the validator says of the unqualified element it made of it (as on the tree path)
