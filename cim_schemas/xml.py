@@ -38,7 +38,7 @@ _local = threading.local()
 
 
 def _new_parser() -> etree.XMLParser:
-    return etree.XMLParser(
+    parser = etree.XMLParser(
         resolve_entities=False,
         no_network=True,
         load_dtd=False,
@@ -48,6 +48,20 @@ def _new_parser() -> etree.XMLParser:
         remove_pis=True,
         collect_ids=False,
     )
+    parser.resolvers.add(_NothingResolver())
+    return parser
+
+
+class _NothingResolver(etree.Resolver):
+    """Every external resource libxml2 asks for (a DOCTYPE's external subset) is empty.
+
+    libxml2's tree parser reads a DOCTYPE's SYSTEM file even with ``load_dtd=False``,
+    before :func:`_refuse_doctype` can refuse the document: a DOCTYPE that
+    :func:`check_prolog` does not see (UTF-16 without a byte order mark) would make
+    the parse a file-existence oracle. With this resolver no file is opened."""
+
+    def resolve(self, system_url: str, public_id: str, context: Any = None) -> Any:
+        return self.resolve_string("", context, base_url=None)
 
 
 class LimitedReader(io.RawIOBase):
@@ -148,11 +162,12 @@ def check_prolog(prefix: bytes) -> None:
     if prefix[pos : pos + 9].upper() == b"<!DOCTYPE":
         raise ForbiddenXml("DOCTYPE declarations are not accepted (no DTD, no entities)")
     if len(prefix) >= PROLOG_SCAN_BYTES and (
-        pos == len(prefix) or prefix[pos : pos + 2] in (b"<!", b"<?")
+        pos == len(prefix) or prefix[pos : pos + 2] in (b"<", b"<!", b"<?")
     ):
         # the prolog goes on past what was scanned (a comment or processing instruction
-        # of 64 KiB): a DOCTYPE behind it would reach libxml2, which reads an external
-        # subset before any check after parsing could refuse it
+        # of 64 KiB, or markup whose "<" is the last byte scanned): a DOCTYPE behind it
+        # would reach libxml2, which reads an external subset before any check after
+        # parsing could refuse it
         raise ForbiddenXml(
             f"the prolog (what comes before the root element) is longer than "
             f"{PROLOG_SCAN_BYTES} bytes"
@@ -280,9 +295,10 @@ def iterparse(
     except etree.XMLSyntaxError as exc:
         from cim_schemas.errors import SchemaInvalid
 
-        # lxml's error log is per thread and keeps entries of earlier parses: only the
-        # last entry caused this exception, and it is a schema error only with a schema
-        errors: Any = exc.error_log  # lxml-stubs: no last_error on _ErrorLog
+        # the exception's error log is lxml's per thread, with entries of earlier parses
+        # (a schema error of the document before would pass for this one's): the
+        # parser's own log holds this parse's only; its last entry caused the exception
+        errors: Any = events_of.error_log  # lxml-stubs: no last_error on _ErrorLog
         last: Any = errors.last_error if errors else None
         # an undeclared prefix seen before: the document is not well-formed, whatever
         # the validator says of the unqualified element it made of it (as on the tree path)

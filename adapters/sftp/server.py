@@ -210,6 +210,14 @@ class UploadRegistry:
         with self._lock:
             return path in self._open
 
+    def moved(self, old: Path, new: Path) -> None:
+        """A file open for writing was renamed: it stays open, under its new name."""
+        with self._lock:
+            n = self._open.pop(old, 0)
+            if n:
+                self._open[new] = self._open.get(new, 0) + n
+            self._complete.pop(new, None)
+
     def renamed_complete(self, path: Path) -> None:
         """``path`` was renamed from a temporary name while closed: the upload is done."""
         try:
@@ -415,6 +423,7 @@ class _Handle(SFTPHandle):
                 "the connection closed while the file was still being written; upload it again",
             )
         self.jail.uploads.closed(self.path)
+        self.jail.handles.discard(self)
 
 
 class _JailedSFTPServer(SFTPServer):
@@ -435,6 +444,8 @@ class _JailedSFTP(SFTPServerInterface):
         self.account = server.account
         self.uploads = uploads
         self.root = Path(os.path.realpath(self.account.home))
+        #: this session's handles open for writing (their path follows a rename)
+        self.handles: set[_Handle] = set()
 
     # -- paths
 
@@ -512,12 +523,15 @@ class _JailedSFTP(SFTPServerInterface):
         if writing:
             self.uploads.opened(real)
         try:
-            return _Handle(fd, flags, real, writing, self)
+            handle = _Handle(fd, flags, real, writing, self)
         except OSError as exc:
             os.close(fd)
             if writing:
                 self.uploads.closed(real)
             return self._errno(exc)
+        if writing:
+            self.handles.add(handle)
+        return handle
 
     def remove(self, path: str) -> int:
         try:
@@ -544,10 +558,19 @@ class _JailedSFTP(SFTPServerInterface):
                 return SFTP_FAILURE
             was_open = self.uploads.is_open(old)
             if was_open:
-                # renamed while open (some clients do): keep tracking the open file
-                self.uploads.closed(old)
-                self.uploads.opened(new)
-            os.replace(old, new)
+                # renamed while open (some clients do): keep tracking the open file (before
+                # the rename, so the inbox watcher never sees it closed), and its handles
+                # close (or quarantine) it under the new name
+                self.uploads.moved(old, new)
+            try:
+                os.replace(old, new)
+            except OSError:
+                if was_open:
+                    self.uploads.moved(new, old)
+                raise
+            for handle in self.handles:
+                if handle.path == old:
+                    handle.path = new
             self.uploads.forget(old)
             if not was_open and is_temporary(old.name) and not is_temporary(new.name):
                 self.uploads.renamed_complete(new)  # taken without a settling time

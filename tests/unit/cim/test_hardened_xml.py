@@ -50,6 +50,19 @@ def test_an_earlier_schema_error_does_not_leak_into_a_later_parse() -> None:
         events(b"<a><b>")
 
 
+def test_an_earlier_schema_error_is_not_taken_for_a_later_syntax_error_with_the_schema() -> None:
+    """A document that is not well-formed, streamed with the schema after a schema-invalid
+    one in the same thread, was refused with the earlier document's schema error (1005
+    and its message) because lxml's per-thread log still held it."""
+    mismatched = meter_readings_bytes(["M"], datetime(2026, 1, 1, tzinfo=UTC), 2).replace(
+        b"</m:value>", b"</m:valu>", 1
+    )
+    with pytest.raises(SchemaInvalid):
+        events(BAD, schema=True)
+    with pytest.raises(NotWellFormed):
+        events(mismatched, schema=True)
+
+
 def test_the_reused_parser_reports_each_document_on_its_own() -> None:
     """parse_bytes keeps one parser a thread: an error names only its own document, a
     good document after a bad one parses, and another thread parses at the same time."""

@@ -80,3 +80,46 @@ def test_a_path_that_leads_nowhere_is_reported_as_libxml2_wrote_it() -> None:
     assert schemas._friendly_path(doc, "/*/*[2]") == "/a/b[2]"
     assert schemas._friendly_path(doc, "/*/*[3]") == "/*/*[3]"
     assert schemas._friendly_path(doc, "") == ""
+
+
+def test_the_draft_namespace_is_rewritten_from_an_element_too() -> None:
+    """normalise_namespaces takes a tree or its root element, as validate does."""
+    from cim_schemas.xml import parse_bytes
+
+    doc = b"""<RequestMessage xmlns="http://www.iec.ch/TC57/2011/schema/message"><Header>
+        <Verb>get</Verb><Noun>MeterReadings</Noun></Header></RequestMessage>"""
+    root = parse_bytes(doc).getroot()
+    assert schemas.normalise_namespaces(root) is True
+    assert root.tag == "{http://iec.ch/TC57/2011/schema/message}RequestMessage"
+    assert schemas.validate(root) == []
+
+
+FAULT = b"""<FaultMessage xmlns="http://iec.ch/TC57/2011/schema/message"><Reply>
+        <Result>FAILED</Result></Reply></FaultMessage>"""
+
+
+def test_validate_names_the_element_of_a_root_given_and_no_line_where_there_is_none() -> None:
+    from cim_schemas.xml import parse_bytes
+
+    bad = parse_bytes(FAULT.replace(b"FAILED", b"MAYBE")).getroot()
+    ((xpath, line, message),) = [(p.xpath, p.line, p.message) for p in schemas.validate(bad)]
+    assert (xpath, line) == ("/FaultMessage/Reply/Result", 2)
+    assert "'MAYBE' is not an element of the set" in message
+    # an element added in memory has no source line: None, not libxml2's 0
+    root = parse_bytes(FAULT).getroot()
+    etree.SubElement(root, "{http://iec.ch/TC57/2011/schema/message}Bogus")
+    assert schemas.validate(root) == [
+        schemas.SchemaError(
+            xpath="/FaultMessage/Bogus",
+            line=None,
+            message="Element '{http://iec.ch/TC57/2011/schema/message}Bogus': "
+            "This element is not expected.",
+        )
+    ]
+
+
+@pytest.mark.parametrize("url", ["", "http://example.com/evil.xsd", "file:///etc/passwd"])
+def test_the_resolver_names_a_location_it_refuses(url: str) -> None:
+    with pytest.raises(etree.XMLSchemaParseError) as caught:
+        schemas._PackageResolver().resolve(url, "", None)
+    assert str(caught.value) == f"schema location outside cim_schemas: {url!r}"
