@@ -11,7 +11,14 @@ from pathlib import Path
 import paramiko
 import pytest
 from paramiko import SFTPAttributes
-from paramiko.sftp import CMD_OPEN, SFTP_FLAG_APPEND, SFTP_FLAG_WRITE
+from paramiko.sftp import (
+    CMD_OPEN,
+    SFTP_FLAG_APPEND,
+    SFTP_FLAG_CREATE,
+    SFTP_FLAG_READ,
+    SFTP_FLAG_TRUNC,
+    SFTP_FLAG_WRITE,
+)
 from sftp_fixtures import Sftp, make_key
 
 KEY_TYPE = "ecdsa-sha2-nistp256"
@@ -154,6 +161,33 @@ def test_the_upload_registry_follows_a_file_renamed_while_open(sftp_server: Sftp
         sftp.rename("inbox/first.csv", "inbox/second.csv")
         st = (inbox / "second.csv").stat()
         assert not uploads.take_complete(inbox / "second.csv", st.st_size, st.st_mtime_ns)
+        # a file complete by rename, renamed again: its old name is complete no more
+        sftp.putfo(io.BytesIO(b"g;h\n"), "inbox/moved.csv.part")
+        sftp.rename("inbox/moved.csv.part", "inbox/moved.csv")
+        sftp.rename("inbox/moved.csv", "inbox/moved-again.csv")
+        st = (inbox / "moved-again.csv").stat()
+        assert not uploads.take_complete(inbox / "moved.csv", st.st_size, st.st_mtime_ns)
+        # a rename of an open upload that fails (onto a folder that is not empty): the
+        # upload stays open under its own name, and nothing is open under the other
+        (inbox / "folder").mkdir()
+        (inbox / "folder" / "inside.csv").write_bytes(b"x")
+        handle = sftp.open("inbox/held.csv.part", "w")
+        handle.write(b"i;j\n")
+        handle.flush()
+        with pytest.raises(OSError):
+            sftp.posix_rename("inbox/held.csv.part", "inbox/folder")
+        assert uploads.is_open(inbox / "held.csv.part")
+        assert not uploads.is_open(inbox / "folder")
+        handle.close()
+        assert not uploads.is_open(inbox / "held.csv.part")
+        # an open upload renamed onto another open upload's name: open until both close
+        first = sftp.open("inbox/one.csv.part", "w")
+        second = sftp.open("inbox/two.csv.part", "w")
+        sftp.posix_rename("inbox/one.csv.part", "inbox/two.csv.part")
+        second.close()
+        assert uploads.is_open(inbox / "two.csv.part")
+        first.close()
+        assert not uploads.is_open(inbox / "two.csv.part")
     finally:
         client.close()
 
@@ -169,11 +203,18 @@ def test_a_file_outside_inbox_cannot_be_opened_for_update(sftp_server: Sftp) -> 
             sftp.open("outbox/result.csv", "r+")
         with pytest.raises(PermissionError):
             sftp.open("outbox/result.csv", "a")
-        # the protocol's WRITE alone (O_WRONLY) or APPEND alone, as a client may send them
-        for flags in (SFTP_FLAG_WRITE, SFTP_FLAG_APPEND):
+        # the protocol's WRITE alone (O_WRONLY) or APPEND alone, and CREATE or TRUNC
+        # without WRITE (a file made empty, or an empty one made), as a client may send them
+        for name, flags in [
+            ("outbox/result.csv", SFTP_FLAG_WRITE),
+            ("outbox/result.csv", SFTP_FLAG_APPEND),
+            ("outbox/result.csv", SFTP_FLAG_READ | SFTP_FLAG_TRUNC),
+            ("outbox/new.csv", SFTP_FLAG_READ | SFTP_FLAG_CREATE),
+        ]:
             with pytest.raises(PermissionError):
-                sftp._request(CMD_OPEN, "outbox/result.csv", flags, SFTPAttributes())
+                sftp._request(CMD_OPEN, name, flags, SFTPAttributes())
         assert (outbox / "result.csv").read_bytes() == b"kept"
+        assert not (outbox / "new.csv").exists()
         sftp.putfo(io.BytesIO(b"one\n"), "inbox/u.csv.part")
         with sftp.open("inbox/u.csv.part", "a") as appended:
             appended.write(b"two\n")
