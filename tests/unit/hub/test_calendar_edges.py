@@ -18,7 +18,7 @@ from click.testing import CliRunner
 from hub.cli import cli
 from hub.samples import meter_readings_bytes
 from mappings.load import BUILTIN_DIR
-from tests.unit.hub.conftest import START, add_meters, make_app
+from tests.unit.hub.conftest import START, add_meters, make_app, reading_count
 
 SAMPLES = BUILTIN_DIR / "samples"
 EDGES = ("9999-12-31T23:59:59-14:00", "0001-01-01T00:00:00+14:00")
@@ -189,3 +189,24 @@ def test_mapped_timestamp_at_the_calendar_edge(
     assert "rejected" in output
     assert "outside the range of instants" in output, output
     assert re.search(r"line \d+", output), output  # the line of the row or element
+
+
+@pytest.mark.parametrize("where", ["</m:MeterReadings>", "</m:MeterReading>", "<m:value>"])
+def test_a_broken_element_is_1001_on_both_paths(store: str, tmp_path: Path, where: str) -> None:
+    """With the schema on the streaming parser, libxml2 let a broken element pass (no
+    exception, an empty error log) and the streamed file was stored; refused like the
+    tree path now, nothing stored."""
+    body = meter_readings_bytes(["MTR-1"], START, 40)
+    at = body.rfind(where.encode())
+    broken = body[:at] + b'<m:ReadingQuality1.5.257"/>' + body[at:]  # as a fuzz run made it
+    for path_kind in sorted(PATHS):
+        code, output = import_cim(store, cim_file(tmp_path, broken), path_kind)
+        assert code == 1, (path_kind, output)
+        assert "1001" in output, (path_kind, output)
+        assert "not well-formed XML at line 2" in output, (path_kind, output)
+        assert not INTERNAL_ERROR.search(output), output
+    app = make_app(store)
+    try:
+        assert reading_count(app) == 0
+    finally:
+        app.close()
