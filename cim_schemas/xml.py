@@ -285,7 +285,7 @@ def iterparse(
     # with a schema, libxml2 lets some syntax errors pass (see _WellFormed): a bare
     # parse of the same bytes checks well-formedness beside it
     well_formed = _WellFormed() if schema is not None else None
-    read = _TailReader(source, well_formed)
+    read = source if well_formed is None else _Tee(source, well_formed)
     events_of = etree.iterparse(read, **kwargs)
     try:
         for event, element in events_of:
@@ -296,11 +296,9 @@ def iterparse(
                 raise well_formed.error  # before the events of what libxml2 recovered
             yield event, element
         if well_formed is not None:
-            well_formed.close()
+            well_formed.close()  # a document cut short: libxml2 with a schema just stops
             if well_formed.error is not None:
                 raise well_formed.error
-        if schema is not None and events_of.root is not None:
-            _check_complete(read.tail(), events_of.root)
     except etree.XMLSyntaxError as exc:
         from cim_schemas.errors import SchemaInvalid
 
@@ -338,7 +336,9 @@ class _WellFormed:
     ``iterparse`` with no exception and an empty error log, with elements made of what
     it recovered, and the document would be taken. This parser builds no tree and
     calls back nothing (about a sixth of the validating parse's time); its first
-    error refuses the document (as the tree path does, code 1001)."""
+    error refuses the document (as the tree path does, code 1001). The same holds for a
+    document cut short, at which the validating parser's events simply stop: this
+    parser's ``close`` says "Premature end of data"."""
 
     def __init__(self) -> None:
         self._parser = etree.XMLParser(
@@ -366,51 +366,15 @@ class _WellFormed:
                 self.error = exc
 
 
-class _TailReader:
-    """What the streaming parser reads, passed through; keeps the last two reads so the
-    end of the document can be looked at (:func:`_check_complete`)."""
+class _Tee:
+    """What the streaming parser reads, fed to the well-formedness parser as well."""
 
-    def __init__(
-        self, source: IO[bytes] | io.RawIOBase, well_formed: _WellFormed | None = None
-    ) -> None:
+    def __init__(self, source: IO[bytes] | io.RawIOBase, well_formed: _WellFormed) -> None:
         self._source = source
         self._well_formed = well_formed
-        self._before = b""
-        self._last = b""
 
     def read(self, n: int = -1) -> bytes:
         data = self._source.read(n) or b""
         if data:
-            self._before, self._last = self._last, data
-            if self._well_formed is not None:
-                self._well_formed.feed(data)
+            self._well_formed.feed(data)
         return data
-
-    def tail(self) -> bytes:
-        return self._before + self._last
-
-
-_TRAILING_MISC = re.compile(rb"(?:\s+|<!--(?:(?!-->).)*-->|<\?(?:(?!\?>).)*\?>)\Z", re.DOTALL)
-
-
-def _check_complete(tail: bytes, root: etree._Element) -> None:
-    """A document cut short must not pass as whole.
-
-    libxml2 streaming with a schema (and entities left unresolved) ends without an error
-    at a premature end of the input: the events simply stop. A document is whole when,
-    after any trailing white space, comments and processing instructions, it ends with
-    the root element's end tag (a schema-valid IEC 61968-100 message always has children,
-    so its root is never an empty-element tag)."""
-    end = tail
-    while True:
-        m = _TRAILING_MISC.search(end)
-        if m is None or m.start() == len(end):
-            break
-        end = end[: m.start()]
-    qname = etree.QName(root)
-    name = f"{root.prefix}:{qname.localname}" if root.prefix else qname.localname
-    if re.search(rb"</" + re.escape(name.encode()) + rb"\s*>\Z", end) is None:
-        raise NotWellFormed(
-            f"not well-formed XML: the input ends before the root element {name} is closed "
-            "(cut short?)"
-        )

@@ -406,10 +406,8 @@ def test_a_message_with_a_prefixed_root_is_whole_and_cut_short_it_is_not() -> No
     cut = prefixed[: prefixed.rindex(b"</msg:EventMessage>")] + b"<!-- c -->\n"
     with pytest.raises(NotWellFormed) as caught:
         _events(cut, schema=message_schema())
-    assert str(caught.value) == (
-        "not well-formed XML: the input ends before the root element msg:EventMessage "
-        "is closed (cut short?)"
-    )
+    assert str(caught.value).startswith("not well-formed XML at line ")
+    assert "Premature end of data in tag EventMessage" in str(caught.value)
 
 
 def test_the_head_of_a_document_keeps_the_depth_limit() -> None:
