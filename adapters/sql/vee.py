@@ -762,7 +762,8 @@ class SqlValidationStore(_Repo):
 
 def _merged(counts: Sequence[RuleCount]) -> tuple[RuleCount, ...]:
     """One count per rule: a rule run over several periods (validation on ingest: the
-    feed's periods, each with its own meters) sums them."""
+    feed's periods, each with its own meters) adds their readings; its findings and
+    meters are counted over the whole run each time, the last count is the rule's."""
     out: dict[str, RuleCount] = {}
     for c in counts:
         seen = out.get(c.rule)
@@ -772,8 +773,8 @@ def _merged(counts: Sequence[RuleCount]) -> tuple[RuleCount, ...]:
                 c.kind,
                 c.reading_type,
                 seen.readings + c.readings,
-                seen.findings + c.findings,
-                seen.meters + c.meters,
+                c.findings,
+                c.meters,
             )
             if seen
             else c

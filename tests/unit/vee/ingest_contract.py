@@ -28,7 +28,7 @@ from mdm.commands import CreateMeter
 from mdm.handlers import HandlerContext
 from mdm.model import DeviceRef, EndDevice
 from mdm.vee.commands import ValidateReadings
-from tests.unit.vee.data import PROFILE, Meter, Q, store
+from tests.unit.vee.data import PROFILE, REGISTER, Meter, Q, store
 
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 CTX = HandlerContext(actor="test", now=NOW)
@@ -42,7 +42,14 @@ RULES: list[dict[str, Any]] = [
 ]
 
 
-def message(values: dict[datetime, Decimal]) -> bytes:
+Row = tuple[str, str, str, str, str]
+
+
+def rows_of(mrid: str, values: dict[datetime, Decimal], rt: str = PROFILE) -> list[Row]:
+    return [(mrid, rt, ts.isoformat(), str(v), "") for ts, v in sorted(values.items())]
+
+
+def message(values: dict[datetime, Decimal] | list[Row]) -> bytes:
     out = io.BytesIO()
     out.write(
         f'<?xml version="1.0" encoding="UTF-8"?>\n<EventMessage xmlns="{MESSAGE_NS}" '
@@ -51,7 +58,7 @@ def message(values: dict[datetime, Decimal]) -> bytes:
         f"<Timestamp>{NOW.isoformat()}</Timestamp><Source>test</Source>"
         "<MessageID>ingest-1</MessageID></Header><Payload>".encode()
     )
-    rows = [("M1", PROFILE, ts.isoformat(), str(v), "") for ts, v in sorted(values.items())]
+    rows = rows_of("M1", values) if isinstance(values, dict) else values
     with etree.xmlfile(out, encoding="UTF-8") as xf:
         write_readings(xf, iter(rows), STORED_QUALITIES, cast(IO[bytes], out), prefix="m")
     out.write(b"</Payload></EventMessage>\n")
@@ -77,18 +84,20 @@ class VeeIngestContract:
     def url(self, store_url: str) -> str:
         return store_url
 
-    def history(self, app: App) -> int:
+    def history(self, app: App, *mrids: str) -> int:
         with app.uow_factory() as uow:
             u = uow.utilities.get(app.settings.default_utility)
             assert u is not None
             assert u.id is not None
-            app.bus.handle(CreateMeter(u.id, EndDevice("M1", "DEFAULT")), uow, CTX)
+            meters = [Meter(m) for m in mrids or ("M1",)]
+            for m in meters:
+                app.bus.handle(CreateMeter(u.id, EndDevice(m.mrid, "DEFAULT")), uow, CTX)
             # four weeks of history through the store's staging (no source: not validated)
-            store(uow, u.id, [Meter("M1")], DAY - timedelta(weeks=4), DAY)
+            store(uow, u.id, meters, DAY - timedelta(weeks=4), DAY)
             uow.commit()
             return u.id
 
-    def ingest(self, app: App, values: dict[datetime, Decimal]) -> None:
+    def ingest(self, app: App, values: dict[datetime, Decimal] | list[Row]) -> None:
         outcome = app.pipeline.process(
             InboundMessage(source="test", endpoint="cli:import", body=message(values))
         )
@@ -164,5 +173,36 @@ class VeeIngestContract:
                 runs = uow.vee.runs(uid)
             assert len(runs) == 1
             assert {c.rule for c in runs[0].rules} == {"missing-15"}
+        finally:
+            app.close()
+
+    def test_each_meter_and_reading_type_is_validated_over_what_it_wrote(self, url: str) -> None:
+        """M1 writes the day with the faults, M2 the next day (its day between is missing
+        but was not written: not this feed's), M3 only a register (its profile is not
+        expected of this feed)."""
+        app = self.app(
+            url, VeeSettings(time_zone="Europe/Berlin", on_ingest=["import"], rules=RULES)
+        )
+        try:
+            uid = self.history(app, "M1", "M2", "M3")
+            next_day = {DAY + i * Q: Decimal("0.2") for i in range(97, 193)}
+            register = {DAY + 96 * Q: Decimal("5000")}
+            self.ingest(
+                app,
+                rows_of("M1", day_values()) + rows_of("M2", next_day)
+                + rows_of("M3", register, REGISTER),
+            )  # fmt: skip
+            with app.uow_factory() as uow:
+                (run,) = uow.vee.runs(uid)
+            assert self.findings(app, run.id) == {
+                ("M1", "spike-15", SPIKE, SPIKE, 1),
+                ("M1", "missing-15", GAP[0], GAP[-1], 3),
+            }
+            assert (run.period_start, run.period_end) == (DAY + Q - timedelta(microseconds=1),
+                                                          DAY + 192 * Q)  # fmt: skip
+            assert run.readings == 93 + 96  # the profile readings written, M1's and M2's
+            assert run.meters == 3
+            counts = {c.rule: (c.findings, c.meters) for c in run.rules}
+            assert counts == {"missing-15": (1, 1), "spike-15": (1, 1)}, run.rules
         finally:
             app.close()
