@@ -49,14 +49,14 @@ def rows_of(mrid: str, values: dict[datetime, Decimal], rt: str = PROFILE) -> li
     return [(mrid, rt, ts.isoformat(), str(v), "") for ts, v in sorted(values.items())]
 
 
-def message(values: dict[datetime, Decimal] | list[Row]) -> bytes:
+def message(values: dict[datetime, Decimal] | list[Row], message_id: str = "ingest-1") -> bytes:
     out = io.BytesIO()
     out.write(
         f'<?xml version="1.0" encoding="UTF-8"?>\n<EventMessage xmlns="{MESSAGE_NS}" '
         f'xmlns:m="{profile_ns("MeterReadings")}"><Header><Verb>created</Verb>'
         "<Noun>MeterReadings</Noun><Revision>2.0</Revision>"
         f"<Timestamp>{NOW.isoformat()}</Timestamp><Source>test</Source>"
-        "<MessageID>ingest-1</MessageID></Header><Payload>".encode()
+        f"<MessageID>{message_id}</MessageID></Header><Payload>".encode()
     )
     rows = rows_of("M1", values) if isinstance(values, dict) else values
     with etree.xmlfile(out, encoding="UTF-8") as xf:
