@@ -16,6 +16,7 @@ import logging
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from typing import TYPE_CHECKING
 
 import click
@@ -36,7 +37,8 @@ from hub.pipeline import Pipeline
 from hub.routing import RouteTable
 from hub.settings import Settings, load_settings
 from hub.variants import cim_variants
-from mdm.handlers import HANDLERS
+from mdm.commands import StoreMeterReadings
+from mdm.handlers import HANDLERS, store_meter_readings
 from mdm.model import Utility
 from mdm.ports import UnitOfWorkFactory
 
@@ -121,6 +123,11 @@ def bootstrap(
     engine = store_engine(settings.database_url, settings.store)
     uow_factory = SqlUnitOfWorkFactory(engine, staging_batch_size=settings.limits.ingest_batch_rows)
     bus = MessageBus(HANDLERS)
+    if settings.vee.on_ingest or any(r.on_ingest for r in settings.vee.rules):
+        bus.register(
+            StoreMeterReadings,
+            partial(store_meter_readings, ingest_rules=settings.vee.ingest_rules),
+        )
     journal = ControlJournal(uow_factory, EventPublisher(settings))
     headend: HeadEnd | None = None
     jobs: JobDispatch | None = None

@@ -108,7 +108,7 @@ def store_readings(
     applied: StagingResult = bus.handle(
         StoreMeterReadings(utility_id, [feed]),
         uow,
-        HandlerContext(actor=ACTOR, now=datetime.now(UTC)),
+        HandlerContext(actor=ACTOR, now=datetime.now(UTC), source="headend"),
     )
     if applied.duplicates:
         raise AmihubError(f"duplicate readings in {what}: {applied.duplicates}")

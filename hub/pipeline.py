@@ -75,6 +75,7 @@ from mdm.ports import (
     UnitOfWork,
     UnitOfWorkFactory,
 )
+from mdm.vee.ingest import ingest_source
 
 log = logging.getLogger("amihub.pipeline")
 
@@ -257,7 +258,7 @@ class Pipeline:
                 ctx = RouteContext(
                     utility_id=utility_id,
                     utility_code=utility_code,
-                    handler=HandlerContext(actor=msg.source, now=dispatched_at),
+                    handler=HandlerContext(msg.source, dispatched_at, ingest_source(msg.endpoint)),
                     bus=self.bus,
                 )
                 result = route.write_reply(cast(IO[bytes], spool), frame, ctx, uow)
@@ -571,7 +572,7 @@ class Pipeline:
                 RouteContext(
                     utility.id,
                     utility_code,
-                    HandlerContext(actor=msg.source, now=self.clock()),
+                    HandlerContext(msg.source, self.clock(), ingest_source(msg.endpoint)),
                     self.bus,
                 ),
             )
@@ -589,7 +590,7 @@ class Pipeline:
             ctx = RouteContext(
                 utility_id=utility.id,
                 utility_code=utility_code,
-                handler=HandlerContext(actor=msg.source, now=self.clock()),
+                handler=HandlerContext(msg.source, self.clock(), ingest_source(msg.endpoint)),
                 bus=self.bus,
                 exchanged=exchanged,
             )
@@ -892,7 +893,11 @@ class Pipeline:
             ctx = RouteContext(
                 utility_id=utility_id,
                 utility_code=utility_code,
-                handler=HandlerContext(actor=msgs[members[0][0]].source, now=self.clock()),
+                handler=HandlerContext(
+                    msgs[members[0][0]].source,
+                    self.clock(),
+                    ingest_source(msgs[members[0][0]].endpoint),
+                ),
                 bus=self.bus,
             )
             route = members[0][3]

@@ -276,7 +276,7 @@ class MdmPushSink:
                 as_text=True,
             ),
             uow,
-            HandlerContext(actor=ACTOR, now=datetime.now(UTC)),
+            HandlerContext(actor=ACTOR, now=datetime.now(UTC), source="push"),
         )
         wanted = {(key[0], key[1], key[2].isoformat()): key for key in readings}
         same: set[_ReadingKey] = set()

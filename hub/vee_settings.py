@@ -26,7 +26,7 @@ does not exist before it writes anything.
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Annotated, Any, Self
+from typing import Annotated, Any, Literal, Self
 
 from pydantic import (
     AfterValidator,
@@ -52,6 +52,9 @@ from mdm.vee.rules import (
 )
 
 MAX_NAME = 100
+
+#: where readings come in (mdm.vee.ingest.INGEST_SOURCES)
+IngestSource = Literal["soap", "amqp", "sftp", "import", "headend", "push"]
 
 #: the settings each kind needs, and those it may take
 _NEEDS: dict[RuleKind, tuple[str, ...]] = {
@@ -90,6 +93,9 @@ class VeeRuleSettings(BaseModel):
     utility: str | None = None
     end_device_group: str | None = None
     usage_point_group: str | None = None
+    #: the sources whose readings this rule validates on ingest (None: ``[vee]
+    #: on_ingest``; []: never on ingest)
+    on_ingest: list[IngestSource] | None = None
     minimum: Decimal | None = None
     maximum: Decimal | None = None
     factor: Decimal | None = None
@@ -298,6 +304,18 @@ class VeeSettings(BaseModel):
     estimate_reading_types: list[Annotated[str, AfterValidator(_interval_type)]] = Field(
         default_factory=list
     )
+    #: the sources whose readings every enabled rule validates on ingest (a rule's own
+    #: ``on_ingest`` overrides): soap, amqp, sftp, import, headend, push
+    on_ingest: list[IngestSource] = Field(default_factory=list)
+
+    def ingest_rules(self, utility: str, source: str) -> tuple[ValidationRule, ...]:
+        """The enabled rules of the utility that validate ``source``'s readings on ingest."""
+        zone = self.utility_time_zones.get(utility, self.time_zone)
+        return tuple(
+            r.rule(zone)
+            for r in self.rules
+            if source in (self.on_ingest if r.on_ingest is None else r.on_ingest)
+        )
 
     def rules_for(self, utility: str) -> tuple[ValidationRule, ...]:
         """Every configured rule (disabled ones too), in the utility's zone by default."""

@@ -456,7 +456,9 @@ def import_stream(
     )
     try:
         outcome: StagingResult = bus.handle(
-            StoreMeterReadings(found.id, feed), uow, HandlerContext(actor, datetime.now(UTC))
+            StoreMeterReadings(found.id, feed),
+            uow,
+            HandlerContext(actor, datetime.now(UTC), _source(actor)),
         )
     except _LinesRefused:
         return ImportResult(
@@ -493,6 +495,11 @@ def import_stream(
         skipped_readings=skipped if applied else 0,
         duplicates=duplicates,
     )
+
+
+def _source(actor: str) -> str:
+    """The ingest source of a mapped file: its SFTP partner's (``sftp:user``), else import."""
+    return "sftp" if actor.startswith("sftp:") else "import"
 
 
 def import_file(

@@ -42,14 +42,36 @@ from mdm.model import (
 )
 from mdm.ports import ReadingText, StagingResult, UnitOfWork, reading_feed
 from mdm.vee.handlers import VEE_HANDLERS
+from mdm.vee.ingest import IngestRules, Touched, TouchedFeed, validate_on_ingest
 
 
 def store_meter_readings(
-    cmd: StoreMeterReadings, uow: UnitOfWork, ctx: HandlerContext
+    cmd: StoreMeterReadings,
+    uow: UnitOfWork,
+    ctx: HandlerContext,
+    ingest_rules: IngestRules | None = None,
 ) -> StagingResult:
     """The one way readings go in, whoever writes them (CIM messages, batches, mapped
-    files, dead-letter replays): the store decides how to write them."""
-    return uow.readings.ingest(cmd.utility_id, reading_feed(cmd.feed))
+    files, head-end reads and pushes, dead-letter replays): the store decides how to
+    write them. With ``ingest_rules`` (the bootstrap's, from ``[vee]``), the rules
+    enabled for ``ctx.source`` then validate what the feed wrote, in the same
+    transaction (mdm/vee/ingest.py); findings never refuse a reading."""
+    if ingest_rules is None or not ctx.source:
+        return uow.readings.ingest(cmd.utility_id, reading_feed(cmd.feed))
+    touched = Touched()
+    result = uow.readings.ingest(cmd.utility_id, TouchedFeed(reading_feed(cmd.feed), touched))
+    if not result.duplicates and result.stats.stored + result.stats.superseded:
+        validate_on_ingest(
+            uow,
+            ctx.actor,
+            ctx.now,
+            ctx.source,
+            cmd.utility_id,
+            touched,
+            result.unknown_items,
+            ingest_rules,
+        )
+    return result
 
 
 @dataclass(frozen=True)

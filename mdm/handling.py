@@ -20,6 +20,9 @@ from mdm.ports import UnitOfWork
 class HandlerContext:
     actor: str
     now: datetime
+    #: where the command came in: soap, amqp, sftp, import, headend, push (validation on
+    #: ingest is configured per source, docs/vee.md); '' for anything else
+    source: str = ""
 
 
 Handler = Callable[[Any, UnitOfWork, HandlerContext], Any]

@@ -30,6 +30,7 @@ from adapters.sql import tables as t
 from adapters.sql.errors import guard, guarded
 from adapters.sql.registry import _Repo
 from adapters.sql.types import UTCDateTime
+from mdm.model import DeviceRef
 from mdm.vee.estimation import (
     ESTIMATED_CODE,
     ESTIMATION,
@@ -170,12 +171,15 @@ class SqlValidationStore(_Repo):
         actor: str,
         now: datetime,
         rules: Sequence[ValidationRule],
+        trigger: str = "demand",
     ) -> int:
         config = [
             {k: (str(v) if isinstance(v, Decimal) else v) for k, v in asdict(r).items()}
             for r in rules
         ]
-        return self._begin(utility_id, "validate", start, end, scope, actor, now, {"rules": config})
+        return self._begin(
+            utility_id, "validate", start, end, scope, actor, now, {"rules": config}, trigger
+        )
 
     @guarded
     def start_estimation(
@@ -200,6 +204,7 @@ class SqlValidationStore(_Repo):
         actor: str,
         now: datetime,
         config: dict[str, Any],
+        trigger: str = "demand",
     ) -> int:
         d = self._d()
         for sql in (
@@ -221,7 +226,7 @@ class SqlValidationStore(_Repo):
             .values(
                 utility_id=utility_id,
                 kind=kind,
-                trigger="demand",
+                trigger=trigger,
                 scope=scope,
                 period_start=start,
                 period_end=end,
@@ -241,8 +246,26 @@ class SqlValidationStore(_Repo):
         return int(run_id)
 
     @guarded
-    def select_meters(self, utility_id: int, device_id: int | None, group_id: int | None) -> int:
-        if device_id is not None:
+    def select_meters(
+        self,
+        utility_id: int,
+        device_id: int | None,
+        group_id: int | None,
+        refs: Sequence[DeviceRef] = (),
+    ) -> int:
+        if refs:  # the meters a feed wrote (validation on ingest): by mRID, else by name
+            # the meters of each of the feed's periods in turn: the previous ones go
+            self._exec(f"DELETE FROM {METER}")
+            mrids = sorted({r.mrid for r in refs if r.mrid})
+            names = sorted({r.name for r in refs if not r.mrid and r.name})
+            self._conn.execute(
+                text(
+                    f"INSERT INTO {METER} (device_id) SELECT id FROM end_device "
+                    "WHERE utility_id = :u AND (mrid IN :m OR name IN :n)"
+                ).bindparams(bindparam("m", expanding=True), bindparam("n", expanding=True)),
+                {"u": utility_id, "m": mrids or [""], "n": names or [""]},
+            )
+        elif device_id is not None:
             self._exec(f"INSERT INTO {METER} (device_id) VALUES (:d)", d=device_id)
         elif group_id is not None:
             self._exec(
@@ -1044,7 +1067,7 @@ class SqlValidationStore(_Repo):
             run=run_id,
         ).one()
         config = self._conn.execute(select(_R.c.rules).where(_R.c.id == run_id)).scalar_one()
-        counts = tuple(self._counts)
+        counts = _merged(self._counts)
         self._conn.execute(
             update(_R)
             .where(_R.c.id == run_id)
@@ -1132,3 +1155,25 @@ class SqlValidationStore(_Repo):
             .order_by(dev.c.mrid)
         )
         return [str(m) for m in self._conn.execute(stmt).scalars()]
+
+
+def _merged(counts: Sequence[RuleCount]) -> tuple[RuleCount, ...]:
+    """One count per rule: a rule run over several periods (validation on ingest: the
+    feed's periods, each with its own meters) adds their readings; its findings and
+    meters are counted over the whole run each time, the last count is the rule's."""
+    out: dict[str, RuleCount] = {}
+    for c in counts:
+        seen = out.get(c.rule)
+        out[c.rule] = (
+            RuleCount(
+                c.rule,
+                c.kind,
+                c.reading_type,
+                seen.readings + c.readings,
+                c.findings,
+                c.meters,
+            )
+            if seen
+            else c
+        )
+    return tuple(out.values())

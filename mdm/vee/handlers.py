@@ -6,6 +6,7 @@ versions of the flagged readings are committed together or not at all.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from cim_schemas.errors import ConfigurationError, ItemRejected, PayloadInvalid
@@ -16,7 +17,7 @@ from mdm.model import DeviceRef
 from mdm.ports import UnitOfWork
 from mdm.vee.commands import EstimateReadings, SaveFailingMeters, ValidateReadings
 from mdm.vee.model import ValidationRun
-from mdm.vee.rules import RuleKind, check_reading_type, interval_seconds
+from mdm.vee.rules import RuleKind, ValidationRule, check_reading_type, interval_seconds
 
 
 def _group_id(uow: UnitOfWork, utility_id: int, name: str, what: str) -> int:
@@ -29,6 +30,18 @@ def _group_id(uow: UnitOfWork, utility_id: int, name: str, what: str) -> int:
     if not group.is_open:
         raise ItemRejected("2009", f"{what}: end device group {group.describe()} is closed")
     return group.id
+
+
+def resolve_rule_groups(
+    uow: UnitOfWork, utility_id: int, rules: Sequence[ValidationRule]
+) -> dict[str, int | None]:
+    """Each rule's end device group id (None: no group); refused when one is unusable."""
+    groups: dict[str, int | None] = {}
+    for rule in rules:
+        name = rule.scope.end_device_group
+        what = f"vee rule {rule.name!r} end_device_group"
+        groups[rule.name] = _group_id(uow, utility_id, name, what) if name else None
+    return groups
 
 
 def _check_period(cmd: ValidateReadings | EstimateReadings) -> None:
@@ -73,11 +86,7 @@ def validate_readings(cmd: ValidateReadings, uow: UnitOfWork, ctx: HandlerContex
         )
     device_id, group_id, scope = _scope(uow, cmd)
     # every rule's group is resolved before anything is written
-    rule_groups: dict[str, int | None] = {}
-    for rule in rules:
-        name = rule.scope.end_device_group
-        what = f"vee rule {rule.name!r} end_device_group"
-        rule_groups[rule.name] = _group_id(uow, cmd.utility_id, name, what) if name else None
+    rule_groups = resolve_rule_groups(uow, cmd.utility_id, rules)
     run_id = uow.vee.start_run(cmd.utility_id, cmd.start, cmd.end, scope, ctx.actor, ctx.now, rules)
     meters = uow.vee.select_meters(cmd.utility_id, device_id, group_id)
     for rule in rules:

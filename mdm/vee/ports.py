@@ -11,6 +11,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import Protocol
 
+from mdm.model import DeviceRef
 from mdm.vee.estimation import EstimationMethod
 from mdm.vee.model import Finding, RuleCount, ValidationRun
 from mdm.vee.rules import ValidationRule
@@ -26,8 +27,9 @@ class ValidationStore(Protocol):
         actor: str,
         now: datetime,
         rules: Sequence[ValidationRule],
+        trigger: str = "demand",
     ) -> int:
-        """Record a run (state ``running``); its id."""
+        """Record a run (state ``running``; ``trigger`` demand or ingest); its id."""
         ...
 
     def start_estimation(
@@ -43,9 +45,16 @@ class ValidationStore(Protocol):
         """Record an estimation run (kind ``estimate``, state ``running``); its id."""
         ...
 
-    def select_meters(self, utility_id: int, device_id: int | None, group_id: int | None) -> int:
-        """The meters of this run (one meter, a group's members, or every meter of the
-        utility), kept for the rules of the run; how many."""
+    def select_meters(
+        self,
+        utility_id: int,
+        device_id: int | None,
+        group_id: int | None,
+        refs: Sequence[DeviceRef] = (),
+    ) -> int:
+        """The meters of this run (one meter, a group's members, the meters ``refs`` names
+        by mRID or name, or every meter of the utility), kept for the rules of the run;
+        how many."""
         ...
 
     def validate(

@@ -37,9 +37,11 @@ def result(mrid: str, at: datetime) -> MeterResult:
 
 def test_a_batch_goes_to_the_store_as_one_store_meter_readings(app: App) -> None:
     sent: list[StoreMeterReadings] = []
+    sources: list[str] = []
 
     def observed(cmd: StoreMeterReadings, uow: UnitOfWork, ctx: HandlerContext) -> Any:
         sent.append(cmd)
+        sources.append(ctx.source)
         return store_meter_readings(cmd, uow, ctx)
 
     bus = MessageBus(HANDLERS)
@@ -51,6 +53,7 @@ def test_a_batch_goes_to_the_store_as_one_store_meter_readings(app: App) -> None
     stats, events = sink.write(batch)
 
     assert len(sent) == 1
+    assert sources == ["headend"]  # validation on ingest is configured per source
     with app.uow_factory() as uow:
         utility = uow.utilities.get(app.settings.default_utility)
     assert utility is not None
