@@ -21,12 +21,12 @@ from pydantic import (
     AfterValidator,
     BaseModel,
     ConfigDict,
-    ValidationError,
     ValidatorFunctionWrapHandler,
     model_validator,
 )
 
 from cim_schemas.codes.reading_type import ReadingType
+from hub.named_entries import unique_names, validate_named
 from mdm.recurrence import Recurrence
 
 DAY: Final = 86400
@@ -79,13 +79,7 @@ class ReadScheduleSettings(BaseModel):
     @classmethod
     def _named(cls, data: Any, handler: ValidatorFunctionWrapHandler) -> Any:
         """Every problem of an entry is reported with the entry's name."""
-        try:
-            return handler(data)
-        except ValidationError as exc:
-            name = data.get("name") if isinstance(data, dict) else None
-            problems = "; ".join(_problem(e) for e in exc.errors())
-            label = f"read schedule {name!r}" if isinstance(name, str) else "read schedule"
-            raise ValueError(f"{label}: {problems}") from None
+        return validate_named("read schedule", data, handler)
 
     @model_validator(mode="after")
     def _check(self) -> Self:
@@ -220,21 +214,7 @@ def _instant(value: datetime | date | None, zone: ZoneInfo) -> datetime | None:
     return value
 
 
-def _problem(error: Any) -> str:
-    ctx = error.get("ctx") or {}
-    message = str(ctx["error"]) if error.get("type") == "value_error" else str(error["msg"])
-    loc = ".".join(str(p) for p in error.get("loc", ()))
-    return f"{loc}: {message}" if loc else message
-
-
-def _unique(entries: list[ReadScheduleSettings]) -> list[ReadScheduleSettings]:
-    seen: set[str] = set()
-    for entry in entries:
-        if entry.name in seen:
-            raise ValueError(f"read schedule {entry.name!r} is defined twice (names are mRIDs)")
-        seen.add(entry.name)
-    return entries
-
-
 #: the ``[hes] read_schedules`` list: entries checked, names unique
-ReadSchedules = Annotated[list[ReadScheduleSettings], AfterValidator(_unique)]
+ReadSchedules = Annotated[
+    list[ReadScheduleSettings], AfterValidator(unique_names("read schedule", "names are mRIDs"))
+]

@@ -33,11 +33,11 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    ValidationError,
     ValidatorFunctionWrapHandler,
     model_validator,
 )
 
+from hub.named_entries import unique_names, validate_named
 from mdm.recurrence import zone_of
 from mdm.vee.rules import (
     DEFAULT_FLAG_CODES,
@@ -117,13 +117,7 @@ class VeeRuleSettings(BaseModel):
     @classmethod
     def _named(cls, data: Any, handler: ValidatorFunctionWrapHandler) -> Any:
         """Every problem of an entry is reported with the rule's name."""
-        try:
-            return handler(data)
-        except ValidationError as exc:
-            name = data.get("name") if isinstance(data, dict) else None
-            problems = "; ".join(_problem(e) for e in exc.errors())
-            label = f"rule {name!r}" if isinstance(name, str) else "rule"
-            raise ValueError(f"{label}: {problems}") from None
+        return validate_named("rule", data, handler)
 
     @model_validator(mode="after")
     def _check(self) -> Self:
@@ -251,22 +245,6 @@ class VeeRuleSettings(BaseModel):
         )
 
 
-def _problem(error: Any) -> str:
-    ctx = error.get("ctx") or {}
-    message = str(ctx["error"]) if error.get("type") == "value_error" else str(error["msg"])
-    loc = ".".join(str(p) for p in error.get("loc", ()))
-    return f"{loc}: {message}" if loc else message
-
-
-def _unique(entries: list[VeeRuleSettings]) -> list[VeeRuleSettings]:
-    seen: set[str] = set()
-    for entry in entries:
-        if entry.name in seen:
-            raise ValueError(f"rule {entry.name!r} is defined twice (rules are named)")
-        seen.add(entry.name)
-    return entries
-
-
 def _zone(name: str) -> str:
     zone_of(name)  # ValueError naming it
     return name
@@ -292,7 +270,9 @@ class VeeSettings(BaseModel):
     time_zone: Zone = "UTC"
     #: utility code -> its zone
     utility_time_zones: dict[str, Zone] = Field(default_factory=dict)
-    rules: Annotated[list[VeeRuleSettings], AfterValidator(_unique)] = Field(default_factory=list)
+    rules: Annotated[
+        list[VeeRuleSettings], AfterValidator(unique_names("rule", "rules are named"))
+    ] = Field(default_factory=list)
     #: estimation: the longest gap (in intervals of its reading type) that linear
     #: interpolation fills; longer ones are findings
     linear_max_intervals: int = Field(default=4, ge=1, le=2976)
