@@ -560,35 +560,31 @@ class Pipeline:
         exchange = getattr(route, "exchange", None)
         if exchange is not None:  # an ExchangingRoute: no transaction open meanwhile
             with self.uow_factory() as uow:
-                duplicate = self._earlier_reply(uow, msg, header, steps, content_hash)
-                if duplicate is not None:
-                    uow.commit()
-                    return duplicate
-                utility = uow.utilities.get(utility_code)
-            if utility is None or utility.id is None:
-                raise MessageRejected(f"unknown utility {utility_code!r}", code="1010")
+                duplicate, utility_id = self._earlier_or_utility(
+                    uow, msg, header, steps, content_hash, utility_code
+                )
+            if duplicate is not None:
+                return duplicate
             exchanged = exchange(
                 frame,
                 RouteContext(
-                    utility.id,
+                    utility_id,
                     utility_code,
                     HandlerContext(msg.source, self.clock(), ingest_source(msg.endpoint)),
                     self.bus,
                 ),
             )
         with self.uow_factory() as uow:
-            duplicate = self._earlier_reply(uow, msg, header, steps, content_hash)
+            duplicate, utility_id = self._earlier_or_utility(
+                uow, msg, header, steps, content_hash, utility_code
+            )
             if duplicate is not None:
-                uow.commit()
                 return duplicate
-            utility = uow.utilities.get(utility_code)
-            if utility is None or utility.id is None:
-                raise MessageRejected(f"unknown utility {utility_code!r}", code="1010")
             self.journal.advance(
                 uow, steps, (S.VALIDATED, None), (S.DISPATCHED, f"{header.verb} {header.noun}")
             )
             ctx = RouteContext(
-                utility_id=utility.id,
+                utility_id=utility_id,
                 utility_code=utility_code,
                 handler=HandlerContext(msg.source, self.clock(), ingest_source(msg.endpoint)),
                 bus=self.bus,
@@ -601,6 +597,26 @@ class Pipeline:
         self._after_replay(msg, result.result)
         self._log_outcome(msg, outcome, result)
         return outcome
+
+    def _earlier_or_utility(
+        self,
+        uow: UnitOfWork,
+        msg: InboundMessage,
+        header: Header,
+        steps: LifecycleRecorder,
+        content_hash: str,
+        utility_code: str,
+    ) -> tuple[Outcome | None, int]:
+        """The stored reply of a message seen before (its step committed), else the id of
+        the message's utility (MessageRejected 1010 when there is none)."""
+        duplicate = self._earlier_reply(uow, msg, header, steps, content_hash)
+        if duplicate is not None:
+            uow.commit()
+            return duplicate, 0
+        utility = uow.utilities.get(utility_code)
+        if utility is None or utility.id is None:
+            raise MessageRejected(f"unknown utility {utility_code!r}", code="1010")
+        return None, utility.id
 
     def _conclude(
         self,
