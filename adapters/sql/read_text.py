@@ -13,6 +13,7 @@ On SQLite the ordinary query is formatted in Python (the embedded default).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import itertools
 from collections.abc import Generator, Iterator, Sequence
@@ -141,6 +142,18 @@ def small(n_meters: int, start: datetime | None, end: datetime | None) -> bool:
 _cursor_numbers = itertools.count(1)
 
 
+@contextlib.contextmanager
+def _read_errors() -> Iterator[None]:
+    """psycopg's errors while reading as the project's (the raw connection is below
+    SQLAlchemy's mapping, adapters/sql/errors.py)."""
+    try:
+        yield
+    except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+        raise StoreUnavailable(f"database unavailable while reading: {exc}") from exc
+    except psycopg.Error as exc:
+        raise PermanentError(f"store error while reading: {type(exc).__name__}: {exc}") from exc
+
+
 def _stream(
     raw: psycopg.Connection[Any], sql: str, params: dict[str, Any], *, whole: bool = False
 ) -> Generator[Any, None, None]:
@@ -152,7 +165,7 @@ def _stream(
     lock until its result was read to the end, so a second statement from the same
     thread waited on that lock for ever (issue 12, point 8). Close the iterator when
     not reading it to the end: the server-side cursor is closed then."""
-    try:
+    with _read_errors():
         if whole:
             with raw.cursor() as cur:
                 cur.execute(sql, params, prepare=True)
@@ -166,10 +179,6 @@ def _stream(
                 yield from rows
                 if len(rows) < STREAM_CHUNK:
                     return
-    except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
-        raise StoreUnavailable(f"database unavailable while reading: {exc}") from exc
-    except psycopg.Error as exc:
-        raise PermanentError(f"store error while reading: {type(exc).__name__}: {exc}") from exc
 
 
 def pg_reading_text(
@@ -253,18 +262,13 @@ def pg_meter_records(
     params["utility"] = utility_id
     params["mrid"] = mrid
     params["limit"] = limit + 1
-    try:
-        with raw.cursor() as cur:
-            cur.execute(sql, params, prepare=True)
-            rows = cur.fetchall()
-            if rows:
-                return list(map(_record, rows))
-            cur.execute(_PG_METER_EXISTS, {"utility": utility_id, "mrid": mrid}, prepare=True)
-            return [] if cur.fetchone() is not None else None
-    except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
-        raise StoreUnavailable(f"database unavailable while reading: {exc}") from exc
-    except psycopg.Error as exc:
-        raise PermanentError(f"store error while reading: {type(exc).__name__}: {exc}") from exc
+    with _read_errors(), raw.cursor() as cur:
+        cur.execute(sql, params, prepare=True)
+        rows = cur.fetchall()
+        if rows:
+            return list(map(_record, rows))
+        cur.execute(_PG_METER_EXISTS, {"utility": utility_id, "mrid": mrid}, prepare=True)
+        return [] if cur.fetchone() is not None else None
 
 
 #: a row of :func:`pg_records_sql` as the record it is (no conversion)
